@@ -1,0 +1,456 @@
+//! `ClusterState`: a snapshot of the objects podnet computes desired state from.
+//!
+//! Workloads stand for their pods through their pod template (as netpol-analyzer does): a
+//! Deployment `shop/web` is one row `shop/web` whose owner kind is `Deployment`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::{Location, ManifestError, ObjectRef};
+use crate::load::{Loaded, Object};
+use crate::selector::Labels;
+use crate::validation::{self, FieldError, FieldPath};
+
+/// The label every namespace carries (set by the API server).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The namespace of objects that do not name one (kubectl's default context).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// An L4 protocol of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP
+    Tcp,
+    /// UDP
+    Udp,
+    /// SCTP
+    Sctp,
+}
+
+impl Protocol {
+    /// The API spelling: `TCP`, `UDP`, `SCTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    /// Accepts the API spelling and, for people typing flags, lower case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "TCP" | "tcp" => Ok(Protocol::Tcp),
+            "UDP" | "udp" => Ok(Protocol::Udp),
+            "SCTP" | "sctp" => Ok(Protocol::Sctp),
+            other => Err(format!("unsupported protocol {other:?}: supported values: \"TCP\", \"UDP\", \"SCTP\"")),
+        }
+    }
+}
+
+/// A declared container port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerPort {
+    /// `name` (an IANA service name), if any.
+    pub name: Option<String>,
+    /// `containerPort`
+    pub port: u16,
+    /// `protocol` (default TCP)
+    pub protocol: Protocol,
+}
+
+/// A namespace with its labels (always including `kubernetes.io/metadata.name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// False when it is only referenced by other objects, not declared.
+    pub declared: bool,
+}
+
+/// A pod, or a workload standing for its pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name (the workload's name for a workload).
+    pub name: String,
+    /// `Pod`, or the workload kind (`Deployment`, ...).
+    pub kind: String,
+    /// Labels (the pod template's for a workload).
+    pub labels: Labels,
+    /// Declared ports of its containers (and restartable init containers).
+    pub ports: Vec<ContainerPort>,
+    /// `status.podIPs` (or `status.podIP`); empty for workloads and pods not yet running.
+    pub ips: Vec<IpAddr>,
+    /// `spec.hostNetwork`
+    pub host_network: bool,
+    /// `spec.nodeName`
+    pub node_name: Option<String>,
+    /// Where it was read.
+    pub location: Location,
+}
+
+impl PodInfo {
+    /// `namespace/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// `namespace/name`, with `[Kind]` for workloads (netpol-analyzer's notation).
+    pub fn display_name(&self) -> String {
+        if self.kind == "Pod" { self.key() } else { format!("{}/{}[{}]", self.namespace, self.name, self.kind) }
+    }
+
+    /// The address other pods see: the first pod IP.
+    pub fn primary_ip(&self) -> Option<IpAddr> {
+        self.ips.first().copied()
+    }
+
+    /// Resolves a named port: the declared number for that name and protocol.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports.iter().find(|p| p.protocol == protocol && p.name.as_deref() == Some(name)).map(|p| p.port)
+    }
+}
+
+/// A NetworkPolicy as given, with where it came from.
+#[derive(Clone, Debug)]
+pub struct PolicyObject {
+    /// Where it was read.
+    pub location: Location,
+    /// Its namespace (defaulted).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The object.
+    pub policy: NetworkPolicy,
+}
+
+/// A snapshot of the cluster's objects.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    /// Namespaces, sorted by name: declared ones and those only referenced.
+    pub namespaces: Vec<NamespaceInfo>,
+    /// Pods and workloads, sorted by namespace, name, then kind.
+    pub pods: Vec<PodInfo>,
+    /// NetworkPolicies, sorted by namespace then name.
+    pub policies: Vec<PolicyObject>,
+}
+
+impl ClusterState {
+    /// Builds a snapshot from loaded objects. A later object with the same kind, namespace and
+    /// name replaces an earlier one, as a later `kubectl apply` would.
+    pub fn from_objects(objects: &[Loaded]) -> Result<Self, ManifestError> {
+        let mut namespaces: BTreeMap<String, NamespaceInfo> = BTreeMap::new();
+        let mut pods: BTreeMap<(String, String, String), PodInfo> = BTreeMap::new();
+        let mut policies: BTreeMap<(String, String), PolicyObject> = BTreeMap::new();
+
+        for loaded in objects {
+            let loc = &loaded.location;
+            match &loaded.object {
+                Object::Namespace(ns) => {
+                    let name = ns.metadata.name.clone().unwrap_or_default();
+                    let id = ObjectRef { kind: "Namespace".into(), namespace: String::new(), name: name.clone() };
+                    let mut errs: Vec<FieldError> = Vec::new();
+                    let name_path = FieldPath::new("metadata").child("name");
+                    if name.is_empty() {
+                        errs.push(FieldError::required(name_path, "name or generateName is required"));
+                    } else {
+                        errs.extend(
+                            validation::is_dns1123_label(&name).into_iter().map(|m| FieldError::invalid_str(name_path.clone(), &name, m)),
+                        );
+                    }
+                    if let Some(labels) = &ns.metadata.labels {
+                        errs.extend(validation::validate_labels(labels, &FieldPath::new("metadata").child("labels")));
+                    }
+                    check(loc, &id, errs)?;
+                    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+                    labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+                    namespaces.insert(name.clone(), NamespaceInfo { name, labels, declared: true });
+                }
+                Object::Pod(pod) => {
+                    let info = pod_info(loc, "Pod", &pod.metadata, pod.spec.as_ref(), pod.status.as_ref())?;
+                    pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
+                }
+                Object::NetworkPolicy(np) => {
+                    let namespace = namespace_of(&np.metadata);
+                    let name = np.metadata.name.clone().unwrap_or_default();
+                    let id = ObjectRef { kind: "NetworkPolicy".into(), namespace: namespace.clone(), name: name.clone() };
+                    check(loc, &id, validation::validate_object_meta(Some(&name), &namespace, np.metadata.labels.as_ref()))?;
+                    policies.insert(
+                        (namespace.clone(), name.clone()),
+                        PolicyObject { location: loc.clone(), namespace, name, policy: (**np).clone() },
+                    );
+                }
+                workload => {
+                    let Some((kind, meta, template)) = workload_template(workload) else { continue };
+                    let info = workload_info(loc, kind, meta, template)?;
+                    pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
+                }
+            }
+        }
+
+        let referenced: BTreeSet<String> =
+            pods.values().map(|p| p.namespace.clone()).chain(policies.values().map(|p| p.namespace.clone())).collect();
+        for name in referenced {
+            namespaces.entry(name.clone()).or_insert_with(|| NamespaceInfo {
+                labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.clone())]),
+                name,
+                declared: false,
+            });
+        }
+
+        Ok(ClusterState {
+            namespaces: namespaces.into_values().collect(),
+            pods: pods.into_values().collect(),
+            policies: policies.into_values().collect(),
+        })
+    }
+
+    /// The namespace with this name.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| &self.namespaces[i])
+    }
+}
+
+fn check(location: &Location, id: &ObjectRef, errs: Vec<FieldError>) -> Result<(), ManifestError> {
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(ManifestError {
+        location: location.clone(),
+        object: Some(id.clone()),
+        messages: errs.iter().map(ToString::to_string).collect(),
+    })
+}
+
+fn namespace_of(meta: &ObjectMeta) -> String {
+    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+fn workload_template<'a>(object: &'a Object) -> Option<(&'static str, &'a ObjectMeta, Option<&'a PodTemplateSpec>)> {
+    Some(match object {
+        Object::Deployment(o) => ("Deployment", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
+        Object::ReplicaSet(o) => ("ReplicaSet", &o.metadata, o.spec.as_ref().and_then(|s| s.template.as_ref())),
+        Object::StatefulSet(o) => ("StatefulSet", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
+        Object::DaemonSet(o) => ("DaemonSet", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
+        Object::Job(o) => ("Job", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
+        Object::CronJob(o) => (
+            "CronJob",
+            &o.metadata,
+            o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).map(|s| &s.template),
+        ),
+        Object::Namespace(_) | Object::Pod(_) | Object::NetworkPolicy(_) => return None,
+    })
+}
+
+fn workload_info(
+    loc: &Location,
+    kind: &str,
+    meta: &ObjectMeta,
+    template: Option<&PodTemplateSpec>,
+) -> Result<PodInfo, ManifestError> {
+    let mut info = pod_info(loc, kind, meta, template.and_then(|t| t.spec.as_ref()), None)?;
+    // A workload's pods carry the template's labels, not the workload's own.
+    info.labels = template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let id = ObjectRef { kind: kind.into(), namespace: info.namespace.clone(), name: info.name.clone() };
+    let path = FieldPath::new("spec").child("template").child("metadata").child("labels");
+    check(loc, &id, validation::validate_labels(&info.labels, &path))?;
+    Ok(info)
+}
+
+fn pod_info(
+    loc: &Location,
+    kind: &str,
+    meta: &ObjectMeta,
+    spec: Option<&PodSpec>,
+    status: Option<&k8s_openapi::api::core::v1::PodStatus>,
+) -> Result<PodInfo, ManifestError> {
+    let namespace = namespace_of(meta);
+    let name = meta.name.clone().unwrap_or_default();
+    let id = ObjectRef { kind: kind.into(), namespace: namespace.clone(), name: name.clone() };
+    let mut errs = validation::validate_object_meta(Some(&name), &namespace, meta.labels.as_ref());
+
+    let spec_path = if kind == "Pod" {
+        FieldPath::new("spec")
+    } else if kind == "CronJob" {
+        FieldPath::new("spec").child("jobTemplate").child("spec").child("template").child("spec")
+    } else {
+        FieldPath::new("spec").child("template").child("spec")
+    };
+    let mut ports = Vec::new();
+    if let Some(spec) = spec {
+        let restartable_init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, c)| c.restart_policy.as_deref() == Some("Always"))
+            .map(|(i, c)| (spec_path.child("initContainers").index(i), c));
+        let containers = spec.containers.iter().enumerate().map(|(i, c)| (spec_path.child("containers").index(i), c));
+        for (path, container) in containers.chain(restartable_init) {
+            container_ports(container, &path, &mut ports, &mut errs);
+        }
+    }
+
+    let mut ips = Vec::new();
+    if let Some(status) = status {
+        let status_path = FieldPath::new("status");
+        let listed: Vec<(FieldPath, &str)> = match &status.pod_ips {
+            Some(list) if !list.is_empty() => {
+                list.iter().enumerate().map(|(i, ip)| (status_path.child("podIPs").index(i).child("ip"), ip.ip.as_str())).collect()
+            }
+            _ => status.pod_ip.iter().map(|ip| (status_path.child("podIP"), ip.as_str())).collect(),
+        };
+        for (path, text) in listed {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => errs.push(FieldError::invalid_str(path, text, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")),
+            }
+        }
+    }
+    check(loc, &id, errs)?;
+    Ok(PodInfo {
+        namespace,
+        name,
+        kind: kind.to_owned(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        ports,
+        ips,
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        location: loc.clone(),
+    })
+}
+
+fn container_ports(container: &Container, path: &FieldPath, out: &mut Vec<ContainerPort>, errs: &mut Vec<FieldError>) {
+    for (i, port) in container.ports.iter().flatten().enumerate() {
+        let p = path.child("ports").index(i);
+        let protocol = match port.protocol.as_deref() {
+            None => Protocol::Tcp,
+            Some(text) => match text.parse::<Protocol>() {
+                Ok(proto) if text == proto.as_str() => proto,
+                _ => {
+                    errs.push(FieldError::not_supported(p.child("protocol"), text, &["SCTP", "TCP", "UDP"]));
+                    continue;
+                }
+            },
+        };
+        let number = port.container_port;
+        let msgs = validation::is_valid_port_num(i64::from(number));
+        if !msgs.is_empty() {
+            errs.extend(msgs.into_iter().map(|m| FieldError::invalid_int(p.child("containerPort"), i64::from(number), m)));
+            continue;
+        }
+        if let Some(name) = &port.name {
+            let msgs = validation::is_valid_port_name(name);
+            if !msgs.is_empty() {
+                errs.extend(msgs.into_iter().map(|m| FieldError::invalid_str(p.child("name"), name, m)));
+                continue;
+            }
+        }
+        out.push(ContainerPort {
+            name: port.name.clone(),
+            port: u16::try_from(number).unwrap_or_default(),
+            protocol,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+    use std::path::Path;
+
+    fn state(yaml: &str) -> Result<ClusterState, ManifestError> {
+        ClusterState::from_objects(&load_str(yaml, Path::new("t.yaml"))?)
+    }
+
+    #[test]
+    fn every_namespace_carries_its_name_label_and_referenced_ones_exist() {
+        let s = state(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod, labels: {env: prod}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: other}\nspec: {containers: []}\n",
+        )
+        .unwrap();
+        assert_eq!(s.namespaces.len(), 2);
+        let other = s.namespace("other").unwrap();
+        assert!(!other.declared);
+        assert_eq!(other.labels, Labels::from([(NAMESPACE_NAME_LABEL.into(), "other".into())]));
+        let prod = s.namespace("prod").unwrap();
+        assert_eq!(prod.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("prod"));
+        assert_eq!(prod.labels.get("env").map(String::as_str), Some("prod"));
+    }
+
+    #[test]
+    fn workloads_stand_for_their_pods_with_template_labels() {
+        let s = state(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: prod, labels: {owner: team}}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n      - name: c\n        ports: [{name: http, containerPort: 8080}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: prod}\nspec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n        metadata: {labels: {app: batch}}\n        spec: {containers: [], restartPolicy: Never}\n",
+        )
+        .unwrap();
+        assert_eq!(s.pods.len(), 2);
+        let api = &s.pods[0];
+        assert_eq!((api.key().as_str(), api.kind.as_str()), ("prod/api", "Deployment"));
+        assert_eq!(api.display_name(), "prod/api[Deployment]");
+        assert_eq!(api.labels, Labels::from([("app".into(), "api".into())]));
+        assert_eq!(api.named_port("http", Protocol::Tcp), Some(8080));
+        assert_eq!(api.named_port("http", Protocol::Udp), None);
+        assert_eq!(s.pods[1].kind, "CronJob");
+    }
+
+    #[test]
+    fn pod_ips_and_defaults() {
+        let s = state(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 53, protocol: UDP}]}], hostNetwork: true, nodeName: n1}\nstatus: {podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]}\n",
+        )
+        .unwrap();
+        let p = &s.pods[0];
+        assert_eq!(p.namespace, DEFAULT_NAMESPACE);
+        assert_eq!(p.ips.len(), 2);
+        assert!(p.host_network);
+        assert_eq!(p.node_name.as_deref(), Some("n1"));
+        assert_eq!(p.ports[0].protocol, Protocol::Udp);
+    }
+
+    #[test]
+    fn invalid_pods_are_reported_with_all_their_errors() {
+        let err = state(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name, namespace: x}\nspec: {containers: [{name: c, ports: [{containerPort: 0}, {containerPort: 80, name: HTTP}]}]}\nstatus: {podIP: 10.0.0.300}\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("t.yaml: document 1: Pod x/Bad_Name is invalid:"), "{text}");
+        assert!(text.contains("metadata.name: Invalid value: \"Bad_Name\""), "{text}");
+        assert!(text.contains("spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive"), "{text}");
+        assert!(text.contains("spec.containers[0].ports[1].name: Invalid value: \"HTTP\""), "{text}");
+        assert!(text.contains("status.podIP: Invalid value: \"10.0.0.300\""), "{text}");
+    }
+
+    #[test]
+    fn later_objects_replace_earlier_ones() {
+        let s = state(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {v: '1'}}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {v: '2'}}\nspec: {containers: []}\n",
+        )
+        .unwrap();
+        assert_eq!(s.pods.len(), 1);
+        assert_eq!(s.pods[0].labels.get("v").map(String::as_str), Some("2"));
+    }
+}
