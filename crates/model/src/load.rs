@@ -182,11 +182,13 @@ fn json_type(v: &Value) -> &'static str {
 fn object_ref(doc: &Value) -> ObjectRef {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
     let meta = doc.get("metadata");
-    ObjectRef {
-        kind: s(doc.get("kind")),
-        namespace: s(meta.and_then(|m| m.get("namespace"))),
-        name: s(meta.and_then(|m| m.get("name"))),
+    let kind = s(doc.get("kind"));
+    let mut namespace = s(meta.and_then(|m| m.get("namespace")));
+    // Namespaced objects without a namespace land in the default one, as with kubectl.
+    if namespace.is_empty() && kind != "Namespace" {
+        namespace = crate::cluster::DEFAULT_NAMESPACE.to_owned();
     }
+    ObjectRef { kind, namespace, name: s(meta.and_then(|m| m.get("name"))) }
 }
 
 fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, ManifestError> {

@@ -10,7 +10,9 @@
 
 pub mod bitset;
 pub mod evaluate;
+pub mod lint;
 pub mod matrix;
+pub mod render;
 pub mod spec;
 
 pub use evaluate::{Connection, Endpoint, Evaluator, Explanation};

@@ -67,6 +67,10 @@ pub struct IpBlock {
     pub cidr: IpNet,
     /// Excluded sub-blocks.
     pub except: Vec<IpNet>,
+    /// `cidr` as written (for warnings about non-canonical forms).
+    pub cidr_text: String,
+    /// `except` as written.
+    pub except_text: Vec<String>,
 }
 
 impl IpBlock {
@@ -308,7 +312,12 @@ fn compile_peer(peer: &NetworkPolicyPeer, ns: &str) -> Peer {
     if let Some(block) = &peer.ip_block {
         let cidr = parse_cidr_sloppy(&block.cidr).unwrap_or_else(|| IpNet::V4(Default::default()));
         let except = block.except.iter().flatten().filter_map(|e| parse_cidr_sloppy(e)).collect();
-        return Peer::IpBlock(IpBlock { cidr, except });
+        return Peer::IpBlock(IpBlock {
+            cidr,
+            except,
+            cidr_text: block.cidr.clone(),
+            except_text: block.except.clone().unwrap_or_default(),
+        });
     }
     let pods = compile_selector(peer.pod_selector.as_ref());
     match &peer.namespace_selector {
@@ -651,7 +660,12 @@ mod tests {
 
     #[test]
     fn except_is_carved_out_of_the_block() {
-        let b = IpBlock { cidr: "10.0.0.0/16".parse().unwrap(), except: vec!["10.0.1.0/24".parse().unwrap()] };
+        let b = IpBlock {
+            cidr: "10.0.0.0/16".parse().unwrap(),
+            except: vec!["10.0.1.0/24".parse().unwrap()],
+            cidr_text: "10.0.0.0/16".into(),
+            except_text: vec!["10.0.1.0/24".into()],
+        };
         assert!(b.contains("10.0.2.1".parse().unwrap()));
         assert!(!b.contains("10.0.1.1".parse().unwrap()));
         assert!(!b.contains("10.1.0.1".parse().unwrap()));
