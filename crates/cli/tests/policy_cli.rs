@@ -1,6 +1,8 @@
 //! `podnet policy ...` as users and scripts run it: golden outputs for `examples/`, the JSON
 //! contract, exit codes and error messages.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -122,7 +124,7 @@ fn explain_rejects_unknown_endpoints() {
 }
 
 #[test]
-fn lint_of_the_examples_is_clean() {
+fn lint_of_the_examples() {
     insta::assert_snapshot!(stdout(&["policy", "lint", "-f", "examples/"]));
 }
 

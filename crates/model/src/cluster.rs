@@ -246,7 +246,7 @@ fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
-fn workload_template<'a>(object: &'a Object) -> Option<(&'static str, &'a ObjectMeta, Option<&'a PodTemplateSpec>)> {
+fn workload_template(object: &Object) -> Option<(&'static str, &ObjectMeta, Option<&PodTemplateSpec>)> {
     Some(match object {
         Object::Deployment(o) => ("Deployment", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
         Object::ReplicaSet(o) => ("ReplicaSet", &o.metadata, o.spec.as_ref().and_then(|s| s.template.as_ref())),

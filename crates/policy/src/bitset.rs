@@ -15,7 +15,7 @@ impl PodSet {
     /// The set of all `n` pods.
     pub fn full(n: usize) -> Self {
         let mut s = PodSet { words: vec![u64::MAX; n.div_ceil(64)] };
-        if n % 64 != 0
+        if !n.is_multiple_of(64)
             && let Some(last) = s.words.last_mut()
         {
             *last = (1u64 << (n % 64)) - 1;

@@ -99,6 +99,27 @@ impl<'s> PolicyLint<'s, '_> {
                 self.lint_rule(index, direction, rule, &rule_path, &selected);
             }
         }
+        self.lint_dns_over_tcp();
+    }
+
+    /// Resolvers retry truncated answers over TCP: DNS egress on 53/UDP alone breaks large answers.
+    fn lint_dns_over_tcp(&mut self) {
+        let Some(rules) = self.policy.egress.as_deref() else { return };
+        let opens = |rule: &Rule, protocol: Protocol| {
+            rule.ports.as_ref().is_some_and(|ports| ports.iter().any(|p| p.protocol == protocol && p.matches(53, protocol, None)))
+        };
+        let tcp_anywhere = rules.iter().any(|r| r.ports.is_none() || opens(r, Protocol::Tcp));
+        if tcp_anywhere {
+            return;
+        }
+        for (ri, rule) in rules.iter().enumerate() {
+            if opens(rule, Protocol::Udp) {
+                self.warn(
+                    Some(format!("spec.egress[{ri}]")),
+                    "allows DNS on 53/UDP but not 53/TCP: resolvers retry truncated answers over TCP, which stays blocked unless another policy allows it".into(),
+                );
+            }
+        }
     }
 
     fn lint_rule(

@@ -248,7 +248,7 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
                 gy + i * CELL + CELL - 4,
                 xml_escape(name)
             )?;
-            for j in 0..n {
+            for (j, to) in names.iter().enumerate() {
                 let fill = if matrix.allowed(c, i, j) { ALLOWED_COLOUR } else { BLOCKED_COLOUR };
                 writeln!(
                     w,
@@ -258,7 +258,7 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
                     CELL,
                     CELL,
                     xml_escape(name),
-                    xml_escape(&names[j])
+                    xml_escape(to)
                 )?;
             }
         }

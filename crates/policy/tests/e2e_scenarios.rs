@@ -3,6 +3,8 @@
 //! `testkit`). Each expectation is checked against both the matrix and the reference evaluator.
 //! Unlike the e2e suite, loopback is not ignored: a pod may always reach itself.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
 use model::{ClusterState, Protocol};
 use policy::{Connection, Endpoint, Evaluator, PolicySet};
 use serde_json::{Value, json};

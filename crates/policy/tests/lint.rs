@@ -1,5 +1,7 @@
 //! `policy lint`: one test per warning.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
 use policy::PolicySet;
 use policy::lint::{Severity, lint};
 use serde_json::{Value, json};
@@ -133,4 +135,27 @@ fn rules_of_a_direction_left_out_of_policy_types() {
         json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"], "egress": [{}]}),
     )]);
     assert_eq!(w, ["spec.egress: rules are ignored: spec.policyTypes does not include Egress, so these rules can never match"]);
+}
+
+#[test]
+fn dns_egress_on_udp_without_tcp() {
+    let udp_only = warnings(vec![network_policy(
+        "prod",
+        "web",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [
+            {"ports": [{"port": 53, "protocol": "UDP"}]}
+        ]}),
+    )]);
+    assert_eq!(
+        udp_only,
+        ["spec.egress[0]: allows DNS on 53/UDP but not 53/TCP: resolvers retry truncated answers over TCP, which stays blocked unless another policy allows it"]
+    );
+    let both = warnings(vec![network_policy(
+        "prod",
+        "web",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+        ]}),
+    )]);
+    assert!(both.is_empty(), "{both:?}");
 }

@@ -1,6 +1,8 @@
 //! The set-based matrix and the one-connection evaluator are two implementations of the same
 //! semantics: on random clusters they must agree on every pair and port.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
 use model::Protocol;
 use policy::{Connection, Endpoint, Evaluator, PolicySet};
 use proptest::prelude::*;

@@ -1,5 +1,7 @@
 //! One test per rule of NetworkPolicy semantics that the e2e scenarios do not pin down alone.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
 use model::{ClusterState, Protocol};
 use policy::{Connection, Endpoint, Evaluator, PolicySet};
 use serde_json::{Value, json};
