@@ -27,8 +27,8 @@ pub enum PolicyCommand {
 
 #[derive(Args)]
 pub struct Manifests {
-    /// Manifest files or directories (recursively *.yaml, *.yml, *.json), like `kubectl apply -f`.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    /// Manifest files or directories (recursively *.yaml, *.yml, *.json), like `kubectl apply -f`; `-` is stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     pub paths: Vec<PathBuf>,
 }
 

@@ -188,3 +188,24 @@ fn malformed_input_names_file_and_document() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the path \"does/not/exist\" does not exist"));
 }
+
+#[test]
+fn several_paths_and_stdin() {
+    let out = stdout(&["policy", "matrix", "-f", "examples/shop/namespaces.yaml", "examples/shop/workloads.yaml", "--port", "8080/TCP"]);
+    assert!(!out.contains("X"), "no policies given, everything allowed:\n{out}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["policy", "matrix", "-f", "-", "-o", "json", "--port", "80"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {containers: []}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"pods\":[\"x/a\"],\"matrices\":[{\"port\":80,\"protocol\":\"TCP\",\"allowed\":[[true]]}]}\n");
+}

@@ -46,10 +46,18 @@ pub struct Loaded {
 }
 
 /// Loads every manifest under the given paths, in order (directories sorted by name).
+/// `-` reads standard input (YAML, which includes JSON).
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadError> {
     let mut out = Vec::new();
     for path in paths {
         let path = path.as_ref();
+        if path == Path::new("-") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| LoadError::Io { path: path.to_owned(), source: e })?;
+            out.extend(load_str(&text, Path::new("<stdin>"))?);
+            continue;
+        }
         let meta = std::fs::metadata(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 LoadError::NotFound(path.to_owned())
