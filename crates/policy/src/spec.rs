@@ -378,21 +378,11 @@ pub fn validate_spec(spec: &NetworkPolicySpec, path: &FieldPath) -> Vec<FieldErr
     }
     for (i, rule) in spec.ingress.iter().flatten().enumerate() {
         let rule_path = path.child("ingress").index(i);
-        for (j, port) in rule.ports.iter().flatten().enumerate() {
-            errs.extend(validate_port(port, &rule_path.child("ports").index(j)));
-        }
-        for (j, peer) in rule.from.iter().flatten().enumerate() {
-            errs.extend(validate_peer(peer, &rule_path.child("from").index(j)));
-        }
+        errs.extend(validate_rule(rule.ports.as_deref(), rule.from.as_deref(), &rule_path, "from"));
     }
     for (i, rule) in spec.egress.iter().flatten().enumerate() {
         let rule_path = path.child("egress").index(i);
-        for (j, port) in rule.ports.iter().flatten().enumerate() {
-            errs.extend(validate_port(port, &rule_path.child("ports").index(j)));
-        }
-        for (j, peer) in rule.to.iter().flatten().enumerate() {
-            errs.extend(validate_peer(peer, &rule_path.child("to").index(j)));
-        }
+        errs.extend(validate_rule(rule.ports.as_deref(), rule.to.as_deref(), &rule_path, "to"));
     }
     let types = spec.policy_types.as_deref().unwrap_or_default();
     if types.len() > 2 {
@@ -408,6 +398,23 @@ pub fn validate_spec(spec: &NetworkPolicySpec, path: &FieldPath) -> Vec<FieldErr
         if t != "Ingress" && t != "Egress" {
             errs.push(FieldError::not_supported(path.child("policyTypes").index(i), t, &["Ingress", "Egress"]));
         }
+    }
+    errs
+}
+
+/// One ingress or egress rule: its ports, then its peers (upstream's order of errors).
+fn validate_rule(
+    ports: Option<&[NetworkPolicyPort]>,
+    peers: Option<&[NetworkPolicyPeer]>,
+    path: &FieldPath,
+    peers_field: &str,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (j, port) in ports.into_iter().flatten().enumerate() {
+        errs.extend(validate_port(port, &path.child("ports").index(j)));
+    }
+    for (j, peer) in peers.into_iter().flatten().enumerate() {
+        errs.extend(validate_peer(peer, &path.child(peers_field).index(j)));
     }
     errs
 }
