@@ -1,0 +1,27 @@
+//! `podnet-cni`: the CNI plugin binary. Reads the `CNI_*` environment and the network config on
+//! stdin; prints the result, or the error JSON (on stdout, as the reference plugins do) and
+//! exits 1.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        let err = cni::CniError::new(cni::Code::Io, format!("reading stdin: {e}"));
+        println!("{}", err.to_json(cni::result::CURRENT_VERSION));
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::stdout().lock();
+    match cni::plugin::run(|k| std::env::var(k).ok(), &stdin) {
+        Ok(Some(text)) => {
+            let _ = writeln!(out, "{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err((err, version)) => {
+            let _ = writeln!(out, "{}", err.to_json(&version));
+            ExitCode::FAILURE
+        }
+    }
+}

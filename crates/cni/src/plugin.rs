@@ -1,0 +1,380 @@
+//! The plugin: one invocation in, one result or error out. It acts as the bridge plugin
+//! (`type: podnet-bridge`, also answering to `bridge`) or as the host-local compatible IPAM
+//! plugin (`type: podnet-ipam`, also answering to `host-local`).
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
+
+use dataplane::{Netlink, netns};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::config::NetConf;
+use crate::env::{Command, Invocation};
+use crate::error::{CniError, Code};
+use crate::ipam::Ipam;
+use crate::ipam::store::DiskStore;
+use crate::result::{CURRENT_VERSION, CniResult, Interface, IpConfig, Route, version_info};
+
+/// Our IPAM plugin's type name.
+pub const IPAM_TYPE: &str = "podnet-ipam";
+/// Our bridge plugin's type name.
+pub const BRIDGE_TYPE: &str = "podnet-bridge";
+
+/// What a plugin run prints on success (nothing for DEL, CHECK, STATUS, GC).
+pub type Output = Option<String>;
+
+/// Runs one invocation. On error, returns it with the `cniVersion` to report it in.
+pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, (CniError, String)> {
+    let fail = |e: CniError, v: &str| (e, v.to_owned());
+    let inv = Invocation::from_env(&env).map_err(|e| fail(e, CURRENT_VERSION))?;
+    if inv.command == Command::Version {
+        return Ok(Some(version_info()));
+    }
+    let conf = NetConf::parse(stdin).map_err(|e| fail(e, CURRENT_VERSION))?;
+    let version = conf.cni_version.clone();
+    let out = match conf.plugin.as_str() {
+        BRIDGE_TYPE | "bridge" => bridge(&inv, &conf, stdin),
+        IPAM_TYPE | "host-local" => ipam_plugin(&inv, &conf),
+        other => Err(CniError::new(Code::InvalidNetworkConfig, format!("podnet-cni does not implement plugin type {other:?}"))),
+    };
+    out.map_err(|e| fail(e, &version))
+}
+
+fn internal(msg: impl Into<String>) -> CniError {
+    CniError::new(Code::Internal, msg)
+}
+
+fn io_internal(what: &str) -> impl Fn(io::Error) -> CniError + '_ {
+    move |e| internal(format!("{what}: {e}"))
+}
+
+/// The IPAM plugin, as the reference bridge plugin execs it.
+fn ipam_plugin(inv: &Invocation, conf: &NetConf) -> Result<Output, CniError> {
+    let ipam = Ipam::from_config(&conf.ipam)?;
+    let mut store = DiskStore::open(&ipam.data_dir, &conf.name).map_err(io_internal("opening the lease store"))?;
+    match inv.command {
+        Command::Add => {
+            let mut requested = conf.requested_ips();
+            if let Some(ip) = inv.args.get("IP") {
+                for part in ip.split(',') {
+                    requested.push(part.parse().map_err(|_| internal(format!("invalid IP {part:?} in CNI_ARGS")))?);
+                }
+            }
+            let result = ipam.add(&mut store, &inv.container_id, &inv.ifname, &requested)?;
+            Ok(Some(result.to_version(&conf.cni_version).to_string()))
+        }
+        Command::Del => ipam.del(&mut store, &inv.container_id, &inv.ifname).map(|()| None),
+        Command::Check => ipam.check(&store, &inv.container_id, &inv.ifname).map(|()| None),
+        Command::Gc => ipam.gc(&mut store, &conf.gc_attachments()).map(|_| None),
+        Command::Status | Command::Version => Ok(None),
+    }
+}
+
+/// Runs the IPAM part of a bridge invocation: ours in-process, any other plugin from `CNI_PATH`.
+fn delegate_ipam(inv: &Invocation, conf: &NetConf, stdin: &[u8], command: Command) -> Result<Option<CniResult>, CniError> {
+    let ipam_type = conf.ipam.get("type").and_then(Value::as_str).unwrap_or_default();
+    if ipam_type == IPAM_TYPE {
+        let ipam = Ipam::from_config(&conf.ipam)?;
+        let mut store = DiskStore::open(&ipam.data_dir, &conf.name).map_err(io_internal("opening the lease store"))?;
+        return match command {
+            Command::Add => ipam.add(&mut store, &inv.container_id, &inv.ifname, &conf.requested_ips()).map(Some),
+            Command::Del => ipam.del(&mut store, &inv.container_id, &inv.ifname).map(|()| None),
+            Command::Check => ipam.check(&store, &inv.container_id, &inv.ifname).map(|()| None),
+            Command::Gc => ipam.gc(&mut store, &conf.gc_attachments()).map(|_| None),
+            Command::Status | Command::Version => Ok(None),
+        };
+    }
+    if ipam_type.is_empty() {
+        return Err(CniError::new(Code::InvalidNetworkConfig, "ipam.type is required"));
+    }
+    exec_plugin(inv, ipam_type, stdin, command)
+}
+
+/// Execs a plugin found in `CNI_PATH`, as libcni's `ExecPluginWithResult` does.
+fn exec_plugin(inv: &Invocation, plugin: &str, stdin: &[u8], command: Command) -> Result<Option<CniResult>, CniError> {
+    let binary = inv
+        .path
+        .iter()
+        .map(|dir| Path::new(dir).join(plugin))
+        .find(|p| p.is_file())
+        .ok_or_else(|| internal(format!("failed to find plugin {plugin:?} in path {:?}", inv.path)))?;
+    let name = match command {
+        Command::Add => "ADD",
+        Command::Del => "DEL",
+        Command::Check => "CHECK",
+        Command::Gc => "GC",
+        Command::Status => "STATUS",
+        Command::Version => "VERSION",
+    };
+    let mut child = Process::new(&binary)
+        .env("CNI_COMMAND", name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(io_internal("starting the IPAM plugin"))?;
+    if let Some(mut input) = child.stdin.take() {
+        io::Write::write_all(&mut input, stdin).map_err(io_internal("writing to the IPAM plugin"))?;
+    }
+    let out = child.wait_with_output().map_err(io_internal("running the IPAM plugin"))?;
+    let value: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+    if !out.status.success() {
+        let v = value.unwrap_or_default();
+        let code = v.get("code").and_then(Value::as_u64).unwrap_or(999);
+        let msg = v.get("msg").and_then(Value::as_str).unwrap_or("IPAM plugin failed").to_owned();
+        let details = v.get("details").and_then(Value::as_str).unwrap_or_default().to_owned();
+        return Err(CniError { code: code_from(code), msg, details });
+    }
+    match (command, value) {
+        (Command::Add, Some(v)) => CniResult::from_value(&v).map(Some),
+        (Command::Add, None) => Err(CniError::new(Code::Decoding, "the IPAM plugin printed no result")),
+        _ => Ok(None),
+    }
+}
+
+fn code_from(n: u64) -> Code {
+    match n {
+        1 => Code::IncompatibleVersion,
+        2 => Code::UnsupportedField,
+        3 => Code::UnknownContainer,
+        4 => Code::InvalidEnvironment,
+        5 => Code::Io,
+        6 => Code::Decoding,
+        7 => Code::InvalidNetworkConfig,
+        11 => Code::TryAgainLater,
+        50 => Code::PluginNotAvailable,
+        51 => Code::PluginNotAvailableLimitedConnectivity,
+        _ => Code::Internal,
+    }
+}
+
+/// The host-side veth name: stable for a (container, interface), so DEL can find it.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    // FNV-1a: small, no dependency, and stable across releases.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("veth{h:08x}")
+}
+
+fn bridge(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Output, CniError> {
+    if conf.ip_masq {
+        return Err(CniError::new(Code::UnsupportedField, "ipMasq is not supported by podnet-bridge yet"));
+    }
+    match inv.command {
+        Command::Add => bridge_add(inv, conf, stdin).map(|r| Some(r.to_version(&conf.cni_version).to_string())),
+        Command::Del => bridge_del(inv, conf, stdin).map(|()| None),
+        Command::Check => bridge_check(inv, conf, stdin).map(|()| None),
+        Command::Gc | Command::Status => delegate_ipam(inv, conf, stdin, inv.command).map(|_| None),
+        Command::Version => Ok(Some(version_info())),
+    }
+}
+
+fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, CniError> {
+    let netns_file = File::open(&inv.netns).map_err(|e| internal(format!("failed to open netns {:?}: {e}", inv.netns)))?;
+    let nl = Netlink::connect().map_err(io_internal("netlink"))?;
+    let br = nl.ensure_bridge(&conf.bridge, conf.mtu).map_err(|e| internal(format!("failed to create bridge {:?}: {e}", conf.bridge)))?;
+
+    let mut result = delegate_ipam(inv, conf, stdin, Command::Add)?.ok_or_else(|| internal("IPAM returned no result"))?;
+    if result.ips.is_empty() {
+        let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+        return Err(internal("IPAM plugin returned missing IP config"));
+    }
+    match plumb(inv, conf, &nl, &br, netns_file, &mut result) {
+        Ok(()) => Ok(result),
+        Err(e) => {
+            // Leave nothing half-made: the addresses and the veth go.
+            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+            if let Ok(Some(host)) = nl.link(&host_veth_name(&inv.container_id, &inv.ifname)) {
+                let _ = nl.delete_link(host.index);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Links, addresses and routes for an ADD whose IPAM result is in `result`.
+fn plumb(
+    inv: &Invocation,
+    conf: &NetConf,
+    nl: &Netlink,
+    br: &dataplane::LinkInfo,
+    netns_file: File,
+    result: &mut CniResult,
+) -> Result<(), CniError> {
+    let host_veth = host_veth_name(&inv.container_id, &inv.ifname);
+    let host_ns = File::open("/proc/thread-self/ns/net").map_err(io_internal("opening the host namespace"))?;
+    let is_gateway = conf.is_gateway || conf.is_default_gateway;
+
+    // Routes the container gets: the IPAM routes (gateway defaulting to the address's), plus a
+    // default route per family with isDefaultGateway.
+    let mut routes: Vec<(IpNet, Option<IpAddr>)> = result
+        .routes
+        .iter()
+        .map(|r| (r.dst, r.gw.or_else(|| gateway_for(&result.ips, r.dst.addr().is_ipv4()))))
+        .collect();
+    if conf.is_default_gateway {
+        for ip in &result.ips {
+            let default: IpNet = if ip.address.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().unwrap_or(ip.address);
+            if let Some(gw) = ip.gateway
+                && !routes.iter().any(|(d, _)| *d == default)
+            {
+                routes.push((default, Some(gw)));
+                result.routes.push(Route { dst: default, gw: Some(gw), mtu: None, priority: None });
+            }
+        }
+    }
+
+    let ifname = inv.ifname.clone();
+    let addrs: Vec<IpNet> = result.ips.iter().map(|c| c.address).collect();
+    let mtu = conf.mtu;
+    let peer_name = host_veth.clone();
+    let container_mac = netns::run_in(Path::new(&inv.netns), move || -> io::Result<Option<String>> {
+        drop(netns_file);
+        let nl = Netlink::connect()?;
+        if nl.link(&ifname)?.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("container veth name {ifname:?} already exists")));
+        }
+        nl.add_veth_with_peer_in(&ifname, &peer_name, &host_ns, mtu)?;
+        let link = nl.require(&ifname)?;
+        for a in &addrs {
+            nl.add_address(link.index, *a)?;
+        }
+        nl.set_up(link.index)?;
+        for (dst, gw) in &routes {
+            nl.add_route(*dst, *gw, Some(link.index))?;
+        }
+        Ok(nl.require(&ifname)?.mac)
+    })
+    .map_err(io_internal("entering the container namespace"))?
+    .map_err(io_internal("setting up the container interface"))?;
+
+    let host = nl.require(&host_veth).map_err(io_internal("finding the host veth"))?;
+    nl.set_controller(host.index, br.index).map_err(io_internal("attaching the veth to the bridge"))?;
+    if conf.hairpin_mode {
+        nl.set_hairpin(host.index, true).map_err(io_internal("setting hairpin mode"))?;
+    }
+    nl.set_up(host.index).map_err(io_internal("setting the host veth up"))?;
+    if is_gateway {
+        for ip in &result.ips {
+            if let Some(gw) = ip.gateway {
+                let addr = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| internal(e.to_string()))?;
+                nl.add_address(br.index, addr).map_err(io_internal("adding the gateway address to the bridge"))?;
+            }
+        }
+        enable_forwarding(&result.ips).map_err(io_internal("enabling IP forwarding"))?;
+    }
+    let br_now = nl.require(&conf.bridge).map_err(io_internal("reading the bridge"))?;
+    let host_now = nl.require(&host_veth).map_err(io_internal("reading the host veth"))?;
+    result.interfaces = vec![
+        Interface { name: conf.bridge.clone(), mac: br_now.mac, mtu: br_now.mtu, sandbox: None },
+        Interface { name: host_veth, mac: host_now.mac, mtu: host_now.mtu, sandbox: None },
+        Interface { name: inv.ifname.clone(), mac: container_mac, mtu: host_now.mtu, sandbox: Some(inv.netns.clone()) },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+    }
+    Ok(())
+}
+
+fn gateway_for(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
+    ips.iter().find(|c| c.address.addr().is_ipv4() == v4).and_then(|c| c.gateway)
+}
+
+fn enable_forwarding(ips: &[IpConfig]) -> io::Result<()> {
+    if ips.iter().any(|c| c.address.addr().is_ipv4()) {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+    }
+    if ips.iter().any(|c| c.address.addr().is_ipv6()) {
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
+
+fn bridge_del(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    delegate_ipam(inv, conf, stdin, Command::Del)?;
+    if inv.netns.is_empty() {
+        return Ok(());
+    }
+    let path = Path::new(&inv.netns);
+    if !path.exists() {
+        // The namespace is gone, and the veth with it.
+        return Ok(());
+    }
+    let ifname = inv.ifname.clone();
+    netns::run_in(path, move || -> io::Result<()> {
+        let nl = Netlink::connect()?;
+        match nl.link(&ifname)? {
+            Some(l) => nl.delete_link(l.index),
+            None => Ok(()),
+        }
+    })
+    .map_err(io_internal("entering the container namespace"))?
+    .map_err(io_internal("deleting the container interface"))
+}
+
+fn bridge_check(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| internal("Required prevResult missing"))?;
+    let prev = CniResult::from_value(prev)?;
+    delegate_ipam(inv, conf, stdin, Command::Check)?;
+    let nl = Netlink::connect().map_err(io_internal("netlink"))?;
+    let br = nl.link(&conf.bridge).map_err(io_internal("netlink"))?.ok_or_else(|| internal(format!("bridge {} not found", conf.bridge)))?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(internal(format!("{} is not a bridge", conf.bridge)));
+    }
+    let ifname = inv.ifname.clone();
+    let want_mac = prev.interfaces.iter().find(|i| i.name == inv.ifname && i.sandbox.is_some()).and_then(|i| i.mac.clone());
+    let want_addrs: Vec<IpNet> = prev.ips.iter().map(|c| c.address).collect();
+    netns::run_in(Path::new(&inv.netns), move || -> Result<(), CniError> {
+        let nl = Netlink::connect().map_err(io_internal("netlink"))?;
+        let link = nl.link(&ifname).map_err(io_internal("netlink"))?.ok_or_else(|| internal(format!("Error: Container interface {ifname} not found")))?;
+        if let Some(mac) = want_mac
+            && link.mac.as_deref() != Some(mac.as_str())
+        {
+            return Err(internal(format!("Interface {ifname} Mac doesn't match: {mac} not found")));
+        }
+        let have = nl.addresses(link.index).map_err(io_internal("netlink"))?;
+        for a in want_addrs {
+            if !have.contains(&a) {
+                return Err(internal(format!("Failed to find address {a} on interface {ifname}")));
+            }
+        }
+        Ok(())
+    })
+    .map_err(io_internal("entering the container namespace"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_stable_and_short() {
+        let a = host_veth_name("abc", "eth0");
+        assert_eq!(a, host_veth_name("abc", "eth0"));
+        assert_ne!(a, host_veth_name("abc", "eth1"));
+        assert!(a.len() <= 15);
+    }
+
+    #[test]
+    fn version_needs_no_config() {
+        let out = run(|k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned()), b"").unwrap().unwrap();
+        assert!(out.contains("\"1.1.0\""));
+    }
+
+    #[test]
+    fn unknown_plugin_types_are_invalid_config() {
+        let env = |k: &str| match k {
+            "CNI_COMMAND" => Some("STATUS".to_owned()),
+            _ => None,
+        };
+        let (e, v) = run(env, br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan"}"#).unwrap_err();
+        assert_eq!((e.code, v.as_str()), (Code::InvalidNetworkConfig, "1.0.0"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The bridge plugin in real network namespaces, called the way a runtime calls it: exec'd in
+//! the node's namespace with the `CNI_*` environment and the config on stdin. Needs root;
+//! every test makes its own uniquely named namespaces and removes them, also on failure.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dataplane::netns::{self, NamedNetns};
+use serde_json::{Value, json};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A node namespace and pod namespaces, removed on drop.
+struct Lab {
+    node: NamedNetns,
+    pods: Vec<NamedNetns>,
+    data: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(pods: usize) -> Lab {
+        let id = format!("pnc{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let node = NamedNetns::new(&format!("{id}-node")).unwrap();
+        let pods = (0..pods).map(|i| NamedNetns::new(&format!("{id}-p{i}")).unwrap()).collect();
+        Lab { node, pods, data: tempfile::tempdir().unwrap() }
+    }
+
+    fn conf(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version, "name": "podnet", "type": "podnet-bridge", "bridge": "pn0",
+            "isGateway": true, "hairpinMode": true,
+            "ipam": {"type": "podnet-ipam", "ranges": [[{"subnet": "10.99.0.0/24"}]], "dataDir": self.data.path()}
+        })
+    }
+
+    /// Runs the plugin in the node namespace; returns (exit ok, stdout JSON).
+    fn cni(&self, command: &str, pod: Option<usize>, container: &str, conf: &Value) -> (bool, Value) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.node.name(), env!("CARGO_BIN_EXE_podnet-cni")])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/nonexistent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(p) = pod {
+            cmd.env("CNI_NETNS", self.pods[p].path());
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        (out.status.success(), serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// Listens in `server`'s namespace, connects from `client`'s, and returns what the server saw.
+fn tcp_roundtrip(server: &Path, client: &Path, ip: &str) -> String {
+    let listener = netns::run_in(server, || TcpListener::bind("0.0.0.0:7777")).unwrap().unwrap();
+    let accept = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        peer.ip().to_string()
+    });
+    let addr = format!("{ip}:7777");
+    netns::run_in(client, move || TcpStream::connect(addr).unwrap().write_all(b"hello").unwrap()).unwrap();
+    accept.join().unwrap()
+}
+
+#[test]
+fn add_check_del_with_real_packets() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::new(2);
+    let conf = lab.conf("1.1.0");
+    let (ok, a) = lab.cni("ADD", Some(0), "ctr-a", &conf);
+    assert!(ok, "{a}");
+    let (ok, b) = lab.cni("ADD", Some(1), "ctr-b", &conf);
+    assert!(ok, "{b}");
+    assert_eq!(a["ips"][0]["address"], "10.99.0.2/24");
+    assert_eq!(a["ips"][0]["gateway"], "10.99.0.1");
+    assert_eq!(a["ips"][0]["interface"], 2);
+    assert_eq!(b["ips"][0]["address"], "10.99.0.3/24");
+    let names: Vec<&str> = a["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names[0], "pn0");
+    assert_eq!(names[2], "eth0");
+    assert_eq!(a["interfaces"][2]["sandbox"], lab.pods[0].path().to_str().unwrap());
+
+    // Pod to pod over the bridge: the server sees the client's own IP (no NAT).
+    assert_eq!(tcp_roundtrip(lab.pods[1].path(), lab.pods[0].path(), "10.99.0.3"), "10.99.0.2");
+    // The node reaches its pods through the gateway address on the bridge.
+    assert_eq!(tcp_roundtrip(lab.pods[0].path(), lab.node.path(), "10.99.0.2"), "10.99.0.1");
+
+    // CHECK against the ADD's result.
+    let mut check = conf.clone();
+    check["prevResult"] = a.clone();
+    let (ok, out) = lab.cni("CHECK", Some(0), "ctr-a", &check);
+    assert!(ok, "{out}");
+
+    // DEL removes the interface and the lease, and is idempotent.
+    let (ok, out) = lab.cni("DEL", Some(0), "ctr-a", &conf);
+    assert!(ok, "{out}");
+    assert!(!lab.data.path().join("podnet/10.99.0.2").exists());
+    let gone = netns::run_in(lab.pods[0].path(), || dataplane::Netlink::connect().unwrap().link("eth0").unwrap()).unwrap();
+    assert!(gone.is_none());
+    assert!(lab.cni("DEL", Some(0), "ctr-a", &conf).0);
+    // CHECK now fails.
+    assert!(!lab.cni("CHECK", Some(0), "ctr-a", &check).0);
+}
+
+#[test]
+fn del_succeeds_when_the_netns_is_gone() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let conf = lab.conf("1.0.0");
+    assert!(lab.cni("ADD", Some(0), "ctr-x", &conf).0);
+    let pod = lab.pods.pop().unwrap();
+    let path = pod.path().to_owned();
+    drop(pod);
+    let mut cmd_conf = conf.clone();
+    cmd_conf["prevResult"] = json!(null);
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", lab.node.name(), env!("CARGO_BIN_EXE_podnet-cni")])
+        .env("CNI_COMMAND", "DEL")
+        .env("CNI_CONTAINERID", "ctr-x")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", &path)
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!lab.data.path().join("podnet/10.99.0.2").exists(), "the lease is released");
+}
+
+#[test]
+fn older_versions_get_their_result_shape_and_errors_go_to_stdout() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::new(1);
+    let (ok, r) = lab.cni("ADD", Some(0), "ctr-o", &lab.conf("0.4.0"));
+    assert!(ok, "{r}");
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["ips"][0]["version"], "4");
+    // A second ADD for the same attachment fails: the interface exists, the IPAM refuses.
+    let (ok, e) = lab.cni("ADD", Some(0), "ctr-o", &lab.conf("0.4.0"));
+    assert!(!ok);
+    assert_eq!(e["code"], 999, "{e}");
+    // Missing CNI_NETNS on ADD: code 4.
+    let (ok, e) = lab.cni("ADD", None, "ctr-p", &lab.conf("1.1.0"));
+    assert!(!ok);
+    assert_eq!(e["code"], 4);
+    assert_eq!(e["msg"], "required env variables [CNI_NETNS] missing");
+}
