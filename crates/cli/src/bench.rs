@@ -14,6 +14,8 @@ use policy::render::Format;
 pub enum BenchCommand {
     /// Generate a cluster and time loading, policy compilation, the matrix and JSON output.
     Policy(PolicyBenchArgs),
+    /// CNI ADD and DEL (bridge + IPAM): podnet-cni against the reference plugins (root).
+    Cni(crate::bench_cni::CniBenchArgs),
 }
 
 #[derive(Args)]
@@ -38,6 +40,7 @@ pub struct PolicyBenchArgs {
 pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Policy(args) => policy_bench(args),
+        BenchCommand::Cni(args) => crate::bench_cni::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_cni;
 mod policy_cmd;
 
 use std::process::ExitCode;

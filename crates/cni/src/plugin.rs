@@ -176,73 +176,27 @@ fn bridge(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Output, CniE
     }
 }
 
+/// What the pod side needs once IPAM has answered: addresses and routes.
+type PodPlan = (Vec<IpNet>, Vec<(IpNet, Option<IpAddr>)>);
+
 fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, CniError> {
-    let netns_file = File::open(&inv.netns).map_err(|e| internal(format!("failed to open netns {:?}: {e}", inv.netns)))?;
-    let nl = Netlink::connect().map_err(io_internal("netlink"))?;
-    let br = nl.ensure_bridge(&conf.bridge, conf.mtu).map_err(|e| internal(format!("failed to create bridge {:?}: {e}", conf.bridge)))?;
-
-    let mut result = delegate_ipam(inv, conf, stdin, Command::Add)?.ok_or_else(|| internal("IPAM returned no result"))?;
-    if result.ips.is_empty() {
-        let _ = delegate_ipam(inv, conf, stdin, Command::Del);
-        return Err(internal("IPAM plugin returned missing IP config"));
-    }
-    match plumb(inv, conf, &nl, &br, netns_file, &mut result) {
-        Ok(()) => Ok(result),
-        Err(e) => {
-            // Leave nothing half-made: the addresses and the veth go.
-            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
-            if let Ok(Some(host)) = nl.link(&host_veth_name(&inv.container_id, &inv.ifname)) {
-                let _ = nl.delete_link(host.index);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Links, addresses and routes for an ADD whose IPAM result is in `result`.
-fn plumb(
-    inv: &Invocation,
-    conf: &NetConf,
-    nl: &Netlink,
-    br: &dataplane::LinkInfo,
-    netns_file: File,
-    result: &mut CniResult,
-) -> Result<(), CniError> {
     let host_veth = host_veth_name(&inv.container_id, &inv.ifname);
     let host_ns = File::open("/proc/thread-self/ns/net").map_err(io_internal("opening the host namespace"))?;
-    let is_gateway = conf.is_gateway || conf.is_default_gateway;
-
-    // Routes the container gets: the IPAM routes (gateway defaulting to the address's), plus a
-    // default route per family with isDefaultGateway.
-    let mut routes: Vec<(IpNet, Option<IpAddr>)> = result
-        .routes
-        .iter()
-        .map(|r| (r.dst, r.gw.or_else(|| gateway_for(&result.ips, r.dst.addr().is_ipv4()))))
-        .collect();
-    if conf.is_default_gateway {
-        for ip in &result.ips {
-            let default: IpNet = if ip.address.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().unwrap_or(ip.address);
-            if let Some(gw) = ip.gateway
-                && !routes.iter().any(|(d, _)| *d == default)
-            {
-                routes.push((default, Some(gw)));
-                result.routes.push(Route { dst: default, gw: Some(gw), mtu: None, priority: None });
-            }
-        }
-    }
-
-    let ifname = inv.ifname.clone();
-    let addrs: Vec<IpNet> = result.ips.iter().map(|c| c.address).collect();
-    let mtu = conf.mtu;
-    let peer_name = host_veth.clone();
-    let container_mac = netns::run_in(Path::new(&inv.netns), move || -> io::Result<Option<String>> {
-        drop(netns_file);
+    // The pod side starts at once and makes the veth while the bridge and IPAM are set up
+    // here; it then waits for the addresses and routes (or for `None`: undo).
+    let (plan_tx, plan_rx) = std::sync::mpsc::channel::<Option<PodPlan>>();
+    let (ifname, peer, mtu) = (inv.ifname.clone(), host_veth.clone(), conf.mtu);
+    let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<Option<String>> {
         let nl = Netlink::connect()?;
         if nl.link(&ifname)?.is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("container veth name {ifname:?} already exists")));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("container veth name provided ({ifname}) already exists")));
         }
-        nl.add_veth_with_peer_in(&ifname, &peer_name, &host_ns, mtu)?;
+        nl.add_veth_with_peer_in(&ifname, &peer, &host_ns, mtu)?;
         let link = nl.require(&ifname)?;
+        let Ok(Some((addrs, routes))) = plan_rx.recv() else {
+            nl.delete_link(link.index)?;
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        };
         for a in &addrs {
             nl.add_address(link.index, *a)?;
         }
@@ -250,18 +204,97 @@ fn plumb(
         for (dst, gw) in &routes {
             nl.add_route(*dst, *gw, Some(link.index))?;
         }
-        Ok(nl.require(&ifname)?.mac)
+        Ok(link.mac)
     })
-    .map_err(io_internal("entering the container namespace"))?
-    .map_err(io_internal("setting up the container interface"))?;
+    .map_err(|e| internal(format!("failed to open netns {:?}: {e}", inv.netns)))?;
 
-    let host = nl.require(&host_veth).map_err(io_internal("finding the host veth"))?;
-    nl.set_controller(host.index, br.index).map_err(io_internal("attaching the veth to the bridge"))?;
+    let host_side = || -> Result<(Netlink, dataplane::LinkInfo, CniResult), CniError> {
+        let nl = Netlink::connect().map_err(io_internal("netlink"))?;
+        let br = nl
+            .ensure_bridge(&conf.bridge, conf.mtu)
+            .map_err(|e| internal(format!("failed to create bridge {:?}: {e}", conf.bridge)))?;
+        let result = delegate_ipam(inv, conf, stdin, Command::Add)?.ok_or_else(|| internal("IPAM returned no result"))?;
+        if result.ips.is_empty() {
+            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+            return Err(internal("IPAM plugin returned missing IP config"));
+        }
+        Ok((nl, br, result))
+    };
+    let (nl, br, mut result) = match host_side() {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = plan_tx.send(None);
+            // A failure of the pod side (e.g. the name exists) is what the reference reports first.
+            return Err(match pod.join() {
+                Ok(Err(pod_err)) if pod_err.kind() != io::ErrorKind::Interrupted => internal(pod_err.to_string()),
+                _ => e,
+            });
+        }
+    };
+    let routes = pod_routes(conf, &mut result);
+    let _ = plan_tx.send(Some((result.ips.iter().map(|c| c.address).collect(), routes)));
+    let pod_mac = match pod.join() {
+        Ok(Ok(mac)) => mac,
+        Ok(Err(e)) => {
+            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+            return Err(internal(e.to_string()));
+        }
+        Err(_) => {
+            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+            return Err(internal("the pod-side thread panicked"));
+        }
+    };
+    match host_plumbing(inv, conf, &nl, &br, &host_veth, pod_mac, &mut result) {
+        Ok(()) => Ok(result),
+        Err(e) => {
+            // Leave nothing half-made: the addresses and the veth go.
+            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+            if let Ok(Some(host)) = nl.link(&host_veth) {
+                let _ = nl.delete_link(host.index);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Routes the pod gets: the IPAM routes (gateway defaulting to the address's), plus a default
+/// route per family with `isDefaultGateway` (added to the result too).
+fn pod_routes(conf: &NetConf, result: &mut CniResult) -> Vec<(IpNet, Option<IpAddr>)> {
+    let mut routes: Vec<(IpNet, Option<IpAddr>)> = result
+        .routes
+        .iter()
+        .map(|r| (r.dst, r.gw.or_else(|| gateway_for(&result.ips, r.dst.addr().is_ipv4()))))
+        .collect();
+    if conf.is_default_gateway {
+        for ip in &result.ips {
+            let default = IpNet::new(if ip.address.addr().is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() }, 0);
+            if let (Some(gw), Ok(default)) = (ip.gateway, default)
+                && !routes.iter().any(|(d, _)| *d == default)
+            {
+                routes.push((default, Some(gw)));
+                result.routes.push(Route { dst: default, gw: Some(gw), mtu: None, priority: None });
+            }
+        }
+    }
+    routes
+}
+
+/// The node side once the pod side is done: bridge port, hairpin, gateway, forwarding.
+fn host_plumbing(
+    inv: &Invocation,
+    conf: &NetConf,
+    nl: &Netlink,
+    br: &dataplane::LinkInfo,
+    host_veth: &str,
+    pod_mac: Option<String>,
+    result: &mut CniResult,
+) -> Result<(), CniError> {
+    let host = nl.require(host_veth).map_err(io_internal("finding the host veth"))?;
+    nl.attach_up(host.index, br.index).map_err(io_internal("attaching the veth to the bridge"))?;
     if conf.hairpin_mode {
         nl.set_hairpin(host.index, true).map_err(io_internal("setting hairpin mode"))?;
     }
-    nl.set_up(host.index).map_err(io_internal("setting the host veth up"))?;
-    if is_gateway {
+    if conf.is_gateway || conf.is_default_gateway {
         for ip in &result.ips {
             if let Some(gw) = ip.gateway {
                 let addr = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| internal(e.to_string()))?;
@@ -270,12 +303,11 @@ fn plumb(
         }
         enable_forwarding(&result.ips).map_err(io_internal("enabling IP forwarding"))?;
     }
-    let br_now = nl.require(&conf.bridge).map_err(io_internal("reading the bridge"))?;
-    let host_now = nl.require(&host_veth).map_err(io_internal("reading the host veth"))?;
+    // MACs as read before enslaving, like the reference plugin reports them.
     result.interfaces = vec![
-        Interface { name: conf.bridge.clone(), mac: br_now.mac, mtu: br_now.mtu, sandbox: None },
-        Interface { name: host_veth, mac: host_now.mac, mtu: host_now.mtu, sandbox: None },
-        Interface { name: inv.ifname.clone(), mac: container_mac, mtu: host_now.mtu, sandbox: Some(inv.netns.clone()) },
+        Interface { name: conf.bridge.clone(), mac: br.mac.clone(), mtu: br.mtu, sandbox: None },
+        Interface { name: host_veth.to_owned(), mac: host.mac, mtu: host.mtu, sandbox: None },
+        Interface { name: inv.ifname.clone(), mac: pod_mac, mtu: host.mtu, sandbox: Some(inv.netns.clone()) },
     ];
     for ip in &mut result.ips {
         ip.interface = Some(2);
@@ -308,15 +340,54 @@ fn bridge_del(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniE
         return Ok(());
     }
     let ifname = inv.ifname.clone();
-    netns::run_in(path, move || -> io::Result<()> {
+    let tombstone = format!("pnd{}", &host_veth_name(&inv.container_id, &inv.ifname)[4..]);
+    let retired = tombstone.clone();
+    let found = netns::run_in(path, move || -> io::Result<bool> {
         let nl = Netlink::connect()?;
-        match nl.link(&ifname)? {
+        let Some(link) = nl.link(&ifname)? else { return Ok(false) };
+        // A tombstone left by an earlier DEL whose reaper has not finished: delete it now.
+        if let Some(old) = nl.link(&retired)? {
+            nl.delete_link(old.index)?;
+        }
+        nl.retire_link(link.index, &retired)?;
+        Ok(true)
+    })
+    .map_err(io_internal("entering the container namespace"))?
+    .map_err(io_internal("removing the container interface"))?;
+    if found {
+        spawn_reaper(&inv.netns, &tombstone);
+    }
+    Ok(())
+}
+
+/// The environment variable that turns `podnet-cni` into a reaper: `<netns path>\n<link>`.
+pub const REAP_ENV: &str = "PODNET_CNI_REAP";
+
+/// Deletes the retired interface in a detached process, so that DEL returns without waiting
+/// for the kernel's ~20 ms veth teardown. If the runtime removes the namespace first, the
+/// kernel deletes the interface with it.
+fn spawn_reaper(netns_path: &str, link: &str) {
+    let Ok(exe) = std::env::current_exe() else { return };
+    let _ = Process::new(exe)
+        .env_clear()
+        .env(REAP_ENV, format!("{netns_path}\n{link}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// The reaper's work (see [`spawn_reaper`]).
+pub fn reap(spec: &str) -> io::Result<()> {
+    let (path, link) = spec.split_once('\n').ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad reap spec"))?;
+    let link = link.to_owned();
+    netns::run_in(Path::new(path), move || -> io::Result<()> {
+        let nl = Netlink::connect()?;
+        match nl.link(&link)? {
             Some(l) => nl.delete_link(l.index),
             None => Ok(()),
         }
-    })
-    .map_err(io_internal("entering the container namespace"))?
-    .map_err(io_internal("deleting the container interface"))
+    })?
 }
 
 fn bridge_check(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {

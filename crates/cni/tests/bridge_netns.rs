@@ -115,6 +115,19 @@ fn add_check_del_with_real_packets() {
     assert!(!lab.data.path().join("podnet/10.99.0.2").exists());
     let gone = netns::run_in(lab.pods[0].path(), || dataplane::Netlink::connect().unwrap().link("eth0").unwrap()).unwrap();
     assert!(gone.is_none());
+    // The retired interface is deleted by a detached reaper shortly after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let veths = netns::run_in(lab.pods[0].path(), || {
+            dataplane::Netlink::connect().unwrap().links().unwrap().into_iter().filter(|l| l.name != "lo").count()
+        })
+        .unwrap();
+        if veths == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the retired interface is still there");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(lab.cni("DEL", Some(0), "ctr-a", &conf).0);
     // CHECK now fails.
     assert!(!lab.cni("CHECK", Some(0), "ctr-a", &check).0);

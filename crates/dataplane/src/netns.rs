@@ -87,6 +87,20 @@ where
     .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
+/// Starts `f` on a new OS thread that has entered the namespace at `path`, without waiting:
+/// for work that can overlap with the caller's.
+pub fn spawn_in<T, F>(path: &Path, f: F) -> io::Result<std::thread::JoinHandle<io::Result<T>>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let ns = File::open(path)?;
+    Ok(std::thread::spawn(move || -> io::Result<T> {
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(nix_err)?;
+        f()
+    }))
+}
+
 /// A named namespace removed on drop (for tests and short-lived labs).
 pub struct NamedNetns {
     name: String,

@@ -6,6 +6,10 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Ok(spec) = std::env::var(cni::plugin::REAP_ENV) {
+        // A detached helper of an earlier DEL: nobody reads its output.
+        return if cni::plugin::reap(&spec).is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         let err = cni::CniError::new(cni::Code::Io, format!("reading stdin: {e}"));

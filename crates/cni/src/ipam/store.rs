@@ -42,7 +42,7 @@ impl DiskStore {
     pub fn open(data_dir: &Path, network: &str) -> io::Result<Self> {
         let dir = data_dir.join(network);
         fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(dir.join("lock"))?;
+        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o750).open(dir.join("lock"))?;
         lock.lock()?;
         Ok(DiskStore { dir, _lock: lock })
     }
@@ -67,7 +67,7 @@ fn owner_matches(content: &str, id: &str, ifname: &str) -> bool {
 impl LeaseStore for DiskStore {
     fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, set: usize) -> io::Result<bool> {
         let path = self.dir.join(ip.to_string());
-        let mut f = match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+        let mut f = match OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e),
@@ -162,7 +162,7 @@ mod tests {
         assert!(!s.reserve("other", "eth0", ip, 0).unwrap());
         let net = dir.path().join("podnet");
         assert_eq!(fs::read_to_string(net.join("10.244.1.2")).unwrap(), "abc\r\neth0");
-        assert_eq!(fs::metadata(net.join("10.244.1.2")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(net.join("10.244.1.2")).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(fs::read_to_string(net.join("last_reserved_ip.0")).unwrap(), "10.244.1.2");
         assert!(net.join("lock").exists());
         assert_eq!(s.last_reserved(0), Some(ip));
