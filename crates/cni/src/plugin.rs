@@ -27,8 +27,20 @@ pub const BRIDGE_TYPE: &str = "podnet-bridge";
 /// What a plugin run prints on success (nothing for DEL, CHECK, STATUS, GC).
 pub type Output = Option<String>;
 
-/// Runs one invocation. On error, returns it with the `cniVersion` to report it in.
-pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, (CniError, String)> {
+/// Which plugin a binary name stands for: a runtime execs plugins by their type name, so
+/// `podnet-ipam` (or `host-local`) is always the IPAM plugin, whatever the config's `type`
+/// (an IPAM plugin receives its caller's whole config).
+fn role_of(argv0: &str) -> Option<&'static str> {
+    match Path::new(argv0).file_name()?.to_str()? {
+        IPAM_TYPE | "host-local" => Some(IPAM_TYPE),
+        BRIDGE_TYPE | "bridge" => Some(BRIDGE_TYPE),
+        _ => None,
+    }
+}
+
+/// Runs one invocation of the binary named `argv0`. On error, returns it with the
+/// `cniVersion` to report it in.
+pub fn run(argv0: &str, env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output, (CniError, String)> {
     let fail = |e: CniError, v: &str| (e, v.to_owned());
     let inv = Invocation::from_env(&env).map_err(|e| fail(e, CURRENT_VERSION))?;
     if inv.command == Command::Version {
@@ -36,7 +48,7 @@ pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output,
     }
     let conf = NetConf::parse(stdin).map_err(|e| fail(e, CURRENT_VERSION))?;
     let version = conf.cni_version.clone();
-    let out = match conf.plugin.as_str() {
+    let out = match role_of(argv0).unwrap_or(conf.plugin.as_str()) {
         BRIDGE_TYPE | "bridge" => bridge(&inv, &conf, stdin),
         IPAM_TYPE | "host-local" => ipam_plugin(&inv, &conf),
         other => Err(CniError::new(Code::InvalidNetworkConfig, format!("podnet-cni does not implement plugin type {other:?}"))),
@@ -185,7 +197,7 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
     // The pod side starts at once and makes the veth while the bridge and IPAM are set up
     // here; it then waits for the addresses and routes (or for `None`: undo).
     let (plan_tx, plan_rx) = std::sync::mpsc::channel::<Option<PodPlan>>();
-    let (ifname, peer, mtu) = (inv.ifname.clone(), host_veth.clone(), conf.mtu);
+    let (ifname, peer, mtu, hairpin) = (inv.ifname.clone(), host_veth.clone(), conf.mtu, conf.hairpin_mode);
     let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<Option<String>> {
         let nl = Netlink::connect()?;
         if nl.link(&ifname)?.is_some() {
@@ -193,14 +205,19 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
         }
         nl.add_veth_with_peer_in(&ifname, &peer, &host_ns, mtu)?;
         let link = nl.require(&ifname)?;
+        if hairpin {
+            // With hairpin on, the bridge reflects our own DAD probes back: IPv6 addresses
+            // would be found "duplicate". The reference plugin turns DAD off for the same reason.
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad"), "0");
+        }
         let Ok(Some((addrs, routes))) = plan_rx.recv() else {
             nl.delete_link(link.index)?;
             return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
         };
+        nl.set_up(link.index)?;
         for a in &addrs {
             nl.add_address(link.index, *a)?;
         }
-        nl.set_up(link.index)?;
         for (dst, gw) in &routes {
             nl.add_route(*dst, *gw, Some(link.index))?;
         }
@@ -435,7 +452,7 @@ mod tests {
 
     #[test]
     fn version_needs_no_config() {
-        let out = run(|k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned()), b"").unwrap().unwrap();
+        let out = run("podnet-cni", |k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned()), b"").unwrap().unwrap();
         assert!(out.contains("\"1.1.0\""));
     }
 
@@ -445,7 +462,15 @@ mod tests {
             "CNI_COMMAND" => Some("STATUS".to_owned()),
             _ => None,
         };
-        let (e, v) = run(env, br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan"}"#).unwrap_err();
+        let (e, v) = run("podnet-cni", env, br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan"}"#).unwrap_err();
         assert_eq!((e.code, v.as_str()), (Code::InvalidNetworkConfig, "1.0.0"));
+    }
+
+    #[test]
+    fn the_binary_name_decides_the_role() {
+        assert_eq!(role_of("/opt/cni/bin/podnet-ipam"), Some(IPAM_TYPE));
+        assert_eq!(role_of("host-local"), Some(IPAM_TYPE));
+        assert_eq!(role_of("/usr/lib/cni/bridge"), Some(BRIDGE_TYPE));
+        assert_eq!(role_of("/usr/local/bin/podnet-cni"), None);
     }
 }

@@ -24,7 +24,11 @@ pub fn check_version(v: &str) -> Result<(), CniError> {
         Ok(())
     } else {
         Err(CniError::new(Code::IncompatibleVersion, "incompatible CNI versions")
-            .with_details(format!("config is {v:?}, plugin supports {SUPPORTED_VERSIONS:?}")))
+            // Go's %q of a slice, as the reference skel prints it.
+            .with_details(format!(
+                "config is {v:?}, plugin supports [{}]",
+                SUPPORTED_VERSIONS.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ")
+            )))
     }
 }
 

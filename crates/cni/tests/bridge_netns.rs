@@ -4,63 +4,28 @@
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dataplane::netns::{self, NamedNetns};
+use common::{Lab, is_root, ours};
+use dataplane::netns;
 use serde_json::{Value, json};
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+fn conf(lab: &Lab, version: &str) -> Value {
+    json!({
+        "cniVersion": version, "name": "podnet", "type": "podnet-bridge", "bridge": "pn0",
+        "isGateway": true, "hairpinMode": true,
+        "ipam": {"type": "podnet-ipam", "ranges": [[{"subnet": "10.99.0.0/24"}]], "dataDir": lab.data.path()}
+    })
 }
 
-/// A node namespace and pod namespaces, removed on drop.
-struct Lab {
-    node: NamedNetns,
-    pods: Vec<NamedNetns>,
-    data: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new(pods: usize) -> Lab {
-        let id = format!("pnc{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
-        let node = NamedNetns::new(&format!("{id}-node")).unwrap();
-        let pods = (0..pods).map(|i| NamedNetns::new(&format!("{id}-p{i}")).unwrap()).collect();
-        Lab { node, pods, data: tempfile::tempdir().unwrap() }
-    }
-
-    fn conf(&self, version: &str) -> Value {
-        json!({
-            "cniVersion": version, "name": "podnet", "type": "podnet-bridge", "bridge": "pn0",
-            "isGateway": true, "hairpinMode": true,
-            "ipam": {"type": "podnet-ipam", "ranges": [[{"subnet": "10.99.0.0/24"}]], "dataDir": self.data.path()}
-        })
-    }
-
-    /// Runs the plugin in the node namespace; returns (exit ok, stdout JSON).
-    fn cni(&self, command: &str, pod: Option<usize>, container: &str, conf: &Value) -> (bool, Value) {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.node.name(), env!("CARGO_BIN_EXE_podnet-cni")])
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/nonexistent")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(p) = pod {
-            cmd.env("CNI_NETNS", self.pods[p].path());
-        }
-        let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        (out.status.success(), serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
+/// Runs our plugin in the lab's node namespace.
+fn cni(lab: &Lab, command: &str, pod: Option<usize>, container: &str, conf: &Value) -> (bool, Value) {
+    lab.exec(&ours(), command, pod, container, "/nonexistent", conf)
 }
 
 /// Listens in `server`'s namespace, connects from `client`'s, and returns what the server saw.
@@ -84,10 +49,10 @@ fn add_check_del_with_real_packets() {
         return;
     }
     let lab = Lab::new(2);
-    let conf = lab.conf("1.1.0");
-    let (ok, a) = lab.cni("ADD", Some(0), "ctr-a", &conf);
+    let conf = conf(&lab, "1.1.0");
+    let (ok, a) = cni(&lab, "ADD", Some(0), "ctr-a", &conf);
     assert!(ok, "{a}");
-    let (ok, b) = lab.cni("ADD", Some(1), "ctr-b", &conf);
+    let (ok, b) = cni(&lab, "ADD", Some(1), "ctr-b", &conf);
     assert!(ok, "{b}");
     assert_eq!(a["ips"][0]["address"], "10.99.0.2/24");
     assert_eq!(a["ips"][0]["gateway"], "10.99.0.1");
@@ -106,11 +71,11 @@ fn add_check_del_with_real_packets() {
     // CHECK against the ADD's result.
     let mut check = conf.clone();
     check["prevResult"] = a.clone();
-    let (ok, out) = lab.cni("CHECK", Some(0), "ctr-a", &check);
+    let (ok, out) = cni(&lab, "CHECK", Some(0), "ctr-a", &check);
     assert!(ok, "{out}");
 
     // DEL removes the interface and the lease, and is idempotent.
-    let (ok, out) = lab.cni("DEL", Some(0), "ctr-a", &conf);
+    let (ok, out) = cni(&lab, "DEL", Some(0), "ctr-a", &conf);
     assert!(ok, "{out}");
     assert!(!lab.data.path().join("podnet/10.99.0.2").exists());
     let gone = netns::run_in(lab.pods[0].path(), || dataplane::Netlink::connect().unwrap().link("eth0").unwrap()).unwrap();
@@ -128,9 +93,9 @@ fn add_check_del_with_real_packets() {
         assert!(std::time::Instant::now() < deadline, "the retired interface is still there");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(lab.cni("DEL", Some(0), "ctr-a", &conf).0);
+    assert!(cni(&lab, "DEL", Some(0), "ctr-a", &conf).0);
     // CHECK now fails.
-    assert!(!lab.cni("CHECK", Some(0), "ctr-a", &check).0);
+    assert!(!cni(&lab, "CHECK", Some(0), "ctr-a", &check).0);
 }
 
 #[test]
@@ -140,15 +105,14 @@ fn del_succeeds_when_the_netns_is_gone() {
         return;
     }
     let mut lab = Lab::new(1);
-    let conf = lab.conf("1.0.0");
-    assert!(lab.cni("ADD", Some(0), "ctr-x", &conf).0);
+    let conf = conf(&lab, "1.0.0");
+    assert!(cni(&lab, "ADD", Some(0), "ctr-x", &conf).0);
     let pod = lab.pods.pop().unwrap();
     let path = pod.path().to_owned();
     drop(pod);
-    let mut cmd_conf = conf.clone();
-    cmd_conf["prevResult"] = json!(null);
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", lab.node.name(), env!("CARGO_BIN_EXE_podnet-cni")])
+    c.args(["netns", "exec", lab.node.name()])
+        .arg(ours())
         .env("CNI_COMMAND", "DEL")
         .env("CNI_CONTAINERID", "ctr-x")
         .env("CNI_IFNAME", "eth0")
@@ -170,16 +134,16 @@ fn older_versions_get_their_result_shape_and_errors_go_to_stdout() {
         return;
     }
     let lab = Lab::new(1);
-    let (ok, r) = lab.cni("ADD", Some(0), "ctr-o", &lab.conf("0.4.0"));
+    let (ok, r) = cni(&lab, "ADD", Some(0), "ctr-o", &conf(&lab, "0.4.0"));
     assert!(ok, "{r}");
     assert_eq!(r["cniVersion"], "0.4.0");
     assert_eq!(r["ips"][0]["version"], "4");
     // A second ADD for the same attachment fails: the interface exists, the IPAM refuses.
-    let (ok, e) = lab.cni("ADD", Some(0), "ctr-o", &lab.conf("0.4.0"));
+    let (ok, e) = cni(&lab, "ADD", Some(0), "ctr-o", &conf(&lab, "0.4.0"));
     assert!(!ok);
     assert_eq!(e["code"], 999, "{e}");
     // Missing CNI_NETNS on ADD: code 4.
-    let (ok, e) = lab.cni("ADD", None, "ctr-p", &lab.conf("1.1.0"));
+    let (ok, e) = cni(&lab, "ADD", None, "ctr-p", &conf(&lab, "1.1.0"));
     assert!(!ok);
     assert_eq!(e["code"], 4);
     assert_eq!(e["msg"], "required env variables [CNI_NETNS] missing");

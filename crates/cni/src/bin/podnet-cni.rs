@@ -17,7 +17,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut out = std::io::stdout().lock();
-    match cni::plugin::run(|k| std::env::var(k).ok(), &stdin) {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    match cni::plugin::run(&argv0, |k| std::env::var(k).ok(), &stdin) {
         Ok(Some(text)) => {
             let _ = writeln!(out, "{text}");
             ExitCode::SUCCESS

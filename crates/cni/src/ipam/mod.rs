@@ -150,9 +150,9 @@ impl Ipam {
     /// CHECK: `(id, ifname)` must still hold an address in every range set.
     pub fn check(&self, store: &dyn LeaseStore, id: &str, ifname: &str) -> Result<(), CniError> {
         let held = store.leases_of(id, ifname);
-        for (i, set) in self.sets.iter().enumerate() {
+        for set in &self.sets {
             if !held.iter().any(|ip| set.iter().any(|r| r.subnet.contains(ip))) {
-                return Err(internal(format!("host-local: Failed to find address added by container {id} in range set {i}")));
+                return Err(internal(format!("host-local: Failed to find address added by container {id}")));
             }
         }
         Ok(())
