@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
 
-use dataplane::{Netlink, netns};
+use dataplane::{Netlink, masquerade, netns};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -176,9 +176,6 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 }
 
 fn bridge(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Output, CniError> {
-    if conf.ip_masq {
-        return Err(CniError::new(Code::UnsupportedField, "ipMasq is not supported by podnet-bridge yet"));
-    }
     match inv.command {
         Command::Add => bridge_add(inv, conf, stdin).map(|r| Some(r.to_version(&conf.cni_version).to_string())),
         Command::Del => bridge_del(inv, conf, stdin).map(|()| None),
@@ -329,6 +326,11 @@ fn host_plumbing(
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }
+    if conf.ip_masq {
+        let subnets: Vec<IpNet> = result.ips.iter().map(|c| c.address.trunc()).collect();
+        let pods: Vec<IpAddr> = result.ips.iter().map(|c| c.address.addr()).collect();
+        masquerade::apply(&masquerade::add_script(&conf.name, &subnets, &pods)).map_err(io_internal("setting up ipMasq"))?;
+    }
     Ok(())
 }
 
@@ -351,30 +353,49 @@ fn bridge_del(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniE
     if inv.netns.is_empty() {
         return Ok(());
     }
+    // The pod's addresses, for ipMasq: from prevResult, else read off the interface below.
+    let mut pod_ips: Vec<IpAddr> = conf
+        .prev_result
+        .as_ref()
+        .and_then(|v| CniResult::from_value(v).ok())
+        .map(|r| r.ips.iter().map(|c| c.address.addr()).collect())
+        .unwrap_or_default();
     let path = Path::new(&inv.netns);
-    if !path.exists() {
-        // The namespace is gone, and the veth with it.
-        return Ok(());
-    }
-    let ifname = inv.ifname.clone();
-    let tombstone = format!("pnd{}", &host_veth_name(&inv.container_id, &inv.ifname)[4..]);
-    let retired = tombstone.clone();
-    let found = netns::run_in(path, move || -> io::Result<bool> {
-        let nl = Netlink::connect()?;
-        let Some(link) = nl.link(&ifname)? else { return Ok(false) };
-        // A tombstone left by an earlier DEL whose reaper has not finished: delete it now.
-        if let Some(old) = nl.link(&retired)? {
-            nl.delete_link(old.index)?;
+    if path.exists() {
+        let ifname = inv.ifname.clone();
+        let tombstone = format!("pnd{}", &host_veth_name(&inv.container_id, &inv.ifname)[4..]);
+        let retired = tombstone.clone();
+        let found = netns::run_in(path, move || -> io::Result<Option<Vec<IpNet>>> {
+            let nl = Netlink::connect()?;
+            let Some(link) = nl.link(&ifname)? else { return Ok(None) };
+            let addrs = nl.addresses(link.index)?;
+            // A tombstone left by an earlier DEL whose reaper has not finished: delete it now.
+            if let Some(old) = nl.link(&retired)? {
+                nl.delete_link(old.index)?;
+            }
+            nl.retire_link(link.index, &retired)?;
+            Ok(Some(addrs))
+        })
+        .map_err(io_internal("entering the container namespace"))?
+        .map_err(io_internal("removing the container interface"))?;
+        if let Some(addrs) = found {
+            spawn_reaper(&inv.netns, &tombstone);
+            if pod_ips.is_empty() {
+                pod_ips = addrs.iter().map(IpNet::addr).filter(|ip| !is_link_local(ip)).collect();
+            }
         }
-        nl.retire_link(link.index, &retired)?;
-        Ok(true)
-    })
-    .map_err(io_internal("entering the container namespace"))?
-    .map_err(io_internal("removing the container interface"))?;
-    if found {
-        spawn_reaper(&inv.netns, &tombstone);
+    }
+    if conf.ip_masq && !pod_ips.is_empty() {
+        masquerade::apply(&masquerade::del_script(&conf.name, &pod_ips)).map_err(io_internal("tearing down ipMasq"))?;
     }
     Ok(())
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
 }
 
 /// The environment variable that turns `podnet-cni` into a reaper: `<netns path>\n<link>`.

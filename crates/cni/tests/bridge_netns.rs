@@ -148,3 +148,50 @@ fn older_versions_get_their_result_shape_and_errors_go_to_stdout() {
     assert_eq!(e["code"], 4);
     assert_eq!(e["msg"], "required env variables [CNI_NETNS] missing");
 }
+
+#[test]
+fn ip_masq_rewrites_traffic_leaving_the_pod_network_only() {
+    if !is_root() || std::process::Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let lab = Lab::new(2);
+    // An "outside" network on a second node interface: 192.0.2.0/24, node .1, outside host .2.
+    let ext = dataplane::netns::NamedNetns::new(&format!("{}-ext", lab.node.name())).unwrap();
+    let ext_path = ext.path().to_owned();
+    netns::run_in(lab.node.path(), move || {
+        let nl = dataplane::Netlink::connect().unwrap();
+        nl.add_veth("ext0", "ext1").unwrap();
+        let here = nl.require("ext0").unwrap();
+        nl.add_address(here.index, "192.0.2.1/24".parse().unwrap()).unwrap();
+        nl.set_up(here.index).unwrap();
+        let there = nl.require("ext1").unwrap();
+        nl.move_to_netns(there.index, &std::fs::File::open(&ext_path).unwrap()).unwrap();
+    })
+    .unwrap();
+    netns::run_in(ext.path(), || {
+        let nl = dataplane::Netlink::connect().unwrap();
+        let l = nl.require("ext1").unwrap();
+        nl.add_address(l.index, "192.0.2.2/24".parse().unwrap()).unwrap();
+        nl.set_up(l.index).unwrap();
+    })
+    .unwrap();
+    let mut c = conf(&lab, "1.0.0");
+    c["ipMasq"] = json!(true);
+    c["isDefaultGateway"] = json!(true);
+    let (ok, a) = cni(&lab, "ADD", Some(0), "ctr-m1", &c);
+    assert!(ok, "{a}");
+    let (ok, b) = cni(&lab, "ADD", Some(1), "ctr-m2", &c);
+    assert!(ok, "{b}");
+    // Leaving the pod network: the outside sees the node's address.
+    assert_eq!(tcp_roundtrip(ext.path(), lab.pods[0].path(), "192.0.2.2"), "192.0.2.1");
+    // Inside the pod network: no NAT.
+    assert_eq!(tcp_roundtrip(lab.pods[1].path(), lab.pods[0].path(), "10.99.0.3"), "10.99.0.2");
+    // DEL takes the pod out of the masquerade set.
+    let mut del = c.clone();
+    del["prevResult"] = a;
+    assert!(cni(&lab, "DEL", Some(0), "ctr-m1", &del).0);
+    let set = Command::new("ip").args(["netns", "exec", lab.node.name(), "nft", "list", "table", "ip", "podnet-cni"]).output().unwrap();
+    let text = String::from_utf8_lossy(&set.stdout);
+    assert!(!text.contains("10.99.0.2") && text.contains("10.99.0.3"), "{text}");
+}
