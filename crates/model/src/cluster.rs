@@ -24,7 +24,8 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// An L4 protocol of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     /// TCP
     Tcp,
@@ -65,7 +66,7 @@ impl FromStr for Protocol {
 }
 
 /// A declared container port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ContainerPort {
     /// `name` (an IANA service name), if any.
     pub name: Option<String>,
@@ -105,8 +106,24 @@ pub struct PodInfo {
     pub host_network: bool,
     /// `spec.nodeName`
     pub node_name: Option<String>,
+    /// How many pods this entry stands for.
+    pub replicas: Replicas,
+    /// For workloads: a hash of the pod template, as controllers put in pod names
+    /// (`pod-template-hash`), in the controllers' alphabet.
+    pub template_hash: Option<String>,
     /// Where it was read.
     pub location: Location,
+}
+
+/// How many pods a [`PodInfo`] stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicas {
+    /// A Pod: itself.
+    Pod,
+    /// A fixed number (`spec.replicas`, a Job's `parallelism`; 0 for a CronJob until it runs).
+    Count(u32),
+    /// One on every node (DaemonSet).
+    PerNode,
 }
 
 impl PodInfo {
@@ -201,8 +218,10 @@ impl ClusterState {
                     );
                 }
                 workload => {
-                    let Some((kind, meta, template)) = workload_template(workload) else { continue };
-                    let info = workload_info(loc, kind, meta, template)?;
+                    let Some((kind, meta, template, replicas)) = workload_template(workload) else { continue };
+                    let mut info = workload_info(loc, kind, meta, template)?;
+                    info.replicas = replicas;
+                    info.template_hash = Some(template_hash(template));
                     pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
                 }
             }
@@ -246,20 +265,53 @@ fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
-fn workload_template(object: &Object) -> Option<(&'static str, &ObjectMeta, Option<&PodTemplateSpec>)> {
+/// A workload's kind, metadata, pod template and replica count.
+type WorkloadParts<'a> = (&'static str, &'a ObjectMeta, Option<&'a PodTemplateSpec>, Replicas);
+
+fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
+    let count = |n: Option<i32>| Replicas::Count(u32::try_from(n.unwrap_or(1)).unwrap_or(0));
     Some(match object {
-        Object::Deployment(o) => ("Deployment", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
-        Object::ReplicaSet(o) => ("ReplicaSet", &o.metadata, o.spec.as_ref().and_then(|s| s.template.as_ref())),
-        Object::StatefulSet(o) => ("StatefulSet", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
-        Object::DaemonSet(o) => ("DaemonSet", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
-        Object::Job(o) => ("Job", &o.metadata, o.spec.as_ref().map(|s| &s.template)),
+        Object::Deployment(o) => {
+            ("Deployment", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.replicas)))
+        }
+        Object::ReplicaSet(o) => (
+            "ReplicaSet",
+            &o.metadata,
+            o.spec.as_ref().and_then(|s| s.template.as_ref()),
+            count(o.spec.as_ref().and_then(|s| s.replicas)),
+        ),
+        Object::StatefulSet(o) => {
+            ("StatefulSet", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.replicas)))
+        }
+        Object::DaemonSet(o) => ("DaemonSet", &o.metadata, o.spec.as_ref().map(|s| &s.template), Replicas::PerNode),
+        Object::Job(o) => {
+            ("Job", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.parallelism)))
+        }
+        // A CronJob has no pods until its schedule fires.
         Object::CronJob(o) => (
             "CronJob",
             &o.metadata,
             o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).map(|s| &s.template),
+            Replicas::Count(0),
         ),
         Object::Namespace(_) | Object::Pod(_) | Object::NetworkPolicy(_) => return None,
     })
+}
+
+/// The controllers' alphabet for generated name parts (`rand.SafeEncodeString`): no vowels,
+/// no look-alike characters.
+pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `pod-template-hash`: FNV-32a of the template, its decimal digits mapped onto [`NAME_ALPHABET`]
+/// (the controller hashes Go's deep printing of the template; we hash its JSON).
+fn template_hash(template: Option<&PodTemplateSpec>) -> String {
+    let text = template.and_then(|t| serde_json::to_string(t).ok()).unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.to_string().bytes().map(|d| NAME_ALPHABET[usize::from(d) % NAME_ALPHABET.len()] as char).collect()
 }
 
 fn workload_info(
@@ -337,6 +389,8 @@ fn pod_info(
         ips,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        replicas: Replicas::Pod,
+        template_hash: None,
         location: loc.clone(),
     })
 }
@@ -414,6 +468,10 @@ mod tests {
         assert_eq!(api.named_port("http", Protocol::Tcp), Some(8080));
         assert_eq!(api.named_port("http", Protocol::Udp), None);
         assert_eq!(s.pods[1].kind, "CronJob");
+        assert_eq!(api.replicas, Replicas::Count(1));
+        assert_eq!(s.pods[1].replicas, Replicas::Count(0));
+        let hash = api.template_hash.clone().unwrap();
+        assert!(hash.bytes().all(|c| NAME_ALPHABET.contains(&c)) && !hash.is_empty());
     }
 
     #[test]

@@ -1,0 +1,358 @@
+//! `LabPlan`: which namespaces, nodes, addresses and pods a lab has. Pure: computed from the
+//! manifests' snapshot and the lab's settings, no I/O.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use model::{ClusterState, ContainerPort, Labels, PodInfo, Replicas};
+use serde::{Deserialize, Serialize};
+
+/// How nodes route each other's pod CIDRs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A route per peer node's pod CIDR via the peer's underlay address.
+    HostGw,
+    /// Flannel-like: one vxlan device per node; per peer a route, a neighbour and an FDB entry.
+    Vxlan,
+}
+
+impl Mode {
+    /// The pods' MTU: the underlay's, minus vxlan's 50 bytes of encapsulation.
+    pub fn pod_mtu(self) -> u32 {
+        match self {
+            Mode::HostGw => 1500,
+            Mode::Vxlan => 1450,
+        }
+    }
+}
+
+/// The lab's settings (the conventions of `DESIGN.md`; flags override them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabConfig {
+    /// The lab's name: every namespace it makes starts with `podnet-<name>-`.
+    pub name: String,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Routing between nodes.
+    pub mode: Mode,
+    /// The cluster's pod CIDR; node `n` gets the `n`-th /24 of it.
+    pub pod_cidr: Ipv4Net,
+    /// The underlay network; node `n` gets `.n+2`.
+    pub underlay: Ipv4Net,
+}
+
+impl LabConfig {
+    /// The defaults: 10.244.0.0/16 for pods, 172.18.0.0/24 for nodes.
+    pub fn new(name: &str, nodes: usize, mode: Mode) -> Self {
+        LabConfig {
+            name: name.to_owned(),
+            nodes,
+            mode,
+            pod_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
+            underlay: Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 24).unwrap_or_default(),
+        }
+    }
+}
+
+/// One node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// `node-1`, `node-2`, ...
+    pub name: String,
+    /// Its network namespace: it plays the node's root namespace.
+    pub netns: String,
+    /// Its underlay address.
+    pub ip: Ipv4Addr,
+    /// Its pod CIDR.
+    pub pod_cidr: Ipv4Net,
+}
+
+impl NodePlan {
+    /// The bridge's (gateway) address in the pod CIDR: `.1`.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.pod_cidr.network()) + 1)
+    }
+
+    /// The vxlan device's address: the pod CIDR's network address, flannel's convention.
+    pub fn vxlan_ip(&self) -> Ipv4Addr {
+        self.pod_cidr.network()
+    }
+
+    /// A stable MAC for the node's vxlan device (locally administered).
+    pub fn vxlan_mac(&self) -> [u8; 6] {
+        let o = self.ip.octets();
+        [0x0e, 0x70, o[0], o[1], o[2], o[3]]
+    }
+}
+
+/// One pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// Namespace.
+    pub namespace: String,
+    /// Name (for workload pods, as their controller names them).
+    pub name: String,
+    /// `Pod` or the owning workload's kind.
+    pub owner_kind: String,
+    /// The owning workload's name, if any.
+    pub owner: Option<String>,
+    /// Labels.
+    pub labels: Labels,
+    /// Declared container ports (served by the lab's echo server).
+    pub ports: Vec<ContainerPort>,
+    /// The node it runs on.
+    pub node: String,
+    /// hostNetwork pods live in the node's namespace.
+    pub host_network: bool,
+    /// Its network namespace.
+    pub netns: String,
+}
+
+impl PodPlan {
+    /// `ns/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything a lab is made of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabPlan {
+    /// Settings.
+    pub config: LabConfig,
+    /// The namespace holding the underlay bridge.
+    pub underlay_netns: String,
+    /// Nodes.
+    pub nodes: Vec<NodePlan>,
+    /// Pods, ordered by namespace then name.
+    pub pods: Vec<PodPlan>,
+}
+
+/// A plan that cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+    /// A pod asks for a node the lab does not have.
+    #[error("{location}: Pod {pod}: spec.nodeName: node {node:?} is not in this lab (nodes: {nodes})")]
+    UnknownNode {
+        /// Where the pod was read.
+        location: String,
+        /// `ns/name`
+        pod: String,
+        /// The node asked for.
+        node: String,
+        /// The lab's nodes.
+        nodes: String,
+    },
+}
+
+/// The prefix of every namespace a lab makes.
+pub fn netns_prefix(lab: &str) -> String {
+    format!("podnet-{lab}-")
+}
+
+/// Checks a lab name: it becomes part of namespace and file names.
+pub fn validate_lab_name(name: &str) -> Result<(), PlanError> {
+    let ok = !name.is_empty()
+        && name.len() <= 20
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::Config(format!(
+            "invalid lab name {name:?}: use 1-20 lower-case letters, digits and '-', not at either end"
+        )))
+    }
+}
+
+/// Plans nodes and pods.
+pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanError> {
+    validate_lab_name(&config.name)?;
+    if config.nodes == 0 || config.nodes > 250 {
+        return Err(PlanError::Config(format!("--nodes must be between 1 and 250, not {}", config.nodes)));
+    }
+    if config.pod_cidr.prefix_len() > 16 {
+        return Err(PlanError::Config(format!("pod CIDR {} leaves no /24 per node", config.pod_cidr)));
+    }
+    let prefix = netns_prefix(&config.name);
+    let nodes: Vec<NodePlan> = (0..config.nodes)
+        .map(|i| {
+            let name = format!("node-{}", i + 1);
+            let base = u32::from(config.pod_cidr.network()) + ((i as u32) << 8);
+            NodePlan {
+                netns: format!("{prefix}{name}"),
+                ip: Ipv4Addr::from(u32::from(config.underlay.network()) + i as u32 + 2),
+                pod_cidr: Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap_or_default(),
+                name,
+            }
+        })
+        .collect();
+    let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+
+    // Expand workloads into the pods their controllers would make.
+    let mut wanted: Vec<(PodPlan, Option<String>)> = Vec::new();
+    for info in &state.pods {
+        for (name, fixed_node) in pod_names(info, &node_names) {
+            let pinned = fixed_node.or_else(|| info.node_name.clone());
+            if let Some(node) = &pinned
+                && !node_names.contains(node)
+            {
+                return Err(PlanError::UnknownNode {
+                    location: info.location.to_string(),
+                    pod: format!("{}/{name}", info.namespace),
+                    node: node.clone(),
+                    nodes: node_names.join(", "),
+                });
+            }
+            let pod = PodPlan {
+                namespace: info.namespace.clone(),
+                owner_kind: info.kind.clone(),
+                owner: (info.kind != "Pod").then(|| info.name.clone()),
+                labels: info.labels.clone(),
+                ports: info.ports.clone(),
+                node: String::new(),
+                host_network: info.host_network,
+                netns: String::new(),
+                name,
+            };
+            wanted.push((pod, pinned));
+        }
+    }
+    wanted.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+
+    // Pinned pods first, then spread the rest over the least loaded nodes.
+    let mut load: BTreeMap<String, usize> = node_names.iter().map(|n| (n.clone(), 0)).collect();
+    for (_, pinned) in &wanted {
+        if let Some(n) = pinned {
+            *load.entry(n.clone()).or_default() += 1;
+        }
+    }
+    let mut pods = Vec::with_capacity(wanted.len());
+    for (mut pod, pinned) in wanted {
+        let node = match pinned {
+            Some(n) => n,
+            None => {
+                let n = node_names.iter().min_by_key(|n| load[*n]).cloned().unwrap_or_default();
+                *load.entry(n.clone()).or_default() += 1;
+                n
+            }
+        };
+        pod.netns = if pod.host_network {
+            format!("{prefix}{node}")
+        } else {
+            format!("{prefix}{}-{}", pod.namespace, pod.name)
+        };
+        pod.node = node;
+        pods.push(pod);
+    }
+    Ok(LabPlan { underlay_netns: format!("{prefix}underlay"), config: config.clone(), nodes, pods })
+}
+
+/// A deterministic stand-in for the controllers' random 5-character suffix.
+fn suffix(seed: &str, len: usize) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let alphabet = model::cluster::NAME_ALPHABET;
+    (0..len)
+        .map(|i| alphabet[((h >> (i * 5)) % alphabet.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// The names a controller gives its pods (and, for DaemonSets, the node of each).
+fn pod_names(info: &PodInfo, nodes: &[String]) -> Vec<(String, Option<String>)> {
+    let seed = |i: usize| format!("{}/{}/{i}", info.namespace, info.name);
+    match (info.kind.as_str(), info.replicas) {
+        ("Pod", _) | (_, Replicas::Pod) => vec![(info.name.clone(), None)],
+        (_, Replicas::PerNode) => nodes
+            .iter()
+            .filter(|n| info.node_name.as_ref().is_none_or(|pinned| pinned == *n))
+            .map(|n| (format!("{}-{}", info.name, suffix(&seed_node(info, n), 5)), Some(n.clone())))
+            .collect(),
+        ("StatefulSet", Replicas::Count(n)) => (0..n as usize).map(|i| (format!("{}-{i}", info.name), None)).collect(),
+        ("Deployment", Replicas::Count(n)) => {
+            let hash = info.template_hash.clone().unwrap_or_default();
+            (0..n as usize).map(|i| (format!("{}-{hash}-{}", info.name, suffix(&seed(i), 5)), None)).collect()
+        }
+        (_, Replicas::Count(n)) => (0..n as usize).map(|i| (format!("{}-{}", info.name, suffix(&seed(i), 5)), None)).collect(),
+    }
+}
+
+fn seed_node(info: &PodInfo, node: &str) -> String {
+    format!("{}/{}/{node}", info.namespace, info.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(yaml: &str) -> ClusterState {
+        ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap()
+    }
+
+    const SHOP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: shop}\nspec:\n  replicas: 2\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {hostNetwork: true, containers: [{name: c}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: pinned, namespace: shop}\nspec: {nodeName: node-2, containers: []}\n";
+
+    #[test]
+    fn nodes_get_addresses_and_pod_cidrs_by_convention() {
+        let p = plan(&LabConfig::new("demo", 3, Mode::HostGw), &state("")).unwrap();
+        assert_eq!(p.underlay_netns, "podnet-demo-underlay");
+        let n: Vec<(String, String, String)> =
+            p.nodes.iter().map(|n| (n.netns.clone(), n.ip.to_string(), n.pod_cidr.to_string())).collect();
+        assert_eq!(
+            n,
+            [
+                ("podnet-demo-node-1".into(), "172.18.0.2".into(), "10.244.0.0/24".into()),
+                ("podnet-demo-node-2".into(), "172.18.0.3".into(), "10.244.1.0/24".into()),
+                ("podnet-demo-node-3".into(), "172.18.0.4".into(), "10.244.2.0/24".into()),
+            ]
+        );
+        assert_eq!(p.nodes[1].gateway().to_string(), "10.244.1.1");
+    }
+
+    #[test]
+    fn workloads_expand_into_pods_named_like_their_controllers_name_them() {
+        let p = plan(&LabConfig::new("demo", 2, Mode::Vxlan), &state(SHOP)).unwrap();
+        let names: Vec<String> = p.pods.iter().map(PodPlan::key).collect();
+        assert_eq!(names.iter().filter(|n| n.starts_with("shop/web-")).count(), 3);
+        assert!(names.contains(&"shop/db-0".to_owned()) && names.contains(&"shop/db-1".to_owned()));
+        let web = p.pods.iter().find(|p| p.name.starts_with("web-")).unwrap();
+        let parts: Vec<&str> = web.name.split('-').collect();
+        assert_eq!((parts.len(), parts[2].len()), (3, 5), "web-<template hash>-<5 chars>: {}", web.name);
+        assert_eq!(web.owner.as_deref(), Some("web"));
+        // A DaemonSet pod on every node, in the node's namespace (hostNetwork).
+        let agents: Vec<&PodPlan> = p.pods.iter().filter(|p| p.name.starts_with("agent-")).collect();
+        assert_eq!(agents.len(), 2);
+        assert_eq!(agents.iter().map(|a| a.node.as_str()).collect::<std::collections::BTreeSet<_>>().len(), 2);
+        assert!(agents.iter().all(|a| a.netns == format!("podnet-demo-{}", a.node)));
+        // Names are stable from run to run.
+        assert_eq!(p, plan(&LabConfig::new("demo", 2, Mode::Vxlan), &state(SHOP)).unwrap());
+    }
+
+    #[test]
+    fn node_name_is_honoured_and_the_rest_is_spread() {
+        let p = plan(&LabConfig::new("demo", 2, Mode::HostGw), &state(SHOP)).unwrap();
+        assert_eq!(p.pods.iter().find(|p| p.name == "pinned").unwrap().node, "node-2");
+        let mut per_node = BTreeMap::new();
+        for pod in &p.pods {
+            *per_node.entry(pod.node.clone()).or_insert(0) += 1;
+        }
+        let counts: Vec<i32> = per_node.values().copied().collect();
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{per_node:?}");
+        let err = plan(&LabConfig::new("demo", 1, Mode::HostGw), &state(SHOP)).unwrap_err();
+        assert_eq!(err.to_string(), "t.yaml: document 4: Pod shop/pinned: spec.nodeName: node \"node-2\" is not in this lab (nodes: node-1)");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(plan(&LabConfig::new("Bad Name", 1, Mode::HostGw), &state("")).is_err());
+        assert!(plan(&LabConfig::new("ok", 0, Mode::HostGw), &state("")).is_err());
+    }
+}
