@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_cni;
+mod lab_cmd;
 mod policy_cmd;
 
 use std::process::ExitCode;
@@ -23,15 +24,24 @@ enum Command {
     /// NetworkPolicy: connectivity matrix, explanations and lint, offline from manifests.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// A cluster's pod network as network namespaces on this machine.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
+    // With CNI_COMMAND set, podnet is the CNI plugin (podnet-bridge / podnet-ipam), as a
+    // runtime execs it.
+    if std::env::var_os("CNI_COMMAND").is_some() || std::env::var_os(cni::plugin::REAP_ENV).is_some() {
+        return cni::plugin::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
@@ -42,3 +52,4 @@ fn main() -> ExitCode {
         }
     }
 }
+

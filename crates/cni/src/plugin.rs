@@ -27,6 +27,35 @@ pub const BRIDGE_TYPE: &str = "podnet-bridge";
 /// What a plugin run prints on success (nothing for DEL, CHECK, STATUS, GC).
 pub type Output = Option<String>;
 
+/// A whole plugin process: env and stdin in, result or error JSON on stdout, exit status out.
+/// Shared by `podnet-cni` and by `podnet` when `CNI_COMMAND` is set.
+pub fn main() -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    use std::process::ExitCode;
+    if let Ok(spec) = std::env::var(REAP_ENV) {
+        // A detached helper of an earlier DEL: nobody reads its output.
+        return if reap(&spec).is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let mut stdin = Vec::new();
+    let mut out = io::stdout().lock();
+    if let Err(e) = io::stdin().read_to_end(&mut stdin) {
+        let _ = writeln!(out, "{}", CniError::new(Code::Io, format!("reading stdin: {e}")).to_json(CURRENT_VERSION));
+        return ExitCode::FAILURE;
+    }
+    let argv0 = std::env::args().next().unwrap_or_default();
+    match run(&argv0, |k| std::env::var(k).ok(), &stdin) {
+        Ok(Some(text)) => {
+            let _ = writeln!(out, "{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err((err, version)) => {
+            let _ = writeln!(out, "{}", err.to_json(&version));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Which plugin a binary name stands for: a runtime execs plugins by their type name, so
 /// `podnet-ipam` (or `host-local`) is always the IPAM plugin, whatever the config's `type`
 /// (an IPAM plugin receives its caller's whole config).

@@ -6,4 +6,4 @@ pub mod link;
 pub mod masquerade;
 pub mod netns;
 
-pub use link::{LinkInfo, Netlink, RouteInfo};
+pub use link::{LinkInfo, Netlink, RouteInfo, VxlanSpec};

@@ -13,7 +13,8 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::neighbour::NeighbourFlags;
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 /// What we need to know about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,25 @@ pub struct LinkInfo {
     pub controller: Option<u32>,
     /// `bridge`, `veth`, `vxlan`, ...
     pub kind: Option<String>,
+}
+
+/// A vxlan device to create.
+#[derive(Clone, Debug)]
+pub struct VxlanSpec {
+    /// Device name (`flannel.1`).
+    pub name: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// The underlay link it sends through.
+    pub underlay_index: u32,
+    /// The local underlay address.
+    pub local: std::net::Ipv4Addr,
+    /// UDP port (flannel: 8472).
+    pub port: u16,
+    /// MTU (the underlay's minus 50).
+    pub mtu: u32,
+    /// Its MAC address.
+    pub mac: [u8; 6],
 }
 
 /// A route of the main table.
@@ -257,6 +277,48 @@ impl Netlink {
         if let Some(oif) = oif {
             b = b.output_interface(oif);
         }
+        match self.rt.block_on(self.handle.route().add(b.build()).execute()).map_err(nl_err) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Creates a vxlan device (flannel's layout: no learning, static FDB and neighbours).
+    pub fn add_vxlan(&self, v: &VxlanSpec) -> io::Result<u32> {
+        let msg = LinkVxlan::new(&v.name, v.vni)
+            .dev(v.underlay_index)
+            .local(v.local)
+            .port(v.port)
+            .learning(false)
+            .mtu(v.mtu)
+            .address(v.mac.to_vec())
+            .build();
+        self.rt.block_on(self.handle.link().add(msg).execute()).map_err(nl_err)?;
+        Ok(self.require(&v.name)?.index)
+    }
+
+    /// A permanent neighbour entry: `ip` is at `mac` on link `index`.
+    pub fn add_neighbour(&self, index: u32, ip: IpAddr, mac: &[u8; 6]) -> io::Result<()> {
+        let req = self.handle.neighbours().add(index, ip).link_layer_address(mac).replace();
+        self.rt.block_on(req.execute()).map_err(nl_err)
+    }
+
+    /// A vxlan FDB entry: frames for `mac` go to the underlay address `dst` (`bridge fdb append ... self`).
+    pub fn add_fdb(&self, index: u32, mac: &[u8; 6], dst: IpAddr) -> io::Result<()> {
+        let req = self.handle.neighbours().add_bridge(index, mac).destination(dst).flags(NeighbourFlags::Own).replace();
+        self.rt.block_on(req.execute()).map_err(nl_err)
+    }
+
+    /// A route whose gateway is reachable on `oif` without a connected subnet (`onlink`).
+    pub fn add_onlink_route(&self, dst: IpNet, gw: IpAddr, oif: u32) -> io::Result<()> {
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .map_err(|e| invalid(&e))?
+            .gateway(gw)
+            .map_err(|e| invalid(&e))?
+            .output_interface(oif)
+            .onlink();
         match self.rt.block_on(self.handle.route().add(b.build()).execute()).map_err(nl_err) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             other => other,

@@ -3,7 +3,14 @@
 //! a runtime would call it.
 //!
 //! - [`plan`]: the pure `LabPlan` (nodes, addresses, pods);
+//! - [`up`]: carrying a plan out, and `down`;
+//! - [`state`]: what a running lab keeps under `/run/podnet/<lab>/`;
+//! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports.
 
+pub mod daemon;
+pub mod echo;
 pub mod plan;
+pub mod state;
+pub mod up;
 
 pub use plan::{LabConfig, LabPlan, Mode, NodePlan, PodPlan};

@@ -31,7 +31,7 @@ impl Mode {
 /// The lab's settings (the conventions of `DESIGN.md`; flags override them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabConfig {
-    /// The lab's name: every namespace it makes starts with `podnet-<name>-`.
+    /// The lab's name: every namespace it makes starts with `podnet.<name>.`.
     pub name: String,
     /// Number of nodes.
     pub nodes: usize,
@@ -150,9 +150,10 @@ pub enum PlanError {
     },
 }
 
-/// The prefix of every namespace a lab makes.
+/// The prefix of every namespace a lab makes. Lab names cannot contain `.`, so one lab's
+/// prefix is never a prefix of another's (`demo` vs `demo-2`).
 pub fn netns_prefix(lab: &str) -> String {
-    format!("podnet-{lab}-")
+    format!("podnet.{lab}.")
 }
 
 /// Checks a lab name: it becomes part of namespace and file names.
@@ -246,7 +247,7 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
         pod.netns = if pod.host_network {
             format!("{prefix}{node}")
         } else {
-            format!("{prefix}{}-{}", pod.namespace, pod.name)
+            format!("{prefix}{}.{}", pod.namespace, pod.name)
         };
         pod.node = node;
         pods.push(pod);
@@ -303,15 +304,15 @@ mod tests {
     #[test]
     fn nodes_get_addresses_and_pod_cidrs_by_convention() {
         let p = plan(&LabConfig::new("demo", 3, Mode::HostGw), &state("")).unwrap();
-        assert_eq!(p.underlay_netns, "podnet-demo-underlay");
+        assert_eq!(p.underlay_netns, "podnet.demo.underlay");
         let n: Vec<(String, String, String)> =
             p.nodes.iter().map(|n| (n.netns.clone(), n.ip.to_string(), n.pod_cidr.to_string())).collect();
         assert_eq!(
             n,
             [
-                ("podnet-demo-node-1".into(), "172.18.0.2".into(), "10.244.0.0/24".into()),
-                ("podnet-demo-node-2".into(), "172.18.0.3".into(), "10.244.1.0/24".into()),
-                ("podnet-demo-node-3".into(), "172.18.0.4".into(), "10.244.2.0/24".into()),
+                ("podnet.demo.node-1".into(), "172.18.0.2".into(), "10.244.0.0/24".into()),
+                ("podnet.demo.node-2".into(), "172.18.0.3".into(), "10.244.1.0/24".into()),
+                ("podnet.demo.node-3".into(), "172.18.0.4".into(), "10.244.2.0/24".into()),
             ]
         );
         assert_eq!(p.nodes[1].gateway().to_string(), "10.244.1.1");
@@ -331,7 +332,7 @@ mod tests {
         let agents: Vec<&PodPlan> = p.pods.iter().filter(|p| p.name.starts_with("agent-")).collect();
         assert_eq!(agents.len(), 2);
         assert_eq!(agents.iter().map(|a| a.node.as_str()).collect::<std::collections::BTreeSet<_>>().len(), 2);
-        assert!(agents.iter().all(|a| a.netns == format!("podnet-demo-{}", a.node)));
+        assert!(agents.iter().all(|a| a.netns == format!("podnet.demo.{}", a.node)));
         // Names are stable from run to run.
         assert_eq!(p, plan(&LabConfig::new("demo", 2, Mode::Vxlan), &state(SHOP)).unwrap());
     }

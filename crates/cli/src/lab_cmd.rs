@@ -1,0 +1,408 @@
+//! `podnet lab ...`: a cluster's pod network as namespaces on this machine.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use dataplane::netns;
+use lab::plan::{LabConfig, Mode};
+use lab::state::{self, LabState};
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Make a lab: nodes, the underlay, and every pod of the manifests.
+    Up(UpArgs),
+    /// Remove a lab and everything it made (also after a crash).
+    Down(NameArg),
+    /// List the labs that are up.
+    List,
+    /// Show pods or nodes, kubectl-style.
+    Get(GetArgs),
+    /// Run a command in a pod's network namespace (with its resolv.conf and hosts).
+    Exec(ExecArgs),
+    /// Check pod-to-pod and node-to-pod connectivity with real packets.
+    Check(NameArg),
+    /// The lab process (started by `up`).
+    #[command(hide = true)]
+    Daemon(NameArg),
+}
+
+#[derive(Args)]
+pub struct NameArg {
+    /// The lab (default: the only one up, else `podnet`).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// A route per peer node's pod CIDR.
+    HostGw,
+    /// Flannel-like vxlan overlay.
+    Vxlan,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Manifests (files or directories) whose pods and workloads become the lab's pods.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// The lab's name.
+    #[arg(long, default_value = "podnet")]
+    name: String,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How nodes route each other's pods.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    mode: ModeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Resource {
+    /// Pods.
+    Pods,
+    /// Nodes.
+    Nodes,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GetFormat {
+    /// More columns.
+    Wide,
+    /// JSON.
+    Json,
+    /// YAML-like (JSON is YAML).
+    Yaml,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// What to show.
+    #[arg(value_enum)]
+    resource: Resource,
+    /// Namespace (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<GetFormat>,
+    #[command(flatten)]
+    name: NameArg,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Namespace (default: default).
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// The pod.
+    pod: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+    #[command(flatten)]
+    name: NameArg,
+}
+
+pub fn run(cmd: LabCommand) -> Result<ExitCode> {
+    match cmd {
+        LabCommand::Up(a) => up(a),
+        LabCommand::Down(a) => down(a),
+        LabCommand::List => list(),
+        LabCommand::Get(a) => get(a),
+        LabCommand::Exec(a) => exec(a),
+        LabCommand::Check(a) => check(a),
+        LabCommand::Daemon(a) => {
+            let lab = state::resolve_name(a.name.as_deref());
+            lab::daemon::run(&lab).with_context(|| format!("lab {lab}: the lab process"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn need_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("podnet lab makes network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+fn up(a: UpArgs) -> Result<ExitCode> {
+    need_root()?;
+    let started = Instant::now();
+    let cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
+    let mode = match a.mode {
+        ModeArg::HostGw => Mode::HostGw,
+        ModeArg::Vxlan => Mode::Vxlan,
+    };
+    let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
+    let exe = std::env::current_exe().context("finding the podnet executable")?;
+    println!("Creating lab {:?} ({} nodes, {} pods)", a.name, plan.nodes.len(), plan.pods.len());
+    let st = lab::up::up(&plan, &exe, |s| println!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    let t = Instant::now();
+    if let Err(e) = start_daemon(&a.name, &exe) {
+        let _ = lab::up::down(&a.name);
+        return Err(e);
+    }
+    println!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
+    println!("Lab {:?} is up in {:.2} s.\n", a.name, started.elapsed().as_secs_f64());
+    print!("{}", pods_table(&st, None, true));
+    println!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the lab process, detached in its own process group, and waits until it listens.
+fn start_daemon(lab: &str, exe: &std::path::Path) -> Result<()> {
+    let log = std::fs::File::create(lab::daemon::log_file(lab)).context("creating the lab process log")?;
+    let mut child = Command::new(exe)
+        .args(["lab", "daemon", "--name", lab])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the lab process")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the lab process"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) if line.trim() == "ready" => Ok(()),
+        _ => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(lab::daemon::log_file(lab)).unwrap_or_default();
+            bail!("the lab process did not start: {log}")
+        }
+    }
+}
+
+fn down(a: NameArg) -> Result<ExitCode> {
+    need_root()?;
+    let lab = state::resolve_name(a.name.as_deref());
+    let t = Instant::now();
+    let n = lab::up::down(&lab)?;
+    println!("Lab {lab:?} removed: {n} namespaces, its lab process, leases and state ({:.0} ms).", t.elapsed().as_secs_f64() * 1e3);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list() -> Result<ExitCode> {
+    let mut out = String::from("NAME\tNODES\tPODS\tMODE\tLAB PROCESS\n");
+    for name in state::list() {
+        match state::load(&name) {
+            Ok(st) => {
+                let mode = match st.plan.config.mode {
+                    Mode::HostGw => "host-gw",
+                    Mode::Vxlan => "vxlan",
+                };
+                let alive = if lab::daemon::alive(&name) { "running" } else { "stopped" };
+                let _ = writeln!(out, "{name}\t{}\t{}\t{mode}\t{alive}", st.plan.nodes.len(), st.plan.pods.len());
+            }
+            Err(_) => {
+                let _ = writeln!(out, "{name}\t?\t?\t?\tbroken (run `podnet lab down --name {name}`)");
+            }
+        }
+    }
+    print!("{}", align(&out));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Aligns tab-separated columns with spaces, like kubectl's tables.
+fn align(text: &str) -> String {
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}   ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn pods_table(st: &LabState, namespace: Option<&str>, wide: bool) -> String {
+    let mut out = String::new();
+    let all = namespace.is_none();
+    if all {
+        out.push_str("NAMESPACE\t");
+    }
+    out.push_str("NAME\tREADY\tSTATUS\tIP\tNODE");
+    out.push_str(if wide { "\tOWNER\tNETNS\n" } else { "\n" });
+    for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
+        if namespace.is_some_and(|n| n != pod.namespace) {
+            continue;
+        }
+        if all {
+            let _ = write!(out, "{}\t", pod.namespace);
+        }
+        let ip = ip.map(|i| i.to_string()).unwrap_or_else(|| "<none>".into());
+        let status = if ip == "<none>" { "Pending" } else { "Running" };
+        let ready = if status == "Running" { "1/1" } else { "0/1" };
+        let _ = write!(out, "{}\t{ready}\t{status}\t{ip}\t{}", pod.name, pod.node);
+        if wide {
+            let owner = pod.owner.as_ref().map(|o| format!("{}/{o}", pod.owner_kind)).unwrap_or_else(|| "<none>".into());
+            let _ = write!(out, "\t{owner}\t{}", pod.netns);
+        }
+        out.push('\n');
+    }
+    align(&out)
+}
+
+fn get(a: GetArgs) -> Result<ExitCode> {
+    let lab = state::resolve_name(a.name.name.as_deref());
+    let st = state::load(&lab)?;
+    let namespace = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
+    let text = match (a.resource, a.output) {
+        (Resource::Pods, Some(GetFormat::Json | GetFormat::Yaml)) => {
+            let items: Vec<serde_json::Value> = st
+                .plan
+                .pods
+                .iter()
+                .zip(&st.pod_ips)
+                .filter(|(p, _)| namespace.as_deref().is_none_or(|n| n == p.namespace))
+                .map(|(p, ip)| {
+                    serde_json::json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+                        "spec": {"nodeName": p.node, "hostNetwork": p.host_network},
+                        "status": {"phase": if ip.is_some() { "Running" } else { "Pending" },
+                                   "podIP": ip, "podIPs": ip.map(|i| vec![serde_json::json!({"ip": i})]).unwrap_or_default()}
+                    })
+                })
+                .collect();
+            format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))?)
+        }
+        (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), matches!(f, Some(GetFormat::Wide))),
+        (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => format!("{}\n", serde_json::to_string_pretty(&st.plan.nodes)?),
+        (Resource::Nodes, f) => {
+            let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
+                "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\tNETNS\n"
+            } else {
+                "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\n"
+            });
+            for n in &st.plan.nodes {
+                let pods = st.plan.pods.iter().filter(|p| p.node == n.name).count();
+                let _ = write!(out, "{}\tReady\t{}\t{}\t{pods}", n.name, n.ip, n.pod_cidr);
+                if matches!(f, Some(GetFormat::Wide)) {
+                    let _ = write!(out, "\t{}", n.netns);
+                }
+                out.push('\n');
+            }
+            align(&out)
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(a: ExecArgs) -> Result<ExitCode> {
+    need_root()?;
+    let lab = state::resolve_name(a.name.name.as_deref());
+    let st = state::load(&lab)?;
+    let pod = st
+        .plan
+        .pods
+        .iter()
+        .find(|p| p.namespace == a.namespace && p.name == a.pod)
+        .ok_or_else(|| anyhow!("pod {}/{} not found in lab {lab:?} (see `podnet lab get pods -A`)", a.namespace, a.pod))?;
+    // `ip netns exec` mounts /etc/netns/<netns>/* over /etc: the pod's resolv.conf and hosts.
+    let err = Command::new("ip").args(["netns", "exec", &pod.netns]).args(&a.command).exec();
+    Err(anyhow!("running `ip netns exec`: {err}"))
+}
+
+/// One TCP exchange with a pod's echo server from inside a namespace: what the server saw.
+fn probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<serde_json::Value> {
+    let addr = std::net::SocketAddr::from((ip, port));
+    let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    Ok(serde_json::from_str(text.trim())?)
+}
+
+fn check(a: NameArg) -> Result<ExitCode> {
+    need_root()?;
+    let lab = state::resolve_name(a.name.as_deref());
+    let st = state::load(&lab)?;
+    let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
+    let servers: Vec<(usize, &lab::PodPlan, u16)> = pods
+        .iter()
+        .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
+        .collect();
+    if servers.is_empty() {
+        println!("No pod declares a TCP port: nothing to connect to.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failures = 0;
+    let mut line = |ok: bool, text: String| {
+        if !ok {
+            failures += 1;
+        }
+        println!(" {} {text}", if ok { "✓" } else { "✗" });
+    };
+    println!("Connectivity in lab {lab:?} (real TCP connections to the pods' echo servers):");
+    // Every pod reaches a pod on another node (or its own, with one node), and the server sees
+    // the client's pod IP: no NAT.
+    for (i, client) in &pods {
+        let Some(cip) = st.pod_ips[*i] else { continue };
+        // Spread the targets: the k-th client asks the k-th server on another node.
+        let others: Vec<&(usize, &lab::PodPlan, u16)> = servers.iter().filter(|(_, s, _)| s.node != client.node).collect();
+        let target = if others.is_empty() {
+            servers.iter().find(|(j, _, _)| j != i)
+        } else {
+            Some(others[*i % others.len()])
+        };
+        let Some((j, server, port)) = target else { continue };
+        let Some(sip) = st.pod_ips[*j] else { continue };
+        match probe(&client.netns, sip, *port) {
+            Ok(v) => {
+                let seen = v["client_ip"].as_str().unwrap_or_default().to_owned();
+                line(
+                    seen == cip.to_string(),
+                    format!("{} ({}) → {} ({}, {sip}:{port}): answered, saw client {seen}{}", client.key(), client.node, server.key(), server.node,
+                        if seen == cip.to_string() { " (no NAT)" } else { " (NAT!)" }),
+                );
+            }
+            Err(e) => line(false, format!("{} → {} ({sip}:{port}): {e}", client.key(), server.key())),
+        }
+    }
+    // Agents on a node reach every pod on that node.
+    for node in &st.plan.nodes {
+        for (j, server, port) in servers.iter().filter(|(_, s, _)| s.node == node.name).take(1) {
+            let Some(sip) = st.pod_ips[*j] else { continue };
+            match probe(&node.netns, sip, *port) {
+                Ok(v) => line(true, format!("node {} → {} ({sip}:{port}): answered, saw client {}", node.name, server.key(), v["client_ip"].as_str().unwrap_or_default())),
+                Err(e) => line(false, format!("node {} → {} ({sip}:{port}): {e}", node.name, server.key())),
+            }
+        }
+    }
+    if failures > 0 {
+        println!("{failures} check(s) failed.");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("All checks passed.");
+    Ok(ExitCode::SUCCESS)
+}

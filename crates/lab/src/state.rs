@@ -1,0 +1,79 @@
+//! What a running lab remembers, under `/run/podnet/<lab>/`: the plan, each pod's address,
+//! the lab process's pid, the CNI configs and leases.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::LabPlan;
+
+/// Where labs keep their state.
+pub const STATE_ROOT: &str = "/run/podnet";
+
+/// A running lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    /// The plan it was made from.
+    pub plan: LabPlan,
+    /// Each pod's address, in the plan's order (`None` until attached).
+    pub pod_ips: Vec<Option<Ipv4Addr>>,
+    /// Unix seconds when `up` finished.
+    pub created: u64,
+}
+
+/// `/run/podnet/<lab>`
+pub fn dir(lab: &str) -> PathBuf {
+    PathBuf::from(STATE_ROOT).join(lab)
+}
+
+/// `/run/podnet/<lab>/state.json`
+pub fn state_file(lab: &str) -> PathBuf {
+    dir(lab).join("state.json")
+}
+
+/// The lab process's pid file.
+pub fn pid_file(lab: &str) -> PathBuf {
+    dir(lab).join("lab.pid")
+}
+
+/// Saves the state atomically (write, then rename).
+pub fn save(state: &LabState) -> io::Result<()> {
+    let lab = &state.plan.config.name;
+    let tmp = dir(lab).join("state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(io::Error::other)?)?;
+    std::fs::rename(tmp, state_file(lab))
+}
+
+/// Loads a lab's state.
+pub fn load(lab: &str) -> io::Result<LabState> {
+    let text = std::fs::read(state_file(lab)).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(io::ErrorKind::NotFound, format!("no lab named {lab:?} is up (see `podnet lab list`)"))
+        } else {
+            e
+        }
+    })?;
+    serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", state_file(lab).display())))
+}
+
+/// Names of the labs that have a state directory, sorted.
+pub fn list() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(STATE_ROOT)
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The lab a command means: `--name` if given, else the only one up, else `podnet`.
+pub fn resolve_name(given: Option<&str>) -> String {
+    if let Some(n) = given {
+        return n.to_owned();
+    }
+    match list().as_slice() {
+        [only] => only.clone(),
+        _ => "podnet".to_owned(),
+    }
+}

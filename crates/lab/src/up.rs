@@ -1,0 +1,379 @@
+//! Making and removing a lab: the `LabPlan` carried out with the dataplane, pods attached by
+//! exec'ing the CNI plugin from the node's namespace exactly as a container runtime would.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dataplane::{Netlink, VxlanSpec, netns};
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::plan::{LabPlan, Mode, NodePlan, PodPlan, netns_prefix};
+use crate::state::{self, LabState};
+
+/// A failure while making or removing a lab, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct LabError {
+    /// What was being done.
+    pub what: String,
+    /// Why it failed.
+    pub source: io::Error,
+}
+
+fn ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError { what, source }
+}
+
+/// The vxlan device's name on every node (flannel's).
+pub const VXLAN_DEVICE: &str = "flannel.1";
+/// The pod bridge on every node.
+pub const POD_BRIDGE: &str = "cni0";
+/// The underlay bridge.
+pub const UNDERLAY_BRIDGE: &str = "br0";
+
+/// One step of `up`, reported as it finishes.
+pub struct Step<'a> {
+    /// What was done.
+    pub what: &'a str,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// The network config the runtime passes to the plugin on `node` (a conflist's only plugin,
+/// with the list's `cniVersion` and `name`, as libcni injects them).
+pub fn cni_config(plan: &LabPlan, node: &NodePlan) -> Value {
+    let lab = &plan.config.name;
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "podnet",
+        "type": "podnet-bridge",
+        "bridge": POD_BRIDGE,
+        "isGateway": true,
+        "isDefaultGateway": true,
+        "hairpinMode": true,
+        "mtu": plan.config.mode.pod_mtu(),
+        "ipam": {
+            "type": "podnet-ipam",
+            "ranges": [[{"subnet": node.pod_cidr.to_string(), "gateway": node.gateway().to_string()}]],
+            "dataDir": state::dir(lab).join("ipam").join(&node.name),
+        }
+    })
+}
+
+/// The conflist a runtime on `node` would read.
+pub fn conflist(plan: &LabPlan, node: &NodePlan) -> Value {
+    let mut plugin = cni_config(plan, node);
+    if let Some(m) = plugin.as_object_mut() {
+        m.remove("cniVersion");
+        m.remove("name");
+    }
+    json!({"cniVersion": "1.1.0", "name": "podnet", "plugins": [plugin]})
+}
+
+/// Makes the lab. On failure everything made so far is removed again.
+pub fn up(plan: &LabPlan, plugin: &Path, mut progress: impl FnMut(Step<'_>)) -> Result<LabState, LabError> {
+    let lab = plan.config.name.clone();
+    if state::dir(&lab).exists() || !lab_namespaces(&lab).is_empty() {
+        return Err(LabError {
+            what: format!("lab {lab:?}"),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, format!("it is already up; remove it with `podnet lab down --name {lab}`")),
+        });
+    }
+    match make(plan, plugin, &mut progress) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let _ = down(&lab);
+            Err(e)
+        }
+    }
+}
+
+fn timed<T>(progress: &mut impl FnMut(Step<'_>), what: &str, f: impl FnOnce() -> Result<T, LabError>) -> Result<T, LabError> {
+    let start = Instant::now();
+    let out = f()?;
+    progress(Step { what, took: start.elapsed() });
+    Ok(out)
+}
+
+fn make(plan: &LabPlan, plugin: &Path, progress: &mut impl FnMut(Step<'_>)) -> Result<LabState, LabError> {
+    let lab = &plan.config.name;
+    let dir = state::dir(lab);
+    std::fs::create_dir_all(dir.join("cni")).map_err(ctx(format!("creating {}", dir.display())))?;
+    // Saved first, so that `down` knows the lab even if `up` is killed halfway.
+    let mut st = LabState { plan: plan.clone(), pod_ips: vec![None; plan.pods.len()], created: 0 };
+    state::save(&st).map_err(ctx("saving the lab state"))?;
+    for node in &plan.nodes {
+        let path = dir.join("cni").join(format!("{}.conflist", node.name));
+        std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default())
+            .map_err(ctx(format!("writing {}", path.display())))?;
+    }
+
+    timed(progress, "underlay network", || make_underlay(plan))?;
+    let what = format!("{} node(s), {} routing", plan.nodes.len(), match plan.config.mode {
+        Mode::HostGw => "host-gw",
+        Mode::Vxlan => "vxlan",
+    });
+    timed(progress, &what, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = plan.nodes.iter().map(|n| s.spawn(move || make_node(plan, n))).collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("node setup"))))
+        })?;
+        plan.nodes.iter().try_for_each(|n| route_peers(plan, n))
+    })?;
+    let what = format!("{} pod(s) attached by the CNI plugin", plan.pods.len());
+    let ips = timed(progress, &what, || attach_pods(plan, plugin))?;
+    st.pod_ips = ips;
+    st.created = std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or_default();
+    state::save(&st).map_err(ctx("saving the lab state"))?;
+    Ok(st)
+}
+
+fn panicked(what: &str) -> LabError {
+    LabError { what: what.to_owned(), source: io::Error::other("a worker thread panicked") }
+}
+
+fn in_netns<T: Send + 'static>(name: &str, what: &str, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, LabError> {
+    netns::run_in(&netns::path_of(name), f).map_err(ctx(format!("entering {name}")))?.map_err(ctx(what.to_owned()))
+}
+
+fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
+    netns::create(&plan.underlay_netns).map_err(ctx(format!("creating namespace {}", plan.underlay_netns)))?;
+    in_netns(&plan.underlay_netns, "creating the underlay bridge", || {
+        let nl = Netlink::connect()?;
+        nl.ensure_bridge(UNDERLAY_BRIDGE, None)?;
+        Ok(())
+    })
+}
+
+/// A node: its namespace, `eth0` on the underlay, loopback, forwarding.
+fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
+    netns::create(&node.netns).map_err(ctx(format!("creating namespace {}", node.netns)))?;
+    let node_ns = File::open(netns::path_of(&node.netns)).map_err(ctx(format!("opening {}", node.netns)))?;
+    let port = node.name.clone();
+    in_netns(&plan.underlay_netns, &format!("plugging {} into the underlay", node.name), move || {
+        let nl = Netlink::connect()?;
+        let br = nl.require(UNDERLAY_BRIDGE)?;
+        nl.add_veth_with_peer_in(&port, "eth0", &node_ns, None)?;
+        let p = nl.require(&port)?;
+        nl.attach_up(p.index, br.index)
+    })?;
+    let ip = node.ip;
+    let prefix = plan.config.underlay.prefix_len();
+    in_netns(&node.netns, &format!("configuring {}", node.name), move || {
+        let nl = Netlink::connect()?;
+        let lo = nl.require("lo")?;
+        nl.set_up(lo.index)?;
+        let eth0 = nl.require("eth0")?;
+        nl.set_up(eth0.index)?;
+        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)?;
+        // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
+}
+
+/// Routes to every other node's pod CIDR.
+fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
+    let peers: Vec<NodePlan> = plan.nodes.iter().filter(|p| p.name != node.name).cloned().collect();
+    let me = node.clone();
+    let mode = plan.config.mode;
+    in_netns(&node.netns, &format!("routing on {}", node.name), move || {
+        let nl = Netlink::connect()?;
+        let eth0 = nl.require("eth0")?;
+        match mode {
+            Mode::HostGw => {
+                for p in &peers {
+                    nl.add_route(IpNet::V4(p.pod_cidr), Some(IpAddr::V4(p.ip)), Some(eth0.index))?;
+                }
+            }
+            Mode::Vxlan => {
+                let vx = nl.add_vxlan(&VxlanSpec {
+                    name: VXLAN_DEVICE.into(),
+                    vni: 1,
+                    underlay_index: eth0.index,
+                    local: me.ip,
+                    port: 8472,
+                    mtu: Mode::Vxlan.pod_mtu(),
+                    mac: me.vxlan_mac(),
+                })?;
+                nl.add_address(vx, IpNet::new(IpAddr::V4(me.vxlan_ip()), 32).map_err(io::Error::other)?)?;
+                nl.set_up(vx)?;
+                for p in &peers {
+                    // Flannel's layout: route via the peer's vxlan address, its MAC, and where that MAC lives.
+                    nl.add_onlink_route(IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip()), vx)?;
+                    nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip()), &p.vxlan_mac())?;
+                    nl.add_fdb(vx, &p.vxlan_mac(), IpAddr::V4(p.ip))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Attaches every pod, a few at a time; returns their addresses in plan order.
+fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, LabError> {
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<Ipv4Addr>>> = Mutex::new(vec![None; plan.pods.len()]);
+    let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).min(8);
+    std::thread::scope(|s| -> Result<(), LabError> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), LabError> {
+                    loop {
+                        let i = {
+                            let mut n = next.lock().map_err(|_| panicked("pod queue"))?;
+                            let i = *n;
+                            *n += 1;
+                            i
+                        };
+                        let Some(pod) = plan.pods.get(i) else { return Ok(()) };
+                        let ip = attach_pod(plan, pod, plugin)?;
+                        results.lock().map_err(|_| panicked("pod results"))?[i] = Some(ip);
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("pod setup"))))
+    })?;
+    results.into_inner().map_err(|_| panicked("pod results"))
+}
+
+fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+    let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
+        what: format!("pod {}", pod.key()),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
+    })?;
+    let ip = if pod.host_network {
+        node.ip
+    } else {
+        netns::create(&pod.netns).map_err(ctx(format!("creating namespace {}", pod.netns)))?;
+        in_netns(&pod.netns, "setting up loopback", || {
+            let nl = Netlink::connect()?;
+            let lo = nl.require("lo")?;
+            nl.set_up(lo.index)
+        })?;
+        cni_add(plan, node, pod, plugin)?
+    };
+    write_etc(plan, pod, ip).map_err(ctx(format!("writing /etc/netns/{}", pod.netns)))?;
+    Ok(ip)
+}
+
+/// Runs the plugin's ADD from the node's namespace, as a runtime does.
+fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+    let conf = cni_config(plan, node).to_string();
+    let plugin = plugin.to_owned();
+    let cni_path = plugin.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let (id, netns_path) = (pod.netns.clone(), netns::path_of(&pod.netns));
+    let what = format!("CNI ADD of pod {} on {}", pod.key(), node.name);
+    let out = in_netns(&node.netns, &what, move || {
+        let mut child = Command::new(&plugin)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &id)
+            .env("CNI_NETNS", &netns_path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &cni_path)
+            .env("CNI_ARGS", "IgnoreUnknown=1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        child.stdin.take().map(|mut i| i.write_all(conf.as_bytes())).transpose()?;
+        child.wait_with_output()
+    })?;
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if !out.status.success() {
+        return Err(LabError { what, source: io::Error::other(result.to_string()) });
+    }
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .ok_or_else(|| LabError { what, source: io::Error::other(format!("no IPv4 address in the result: {result}")) })
+}
+
+/// The files kubelet writes for a pod, where `ip netns exec` mounts them over `/etc`.
+fn write_etc(plan: &LabPlan, pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
+    if pod.host_network {
+        return Ok(());
+    }
+    let dir = Path::new("/etc/netns").join(&pod.netns);
+    std::fs::create_dir_all(&dir)?;
+    let _ = plan;
+    let resolv = format!(
+        "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
+        ns = pod.namespace
+    );
+    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    let hosts = format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{}\n",
+        pod.name
+    );
+    std::fs::write(dir.join("hosts"), hosts)
+}
+
+/// Namespaces whose names say they belong to `lab`.
+pub fn lab_namespaces(lab: &str) -> Vec<String> {
+    let prefix = netns_prefix(lab);
+    let mut names: Vec<String> = std::fs::read_dir(netns::NETNS_RUN_DIR)
+        .map(|d| d.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Removes everything the lab made: its process, namespaces (and every link, route, bridge,
+/// vxlan device and nft table in them), `/etc/netns` files, leases and state. Works from the
+/// names alone, so it also cleans up after an `up` that was killed halfway.
+pub fn down(lab: &str) -> Result<usize, LabError> {
+    stop_process(lab);
+    let namespaces = lab_namespaces(lab);
+    for name in &namespaces {
+        netns::delete(name).map_err(ctx(format!("deleting namespace {name}")))?;
+        let etc = Path::new("/etc/netns").join(name);
+        if etc.exists() {
+            std::fs::remove_dir_all(&etc).map_err(ctx(format!("removing {}", etc.display())))?;
+        }
+    }
+    let dir = state::dir(lab);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(ctx(format!("removing {}", dir.display())))?;
+    }
+    Ok(namespaces.len())
+}
+
+/// Stops the lab process named in the pid file, if it is still ours.
+fn stop_process(lab: &str) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(text) = std::fs::read_to_string(state::pid_file(lab)) else { return };
+    let Ok(pid) = text.trim().parse::<i32>() else { return };
+    // Only signal a process that is still the lab's (pids are reused).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).split('\0').any(|a| a == lab)
+        && String::from_utf8_lossy(&cmdline).contains("daemon");
+    if !ours {
+        return;
+    }
+    let raw = pid;
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    // Gone, or a zombie waiting for its (new) parent: either way it no longer serves.
+    let gone = || {
+        kill(pid, None).is_err()
+            || std::fs::read_to_string(format!("/proc/{raw}/stat"))
+                .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+                .unwrap_or(true)
+    };
+    for _ in 0..200 {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}
