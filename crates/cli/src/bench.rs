@@ -108,7 +108,7 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.write {
         let _ = writeln!(out, "manifests kept in {}: time `podnet policy matrix -f {} -o json`", dir.display(), dir.display());
     }
-    print!("{out}");
+    out!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,6 +124,6 @@ pub fn run(args: CniBenchArgs) -> Result<std::process::ExitCode> {
         ratio(medians[0].0, medians[1].0),
         ratio(medians[0].1, medians[1].1)
     );
-    print!("{report}");
+    out!("{report}");
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -146,17 +146,17 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     };
     let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
-    println!("Creating lab {:?} ({} nodes, {} pods)", a.name, plan.nodes.len(), plan.pods.len());
-    let st = lab::up::up(&plan, &exe, |s| println!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    outln!("Creating lab {:?} ({} nodes, {} pods)", a.name, plan.nodes.len(), plan.pods.len());
+    let st = lab::up::up(&plan, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
     let t = Instant::now();
     if let Err(e) = start_daemon(&a.name, &exe) {
         let _ = lab::up::down(&a.name);
         return Err(e);
     }
-    println!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
-    println!("Lab {:?} is up in {:.2} s.\n", a.name, started.elapsed().as_secs_f64());
-    print!("{}", pods_table(&st, None, true));
-    println!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
+    outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
+    outln!("Lab {:?} is up in {:.2} s.\n", a.name, started.elapsed().as_secs_f64());
+    out!("{}", pods_table(&st, None, true));
+    outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -193,7 +193,7 @@ fn down(a: NameArg) -> Result<ExitCode> {
     let lab = state::resolve_name(a.name.as_deref());
     let t = Instant::now();
     let n = lab::up::down(&lab)?;
-    println!("Lab {lab:?} removed: {n} namespaces, its lab process, leases and state ({:.0} ms).", t.elapsed().as_secs_f64() * 1e3);
+    outln!("Lab {lab:?} removed: {n} namespaces, its lab process, leases and state ({:.0} ms).", t.elapsed().as_secs_f64() * 1e3);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -214,7 +214,7 @@ fn list() -> Result<ExitCode> {
             }
         }
     }
-    print!("{}", align(&out));
+    out!("{}", align(&out));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -311,7 +311,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
             align(&out)
         }
     };
-    print!("{text}");
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -353,7 +353,7 @@ fn check(a: NameArg) -> Result<ExitCode> {
         .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
         .collect();
     if servers.is_empty() {
-        println!("No pod declares a TCP port: nothing to connect to.");
+        outln!("No pod declares a TCP port: nothing to connect to.");
         return Ok(ExitCode::SUCCESS);
     }
     let mut failures = 0;
@@ -361,9 +361,9 @@ fn check(a: NameArg) -> Result<ExitCode> {
         if !ok {
             failures += 1;
         }
-        println!(" {} {text}", if ok { "✓" } else { "✗" });
+        outln!(" {} {text}", if ok { "✓" } else { "✗" });
     };
-    println!("Connectivity in lab {lab:?} (real TCP connections to the pods' echo servers):");
+    outln!("Connectivity in lab {lab:?} (real TCP connections to the pods' echo servers):");
     // Every pod reaches a pod on another node (or its own, with one node), and the server sees
     // the client's pod IP: no NAT.
     for (i, client) in &pods {
@@ -400,9 +400,9 @@ fn check(a: NameArg) -> Result<ExitCode> {
         }
     }
     if failures > 0 {
-        println!("{failures} check(s) failed.");
+        outln!("{failures} check(s) failed.");
         return Ok(ExitCode::FAILURE);
     }
-    println!("All checks passed.");
+    outln!("All checks passed.");
     Ok(ExitCode::SUCCESS)
 }

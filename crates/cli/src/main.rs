@@ -2,6 +2,22 @@
 
 #![forbid(unsafe_code)]
 
+/// `print!` that never panics: a closed stdout (`| head`) is not an error worth a backtrace.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics (see `out!`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod bench_cni;
 mod lab_cmd;

@@ -1,0 +1,238 @@
+//! `podnet lab` with real namespaces and packets (root). Each test makes its own uniquely named
+//! lab and removes it, also when it fails.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn podnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podnet")).args(args).output().unwrap()
+}
+
+/// A lab removed on drop.
+struct Lab {
+    name: String,
+}
+
+impl Lab {
+    fn up(manifests: &Path, extra: &[&str]) -> (Lab, Output) {
+        let name = format!("t{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let lab = Lab { name: name.clone() };
+        let mut args = vec!["lab", "up", "--name", &name, "-f", manifests.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = podnet(&args);
+        (lab, out)
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(format!("/run/podnet/{}/state.json", self.name)).unwrap()).unwrap()
+    }
+
+    /// (netns, ip) of a pod.
+    fn pod(&self, ns: &str, name_prefix: &str) -> (String, Ipv4Addr) {
+        let st = self.state();
+        let pods = st["plan"]["pods"].as_array().unwrap();
+        let i = pods
+            .iter()
+            .position(|p| p["namespace"] == ns && p["name"].as_str().unwrap().starts_with(name_prefix))
+            .unwrap_or_else(|| panic!("no pod {ns}/{name_prefix}*"));
+        (pods[i]["netns"].as_str().unwrap().to_owned(), st["pod_ips"][i].as_str().unwrap().parse().unwrap())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = podnet(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: demo}
+spec:
+  nodeName: node-1
+  containers: [{name: c, ports: [{containerPort: 7000}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: server, namespace: demo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: server}}
+  template:
+    metadata: {labels: {app: server}}
+    spec:
+      nodeName: node-2
+      containers:
+      - name: s
+        ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 5353, protocol: UDP}]
+"#;
+
+fn manifests() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("demo.yaml"), MANIFESTS).unwrap();
+    dir
+}
+
+/// What the echo server at ip:port says, asked over TCP from inside `netns`.
+fn tcp_from(netns: &str, ip: Ipv4Addr, port: u16, send: &'static [u8]) -> String {
+    let path = dataplane::netns::path_of(netns);
+    dataplane::netns::run_in(&path, move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(send).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+fn udp_from(netns: &str, ip: Ipv4Addr, port: u16) -> Value {
+    let path = dataplane::netns::path_of(netns);
+    dataplane::netns::run_in(&path, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(b"hello", (ip, port)).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
+    })
+    .unwrap()
+}
+
+fn check_the_three_rules(mode: &str) {
+    let m = manifests();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2", "--mode", mode]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (client_ns, client_ip) = lab.pod("demo", "client");
+    let (server_ns, server_ip) = lab.pod("demo", "server-");
+    // 1. Every pod has its own IP, unique across the lab.
+    let st = lab.state();
+    let mut ips: Vec<&str> = st["pod_ips"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!((n, ips.len()), (3, 3));
+    // 2. Pod to pod across nodes without NAT: the server sees the client's pod IP.
+    let line = tcp_from(&client_ns, server_ip, 8080, b"ping\n");
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["client_ip"], client_ip.to_string(), "{line}");
+    assert_eq!(v["node"], "node-2");
+    let http = tcp_from(&client_ns, server_ip, 8080, b"GET /healthz HTTP/1.1\r\nHost: server\r\n\r\n");
+    assert!(http.starts_with("HTTP/1.1 200 OK"), "{http}");
+    assert!(http.contains("\"path\":\"/healthz\""), "{http}");
+    let u = udp_from(&client_ns, server_ip, 5353);
+    assert_eq!(u["client_ip"], client_ip.to_string());
+    assert_eq!(u["protocol"], "UDP");
+    // ... and back, node-2 to node-1.
+    let back: Value = serde_json::from_str(tcp_from(&server_ns, client_ip, 7000, b"x").trim()).unwrap();
+    assert_eq!(back["client_ip"], server_ip.to_string());
+    // 3. Agents on a node reach every pod on that node (from the node's own namespace).
+    let node2 = format!("podnet.{}.node-2", lab.name);
+    let from_node: Value = serde_json::from_str(tcp_from(&node2, server_ip, 8080, b"x").trim()).unwrap();
+    assert_eq!(from_node["pod"].as_str().unwrap().starts_with("demo/server-"), true);
+    // The lab's own check agrees.
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+#[test]
+fn host_gw_lab_proves_the_three_rules() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    check_the_three_rules("host-gw");
+}
+
+#[test]
+fn vxlan_lab_proves_the_three_rules_with_flannel_layout() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    check_the_three_rules("vxlan");
+    let m = manifests();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "3", "--mode", "vxlan"]);
+    assert!(out.status.success());
+    let node = format!("podnet.{}.node-1", lab.name);
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(["-n", &node]).args(args).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // Per peer node: one route, one neighbour entry, one FDB entry; MTU reduced by 50.
+    assert_eq!(ip(&["route", "show", "dev", "flannel.1"]).lines().count(), 2);
+    assert_eq!(ip(&["neigh", "show", "dev", "flannel.1"]).lines().count(), 2);
+    let fdb = Command::new("bridge").args(["-n", &node, "fdb", "show", "dev", "flannel.1"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&fdb.stdout).lines().filter(|l| l.contains("dst 172.18.0.")).count(), 2);
+    assert!(ip(&["link", "show", "flannel.1"]).contains("mtu 1450"));
+    let (client_ns, _) = lab.pod("demo", "client");
+    let pod_link = Command::new("ip").args(["-n", &client_ns, "link", "show", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&pod_link.stdout).contains("mtu 1450"));
+}
+
+#[test]
+fn down_cleans_up_after_an_up_killed_halfway() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let many: String = (0..40)
+        .map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("many.yaml"), many).unwrap();
+    let name = format!("k{}", std::process::id() % 100_000);
+    let _guard = Lab { name: name.clone() };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["lab", "up", "--name", &name, "-f", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let down = podnet(&["lab", "down", "--name", &name]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("podnet.{name}.")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(!Path::new(&format!("/run/podnet/{name}")).exists());
+    let etc_left = std::fs::read_dir("/etc/netns")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&format!("podnet.{name}."))).count())
+        .unwrap_or(0);
+    assert_eq!(etc_left, 0);
+}
+
+#[test]
+fn bad_input_makes_nothing() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {nodeName: node-9, containers: []}\n").unwrap();
+    let (lab, out) = Lab::up(dir.path(), &["--nodes", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml: document 1: Pod x/p: spec.nodeName: node \"node-9\" is not in this lab"), "{err}");
+    assert!(!Path::new(&format!("/run/podnet/{}", lab.name)).exists());
+}
