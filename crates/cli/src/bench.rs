@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Policy(PolicyBenchArgs),
     /// CNI ADD and DEL (bridge + IPAM): podnet-cni against the reference plugins (root).
     Cni(crate::bench_cni::CniBenchArgs),
+    /// lab up / check / down of a generated cluster, and the lab process's memory (root).
+    Lab(crate::bench_lab::LabBenchArgs),
 }
 
 #[derive(Args)]
@@ -41,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Policy(args) => policy_bench(args),
         BenchCommand::Cni(args) => crate::bench_cni::run(args),
+        BenchCommand::Lab(args) => crate::bench_lab::run(args),
     }
 }
 

@@ -336,6 +336,8 @@ fn probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<serde_js
     let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        // Say something, so the echo server answers at once instead of waiting for a request.
+        std::io::Write::write_all(&mut s, b"podnet lab check\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)

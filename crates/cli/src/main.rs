@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_cni;
+mod bench_lab;
 mod lab_cmd;
 mod policy_cmd;
 

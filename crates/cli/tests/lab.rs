@@ -145,7 +145,7 @@ fn check_the_three_rules(mode: &str) {
     // 3. Agents on a node reach every pod on that node (from the node's own namespace).
     let node2 = format!("podnet.{}.node-2", lab.name);
     let from_node: Value = serde_json::from_str(tcp_from(&node2, server_ip, 8080, b"x").trim()).unwrap();
-    assert_eq!(from_node["pod"].as_str().unwrap().starts_with("demo/server-"), true);
+    assert!(from_node["pod"].as_str().unwrap().starts_with("demo/server-"), "{from_node}");
     // The lab's own check agrees.
     let check = podnet(&["lab", "check", "--name", &lab.name]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
