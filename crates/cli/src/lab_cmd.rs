@@ -17,6 +17,10 @@ use lab::state::{self, LabState};
 pub enum LabCommand {
     /// Make a lab: nodes, the underlay, and every pod of the manifests.
     Up(UpArgs),
+    /// Add or update the manifests' pods in a running lab (and scale workloads).
+    Apply(ManifestArgs),
+    /// Remove the manifests' pods from a running lab.
+    Delete(ManifestArgs),
     /// Remove a lab and everything it made (also after a crash).
     Down(NameArg),
     /// List the labs that are up.
@@ -37,6 +41,15 @@ pub struct NameArg {
     /// The lab (default: the only one up, else `podnet`).
     #[arg(long)]
     name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ManifestArgs {
+    /// Manifests (files or directories).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    name: NameArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +129,8 @@ pub struct ExecArgs {
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
     match cmd {
         LabCommand::Up(a) => up(a),
+        LabCommand::Apply(a) => change(a, true),
+        LabCommand::Delete(a) => change(a, false),
         LabCommand::Down(a) => down(a),
         LabCommand::List => list(),
         LabCommand::Get(a) => get(a),
@@ -186,6 +201,27 @@ fn start_daemon(lab: &str, exe: &std::path::Path) -> Result<()> {
             bail!("the lab process did not start: {log}")
         }
     }
+}
+
+fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
+    need_root()?;
+    let lab = state::resolve_name(a.name.name.as_deref());
+    let cluster = model::load_cluster(&a.paths)?;
+    let exe = std::env::current_exe().context("finding the podnet executable")?;
+    let c = if apply { lab::change::apply(&lab, &cluster, &exe)? } else { lab::change::delete(&lab, &cluster, &exe)? };
+    for p in &c.added {
+        outln!("pod/{p} created");
+    }
+    for p in &c.updated {
+        outln!("pod/{p} configured");
+    }
+    for p in &c.removed {
+        outln!("pod/{p} deleted");
+    }
+    if c.added.is_empty() && c.updated.is_empty() && c.removed.is_empty() {
+        outln!("no change");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn down(a: NameArg) -> Result<ExitCode> {

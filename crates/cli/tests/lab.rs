@@ -236,3 +236,38 @@ fn bad_input_makes_nothing() {
     assert!(err.contains("bad.yaml: document 1: Pod x/p: spec.nodeName: node \"node-9\" is not in this lab"), "{err}");
     assert!(!Path::new(&format!("/run/podnet/{}", lab.name)).exists());
 }
+
+#[test]
+fn apply_adds_relabels_and_scales_and_delete_removes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let m = manifests();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    assert!(out.status.success());
+    let extra = tempfile::tempdir().unwrap();
+    let scaled = MANIFESTS.replace("replicas: 2", "replicas: 1").replace("metadata: {name: client, namespace: demo}", "metadata: {name: client, namespace: demo, labels: {role: client}}");
+    std::fs::write(
+        extra.path().join("more.yaml"),
+        format!("{scaled}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: demo}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 9000}}]}}]}}\n"),
+    )
+    .unwrap();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", extra.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("pod/demo/late created"), "{text}");
+    assert!(text.contains("pod/demo/client configured"), "{text}");
+    assert_eq!(text.matches("deleted").count(), 1, "one server pod scaled away: {text}");
+    // The new pod is served by the lab process right away, and reachable without NAT.
+    let (late_ns, late_ip) = lab.pod("demo", "late");
+    let (client_ns, client_ip) = lab.pod("demo", "client");
+    let v: Value = serde_json::from_str(tcp_from(&client_ns, late_ip, 9000, b"x").trim()).unwrap();
+    assert_eq!(v["client_ip"], client_ip.to_string());
+    assert_eq!(lab.state()["plan"]["pods"].as_array().unwrap().iter().filter(|p| p["name"].as_str().unwrap().starts_with("server-")).count(), 1);
+    // delete removes the manifests' pods and every pod of their workloads.
+    let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", extra.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(lab.state()["plan"]["pods"].as_array().unwrap().is_empty());
+    assert!(!Path::new(&format!("/run/netns/{late_ns}")).exists());
+}

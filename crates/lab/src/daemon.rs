@@ -49,39 +49,97 @@ fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Ident
     }
 }
 
-/// Serves the lab's pods until killed. Prints `ready` on stdout once every port listens.
+/// Where `lab apply` / `lab delete` tell the lab process to reload.
+pub fn control_socket(lab: &str) -> std::path::PathBuf {
+    state::dir(lab).join("control.sock")
+}
+
+/// A listener's key: the same namespace, port and protocol is the same socket.
+type ListenerKey = (String, u16, Protocol);
+
+/// Binds listeners for every port of every attached pod not served yet, and stops those whose
+/// pod or port is gone.
+fn sync_listeners(st: &LabState, running: &mut std::collections::BTreeMap<ListenerKey, tokio::task::JoinHandle<()>>) -> io::Result<()> {
+    let mut wanted = std::collections::BTreeSet::new();
+    for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
+        let Some(ip) = *ip else { continue };
+        for port in &pod.ports {
+            if port.protocol == Protocol::Sctp {
+                eprintln!("{}: {}/SCTP: SCTP is not served by the echo server", pod.key(), port.port);
+                continue;
+            }
+            let key = (pod.netns.clone(), port.port, port.protocol);
+            wanted.insert(key.clone());
+            if running.contains_key(&key) {
+                continue;
+            }
+            let id = Arc::new(identity(pod, ip, port.port, port.protocol));
+            let task = match bind(&pod.netns, port.port, port.protocol) {
+                Ok(Bound::Tcp(l)) => tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id)),
+                Ok(Bound::Udp(s)) => tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(s)?, id)),
+                // hostNetwork pods share their node's ports: the first one wins, as on a node.
+                Err(e) => {
+                    eprintln!("{}: {}/{}: {e}", pod.key(), port.port, port.protocol);
+                    continue;
+                }
+            };
+            running.insert(key, task);
+        }
+    }
+    running.retain(|key, task| {
+        let keep = wanted.contains(key);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    Ok(())
+}
+
+/// Serves the lab's pods until killed. Prints `ready` on stdout once every port listens; then
+/// answers `reload` on the control socket by re-reading the state.
 pub fn run(lab: &str) -> io::Result<()> {
     let st: LabState = state::load(lab)?;
     std::fs::write(state::pid_file(lab), std::process::id().to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-            let Some(ip) = *ip else { continue };
-            for port in &pod.ports {
-                if port.protocol == Protocol::Sctp {
-                    eprintln!("{}: {}/SCTP: SCTP is not served by the echo server", pod.key(), port.port);
-                    continue;
-                }
-                let id = Arc::new(identity(pod, ip, port.port, port.protocol));
-                match bind(&pod.netns, port.port, port.protocol) {
-                    Ok(Bound::Tcp(l)) => {
-                        tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id));
-                    }
-                    Ok(Bound::Udp(s)) => {
-                        tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(s)?, id));
-                    }
-                    // hostNetwork pods share their node's ports: the first one wins, as on a node.
-                    Err(e) => eprintln!("{}: {}/{}: {e}", pod.key(), port.port, port.protocol),
-                }
-            }
-        }
+    let lab = lab.to_owned();
+    rt.block_on(async move {
+        let mut running = std::collections::BTreeMap::new();
+        sync_listeners(&st, &mut running)?;
+        let sock = control_socket(&lab);
+        let _ = std::fs::remove_file(&sock);
+        let control = tokio::net::UnixListener::bind(&sock)?;
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "ready");
         let _ = out.flush();
         drop(out);
-        std::future::pending::<()>().await;
-        Ok::<(), io::Error>(())
+        loop {
+            let Ok((mut conn, _)) = control.accept().await else { continue };
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let (r, mut w) = conn.split();
+            let mut line = String::new();
+            let _ = tokio::io::BufReader::new(r).read_line(&mut line).await;
+            let reply = match line.trim() {
+                "reload" => match state::load(&lab).and_then(|st| sync_listeners(&st, &mut running)) {
+                    Ok(()) => "ok\n".to_owned(),
+                    Err(e) => format!("error {e}\n"),
+                },
+                other => format!("error unknown command {other:?}\n"),
+            };
+            let _ = w.write_all(reply.as_bytes()).await;
+        }
     })
+}
+
+/// Asks the lab process to pick up a changed state.
+pub fn reload(lab: &str) -> io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut conn = std::os::unix::net::UnixStream::connect(control_socket(lab))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    conn.write_all(b"reload\n")?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line)?;
+    if line.trim() == "ok" { Ok(()) } else { Err(io::Error::other(format!("the lab process says: {}", line.trim()))) }
 }
 
 /// The lab process's log.

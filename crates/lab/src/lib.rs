@@ -7,6 +7,7 @@
 //! - [`state`]: what a running lab keeps under `/run/podnet/<lab>/`;
 //! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports.
 
+pub mod change;
 pub mod daemon;
 pub mod echo;
 pub mod plan;

@@ -244,7 +244,7 @@ fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, L
     results.into_inner().map_err(|_| panicked("pod results"))
 }
 
-fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
     let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
         what: format!("pod {}", pod.key()),
         source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
@@ -264,16 +264,27 @@ fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, 
     Ok(ip)
 }
 
-/// Runs the plugin's ADD from the node's namespace, as a runtime does.
+/// Runs the plugin's ADD from the node's namespace, as a runtime does; returns the pod's IPv4.
 fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+    let what = format!("CNI ADD of pod {} on {}", pod.key(), node.name);
+    let result = cni_exec(plan, node, pod, plugin, "ADD")?;
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .ok_or_else(|| LabError { what, source: io::Error::other(format!("no IPv4 address in the result: {result}")) })
+}
+
+/// Execs the plugin for `command` from the node's namespace with the `CNI_*` environment and
+/// the node's network config on stdin; returns its JSON output.
+fn cni_exec(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path, command: &'static str) -> Result<Value, LabError> {
     let conf = cni_config(plan, node).to_string();
     let plugin = plugin.to_owned();
     let cni_path = plugin.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let (id, netns_path) = (pod.netns.clone(), netns::path_of(&pod.netns));
-    let what = format!("CNI ADD of pod {} on {}", pod.key(), node.name);
+    let what = format!("CNI {command} of pod {} on {}", pod.key(), node.name);
     let out = in_netns(&node.netns, &what, move || {
         let mut child = Command::new(&plugin)
-            .env("CNI_COMMAND", "ADD")
+            .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &id)
             .env("CNI_NETNS", &netns_path)
             .env("CNI_IFNAME", "eth0")
@@ -290,10 +301,25 @@ fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Res
     if !out.status.success() {
         return Err(LabError { what, source: io::Error::other(result.to_string()) });
     }
-    result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next()?.parse().ok())
-        .ok_or_else(|| LabError { what, source: io::Error::other(format!("no IPv4 address in the result: {result}")) })
+    Ok(result)
+}
+
+/// Removes one pod: CNI DEL from its node, its namespace and its `/etc/netns` files.
+pub(crate) fn detach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<(), LabError> {
+    if pod.host_network {
+        return Ok(());
+    }
+    let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
+        what: format!("pod {}", pod.key()),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
+    })?;
+    cni_exec(plan, node, pod, plugin, "DEL")?;
+    netns::delete(&pod.netns).map_err(ctx(format!("deleting namespace {}", pod.netns)))?;
+    let etc = Path::new("/etc/netns").join(&pod.netns);
+    if etc.exists() {
+        std::fs::remove_dir_all(&etc).map_err(ctx(format!("removing {}", etc.display())))?;
+    }
+    Ok(())
 }
 
 /// The files kubelet writes for a pod, where `ip netns exec` mounts them over `/etc`.

@@ -1,0 +1,108 @@
+//! `lab apply` and `lab delete`: adding, relabelling and removing pods of a running lab.
+//!
+//! The manifests are planned against the lab's nodes like `up` plans them; pods are matched by
+//! `namespace/name`, and a workload's pods by owner, so scaling a Deployment down removes the pods
+//! it no longer has.
+
+use std::path::Path;
+
+use model::ClusterState;
+
+use crate::plan::{self, PodPlan};
+use crate::state::{self, LabState};
+use crate::up::{LabError, attach_pod, detach_pod};
+
+/// What a change did, by `ns/name`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Pods created.
+    pub added: Vec<String>,
+    /// Pods whose labels or ports changed.
+    pub updated: Vec<String>,
+    /// Pods removed.
+    pub removed: Vec<String>,
+}
+
+fn plan_error(e: plan::PlanError) -> LabError {
+    LabError { what: "planning".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) }
+}
+
+fn same_owner(a: &PodPlan, b: &PodPlan) -> bool {
+    a.owner.is_some() && a.namespace == b.namespace && a.owner == b.owner && a.owner_kind == b.owner_kind
+}
+
+/// Adds the manifests' pods, updates the labels and ports of those that exist, and removes
+/// workload pods their workload no longer has.
+pub fn apply(lab: &str, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
+    let mut st = state::load(lab).map_err(|e| LabError { what: format!("lab {lab}"), source: e })?;
+    let wanted = plan::plan(&st.plan.config, cluster).map_err(plan_error)?;
+    let mut change = Change::default();
+    let done = apply_plan(&mut st, wanted, plugin, &mut change);
+    finish(lab, st, change, done)
+}
+
+fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &mut Change) -> Result<(), LabError> {
+    // Scale-down: pods of an applied workload that the new plan does not have.
+    let gone: Vec<usize> = (0..st.plan.pods.len())
+        .filter(|&i| {
+            let p = &st.plan.pods[i];
+            wanted.pods.iter().any(|w| same_owner(w, p)) && !wanted.pods.iter().any(|w| w.key() == p.key())
+        })
+        .collect();
+    remove(st, &gone, plugin, change)?;
+    for w in wanted.pods {
+        match st.plan.pods.iter().position(|p| p.key() == w.key()) {
+            Some(i) => {
+                let p = &mut st.plan.pods[i];
+                if p.labels != w.labels || p.ports != w.ports {
+                    p.labels = w.labels;
+                    p.ports = w.ports;
+                    change.updated.push(p.key());
+                }
+            }
+            None => {
+                let ip = attach_pod(&st.plan, &w, plugin)?;
+                change.added.push(w.key());
+                st.plan.pods.push(w);
+                st.pod_ips.push(Some(ip));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the manifests' pods (and every pod of the manifests' workloads).
+pub fn delete(lab: &str, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
+    let mut st = state::load(lab).map_err(|e| LabError { what: format!("lab {lab}"), source: e })?;
+    let named = plan::plan(&st.plan.config, cluster).map_err(plan_error)?;
+    let doomed: Vec<usize> = (0..st.plan.pods.len())
+        .filter(|&i| {
+            let p = &st.plan.pods[i];
+            named.pods.iter().any(|w| w.key() == p.key() || same_owner(w, p))
+        })
+        .collect();
+    let mut change = Change::default();
+    let done = remove(&mut st, &doomed, plugin, &mut change);
+    finish(lab, st, change, done)
+}
+
+fn remove(st: &mut LabState, indices: &[usize], plugin: &Path, change: &mut Change) -> Result<(), LabError> {
+    for &i in indices.iter().rev() {
+        detach_pod(&st.plan, &st.plan.pods[i], plugin)?;
+        change.removed.insert(0, st.plan.pods[i].key());
+        st.plan.pods.remove(i);
+        st.pod_ips.remove(i);
+    }
+    Ok(())
+}
+
+/// Saves the state in plan order (also after a failure halfway, so that it names every pod that
+/// exists) and has the lab process serve what changed.
+fn finish(lab: &str, mut st: LabState, change: Change, done: Result<(), LabError>) -> Result<Change, LabError> {
+    let mut pairs: Vec<(PodPlan, Option<std::net::Ipv4Addr>)> = st.plan.pods.drain(..).zip(st.pod_ips.drain(..)).collect();
+    pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+    (st.plan.pods, st.pod_ips) = pairs.into_iter().unzip();
+    state::save(&st).map_err(|e| LabError { what: "saving the lab state".into(), source: e })?;
+    crate::daemon::reload(lab).map_err(|e| LabError { what: "reloading the lab process".into(), source: e })?;
+    done.map(|()| change)
+}
