@@ -224,13 +224,17 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
     // here; it then waits for the addresses and routes (or for `None`: undo).
     let (plan_tx, plan_rx) = std::sync::mpsc::channel::<Option<PodPlan>>();
     let (ifname, peer, mtu, hairpin) = (inv.ifname.clone(), host_veth.clone(), conf.mtu, conf.hairpin_mode);
-    let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<Option<String>> {
+    let host_mac = veth_mac(&host_veth);
+    let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<(Option<String>, Option<u32>)> {
         let nl = Netlink::connect()?;
-        if nl.link(&ifname)?.is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("container veth name provided ({ifname}) already exists")));
-        }
-        nl.add_veth_with_peer_in(&ifname, &peer, &host_ns, mtu)?;
-        let link = nl.require(&ifname)?;
+        // The kernel refuses a name that exists: that is the reference plugin's check too.
+        let link = nl.add_veth_with_peer_in(&ifname, &peer, &host_ns, mtu, Some(host_mac)).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(io::ErrorKind::AlreadyExists, format!("container veth name provided ({ifname}) already exists"))
+            } else {
+                e
+            }
+        })?;
         if hairpin {
             // With hairpin on, the bridge reflects our own DAD probes back: IPv6 addresses
             // would be found "duplicate". The reference plugin turns DAD off for the same reason.
@@ -247,7 +251,7 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
         for (dst, gw) in &routes {
             nl.add_route(*dst, *gw, Some(link.index))?;
         }
-        Ok(link.mac)
+        Ok((link.mac, link.peer_index))
     })
     .map_err(|e| internal(format!("failed to open netns {:?}: {e}", inv.netns)))?;
 
@@ -276,8 +280,8 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
     };
     let routes = pod_routes(conf, &mut result);
     let _ = plan_tx.send(Some((result.ips.iter().map(|c| c.address).collect(), routes)));
-    let pod_mac = match pod.join() {
-        Ok(Ok(mac)) => mac,
+    let (pod_mac, host_index) = match pod.join() {
+        Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             let _ = delegate_ipam(inv, conf, stdin, Command::Del);
             return Err(internal(e.to_string()));
@@ -287,7 +291,8 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
             return Err(internal("the pod-side thread panicked"));
         }
     };
-    match host_plumbing(inv, conf, &nl, &br, &host_veth, pod_mac, &mut result) {
+    let host = HostVeth { name: host_veth.clone(), index: host_index, mac: host_mac };
+    match host_plumbing(inv, conf, &nl, &br, &host, pod_mac, &mut result) {
         Ok(()) => Ok(result),
         Err(e) => {
             // Leave nothing half-made: the addresses and the veth go.
@@ -322,20 +327,37 @@ fn pod_routes(conf: &NetConf, result: &mut CniResult) -> Vec<(IpNet, Option<IpAd
     routes
 }
 
+/// The node-side veth as the pod side created it.
+struct HostVeth {
+    name: String,
+    /// Its index, as the kernel echoed it (looked up when it did not).
+    index: Option<u32>,
+    mac: [u8; 6],
+}
+
+/// A stable, locally administered MAC for a host-side veth (so the result needs no lookup).
+fn veth_mac(host_veth: &str) -> [u8; 6] {
+    let h = u32::from_str_radix(&host_veth[4..], 16).unwrap_or_default().to_be_bytes();
+    [0x0a, 0x58, h[0], h[1], h[2], h[3]]
+}
+
 /// The node side once the pod side is done: bridge port, hairpin, gateway, forwarding.
 fn host_plumbing(
     inv: &Invocation,
     conf: &NetConf,
     nl: &Netlink,
     br: &dataplane::LinkInfo,
-    host_veth: &str,
+    host: &HostVeth,
     pod_mac: Option<String>,
     result: &mut CniResult,
 ) -> Result<(), CniError> {
-    let host = nl.require(host_veth).map_err(io_internal("finding the host veth"))?;
-    nl.attach_up(host.index, br.index).map_err(io_internal("attaching the veth to the bridge"))?;
+    let index = match host.index {
+        Some(i) => i,
+        None => nl.require(&host.name).map_err(io_internal("finding the host veth"))?.index,
+    };
+    nl.attach_up(index, br.index).map_err(io_internal("attaching the veth to the bridge"))?;
     if conf.hairpin_mode {
-        nl.set_hairpin(host.index, true).map_err(io_internal("setting hairpin mode"))?;
+        nl.set_hairpin(index, true).map_err(io_internal("setting hairpin mode"))?;
     }
     if conf.is_gateway || conf.is_default_gateway {
         for ip in &result.ips {
@@ -349,8 +371,8 @@ fn host_plumbing(
     // MACs as read before enslaving, like the reference plugin reports them.
     result.interfaces = vec![
         Interface { name: conf.bridge.clone(), mac: br.mac.clone(), mtu: br.mtu, sandbox: None },
-        Interface { name: host_veth.to_owned(), mac: host.mac, mtu: host.mtu, sandbox: None },
-        Interface { name: inv.ifname.clone(), mac: pod_mac, mtu: host.mtu, sandbox: Some(inv.netns.clone()) },
+        Interface { name: host.name.clone(), mac: Some(format_mac(&host.mac)), mtu: conf.mtu.or(br.mtu), sandbox: None },
+        Interface { name: inv.ifname.clone(), mac: pod_mac, mtu: conf.mtu.or(br.mtu), sandbox: Some(inv.netns.clone()) },
     ];
     for ip in &mut result.ips {
         ip.interface = Some(2);
@@ -361,6 +383,10 @@ fn host_plumbing(
         masquerade::apply(&masquerade::add_script(&conf.name, &subnets, &pods)).map_err(io_internal("setting up ipMasq"))?;
     }
     Ok(())
+}
+
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn gateway_for(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {

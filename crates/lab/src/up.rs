@@ -160,8 +160,7 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
     in_netns(&plan.underlay_netns, &format!("plugging {} into the underlay", node.name), move || {
         let nl = Netlink::connect()?;
         let br = nl.require(UNDERLAY_BRIDGE)?;
-        nl.add_veth_with_peer_in(&port, "eth0", &node_ns, None)?;
-        let p = nl.require(&port)?;
+        let p = nl.add_veth_with_peer_in(&port, "eth0", &node_ns, None, None)?;
         nl.attach_up(p.index, br.index)
     })?;
     let ip = node.ip;
