@@ -90,7 +90,7 @@ pub enum GetFormat {
     Wide,
     /// JSON.
     Json,
-    /// YAML-like (JSON is YAML).
+    /// YAML.
     Yaml,
 }
 
@@ -326,10 +326,26 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))?)
+            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
         }
         (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), matches!(f, Some(GetFormat::Wide))),
-        (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => format!("{}\n", serde_json::to_string_pretty(&st.plan.nodes)?),
+        (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => {
+            let items: Vec<serde_json::Value> = st
+                .plan
+                .nodes
+                .iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": n.name},
+                        "spec": {"podCIDR": n.pod_cidr.to_string(), "podCIDRs": [n.pod_cidr.to_string()]},
+                        "status": {"addresses": [{"type": "InternalIP", "address": n.ip.to_string()}],
+                                   "conditions": [{"type": "Ready", "status": "True"}]}
+                    })
+                })
+                .collect();
+            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
+        }
         (Resource::Nodes, f) => {
             let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
                 "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\tNETNS\n"
@@ -349,6 +365,14 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     };
     out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Kubernetes-shaped value as JSON or YAML.
+fn render(v: &serde_json::Value, format: Option<GetFormat>) -> Result<String> {
+    Ok(match format {
+        Some(GetFormat::Yaml) => serde_norway::to_string(v)?,
+        _ => format!("{}\n", serde_json::to_string_pretty(v)?),
+    })
 }
 
 fn exec(a: ExecArgs) -> Result<ExitCode> {

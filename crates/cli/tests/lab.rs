@@ -139,6 +139,9 @@ fn check_the_three_rules(mode: &str) {
     let u = udp_from(&client_ns, server_ip, 5353);
     assert_eq!(u["client_ip"], client_ip.to_string());
     assert_eq!(u["protocol"], "UDP");
+    // The pod's ports (its containers) share the pod's one address.
+    assert_eq!((v["ip"].as_str(), u["ip"].as_str()), (Some(server_ip.to_string().as_str()), Some(server_ip.to_string().as_str())));
+    assert_eq!(v["pod"], u["pod"]);
     // ... and back, node-2 to node-1.
     let back: Value = serde_json::from_str(tcp_from(&server_ns, client_ip, 7000, b"x").trim()).unwrap();
     assert_eq!(back["client_ip"], server_ip.to_string());
@@ -270,4 +273,26 @@ fn apply_adds_relabels_and_scales_and_delete_removes() {
     assert!(out.status.success());
     assert!(lab.state()["plan"]["pods"].as_array().unwrap().is_empty());
     assert!(!Path::new(&format!("/run/netns/{late_ns}")).exists());
+}
+
+#[test]
+fn get_prints_kubernetes_shaped_json_and_yaml() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let m = manifests();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    assert!(out.status.success());
+    let json = podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &lab.name]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["kind"], "List");
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+    assert!(v["items"][0]["status"]["podIP"].as_str().unwrap().starts_with("10.244."));
+    let yaml = podnet(&["lab", "get", "nodes", "-o", "yaml", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&yaml.stdout);
+    assert!(text.contains("kind: Node") && text.contains("podCIDR: 10.244.1.0/24"), "{text}");
+    let table = podnet(&["lab", "get", "pods", "-n", "demo", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("NAME") && text.contains("client") && text.contains("Running"), "{text}");
 }

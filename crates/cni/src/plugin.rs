@@ -93,10 +93,35 @@ fn io_internal(what: &str) -> impl Fn(io::Error) -> CniError + '_ {
     move |e| internal(format!("{what}: {e}"))
 }
 
+/// Opens the lease store; a lock held too long by another process is "try again later" (11).
+fn open_store(ipam: &Ipam, network: &str) -> Result<DiskStore, CniError> {
+    DiskStore::open(&ipam.data_dir, network).map_err(store_error)
+}
+
+fn store_error(e: io::Error) -> CniError {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        CniError::new(Code::TryAgainLater, "the lease store is busy").with_details(e.to_string())
+    } else {
+        internal(format!("opening the lease store: {e}"))
+    }
+}
+
+/// STATUS of our IPAM: ready when its lease directory can be made and locked.
+fn ipam_status(ipam: &Ipam, network: &str) -> Result<(), CniError> {
+    match DiskStore::open(&ipam.data_dir, network) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(CniError::new(Code::PluginNotAvailable, "the IPAM lease store is not usable")
+            .with_details(format!("{}: {e}", ipam.data_dir.join(network).display()))),
+    }
+}
+
 /// The IPAM plugin, as the reference bridge plugin execs it.
 fn ipam_plugin(inv: &Invocation, conf: &NetConf) -> Result<Output, CniError> {
     let ipam = Ipam::from_config(&conf.ipam)?;
-    let mut store = DiskStore::open(&ipam.data_dir, &conf.name).map_err(io_internal("opening the lease store"))?;
+    if inv.command == Command::Status {
+        return ipam_status(&ipam, &conf.name).map(|()| None);
+    }
+    let mut store = open_store(&ipam, &conf.name)?;
     match inv.command {
         Command::Add => {
             let mut requested = conf.requested_ips();
@@ -120,7 +145,10 @@ fn delegate_ipam(inv: &Invocation, conf: &NetConf, stdin: &[u8], command: Comman
     let ipam_type = conf.ipam.get("type").and_then(Value::as_str).unwrap_or_default();
     if ipam_type == IPAM_TYPE {
         let ipam = Ipam::from_config(&conf.ipam)?;
-        let mut store = DiskStore::open(&ipam.data_dir, &conf.name).map_err(io_internal("opening the lease store"))?;
+        if command == Command::Status {
+            return ipam_status(&ipam, &conf.name).map(|()| None);
+        }
+        let mut store = open_store(&ipam, &conf.name)?;
         return match command {
             Command::Add => ipam.add(&mut store, &inv.container_id, &inv.ifname, &conf.requested_ips()).map(Some),
             Command::Del => ipam.del(&mut store, &inv.container_id, &inv.ifname).map(|()| None),
@@ -204,7 +232,25 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{h:08x}")
 }
 
+/// Fields of the reference bridge plugin that podnet-bridge does not implement: refused with
+/// "unsupported field" (2) rather than silently ignored.
+fn unsupported_bridge_field(stdin: &[u8]) -> Option<&'static str> {
+    let v: Value = serde_json::from_slice(stdin).ok()?;
+    let set = |k: &str| match v.get(k) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_u64() != Some(0),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    ["vlan", "vlanTrunk", "macspoofchk", "preserveDefaultVlan", "disableContainerInterface"].into_iter().find(|k| set(k))
+}
+
 fn bridge(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Output, CniError> {
+    if let Some(field) = unsupported_bridge_field(stdin)
+        && inv.command != Command::Del
+    {
+        return Err(CniError::new(Code::UnsupportedField, format!("podnet-bridge does not support {field:?}")));
+    }
     match inv.command {
         Command::Add => bridge_add(inv, conf, stdin).map(|r| Some(r.to_version(&conf.cni_version).to_string())),
         Command::Del => bridge_del(inv, conf, stdin).map(|()| None),
@@ -540,6 +586,40 @@ mod tests {
         };
         let (e, v) = run("podnet-cni", env, br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan"}"#).unwrap_err();
         assert_eq!((e.code, v.as_str()), (Code::InvalidNetworkConfig, "1.0.0"));
+    }
+
+    #[test]
+    fn unimplemented_reference_fields_are_refused_not_ignored() {
+        assert_eq!(unsupported_bridge_field(br#"{"vlan": 100}"#), Some("vlan"));
+        assert_eq!(unsupported_bridge_field(br#"{"vlan": 0, "macspoofchk": false}"#), None);
+        assert_eq!(unsupported_bridge_field(br#"{"vlanTrunk": [{"id": 5}]}"#), Some("vlanTrunk"));
+    }
+
+    #[test]
+    fn status_says_unavailable_when_leases_cannot_be_kept() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let env = |k: &str| (k == "CNI_COMMAND").then(|| "STATUS".to_owned());
+        let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "type": "podnet-ipam",
+            "ipam": {"type": "podnet-ipam", "ranges": [[{"subnet": "10.0.0.0/24"}]], "dataDir": file.path()}});
+        let (e, _) = run("podnet-ipam", env, conf.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.code, Code::PluginNotAvailable);
+        let dir = tempfile::tempdir().unwrap();
+        let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "type": "podnet-ipam",
+            "ipam": {"type": "podnet-ipam", "ranges": [[{"subnet": "10.0.0.0/24"}]], "dataDir": dir.path()}});
+        assert_eq!(run("podnet-ipam", env, conf.to_string().as_bytes()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lock_held_too_long_is_try_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::from_config(&serde_json::json!({"ranges": [[{"subnet": "10.0.0.0/24"}]], "dataDir": dir.path()})).unwrap();
+        let _held = DiskStore::open(&ipam.data_dir, "n").unwrap();
+        // Another open in this process contends for the same flock (a separate file description).
+        let wait = std::time::Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let err = DiskStore::open_waiting(&ipam.data_dir, "n", wait).err().unwrap();
+        assert!(started.elapsed() >= wait);
+        assert_eq!(store_error(err).code, Code::TryAgainLater);
     }
 
     #[test]

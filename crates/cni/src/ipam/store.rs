@@ -33,17 +33,38 @@ pub struct DiskStore {
     _lock: File,
 }
 
+/// How long an operation waits for another plugin process's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The default `dataDir`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
 impl DiskStore {
-    /// Opens (creating) `<data_dir>/<network>` and takes its lock; blocks while another
-    /// plugin process holds it, so concurrent ADDs of different containers are safe.
+    /// Opens (creating) `<data_dir>/<network>` and takes its lock, waiting while another
+    /// plugin process holds it (so concurrent ADDs of different containers are safe), but not
+    /// forever: after [`LOCK_WAIT`] it fails with `WouldBlock` (CNI's "try again later").
     pub fn open(data_dir: &Path, network: &str) -> io::Result<Self> {
+        Self::open_waiting(data_dir, network, LOCK_WAIT)
+    }
+
+    /// [`DiskStore::open`] with a given wait for the lock.
+    pub fn open_waiting(data_dir: &Path, network: &str, wait: std::time::Duration) -> io::Result<Self> {
         let dir = data_dir.join(network);
         fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o750).open(dir.join("lock"))?;
-        lock.lock()?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("{} is locked by another process", dir.display())));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
         Ok(DiskStore { dir, _lock: lock })
     }
 
