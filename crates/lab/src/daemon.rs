@@ -65,7 +65,8 @@ fn sync_listeners(st: &LabState, running: &mut std::collections::BTreeMap<Listen
         let Some(ip) = *ip else { continue };
         for port in &pod.ports {
             if port.protocol == Protocol::Sctp {
-                eprintln!("{}: {}/SCTP: SCTP is not served by the echo server", pod.key(), port.port);
+                // This kernel has no SCTP sockets (EPROTONOSUPPORT), so there is nothing to listen with.
+                eprintln!("{}: {}/SCTP: not served (no SCTP sockets on this kernel)", pod.key(), port.port);
                 continue;
             }
             let key = (pod.netns.clone(), port.port, port.protocol);
