@@ -223,13 +223,13 @@ fn code_from(n: u64) -> Code {
 
 /// The host-side veth name: stable for a (container, interface), so DEL can find it.
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    // FNV-1a: small, no dependency, and stable across releases.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("veth{h:08x}")
+    // FNV-1a: stable across runs and releases.
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(container_id.as_bytes());
+    h.write(&[0]);
+    h.write(ifname.as_bytes());
+    format!("veth{:08x}", h.finish() as u32)
 }
 
 /// Fields of the reference bridge plugin that podnet-bridge does not implement: refused with

@@ -16,12 +16,10 @@ pub const TABLE: &str = "podnet-cni";
 
 /// A short, nft-safe identifier for a network name.
 fn tag(network: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in network.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(network.as_bytes());
+    format!("{:08x}", h.finish() as u32)
 }
 
 fn family(v6: bool) -> (&'static str, &'static str, &'static str, &'static str) {

@@ -257,11 +257,7 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
 
 /// A deterministic stand-in for the controllers' random 5-character suffix.
 fn suffix(seed: &str, len: usize) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = model::cluster::stable_hash(seed.as_bytes());
     let alphabet = model::cluster::NAME_ALPHABET;
     (0..len)
         .map(|i| alphabet[((h >> (i * 5)) % alphabet.len() as u64) as usize] as char)

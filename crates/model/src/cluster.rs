@@ -302,16 +302,20 @@ fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
 /// no look-alike characters.
 pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// `pod-template-hash`: FNV-32a of the template, its decimal digits mapped onto [`NAME_ALPHABET`]
+/// `pod-template-hash`: FNV-1a of the template (as 32 bits), its decimal digits mapped onto [`NAME_ALPHABET`]
 /// (the controller hashes Go's deep printing of the template; we hash its JSON).
 fn template_hash(template: Option<&PodTemplateSpec>) -> String {
     let text = template.and_then(|t| serde_json::to_string(t).ok()).unwrap_or_default();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in text.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = stable_hash(text.as_bytes()) as u32;
     h.to_string().bytes().map(|d| NAME_ALPHABET[usize::from(d) % NAME_ALPHABET.len()] as char).collect()
+}
+
+/// FNV-1a of some bytes: stable across runs and releases, for generated names.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 fn workload_info(
