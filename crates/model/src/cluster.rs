@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, Node, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -106,6 +107,16 @@ pub struct PodInfo {
     pub host_network: bool,
     /// `spec.nodeName`
     pub node_name: Option<String>,
+    /// The pod's `Ready` condition, when its status says (`None`: no status; the lab decides).
+    pub ready: Option<bool>,
+    /// `metadata.deletionTimestamp` is set: the pod is terminating.
+    pub terminating: bool,
+    /// `status.phase` is `Succeeded` or `Failed`.
+    pub terminal: bool,
+    /// `spec.hostname` and `spec.subdomain` (for headless Service records).
+    pub hostname: Option<String>,
+    /// `spec.subdomain`
+    pub subdomain: Option<String>,
     /// How many pods this entry stands for.
     pub replicas: Replicas,
     /// For workloads: a hash of the pod template, as controllers put in pod names
@@ -170,6 +181,25 @@ pub struct ClusterState {
     pub pods: Vec<PodInfo>,
     /// NetworkPolicies, sorted by namespace then name.
     pub policies: Vec<PolicyObject>,
+    /// Services, sorted by namespace then name.
+    pub services: Vec<Namespaced<Service>>,
+    /// EndpointSlices given in the manifests (for Services without a selector), by namespace then name.
+    pub endpoint_slices: Vec<Namespaced<EndpointSlice>>,
+    /// Nodes given in the manifests, by name.
+    pub nodes: Vec<Node>,
+}
+
+/// A namespaced object as given, with where it came from.
+#[derive(Clone, Debug)]
+pub struct Namespaced<T> {
+    /// Where it was read.
+    pub location: Location,
+    /// Its namespace (defaulted).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The object.
+    pub object: T,
 }
 
 impl ClusterState {
@@ -179,6 +209,9 @@ impl ClusterState {
         let mut namespaces: BTreeMap<String, NamespaceInfo> = BTreeMap::new();
         let mut pods: BTreeMap<(String, String, String), PodInfo> = BTreeMap::new();
         let mut policies: BTreeMap<(String, String), PolicyObject> = BTreeMap::new();
+        let mut services: BTreeMap<(String, String), Namespaced<Service>> = BTreeMap::new();
+        let mut slices: BTreeMap<(String, String), Namespaced<EndpointSlice>> = BTreeMap::new();
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
 
         for loaded in objects {
             let loc = &loaded.location;
@@ -217,6 +250,29 @@ impl ClusterState {
                         PolicyObject { location: loc.clone(), namespace, name, policy: (**np).clone() },
                     );
                 }
+                Object::Service(svc) => {
+                    let n = namespaced(loc, "Service", &svc.metadata, (**svc).clone())?;
+                    services.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::EndpointSlice(es) => {
+                    let n = namespaced(loc, "EndpointSlice", &es.metadata, (**es).clone())?;
+                    slices.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::Node(node) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    let id = ObjectRef { kind: "Node".into(), namespace: String::new(), name: name.clone() };
+                    let name_path = FieldPath::new("metadata").child("name");
+                    let mut errs = Vec::new();
+                    if name.is_empty() {
+                        errs.push(FieldError::required(name_path, "name or generateName is required"));
+                    } else {
+                        errs.extend(
+                            validation::is_dns1123_subdomain(&name).into_iter().map(|m| FieldError::invalid_str(name_path.clone(), &name, m)),
+                        );
+                    }
+                    check(loc, &id, errs)?;
+                    nodes.insert(name, (**node).clone());
+                }
                 workload => {
                     let Some((kind, meta, template, replicas)) = workload_template(workload) else { continue };
                     let mut info = workload_info(loc, kind, meta, template)?;
@@ -227,8 +283,12 @@ impl ClusterState {
             }
         }
 
-        let referenced: BTreeSet<String> =
-            pods.values().map(|p| p.namespace.clone()).chain(policies.values().map(|p| p.namespace.clone())).collect();
+        let referenced: BTreeSet<String> = pods
+            .values()
+            .map(|p| p.namespace.clone())
+            .chain(policies.values().map(|p| p.namespace.clone()))
+            .chain(services.values().map(|s| s.namespace.clone()))
+            .collect();
         for name in referenced {
             namespaces.entry(name.clone()).or_insert_with(|| NamespaceInfo {
                 labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.clone())]),
@@ -241,6 +301,9 @@ impl ClusterState {
             namespaces: namespaces.into_values().collect(),
             pods: pods.into_values().collect(),
             policies: policies.into_values().collect(),
+            services: services.into_values().collect(),
+            endpoint_slices: slices.into_values().collect(),
+            nodes: nodes.into_values().collect(),
         })
     }
 
@@ -259,6 +322,15 @@ fn check(location: &Location, id: &ObjectRef, errs: Vec<FieldError>) -> Result<(
         object: Some(id.clone()),
         messages: errs.iter().map(ToString::to_string).collect(),
     })
+}
+
+/// A namespaced object with its name and namespace checked.
+fn namespaced<T>(loc: &Location, kind: &str, meta: &ObjectMeta, object: T) -> Result<Namespaced<T>, ManifestError> {
+    let namespace = namespace_of(meta);
+    let name = meta.name.clone().unwrap_or_default();
+    let id = ObjectRef { kind: kind.into(), namespace: namespace.clone(), name: name.clone() };
+    check(loc, &id, validation::validate_object_meta(Some(&name), &namespace, meta.labels.as_ref()))?;
+    Ok(Namespaced { location: loc.clone(), namespace, name, object })
 }
 
 fn namespace_of(meta: &ObjectMeta) -> String {
@@ -294,7 +366,12 @@ fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
             o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).map(|s| &s.template),
             Replicas::Count(0),
         ),
-        Object::Namespace(_) | Object::Pod(_) | Object::NetworkPolicy(_) => return None,
+        Object::Namespace(_)
+        | Object::Pod(_)
+        | Object::NetworkPolicy(_)
+        | Object::Service(_)
+        | Object::EndpointSlice(_)
+        | Object::Node(_) => return None,
     })
 }
 
@@ -393,6 +470,11 @@ fn pod_info(
         ips,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        ready: status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| c.status == "True"),
+        terminating: meta.deletion_timestamp.is_some(),
+        terminal: status.and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed"),
+        hostname: spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()),
+        subdomain: spec.and_then(|s| s.subdomain.clone()).filter(|h| !h.is_empty()),
         replicas: Replicas::Pod,
         template_hash: None,
         location: loc.clone(),

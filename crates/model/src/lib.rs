@@ -2,17 +2,19 @@
 //!
 //! - [`load`]: manifests from files and directories, like `kubectl apply -f`;
 //! - [`cluster`]: [`ClusterState`], the snapshot every planner computes from;
+//! - [`endpoints`]: the EndpointSlice controller as a pure function;
 //! - [`selector`]: label selectors compiled for matching;
 //! - [`validation`]: field checks with the API server's messages;
 //! - [`error`]: errors that name file, document, object and field.
 
 pub mod cluster;
+pub mod endpoints;
 pub mod error;
 pub mod load;
 pub mod selector;
 pub mod validation;
 
-pub use cluster::{ClusterState, ContainerPort, NamespaceInfo, PodInfo, PolicyObject, Protocol, Replicas};
+pub use cluster::{ClusterState, ContainerPort, NamespaceInfo, Namespaced, PodInfo, PolicyObject, Protocol, Replicas};
 pub use error::{LoadError, Location, ManifestError, ObjectRef};
 pub use load::{Loaded, Object, load_paths, load_str};
 pub use selector::{Labels, Selector};

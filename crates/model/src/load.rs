@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,6 +35,12 @@ pub enum Object {
     Job(Box<Job>),
     /// `batch/v1 CronJob`
     CronJob(Box<CronJob>),
+    /// `v1 Service`
+    Service(Box<Service>),
+    /// `discovery.k8s.io/v1 EndpointSlice`
+    EndpointSlice(Box<EndpointSlice>),
+    /// `v1 Node`
+    Node(Box<Node>),
 }
 
 /// An object together with where it was read.
@@ -193,7 +200,7 @@ fn object_ref(doc: &Value) -> ObjectRef {
     let kind = s(doc.get("kind"));
     let mut namespace = s(meta.and_then(|m| m.get("namespace")));
     // Namespaced objects without a namespace land in the default one, as with kubectl.
-    if namespace.is_empty() && kind != "Namespace" {
+    if namespace.is_empty() && kind != "Namespace" && kind != "Node" {
         namespace = crate::cluster::DEFAULT_NAMESPACE.to_owned();
     }
     ObjectRef { kind, namespace, name: s(meta.and_then(|m| m.get("name"))) }
@@ -225,6 +232,9 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         ("apps/v1", "DaemonSet") => Object::DaemonSet(typed(doc).map_err(fail)?),
         ("batch/v1", "Job") => Object::Job(typed(doc).map_err(fail)?),
         ("batch/v1", "CronJob") => Object::CronJob(typed(doc).map_err(fail)?),
+        ("v1", "Service") => Object::Service(typed(doc).map_err(fail)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(typed(doc).map_err(fail)?),
+        ("v1", "Node") => Object::Node(typed(doc).map_err(fail)?),
         _ => return Ok(None),
     };
     Ok(Some(object))
@@ -253,7 +263,7 @@ mod tests {
     #[test]
     fn multi_document_yaml_and_unknown_kinds_are_skipped() {
         let got = load(
-            "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a}\nspec: {containers: []}\n",
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a}\nspec: {containers: []}\n",
         )
         .unwrap();
         assert_eq!(got.len(), 2);
