@@ -3,10 +3,12 @@
 //! - [`load`]: manifests from files and directories, like `kubectl apply -f`;
 //! - [`cluster`]: [`ClusterState`], the snapshot every planner computes from;
 //! - [`endpoints`]: the EndpointSlice controller as a pure function;
+//! - [`allocate`]: ClusterIPs and NodePorts, as the API server allocates them;
 //! - [`selector`]: label selectors compiled for matching;
 //! - [`validation`]: field checks with the API server's messages;
 //! - [`error`]: errors that name file, document, object and field.
 
+pub mod allocate;
 pub mod cluster;
 pub mod endpoints;
 pub mod error;
