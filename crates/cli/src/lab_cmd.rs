@@ -31,6 +31,8 @@ pub enum LabCommand {
     Exec(ExecArgs),
     /// Check pod-to-pod and node-to-pod connectivity with real packets.
     Check(NameArg),
+    /// Mark a pod ready, not ready or terminating (its EndpointSlice conditions follow).
+    Mark(MarkArgs),
     /// The lab process (started by `up`).
     #[command(hide = true)]
     Daemon(NameArg),
@@ -48,6 +50,30 @@ pub struct ManifestArgs {
     /// Manifests (files or directories).
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    name: NameArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MarkAs {
+    /// Ready (the default once its servers listen).
+    Ready,
+    /// Not ready: out of Services' ready endpoints.
+    NotReady,
+    /// Terminating (as if deleted with a grace period): serving but not ready.
+    Terminating,
+}
+
+#[derive(Args)]
+pub struct MarkArgs {
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// The pod.
+    pod: String,
+    /// What to mark it.
+    #[arg(value_enum)]
+    state: MarkAs,
     #[command(flatten)]
     name: NameArg,
 }
@@ -82,6 +108,15 @@ pub enum Resource {
     Pods,
     /// Nodes.
     Nodes,
+    /// Services.
+    #[value(alias = "svc", alias = "service")]
+    Services,
+    /// Endpoints (the ready addresses and ports of each Service, from its EndpointSlices).
+    #[value(alias = "ep")]
+    Endpoints,
+    /// EndpointSlices.
+    #[value(alias = "endpointslice")]
+    Endpointslices,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +134,8 @@ pub struct GetArgs {
     /// What to show.
     #[arg(value_enum)]
     resource: Resource,
+    /// Only this object.
+    object: Option<String>,
     /// Namespace (default: default).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
@@ -136,6 +173,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Get(a) => get(a),
         LabCommand::Exec(a) => exec(a),
         LabCommand::Check(a) => check(a),
+        LabCommand::Mark(a) => mark(a),
         LabCommand::Daemon(a) => {
             let lab = state::resolve_name(a.name.as_deref());
             lab::daemon::run(&lab).with_context(|| format!("lab {lab}: the lab process"))?;
@@ -160,9 +198,10 @@ fn up(a: UpArgs) -> Result<ExitCode> {
         ModeArg::Vxlan => Mode::Vxlan,
     };
     let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
+    let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
-    outln!("Creating lab {:?} ({} nodes, {} pods)", a.name, plan.nodes.len(), plan.pods.len());
-    let st = lab::up::up(&plan, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name, plan.nodes.len(), plan.pods.len(), services.len());
+    let st = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
     let t = Instant::now();
     if let Err(e) = start_daemon(&a.name, &exe) {
         let _ = lab::up::down(&a.name);
@@ -346,6 +385,9 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .collect();
             render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
         }
+        (Resource::Services, f) => services_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Endpoints, f) => endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Endpointslices, f) => slices_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Nodes, f) => {
             let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
                 "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\tNETNS\n"
@@ -364,6 +406,158 @@ fn get(a: GetArgs) -> Result<ExitCode> {
         }
     };
     out!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn in_scope(ns: Option<&str>, name: Option<&str>, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    ns.is_none_or(|n| meta.namespace.as_deref() == Some(n)) && name.is_none_or(|n| meta.name.as_deref() == Some(n))
+}
+
+fn list_of<T: serde::Serialize>(items: &[T]) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(items)?}))
+}
+
+/// `kubectl get services`: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) (and SELECTOR with -o wide).
+fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let items: Vec<&k8s_openapi::api::core::v1::Service> = st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
+    if let Some(GetFormat::Json | GetFormat::Yaml) = f {
+        return render(&list_of(&items)?, f);
+    }
+    let wide = matches!(f, Some(GetFormat::Wide));
+    let mut out = String::new();
+    if ns.is_none() {
+        out.push_str("NAMESPACE\t");
+    }
+    out.push_str(if wide { "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\tSELECTOR\n" } else { "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\n" });
+    for s in items {
+        let spec = s.spec.clone().unwrap_or_default();
+        if ns.is_none() {
+            let _ = write!(out, "{}\t", s.metadata.namespace.as_deref().unwrap_or_default());
+        }
+        let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+        let external = match (ty.as_str(), &spec.external_name, &spec.external_ips) {
+            ("ExternalName", Some(n), _) => n.clone(),
+            (_, _, Some(ips)) if !ips.is_empty() => ips.join(","),
+            ("LoadBalancer", _, _) => "<pending>".into(),
+            _ => "<none>".into(),
+        };
+        let ports: Vec<String> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                match p.node_port {
+                    Some(np) => format!("{}:{np}/{proto}", p.port),
+                    None => format!("{}/{proto}", p.port),
+                }
+            })
+            .collect();
+        let cip = spec.cluster_ip.clone().unwrap_or_else(|| "<none>".into());
+        let _ = write!(out, "{}\t{ty}\t{cip}\t{external}\t{}", s.metadata.name.as_deref().unwrap_or_default(), if ports.is_empty() { "<none>".into() } else { ports.join(",") });
+        if wide {
+            let sel: Vec<String> = spec.selector.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(out, "\t{}", if sel.is_empty() { "<none>".into() } else { sel.join(",") });
+        }
+        out.push('\n');
+    }
+    Ok(align(&out))
+}
+
+/// `kubectl get endpoints`: each Service's ready addresses × ports, from its EndpointSlices.
+fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let slices = st.endpoint_slices();
+    let mut rows = Vec::new();
+    for svc in st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)) {
+        let svc_name = svc.metadata.name.clone().unwrap_or_default();
+        let svc_ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let mut addrs = Vec::new();
+        for sl in slices.iter().filter(|sl| {
+            sl.metadata.namespace.as_deref() == Some(svc_ns.as_str())
+                && sl.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).map(String::as_str) == Some(svc_name.as_str())
+        }) {
+            for ep in sl.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)) {
+                for a in &ep.addresses {
+                    for p in sl.ports.iter().flatten() {
+                        addrs.push(format!("{a}:{}", p.port.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        rows.push((svc_ns, svc_name, addrs));
+    }
+    if let Some(GetFormat::Json | GetFormat::Yaml) = f {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(n, s, a)| serde_json::json!({"namespace": n, "name": s, "endpoints": a}))
+            .collect();
+        return render(&serde_json::json!({"items": items}), f);
+    }
+    let mut out = String::new();
+    if ns.is_none() {
+        out.push_str("NAMESPACE\t");
+    }
+    out.push_str("NAME\tENDPOINTS\n");
+    for (n, s, a) in rows {
+        if ns.is_none() {
+            let _ = write!(out, "{n}\t");
+        }
+        let list = if a.is_empty() { "<none>".to_owned() } else { a.join(",") };
+        let _ = writeln!(out, "{s}\t{list}");
+    }
+    Ok(align(&out))
+}
+
+/// `kubectl get endpointslices`: NAME ADDRESSTYPE PORTS ENDPOINTS.
+fn slices_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let slices: Vec<_> = st.endpoint_slices().into_iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
+    if let Some(GetFormat::Json | GetFormat::Yaml) = f {
+        return render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(&slices)?}), f);
+    }
+    let mut out = String::new();
+    if ns.is_none() {
+        out.push_str("NAMESPACE\t");
+    }
+    out.push_str("NAME\tADDRESSTYPE\tPORTS\tENDPOINTS\n");
+    for sl in &slices {
+        if ns.is_none() {
+            let _ = write!(out, "{}\t", sl.metadata.namespace.as_deref().unwrap_or_default());
+        }
+        let ports: Vec<String> = sl.ports.iter().flatten().map(|p| p.port.unwrap_or_default().to_string()).collect();
+        let eps: Vec<String> = sl.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            sl.metadata.name.as_deref().unwrap_or_default(),
+            sl.address_type,
+            if ports.is_empty() { "<unset>".into() } else { ports.join(",") },
+            if eps.is_empty() { "<unset>".into() } else { eps.join(",") }
+        );
+    }
+    Ok(align(&out))
+}
+
+fn mark(a: MarkArgs) -> Result<ExitCode> {
+    let lab = state::resolve_name(a.name.name.as_deref());
+    let mut st = state::load(&lab)?;
+    let pod = st
+        .plan
+        .pods
+        .iter_mut()
+        .find(|p| p.namespace == a.namespace && p.name == a.pod)
+        .ok_or_else(|| anyhow!("pod {}/{} not found in lab {lab:?}", a.namespace, a.pod))?;
+    (pod.ready, pod.terminating) = match a.state {
+        MarkAs::Ready => (true, false),
+        MarkAs::NotReady => (false, false),
+        MarkAs::Terminating => (pod.ready, true),
+    };
+    let key = pod.key();
+    state::save(&st)?;
+    outln!("pod/{key} marked {}", match a.state {
+        MarkAs::Ready => "ready",
+        MarkAs::NotReady => "not ready",
+        MarkAs::Terminating => "terminating",
+    });
     Ok(ExitCode::SUCCESS)
 }
 

@@ -296,3 +296,31 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NAME") && text.contains("client") && text.contains("Running"), "{text}");
 }
+
+#[test]
+fn services_get_addresses_and_endpoints_follow_pod_readiness() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let m = manifests();
+    std::fs::write(
+        m.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    )
+    .unwrap();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(svc.contains("server") && svc.contains("10.96.") && svc.contains("80/TCP"), "{svc}");
+    let ep = |lab: &Lab| String::from_utf8(podnet(&["lab", "get", "endpoints", "server", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    let before = ep(&lab);
+    assert_eq!(before.matches(":8080").count(), 2, "two ready server pods: {before}");
+    let st = lab.state();
+    let server_pod = st["plan"]["pods"].as_array().unwrap().iter().find(|p| p["name"].as_str().unwrap().starts_with("server-")).unwrap()["name"].as_str().unwrap().to_owned();
+    assert!(podnet(&["lab", "mark", "-n", "demo", &server_pod, "not-ready", "--name", &lab.name]).status.success());
+    assert_eq!(ep(&lab).matches(":8080").count(), 1, "one left after marking one not ready");
+    let slices: Value = serde_json::from_slice(&podnet(&["lab", "get", "endpointslices", "-n", "demo", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let conditions: Vec<bool> = slices["items"][0]["endpoints"].as_array().unwrap().iter().map(|e| e["conditions"]["ready"].as_bool().unwrap()).collect();
+    assert_eq!(conditions.iter().filter(|r| !**r).count(), 1);
+}

@@ -36,9 +36,33 @@ fn same_owner(a: &PodPlan, b: &PodPlan) -> bool {
 pub fn apply(lab: &str, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
     let mut st = state::load(lab).map_err(|e| LabError { what: format!("lab {lab}"), source: e })?;
     let wanted = plan::plan(&st.plan.config, cluster).map_err(plan_error)?;
+    merge_services(&mut st, cluster)?;
     let mut change = Change::default();
     let done = apply_plan(&mut st, wanted, plugin, &mut change);
     finish(lab, st, change, done)
+}
+
+/// Applied Services replace those of the same name; new ones get ClusterIPs and NodePorts
+/// (the lab's existing ones keep theirs, as chosen addresses).
+fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabError> {
+    let key = |s: &k8s_openapi::api::core::v1::Service| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
+    let applied: Vec<_> = cluster.services.iter().map(|n| (n.namespace.clone(), n.name.clone())).collect();
+    let mut all: Vec<model::Namespaced<k8s_openapi::api::core::v1::Service>> = st
+        .services
+        .iter()
+        .filter(|s| !applied.contains(&key(s)))
+        .map(|s| model::Namespaced { location: Default::default(), namespace: key(s).0, name: key(s).1, object: s.clone() })
+        .collect();
+    all.extend(cluster.services.iter().cloned());
+    all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    model::allocate::allocate(&mut all, &model::allocate::Ranges::default())
+        .map_err(|e| LabError { what: "allocating Service addresses".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) })?;
+    st.services = all.into_iter().map(|n| n.object).collect();
+    for given in &cluster.endpoint_slices {
+        st.given_slices.retain(|s| !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str())));
+        st.given_slices.push(given.object.clone());
+    }
+    Ok(())
 }
 
 fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &mut Change) -> Result<(), LabError> {
@@ -82,6 +106,13 @@ pub fn delete(lab: &str, cluster: &ClusterState, plugin: &Path) -> Result<Change
         })
         .collect();
     let mut change = Change::default();
+    let named_services: Vec<(String, String)> = cluster.services.iter().map(|n| (n.namespace.clone(), n.name.clone())).collect();
+    st.services.retain(|s| {
+        !named_services.contains(&(s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()))
+    });
+    st.given_slices.retain(|s| {
+        !cluster.endpoint_slices.iter().any(|g| s.metadata.namespace.as_deref() == Some(g.namespace.as_str()) && s.metadata.name.as_deref() == Some(g.name.as_str()))
+    });
     let done = remove(&mut st, &doomed, plugin, &mut change);
     finish(lab, st, change, done)
 }

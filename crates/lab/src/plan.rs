@@ -108,6 +108,16 @@ pub struct PodPlan {
     pub host_network: bool,
     /// Its network namespace.
     pub netns: String,
+    /// Ready (its servers listen), unless its manifest's status says otherwise or `lab mark` changed it.
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Terminating (a `deletionTimestamp` in its manifest, or `lab mark`).
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PodPlan {
@@ -220,6 +230,8 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
                 node: String::new(),
                 host_network: info.host_network,
                 netns: String::new(),
+                ready: info.ready.unwrap_or(true),
+                terminating: info.terminating,
                 name,
             };
             wanted.push((pod, pinned));

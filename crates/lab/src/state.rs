@@ -5,6 +5,9 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{ClusterState, Namespaced, PodInfo, Replicas};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::LabPlan;
@@ -21,6 +24,61 @@ pub struct LabState {
     pub pod_ips: Vec<Option<Ipv4Addr>>,
     /// Unix seconds when `up` finished.
     pub created: u64,
+    /// The lab's Services, with their ClusterIPs and NodePorts allocated.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// EndpointSlices given in the manifests (for Services without a selector).
+    #[serde(default)]
+    pub given_slices: Vec<EndpointSlice>,
+}
+
+impl LabState {
+    /// The lab as a model snapshot: its pods (with their addresses, readiness and nodes) and
+    /// Services, for the planners that compute from one (EndpointSlices, and later the proxy).
+    pub fn cluster_view(&self) -> ClusterState {
+        let pods = self
+            .plan
+            .pods
+            .iter()
+            .zip(&self.pod_ips)
+            .map(|(p, ip)| PodInfo {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                kind: "Pod".into(),
+                labels: p.labels.clone(),
+                ports: p.ports.clone(),
+                ips: ip.iter().map(|i| std::net::IpAddr::V4(*i)).collect(),
+                host_network: p.host_network,
+                node_name: Some(p.node.clone()),
+                ready: Some(p.ready),
+                terminating: p.terminating,
+                terminal: false,
+                hostname: None,
+                subdomain: None,
+                replicas: Replicas::Pod,
+                template_hash: None,
+                location: Default::default(),
+            })
+            .collect();
+        let services = self
+            .services
+            .iter()
+            .map(|s| Namespaced {
+                location: Default::default(),
+                namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                name: s.metadata.name.clone().unwrap_or_default(),
+                object: s.clone(),
+            })
+            .collect();
+        ClusterState { pods, services, ..Default::default() }
+    }
+
+    /// The EndpointSlices of the lab: computed for Services with a selector, given for the rest.
+    pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
+        let mut slices = model::endpoints::compute(&self.cluster_view(), |p| p.ready.unwrap_or(true));
+        slices.extend(self.given_slices.iter().cloned());
+        slices
+    }
 }
 
 /// `/run/podnet/<lab>`

@@ -77,8 +77,25 @@ pub fn conflist(plan: &LabPlan, node: &NodePlan) -> Value {
     json!({"cniVersion": "1.1.0", "name": "podnet", "plugins": [plugin]})
 }
 
+/// The Services and given EndpointSlices of a snapshot, ClusterIPs and NodePorts allocated.
+pub fn lab_services(
+    cluster: &model::ClusterState,
+) -> Result<(Vec<k8s_openapi::api::core::v1::Service>, Vec<k8s_openapi::api::discovery::v1::EndpointSlice>), model::ManifestError> {
+    let mut services = cluster.services.clone();
+    model::allocate::allocate(&mut services, &model::allocate::Ranges::default())?;
+    let services = services.into_iter().map(|s| s.object).collect();
+    let slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).collect();
+    Ok((services, slices))
+}
+
 /// Makes the lab. On failure everything made so far is removed again.
-pub fn up(plan: &LabPlan, plugin: &Path, mut progress: impl FnMut(Step<'_>)) -> Result<LabState, LabError> {
+pub fn up(
+    plan: &LabPlan,
+    services: &[k8s_openapi::api::core::v1::Service],
+    given_slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+    plugin: &Path,
+    mut progress: impl FnMut(Step<'_>),
+) -> Result<LabState, LabError> {
     let lab = plan.config.name.clone();
     if state::dir(&lab).exists() || !lab_namespaces(&lab).is_empty() {
         return Err(LabError {
@@ -86,7 +103,7 @@ pub fn up(plan: &LabPlan, plugin: &Path, mut progress: impl FnMut(Step<'_>)) -> 
             source: io::Error::new(io::ErrorKind::AlreadyExists, format!("it is already up; remove it with `podnet lab down --name {lab}`")),
         });
     }
-    match make(plan, plugin, &mut progress) {
+    match make(plan, services, given_slices, plugin, &mut progress) {
         Ok(s) => Ok(s),
         Err(e) => {
             let _ = down(&lab);
@@ -102,12 +119,24 @@ fn timed<T>(progress: &mut impl FnMut(Step<'_>), what: &str, f: impl FnOnce() ->
     Ok(out)
 }
 
-fn make(plan: &LabPlan, plugin: &Path, progress: &mut impl FnMut(Step<'_>)) -> Result<LabState, LabError> {
+fn make(
+    plan: &LabPlan,
+    services: &[k8s_openapi::api::core::v1::Service],
+    given_slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+    plugin: &Path,
+    progress: &mut impl FnMut(Step<'_>),
+) -> Result<LabState, LabError> {
     let lab = &plan.config.name;
     let dir = state::dir(lab);
     std::fs::create_dir_all(dir.join("cni")).map_err(ctx(format!("creating {}", dir.display())))?;
     // Saved first, so that `down` knows the lab even if `up` is killed halfway.
-    let mut st = LabState { plan: plan.clone(), pod_ips: vec![None; plan.pods.len()], created: 0 };
+    let mut st = LabState {
+        plan: plan.clone(),
+        pod_ips: vec![None; plan.pods.len()],
+        created: 0,
+        services: services.to_vec(),
+        given_slices: given_slices.to_vec(),
+    };
     state::save(&st).map_err(ctx("saving the lab state"))?;
     for node in &plan.nodes {
         let path = dir.join("cni").join(format!("{}.conflist", node.name));
