@@ -5,9 +5,8 @@
 //! elements, in one `nft -f -` transaction each; the chain's single rule is rewritten in the
 //! same transaction, so the state is right however often ADD runs.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
@@ -76,27 +75,9 @@ pub fn del_script(network: &str, pods: &[IpAddr]) -> String {
     s
 }
 
-/// Runs a transaction with `nft -f -` in the caller's network namespace.
+/// Runs a transaction (see [`crate::nft::apply`]).
 pub fn apply(script: &str) -> io::Result<()> {
-    if script.is_empty() {
-        return Ok(());
-    }
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("running nft (is nftables installed?): {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())))
-    }
+    crate::nft::apply(script)
 }
 
 #[cfg(test)]
