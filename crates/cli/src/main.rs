@@ -23,6 +23,7 @@ mod bench_cni;
 mod bench_lab;
 mod lab_cmd;
 mod policy_cmd;
+mod proxy_cmd;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,9 @@ enum Command {
     /// NetworkPolicy: connectivity matrix, explanations and lint, offline from manifests.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// The service proxy: what it does with a packet, offline.
+    #[command(subcommand)]
+    Proxy(proxy_cmd::ProxyCommand),
     /// A cluster's pod network as network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
+        Command::Proxy(cmd) => proxy_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -58,7 +58,7 @@ pub struct MatrixArgs {
     output: MatrixFormat,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum TextOrJson {
     /// For people.
     Text,

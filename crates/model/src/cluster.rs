@@ -187,6 +187,8 @@ pub struct ClusterState {
     pub endpoint_slices: Vec<Namespaced<EndpointSlice>>,
     /// Nodes given in the manifests, by name.
     pub nodes: Vec<Node>,
+    /// The CIDRs of the ServiceCIDR objects (`spec.cidrs`), as written.
+    pub service_cidrs: Vec<String>,
 }
 
 /// A namespaced object as given, with where it came from.
@@ -212,6 +214,7 @@ impl ClusterState {
         let mut services: BTreeMap<(String, String), Namespaced<Service>> = BTreeMap::new();
         let mut slices: BTreeMap<(String, String), Namespaced<EndpointSlice>> = BTreeMap::new();
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        let mut service_cidrs: Vec<String> = Vec::new();
 
         for loaded in objects {
             let loc = &loaded.location;
@@ -273,6 +276,19 @@ impl ClusterState {
                     check(loc, &id, errs)?;
                     nodes.insert(name, (**node).clone());
                 }
+                Object::ServiceCidr(sc) => {
+                    let name = sc.metadata.name.clone().unwrap_or_default();
+                    let id = ObjectRef { kind: "ServiceCIDR".into(), namespace: String::new(), name };
+                    let mut errs = Vec::new();
+                    for (i, c) in sc.spec.iter().flat_map(|s| s.cidrs.iter().flatten()).enumerate() {
+                        if c.parse::<ipnet::IpNet>().is_err() {
+                            let path = FieldPath::new("spec").child("cidrs").index(i);
+                            errs.push(FieldError::invalid_str(path, c, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
+                        }
+                    }
+                    check(loc, &id, errs)?;
+                    service_cidrs.extend(sc.spec.iter().flat_map(|s| s.cidrs.clone().unwrap_or_default()));
+                }
                 workload => {
                     let Some((kind, meta, template, replicas)) = workload_template(workload) else { continue };
                     let mut info = workload_info(loc, kind, meta, template)?;
@@ -304,6 +320,7 @@ impl ClusterState {
             services: services.into_values().collect(),
             endpoint_slices: slices.into_values().collect(),
             nodes: nodes.into_values().collect(),
+            service_cidrs,
         })
     }
 
@@ -371,7 +388,8 @@ fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
         | Object::NetworkPolicy(_)
         | Object::Service(_)
         | Object::EndpointSlice(_)
-        | Object::Node(_) => return None,
+        | Object::Node(_)
+        | Object::ServiceCidr(_) => return None,
     })
 }
 

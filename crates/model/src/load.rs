@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -41,6 +41,8 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// `v1 Node`
     Node(Box<Node>),
+    /// `networking.k8s.io/v1 ServiceCIDR`
+    ServiceCidr(Box<ServiceCIDR>),
 }
 
 /// An object together with where it was read.
@@ -200,7 +202,7 @@ fn object_ref(doc: &Value) -> ObjectRef {
     let kind = s(doc.get("kind"));
     let mut namespace = s(meta.and_then(|m| m.get("namespace")));
     // Namespaced objects without a namespace land in the default one, as with kubectl.
-    if namespace.is_empty() && kind != "Namespace" && kind != "Node" {
+    if namespace.is_empty() && !matches!(kind.as_str(), "Namespace" | "Node" | "ServiceCIDR") {
         namespace = crate::cluster::DEFAULT_NAMESPACE.to_owned();
     }
     ObjectRef { kind, namespace, name: s(meta.and_then(|m| m.get("name"))) }
@@ -235,6 +237,7 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         ("v1", "Service") => Object::Service(typed(doc).map_err(fail)?),
         ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(typed(doc).map_err(fail)?),
         ("v1", "Node") => Object::Node(typed(doc).map_err(fail)?),
+        ("networking.k8s.io/v1", "ServiceCIDR") => Object::ServiceCidr(typed(doc).map_err(fail)?),
         _ => return Ok(None),
     };
     Ok(Some(object))

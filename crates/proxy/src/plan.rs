@@ -1,0 +1,408 @@
+//! The desired state of one node's proxy, and a tracer that answers what happens to a first
+//! packet (`podnet proxy trace`) from it, without the kernel. The semantics are kube-proxy's
+//! nftables backend (`pkg/proxy/nftables/proxier.go`): ClusterIPs, NodePorts on the node's
+//! addresses, externalIPs, LoadBalancer IPs with source ranges, traffic policies with the
+//! short circuit of in-cluster traffic, REJECT without endpoints, REJECT for an unknown port of a
+//! live ClusterIP, DROP for unallocated addresses of a ServiceCIDR, masquerade of off-cluster
+//! sources, `masqueradeAll` and hairpin.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use model::{ClusterState, Protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::service::{ServicePort, endpoints_for, service_ports};
+use crate::topology::{Endpoint, categorize};
+
+/// The parts of a `KubeProxyConfiguration` (kubeproxy.config.k8s.io/v1alpha1) the proxy uses.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// `clusterCIDR`: comma-separated pod CIDRs; traffic from elsewhere to a ClusterIP is masqueraded.
+    #[serde(default, rename = "clusterCIDR")]
+    pub cluster_cidr: String,
+    /// `masqueradeAll`
+    #[serde(default)]
+    pub masquerade_all: bool,
+    /// `nodePortAddresses`: CIDRs, or `primary` (the nftables default): where NodePorts listen.
+    #[serde(default)]
+    pub node_port_addresses: Vec<String>,
+    /// `detectLocalMode`: `ClusterCIDR` (default) or `NodeCIDR`.
+    #[serde(default)]
+    pub detect_local_mode: String,
+}
+
+impl ProxyConfig {
+    /// Reads a `KubeProxyConfiguration` document.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value = serde_norway::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+        if v.get("kind").and_then(|k| k.as_str()) != Some("KubeProxyConfiguration") {
+            return Err("expected kind: KubeProxyConfiguration".into());
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+}
+
+/// The node the plan is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// Its own addresses (`status.addresses` of type InternalIP/ExternalIP).
+    pub ips: Vec<IpAddr>,
+    /// The first InternalIP of each family.
+    pub primary: Vec<IpAddr>,
+    /// `spec.podCIDRs`.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Its `topology.kubernetes.io/zone` label.
+    pub zone: String,
+}
+
+/// One service port as this node programs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPlan {
+    /// The port.
+    pub port: ServicePort,
+    /// Usable endpoints for Cluster policy.
+    pub cluster: Vec<Endpoint>,
+    /// Usable endpoints for Local policy.
+    pub local: Vec<Endpoint>,
+    /// Whether any usable endpoint exists in the cluster.
+    pub has_any: bool,
+}
+
+/// A node's desired proxy state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePlan {
+    /// The node.
+    pub node: NodeView,
+    /// Settings.
+    pub config: ProxyConfig,
+    /// Every service port.
+    pub ports: Vec<PortPlan>,
+    /// The ServiceCIDRs (addresses in them that no Service owns are dropped).
+    pub service_cidrs: Vec<IpNet>,
+    /// The cluster's pod CIDRs (from `clusterCIDR`).
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// A plan that cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+fn node_view(state: &ClusterState, name: &str) -> Result<NodeView, PlanError> {
+    let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)).ok_or_else(|| {
+        let names: Vec<String> = state.nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        PlanError(format!("node {name:?} is not among the manifests' Nodes ({})", if names.is_empty() { "none".into() } else { names.join(", ") }))
+    })?;
+    let mut view = NodeView { name: name.to_owned(), ..Default::default() };
+    for a in node.status.iter().flat_map(|s| s.addresses.iter().flatten()) {
+        let Ok(ip) = a.address.parse::<IpAddr>() else { continue };
+        if a.type_ == "InternalIP" || a.type_ == "ExternalIP" {
+            view.ips.push(ip);
+        }
+        if a.type_ == "InternalIP" && !view.primary.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
+            view.primary.push(ip);
+        }
+    }
+    let spec = node.spec.clone().unwrap_or_default();
+    let cidrs = spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
+    view.pod_cidrs = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    view.zone = node.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_ZONE)).cloned().unwrap_or_default();
+    Ok(view)
+}
+
+/// Plans one node: every service port with its usable endpoints as seen from there.
+/// EndpointSlices come from the manifests, and are computed for Services with a selector
+/// when the manifests give none for them.
+pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<NodePlan, PlanError> {
+    let node = node_view(state, node)?;
+    let mut slices: Vec<_> = state.endpoint_slices.iter().map(|s| s.object.clone()).collect();
+    for computed in model::endpoints::compute(state, |p| p.ready.unwrap_or(true)) {
+        let svc = computed.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned();
+        let given = slices.iter().any(|s| {
+            s.metadata.namespace == computed.metadata.namespace
+                && s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned() == svc
+        });
+        if !given {
+            slices.push(computed);
+        }
+    }
+    let mut cluster_cidrs = Vec::new();
+    for c in config.cluster_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?);
+    }
+    let service_cidrs = state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    let ports = service_ports(state)
+        .into_iter()
+        .map(|port| {
+            let eps = endpoints_for(&port, &slices, &node.name);
+            let c = categorize(&eps, port.policies, &node.name, &node.zone);
+            PortPlan { cluster: c.cluster.unwrap_or_default(), local: c.local.unwrap_or_default(), has_any: c.has_any, port }
+        })
+        .collect();
+    Ok(NodePlan { node, config: config.clone(), ports, service_cidrs, cluster_cidrs })
+}
+
+/// What happens to a first packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Trace {
+    /// `DNAT`, `DROP`, `REJECT` or `ACCEPT` (not ours: passes untouched).
+    pub verdict: &'static str,
+    /// Every endpoint the packet may be DNATed to, sorted.
+    pub endpoints: Vec<String>,
+    /// Whether the packet is source-NATed to the node.
+    pub masquerade: bool,
+}
+
+fn verdict(v: &'static str) -> Trace {
+    Trace { verdict: v, endpoints: Vec::new(), masquerade: false }
+}
+
+enum Frontend {
+    ClusterIp,
+    External { load_balancer: bool },
+}
+
+impl NodePlan {
+    /// Whether `ip` is where this node's NodePorts listen.
+    fn node_port_address(&self, ip: IpAddr) -> bool {
+        let primary = self.config.node_port_addresses.is_empty() || self.config.node_port_addresses.iter().any(|a| a == "primary");
+        if primary && self.node.primary.contains(&ip) {
+            return true;
+        }
+        self.config.node_port_addresses.iter().filter_map(|a| a.parse::<IpNet>().ok()).any(|n| n.contains(&ip) && self.node.ips.contains(&ip))
+    }
+
+    /// Traffic from a pod of this cluster ("local" in kube-proxy's detect-local sense).
+    fn is_pod_source(&self, src: IpAddr) -> bool {
+        if self.config.detect_local_mode == "NodeCIDR" {
+            return self.node.pod_cidrs.iter().any(|c| c.contains(&src));
+        }
+        self.cluster_cidrs.iter().any(|c| c.contains(&src))
+    }
+
+    /// Evaluates one first packet against the plan.
+    pub fn trace(&self, src: IpAddr, dst: IpAddr, dport: u16, protocol: Protocol) -> Trace {
+        let matched = self.ports.iter().find_map(|p| {
+            let port = &p.port;
+            if port.protocol != protocol {
+                return None;
+            }
+            if port.port == dport && port.cluster_ips.contains(&dst) {
+                return Some((p, Frontend::ClusterIp));
+            }
+            if port.port == dport && port.external_ips.contains(&dst) {
+                return Some((p, Frontend::External { load_balancer: false }));
+            }
+            if port.port == dport && port.load_balancer_ips.contains(&dst) {
+                return Some((p, Frontend::External { load_balancer: true }));
+            }
+            if port.node_port == Some(dport) && self.node_port_address(dst) {
+                return Some((p, Frontend::External { load_balancer: false }));
+            }
+            None
+        });
+        let Some((p, frontend)) = matched else {
+            // A live ClusterIP on a port it does not serve: REJECT; an unallocated address of a
+            // ServiceCIDR: DROP; anything else is not the proxy's business.
+            if self.ports.iter().any(|p| p.port.cluster_ips.contains(&dst)) {
+                return verdict("REJECT");
+            }
+            if self.service_cidrs.iter().any(|c| c.contains(&dst)) {
+                return verdict("DROP");
+            }
+            return verdict("ACCEPT");
+        };
+        if !p.has_any {
+            return verdict("REJECT");
+        }
+        let port = &p.port;
+        let from_pod = self.is_pod_source(src);
+        let from_node = self.node.ips.contains(&src);
+        let (endpoints, mut masquerade) = match frontend {
+            Frontend::ClusterIp => {
+                let eps = if port.policies.internal_local { &p.local } else { &p.cluster };
+                // Off-cluster sources are masqueraded so replies come back through this node.
+                let off_cluster = !self.cluster_cidrs.is_empty() && !from_pod;
+                (eps, self.config.masquerade_all || off_cluster)
+            }
+            Frontend::External { load_balancer } => {
+                if load_balancer && !port.load_balancer_source_ranges.is_empty() && !from_node {
+                    let allowed = port.load_balancer_source_ranges.iter().filter_map(|r| r.parse::<IpNet>().ok()).any(|r| r.contains(&src));
+                    if !allowed {
+                        return verdict("DROP");
+                    }
+                }
+                if port.policies.external_local {
+                    if from_pod {
+                        // Pods short-circuit to every endpoint, as if they used the ClusterIP.
+                        (&p.cluster, self.config.masquerade_all)
+                    } else if from_node {
+                        (&p.cluster, true)
+                    } else {
+                        // Outside traffic keeps its source and stays on this node.
+                        (&p.local, false)
+                    }
+                } else {
+                    (&p.cluster, true)
+                }
+            }
+        };
+        if endpoints.is_empty() {
+            return verdict("DROP");
+        }
+        // Hairpin: a pod reaching itself through its Service is masqueraded.
+        let src_text = src.to_string();
+        if endpoints.iter().any(|e| e.addr.rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']'])) == Some(src_text.as_str())) {
+            masquerade = true;
+        }
+        let mut list: Vec<String> = endpoints.iter().map(|e| e.addr.clone()).collect();
+        list.sort();
+        Trace { verdict: "DNAT", endpoints: list, masquerade }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1, labels: {topology.kubernetes.io/zone: a}}\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}, {type: Hostname, address: node-1}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {podCIDR: 10.244.1.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.3}]}\n---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/16]}\n";
+
+    fn pods() -> String {
+        let pod = |name: &str, node: &str, ip: &str, ready: bool| {
+            format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec: {{nodeName: {node}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: '{}'}}]}}\n", if ready { "True" } else { "False" })
+        };
+        format!("{}{}", pod("a", "node-1", "10.244.0.2", true), pod("b", "node-2", "10.244.1.2", true))
+    }
+
+    fn service(extra: &str) -> String {
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec:\n  clusterIP: 10.96.0.20\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: http, nodePort: 30080}}]\n{extra}")
+    }
+
+    fn plan_for(yaml: &str, node: &str, config: &str) -> NodePlan {
+        let s = ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        let cfg = if config.is_empty() { ProxyConfig::default() } else { ProxyConfig::from_yaml(config).unwrap() };
+        plan(&s, node, &cfg).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const CFG: &str = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n";
+
+    #[test]
+    fn cluster_ip_dnats_to_every_ready_endpoint_without_masquerade_for_pods() {
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);
+        let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
+        assert_eq!((t.verdict, t.masquerade), ("DNAT", false));
+        assert_eq!(t.endpoints, ["10.244.0.2:8080", "10.244.1.2:8080"]);
+        // From off the cluster: masqueraded.
+        assert!(p.trace(ip("192.0.2.1"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
+        // masqueradeAll: always.
+        let all = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", &format!("{CFG}masqueradeAll: true\n"));
+        assert!(all.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
+    }
+
+    #[test]
+    fn unknown_ports_unallocated_addresses_and_other_traffic() {
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 81, Protocol::Tcp).verdict, "REJECT");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Udp).verdict, "REJECT");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.5.5"), 80, Protocol::Tcp).verdict, "DROP");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.244.1.2"), 8080, Protocol::Tcp).verdict, "ACCEPT");
+    }
+
+    #[test]
+    fn no_endpoints_is_reject() {
+        let p = plan_for(&format!("{NODES}{}", service("")), "node-1", CFG);
+        let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
+        assert_eq!((t.verdict, t.endpoints.len()), ("REJECT", 0));
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp).verdict, "REJECT");
+    }
+
+    #[test]
+    fn node_ports_listen_on_the_primary_address_and_masquerade_with_cluster_policy() {
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service("  type: NodePort\n")), "node-1", CFG);
+        let t = p.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp);
+        assert_eq!((t.verdict, t.masquerade, t.endpoints.len()), ("DNAT", true, 2));
+        // Another node's address is not this node's NodePort.
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp).verdict, "ACCEPT");
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_the_source_and_stays_on_the_node() {
+        let yaml = format!("{NODES}{}{}", pods(), service("  type: NodePort\n  externalTrafficPolicy: Local\n"));
+        let n1 = plan_for(&yaml, "node-1", CFG);
+        let t = n1.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp);
+        assert_eq!((t.verdict, t.masquerade), ("DNAT", false));
+        assert_eq!(t.endpoints, ["10.244.0.2:8080"], "only the local endpoint");
+        // Pods short-circuit to all endpoints.
+        assert_eq!(n1.trace(ip("10.244.1.9"), ip("172.18.0.2"), 30080, Protocol::Tcp).endpoints.len(), 2);
+        // A node without a local endpoint drops outside traffic.
+        let without_local = format!("{NODES}{}", pods().replace("nodeName: node-2", "nodeName: node-1"));
+        let n2 = plan_for(&format!("{without_local}{}", service("  type: NodePort\n  externalTrafficPolicy: Local\n")), "node-2", CFG);
+        assert_eq!(n2.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp).verdict, "DROP");
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_uses_local_endpoints_or_drops() {
+        let yaml = format!("{NODES}{}{}", pods(), service("  internalTrafficPolicy: Local\n"));
+        assert_eq!(plan_for(&yaml, "node-1", CFG).trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).endpoints, ["10.244.0.2:8080"]);
+        let yaml = format!("{NODES}{}{}", pods().replace("nodeName: node-2", "nodeName: node-1"), service("  internalTrafficPolicy: Local\n"));
+        assert_eq!(plan_for(&yaml, "node-2", CFG).trace(ip("10.244.1.9"), ip("10.96.0.20"), 80, Protocol::Tcp).verdict, "DROP");
+    }
+
+    #[test]
+    fn load_balancer_source_ranges_and_external_ips() {
+        let lb = "  type: LoadBalancer\n  externalIPs: [198.51.100.7]\n  loadBalancerSourceRanges: [203.0.113.0/24]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n";
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service(lb)), "node-1", CFG);
+        assert_eq!(p.trace(ip("203.0.113.5"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DNAT");
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DROP");
+        let t = p.trace(ip("192.0.2.1"), ip("198.51.100.7"), 80, Protocol::Tcp);
+        assert_eq!((t.verdict, t.masquerade), ("DNAT", true), "externalIPs are not subject to source ranges");
+    }
+
+    #[test]
+    fn hairpin_is_masqueraded() {
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);
+        assert!(p.trace(ip("10.244.0.2"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_when_nothing_else_does() {
+        let terminating = pods()
+            .replace("status: 'True'", "status: 'False'")
+            .replace("metadata: {name: a,", "metadata: {deletionTimestamp: '2026-01-01T00:00:00Z', name: a,")
+            .replacen("status: 'False'", "status: 'True'", 1);
+        let p = plan_for(&format!("{NODES}{terminating}{}", service("")), "node-1", CFG);
+        let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
+        assert_eq!(t.endpoints, ["10.244.0.2:8080"], "the serving-terminating one");
+    }
+
+    #[test]
+    fn the_configuration_reads_kube_proxys_field_names() {
+        let c = ProxyConfig::from_yaml("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\nmasqueradeAll: true\nnodePortAddresses: [primary]\ndetectLocalMode: NodeCIDR\nmode: nftables\n").unwrap();
+        assert_eq!(c.cluster_cidr, "10.244.0.0/16");
+        assert!(c.masquerade_all);
+        assert_eq!(c.node_port_addresses, ["primary"]);
+        assert_eq!(c.detect_local_mode, "NodeCIDR");
+        assert!(ProxyConfig::from_yaml("kind: Pod\n").is_err());
+    }
+
+    #[test]
+    fn unknown_nodes_are_an_error() {
+        let s = ClusterState::from_objects(&model::load_str(NODES, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        assert!(plan(&s, "node-9", &ProxyConfig::default()).unwrap_err().0.contains("node-1, node-2"));
+    }
+}
