@@ -88,6 +88,18 @@ fn manifests() -> tempfile::TempDir {
     dir
 }
 
+/// The demo manifests up as a 2-node lab; `None` (the test is skipped) without root.
+fn demo_lab() -> Option<(Lab, tempfile::TempDir)> {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let m = manifests();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some((lab, m))
+}
+
 /// What the echo server at ip:port says, asked over TCP from inside `netns`.
 fn tcp_from(netns: &str, ip: Ipv4Addr, port: u16, send: &'static [u8]) -> String {
     let path = dataplane::netns::path_of(netns);
@@ -242,13 +254,7 @@ fn bad_input_makes_nothing() {
 
 #[test]
 fn apply_adds_relabels_and_scales_and_delete_removes() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let m = manifests();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
-    assert!(out.status.success());
+    let Some((lab, _m)) = demo_lab() else { return };
     let extra = tempfile::tempdir().unwrap();
     let scaled = MANIFESTS.replace("replicas: 2", "replicas: 1").replace("metadata: {name: client, namespace: demo}", "metadata: {name: client, namespace: demo, labels: {role: client}}");
     std::fs::write(
@@ -277,13 +283,7 @@ fn apply_adds_relabels_and_scales_and_delete_removes() {
 
 #[test]
 fn get_prints_kubernetes_shaped_json_and_yaml() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let m = manifests();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
-    assert!(out.status.success());
+    let Some((lab, _m)) = demo_lab() else { return };
     let json = podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &lab.name]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["kind"], "List");
