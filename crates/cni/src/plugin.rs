@@ -269,9 +269,12 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
     // The pod side starts at once and makes the veth while the bridge and IPAM are set up
     // here; it then waits for the addresses and routes (or for `None`: undo).
     let (plan_tx, plan_rx) = std::sync::mpsc::channel::<Option<PodPlan>>();
+    // The pod side reports the new veth (its MAC, the host end's index) as soon as it exists,
+    // so the node side can attach it while the pod side configures addresses.
+    let (made_tx, made_rx) = std::sync::mpsc::channel::<(Option<String>, Option<u32>)>();
     let (ifname, peer, mtu, hairpin) = (inv.ifname.clone(), host_veth.clone(), conf.mtu, conf.hairpin_mode);
     let host_mac = veth_mac(&host_veth);
-    let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<(Option<String>, Option<u32>)> {
+    let pod = netns::spawn_in(Path::new(&inv.netns), move || -> io::Result<()> {
         let nl = Netlink::connect()?;
         // The kernel refuses a name that exists: that is the reference plugin's check too.
         let link = nl.add_veth_with_peer_in(&ifname, &peer, &host_ns, mtu, Some(host_mac)).map_err(|e| {
@@ -281,15 +284,16 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
                 e
             }
         })?;
-        if hairpin {
-            // With hairpin on, the bridge reflects our own DAD probes back: IPv6 addresses
-            // would be found "duplicate". The reference plugin turns DAD off for the same reason.
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad"), "0");
-        }
+        let _ = made_tx.send((link.mac.clone(), link.peer_index));
         let Ok(Some((addrs, routes))) = plan_rx.recv() else {
             nl.delete_link(link.index)?;
             return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
         };
+        if hairpin && addrs.iter().any(|a| a.addr().is_ipv6()) {
+            // With hairpin on, the bridge reflects our own DAD probes back: IPv6 addresses
+            // would be found "duplicate". The reference plugin turns DAD off for the same reason.
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad"), "0");
+        }
         nl.set_up(link.index)?;
         for a in &addrs {
             nl.add_address(link.index, *a)?;
@@ -297,9 +301,14 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
         for (dst, gw) in &routes {
             nl.add_route(*dst, *gw, Some(link.index))?;
         }
-        Ok((link.mac, link.peer_index))
+        Ok(())
     })
     .map_err(|e| internal(format!("failed to open netns {:?}: {e}", inv.netns)))?;
+    let pod_error = |pod: std::thread::JoinHandle<io::Result<()>>| match pod.join() {
+        Ok(Err(e)) if e.kind() != io::ErrorKind::Interrupted => Some(internal(e.to_string())),
+        Ok(_) => None,
+        Err(_) => Some(internal("the pod-side thread panicked")),
+    };
 
     let host_side = || -> Result<(Netlink, dataplane::LinkInfo, CniResult), CniError> {
         let nl = Netlink::connect().map_err(io_internal("netlink"))?;
@@ -318,34 +327,29 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
         Err(e) => {
             let _ = plan_tx.send(None);
             // A failure of the pod side (e.g. the name exists) is what the reference reports first.
-            return Err(match pod.join() {
-                Ok(Err(pod_err)) if pod_err.kind() != io::ErrorKind::Interrupted => internal(pod_err.to_string()),
-                _ => e,
-            });
+            return Err(pod_error(pod).unwrap_or(e));
         }
     };
     let routes = pod_routes(conf, &mut result);
     let _ = plan_tx.send(Some((result.ips.iter().map(|c| c.address).collect(), routes)));
-    let (pod_mac, host_index) = match pod.join() {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
-            return Err(internal(e.to_string()));
-        }
-        Err(_) => {
-            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
-            return Err(internal("the pod-side thread panicked"));
+    let undo = |nl: &Netlink| {
+        let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+        if let Ok(Some(host)) = nl.link(&host_veth) {
+            let _ = nl.delete_link(host.index);
         }
     };
+    let Ok((pod_mac, host_index)) = made_rx.recv() else {
+        // The veth was never made: the pod side says why.
+        let _ = delegate_ipam(inv, conf, stdin, Command::Del);
+        return Err(pod_error(pod).unwrap_or_else(|| internal("the pod side stopped")));
+    };
     let host = HostVeth { name: host_veth.clone(), index: host_index, mac: host_mac };
-    match host_plumbing(inv, conf, &nl, &br, &host, pod_mac, &mut result) {
-        Ok(()) => Ok(result),
-        Err(e) => {
+    let plumbed = host_plumbing(inv, conf, &nl, &br, &host, pod_mac, &mut result);
+    match (plumbed, pod_error(pod)) {
+        (Ok(()), None) => Ok(result),
+        (Err(e), _) | (Ok(()), Some(e)) => {
             // Leave nothing half-made: the addresses and the veth go.
-            let _ = delegate_ipam(inv, conf, stdin, Command::Del);
-            if let Ok(Some(host)) = nl.link(&host_veth) {
-                let _ = nl.delete_link(host.index);
-            }
+            undo(&nl);
             Err(e)
         }
     }

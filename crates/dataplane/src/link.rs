@@ -128,7 +128,8 @@ impl Netlink {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Netlink { socket, seq: Cell::new(1), buf: RefCell::new(Vec::with_capacity(128 * 1024)) })
+        // 64 KiB holds any single netlink datagram the kernel sends (dumps come in pages).
+        Ok(Netlink { socket, seq: Cell::new(1), buf: RefCell::new(Vec::with_capacity(64 * 1024)) })
     }
 
     /// Sends one request and collects its answer: the messages of a dump or a get, or the ACK

@@ -95,10 +95,11 @@ where
     F: FnOnce() -> io::Result<T> + Send + 'static,
 {
     let ns = File::open(path)?;
-    Ok(std::thread::spawn(move || -> io::Result<T> {
+    // A small stack: these threads make a few syscalls, and a smaller mapping starts faster.
+    std::thread::Builder::new().stack_size(256 * 1024).spawn(move || -> io::Result<T> {
         setns(&ns, CloneFlags::CLONE_NEWNET).map_err(nix_err)?;
         f()
-    }))
+    })
 }
 
 /// A named namespace removed on drop (for tests and short-lived labs).
