@@ -1,4 +1,5 @@
-//! `podnet proxy trace`: what a node's service proxy does with one first packet, offline.
+//! `podnet proxy trace`: what a node's service proxy does with one first packet, offline;
+//! `podnet proxy render`: the nftables rule set that node's proxy programs.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -14,19 +15,48 @@ use crate::policy_cmd::TextOrJson;
 pub enum ProxyCommand {
     /// Evaluate one first packet against a node's desired proxy state (no root needed).
     Trace(TraceArgs),
+    /// Print the nftables rule set of a node's proxy, as `nft -f` input (no root needed).
+    Render(RenderArgs),
 }
 
 #[derive(Args)]
-pub struct TraceArgs {
+pub struct RenderArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Which node's proxy, from which manifests and configuration.
+#[derive(Args)]
+pub struct NodeArgs {
     /// Manifests: Nodes, ServiceCIDRs, Services, EndpointSlices, Pods (files or directories).
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
-    /// The node whose proxy handles the packet.
+    /// The node whose proxy it is.
     #[arg(long)]
     node: String,
     /// A KubeProxyConfiguration (clusterCIDR, masqueradeAll, nodePortAddresses, detectLocalMode).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn plan(&self) -> Result<proxy::NodePlan> {
+        let state = model::load_cluster(&self.paths)?;
+        let config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                proxy::ProxyConfig::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+            }
+            None => proxy::ProxyConfig::default(),
+        };
+        Ok(proxy::plan(&state, &self.node, &config)?)
+    }
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    node: NodeArgs,
     /// Source address.
     #[arg(long)]
     src: IpAddr,
@@ -51,19 +81,15 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 pub fn run(cmd: ProxyCommand) -> Result<ExitCode> {
     match cmd {
         ProxyCommand::Trace(a) => trace(a),
+        ProxyCommand::Render(a) => {
+            out!("{}", a.node.plan()?.render().full_script());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 fn trace(a: TraceArgs) -> Result<ExitCode> {
-    let state = model::load_cluster(&a.paths)?;
-    let config = match &a.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            proxy::ProxyConfig::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
-        }
-        None => proxy::ProxyConfig::default(),
-    };
-    let plan = proxy::plan(&state, &a.node, &config)?;
+    let plan = a.node.plan()?;
     let t = plan.trace(a.src, a.dst, a.dport, a.proto);
     match a.output {
         TextOrJson::Json => outln!("{}", serde_json::to_string(&t)?),

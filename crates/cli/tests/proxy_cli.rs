@@ -47,3 +47,17 @@ fn trace_reads_a_kube_proxy_configuration_and_names_bad_input() {
     assert!(!wrong_node.status.success());
     assert!(String::from_utf8_lossy(&wrong_node.stderr).contains("node \"node-7\" is not among the manifests' Nodes (node-1)"));
 }
+
+#[test]
+fn render_prints_the_nodes_rule_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), MANIFESTS).unwrap();
+    let cfg = dir.path().join("kube-proxy.conf");
+    std::fs::write(&cfg, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["proxy", "render", "-f", dir.path().to_str().unwrap(), "--node", "node-1", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}

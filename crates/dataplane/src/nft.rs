@@ -29,13 +29,24 @@ pub fn apply(script: &str) -> io::Result<()> {
     }
 }
 
+/// How a sync was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// Only the difference.
+    Incremental,
+    /// Every table deleted and made anew.
+    Full,
+}
+
 /// Applies `new` over what was applied before (`old`): the difference when it can be written
-/// as one, else the full re-sync.
-pub fn sync(old: Option<&Ruleset>, new: &Ruleset) -> io::Result<()> {
-    match old.map(|o| nftset::transaction(o, new)) {
-        Some(Ok(script)) => apply(&script),
-        _ => apply(&new.full_script()),
+/// as one and the kernel takes it, else the full re-sync (a failed transaction changed nothing).
+pub fn sync(old: Option<&Ruleset>, new: &Ruleset) -> io::Result<Synced> {
+    if let Some(Ok(script)) = old.map(|o| nftset::transaction(o, new))
+        && apply(&script).is_ok()
+    {
+        return Ok(Synced::Incremental);
     }
+    apply(&new.full_script()).map(|()| Synced::Full)
 }
 
 /// `nft list table` output, or `None` when the table does not exist.

@@ -175,7 +175,7 @@ enum Frontend {
 
 impl NodePlan {
     /// Whether `ip` is where this node's NodePorts listen.
-    fn node_port_address(&self, ip: IpAddr) -> bool {
+    pub(crate) fn node_port_address(&self, ip: IpAddr) -> bool {
         let primary = self.config.node_port_addresses.is_empty() || self.config.node_port_addresses.iter().any(|a| a == "primary");
         if primary && self.node.primary.contains(&ip) {
             return true;
@@ -195,7 +195,8 @@ impl NodePlan {
     pub fn trace(&self, src: IpAddr, dst: IpAddr, dport: u16, protocol: Protocol) -> Trace {
         let matched = self.ports.iter().find_map(|p| {
             let port = &p.port;
-            if port.protocol != protocol {
+            // A Service is served in the families of its ClusterIPs only.
+            if port.protocol != protocol || !port.cluster_ips.iter().any(|ip| ip.is_ipv4() == dst.is_ipv4()) {
                 return None;
             }
             if port.port == dport && port.cluster_ips.contains(&dst) {

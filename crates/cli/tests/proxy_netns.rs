@@ -1,0 +1,254 @@
+//! The proxy's rendered rule set in a real kernel, with real packets (root): a node namespace
+//! routes between a client pod, two server pods and an outside host; every case is checked
+//! against `proxy trace` for the same packet, and the incremental sync is checked to land where
+//! a full load does.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dataplane::netns::{NamedNetns, run_in};
+use model::Protocol;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+const NODE_IP: &str = "172.18.0.2";
+const OUTSIDE_IP: &str = "172.18.0.100";
+
+fn manifests(s2_ready: bool) -> String {
+    let pod = |name: &str, node: &str, ip: &str, ready: bool| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec: {{nodeName: {node}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: '{}'}}]}}\n",
+            if ready { "True" } else { "False" }
+        )
+    };
+    let svc = |name: &str, ip: &str, extra: &str| {
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  clusterIP: {ip}\n{extra}")
+    };
+    [
+        format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-1}}\nspec: {{podCIDR: 10.244.0.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: {NODE_IP}}}]}}\n"),
+        "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {podCIDR: 10.244.1.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.3}]}\n".into(),
+        "---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/16]}\n".into(),
+        pod("s1", "node-1", "10.244.0.2", true),
+        pod("s2", "node-2", "10.244.1.2", s2_ready),
+        svc("web", "10.96.0.20", "  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30080}]\n"),
+        svc("web-local", "10.96.0.21", "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30081}]\n"),
+        svc("empty", "10.96.0.30", "  selector: {app: nothing}\n  ports: [{port: 80}]\n"),
+    ]
+    .concat()
+}
+
+fn plan(s2_ready: bool) -> proxy::NodePlan {
+    let objects = model::load_str(&manifests(s2_ready), Path::new("t.yaml")).unwrap();
+    let state = model::ClusterState::from_objects(&objects).unwrap();
+    let config = proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() };
+    proxy::plan(&state, "node-1", &config).unwrap()
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The node, its pods and an outside host, removed on drop.
+struct Topology {
+    node: NamedNetns,
+    client: NamedNetns,
+    s1: NamedNetns,
+    s2: NamedNetns,
+    outside: NamedNetns,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let tag = format!("pnproxy{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let ns = |what: &str| NamedNetns::new(&format!("{tag}-{what}")).unwrap();
+        let t = Topology { node: ns("node"), client: ns("c"), s1: ns("s1"), s2: ns("s2"), outside: ns("x") };
+        let node = t.node.name().to_owned();
+        // Pods hang off the node on point-to-point veths (Calico's layout): the node answers
+        // 169.254.1.1 on each and routes every pod's /32.
+        for (pod, addr, dev) in [(&t.client, "10.244.0.9", "vc"), (&t.s1, "10.244.0.2", "v1"), (&t.s2, "10.244.1.2", "v2")] {
+            ip(&["link", "add", dev, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", pod.name()]);
+            ip(&["-n", &node, "addr", "add", "169.254.1.1/32", "dev", dev]);
+            ip(&["-n", &node, "link", "set", dev, "up"]);
+            ip(&["-n", &node, "route", "add", &format!("{addr}/32"), "dev", dev]);
+            ip(&["-n", pod.name(), "addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+            ip(&["-n", pod.name(), "link", "set", "eth0", "up"]);
+            ip(&["-n", pod.name(), "link", "set", "lo", "up"]);
+            ip(&["-n", pod.name(), "route", "add", "169.254.1.1", "dev", "eth0"]);
+            ip(&["-n", pod.name(), "route", "add", "default", "via", "169.254.1.1"]);
+        }
+        ip(&["link", "add", "ux", "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", t.outside.name()]);
+        ip(&["-n", &node, "addr", "add", &format!("{NODE_IP}/24"), "dev", "ux"]);
+        ip(&["-n", &node, "link", "set", "ux", "up"]);
+        ip(&["-n", &node, "link", "set", "lo", "up"]);
+        ip(&["-n", t.outside.name(), "addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);
+        ip(&["-n", t.outside.name(), "link", "set", "eth0", "up"]);
+        ip(&["-n", t.outside.name(), "route", "add", "default", "via", NODE_IP]);
+        // A node has a default route: packets to service addresses nobody DNATs reach the
+        // forward hook instead of failing the route lookup.
+        ip(&["-n", &node, "route", "add", "default", "via", OUTSIDE_IP]);
+        let out = Command::new("ip").args(["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]).output().unwrap();
+        assert!(out.status.success());
+        t
+    }
+
+    /// Serves `<name> <peer address>` on port 8080 of both server pods.
+    fn serve(&self) {
+        for (ns, name) in [(&self.s1, "s1"), (&self.s2, "s2")] {
+            let listener = run_in(ns.path(), || TcpListener::bind("0.0.0.0:8080")).unwrap().unwrap();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                    let _ = conn.write_all(format!("{name} {peer}").as_bytes());
+                }
+            });
+        }
+    }
+
+    /// Loads `new` in the node (over `old` as a transaction, or in full).
+    fn sync(&self, old: Option<&nftset::Ruleset>, new: &nftset::Ruleset) -> dataplane::nft::Synced {
+        let (old, new) = (old.cloned(), new.clone());
+        run_in(self.node.path(), move || dataplane::nft::sync(old.as_ref(), &new)).unwrap().unwrap()
+    }
+
+    fn list(&self) -> String {
+        let out = Command::new("ip").args(["netns", "exec", self.node.name(), "nft", "list", "table", "ip", proxy::render::TABLE]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// What a TCP connection from namespace `from` to `dst` gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The answering server and the source address it saw.
+    Served(String, String),
+    Refused,
+    TimedOut,
+}
+
+fn connect(from: &NamedNetns, dst: &str) -> Outcome {
+    let dst: SocketAddr = dst.parse().unwrap();
+    run_in(from.path(), move || match TcpStream::connect_timeout(&dst, Duration::from_millis(700)) {
+        Ok(mut s) => {
+            let mut reply = String::new();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.read_to_string(&mut reply).unwrap();
+            let (name, peer) = reply.split_once(' ').unwrap();
+            Outcome::Served(name.into(), peer.into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Outcome::TimedOut,
+        Err(e) => panic!("connect {dst}: {e}"),
+    })
+    .unwrap()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The tracer's verdict for a packet, as the kernel should show it.
+fn traced(plan: &proxy::NodePlan, src: &str, dst: &str) -> proxy::Trace {
+    let dst: SocketAddr = dst.parse().unwrap();
+    plan.trace(src.parse().unwrap(), dst.ip(), dst.port(), Protocol::Tcp)
+}
+
+#[test]
+fn the_rendered_rules_do_what_the_tracer_says_with_real_packets() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = Topology::new();
+    t.serve();
+    let plan = plan(true);
+    t.sync(None, &plan.render());
+
+    // A ClusterIP from a pod: both endpoints, the client's own address kept.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        match connect(&t.client, "10.96.0.20:80") {
+            Outcome::Served(name, peer) => {
+                assert_eq!(peer, "10.244.0.9", "no masquerade for pod traffic");
+                seen.insert(name);
+            }
+            other => panic!("ClusterIP: {other:?}"),
+        }
+    }
+    assert_eq!(seen.len(), 2, "numgen spreads over both endpoints: {seen:?}");
+    let trace = traced(&plan, "10.244.0.9", "10.96.0.20:80");
+    assert_eq!((trace.verdict, trace.endpoints.len(), trace.masquerade), ("DNAT", 2, false));
+
+    // Unknown port of a live ClusterIP and a Service without endpoints: REJECT.
+    for dst in ["10.96.0.20:81", "10.96.0.30:80"] {
+        assert_eq!(connect(&t.client, dst), Outcome::Refused, "{dst}");
+        assert_eq!(traced(&plan, "10.244.0.9", dst).verdict, "REJECT", "{dst}");
+    }
+    // An address of the ServiceCIDR that no Service owns: DROP.
+    assert_eq!(connect(&t.client, "10.96.9.9:80"), Outcome::TimedOut);
+    assert_eq!(traced(&plan, "10.244.0.9", "10.96.9.9:80").verdict, "DROP");
+
+    // A NodePort from outside: masqueraded to the node.
+    match connect(&t.outside, "172.18.0.2:30080") {
+        Outcome::Served(_, peer) => assert!(peer == "169.254.1.1" || peer == NODE_IP, "masqueraded, got {peer}"),
+        other => panic!("NodePort: {other:?}"),
+    }
+    assert!(traced(&plan, OUTSIDE_IP, "172.18.0.2:30080").masquerade);
+
+    // externalTrafficPolicy: Local from outside: the local endpoint only, the source kept.
+    for _ in 0..10 {
+        assert_eq!(connect(&t.outside, "172.18.0.2:30081"), Outcome::Served("s1".into(), OUTSIDE_IP.into()));
+    }
+    let trace = traced(&plan, OUTSIDE_IP, "172.18.0.2:30081");
+    assert_eq!((trace.endpoints.as_slice(), trace.masquerade), (["10.244.0.2:8080".to_string()].as_slice(), false));
+
+    // Hairpin: a pod reaching itself through its Service is masqueraded, else it could not answer.
+    let mut hairpinned = false;
+    for _ in 0..30 {
+        match connect(&t.s1, "10.96.0.20:80") {
+            Outcome::Served(name, peer) if name == "s1" => {
+                assert_ne!(peer, "10.244.0.2", "hairpin traffic must be masqueraded");
+                hairpinned = true;
+            }
+            Outcome::Served(_, peer) => assert_eq!(peer, "10.244.0.2"),
+            other => panic!("hairpin: {other:?}"),
+        }
+    }
+    assert!(hairpinned, "30 tries never picked the pod itself");
+}
+
+#[test]
+fn an_incremental_sync_lands_where_a_full_load_does() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = Topology::new();
+    t.serve();
+    let (before, after) = (plan(true).render(), plan(false).render());
+    t.sync(None, &before);
+    // s2 turns not-ready: only elements change (one endpoint class chain goes, another comes).
+    assert_eq!(t.sync(Some(&before), &after), dataplane::nft::Synced::Incremental);
+    let incremental = t.list();
+    for _ in 0..15 {
+        assert_eq!(connect(&t.client, "10.96.0.20:80"), Outcome::Served("s1".into(), "10.244.0.9".into()));
+    }
+    t.sync(None, &after);
+    assert_eq!(t.list(), incremental, "the transaction and the full load make the same table");
+    // And back.
+    assert_eq!(t.sync(Some(&after), &before), dataplane::nft::Synced::Incremental);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        if let Outcome::Served(name, _) = connect(&t.client, "10.96.0.20:80") {
+            seen.insert(name);
+        }
+    }
+    assert_eq!(seen.len(), 2);
+}

@@ -1,0 +1,350 @@
+//! A node's plan as nftables: one table per family (`podnet-proxy`) with a fixed, small set of
+//! chains, and every service, frontend and endpoint as a set or map element, so that a change
+//! of services is a change of elements (docs/proxy-layout.md has the measurements behind this).
+//!
+//! A first packet goes: `services` (marks it for masquerade where kube-proxy would) → verdict
+//! map `frontends` keyed `daddr . l4proto . dport` → a class chain per endpoint count
+//! (`cluster-E` / `local-E`) that DNATs through `numgen random mod E` into a map keyed with the
+//! same frontend and the bucket. `externalTrafficPolicy: Local` frontends go through
+//! `external-local`, which short-circuits pods and the node to every endpoint. Filter chains
+//! REJECT frontends without endpoints and unknown ports of live ClusterIPs, DROP unallocated
+//! ServiceCIDR addresses and LoadBalancer traffic from outside its source ranges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use nftset::{Chain, Family, Ruleset, Set, Table};
+
+use crate::plan::{NodePlan, PortPlan};
+use crate::topology::Endpoint;
+
+/// The tables' name (one per family).
+pub const TABLE: &str = "podnet-proxy";
+
+/// The packet mark bit that asks for masquerade in postrouting (kube-proxy's 0x4000).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// Endpoint counts whose class chains every table has, used or not. nft 1.0.6 cannot add a rule
+/// that looks up a `typeof … numgen` map already in the kernel ("conflicting protocols"), so
+/// class chains are made only by full loads: with these always there, an endpoint count up to
+/// this many never needs one.
+pub const FIXED_CLASSES: usize = 16;
+
+/// The nft spellings of one address family.
+struct Fam {
+    family: Family,
+    /// Payload protocol (`ip` / `ip6`).
+    proto: &'static str,
+    /// Address type (`ipv4_addr` / `ipv6_addr`).
+    addr: &'static str,
+    v6: bool,
+}
+
+const V4: Fam = Fam { family: Family::Ip, proto: "ip", addr: "ipv4_addr", v6: false };
+const V6: Fam = Fam { family: Family::Ip6, proto: "ip6", addr: "ipv6_addr", v6: true };
+
+impl Fam {
+    fn has(&self, ip: &IpAddr) -> bool {
+        ip.is_ipv6() == self.v6
+    }
+}
+
+/// A frontend's map key: `daddr . proto . dport`.
+fn key(ip: IpAddr, protocol: model::Protocol, port: u16) -> String {
+    format!("{ip} . {} . {port}", protocol.as_str().to_ascii_lowercase())
+}
+
+/// `ip:port` or `[ip]:port` as `ip . port`.
+fn endpoint_value(ep: &Endpoint) -> Option<(IpAddr, String)> {
+    let (ip, port) = ep.addr.rsplit_once(':')?;
+    let ip: IpAddr = ip.trim_matches(['[', ']']).parse().ok()?;
+    Some((ip, format!("{ip} . {port}")))
+}
+
+/// Which endpoint list a class chain DNATs into.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Pool {
+    Cluster,
+    Local,
+}
+
+impl Pool {
+    fn name(self) -> &'static str {
+        match self {
+            Pool::Cluster => "cluster",
+            Pool::Local => "local",
+        }
+    }
+}
+
+/// One family's elements, gathered from the plan.
+#[derive(Default)]
+struct Elements {
+    frontends: BTreeMap<String, String>,
+    cluster_frontends: BTreeMap<String, String>,
+    local_frontends: BTreeMap<String, String>,
+    endpoints: BTreeMap<Pool, BTreeMap<String, String>>,
+    classes: BTreeSet<(Pool, usize)>,
+    no_endpoints: BTreeSet<String>,
+    masquerade_frontends: BTreeSet<String>,
+    firewall: BTreeSet<String>,
+    firewall_allow: BTreeSet<String>,
+    hairpin: BTreeSet<String>,
+    cluster_ips: BTreeSet<String>,
+}
+
+impl Elements {
+    /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
+    /// the endpoint elements and the class chain it needs.
+    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint]) -> String {
+        let values: Vec<(IpAddr, String)> = endpoints.iter().filter_map(endpoint_value).filter(|(ip, _)| fam.has(ip)).collect();
+        if values.is_empty() {
+            return "drop".into();
+        }
+        let map = self.endpoints.entry(pool).or_default();
+        for (bucket, (ip, value)) in values.iter().enumerate() {
+            map.insert(format!("{frontend} . {bucket}"), value.clone());
+            // A pod reaching itself through a Service is masqueraded (hairpin).
+            self.hairpin.insert(format!("{ip} . {ip}"));
+        }
+        self.classes.insert((pool, values.len()));
+        format!("goto {}-{}", pool.name(), values.len())
+    }
+
+    fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr]) {
+        let port = &p.port;
+        let mine = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| fam.has(ip)).collect::<Vec<_>>();
+        if mine(&port.cluster_ips).is_empty() {
+            return; // a Service is served in the families of its ClusterIPs only
+        }
+        for ip in mine(&port.cluster_ips) {
+            self.cluster_ips.insert(ip.to_string());
+            let k = key(ip, port.protocol, port.port);
+            if self.frontends.contains_key(&k) || self.no_endpoints.contains(&k) {
+                continue; // the first Service to claim a frontend has it
+            }
+            if !p.has_any {
+                self.no_endpoints.insert(k);
+                continue;
+            }
+            let (pool, eps) = if port.policies.internal_local { (Pool::Local, &p.local) } else { (Pool::Cluster, &p.cluster) };
+            let verdict = self.dnat(fam, &k, pool, eps);
+            self.frontends.insert(k, verdict);
+        }
+        let mut external: Vec<(IpAddr, u16, bool)> = Vec::new();
+        external.extend(mine(&port.external_ips).into_iter().map(|ip| (ip, port.port, false)));
+        external.extend(mine(&port.load_balancer_ips).into_iter().map(|ip| (ip, port.port, true)));
+        if let Some(node_port) = port.node_port {
+            external.extend(node_port_ips.iter().map(|ip| (*ip, node_port, false)));
+        }
+        for (ip, dport, load_balancer) in external {
+            let k = key(ip, port.protocol, dport);
+            if self.frontends.contains_key(&k) || self.no_endpoints.contains(&k) {
+                continue;
+            }
+            if !p.has_any {
+                self.no_endpoints.insert(k);
+                continue;
+            }
+            if load_balancer && !port.load_balancer_source_ranges.is_empty() {
+                self.firewall.insert(k.clone());
+                for range in port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()) {
+                    if range.addr().is_ipv6() == fam.v6 {
+                        self.firewall_allow.insert(format!("{k} . {}", range.trunc()));
+                    }
+                }
+            }
+            if port.policies.external_local {
+                let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
+                self.cluster_frontends.insert(k.clone(), cluster);
+                let local = self.dnat(fam, &k, Pool::Local, &p.local);
+                self.local_frontends.insert(k.clone(), local);
+                self.frontends.insert(k, "goto external-local".into());
+            } else {
+                let verdict = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
+                self.masquerade_frontends.insert(k.clone());
+                self.frontends.insert(k, verdict);
+            }
+        }
+    }
+}
+
+fn set(spec: String, elements: impl IntoIterator<Item = String>) -> Set {
+    Set { is_map: false, spec, elements: elements.into_iter().map(|e| (e, None)).collect() }
+}
+
+fn map(spec: String, elements: BTreeMap<String, String>) -> Set {
+    Set { is_map: true, spec, elements: elements.into_iter().map(|(k, v)| (k, Some(v))).collect() }
+}
+
+fn base(hook: &str) -> Chain {
+    Chain { base: Some(hook.to_owned()), rules: Vec::new() }
+}
+
+fn chain(rules: Vec<String>) -> Chain {
+    Chain { base: None, rules }
+}
+
+impl NodePlan {
+    /// The addresses of one family where this node's NodePorts listen.
+    fn node_port_ips(&self, fam: &Fam) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self.node.ips.iter().copied().filter(|ip| fam.has(ip) && self.node_port_address(*ip)).collect();
+        ips.dedup();
+        ips
+    }
+
+    /// The sources counted as pods (kube-proxy's detect-local).
+    fn pod_source_cidrs(&self) -> &[ipnet::IpNet] {
+        if self.config.detect_local_mode == "NodeCIDR" { &self.node.pod_cidrs } else { &self.cluster_cidrs }
+    }
+
+    /// The node's rule set: one `podnet-proxy` table for IPv4, and one for IPv6 when the node
+    /// or a Service has an IPv6 address.
+    pub fn render(&self) -> Ruleset {
+        let mut ruleset = Ruleset::default();
+        for fam in [V4, V6] {
+            let wanted = !fam.v6
+                || self.node.ips.iter().any(|ip| fam.has(ip))
+                || self.ports.iter().any(|p| p.port.cluster_ips.iter().any(|ip| fam.has(ip)));
+            if wanted {
+                ruleset.tables.insert((fam.family, TABLE.to_owned()), self.table(&fam));
+            }
+        }
+        ruleset
+    }
+
+    fn table(&self, fam: &Fam) -> Table {
+        let node_port_ips = self.node_port_ips(fam);
+        let mut el = Elements::default();
+        for p in &self.ports {
+            el.port(fam, p, &node_port_ips);
+        }
+        let (ip, addr) = (fam.proto, fam.addr);
+        let frontend_type = format!("type {addr} . inet_proto . inet_service;");
+        let frontend_map = format!("type {addr} . inet_proto . inet_service : verdict;");
+        let endpoint_map = format!("typeof {ip} daddr . meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;");
+        let frontend = format!("{ip} daddr . meta l4proto . th dport");
+        let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
+
+        let mut t = Table::default();
+        let pod_cidrs: Vec<String> = self.pod_source_cidrs().iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
+        let service_cidrs: Vec<String> = self.service_cidrs.iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
+        t.sets.insert("pod-cidrs".into(), set(format!("type {addr}; flags interval;"), pod_cidrs));
+        t.sets.insert("service-cidrs".into(), set(format!("type {addr}; flags interval;"), service_cidrs));
+        t.sets.insert("cluster-ips".into(), set(format!("type {addr};"), el.cluster_ips));
+        t.sets.insert("no-endpoints".into(), set(frontend_type.clone(), el.no_endpoints));
+        t.sets.insert("masquerade-frontends".into(), set(frontend_type.clone(), el.masquerade_frontends));
+        t.sets.insert("firewall".into(), set(frontend_type, el.firewall));
+        t.sets.insert("firewall-allow".into(), set(format!("type {addr} . inet_proto . inet_service . {addr}; flags interval;"), el.firewall_allow));
+        t.sets.insert("hairpin".into(), set(format!("type {addr} . {addr};"), el.hairpin));
+        t.sets.insert("frontends".into(), map(frontend_map.clone(), el.frontends));
+        t.sets.insert("cluster-frontends".into(), map(frontend_map.clone(), el.cluster_frontends));
+        t.sets.insert("local-frontends".into(), map(frontend_map, el.local_frontends));
+        for pool in [Pool::Cluster, Pool::Local] {
+            t.sets.insert(format!("{}-endpoints", pool.name()), map(endpoint_map.clone(), el.endpoints.remove(&pool).unwrap_or_default()));
+        }
+
+        // Hooks. nft 1.0.6 takes `dstnat` only on prerouting, so priorities are numbers.
+        let hooked = |hook: &str, priority: i32, target: &str| {
+            let mut c = base(&format!("type {} hook {hook} priority {priority}; policy accept;", if priority == -100 || priority == 100 { "nat" } else { "filter" }));
+            c.rules.push(target.to_owned());
+            c
+        };
+        t.chains.insert("nat-prerouting".into(), hooked("prerouting", -100, "jump services"));
+        t.chains.insert("nat-output".into(), hooked("output", -100, "jump services"));
+        t.chains.insert("filter-prerouting".into(), hooked("prerouting", -110, &format!("{frontend} @firewall {frontend} . {ip} saddr != @firewall-allow drop")));
+        for hook in ["input", "forward", "output"] {
+            t.chains.insert(format!("filter-{hook}"), hooked(hook, -5, "ct state new jump checks"));
+        }
+        let mut postrouting = base("type nat hook postrouting priority 100; policy accept;");
+        postrouting.rules = vec![
+            format!("{ip} saddr . {ip} daddr @hairpin ct status dnat {mark}"),
+            format!("meta mark & {MASQUERADE_MARK:#x} == 0 return"),
+            format!("meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random"),
+        ];
+        t.chains.insert("nat-postrouting".into(), postrouting);
+
+        // The packet path.
+        let mut services = Vec::new();
+        if self.config.masquerade_all {
+            services.push(format!("{ip} daddr @cluster-ips {mark}"));
+        } else if !self.cluster_cidrs.is_empty() {
+            // Off-cluster sources are masqueraded so that replies come back through this node.
+            services.push(format!("{ip} daddr @cluster-ips {ip} saddr != @pod-cidrs {mark}"));
+        }
+        services.push(format!("{frontend} @masquerade-frontends {mark}"));
+        services.push(format!("{frontend} vmap @frontends"));
+        t.chains.insert("services".into(), chain(services));
+        let pod_mark = if self.config.masquerade_all { format!(" {mark}") } else { String::new() };
+        t.chains.insert(
+            "external-local".into(),
+            chain(vec![
+                // Pods and the node itself reach every endpoint, as through the ClusterIP.
+                format!("{ip} saddr @pod-cidrs{pod_mark} {frontend} vmap @cluster-frontends"),
+                format!("fib saddr type local {mark} {frontend} vmap @cluster-frontends"),
+                // Outside traffic keeps its source and stays on this node.
+                format!("{frontend} vmap @local-frontends"),
+            ]),
+        );
+        t.chains.insert(
+            "checks".into(),
+            chain(vec![
+                format!("{frontend} @no-endpoints reject"),
+                format!("{ip} daddr @cluster-ips reject"),
+                format!("{ip} daddr @service-cidrs drop"),
+            ]),
+        );
+        let fixed = [Pool::Cluster, Pool::Local].into_iter().flat_map(|pool| (1..=FIXED_CLASSES).map(move |n| (pool, n)));
+        for (pool, count) in el.classes.into_iter().chain(fixed) {
+            let name = pool.name();
+            t.chains.insert(format!("{name}-{count}"), chain(vec![format!("dnat {ip} to {frontend} . numgen random mod {count} map @{name}-endpoints")]));
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ProxyConfig, plan};
+
+    const MANIFESTS: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}, {type: InternalIP, address: 'fd00::2'}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c}]}\nstatus: {podIP: 10.244.1.2}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.20\n  externalTrafficPolicy: Local\n  loadBalancerSourceRanges: [203.0.113.0/24]\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: shop}\nspec: {clusterIP: 10.96.0.30, selector: {app: none}, ports: [{port: 53, protocol: UDP}]}\n";
+
+    fn table(family: Family) -> Option<Table> {
+        let s = model::ClusterState::from_objects(&model::load_str(MANIFESTS, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        let p = plan(&s, "node-1", &ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() }).unwrap();
+        p.render().tables.remove(&(family, TABLE.to_owned()))
+    }
+
+    fn elements(t: &Table, set: &str) -> Vec<String> {
+        t.sets[set].elements.iter().map(|(k, v)| v.as_ref().map_or_else(|| k.clone(), |v| format!("{k} : {v}"))).collect()
+    }
+
+    #[test]
+    fn external_local_frontends_split_cluster_and_local_and_firewall_lb_ranges() {
+        let t = table(Family::Ip).unwrap();
+        assert_eq!(
+            elements(&t, "frontends"),
+            ["10.96.0.20 . tcp . 80 : goto cluster-1", "172.18.0.2 . tcp . 30080 : goto external-local", "198.51.100.1 . tcp . 80 : goto external-local"]
+        );
+        // No endpoint on this node: outside traffic is dropped, pods and the node reach node-2's.
+        assert_eq!(elements(&t, "local-frontends"), ["172.18.0.2 . tcp . 30080 : drop", "198.51.100.1 . tcp . 80 : drop"]);
+        assert_eq!(elements(&t, "cluster-frontends").len(), 2);
+        assert_eq!(elements(&t, "firewall"), ["198.51.100.1 . tcp . 80"]);
+        assert_eq!(elements(&t, "firewall-allow"), ["198.51.100.1 . tcp . 80 . 203.0.113.0/24"]);
+        assert!(elements(&t, "masquerade-frontends").is_empty(), "Local policy keeps the source");
+        assert_eq!(elements(&t, "no-endpoints"), ["10.96.0.30 . udp . 53"]);
+    }
+
+    #[test]
+    fn class_chains_exist_for_every_count_in_use_and_an_ipv6_node_gets_an_ip6_table() {
+        let t = table(Family::Ip).unwrap();
+        for n in 1..=FIXED_CLASSES {
+            assert!(t.chains.contains_key(&format!("cluster-{n}")) && t.chains.contains_key(&format!("local-{n}")));
+        }
+        assert_eq!(t.chains["cluster-2"].rules, ["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints"]);
+        let t6 = table(Family::Ip6).expect("the node has an IPv6 address");
+        assert!(elements(&t6, "frontends").is_empty());
+        assert!(t6.chains["services"].rules.iter().all(|r| !r.contains("ip daddr") || r.contains("ip6 daddr")));
+    }
+}
