@@ -553,6 +553,8 @@ fn mark(a: MarkArgs) -> Result<ExitCode> {
     };
     let key = pod.key();
     state::save(&st)?;
+    // The lab process recomputes endpoints and the nodes' proxies.
+    lab::daemon::reload(&lab).context("reloading the lab process")?;
     outln!("pod/{key} marked {}", match a.state {
         MarkAs::Ready => "ready",
         MarkAs::NotReady => "not ready",

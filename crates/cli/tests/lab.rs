@@ -324,3 +324,72 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
     let conditions: Vec<bool> = slices["items"][0]["endpoints"].as_array().unwrap().iter().map(|e| e["conditions"]["ready"].as_bool().unwrap()).collect();
     assert_eq!(conditions.iter().filter(|r| !**r).count(), 1);
 }
+
+/// What a TCP connection from `netns` to `ip:port` gets: the echo server's JSON, or the error.
+fn try_tcp(netns: &str, ip: Ipv4Addr, port: u16) -> Result<Value, std::io::ErrorKind> {
+    let path = dataplane::netns::path_of(netns);
+    dataplane::netns::run_in(&path, move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(1)).map_err(|e| e.kind())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        Ok(serde_json::from_str(out.trim()).unwrap())
+    })
+    .unwrap()
+}
+
+#[test]
+fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let m = manifests();
+    std::fs::write(
+        m.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: near, namespace: demo, labels: {app: server}}\nspec:\n  nodeName: node-1\n  containers: [{name: s, ports: [{name: http, containerPort: 8080}]}]\n",
+    )
+    .unwrap();
+    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (client_ns, client_ip) = lab.pod("demo", "client");
+    let (near_ns, near_ip) = lab.pod("demo", "near");
+    let vip = Ipv4Addr::new(10, 96, 0, 80);
+    let served_by = |netns: &str, tries: usize| -> Vec<Value> { (0..tries).map(|_| try_tcp(netns, vip, 80).unwrap()).collect() };
+
+    // From a pod on node-1: the backend on node-1 and both on node-2; the backend sees the client.
+    let answers = served_by(&client_ns, 40);
+    let pods: std::collections::BTreeSet<&str> = answers.iter().map(|a| a["pod"].as_str().unwrap()).collect();
+    assert_eq!(pods.len(), 3, "every ready backend answers: {pods:?}");
+    assert!(answers.iter().all(|a| a["client_ip"] == client_ip.to_string()), "no NAT of the client");
+    assert!(answers.iter().any(|a| a["node"] == "node-1") && answers.iter().any(|a| a["node"] == "node-2"));
+
+    // Hairpin: the pod reaches itself through its Service, masqueraded to its node.
+    let mut itself = 0;
+    for a in served_by(&near_ns, 30) {
+        if a["pod"] == "demo/near" {
+            itself += 1;
+            assert_ne!(a["client_ip"], near_ip.to_string(), "hairpin traffic is masqueraded");
+        } else {
+            assert_eq!(a["client_ip"], near_ip.to_string());
+        }
+    }
+    assert!(itself > 0, "30 tries never picked the pod itself");
+
+    // An unknown port of a live ClusterIP is rejected; an unallocated service address dropped.
+    assert_eq!(try_tcp(&client_ns, vip, 81).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(try_tcp(&client_ns, Ipv4Addr::new(10, 96, 9, 9), 80).unwrap_err(), std::io::ErrorKind::TimedOut);
+
+    // A backend marked not ready stops getting traffic.
+    assert!(podnet(&["lab", "mark", "-n", "demo", "near", "not-ready", "--name", &lab.name]).status.success());
+    assert!(served_by(&client_ns, 20).iter().all(|a| a["pod"] != "demo/near"));
+
+    // Our table flushed by hand heals within a sync period.
+    let node1 = format!("podnet.{}.node-1", lab.name);
+    let flushed = Command::new("ip").args(["netns", "exec", &node1, "nft", "flush", "table", "ip", "podnet-proxy"]).output().unwrap();
+    assert!(flushed.status.success());
+    assert!(try_tcp(&client_ns, vip, 80).is_err(), "flushed: nothing DNATs");
+    std::thread::sleep(lab::daemon::SYNC_PERIOD * 2 + Duration::from_millis(500));
+    assert!(try_tcp(&client_ns, vip, 80).is_ok(), "healed by the lab process");
+}

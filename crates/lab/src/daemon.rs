@@ -1,4 +1,5 @@
-//! The lab process: one long-lived process per lab that serves every pod's declared ports.
+//! The lab process: one long-lived process per lab that serves every pod's declared ports and
+//! runs every node's service proxy.
 //! A socket stays in the namespace it was created in, so one process on one thread serves all
 //! pods: each listener is bound on a short-lived thread that entered the pod's namespace.
 
@@ -12,6 +13,7 @@ use model::Protocol;
 
 use crate::echo::{self, Identity};
 use crate::plan::PodPlan;
+use crate::service_proxy::Proxies;
 use crate::state::{self, LabState};
 
 enum Bound {
@@ -107,6 +109,9 @@ pub fn run(lab: &str) -> io::Result<()> {
     rt.block_on(async move {
         let mut running = std::collections::BTreeMap::new();
         sync_listeners(&st, &mut running)?;
+        let mut proxies = Proxies::default();
+        sync_proxies(&st, &mut proxies)?;
+        let mut last = st;
         let sock = control_socket(&lab);
         let _ = std::fs::remove_file(&sock);
         let control = tokio::net::UnixListener::bind(&sock)?;
@@ -114,14 +119,33 @@ pub fn run(lab: &str) -> io::Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
         drop(out);
+        let mut check = tokio::time::interval(SYNC_PERIOD);
         loop {
-            let Ok((mut conn, _)) = control.accept().await else { continue };
+            let accepted = tokio::select! {
+                a = control.accept() => a,
+                _ = check.tick() => {
+                    // Our tables changed behind our back (flushed by hand, edited): heal them.
+                    if !proxies.intact(&last) {
+                        eprintln!("proxy: a node's table differs from what was applied; re-syncing");
+                        if let Err(e) = sync_proxies(&last, &mut proxies) {
+                            eprintln!("proxy: {e}");
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Ok((mut conn, _)) = accepted else { continue };
             use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
             let (r, mut w) = conn.split();
             let mut line = String::new();
             let _ = tokio::io::BufReader::new(r).read_line(&mut line).await;
             let reply = match line.trim() {
-                "reload" => match state::load(&lab).and_then(|st| sync_listeners(&st, &mut running)) {
+                "reload" => match state::load(&lab).and_then(|st| {
+                    sync_listeners(&st, &mut running)?;
+                    sync_proxies(&st, &mut proxies)?;
+                    last = st;
+                    Ok(())
+                }) {
                     Ok(()) => "ok\n".to_owned(),
                     Err(e) => format!("error {e}\n"),
                 },
@@ -130,6 +154,17 @@ pub fn run(lab: &str) -> io::Result<()> {
             let _ = w.write_all(reply.as_bytes()).await;
         }
     })
+}
+
+/// How often the lab process checks that its nft tables are as it left them.
+pub const SYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Syncs every node's proxy, logging what each did.
+fn sync_proxies(st: &LabState, proxies: &mut Proxies) -> io::Result<()> {
+    for s in proxies.sync(st)? {
+        eprintln!("proxy {}: {:?} sync, {} elements, {:.1} ms", s.node, s.synced, s.elements, s.seconds * 1e3);
+    }
+    Ok(())
 }
 
 /// Asks the lab process to pick up a changed state.

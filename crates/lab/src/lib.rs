@@ -5,12 +5,14 @@
 //! - [`plan`]: the pure `LabPlan` (nodes, addresses, pods);
 //! - [`up`]: carrying a plan out, and `down`;
 //! - [`state`]: what a running lab keeps under `/run/podnet/<lab>/`;
-//! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports.
+//! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports;
+//! - [`service_proxy`]: every node's service proxy, run by the lab process.
 
 pub mod change;
 pub mod daemon;
 pub mod echo;
 pub mod plan;
+pub mod service_proxy;
 pub mod state;
 pub mod up;
 

@@ -193,7 +193,8 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         nl.attach_up(p.index, br.index)
     })?;
     let ip = node.ip;
-    let prefix = plan.config.underlay.prefix_len();
+    let underlay = plan.config.underlay;
+    let prefix = underlay.prefix_len();
     in_netns(&node.netns, &format!("configuring {}", node.name), move || {
         let nl = Netlink::connect()?;
         let lo = nl.require("lo")?;
@@ -201,7 +202,17 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         let eth0 = nl.require("eth0")?;
         nl.set_up(eth0.index)?;
         nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)?;
+        // A default route through the underlay's gateway address, as nodes have: traffic to
+        // service addresses nobody DNATs reaches the forward hook, where the proxy REJECTs or
+        // DROPs it, instead of failing the route lookup.
+        let gateway = Ipv4Addr::from(u32::from(underlay.network()) + 1);
+        nl.add_route(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).map_err(io::Error::other)?, Some(IpAddr::V4(gateway)), None)?;
         // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
+        // Same-node pod traffic is routed back out of the bridge it came in on (see
+        // service_proxy): that is intended, so no ICMP redirects.
+        for all_or_default in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
+        }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
     })
 }

@@ -18,6 +18,8 @@ pub enum Family {
     Ip6,
     /// `inet`
     Inet,
+    /// `bridge`
+    Bridge,
 }
 
 impl fmt::Display for Family {
@@ -26,6 +28,7 @@ impl fmt::Display for Family {
             Family::Ip => "ip",
             Family::Ip6 => "ip6",
             Family::Inet => "inet",
+            Family::Bridge => "bridge",
         })
     }
 }

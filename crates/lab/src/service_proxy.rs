@@ -1,0 +1,139 @@
+//! The service proxy of every lab node, run by the lab process: each node's plan rendered as
+//! nftables and applied in the node's namespace, as a difference from what was applied there
+//! last; a full re-sync on start, on error, and when the table was changed behind our back.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Instant;
+
+use dataplane::netns;
+use dataplane::nft::Synced;
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::{ClusterState, Namespaced};
+use nftset::{Family, Ruleset};
+
+use crate::state::LabState;
+
+/// What one node's proxy applied last, and how its table read back right after.
+struct Applied {
+    rules: Ruleset,
+    listing: Option<String>,
+}
+
+/// The proxies of a lab's nodes.
+#[derive(Default)]
+pub struct Proxies {
+    applied: BTreeMap<String, Applied>,
+}
+
+/// The lab as the proxy's input: pods, Services and EndpointSlices, the nodes as Node objects
+/// (InternalIP, podCIDR) and the Service CIDR the lab allocates from.
+pub fn proxy_view(st: &LabState) -> ClusterState {
+    let mut state = st.cluster_view();
+    state.nodes = st
+        .plan
+        .nodes
+        .iter()
+        .map(|n| Node {
+            metadata: ObjectMeta { name: Some(n.name.clone()), ..Default::default() },
+            spec: Some(NodeSpec { pod_cidr: Some(n.pod_cidr.to_string()), pod_cidrs: Some(vec![n.pod_cidr.to_string()]), ..Default::default() }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: n.ip.to_string() }]),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
+    state.endpoint_slices = st
+        .given_slices
+        .iter()
+        .map(|s| Namespaced {
+            location: Default::default(),
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            object: s.clone(),
+        })
+        .collect();
+    state
+}
+
+/// The lab's proxy settings: pod traffic is what comes from the cluster's pod CIDR.
+pub fn proxy_config(st: &LabState) -> proxy::ProxyConfig {
+    proxy::ProxyConfig { cluster_cidr: st.plan.config.pod_cidr.to_string(), ..Default::default() }
+}
+
+/// What one sync did on one node.
+#[derive(Debug)]
+pub struct NodeSync {
+    /// The node.
+    pub node: String,
+    /// Incremental or full.
+    pub synced: Synced,
+    /// Set and map elements in its tables.
+    pub elements: usize,
+    /// From the start of planning to the kernel's answer.
+    pub seconds: f64,
+}
+
+/// The table that sends same-node pod-to-pod frames through the node's IP stack.
+pub const L3_TABLE: &str = "podnet-l3";
+
+/// Pods of one node share a bridge, so a reply from a Service's backend to a client on the same
+/// node would be bridged straight back, past the conntrack entry that undoes the DNAT, and the
+/// client would drop it. Routing every same-node pod-to-pod frame through the node (as Calico's
+/// point-to-point layout does, without br_netfilter) gives both directions the node's hooks:
+/// frames for another local pod are re-addressed to the bridge and handed up.
+fn same_node_through_node(bridge_mac: &str, pod_cidr: &str) -> nftset::Table {
+    let mut t = nftset::Table::default();
+    t.chains.insert(
+        "prerouting".into(),
+        nftset::Chain {
+            base: Some("type filter hook prerouting priority -300; policy accept;".into()),
+            rules: vec![format!("ether type ip ip daddr {pod_cidr} ether daddr != {bridge_mac} ether daddr set {bridge_mac} meta pkttype set host")],
+        },
+    );
+    t
+}
+
+fn listing() -> io::Result<Option<String>> {
+    dataplane::nft::list_table(Family::Ip, proxy::render::TABLE)
+}
+
+impl Proxies {
+    /// Brings every node's rules to what `st` asks for.
+    pub fn sync(&mut self, st: &LabState) -> io::Result<Vec<NodeSync>> {
+        let view = proxy_view(st);
+        let config = proxy_config(st);
+        let mut done = Vec::new();
+        for node in &st.plan.nodes {
+            let started = Instant::now();
+            let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
+            let mut rules = plan.render();
+            let old = self.applied.remove(&node.name);
+            let pod_cidr = node.pod_cidr.to_string();
+            let (synced, listing, rules) = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<(Synced, Option<String>, Ruleset)> {
+                // The pod bridge exists once the first pod of the node is attached.
+                if let Some(mac) = dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac) {
+                    rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(&mac, &pod_cidr));
+                }
+                let new = rules.clone();
+                // A table changed behind our back (flushed, edited) is re-made in full.
+                let trusted = old.filter(|o| o.listing.is_some() && listing().ok().flatten() == o.listing).map(|o| o.rules);
+                let synced = dataplane::nft::sync(trusted.as_ref(), &new)?;
+                Ok((synced, listing()?, rules))
+            })??;
+            done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
+            self.applied.insert(node.name.clone(), Applied { rules, listing });
+        }
+        Ok(done)
+    }
+
+    /// Whether a node's table still reads back as we left it (the periodic check).
+    pub fn intact(&self, st: &LabState) -> bool {
+        st.plan.nodes.iter().all(|node| {
+            let Some(applied) = self.applied.get(&node.name) else { return false };
+            netns::run_in(&netns::path_of(&node.netns), listing).ok().and_then(Result::ok).flatten() == applied.listing
+        })
+    }
+}
