@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Cni(crate::bench_cni::CniBenchArgs),
     /// lab up / check / down of a generated cluster, and the lab process's memory (root).
     Lab(crate::bench_lab::LabBenchArgs),
+    /// The service proxy at 1k/10k/30k services: full load, one change, connect latency, memory (root).
+    Proxy(crate::bench_proxy::ProxyBenchArgs),
 }
 
 #[derive(Args)]
@@ -44,6 +46,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Policy(args) => policy_bench(args),
         BenchCommand::Cni(args) => crate::bench_cni::run(args),
         BenchCommand::Lab(args) => crate::bench_lab::run(args),
+        BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
     }
 }
 

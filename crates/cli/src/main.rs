@@ -21,6 +21,7 @@ macro_rules! outln {
 mod bench;
 mod bench_cni;
 mod bench_lab;
+mod bench_proxy;
 mod lab_cmd;
 mod policy_cmd;
 mod proxy_cmd;

@@ -142,10 +142,18 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
         cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?);
     }
     let service_cidrs = state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    // Slices by Service, so that each port looks only at its own.
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> = std::collections::HashMap::new();
+    for s in &slices {
+        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)) {
+            by_service.entry((s.metadata.namespace.as_deref().unwrap_or("default"), svc.as_str())).or_default().push(s);
+        }
+    }
     let ports = service_ports(state)
         .into_iter()
         .map(|port| {
-            let eps = endpoints_for(&port, &slices, &node.name);
+            let own = by_service.get(&(port.namespace.as_str(), port.service.as_str())).map(Vec::as_slice).unwrap_or_default();
+            let eps = endpoints_for(&port, own.iter().copied(), &node.name);
             let c = categorize(&eps, port.policies, &node.name, &node.zone);
             PortPlan { cluster: c.cluster.unwrap_or_default(), local: c.local.unwrap_or_default(), has_any: c.has_any, port }
         })

@@ -125,7 +125,7 @@ fn ports_of(svc: &Service) -> Vec<ServicePort> {
 
 /// The endpoints of a service port, from the slices labelled with its Service, as seen on `node`
 /// (absent conditions mean ready, and serving as ready, as kube-proxy reads them).
-pub fn endpoints_for(port: &ServicePort, slices: &[EndpointSlice], node: &str) -> Vec<Endpoint> {
+pub fn endpoints_for<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &str) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::new();
     for slice in slices {
         if slice.metadata.namespace.as_deref().unwrap_or("default") != port.namespace

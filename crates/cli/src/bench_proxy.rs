@@ -1,0 +1,262 @@
+//! `podnet bench proxy`: the service proxy at N services × E endpoints, measured the way
+//! `../shared/bench/kube-proxy-layouts/run.sh` measures kube-proxy's layouts (a private namespace,
+//! full load, one service added, TCP connect latency to the last service's VIP DNATed to a local
+//! listener), and optionally that script itself in the same run, for ratios.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use dataplane::netns::{NamedNetns, run_in};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::{ClusterState, Namespaced};
+use nftset::Ruleset;
+
+#[derive(Args)]
+pub struct ProxyBenchArgs {
+    /// Service counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,30000")]
+    services: Vec<usize>,
+    /// Endpoints per service.
+    #[arg(long, default_value_t = 2)]
+    endpoints: usize,
+    /// Connections timed per connect-latency figure.
+    #[arg(long, default_value_t = 3000)]
+    connects: usize,
+    /// The peer script (`kube-proxy-layouts/run.sh`) to run side by side.
+    #[arg(long, value_name = "RUN_SH")]
+    peer: Option<PathBuf>,
+    /// The peer layouts to run.
+    #[arg(long, value_delimiter = ',', default_value = "ipt-legacy,nft")]
+    peer_layouts: Vec<String>,
+    /// Skip the peer's `nft` layout above this many services (it takes minutes: 301 s at 30k).
+    #[arg(long, default_value_t = 10_000)]
+    peer_nft_max: usize,
+}
+
+const BASE_VIP: u32 = 0x0A60_000A; // 10.96.0.10, as gen.py numbers them
+
+fn vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(BASE_VIP + i as u32)
+}
+
+/// gen.py's endpoint addresses; the last service's endpoints are the local listener.
+fn endpoint(i: usize, k: usize, n: usize) -> String {
+    if i == n - 1 {
+        return "127.0.0.1".into();
+    }
+    let a = i * 4 + k + 2;
+    format!("10.{}.{}.{}", 244 + (a >> 16) % 8, (a >> 8) & 255, a & 255)
+}
+
+fn meta(name: String) -> ObjectMeta {
+    ObjectMeta { name: Some(name), namespace: Some("bench".into()), ..Default::default() }
+}
+
+fn service(i: usize) -> Namespaced<Service> {
+    let spec = ServiceSpec {
+        cluster_ip: Some(vip(i).to_string()),
+        ports: Some(vec![ServicePort { port: 80, protocol: Some("TCP".into()), ..Default::default() }]),
+        ..Default::default()
+    };
+    Namespaced { location: Default::default(), namespace: "bench".into(), name: format!("svc-{i}"), object: Service { metadata: meta(format!("svc-{i}")), spec: Some(spec), status: None } }
+}
+
+fn slice(i: usize, addresses: Vec<String>) -> Namespaced<EndpointSlice> {
+    let mut m = meta(format!("svc-{i}-x"));
+    m.labels = Some(BTreeMap::from([(model::endpoints::LABEL_SERVICE_NAME.to_owned(), format!("svc-{i}"))]));
+    let object = EndpointSlice {
+        metadata: m,
+        address_type: "IPv4".into(),
+        endpoints: addresses.into_iter().map(|a| Endpoint { addresses: vec![a], ..Default::default() }).collect(),
+        ports: Some(vec![EndpointPort { port: Some(8080), protocol: Some("TCP".into()), ..Default::default() }]),
+    };
+    Namespaced { location: Default::default(), namespace: "bench".into(), name: format!("svc-{i}-x"), object }
+}
+
+/// N services (the last one's endpoints are 127.0.0.1:8080) and one node.
+fn cluster(n: usize, e: usize) -> ClusterState {
+    let node = Node {
+        metadata: ObjectMeta { name: Some("node-1".into()), ..Default::default() },
+        status: Some(NodeStatus { addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: "192.168.0.2".into() }]), ..Default::default() }),
+        ..Default::default()
+    };
+    ClusterState {
+        services: (0..n).map(service).collect(),
+        endpoint_slices: (0..n).map(|i| slice(i, (0..e).map(|k| endpoint(i, k, n)).collect())).collect(),
+        nodes: vec![node],
+        ..Default::default()
+    }
+}
+
+fn rules(state: &ClusterState) -> Result<Ruleset> {
+    Ok(proxy::plan(state, "node-1", &proxy::ProxyConfig::default())?.render())
+}
+
+fn nft_in(ns: &NamedNetns, script: String) -> Result<f64> {
+    let t = Instant::now();
+    run_in(ns.path(), move || dataplane::nft::apply(&script))??;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The listener every VIP of the benchmark ends at: 127.0.0.1:8080 in the namespace.
+fn serve_local(ns: &NamedNetns) -> Result<()> {
+    let listener = run_in(ns.path(), || TcpListener::bind("127.0.0.1:8080"))??;
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    Ok(())
+}
+
+/// TCP connect() latency percentiles (µs) to `dst`.
+fn connect_latency(ns: &NamedNetns, dst: SocketAddr, count: usize) -> Result<(f64, f64, f64)> {
+    let mut lat = run_in(ns.path(), move || -> std::io::Result<Vec<f64>> {
+        let mut lat = Vec::with_capacity(count);
+        for j in 0..count + 200 {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))?;
+            let elapsed = t.elapsed().as_secs_f64() * 1e6;
+            let _ = s.write_all(b"x");
+            let _ = s.read(&mut [0u8; 1]);
+            if j >= 200 {
+                lat.push(elapsed);
+            }
+        }
+        Ok(lat)
+    })??;
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((p * lat.len() as f64) as usize).min(lat.len() - 1)];
+    Ok((q(0.5), q(0.9), q(0.99)))
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One change made to the cluster, timed: from the object change to the rules in place, and
+/// the kernel commit alone.
+fn change(ns: &NamedNetns, applied: &mut Ruleset, state: &ClusterState) -> Result<(f64, f64, usize)> {
+    let t = Instant::now();
+    let new = rules(state)?;
+    let script = nftset::transaction(applied, &new).map_err(|e| anyhow!("needs a full sync: {e:?}"))?;
+    let commit = nft_in(ns, script.clone())?;
+    let total = t.elapsed().as_secs_f64();
+    *applied = new;
+    Ok((total, commit, script.lines().count()))
+}
+
+fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
+    if n == 0 || e == 0 {
+        bail!("--services and --endpoints must be at least 1");
+    }
+    let ns = NamedNetns::new(&format!("podnet-bench-proxy-{}", std::process::id()))?;
+    for cmd in [
+        "ip link set lo up",
+        "ip link add kpb0 type veth peer name kpb1",
+        "ip link set kpb0 up",
+        "ip link set kpb1 up",
+        "ip addr add 192.168.0.2/24 dev kpb0",
+        "ip route add 10.96.0.0/12 dev kpb0",
+    ] {
+        let out = Command::new("ip").args(["netns", "exec", ns.name()]).args(cmd.split(' ')).output()?;
+        if !out.status.success() {
+            bail!("{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    serve_local(&ns)?;
+    let baseline = connect_latency(&ns, "127.0.0.1:8080".parse()?, connects)?;
+
+    let mut state = cluster(n, e);
+    let t = Instant::now();
+    let mut applied = rules(&state)?;
+    let plan_render = t.elapsed().as_secs_f64();
+    let full = applied.full_script();
+    let load = nft_in(&ns, full)?;
+    let rss = rss_mb();
+
+    let mut add = Vec::new();
+    for r in 0..3 {
+        state.services.push(service(n + r));
+        state.endpoint_slices.push(slice(n + r, (0..e).map(|k| endpoint(n + r, k, n + 10)).collect()));
+        add.push(change(&ns, &mut applied, &state)?);
+    }
+    let mut ep = Vec::new();
+    for r in 0..3 {
+        state.endpoint_slices[0].object.endpoints[0].addresses = vec![format!("10.250.0.{}", r + 1)];
+        ep.push(change(&ns, &mut applied, &state)?);
+    }
+    let last = connect_latency(&ns, SocketAddr::from((vip(n - 1), 80)), connects)?;
+
+    let ms = |v: &[(f64, f64, usize)], f: fn(&(f64, f64, usize)) -> f64| median(v.iter().map(f).collect()) * 1e3;
+    outln!("podnet N={n} E={e}");
+    outln!("  full load            {:8.3} s   kernel (nft -f), plan+render {:.3} s, {} elements", load, plan_render, applied.element_count());
+    outln!(
+        "  add one service      {:8.2} ms  kernel commit; network_programming_duration {:.1} ms ({} lines)",
+        ms(&add, |a| a.1),
+        ms(&add, |a| a.0),
+        add[0].2
+    );
+    outln!("  change one endpoint  {:8.2} ms  kernel commit; network_programming_duration {:.1} ms", ms(&ep, |a| a.1), ms(&ep, |a| a.0));
+    outln!(
+        "  connect p50/p90/p99  {:.1} / {:.1} / {:.1} µs to the last VIP; no rules {:.1} / {:.1} / {:.1} µs → p50 ratio {:.2}x",
+        last.0,
+        last.1,
+        last.2,
+        baseline.0,
+        baseline.1,
+        baseline.2,
+        last.0 / baseline.0
+    );
+    outln!("  proxy memory         {rss:8.1} MB RSS (this process, the {n}-service plan and rule set held)");
+    Ok(())
+}
+
+fn peer(script: &PathBuf, layout: &str, n: usize, e: usize) -> Result<()> {
+    let out = Command::new("bash").arg(script).args([layout, &n.to_string(), &e.to_string()]).output().with_context(|| format!("running {}", script.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        outln!("  peer {}", text.trim());
+    } else {
+        outln!("  peer {layout} N={n}: failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+pub fn run(a: ProxyBenchArgs) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("podnet bench proxy needs root (it makes a network namespace and loads nftables)");
+    }
+    for &n in &a.services {
+        measure(n, a.endpoints, a.connects)?;
+        if let Some(script) = &a.peer {
+            for layout in &a.peer_layouts {
+                if layout == "nft" && n > a.peer_nft_max {
+                    outln!("  peer nft N={n}: skipped (above --peer-nft-max; 301 s at 30k on this kernel)");
+                    continue;
+                }
+                peer(script, layout, n, a.endpoints)?;
+            }
+        }
+    }
+    if let Some(script) = &a.peer {
+        peer(script, "baseline", 0, 0)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
