@@ -251,4 +251,20 @@ fn an_incremental_sync_lands_where_a_full_load_does() {
         }
     }
     assert_eq!(seen.len(), 2);
+
+    // Per Service, as the proxy does it: the element writes of the changed Service only.
+    let (a, b) = (plan(true), plan(false));
+    let mut programmer = proxy::render::Programmer::new(&a);
+    t.sync(None, &programmer.ruleset());
+    // s2 backs both web Services: both changed.
+    let mut script = String::new();
+    for svc in ["web", "web-local"] {
+        let ports: Vec<proxy::plan::PortPlan> = b.ports.iter().filter(|p| p.port.service == svc).cloned().collect();
+        let proxy::render::Update::Elements(writes) = programmer.update("shop", svc, &ports) else { panic!("needs a full load") };
+        assert!(!writes.is_empty() && writes.lines().count() <= 6, "{writes}");
+        script.push_str(&writes);
+    }
+    let node = t.node.path().to_owned();
+    run_in(&node, move || dataplane::nft::apply(&script)).unwrap().unwrap();
+    assert_eq!(t.list(), incremental, "per-Service writes make the same table as a full load");
 }

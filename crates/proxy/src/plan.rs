@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use model::{ClusterState, Protocol};
 use serde::{Deserialize, Serialize};
 
-use crate::service::{ServicePort, endpoints_for, service_ports};
+use crate::service::{ServicePort, endpoints_for};
 use crate::topology::{Endpoint, categorize};
 
 /// The parts of a `KubeProxyConfiguration` (kubeproxy.config.k8s.io/v1alpha1) the proxy uses.
@@ -149,16 +149,27 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
             by_service.entry((s.metadata.namespace.as_deref().unwrap_or("default"), svc.as_str())).or_default().push(s);
         }
     }
-    let ports = service_ports(state)
-        .into_iter()
-        .map(|port| {
-            let own = by_service.get(&(port.namespace.as_str(), port.service.as_str())).map(Vec::as_slice).unwrap_or_default();
-            let eps = endpoints_for(&port, own.iter().copied(), &node.name);
-            let c = categorize(&eps, port.policies, &node.name, &node.zone);
-            PortPlan { cluster: c.cluster.unwrap_or_default(), local: c.local.unwrap_or_default(), has_any: c.has_any, port }
+    let ports = state
+        .services
+        .iter()
+        .flat_map(|svc| {
+            let own = by_service.get(&(svc.namespace.as_str(), svc.name.as_str())).map(Vec::as_slice).unwrap_or_default();
+            service_plan(&svc.object, own, &node)
         })
         .collect();
     Ok(NodePlan { node, config: config.clone(), ports, service_cidrs, cluster_cidrs })
+}
+
+/// One Service's ports as `node` programs them, from that Service's EndpointSlices.
+pub fn service_plan(svc: &k8s_openapi::api::core::v1::Service, slices: &[&k8s_openapi::api::discovery::v1::EndpointSlice], node: &NodeView) -> Vec<PortPlan> {
+    crate::service::ports_of(svc)
+        .into_iter()
+        .map(|port| {
+            let eps = endpoints_for(&port, slices.iter().copied(), &node.name);
+            let c = categorize(&eps, port.policies, &node.name, &node.zone);
+            PortPlan { cluster: c.cluster.unwrap_or_default(), local: c.local.unwrap_or_default(), has_any: c.has_any, port }
+        })
+        .collect()
 }
 
 /// What happens to a first packet.

@@ -10,7 +10,7 @@
 //! REJECT frontends without endpoints and unknown ports of live ClusterIPs, DROP unallocated
 //! ServiceCIDR addresses and LoadBalancer traffic from outside its source ranges.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use nftset::{Chain, Family, Ruleset, Set, Table};
@@ -31,6 +31,7 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 pub const FIXED_CLASSES: usize = 16;
 
 /// The nft spellings of one address family.
+#[derive(Debug)]
 struct Fam {
     family: Family,
     /// Payload protocol (`ip` / `ip6`).
@@ -62,7 +63,7 @@ fn endpoint_value(ep: &Endpoint) -> Option<(IpAddr, String)> {
 }
 
 /// Which endpoint list a class chain DNATs into.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Pool {
     Cluster,
     Local,
@@ -75,9 +76,31 @@ impl Pool {
             Pool::Local => "local",
         }
     }
+
+    fn endpoints_map(self) -> &'static str {
+        match self {
+            Pool::Cluster => "cluster-endpoints",
+            Pool::Local => "local-endpoints",
+        }
+    }
+
+    fn chain(self, count: usize) -> String {
+        format!("{}-{count}", self.name())
+    }
 }
 
-/// One family's elements, gathered from the plan.
+// The sets and maps that hold Services.
+const FRONTENDS: &str = "frontends";
+const CLUSTER_FRONTENDS: &str = "cluster-frontends";
+const LOCAL_FRONTENDS: &str = "local-frontends";
+const NO_ENDPOINTS: &str = "no-endpoints";
+const MASQUERADE_FRONTENDS: &str = "masquerade-frontends";
+const FIREWALL: &str = "firewall";
+const FIREWALL_ALLOW: &str = "firewall-allow";
+const HAIRPIN: &str = "hairpin";
+const CLUSTER_IPS: &str = "cluster-ips";
+
+/// One Service's elements in one family, gathered from its ports.
 #[derive(Default)]
 struct Elements {
     frontends: BTreeMap<String, String>,
@@ -93,7 +116,37 @@ struct Elements {
     cluster_ips: BTreeSet<String>,
 }
 
+/// One Service's share of a family's table: its set and map elements, and the class chains
+/// they jump to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fragment {
+    elements: Vec<(&'static str, String, Option<String>)>,
+    classes: BTreeSet<(Pool, usize)>,
+}
+
 impl Elements {
+    fn into_fragment(self) -> Fragment {
+        let mut elements = Vec::new();
+        let mut maps = |name: &'static str, m: BTreeMap<String, String>| elements.extend(m.into_iter().map(|(k, v)| (name, k, Some(v))));
+        maps(FRONTENDS, self.frontends);
+        maps(CLUSTER_FRONTENDS, self.cluster_frontends);
+        maps(LOCAL_FRONTENDS, self.local_frontends);
+        for (pool, m) in self.endpoints {
+            maps(pool.endpoints_map(), m);
+        }
+        for (name, set) in [
+            (NO_ENDPOINTS, self.no_endpoints),
+            (MASQUERADE_FRONTENDS, self.masquerade_frontends),
+            (FIREWALL, self.firewall),
+            (FIREWALL_ALLOW, self.firewall_allow),
+            (HAIRPIN, self.hairpin),
+            (CLUSTER_IPS, self.cluster_ips),
+        ] {
+            elements.extend(set.into_iter().map(|k| (name, k, None)));
+        }
+        Fragment { elements, classes: self.classes }
+    }
+
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
     /// the endpoint elements and the class chain it needs.
     fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint]) -> String {
@@ -108,7 +161,7 @@ impl Elements {
             self.hairpin.insert(format!("{ip} . {ip}"));
         }
         self.classes.insert((pool, values.len()));
-        format!("goto {}-{}", pool.name(), values.len())
+        format!("goto {}", pool.chain(values.len()))
     }
 
     fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr]) {
@@ -201,24 +254,12 @@ impl NodePlan {
     /// The node's rule set: one `podnet-proxy` table for IPv4, and one for IPv6 when the node
     /// or a Service has an IPv6 address.
     pub fn render(&self) -> Ruleset {
-        let mut ruleset = Ruleset::default();
-        for fam in [V4, V6] {
-            let wanted = !fam.v6
-                || self.node.ips.iter().any(|ip| fam.has(ip))
-                || self.ports.iter().any(|p| p.port.cluster_ips.iter().any(|ip| fam.has(ip)));
-            if wanted {
-                ruleset.tables.insert((fam.family, TABLE.to_owned()), self.table(&fam));
-            }
-        }
-        ruleset
+        Programmer::new(self).ruleset()
     }
 
-    fn table(&self, fam: &Fam) -> Table {
-        let node_port_ips = self.node_port_ips(fam);
-        let mut el = Elements::default();
-        for p in &self.ports {
-            el.port(fam, p, &node_port_ips);
-        }
+    /// A family's table without any Service in it: its chains and the sets that come from
+    /// settings and ServiceCIDRs.
+    fn base_table(&self, fam: &Fam) -> Table {
         let (ip, addr) = (fam.proto, fam.addr);
         let frontend_type = format!("type {addr} . inet_proto . inet_service;");
         let frontend_map = format!("type {addr} . inet_proto . inet_service : verdict;");
@@ -231,17 +272,17 @@ impl NodePlan {
         let service_cidrs: Vec<String> = self.service_cidrs.iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
         t.sets.insert("pod-cidrs".into(), set(format!("type {addr}; flags interval;"), pod_cidrs));
         t.sets.insert("service-cidrs".into(), set(format!("type {addr}; flags interval;"), service_cidrs));
-        t.sets.insert("cluster-ips".into(), set(format!("type {addr};"), el.cluster_ips));
-        t.sets.insert("no-endpoints".into(), set(frontend_type.clone(), el.no_endpoints));
-        t.sets.insert("masquerade-frontends".into(), set(frontend_type.clone(), el.masquerade_frontends));
-        t.sets.insert("firewall".into(), set(frontend_type, el.firewall));
-        t.sets.insert("firewall-allow".into(), set(format!("type {addr} . inet_proto . inet_service . {addr}; flags interval;"), el.firewall_allow));
-        t.sets.insert("hairpin".into(), set(format!("type {addr} . {addr};"), el.hairpin));
-        t.sets.insert("frontends".into(), map(frontend_map.clone(), el.frontends));
-        t.sets.insert("cluster-frontends".into(), map(frontend_map.clone(), el.cluster_frontends));
-        t.sets.insert("local-frontends".into(), map(frontend_map, el.local_frontends));
+        t.sets.insert(CLUSTER_IPS.into(), set(format!("type {addr};"), []));
+        t.sets.insert(NO_ENDPOINTS.into(), set(frontend_type.clone(), []));
+        t.sets.insert(MASQUERADE_FRONTENDS.into(), set(frontend_type.clone(), []));
+        t.sets.insert(FIREWALL.into(), set(frontend_type, []));
+        t.sets.insert(FIREWALL_ALLOW.into(), set(format!("type {addr} . inet_proto . inet_service . {addr}; flags interval;"), []));
+        t.sets.insert(HAIRPIN.into(), set(format!("type {addr} . {addr};"), []));
+        t.sets.insert(FRONTENDS.into(), map(frontend_map.clone(), BTreeMap::new()));
+        t.sets.insert(CLUSTER_FRONTENDS.into(), map(frontend_map.clone(), BTreeMap::new()));
+        t.sets.insert(LOCAL_FRONTENDS.into(), map(frontend_map, BTreeMap::new()));
         for pool in [Pool::Cluster, Pool::Local] {
-            t.sets.insert(format!("{}-endpoints", pool.name()), map(endpoint_map.clone(), el.endpoints.remove(&pool).unwrap_or_default()));
+            t.sets.insert(pool.endpoints_map().into(), map(endpoint_map.clone(), BTreeMap::new()));
         }
 
         // Hooks. nft 1.0.6 takes `dstnat` only on prerouting, so priorities are numbers.
@@ -294,12 +335,206 @@ impl NodePlan {
                 format!("{ip} daddr @service-cidrs drop"),
             ]),
         );
-        let fixed = [Pool::Cluster, Pool::Local].into_iter().flat_map(|pool| (1..=FIXED_CLASSES).map(move |n| (pool, n)));
-        for (pool, count) in el.classes.into_iter().chain(fixed) {
-            let name = pool.name();
-            t.chains.insert(format!("{name}-{count}"), chain(vec![format!("dnat {ip} to {frontend} . numgen random mod {count} map @{name}-endpoints")]));
-        }
         t
+    }
+}
+
+
+/// Every Service's elements of one family, counted: an element two Services share (a hairpin
+/// pair, a ClusterIP) stays until the last one goes, and a key two Services claim keeps the
+/// first one's value while it lasts.
+#[derive(Clone, Debug, Default)]
+struct Merged {
+    sets: BTreeMap<&'static str, HashMap<String, Vec<(Option<String>, u32)>>>,
+}
+
+/// An element written to the kernel.
+enum Write {
+    Add(&'static str, String, Option<String>),
+    Delete(&'static str, String, Option<String>),
+}
+
+impl Merged {
+    fn add(&mut self, f: &Fragment, out: &mut Vec<Write>) {
+        for (set, k, v) in &f.elements {
+            let claims = self.sets.entry(set).or_default().entry(k.clone()).or_default();
+            match claims.iter_mut().find(|(value, _)| value == v) {
+                Some(claim) => claim.1 += 1,
+                None => {
+                    claims.push((v.clone(), 1));
+                    if claims.len() == 1 {
+                        out.push(Write::Add(set, k.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, f: &Fragment, out: &mut Vec<Write>) {
+        for (set, k, v) in &f.elements {
+            let Some(keys) = self.sets.get_mut(set) else { continue };
+            let Some(claims) = keys.get_mut(k) else { continue };
+            let Some(i) = claims.iter().position(|(value, _)| value == v) else { continue };
+            claims[i].1 -= 1;
+            if claims[i].1 > 0 {
+                continue;
+            }
+            claims.remove(i);
+            if i == 0 {
+                out.push(Write::Delete(set, k.clone(), v.clone()));
+                if let Some((next, _)) = claims.first() {
+                    out.push(Write::Add(set, k.clone(), next.clone()));
+                }
+            }
+            if claims.is_empty() {
+                keys.remove(k);
+            }
+        }
+    }
+}
+
+/// One family's table as the programmer keeps it.
+#[derive(Clone, Debug)]
+struct FamilyTable {
+    fam: &'static Fam,
+    node_port_ips: Vec<IpAddr>,
+    base: Table,
+    merged: Merged,
+    fragments: HashMap<(String, String), Fragment>,
+    classes: BTreeSet<(Pool, usize)>,
+    present: bool,
+}
+
+/// What one Service's change takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// One transaction of element writes (empty when nothing changed).
+    Elements(String),
+    /// A new class chain or table: load [`Programmer::ruleset`] in full.
+    Full,
+}
+
+/// A node's rule set kept per Service, so that a changed Service costs its own elements only
+/// (O(change), not O(services)): the full rule set for loads, and element transactions for
+/// changes.
+#[derive(Clone, Debug)]
+pub struct Programmer {
+    tables: Vec<FamilyTable>,
+}
+
+fn fragment(fam: &Fam, ports: &[PortPlan], node_port_ips: &[IpAddr]) -> Fragment {
+    let mut el = Elements::default();
+    for p in ports {
+        el.port(fam, p, node_port_ips);
+    }
+    el.into_fragment()
+}
+
+impl Programmer {
+    /// Everything for `plan`.
+    pub fn new(plan: &NodePlan) -> Programmer {
+        static FAMS: [Fam; 2] = [V4, V6];
+        let tables = FAMS
+            .iter()
+            .map(|fam| {
+                let present = !fam.v6 || plan.node.ips.iter().any(|ip| fam.has(ip)) || plan.ports.iter().any(|p| p.port.cluster_ips.iter().any(|ip| fam.has(ip)));
+                let fixed = [Pool::Cluster, Pool::Local].into_iter().flat_map(|pool| (1..=FIXED_CLASSES).map(move |n| (pool, n)));
+                let mut t = FamilyTable {
+                    fam,
+                    node_port_ips: plan.node_port_ips(fam),
+                    base: plan.base_table(fam),
+                    merged: Merged::default(),
+                    fragments: HashMap::new(),
+                    classes: fixed.collect(),
+                    present,
+                };
+                let mut ignored = Vec::new();
+                for ports in plan.ports.chunk_by(|a, b| (&a.port.namespace, &a.port.service) == (&b.port.namespace, &b.port.service)) {
+                    let f = fragment(fam, ports, &t.node_port_ips);
+                    t.merged.add(&f, &mut ignored);
+                    t.classes.extend(f.classes.iter().copied());
+                    ignored.clear();
+                    t.fragments.insert((ports[0].port.namespace.clone(), ports[0].port.service.clone()), f);
+                }
+                t
+            })
+            .collect();
+        Programmer { tables }
+    }
+
+    /// The whole rule set.
+    pub fn ruleset(&self) -> Ruleset {
+        let mut ruleset = Ruleset::default();
+        for t in self.tables.iter().filter(|t| t.present) {
+            let mut table = t.base.clone();
+            for (name, keys) in &t.merged.sets {
+                if let Some(set) = table.sets.get_mut(*name) {
+                    set.elements.extend(keys.iter().filter_map(|(k, claims)| Some((k.clone(), claims.first()?.0.clone()))));
+                }
+            }
+            let ip = t.fam.proto;
+            for &(pool, count) in &t.classes {
+                let rule = format!("dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {count} map @{}", pool.endpoints_map());
+                table.chains.insert(pool.chain(count), Chain { base: None, rules: vec![rule] });
+            }
+            ruleset.tables.insert((t.fam.family, TABLE.to_owned()), table);
+        }
+        ruleset
+    }
+
+    /// Replaces one Service's ports (none: the Service is gone) and says what the kernel needs.
+    pub fn update(&mut self, namespace: &str, name: &str, ports: &[PortPlan]) -> Update {
+        let mut full = false;
+        let mut script = String::new();
+        for t in &mut self.tables {
+            let new = fragment(t.fam, ports, &t.node_port_ips);
+            let old = t.fragments.remove(&(namespace.to_owned(), name.to_owned())).unwrap_or_default();
+            if new == old {
+                t.fragments.insert((namespace.to_owned(), name.to_owned()), old);
+                continue;
+            }
+            // Only what differs is written: elements in both stay as they are.
+            let kept: std::collections::HashSet<&(&'static str, String, Option<String>)> = old.elements.iter().filter(|e| new.elements.contains(e)).collect();
+            let gone = Fragment { elements: old.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), classes: BTreeSet::new() };
+            let came = Fragment { elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), classes: BTreeSet::new() };
+            let mut writes = Vec::new();
+            t.merged.remove(&gone, &mut writes);
+            t.merged.add(&came, &mut writes);
+            if !new.classes.is_subset(&t.classes) || (!t.present && !new.elements.is_empty()) {
+                // nft cannot add rules that use the endpoint maps to a loaded table.
+                t.classes.extend(new.classes.iter().copied());
+                t.present = true;
+                full = true;
+            }
+            if !new.elements.is_empty() {
+                t.fragments.insert((namespace.to_owned(), name.to_owned()), new);
+            }
+            write_script(&mut script, t.fam.family, &writes);
+        }
+        if full { Update::Full } else { Update::Elements(script) }
+    }
+}
+
+/// Element writes as `nft` commands, in order (a key deleted and added again stays in order),
+/// runs of one verb and set sharing one command.
+fn write_script(out: &mut String, family: Family, writes: &[Write]) {
+    use std::fmt::Write as _;
+    let text = |w: &Write| match w {
+        Write::Add(set, k, v) | Write::Delete(set, k, v) => (matches!(w, Write::Add(..)), *set, v.as_ref().map_or_else(|| k.clone(), |v| format!("{k} : {v}"))),
+    };
+    let mut i = 0;
+    while i < writes.len() {
+        let (add, set, _) = text(&writes[i]);
+        let mut items = Vec::new();
+        while i < writes.len() {
+            let (a, s, item) = text(&writes[i]);
+            if (a, s) != (add, set) {
+                break;
+            }
+            items.push(item);
+            i += 1;
+        }
+        let _ = writeln!(out, "{} element {family} {TABLE} {set} {{ {} }}", if add { "add" } else { "delete" }, items.join(", "));
     }
 }
 
@@ -346,5 +581,58 @@ mod tests {
         let t6 = table(Family::Ip6).expect("the node has an IPv6 address");
         assert!(elements(&t6, "frontends").is_empty());
         assert!(t6.chains["services"].rules.iter().all(|r| !r.contains("ip daddr") || r.contains("ip6 daddr")));
+    }
+
+    /// Applies to `from` every Service's ports of `to`, one Service at a time.
+    fn updates(p: &mut Programmer, from: &NodePlan, to: &NodePlan) -> Vec<Update> {
+        let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+        for port in from.ports.iter().chain(&to.ports) {
+            keys.insert((port.port.namespace.clone(), port.port.service.clone()));
+        }
+        keys.iter()
+            .map(|(ns, name)| {
+                let ports: Vec<PortPlan> = to.ports.iter().filter(|q| (&q.port.namespace, &q.port.service) == (ns, name)).cloned().collect();
+                p.update(ns, name, &ports)
+            })
+            .collect()
+    }
+
+    fn plan_of(yaml: &str) -> NodePlan {
+        let s = model::ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        plan(&s, "node-1", &ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() }).unwrap()
+    }
+
+    #[test]
+    fn per_service_updates_land_where_a_full_render_does() {
+        let svc = |name: &str, ip: &str, app: &str| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{clusterIP: {ip}, selector: {{app: {app}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n");
+        let pod = |name: &str, ip: &str, app: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {app}}}}}\nspec: {{nodeName: node-2, containers: [{{name: c}}]}}\nstatus: {{podIP: {ip}}}\n");
+        let node = MANIFESTS.split("---").next().unwrap();
+        // Two Services share a backend (one hairpin element, two claims).
+        let a = plan_of(&format!("{node}{}{}{}{}{}", svc("web", "10.96.0.20", "web"), svc("web2", "10.96.0.21", "web"), svc("gone", "10.96.0.30", "db"), pod("w1", "10.244.1.2", "web"), pod("d1", "10.244.1.5", "db")));
+        let b = plan_of(&format!("{node}{}{}{}{}", svc("web", "10.96.0.20", "web"), svc("new", "10.96.0.40", "web"), pod("w1", "10.244.1.2", "web"), pod("w2", "10.244.1.3", "web")));
+        let mut p = Programmer::new(&a);
+        assert_eq!(p.ruleset(), a.render());
+        let done = updates(&mut p, &a, &b);
+        assert!(done.iter().all(|u| matches!(u, Update::Elements(_))), "{done:?}");
+        assert_eq!(p.ruleset(), b.render());
+        // The writes: web2 and gone deleted, new added, web's endpoint list grew.
+        let script: String = done.iter().map(|u| if let Update::Elements(s) = u { s.as_str() } else { "" }).collect();
+        assert!(script.contains("delete element ip podnet-proxy frontends { 10.96.0.21 . tcp . 80 : goto cluster-1 }"), "{script}");
+        assert!(script.contains("add element ip podnet-proxy frontends { 10.96.0.40 . tcp . 80 : goto cluster-2 }"), "{script}");
+        assert!(!script.contains("hairpin { 10.244.1.2 . 10.244.1.2 }"), "a shared element stays: {script}");
+        // Nothing changed: nothing written.
+        assert!(updates(&mut p, &b, &b).iter().all(|u| *u == Update::Elements(String::new())));
+    }
+
+    #[test]
+    fn an_endpoint_count_without_a_class_chain_asks_for_a_full_load() {
+        let node = MANIFESTS.split("---").next().unwrap();
+        let pods: String = (0..=FIXED_CLASSES).map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: shop, labels: {{app: big}}}}\nspec: {{nodeName: node-2, containers: [{{name: c}}]}}\nstatus: {{podIP: 10.244.1.{}}}\n", i + 10)).collect();
+        let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: shop}\nspec: {clusterIP: 10.96.0.50, selector: {app: big}, ports: [{port: 80}]}\n";
+        let a = plan_of(&format!("{node}{svc}"));
+        let b = plan_of(&format!("{node}{svc}{pods}"));
+        let mut p = Programmer::new(&a);
+        assert!(updates(&mut p, &a, &b).contains(&Update::Full));
+        assert_eq!(p.ruleset(), b.render());
     }
 }

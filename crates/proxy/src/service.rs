@@ -63,7 +63,8 @@ pub fn service_ports(state: &ClusterState) -> Vec<ServicePort> {
     out
 }
 
-fn ports_of(svc: &Service) -> Vec<ServicePort> {
+/// The proxy's ports of one Service (none for headless, ExternalName and other proxies' Services).
+pub fn ports_of(svc: &Service) -> Vec<ServicePort> {
     let spec = svc.spec.clone().unwrap_or_default();
     let labels = svc.metadata.labels.clone().unwrap_or_default();
     if labels.contains_key(LABEL_SERVICE_PROXY_NAME) || spec.type_.as_deref() == Some("ExternalName") {
