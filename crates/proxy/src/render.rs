@@ -345,8 +345,11 @@ impl NodePlan {
 /// first one's value while it lasts.
 #[derive(Clone, Debug, Default)]
 struct Merged {
-    sets: BTreeMap<&'static str, HashMap<String, Vec<(Option<String>, u32)>>>,
+    sets: BTreeMap<&'static str, HashMap<String, Claims>>,
 }
+
+/// The values Services give one key, first claim first, each with how many give it.
+type Claims = Vec<(Option<String>, u32)>;
 
 /// An element written to the kernel.
 enum Write {
