@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use dataplane::netns::{NamedNetns, run_in};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::{ClusterState, Namespaced};
-use nftset::Ruleset;
+use proxy::render::{Programmer, Update};
 
 #[derive(Args)]
 pub struct ProxyBenchArgs {
@@ -96,8 +96,8 @@ fn cluster(n: usize, e: usize) -> ClusterState {
     }
 }
 
-fn rules(state: &ClusterState) -> Result<Ruleset> {
-    Ok(proxy::plan(state, "node-1", &proxy::ProxyConfig::default())?.render())
+fn node_plan(state: &ClusterState) -> Result<proxy::NodePlan> {
+    Ok(proxy::plan(state, "node-1", &proxy::ProxyConfig::default())?)
 }
 
 fn nft_in(ns: &NamedNetns, script: String) -> Result<f64> {
@@ -150,16 +150,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One change made to the cluster, timed: from the object change to the rules in place, and
-/// the kernel commit alone.
-fn change(ns: &NamedNetns, applied: &mut Ruleset, state: &ClusterState) -> Result<(f64, f64, usize)> {
+/// One Service changed, timed as the proxy handles it: from the changed Service and its
+/// EndpointSlices to the rules in place (its ports planned, its elements diffed and written),
+/// and the kernel commit alone.
+fn change(session: &mut dataplane::nft::Session, programmer: &mut Programmer, node: &proxy::plan::NodeView, svc: &Namespaced<Service>, slice: &Namespaced<EndpointSlice>) -> Result<(f64, f64, usize)> {
     let t = Instant::now();
-    let new = rules(state)?;
-    let script = nftset::transaction(applied, &new).map_err(|e| anyhow!("needs a full sync: {e:?}"))?;
-    let commit = nft_in(ns, script.clone())?;
-    let total = t.elapsed().as_secs_f64();
-    *applied = new;
-    Ok((total, commit, script.lines().count()))
+    let ports = proxy::plan::service_plan(&svc.object, &[&slice.object], node);
+    let Update::Elements(script) = programmer.update(&svc.namespace, &svc.name, &ports) else {
+        bail!("the change needs a full load");
+    };
+    let c = Instant::now();
+    session.apply(&script)?;
+    let commit = c.elapsed().as_secs_f64();
+    Ok((t.elapsed().as_secs_f64(), commit, script.lines().count()))
 }
 
 fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
@@ -185,28 +188,38 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
 
     let mut state = cluster(n, e);
     let t = Instant::now();
-    let mut applied = rules(&state)?;
+    let plan = node_plan(&state)?;
+    let mut programmer = Programmer::new(&plan);
+    let full = programmer.ruleset();
     let plan_render = t.elapsed().as_secs_f64();
-    let full = applied.full_script();
-    let load = nft_in(&ns, full)?;
+    let elements = full.element_count();
+    let load = nft_in(&ns, full.full_script())?;
+    drop(full);
     let rss = rss_mb();
 
+    let mut session = run_in(ns.path(), dataplane::nft::Session::start)??;
     let mut add = Vec::new();
     for r in 0..3 {
-        state.services.push(service(n + r));
-        state.endpoint_slices.push(slice(n + r, (0..e).map(|k| endpoint(n + r, k, n + 10)).collect()));
-        add.push(change(&ns, &mut applied, &state)?);
+        let (svc, sl) = (service(n + r), slice(n + r, (0..e).map(|k| endpoint(n + r, k, n + 10)).collect()));
+        add.push(change(&mut session, &mut programmer, &plan.node, &svc, &sl)?);
+        state.services.push(svc);
+        state.endpoint_slices.push(sl);
     }
     let mut ep = Vec::new();
     for r in 0..3 {
         state.endpoint_slices[0].object.endpoints[0].addresses = vec![format!("10.250.0.{}", r + 1)];
-        ep.push(change(&ns, &mut applied, &state)?);
+        ep.push(change(&mut session, &mut programmer, &plan.node, &state.services[0], &state.endpoint_slices[0])?);
+    }
+    // The changes are in the kernel, not only timed.
+    let listed = run_in(ns.path(), || dataplane::nft::list_table(nftset::Family::Ip, proxy::render::TABLE))??.unwrap_or_default();
+    if !listed.contains("10.250.0.3 . 8080") || !listed.contains(&format!("{} . tcp . 80", vip(n + 2))) {
+        bail!("the changes did not reach the kernel");
     }
     let last = connect_latency(&ns, SocketAddr::from((vip(n - 1), 80)), connects)?;
 
     let ms = |v: &[(f64, f64, usize)], f: fn(&(f64, f64, usize)) -> f64| median(v.iter().map(f).collect()) * 1e3;
     outln!("podnet N={n} E={e}");
-    outln!("  full load            {:8.3} s   kernel (nft -f), plan+render {:.3} s, {} elements", load, plan_render, applied.element_count());
+    outln!("  full load            {:8.3} s   kernel (nft -f), plan+render {:.3} s, {} elements", load, plan_render, elements);
     outln!(
         "  add one service      {:8.2} ms  kernel commit; network_programming_duration {:.1} ms ({} lines)",
         ms(&add, |a| a.1),

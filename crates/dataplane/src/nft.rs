@@ -54,3 +54,67 @@ pub fn list_table(family: Family, name: &str) -> io::Result<Option<String>> {
     let out = Command::new("nft").args(["list", "table", &family.to_string(), name]).output()?;
     Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
+
+/// A long-lived `nft -i` for small transactions. Each `nft -f` process that deletes elements
+/// waits, when it closes its netlink socket, for the kernel to free them (an RCU grace period:
+/// ~10-20 ms here); one session that stays open does not. One line is one transaction, so
+/// a script's commands are joined on one line; after it, a `list` of an object that never
+/// exists makes nft answer on stderr, which marks the transaction as done.
+pub struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    sequence: u64,
+}
+
+impl Session {
+    /// Starts `nft -i` in the caller's network namespace.
+    pub fn start() -> io::Result<Session> {
+        let mut child = Command::new("nft")
+            .arg("-i")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("running nft -i (is nftables installed?): {e}")))?;
+        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("nft -i: no stdin"))?;
+        let stderr = std::io::BufReader::new(child.stderr.take().ok_or_else(|| io::Error::other("nft -i: no stderr"))?);
+        Ok(Session { child, stdin, stderr, sequence: 0 })
+    }
+
+    /// Runs `script` as one transaction: all of it or nothing.
+    pub fn apply(&mut self, script: &str) -> io::Result<()> {
+        use std::io::BufRead;
+        let commands: Vec<&str> = script.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.sequence += 1;
+        let marker = format!("list set ip podnet-sync marker-{}", self.sequence);
+        writeln!(self.stdin, "{}\n{marker}", commands.join("; "))?;
+        self.stdin.flush()?;
+        let mut said = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.stderr.read_line(&mut line)? == 0 {
+                return Err(io::Error::other(format!("nft -i exited: {}", said.join("\n"))));
+            }
+            let line = line.trim_end().to_owned();
+            if line == marker {
+                break;
+            }
+            said.push(line);
+        }
+        let mut carets = String::new();
+        self.stderr.read_line(&mut carets)?;
+        said.pop(); // the marker's own "No such file or directory"
+        if said.is_empty() { Ok(()) } else { Err(io::Error::other(format!("nft: {}", said.join("\n")))) }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

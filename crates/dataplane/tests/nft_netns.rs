@@ -59,3 +59,31 @@ fn full_sync_then_differences_reach_the_kernel() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_session_applies_whole_transactions_and_reports_failed_ones() {
+    if !ready() {
+        return;
+    }
+    let ns = NamedNetns::new(&format!("pnnfts{}", std::process::id())).unwrap();
+    let path = ns.path().to_owned();
+    netns::run_in(&path, || {
+        let v1 = ruleset(&[("10.96.0.10", "10.244.0.2")]);
+        dataplane::nft::sync(None, &v1).unwrap();
+        let mut session = dataplane::nft::Session::start().unwrap();
+        let v2 = ruleset(&[("10.96.0.10", "10.244.0.9"), ("10.96.0.12", "10.244.0.4")]);
+        session.apply(&nftset::transaction(&v1, &v2).unwrap()).unwrap();
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(listed.contains("10.244.0.9 . 8080") && listed.contains("10.96.0.12 . tcp . 80") && !listed.contains("10.244.0.2"), "{listed}");
+        // A transaction with a bad command fails whole: its good command does not land either.
+        let bad = "add element ip podnet-test service-ips { 10.96.0.13 . tcp . 80 : goto class-1 }\ndelete element ip podnet-test service-ips { 10.96.9.9 . tcp . 80 : goto class-1 }\n";
+        let err = session.apply(bad).unwrap_err().to_string();
+        assert!(err.contains("No such file or directory"), "{err}");
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(!listed.contains("10.96.0.13"), "{listed}");
+        // The session goes on after a failure.
+        session.apply("add element ip podnet-test service-ips { 10.96.0.14 . tcp . 80 : goto class-1 }").unwrap();
+        assert!(dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap().contains("10.96.0.14"));
+    })
+    .unwrap();
+}
