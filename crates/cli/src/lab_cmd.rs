@@ -155,7 +155,11 @@ pub struct ExecArgs {
     #[arg(short = 'n', long, default_value = "default")]
     namespace: String,
     /// The pod.
-    pod: String,
+    #[arg(required_unless_present = "external")]
+    pod: Option<String>,
+    /// Run on the external host (on the underlay, off the cluster) instead of in a pod.
+    #[arg(long, conflicts_with = "pod")]
+    external: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -575,14 +579,20 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
     need_root()?;
     let lab = state::resolve_name(a.name.name.as_deref());
     let st = state::load(&lab)?;
-    let pod = st
-        .plan
-        .pods
-        .iter()
-        .find(|p| p.namespace == a.namespace && p.name == a.pod)
-        .ok_or_else(|| anyhow!("pod {}/{} not found in lab {lab:?} (see `podnet lab get pods -A`)", a.namespace, a.pod))?;
+    let target = match &a.pod {
+        None => st.plan.external_netns(),
+        Some(name) => {
+            let pod = st
+                .plan
+                .pods
+                .iter()
+                .find(|p| p.namespace == a.namespace && &p.name == name)
+                .ok_or_else(|| anyhow!("pod {}/{name} not found in lab {lab:?} (see `podnet lab get pods -A`)", a.namespace))?;
+            pod.netns.clone()
+        }
+    };
     // `ip netns exec` mounts /etc/netns/<netns>/* over /etc: the pod's resolv.conf and hosts.
-    let err = Command::new("ip").args(["netns", "exec", &pod.netns]).args(&a.command).exec();
+    let err = Command::new("ip").args(["netns", "exec", &target]).args(&a.command).exec();
     Err(anyhow!("running `ip netns exec`: {err}"))
 }
 

@@ -393,3 +393,41 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     std::thread::sleep(lab::daemon::SYNC_PERIOD * 2 + Duration::from_millis(500));
     assert!(try_tcp(&client_ns, vip, 80).is_ok(), "healed by the lab process");
 }
+
+#[test]
+fn node_ports_from_the_external_host_follow_external_traffic_policy() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |name: &str, node: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n");
+    let svc = |name: &str, extra: &str, node_port: u16| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: NodePort\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http, nodePort: {node_port}}}]\n");
+    let yaml = [pod("near", "node-1"), pod("far", "node-2"), svc("cluster", "", 30080), svc("local", "  externalTrafficPolicy: Local\n", 30081)].concat();
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let (lab, out) = Lab::up(dir.path(), &["--nodes", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let external = format!("podnet.{}.external", lab.name);
+    let node = |n: u8| Ipv4Addr::new(172, 18, 0, n + 1);
+
+    // Cluster policy: any node's NodePort reaches every endpoint, masqueraded to that node.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let a = try_tcp(&external, node(1), 30080).unwrap();
+        // The node's address on the way to the endpoint: its underlay IP or its bridge's.
+        assert!(a["client_ip"] == node(1).to_string() || a["client_ip"] == "10.244.0.1", "SNAT to the node: {a}");
+        seen.insert(a["pod"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Local policy: the node's own endpoint only, the client's address kept; none: dropped.
+    for (n, pod) in [(1, "demo/near"), (2, "demo/far")] {
+        for _ in 0..5 {
+            let a = try_tcp(&external, node(n), 30081).unwrap();
+            assert_eq!((a["pod"].as_str().unwrap(), a["client_ip"].as_str().unwrap()), (pod, "172.18.0.1"));
+        }
+    }
+    assert_eq!(try_tcp(&external, node(3), 30081).unwrap_err(), std::io::ErrorKind::TimedOut);
+    // `lab exec --external` runs there.
+    let exec = podnet(&["lab", "exec", "--name", &lab.name, "--external", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(String::from_utf8_lossy(&exec.stdout).contains("172.18.0.1/24"), "{}", String::from_utf8_lossy(&exec.stdout));
+}

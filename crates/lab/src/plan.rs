@@ -140,6 +140,20 @@ pub struct LabPlan {
     pub pods: Vec<PodPlan>,
 }
 
+impl LabPlan {
+    /// The `external` host's namespace: a machine on the underlay outside the cluster, for
+    /// reaching NodePorts and external addresses as clients off the cluster do.
+    pub fn external_netns(&self) -> String {
+        format!("{}external", netns_prefix(&self.config.name))
+    }
+
+    /// The external host's address, the underlay's first (nodes route through it by default,
+    /// as kind's nodes route through the Docker network's gateway).
+    pub fn external_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.config.underlay.network()) + 1)
+    }
+}
+
 /// A plan that cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {

@@ -178,6 +178,26 @@ fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
         let nl = Netlink::connect()?;
         nl.ensure_bridge(UNDERLAY_BRIDGE, None)?;
         Ok(())
+    })?;
+    // The external host: a client off the cluster, on the underlay.
+    let external = plan.external_netns();
+    netns::create(&external).map_err(ctx(format!("creating namespace {external}")))?;
+    let external_ns = File::open(netns::path_of(&external)).map_err(ctx(format!("opening {external}")))?;
+    in_netns(&plan.underlay_netns, "plugging the external host into the underlay", move || {
+        let nl = Netlink::connect()?;
+        let br = nl.require(UNDERLAY_BRIDGE)?;
+        let p = nl.add_veth_with_peer_in("external", "eth0", &external_ns, None, None)?;
+        nl.attach_up(p.index, br.index)
+    })?;
+    let (ip, prefix) = (plan.external_ip(), plan.config.underlay.prefix_len());
+    in_netns(&external, "configuring the external host", move || {
+        let nl = Netlink::connect()?;
+        for name in ["lo", "eth0"] {
+            let link = nl.require(name)?;
+            nl.set_up(link.index)?;
+        }
+        let eth0 = nl.require("eth0")?;
+        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)
     })
 }
 
@@ -193,8 +213,8 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         nl.attach_up(p.index, br.index)
     })?;
     let ip = node.ip;
-    let underlay = plan.config.underlay;
-    let prefix = underlay.prefix_len();
+    let prefix = plan.config.underlay.prefix_len();
+    let external_ip = plan.external_ip();
     in_netns(&node.netns, &format!("configuring {}", node.name), move || {
         let nl = Netlink::connect()?;
         let lo = nl.require("lo")?;
@@ -202,10 +222,10 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         let eth0 = nl.require("eth0")?;
         nl.set_up(eth0.index)?;
         nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)?;
-        // A default route through the underlay's gateway address, as nodes have: traffic to
+        // A default route through the external host, as nodes have one: traffic to
         // service addresses nobody DNATs reaches the forward hook, where the proxy REJECTs or
         // DROPs it, instead of failing the route lookup.
-        let gateway = Ipv4Addr::from(u32::from(underlay.network()) + 1);
+        let gateway = external_ip;
         nl.add_route(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).map_err(io::Error::other)?, Some(IpAddr::V4(gateway)), None)?;
         // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
         // Same-node pod traffic is routed back out of the bridge it came in on (see
