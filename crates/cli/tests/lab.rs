@@ -427,6 +427,24 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
         }
     }
     assert_eq!(try_tcp(&external, node(3), 30081).unwrap_err(), std::io::ErrorKind::TimedOut);
+    // Each node's proxy answers kube-proxy's health and metrics endpoints on the node's address.
+    let get = |ip: Ipv4Addr, port: u16, path: &'static str| -> String {
+        dataplane::netns::run_in(&dataplane::netns::path_of(&external), move || {
+            let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2)).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
+    };
+    let healthz = get(node(2), 10256, "/healthz");
+    assert!(healthz.starts_with("HTTP/1.1 200 OK") && healthz.contains("\"nodeEligible\":true"), "{healthz}");
+    assert!(get(node(2), 10256, "/livez").starts_with("HTTP/1.1 200 OK"));
+    let metrics = get(node(3), 10249, "/metrics");
+    for name in ["kubeproxy_sync_proxy_rules_duration_seconds_count 1", "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}", "kubeproxy_sync_proxy_rules_last_timestamp_seconds"] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
     // `lab exec --external` runs there.
     let exec = podnet(&["lab", "exec", "--name", &lab.name, "--external", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&exec.stdout).contains("172.18.0.1/24"), "{}", String::from_utf8_lossy(&exec.stdout));

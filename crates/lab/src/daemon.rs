@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dataplane::netns;
 use model::Protocol;
@@ -109,8 +109,9 @@ pub fn run(lab: &str) -> io::Result<()> {
     rt.block_on(async move {
         let mut running = std::collections::BTreeMap::new();
         sync_listeners(&st, &mut running)?;
-        let mut proxies = Proxies::default();
-        sync_proxies(&st, &mut proxies)?;
+        let proxies = Arc::new(Mutex::new(Proxies::default()));
+        sync_proxies(&st, &mut lock(&proxies))?;
+        serve_proxy_endpoints(&st, &proxies)?;
         let mut last = st;
         let sock = control_socket(&lab);
         let _ = std::fs::remove_file(&sock);
@@ -125,6 +126,7 @@ pub fn run(lab: &str) -> io::Result<()> {
                 a = control.accept() => a,
                 _ = check.tick() => {
                     // Our tables changed behind our back (flushed by hand, edited): heal them.
+                    let mut proxies = lock(&proxies);
                     if !proxies.intact(&last) {
                         eprintln!("proxy: a node's table differs from what was applied; re-syncing");
                         if let Err(e) = sync_proxies(&last, &mut proxies) {
@@ -142,7 +144,7 @@ pub fn run(lab: &str) -> io::Result<()> {
             let reply = match line.trim() {
                 "reload" => match state::load(&lab).and_then(|st| {
                     sync_listeners(&st, &mut running)?;
-                    sync_proxies(&st, &mut proxies)?;
+                    sync_proxies(&st, &mut lock(&proxies))?;
                     last = st;
                     Ok(())
                 }) {
@@ -158,6 +160,76 @@ pub fn run(lab: &str) -> io::Result<()> {
 
 /// How often the lab process checks that its nft tables are as it left them.
 pub const SYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// kube-proxy's ports: metrics, and health (`/healthz`, `/livez`).
+pub const METRICS_PORT: u16 = 10249;
+/// See [`METRICS_PORT`].
+pub const HEALTHZ_PORT: u16 = 10256;
+/// Health fails when a change waits longer than this: twice kube-proxy's default sync period.
+const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
+
+fn lock(proxies: &Mutex<Proxies>) -> MutexGuard<'_, Proxies> {
+    proxies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves each node's proxy metrics and health on the node's address, as kube-proxy does.
+fn serve_proxy_endpoints(st: &LabState, proxies: &Arc<Mutex<Proxies>>) -> io::Result<()> {
+    for node in &st.plan.nodes {
+        for port in [METRICS_PORT, HEALTHZ_PORT] {
+            let addr = (node.ip, port);
+            let listener = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<std::net::TcpListener> {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })??;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (proxies, name) = (Arc::clone(proxies), node.name.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((conn, _)) = listener.accept().await else { continue };
+                    let (proxies, name) = (Arc::clone(&proxies), name.clone());
+                    tokio::spawn(answer_probe(conn, proxies, name));
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One HTTP request to a node's proxy endpoints.
+async fn answer_probe(mut conn: tokio::net::TcpStream, proxies: Arc<Mutex<Proxies>>, node: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let (code, kind, body) = {
+        let mut p = lock(&proxies);
+        let (metrics, health) = p.status.entry(node).or_default();
+        match path.split('?').next().unwrap_or("/") {
+            "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+            probe @ ("/healthz" | "/livez") => {
+                let livez = probe == "/livez";
+                let (code, body) = health.report(crate::service_proxy::unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
+                *metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
+                (code, "application/json", body)
+            }
+            _ => (404, "text/plain", "404 page not found\n".to_owned()),
+        }
+    };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = conn.write_all(response.as_bytes()).await;
+}
 
 /// Syncs every node's proxy, logging what each did.
 fn sync_proxies(st: &LabState, proxies: &mut Proxies) -> io::Result<()> {

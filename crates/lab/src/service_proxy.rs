@@ -25,6 +25,13 @@ struct Applied {
 #[derive(Default)]
 pub struct Proxies {
     applied: BTreeMap<String, Applied>,
+    /// Each node's metrics and health, as its kube-proxy would report them.
+    pub status: BTreeMap<String, (proxy::metrics::Metrics, proxy::metrics::Health)>,
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The lab as the proxy's input: pods, Services and EndpointSlices, the nodes as Node objects
@@ -108,11 +115,15 @@ impl Proxies {
         let mut done = Vec::new();
         for node in &st.plan.nodes {
             let started = Instant::now();
+            let queued = unix_now();
+            let status = self.status.entry(node.name.clone()).or_default();
+            status.0.last_queued_timestamp = queued;
+            status.1.oldest_pending.get_or_insert(queued);
             let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
             let mut rules = plan.render();
             let old = self.applied.remove(&node.name);
             let pod_cidr = node.pod_cidr.to_string();
-            let (synced, listing, rules) = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<(Synced, Option<String>, Ruleset)> {
+            let applied = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<(Synced, Option<String>, Ruleset)> {
                 // The pod bridge exists once the first pod of the node is attached.
                 if let Some(mac) = dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac) {
                     rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(&mac, &pod_cidr));
@@ -122,7 +133,19 @@ impl Proxies {
                 let trusted = old.filter(|o| o.listing.is_some() && listing().ok().flatten() == o.listing).map(|o| o.rules);
                 let synced = dataplane::nft::sync(trusted.as_ref(), &new)?;
                 Ok((synced, listing()?, rules))
-            })??;
+            })
+            .and_then(|r| r);
+            let (metrics, health) = self.status.entry(node.name.clone()).or_default();
+            let (synced, listing, rules) = match applied {
+                Ok(done) => done,
+                Err(e) => {
+                    metrics.sync_failures += 1;
+                    return Err(e);
+                }
+            };
+            let now = unix_now();
+            metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
+            *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
             done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
             self.applied.insert(node.name.clone(), Applied { rules, listing });
         }

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod service;
