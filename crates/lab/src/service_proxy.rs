@@ -29,9 +29,9 @@ pub struct Proxies {
     pub status: BTreeMap<String, (proxy::metrics::Metrics, proxy::metrics::Health)>,
 }
 
-/// Unix time in seconds.
+/// Unix time in seconds: the clock the lab process injects into the pure metrics and health.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The lab as the proxy's input: pods, Services and EndpointSlices, the nodes as Node objects
