@@ -449,3 +449,42 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
     let exec = podnet(&["lab", "exec", "--name", &lab.name, "--external", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&exec.stdout).contains("172.18.0.1/24"), "{}", String::from_utf8_lossy(&exec.stdout));
 }
+
+#[test]
+fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
+    if !is_root() || Command::new("conntrack").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and conntrack");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dns = |name: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: dns}}}}\nspec:\n  nodeName: node-2\n  containers: [{{name: d, ports: [{{name: dns, containerPort: 5353, protocol: UDP}}]}}]\n");
+    let yaml = [
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: demo}\nspec: {nodeName: node-1, containers: [{name: c}]}\n".to_owned(),
+        dns("dns-a"),
+        dns("dns-b"),
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: demo}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports: [{port: 53, protocol: UDP, targetPort: dns}]\n".to_owned(),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let (lab, out) = Lab::up(dir.path(), &["--nodes", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (client_ns, _) = lab.pod("demo", "client");
+    // Always from the same source port: one conntrack flow.
+    let ask = || -> String {
+        dataplane::netns::run_in(&dataplane::netns::path_of(&client_ns), || {
+            let s = UdpSocket::bind("0.0.0.0:40053").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send_to(b"q", "10.96.0.53:53").unwrap();
+            let mut buf = [0u8; 4096];
+            let (n, _) = s.recv_from(&mut buf).unwrap();
+            let v: Value = serde_json::from_slice(&buf[..n]).unwrap();
+            v["name"].as_str().unwrap().to_owned()
+        })
+        .unwrap()
+    };
+    let first = ask();
+    assert_eq!(ask(), first, "one flow, one endpoint");
+    assert!(podnet(&["lab", "mark", "-n", "demo", &first, "not-ready", "--name", &lab.name]).status.success());
+    let after = ask();
+    assert_ne!(after, first, "the flow pinned to {first} was deleted, so it moved");
+}

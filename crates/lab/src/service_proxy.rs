@@ -103,6 +103,19 @@ fn same_node_through_node(bridge_mac: &str, pod_cidr: &str) -> nftset::Table {
     t
 }
 
+/// Deletes the node's UDP conntrack entries that its new rules make stale (see
+/// `proxy::conntrack`), with the `conntrack` tool; without it, entries age out on their own.
+fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
+    let Ok(out) = std::process::Command::new("conntrack").args(["-L", "-p", "udp"]).output() else { return };
+    let stale = plan.stale_flows(&proxy::conntrack::parse_list(&String::from_utf8_lossy(&out.stdout)));
+    for flow in &stale {
+        let _ = std::process::Command::new("conntrack").arg("-D").args(flow.delete_args()).output();
+    }
+    if !stale.is_empty() {
+        eprintln!("proxy {}: deleted {} stale UDP conntrack entries", plan.node.name, stale.len());
+    }
+}
+
 fn listing() -> io::Result<Option<String>> {
     dataplane::nft::list_table(Family::Ip, proxy::render::TABLE)
 }
@@ -132,7 +145,9 @@ impl Proxies {
                 // A table changed behind our back (flushed, edited) is re-made in full.
                 let trusted = old.filter(|o| o.listing.is_some() && listing().ok().flatten() == o.listing).map(|o| o.rules);
                 let synced = dataplane::nft::sync(trusted.as_ref(), &new)?;
-                Ok((synced, listing()?, rules))
+                let listing = listing()?;
+                clear_stale_udp_flows(&plan);
+                Ok((synced, listing, rules))
             })
             .and_then(|r| r);
             let (metrics, health) = self.status.entry(node.name.clone()).or_default();

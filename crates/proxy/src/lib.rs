@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conntrack;
 pub mod metrics;
 pub mod plan;
 pub mod render;

@@ -1,0 +1,145 @@
+//! Stale UDP conntrack entries (kube-proxy's `pkg/proxy/conntrack/cleanup.go`): UDP has no
+//! connection end, so a flow that conntrack pinned to an endpoint that is gone keeps going there,
+//! and a flow that reached a service address while it had no endpoints keeps missing the DNAT.
+//! Pure: the caller lists the node's flows (`conntrack -L -p udp`) and deletes what this says.
+
+use std::net::IpAddr;
+
+use model::Protocol;
+
+use crate::plan::{NodePlan, PortPlan};
+
+/// One conntrack entry, as `conntrack -L` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Original direction: source address and port.
+    pub orig_src: IpAddr,
+    /// Original source port.
+    pub orig_sport: u16,
+    /// Original destination (the service frontend for service traffic).
+    pub orig_dst: IpAddr,
+    /// Original destination port.
+    pub orig_dport: u16,
+    /// Reply direction source: the endpoint a DNATed flow goes to (else the original destination).
+    pub reply_src: IpAddr,
+    /// Reply source port.
+    pub reply_sport: u16,
+}
+
+impl Flow {
+    /// The `conntrack -D` arguments that delete exactly this flow.
+    pub fn delete_args(&self) -> Vec<String> {
+        let proto = self.protocol.as_str().to_ascii_lowercase();
+        [
+            ("-p", proto),
+            ("--orig-src", self.orig_src.to_string()),
+            ("--orig-dst", self.orig_dst.to_string()),
+            ("--sport", self.orig_sport.to_string()),
+            ("--dport", self.orig_dport.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect()
+    }
+}
+
+/// Reads `conntrack -L` output; lines it does not understand are skipped.
+pub fn parse_list(text: &str) -> Vec<Flow> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<Flow> {
+    let mut words = line.split_whitespace();
+    let protocol: Protocol = words.next()?.parse().ok()?;
+    let (mut src, mut dst, mut sport, mut dport) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for w in words {
+        let Some((k, v)) = w.split_once('=') else { continue };
+        match k {
+            "src" => src.push(v.parse::<IpAddr>().ok()?),
+            "dst" => dst.push(v.parse::<IpAddr>().ok()?),
+            "sport" => sport.push(v.parse::<u16>().ok()?),
+            "dport" => dport.push(v.parse::<u16>().ok()?),
+            _ => {}
+        }
+    }
+    Some(Flow {
+        protocol,
+        orig_src: *src.first()?,
+        orig_sport: *sport.first()?,
+        orig_dst: *dst.first()?,
+        orig_dport: *dport.first()?,
+        reply_src: *src.get(1)?,
+        reply_sport: *sport.get(1)?,
+    })
+}
+
+fn endpoint_addr(addr: &str) -> Option<(IpAddr, u16)> {
+    let (ip, port) = addr.rsplit_once(':')?;
+    Some((ip.trim_matches(['[', ']']).parse().ok()?, port.parse().ok()?))
+}
+
+impl NodePlan {
+    /// The service port a flow was sent to, if any.
+    fn frontend_of(&self, f: &Flow) -> Option<&PortPlan> {
+        self.ports.iter().find(|p| {
+            let port = &p.port;
+            port.protocol == f.protocol
+                && ((port.port == f.orig_dport && (port.cluster_ips.contains(&f.orig_dst) || port.external_ips.contains(&f.orig_dst) || port.load_balancer_ips.contains(&f.orig_dst)))
+                    || (port.node_port == Some(f.orig_dport) && self.node.ips.contains(&f.orig_dst)))
+        })
+    }
+
+    /// The UDP flows to delete: those DNATed to an endpoint the service port no longer uses,
+    /// and those that reached a frontend without DNAT (it had no endpoints) when it has some now.
+    pub fn stale_flows(&self, flows: &[Flow]) -> Vec<Flow> {
+        flows
+            .iter()
+            .filter(|f| f.protocol == Protocol::Udp)
+            .filter(|f| {
+                let Some(p) = self.frontend_of(f) else { return false };
+                let mut current = p.cluster.iter().chain(&p.local).filter_map(|e| endpoint_addr(&e.addr));
+                let dnated = (f.reply_src, f.reply_sport) != (f.orig_dst, f.orig_dport);
+                if dnated { !current.any(|ep| ep == (f.reply_src, f.reply_sport)) } else { current.next().is_some() }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ProxyConfig, plan};
+
+    const LIST: &str = "udp      17 29 src=10.244.0.9 dst=10.96.0.10 sport=40000 dport=53 src=10.244.1.2 dst=10.244.0.9 sport=5353 dport=40000 mark=0 use=1\n\
+udp      17 25 src=10.244.0.9 dst=10.96.0.10 sport=40001 dport=53 src=10.244.1.3 dst=10.244.0.9 sport=5353 dport=40001 mark=0 use=1\n\
+udp      17 20 src=10.244.0.9 dst=10.96.0.11 sport=40002 dport=53 [UNREPLIED] src=10.96.0.11 dst=10.244.0.9 sport=53 dport=40002 mark=0 use=1\n\
+tcp      6 431999 ESTABLISHED src=10.244.0.9 dst=10.96.0.10 sport=40003 dport=53 src=10.244.1.3 dst=10.244.0.9 sport=5353 dport=40003 [ASSURED] mark=0 use=1\n\
+conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.\n";
+
+    fn node_plan() -> NodePlan {
+        let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: x}\nspec: {clusterIP: 10.96.0.10, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}, {name: tcp, port: 53, protocol: TCP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {clusterIP: 10.96.0.11, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: dns}}\nspec: {nodeName: node-2, containers: [{name: c}]}\nstatus: {podIP: 10.244.1.2}\n";
+        let s = model::ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        plan(&s, "node-1", &ProxyConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn conntrack_listings_parse() {
+        let flows = parse_list(LIST);
+        assert_eq!(flows.len(), 4);
+        assert_eq!(flows[0].reply_src, "10.244.1.2".parse::<IpAddr>().unwrap());
+        assert_eq!((flows[2].orig_dport, flows[2].reply_sport), (53, 53));
+        assert_eq!(flows[0].delete_args().join(" "), "-p udp --orig-src 10.244.0.9 --orig-dst 10.96.0.10 --sport 40000 --dport 53");
+    }
+
+    #[test]
+    fn flows_to_gone_endpoints_and_undnated_flows_to_served_frontends_are_stale() {
+        let stale = node_plan().stale_flows(&parse_list(LIST));
+        let ports: Vec<u16> = stale.iter().map(|f| f.orig_sport).collect();
+        // 40000 goes to a live endpoint; 40001 to one that is gone; 40002 reached `late` before it
+        // had endpoints; 40003 is TCP (it ends on its own).
+        assert_eq!(ports, [40001, 40002]);
+    }
+}
