@@ -439,10 +439,20 @@ fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<
             let _ = write!(out, "{}\t", s.metadata.namespace.as_deref().unwrap_or_default());
         }
         let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
-        let external = match (ty.as_str(), &spec.external_name, &spec.external_ips) {
-            ("ExternalName", Some(n), _) => n.clone(),
-            (_, _, Some(ips)) if !ips.is_empty() => ips.join(","),
-            ("LoadBalancer", _, _) => "<pending>".into(),
+        // kubectl's order: LoadBalancer ingress addresses, then externalIPs.
+        let ingress: Vec<String> = s
+            .status
+            .iter()
+            .flat_map(|st| st.load_balancer.iter())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .collect();
+        let external_ips = spec.external_ips.clone().unwrap_or_default();
+        let external = match (ty.as_str(), &spec.external_name) {
+            ("ExternalName", Some(n)) => n.clone(),
+            ("LoadBalancer", _) if ingress.is_empty() && external_ips.is_empty() => "<pending>".into(),
+            ("LoadBalancer", _) => [ingress, external_ips].concat().join(","),
+            _ if !external_ips.is_empty() => external_ips.join(","),
             _ => "<none>".into(),
         };
         let ports: Vec<String> = spec

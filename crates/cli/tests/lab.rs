@@ -488,3 +488,46 @@ fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
     let after = ask();
     assert_ne!(after, first, "the flow pinned to {first} was deleted, so it moved");
 }
+
+#[test]
+fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |name: &str, node: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n");
+    let lb = |name: &str, extra: &str| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n");
+    let yaml = [
+        pod("near", "node-1"),
+        pod("far", "node-2"),
+        lb("a-cluster", "  externalIPs: [192.0.2.10]\n"),
+        lb("b-closed", "  loadBalancerSourceRanges: [203.0.113.0/24]\n"),
+        lb("c-local", "  externalTrafficPolicy: Local\n"),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let (lab, out) = Lab::up(dir.path(), &["--nodes", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Addresses from the pool, in the Services' order, shown as kubectl shows them.
+    let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(svc.contains("172.18.255.1,192.0.2.10") && svc.contains("172.18.255.2") && svc.contains("172.18.255.3"), "{svc}");
+    let external = format!("podnet.{}.external", lab.name);
+    let lb_ip = |n: u8| Ipv4Addr::new(172, 18, 255, n);
+    // Cluster policy: every endpoint, SNAT; the externalIP too.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let a = try_tcp(&external, lb_ip(1), 80).unwrap();
+        assert_ne!(a["client_ip"], "172.18.0.1", "SNAT with Cluster policy");
+        seen.insert(a["pod"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 2);
+    assert!(try_tcp(&external, Ipv4Addr::new(192, 0, 2, 10), 80).is_ok());
+    // loadBalancerSourceRanges that do not include the client: dropped.
+    assert_eq!(try_tcp(&external, lb_ip(2), 80).unwrap_err(), std::io::ErrorKind::TimedOut);
+    // Local policy: routed to a node with an endpoint, which keeps the client's address.
+    for _ in 0..5 {
+        let a = try_tcp(&external, lb_ip(3), 80).unwrap();
+        assert_eq!(a["client_ip"], "172.18.0.1");
+    }
+}

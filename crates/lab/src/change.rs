@@ -58,6 +58,7 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
     model::allocate::allocate(&mut all, &model::allocate::Ranges::default())
         .map_err(|e| LabError { what: "allocating Service addresses".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) })?;
     st.services = all.into_iter().map(|n| n.object).collect();
+    crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
     for given in &cluster.endpoint_slices {
         st.given_slices.retain(|s| !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str())));
         st.given_slices.push(given.object.clone());

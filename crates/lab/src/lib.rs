@@ -11,6 +11,7 @@
 pub mod change;
 pub mod daemon;
 pub mod echo;
+pub mod load_balancer;
 pub mod plan;
 pub mod service_proxy;
 pub mod state;

@@ -27,6 +27,25 @@ pub struct Proxies {
     applied: BTreeMap<String, Applied>,
     /// Each node's metrics and health, as its kube-proxy would report them.
     pub status: BTreeMap<String, (proxy::metrics::Metrics, proxy::metrics::Health)>,
+    /// LoadBalancer and external IPs routed from the external host, to a node's address.
+    announced: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>,
+}
+
+/// Where the external host sends each LoadBalancer IP and externalIP: to a node with a local
+/// endpoint for `externalTrafficPolicy: Local` (as MetalLB announces from such a node), else to
+/// the first node.
+fn announce(wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)>, plan: &proxy::NodePlan, node_ip: std::net::Ipv4Addr) {
+    for p in &plan.ports {
+        let has_local = !p.local.is_empty();
+        for ip in p.port.load_balancer_ips.iter().chain(&p.port.external_ips) {
+            let std::net::IpAddr::V4(ip) = ip else { continue };
+            let preferred = p.port.policies.external_local && has_local;
+            let entry = wanted.entry(*ip).or_insert((preferred, node_ip));
+            if preferred && !entry.0 {
+                *entry = (true, node_ip);
+            }
+        }
+    }
 }
 
 /// Unix time in seconds: the clock the lab process injects into the pure metrics and health.
@@ -126,6 +145,7 @@ impl Proxies {
         let view = proxy_view(st);
         let config = proxy_config(st);
         let mut done = Vec::new();
+        let mut wanted = BTreeMap::new();
         for node in &st.plan.nodes {
             let started = Instant::now();
             let queued = unix_now();
@@ -133,6 +153,7 @@ impl Proxies {
             status.0.last_queued_timestamp = queued;
             status.1.oldest_pending.get_or_insert(queued);
             let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
+            announce(&mut wanted, &plan, node.ip);
             let mut rules = plan.render();
             let old = self.applied.remove(&node.name);
             let pod_cidr = node.pod_cidr.to_string();
@@ -164,7 +185,30 @@ impl Proxies {
             done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
             self.applied.insert(node.name.clone(), Applied { rules, listing });
         }
+        self.route_from_external_host(st, wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect());
         Ok(done)
+    }
+
+    /// Points the external host's /32 routes at the chosen nodes.
+    fn route_from_external_host(&mut self, st: &LabState, wanted: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>) {
+        let ns = st.plan.external_netns();
+        let ip = |args: &[String]| {
+            let out = std::process::Command::new("ip").arg("-n").arg(&ns).args(args).output();
+            if let Ok(o) = out
+                && !o.status.success()
+            {
+                eprintln!("external host: ip {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+            }
+        };
+        for gone in self.announced.keys().filter(|a| !wanted.contains_key(a)) {
+            ip(&["route".into(), "del".into(), format!("{gone}/32")]);
+        }
+        for (addr, node) in &wanted {
+            if self.announced.get(addr) != Some(node) {
+                ip(&["route".into(), "replace".into(), format!("{addr}/32"), "via".into(), node.to_string()]);
+            }
+        }
+        self.announced = wanted;
     }
 
     /// Whether a node's table still reads back as we left it (the periodic check).

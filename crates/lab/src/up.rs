@@ -83,7 +83,8 @@ pub fn lab_services(
 ) -> Result<(Vec<k8s_openapi::api::core::v1::Service>, Vec<k8s_openapi::api::discovery::v1::EndpointSlice>), model::ManifestError> {
     let mut services = cluster.services.clone();
     model::allocate::allocate(&mut services, &model::allocate::Ranges::default())?;
-    let services = services.into_iter().map(|s| s.object).collect();
+    let mut services: Vec<_> = services.into_iter().map(|s| s.object).collect();
+    crate::load_balancer::assign(&mut services, crate::load_balancer::pool());
     let slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).collect();
     Ok((services, slices))
 }
