@@ -348,7 +348,7 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     let m = manifests();
     std::fs::write(
         m.path().join("svc.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: near, namespace: demo, labels: {app: server}}\nspec:\n  nodeName: node-1\n  containers: [{name: s, ports: [{name: http, containerPort: 8080}]}]\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: near, namespace: demo, labels: {app: server}}\nspec:\n  nodeName: node-1\n  containers: [{name: s, ports: [{name: http, containerPort: 8080}]}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: demo}\nspec:\n  clusterIP: 10.96.0.81\n  sessionAffinity: ClientIP\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
     )
     .unwrap();
     let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
@@ -376,6 +376,16 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
         }
     }
     assert!(itself > 0, "30 tries never picked the pod itself");
+
+    // sessionAffinity: ClientIP keeps a client on one backend, also across the lab process's
+    // periodic table checks (the clients it remembers are not taken for tampering).
+    let sticky = Ipv4Addr::new(10, 96, 0, 81);
+    let first = try_tcp(&client_ns, sticky, 80).unwrap()["pod"].clone();
+    assert!((0..10).all(|_| try_tcp(&client_ns, sticky, 80).unwrap()["pod"] == first));
+    std::thread::sleep(lab::daemon::SYNC_PERIOD * 2 + Duration::from_millis(300));
+    assert!((0..5).all(|_| try_tcp(&client_ns, sticky, 80).unwrap()["pod"] == first));
+    let log = std::fs::read_to_string(lab::daemon::log_file(&lab.name)).unwrap();
+    assert!(!log.contains("re-syncing"), "{log}");
 
     // An unknown port of a live ClusterIP is rejected; an unallocated service address dropped.
     assert_eq!(try_tcp(&client_ns, vip, 81).unwrap_err(), std::io::ErrorKind::ConnectionRefused);

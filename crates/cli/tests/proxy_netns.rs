@@ -39,6 +39,7 @@ fn manifests(s2_ready: bool) -> String {
         svc("web", "10.96.0.20", "  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30080}]\n"),
         svc("web-local", "10.96.0.21", "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30081}]\n"),
         svc("empty", "10.96.0.30", "  selector: {app: nothing}\n  ports: [{port: 80}]\n"),
+        svc("sticky", "10.96.0.40", "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n"),
     ]
     .concat()
 }
@@ -222,6 +223,17 @@ fn the_rendered_rules_do_what_the_tracer_says_with_real_packets() {
         }
     }
     assert!(hairpinned, "30 tries never picked the pod itself");
+
+    // sessionAffinity: ClientIP: every connection of a client goes to the endpoint it first got.
+    let served: std::collections::BTreeSet<String> = (0..20)
+        .map(|_| match connect(&t.client, "10.96.0.40:80") {
+            Outcome::Served(name, _) => name,
+            other => panic!("affinity: {other:?}"),
+        })
+        .collect();
+    assert_eq!(served.len(), 1, "{served:?}");
+    let remembered = t.list();
+    assert!(remembered.contains("10.244.0.9 . 10.96.0.40 . tcp"), "the client is remembered: {remembered}");
 }
 
 #[test]
@@ -258,10 +270,10 @@ fn an_incremental_sync_lands_where_a_full_load_does() {
     t.sync(None, &programmer.ruleset());
     // s2 backs both web Services: both changed.
     let mut script = String::new();
-    for svc in ["web", "web-local"] {
+    for svc in ["web", "web-local", "sticky"] {
         let ports: Vec<proxy::plan::PortPlan> = b.ports.iter().filter(|p| p.port.service == svc).cloned().collect();
         let proxy::render::Update::Elements(writes) = programmer.update("shop", svc, &ports) else { panic!("needs a full load") };
-        assert!(!writes.is_empty() && writes.lines().count() <= 6, "{writes}");
+        assert!(!writes.is_empty() && writes.lines().count() <= 10, "{writes}");
         script.push_str(&writes);
     }
     let node = t.node.path().to_owned();

@@ -135,8 +135,28 @@ fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
     }
 }
 
+/// The proxy's table as nft lists it, without what the packet path writes (the session
+/// affinity map's elements), so that comparing listings finds changes made behind our back only.
 fn listing() -> io::Result<Option<String>> {
-    dataplane::nft::list_table(Family::Ip, proxy::render::TABLE)
+    Ok(dataplane::nft::list_table(Family::Ip, proxy::render::TABLE)?.map(|text| without_dynamic_elements(&text)))
+}
+
+fn without_dynamic_elements(listing: &str) -> String {
+    let mut out = String::new();
+    let mut in_affinity = false;
+    for line in listing.lines() {
+        let trimmed = line.trim();
+        if trimmed == format!("map {} {{", proxy::render::AFFINITY) {
+            in_affinity = true;
+        } else if in_affinity && line == "\t}" {
+            in_affinity = false;
+        } else if in_affinity && !(trimmed.starts_with("type ") || trimmed.starts_with("flags ")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Proxies {
@@ -217,5 +237,16 @@ impl Proxies {
             let Some(applied) = self.applied.get(&node.name) else { return false };
             netns::run_in(&netns::path_of(&node.netns), listing).ok().and_then(Result::ok).flatten() == applied.listing
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listings_are_compared_without_remembered_clients() {
+        let listing = "table ip podnet-proxy {\n\tmap affinity {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . mark : ipv4_addr . inet_service\n\t\tflags timeout\n\t\telements = { 10.244.0.9 . 10.96.0.40 . tcp . 7 timeout 3h expires 2h : 10.244.1.2 . 8080,\n\t\t\t     10.244.0.8 . 10.96.0.40 . tcp . 7 timeout 3h expires 1h : 10.244.1.3 . 8080 }\n\t}\n\n\tmap frontends {\n\t\telements = { 10.96.0.40 . tcp . 80 : goto cluster-2 }\n\t}\n}\n";
+        let kept = super::without_dynamic_elements(listing);
+        assert!(!kept.contains("10.244.0.9") && !kept.contains("10.244.1.3"), "{kept}");
+        assert!(kept.contains("flags timeout") && kept.contains("goto cluster-2"), "{kept}");
     }
 }

@@ -99,6 +99,12 @@ const FIREWALL: &str = "firewall";
 const FIREWALL_ALLOW: &str = "firewall-allow";
 const HAIRPIN: &str = "hairpin";
 const CLUSTER_IPS: &str = "cluster-ips";
+const AFFINITY_IDS: &str = "affinity-ids";
+const AFFINITY_KEYS: &str = "affinity-keys";
+/// The map the packet path writes: client . frontend address . protocol . affinity id → endpoint.
+pub const AFFINITY: &str = "affinity";
+/// ClientIP affinity timeouts whose chains every table has.
+const FIXED_TIMEOUTS: [u32; 1] = [10_800];
 
 /// One Service's elements in one family, gathered from its ports.
 #[derive(Default)]
@@ -114,6 +120,9 @@ struct Elements {
     firewall_allow: BTreeSet<String>,
     hairpin: BTreeSet<String>,
     cluster_ips: BTreeSet<String>,
+    affinity_ids: BTreeMap<String, String>,
+    affinity_keys: BTreeMap<String, String>,
+    timeouts: BTreeSet<u32>,
 }
 
 /// One Service's share of a family's table: its set and map elements, and the class chains
@@ -122,6 +131,7 @@ struct Elements {
 struct Fragment {
     elements: Vec<(&'static str, String, Option<String>)>,
     classes: BTreeSet<(Pool, usize)>,
+    timeouts: BTreeSet<u32>,
 }
 
 impl Elements {
@@ -131,6 +141,8 @@ impl Elements {
         maps(FRONTENDS, self.frontends);
         maps(CLUSTER_FRONTENDS, self.cluster_frontends);
         maps(LOCAL_FRONTENDS, self.local_frontends);
+        maps(AFFINITY_IDS, self.affinity_ids);
+        maps(AFFINITY_KEYS, self.affinity_keys);
         for (pool, m) in self.endpoints {
             maps(pool.endpoints_map(), m);
         }
@@ -144,7 +156,7 @@ impl Elements {
         ] {
             elements.extend(set.into_iter().map(|k| (name, k, None)));
         }
-        Fragment { elements, classes: self.classes }
+        Fragment { elements, classes: self.classes, timeouts: self.timeouts }
     }
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
@@ -162,6 +174,23 @@ impl Elements {
         }
         self.classes.insert((pool, values.len()));
         format!("goto {}", pool.chain(values.len()))
+    }
+
+    /// ClientIP session affinity for one frontend: an id (carried in the connection's ct mark
+    /// from prerouting to postrouting) that changes whenever the endpoints do, so that clients
+    /// remembered for endpoints that changed are not sent there again.
+    fn affinity(&mut self, ip: IpAddr, p: &PortPlan, frontend: &str) {
+        let Some(timeout) = p.port.affinity_timeout else { return };
+        let mut seed = frontend.to_owned();
+        for e in p.cluster.iter().chain(&p.local) {
+            seed.push(' ');
+            seed.push_str(&e.addr);
+        }
+        let id = (model::cluster::stable_hash(seed.as_bytes()) as u32) | 1;
+        self.affinity_ids.insert(frontend.to_owned(), id.to_string());
+        let proto = p.port.protocol.as_str().to_ascii_lowercase();
+        self.affinity_keys.insert(format!("{ip} . {proto} . {id}"), format!("jump affinity-{timeout}"));
+        self.timeouts.insert(timeout);
     }
 
     fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr]) {
@@ -182,6 +211,9 @@ impl Elements {
             }
             let (pool, eps) = if port.policies.internal_local { (Pool::Local, &p.local) } else { (Pool::Cluster, &p.cluster) };
             let verdict = self.dnat(fam, &k, pool, eps);
+            if verdict != "drop" {
+                self.affinity(ip, p, &k);
+            }
             self.frontends.insert(k, verdict);
         }
         let mut external: Vec<(IpAddr, u16, bool)> = Vec::new();
@@ -207,6 +239,7 @@ impl Elements {
                     }
                 }
             }
+            self.affinity(ip, p, &k);
             if port.policies.external_local {
                 let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
                 self.cluster_frontends.insert(k.clone(), cluster);
@@ -284,6 +317,9 @@ impl NodePlan {
         for pool in [Pool::Cluster, Pool::Local] {
             t.sets.insert(pool.endpoints_map().into(), map(endpoint_map.clone(), BTreeMap::new()));
         }
+        t.sets.insert(AFFINITY_IDS.into(), map(format!("type {addr} . inet_proto . inet_service : mark;"), BTreeMap::new()));
+        t.sets.insert(AFFINITY_KEYS.into(), map(format!("type {addr} . inet_proto . mark : verdict;"), BTreeMap::new()));
+        t.sets.insert(AFFINITY.into(), map(format!("type {addr} . {addr} . inet_proto . mark : {addr} . inet_service; flags timeout;"), BTreeMap::new()));
 
         // Hooks. nft 1.0.6 takes `dstnat` only on prerouting, so priorities are numbers.
         let hooked = |hook: &str, priority: i32, target: &str| {
@@ -299,6 +335,8 @@ impl NodePlan {
         }
         let mut postrouting = base("type nat hook postrouting priority 100; policy accept;");
         postrouting.rules = vec![
+            // Remember the endpoint a new connection to an affinity frontend went to.
+            format!("ct status dnat ct original {ip} daddr . meta l4proto . ct mark vmap @{AFFINITY_KEYS}"),
             format!("{ip} saddr . {ip} daddr @hairpin ct status dnat {mark}"),
             format!("meta mark & {MASQUERADE_MARK:#x} == 0 return"),
             format!("meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random"),
@@ -314,6 +352,9 @@ impl NodePlan {
             services.push(format!("{ip} daddr @cluster-ips {ip} saddr != @pod-cidrs {mark}"));
         }
         services.push(format!("{frontend} @masquerade-frontends {mark}"));
+        // ClientIP affinity: a remembered client goes back to its endpoint.
+        services.push(format!("ct mark set {frontend} map @{AFFINITY_IDS}"));
+        services.push(format!("meta l4proto {{ tcp, udp, sctp }} dnat {ip} to {ip} saddr . {ip} daddr . meta l4proto . ct mark map @{AFFINITY}"));
         services.push(format!("{frontend} vmap @frontends"));
         t.chains.insert("services".into(), chain(services));
         let pod_mark = if self.config.masquerade_all { format!(" {mark}") } else { String::new() };
@@ -405,6 +446,7 @@ struct FamilyTable {
     merged: Merged,
     fragments: HashMap<(String, String), Fragment>,
     classes: BTreeSet<(Pool, usize)>,
+    timeouts: BTreeSet<u32>,
     present: bool,
 }
 
@@ -449,6 +491,7 @@ impl Programmer {
                     merged: Merged::default(),
                     fragments: HashMap::new(),
                     classes: fixed.collect(),
+                    timeouts: FIXED_TIMEOUTS.into_iter().collect(),
                     present,
                 };
                 let mut ignored = Vec::new();
@@ -456,6 +499,7 @@ impl Programmer {
                     let f = fragment(fam, ports, &t.node_port_ips);
                     t.merged.add(&f, &mut ignored);
                     t.classes.extend(f.classes.iter().copied());
+                    t.timeouts.extend(f.timeouts.iter().copied());
                     ignored.clear();
                     t.fragments.insert((ports[0].port.namespace.clone(), ports[0].port.service.clone()), f);
                 }
@@ -480,6 +524,10 @@ impl Programmer {
                 let rule = format!("dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {count} map @{}", pool.endpoints_map());
                 table.chains.insert(pool.chain(count), Chain { base: None, rules: vec![rule] });
             }
+            for timeout in &t.timeouts {
+                let rule = format!("update @{AFFINITY} {{ {ip} saddr . ct original {ip} daddr . meta l4proto . ct mark timeout {timeout}s : {ip} daddr . th dport }} ct mark set 0");
+                table.chains.insert(format!("affinity-{timeout}"), Chain { base: None, rules: vec![rule] });
+            }
             ruleset.tables.insert((t.fam.family, TABLE.to_owned()), table);
         }
         ruleset
@@ -498,14 +546,15 @@ impl Programmer {
             }
             // Only what differs is written: elements in both stay as they are.
             let kept: std::collections::HashSet<&(&'static str, String, Option<String>)> = old.elements.iter().filter(|e| new.elements.contains(e)).collect();
-            let gone = Fragment { elements: old.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), classes: BTreeSet::new() };
-            let came = Fragment { elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), classes: BTreeSet::new() };
+            let gone = Fragment { elements: old.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
+            let came = Fragment { elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
             let mut writes = Vec::new();
             t.merged.remove(&gone, &mut writes);
             t.merged.add(&came, &mut writes);
-            if !new.classes.is_subset(&t.classes) || (!t.present && !new.elements.is_empty()) {
+            if !new.classes.is_subset(&t.classes) || !new.timeouts.is_subset(&t.timeouts) || (!t.present && !new.elements.is_empty()) {
                 // nft cannot add rules that use the endpoint maps to a loaded table.
                 t.classes.extend(new.classes.iter().copied());
+                t.timeouts.extend(new.timeouts.iter().copied());
                 t.present = true;
                 full = true;
             }
