@@ -193,7 +193,11 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
     let full = programmer.ruleset();
     let plan_render = t.elapsed().as_secs_f64();
     let elements = full.element_count();
-    let load = nft_in(&ns, full.full_script())?;
+    let script = full.full_script();
+    if let Ok(path) = std::env::var("PODNET_BENCH_DUMP") {
+        std::fs::write(path, &script)?; // for looking at the load with `time nft -f`
+    }
+    let load = nft_in(&ns, script)?;
     drop(full);
     let rss = rss_mb();
 

@@ -39,15 +39,19 @@ fn manifests(s2_ready: bool) -> String {
         svc("web", "10.96.0.20", "  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30080}]\n"),
         svc("web-local", "10.96.0.21", "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30081}]\n"),
         svc("empty", "10.96.0.30", "  selector: {app: nothing}\n  ports: [{port: 80}]\n"),
+        svc("inside", "10.96.0.50", "  internalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n"),
         svc("sticky", "10.96.0.40", "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n"),
     ]
     .concat()
 }
 
 fn plan(s2_ready: bool) -> proxy::NodePlan {
+    plan_with(s2_ready, proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() })
+}
+
+fn plan_with(s2_ready: bool, config: proxy::ProxyConfig) -> proxy::NodePlan {
     let objects = model::load_str(&manifests(s2_ready), Path::new("t.yaml")).unwrap();
     let state = model::ClusterState::from_objects(&objects).unwrap();
-    let config = proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() };
     proxy::plan(&state, "node-1", &config).unwrap()
 }
 
@@ -276,7 +280,35 @@ fn an_incremental_sync_lands_where_a_full_load_does() {
         assert!(!writes.is_empty() && writes.lines().count() <= 10, "{writes}");
         script.push_str(&writes);
     }
+    // `inside` uses node-1's endpoint only: s2 leaving changes nothing for it.
+    let inside: Vec<proxy::plan::PortPlan> = b.ports.iter().filter(|p| p.port.service == "inside").cloned().collect();
+    assert_eq!(programmer.update("shop", "inside", &inside), proxy::render::Update::Elements(String::new()));
     let node = t.node.path().to_owned();
     run_in(&node, move || dataplane::nft::apply(&script)).unwrap().unwrap();
     assert_eq!(t.list(), incremental, "per-Service writes make the same table as a full load");
+}
+
+#[test]
+fn internal_traffic_policy_local_and_masquerade_all_with_real_packets() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = Topology::new();
+    t.serve();
+    let p = plan(true);
+    t.sync(None, &p.render());
+    // internalTrafficPolicy: Local: only the endpoint on this node (s1), never s2.
+    for _ in 0..15 {
+        assert_eq!(connect(&t.client, "10.96.0.50:80"), Outcome::Served("s1".into(), "10.244.0.9".into()));
+    }
+    assert_eq!(traced(&p, "10.244.0.9", "10.96.0.50:80").endpoints, ["10.244.0.2:8080"]);
+    // masqueradeAll: pod traffic to a ClusterIP is SNATed too.
+    let all = plan_with(true, proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), masquerade_all: true, ..Default::default() });
+    t.sync(Some(&p.render()), &all.render());
+    match connect(&t.client, "10.96.0.20:80") {
+        Outcome::Served(_, peer) => assert_ne!(peer, "10.244.0.9", "masqueradeAll"),
+        other => panic!("{other:?}"),
+    }
+    assert!(traced(&all, "10.244.0.9", "10.96.0.20:80").masquerade);
 }

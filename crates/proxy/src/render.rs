@@ -162,15 +162,19 @@ impl Elements {
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
     /// the endpoint elements and the class chain it needs.
     fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint]) -> String {
-        let values: Vec<(IpAddr, String)> = endpoints.iter().filter_map(endpoint_value).filter(|(ip, _)| fam.has(ip)).collect();
+        let values: Vec<(IpAddr, String, bool)> =
+            endpoints.iter().filter_map(|e| endpoint_value(e).map(|(ip, v)| (ip, v, e.local))).filter(|(ip, _, _)| fam.has(ip)).collect();
         if values.is_empty() {
             return "drop".into();
         }
         let map = self.endpoints.entry(pool).or_default();
-        for (bucket, (ip, value)) in values.iter().enumerate() {
+        for (bucket, (ip, value, local)) in values.iter().enumerate() {
             map.insert(format!("{frontend} . {bucket}"), value.clone());
-            // A pod reaching itself through a Service is masqueraded (hairpin).
-            self.hairpin.insert(format!("{ip} . {ip}"));
+            // A pod reaching itself through a Service is masqueraded (hairpin). The client's
+            // own node DNATs, so only this node's endpoints can be hairpinned here.
+            if *local {
+                self.hairpin.insert(format!("{ip} . {ip}"));
+            }
         }
         self.classes.insert((pool, values.len()));
         format!("goto {}", pool.chain(values.len()))
