@@ -231,6 +231,9 @@ fn down_cleans_up_after_an_up_killed_halfway() {
         .collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(!Path::new(&format!("/run/podnet/{name}")).exists());
+    // No CNI plugin run of the killed `up` writes its leases back afterwards.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!Path::new(&format!("/run/podnet/{name}")).exists(), "a plugin run outlived `down`");
     let etc_left = std::fs::read_dir("/etc/netns")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&format!("podnet.{name}."))).count())
         .unwrap_or(0);

@@ -417,6 +417,7 @@ pub fn lab_namespaces(lab: &str) -> Vec<String> {
 /// names alone, so it also cleans up after an `up` that was killed halfway.
 pub fn down(lab: &str) -> Result<usize, LabError> {
     stop_process(lab);
+    stop_plugins(lab);
     let namespaces = lab_namespaces(lab);
     for name in &namespaces {
         netns::delete(name).map_err(ctx(format!("deleting namespace {name}")))?;
@@ -433,6 +434,21 @@ pub fn down(lab: &str) -> Result<usize, LabError> {
 }
 
 /// Stops the lab process named in the pid file, if it is still ours.
+/// Kills CNI plugin runs still working on the lab's pods (an `up` or `apply` killed halfway leaves
+/// them running), so that none writes its leases again after the state directory is gone. They
+/// are known by their `CNI_NETNS`, which names a namespace of the lab.
+fn stop_plugins(lab: &str) {
+    let marker = format!("CNI_NETNS={}", netns::path_of(&netns_prefix(lab)).display());
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|var| var.starts_with(marker.as_bytes())) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 fn stop_process(lab: &str) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
