@@ -186,9 +186,12 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
     serve_local(&ns)?;
     let baseline = connect_latency(&ns, "127.0.0.1:8080".parse()?, connects)?;
 
+    let base_rss = rss_mb();
     let mut state = cluster(n, e);
+    let objects_rss = rss_mb();
     let t = Instant::now();
     let plan = node_plan(&state)?;
+    let plan_rss = rss_mb();
     let mut programmer = Programmer::new(&plan);
     let full = programmer.ruleset();
     let plan_render = t.elapsed().as_secs_f64();
@@ -241,7 +244,12 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
         baseline.2,
         last.0 / baseline.0
     );
-    outln!("  proxy memory         {rss:8.1} MB RSS (this process, the {n}-service plan and rule set held)");
+    outln!(
+        "  proxy memory         {rss:8.1} MB RSS (this process: objects +{:.1} MB, node plan +{:.1} MB, per-Service programmer and rule set +{:.1} MB)",
+        objects_rss - base_rss,
+        plan_rss - objects_rss,
+        rss - plan_rss
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use model::{ClusterState, Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -126,25 +127,20 @@ fn node_view(state: &ClusterState, name: &str) -> Result<NodeView, PlanError> {
 /// when the manifests give none for them.
 pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<NodePlan, PlanError> {
     let node = node_view(state, node)?;
-    let mut slices: Vec<_> = state.endpoint_slices.iter().map(|s| s.object.clone()).collect();
-    for computed in model::endpoints::compute(state, |p| p.ready.unwrap_or(true)) {
-        let svc = computed.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned();
-        let given = slices.iter().any(|s| {
-            s.metadata.namespace == computed.metadata.namespace
-                && s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned() == svc
-        });
-        if !given {
-            slices.push(computed);
-        }
-    }
+    // The given slices by reference (they can be many), and computed ones for Services with a
+    // selector that the manifests give none for.
+    let service_of = |s: &EndpointSlice| (s.metadata.namespace.clone(), s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned());
+    let given: std::collections::HashSet<_> = state.endpoint_slices.iter().map(|s| service_of(&s.object)).collect();
+    let computed: Vec<EndpointSlice> = model::endpoints::compute(state, |p| p.ready.unwrap_or(true)).into_iter().filter(|c| !given.contains(&service_of(c))).collect();
+    let slices: Vec<&EndpointSlice> = state.endpoint_slices.iter().map(|s| &s.object).chain(&computed).collect();
     let mut cluster_cidrs = Vec::new();
     for c in config.cluster_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?);
     }
     let service_cidrs = state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
     // Slices by Service, so that each port looks only at its own.
-    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> = std::collections::HashMap::new();
-    for s in &slices {
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = std::collections::HashMap::new();
+    for s in slices {
         if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)) {
             by_service.entry((s.metadata.namespace.as_deref().unwrap_or("default"), svc.as_str())).or_default().push(s);
         }
@@ -161,7 +157,7 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
 }
 
 /// One Service's ports as `node` programs them, from that Service's EndpointSlices.
-pub fn service_plan(svc: &k8s_openapi::api::core::v1::Service, slices: &[&k8s_openapi::api::discovery::v1::EndpointSlice], node: &NodeView) -> Vec<PortPlan> {
+pub fn service_plan(svc: &k8s_openapi::api::core::v1::Service, slices: &[&EndpointSlice], node: &NodeView) -> Vec<PortPlan> {
     crate::service::ports_of(svc)
         .into_iter()
         .map(|port| {
