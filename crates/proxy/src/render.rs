@@ -161,7 +161,7 @@ impl Elements {
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
     /// the endpoint elements and the class chain it needs.
-    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint]) -> String {
+    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint], external: bool) -> String {
         let values: Vec<(IpAddr, String, bool)> =
             endpoints.iter().filter_map(|e| endpoint_value(e).map(|(ip, v)| (ip, v, e.local))).filter(|(ip, _, _)| fam.has(ip)).collect();
         if values.is_empty() {
@@ -170,9 +170,10 @@ impl Elements {
         let map = self.endpoints.entry(pool).or_default();
         for (bucket, (ip, value, local)) in values.iter().enumerate() {
             map.insert(format!("{frontend} . {bucket}"), value.clone());
-            // A pod reaching itself through a Service is masqueraded (hairpin). The client's
-            // own node DNATs, so only this node's endpoints can be hairpinned here.
-            if *local {
+            // A pod reaching itself through a Service is masqueraded (hairpin). A ClusterIP is
+            // DNATed on the client's own node, so there only this node's endpoints can be the
+            // client; a node address or external IP can be reached from a pod on another node.
+            if *local || external {
                 self.hairpin.insert(format!("{ip} . {ip}"));
             }
         }
@@ -214,7 +215,7 @@ impl Elements {
                 continue;
             }
             let (pool, eps) = if port.policies.internal_local { (Pool::Local, &p.local) } else { (Pool::Cluster, &p.cluster) };
-            let verdict = self.dnat(fam, &k, pool, eps);
+            let verdict = self.dnat(fam, &k, pool, eps, false);
             if verdict != "drop" {
                 self.affinity(ip, p, &k);
             }
@@ -245,13 +246,13 @@ impl Elements {
             }
             self.affinity(ip, p, &k);
             if port.policies.external_local {
-                let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
+                let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster, true);
                 self.cluster_frontends.insert(k.clone(), cluster);
-                let local = self.dnat(fam, &k, Pool::Local, &p.local);
+                let local = self.dnat(fam, &k, Pool::Local, &p.local, true);
                 self.local_frontends.insert(k.clone(), local);
                 self.frontends.insert(k, "goto external-local".into());
             } else {
-                let verdict = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
+                let verdict = self.dnat(fam, &k, Pool::Cluster, &p.cluster, true);
                 self.masquerade_frontends.insert(k.clone());
                 self.frontends.insert(k, verdict);
             }
@@ -690,5 +691,23 @@ mod tests {
         let mut p = Programmer::new(&a);
         assert!(updates(&mut p, &a, &b).contains(&Update::Full));
         assert_eq!(p.ruleset(), b.render());
+    }
+
+    #[test]
+    fn hairpin_pairs_cover_local_endpoints_and_every_endpoint_of_external_frontends() {
+        let svc = |name: &str, ip: &str, extra: &str| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{clusterIP: {ip}, selector: {{app: {name}}}, ports: [{{port: 80}}]{extra}}}\n");
+        let pod = |name: &str, app: &str, node: &str, ip: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {app}}}}}\nspec: {{nodeName: {node}, containers: [{{name: c}}]}}\nstatus: {{podIP: {ip}}}\n");
+        let node = MANIFESTS.split("---").next().unwrap();
+        let p = plan_of(&format!(
+            "{node}{}{}{}{}{}",
+            svc("inner", "10.96.0.20", ""),
+            svc("outer", "10.96.0.21", ", externalIPs: [192.0.2.1]"),
+            pod("far", "inner", "node-2", "10.244.1.2"),
+            pod("near", "inner", "node-1", "10.244.0.2"),
+            pod("far2", "outer", "node-2", "10.244.1.3")
+        ));
+        let t = p.render().tables.remove(&(Family::Ip, TABLE.to_owned())).unwrap();
+        // A ClusterIP's remote endpoint cannot be its own client here; an external address's can.
+        assert_eq!(elements(&t, "hairpin"), ["10.244.0.2 . 10.244.0.2", "10.244.1.3 . 10.244.1.3"]);
     }
 }
