@@ -677,6 +677,32 @@ fn check(a: NameArg) -> Result<ExitCode> {
             }
         }
     }
+    // Services: from a pod, each ClusterIP's TCP ports reach one of its endpoints, which sees the
+    // pod's own address (the node's proxy DNATs without SNAT); without endpoints: rejected.
+    if let Some((i, client)) = pods.first()
+        && let Some(cip) = st.pod_ips[*i]
+    {
+        let view = lab::service_proxy::proxy_view(&st);
+        let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(&st))?;
+        for p in node_plan.ports.iter().filter(|p| p.port.protocol == model::Protocol::Tcp) {
+            let Some(std::net::IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else { continue };
+            let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
+            let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
+            match (probe(&client.netns, vip, p.port.port), endpoints.is_empty()) {
+                (Ok(v), false) => {
+                    let (ip, seen) = (v["ip"].as_str().unwrap_or_default(), v["client_ip"].as_str().unwrap_or_default());
+                    let port = v["port"].as_u64().unwrap_or_default();
+                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str()) && seen == cip.to_string();
+                    line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}", v["pod"].as_str().unwrap_or_default()));
+                }
+                (Err(e), true) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) => {
+                    line(true, format!("{what}: no endpoints, rejected"));
+                }
+                (Ok(_), true) => line(false, format!("{what}: answered without endpoints")),
+                (Err(e), _) => line(false, format!("{what}: {e}")),
+            }
+        }
+    }
     if failures > 0 {
         outln!("{failures} check(s) failed.");
         return Ok(ExitCode::FAILURE);

@@ -368,6 +368,11 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     assert!(answers.iter().all(|a| a["client_ip"] == client_ip.to_string()), "no NAT of the client");
     assert!(answers.iter().any(|a| a["node"] == "node-1") && answers.iter().any(|a| a["node"] == "node-2"));
 
+    // `lab check` tries every Service's ClusterIP from a pod too.
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && text.contains("→ Service demo/server 10.96.0.80:80: answered by"), "{text}");
+
     // Hairpin: the pod reaches itself through its Service, masqueraded to its node.
     let mut itself = 0;
     for a in served_by(&near_ns, 30) {
