@@ -75,11 +75,6 @@ fn parse_line(line: &str) -> Option<Flow> {
     })
 }
 
-fn endpoint_addr(addr: &str) -> Option<(IpAddr, u16)> {
-    let (ip, port) = addr.rsplit_once(':')?;
-    Some((ip.trim_matches(['[', ']']).parse().ok()?, port.parse().ok()?))
-}
-
 impl NodePlan {
     /// The service port a flow was sent to, if any.
     fn frontend_of(&self, f: &Flow) -> Option<&PortPlan> {
@@ -99,7 +94,7 @@ impl NodePlan {
             .filter(|f| f.protocol == Protocol::Udp)
             .filter(|f| {
                 let Some(p) = self.frontend_of(f) else { return false };
-                let mut current = p.cluster.iter().chain(&p.local).filter_map(|e| endpoint_addr(&e.addr));
+                let mut current = p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port());
                 let dnated = (f.reply_src, f.reply_sport) != (f.orig_dst, f.orig_dport);
                 if dnated { !current.any(|ep| ep == (f.reply_src, f.reply_sport)) } else { current.next().is_some() }
             })

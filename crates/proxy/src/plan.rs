@@ -278,8 +278,7 @@ impl NodePlan {
             return verdict("DROP");
         }
         // Hairpin: a pod reaching itself through its Service is masqueraded.
-        let src_text = src.to_string();
-        if endpoints.iter().any(|e| e.addr.rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']'])) == Some(src_text.as_str())) {
+        if endpoints.iter().any(|e| e.ip_port().is_some_and(|(ip, _)| ip == src)) {
             masquerade = true;
         }
         let mut list: Vec<String> = endpoints.iter().map(|e| e.addr.clone()).collect();

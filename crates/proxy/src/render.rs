@@ -55,10 +55,9 @@ fn key(ip: IpAddr, protocol: model::Protocol, port: u16) -> String {
     format!("{ip} . {} . {port}", protocol.as_str().to_ascii_lowercase())
 }
 
-/// `ip:port` or `[ip]:port` as `ip . port`.
+/// An endpoint as a map value: `ip . port`.
 fn endpoint_value(ep: &Endpoint) -> Option<(IpAddr, String)> {
-    let (ip, port) = ep.addr.rsplit_once(':')?;
-    let ip: IpAddr = ip.trim_matches(['[', ']']).parse().ok()?;
+    let (ip, port) = ep.ip_port()?;
     Some((ip, format!("{ip} . {port}")))
 }
 

@@ -23,6 +23,14 @@ pub struct Endpoint {
     pub node_hints: BTreeSet<String>,
 }
 
+impl Endpoint {
+    /// Its address and port (`addr` is `ip:port`, or `[ip]:port` for IPv6).
+    pub fn ip_port(&self) -> Option<(std::net::IpAddr, u16)> {
+        let (ip, port) = self.addr.rsplit_once(':')?;
+        Some((ip.trim_matches(['[', ']']).parse().ok()?, port.parse().ok()?))
+    }
+}
+
 /// The traffic policies of a service port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policies {
