@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use model::Protocol;
 
-use crate::plan::{NodePlan, PortPlan};
+use crate::plan::NodePlan;
 
 /// One conntrack entry, as `conntrack -L` prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,16 +76,6 @@ fn parse_line(line: &str) -> Option<Flow> {
 }
 
 impl NodePlan {
-    /// The service port a flow was sent to, if any.
-    fn frontend_of(&self, f: &Flow) -> Option<&PortPlan> {
-        self.ports.iter().find(|p| {
-            let port = &p.port;
-            port.protocol == f.protocol
-                && ((port.port == f.orig_dport && (port.cluster_ips.contains(&f.orig_dst) || port.external_ips.contains(&f.orig_dst) || port.load_balancer_ips.contains(&f.orig_dst)))
-                    || (port.node_port == Some(f.orig_dport) && self.node.ips.contains(&f.orig_dst)))
-        })
-    }
-
     /// The UDP flows to delete: those DNATed to an endpoint the service port no longer uses,
     /// and those that reached a frontend without DNAT (it had no endpoints) when it has some now.
     pub fn stale_flows(&self, flows: &[Flow]) -> Vec<Flow> {
@@ -93,7 +83,8 @@ impl NodePlan {
             .iter()
             .filter(|f| f.protocol == Protocol::Udp)
             .filter(|f| {
-                let Some(p) = self.frontend_of(f) else { return false };
+                // The service port the flow was sent to, matched as the rules match packets.
+                let Some((p, _)) = self.frontend(f.orig_dst, f.orig_dport, f.protocol) else { return false };
                 let mut current = p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port());
                 let dnated = (f.reply_src, f.reply_sport) != (f.orig_dst, f.orig_dport);
                 if dnated { !current.any(|ep| ep == (f.reply_src, f.reply_sport)) } else { current.next().is_some() }

@@ -183,7 +183,8 @@ fn verdict(v: &'static str) -> Trace {
     Trace { verdict: v, endpoints: Vec::new(), masquerade: false }
 }
 
-enum Frontend {
+/// How a packet reaches a service port.
+pub(crate) enum Frontend {
     ClusterIp,
     External { load_balancer: bool },
 }
@@ -206,9 +207,9 @@ impl NodePlan {
         self.cluster_cidrs.iter().any(|c| c.contains(&src))
     }
 
-    /// Evaluates one first packet against the plan.
-    pub fn trace(&self, src: IpAddr, dst: IpAddr, dport: u16, protocol: Protocol) -> Trace {
-        let matched = self.ports.iter().find_map(|p| {
+    /// The service port, and which of its frontends, that a packet to `dst:dport` reaches.
+    pub(crate) fn frontend(&self, dst: IpAddr, dport: u16, protocol: Protocol) -> Option<(&PortPlan, Frontend)> {
+        self.ports.iter().find_map(|p| {
             let port = &p.port;
             // A Service is served in the families of its ClusterIPs only.
             if port.protocol != protocol || !port.cluster_ips.iter().any(|ip| ip.is_ipv4() == dst.is_ipv4()) {
@@ -227,8 +228,12 @@ impl NodePlan {
                 return Some((p, Frontend::External { load_balancer: false }));
             }
             None
-        });
-        let Some((p, frontend)) = matched else {
+        })
+    }
+
+    /// Evaluates one first packet against the plan.
+    pub fn trace(&self, src: IpAddr, dst: IpAddr, dport: u16, protocol: Protocol) -> Trace {
+        let Some((p, frontend)) = self.frontend(dst, dport, protocol) else {
             // A live ClusterIP on a port it does not serve: REJECT; an unallocated address of a
             // ServiceCIDR: DROP; anything else is not the proxy's business.
             if self.ports.iter().any(|p| p.port.cluster_ips.contains(&dst)) {
