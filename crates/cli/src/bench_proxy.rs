@@ -66,7 +66,7 @@ fn service(i: usize) -> Namespaced<Service> {
         ports: Some(vec![ServicePort { port: 80, protocol: Some("TCP".into()), ..Default::default() }]),
         ..Default::default()
     };
-    Namespaced { location: Default::default(), namespace: "bench".into(), name: format!("svc-{i}"), object: Service { metadata: meta(format!("svc-{i}")), spec: Some(spec), status: None } }
+    Namespaced::from_object(Service { metadata: meta(format!("svc-{i}")), spec: Some(spec), status: None })
 }
 
 fn slice(i: usize, addresses: Vec<String>) -> Namespaced<EndpointSlice> {
@@ -78,7 +78,7 @@ fn slice(i: usize, addresses: Vec<String>) -> Namespaced<EndpointSlice> {
         endpoints: addresses.into_iter().map(|a| Endpoint { addresses: vec![a], ..Default::default() }).collect(),
         ports: Some(vec![EndpointPort { port: Some(8080), protocol: Some("TCP".into()), ..Default::default() }]),
     };
-    Namespaced { location: Default::default(), namespace: "bench".into(), name: format!("svc-{i}-x"), object }
+    Namespaced::from_object(object)
 }
 
 /// N services (the last one's endpoints are 127.0.0.1:8080) and one node.

@@ -71,16 +71,7 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
         })
         .collect();
     state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
-    state.endpoint_slices = st
-        .given_slices
-        .iter()
-        .map(|s| Namespaced {
-            location: Default::default(),
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-            object: s.clone(),
-        })
-        .collect();
+    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
     state
 }
 

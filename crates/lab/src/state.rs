@@ -60,16 +60,7 @@ impl LabState {
                 location: Default::default(),
             })
             .collect();
-        let services = self
-            .services
-            .iter()
-            .map(|s| Namespaced {
-                location: Default::default(),
-                namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                name: s.metadata.name.clone().unwrap_or_default(),
-                object: s.clone(),
-            })
-            .collect();
+        let services = self.services.iter().cloned().map(Namespaced::from_object).collect();
         ClusterState { pods, services, ..Default::default() }
     }
 

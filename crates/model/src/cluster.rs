@@ -341,6 +341,15 @@ fn check(location: &Location, id: &ObjectRef, errs: Vec<FieldError>) -> Result<(
     })
 }
 
+impl<T: k8s_openapi::Metadata<Ty = ObjectMeta>> Namespaced<T> {
+    /// An object that was checked when it was loaded (kept in a lab's state, or made by a
+    /// controller), without a file location; its namespace defaulted as the loader does.
+    pub fn from_object(object: T) -> Self {
+        let meta = object.metadata();
+        Namespaced { location: Location::default(), namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default(), object }
+    }
+}
+
 /// A namespaced object with its name and namespace checked.
 fn namespaced<T>(loc: &Location, kind: &str, meta: &ObjectMeta, object: T) -> Result<Namespaced<T>, ManifestError> {
     let namespace = namespace_of(meta);
