@@ -108,8 +108,8 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
     let _ = writeln!(out, "  compute matrix        {:8.1} ms", ms(median(2)));
     let _ = writeln!(out, "  render JSON           {:8.1} ms  ({:.1} MB)", ms(median(3)), json_len as f64 / 1e6);
     let _ = writeln!(out, "  total                 {:8.1} ms", ms(total));
-    if let Some(rss) = peak_rss_kib() {
-        let _ = writeln!(out, "  peak RSS              {:8.1} MB", rss as f64 / 1024.0);
+    if let Some(rss) = proc_status_kib("self", "VmHWM") {
+        let _ = writeln!(out, "  peak RSS              {:8.1} MB", rss / 1024.0);
     }
     if let Some(dir) = &args.write {
         let _ = writeln!(out, "manifests kept in {}: time `podnet policy matrix -f {} -o json`", dir.display(), dir.display());
@@ -118,11 +118,17 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `VmHWM` of this process, in KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// A memory figure of a process (`VmRSS`, `VmHWM`, …; `pid` may be `self`), in KiB.
+pub(crate) fn proc_status_kib(pid: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The middle value (the upper one of an even count).
+pub(crate) fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
 }
 
 /// Counts bytes written: the JSON is rendered in full, but not kept.

@@ -12,6 +12,8 @@ use clap::Args;
 use dataplane::netns::{self, NamedNetns};
 use serde_json::{Value, json};
 
+use crate::bench::median;
+
 #[derive(Args)]
 pub struct CniBenchArgs {
     /// Containers to ADD then DEL per plugin.
@@ -29,11 +31,6 @@ struct Subject {
     label: &'static str,
     binary: PathBuf,
     conf: Value,
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Execs one plugin command from the node namespace and times the child alone.

@@ -49,8 +49,7 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     let result = up.and_then(|up| {
         let rss = std::fs::read_to_string(lab::state::pid_file(&name))
             .ok()
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok())
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+            .and_then(|pid| crate::bench::proc_status_kib(pid.trim(), "VmRSS"))
             .unwrap_or(f64::NAN);
         let check = timed(&exe, &["lab", "check", "--name", &name])?;
         Ok((up, rss, check))

@@ -19,6 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::{ClusterState, Namespaced};
 use proxy::render::{Programmer, Update};
 
+use crate::bench::median;
+
 #[derive(Args)]
 pub struct ProxyBenchArgs {
     /// Service counts to measure.
@@ -139,15 +141,7 @@ fn connect_latency(ns: &NamedNetns, dst: SocketAddr, count: usize) -> Result<(f6
 }
 
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    crate::bench::proc_status_kib("self", "VmRSS").map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// One Service changed, timed as the proxy handles it: from the changed Service and its
