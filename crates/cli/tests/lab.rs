@@ -90,14 +90,20 @@ fn manifests() -> tempfile::TempDir {
 
 /// The demo manifests up as a 2-node lab; `None` (the test is skipped) without root.
 fn demo_lab() -> Option<(Lab, tempfile::TempDir)> {
+    lab_of(MANIFESTS, &["--nodes", "2"])
+}
+
+/// `yaml` up as a lab; `None` (the test is skipped) without root.
+fn lab_of(yaml: &str, extra: &[&str]) -> Option<(Lab, tempfile::TempDir)> {
     if !is_root() {
         eprintln!("skipped: needs root");
         return None;
     }
-    let m = manifests();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let (lab, out) = Lab::up(dir.path(), extra);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some((lab, m))
+    Some((lab, dir))
 }
 
 /// What the echo server at ip:port says, asked over TCP from inside `netns`.
@@ -302,18 +308,8 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
 
 #[test]
 fn services_get_addresses_and_endpoints_follow_pod_readiness() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let m = manifests();
-    std::fs::write(
-        m.path().join("svc.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
-    )
-    .unwrap();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
+    let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{svc}"), &["--nodes", "2"]) else { return };
     let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
     assert!(svc.contains("server") && svc.contains("10.96.") && svc.contains("80/TCP"), "{svc}");
     let ep = |lab: &Lab| String::from_utf8(podnet(&["lab", "get", "endpoints", "server", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
@@ -344,18 +340,8 @@ fn try_tcp(netns: &str, ip: Ipv4Addr, port: u16) -> Result<Value, std::io::Error
 
 #[test]
 fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let m = manifests();
-    std::fs::write(
-        m.path().join("svc.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: near, namespace: demo, labels: {app: server}}\nspec:\n  nodeName: node-1\n  containers: [{name: s, ports: [{name: http, containerPort: 8080}]}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: demo}\nspec:\n  clusterIP: 10.96.0.81\n  sessionAffinity: ClientIP\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
-    )
-    .unwrap();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let services = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: near, namespace: demo, labels: {app: server}}\nspec:\n  nodeName: node-1\n  containers: [{name: s, ports: [{name: http, containerPort: 8080}]}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: demo}\nspec:\n  clusterIP: 10.96.0.81\n  sessionAffinity: ClientIP\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
+    let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{services}"), &["--nodes", "2"]) else { return };
     let (client_ns, client_ip) = lab.pod("demo", "client");
     let (near_ns, near_ip) = lab.pod("demo", "near");
     let vip = Ipv4Addr::new(10, 96, 0, 80);
@@ -414,17 +400,10 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
 
 #[test]
 fn node_ports_from_the_external_host_follow_external_traffic_policy() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let pod = |name: &str, node: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n");
     let svc = |name: &str, extra: &str, node_port: u16| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: NodePort\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http, nodePort: {node_port}}}]\n");
     let yaml = [pod("near", "node-1"), pod("far", "node-2"), svc("cluster", "", 30080), svc("local", "  externalTrafficPolicy: Local\n", 30081)].concat();
-    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-    let (lab, out) = Lab::up(dir.path(), &["--nodes", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3"]) else { return };
     let external = format!("podnet.{}.external", lab.name);
     let node = |n: u8| Ipv4Addr::new(172, 18, 0, n + 1);
 
@@ -470,11 +449,10 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
 
 #[test]
 fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
-    if !is_root() || Command::new("conntrack").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and conntrack");
+    if Command::new("conntrack").arg("--version").output().is_err() {
+        eprintln!("skipped: needs conntrack");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let dns = |name: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: dns}}}}\nspec:\n  nodeName: node-2\n  containers: [{{name: d, ports: [{{name: dns, containerPort: 5353, protocol: UDP}}]}}]\n");
     let yaml = [
         "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: demo}\nspec: {nodeName: node-1, containers: [{name: c}]}\n".to_owned(),
@@ -483,9 +461,7 @@ fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
         "---\napiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: demo}\nspec:\n  clusterIP: 10.96.0.53\n  selector: {app: dns}\n  ports: [{port: 53, protocol: UDP, targetPort: dns}]\n".to_owned(),
     ]
     .concat();
-    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-    let (lab, out) = Lab::up(dir.path(), &["--nodes", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "2"]) else { return };
     let (client_ns, _) = lab.pod("demo", "client");
     // Always from the same source port: one conntrack flow.
     let ask = || -> String {
@@ -509,11 +485,6 @@ fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
 
 #[test]
 fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let pod = |name: &str, node: &str| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n");
     let lb = |name: &str, extra: &str| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n");
     let yaml = [
@@ -524,9 +495,7 @@ fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
         lb("c-local", "  externalTrafficPolicy: Local\n"),
     ]
     .concat();
-    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-    let (lab, out) = Lab::up(dir.path(), &["--nodes", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3"]) else { return };
     // Addresses from the pool, in the Services' order, shown as kubectl shows them.
     let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
     assert!(svc.contains("172.18.255.1,192.0.2.10") && svc.contains("172.18.255.2") && svc.contains("172.18.255.3"), "{svc}");
