@@ -19,11 +19,26 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 const NODE_IP: &str = "172.18.0.2";
 const OUTSIDE_IP: &str = "172.18.0.100";
+const NODE_IP6: &str = "fd00:18::2";
+const OUTSIDE_IP6: &str = "fd00:18::100";
+
+/// A pod's IPv6 address: its IPv4 address's last two bytes under fd00:10:244::/56.
+fn six(v4: &str) -> String {
+    let o: Vec<&str> = v4.split('.').collect();
+    let v6: std::net::Ipv6Addr = format!("fd00:10:244:{}::{}", o[2], o[3]).parse().unwrap();
+    v6.to_string()
+}
+
+/// `ip addr add` without duplicate address detection, so the address is usable at once.
+fn addr6(netns: &str, addr: &str, dev: &str) {
+    ip(&["-n", netns, "addr", "add", addr, "dev", dev, "nodad"]);
+}
 
 fn manifests(s2_ready: bool) -> String {
     let pod = |name: &str, node: &str, ip: &str, ready: bool| {
         format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec: {{nodeName: {node}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: '{}'}}]}}\n",
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec: {{nodeName: {node}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {ip}, podIPs: [{{ip: {ip}}}, {{ip: '{}'}}], conditions: [{{type: Ready, status: '{}'}}]}}\n",
+            six(ip),
             if ready { "True" } else { "False" }
         )
     };
@@ -31,15 +46,16 @@ fn manifests(s2_ready: bool) -> String {
         format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  clusterIP: {ip}\n{extra}")
     };
     [
-        format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-1}}\nspec: {{podCIDR: 10.244.0.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: {NODE_IP}}}]}}\n"),
+        format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-1}}\nspec: {{podCIDR: 10.244.0.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: {NODE_IP}}}, {{type: InternalIP, address: '{NODE_IP6}'}}]}}\n"),
         "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {podCIDR: 10.244.1.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.3}]}\n".into(),
-        "---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/16]}\n".into(),
+        "---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/16, 'fd00:10:96::/112']}\n".into(),
         pod("s1", "node-1", "10.244.0.2", true),
         pod("s2", "node-2", "10.244.1.2", s2_ready),
         svc("web", "10.96.0.20", "  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30080}]\n"),
         svc("web-local", "10.96.0.21", "  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30081}]\n"),
         svc("empty", "10.96.0.30", "  selector: {app: nothing}\n  ports: [{port: 80}]\n"),
         svc("inside", "10.96.0.50", "  internalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n"),
+        svc("dual", "10.96.0.60", "  clusterIPs: [10.96.0.60, 'fd00:10:96::60']\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http, nodePort: 30082}]\n"),
         svc("sticky", "10.96.0.40", "  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}]\n"),
     ]
     .concat()
@@ -87,6 +103,11 @@ impl Topology {
             ip(&["-n", pod.name(), "link", "set", "lo", "up"]);
             ip(&["-n", pod.name(), "route", "add", "169.254.1.1", "dev", "eth0"]);
             ip(&["-n", pod.name(), "route", "add", "default", "via", "169.254.1.1"]);
+            // IPv6 the same way, with fe80::1 as the node's end (Calico's IPv6 layout).
+            addr6(&node, "fe80::1/64", dev);
+            ip(&["-n", &node, "-6", "route", "add", &format!("{}/128", six(addr)), "dev", dev]);
+            addr6(pod.name(), &format!("{}/128", six(addr)), "eth0");
+            ip(&["-n", pod.name(), "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"]);
         }
         ip(&["link", "add", "ux", "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", t.outside.name()]);
         ip(&["-n", &node, "addr", "add", &format!("{NODE_IP}/24"), "dev", "ux"]);
@@ -98,25 +119,40 @@ impl Topology {
         // A node has a default route: packets to service addresses nobody DNATs reach the
         // forward hook instead of failing the route lookup.
         ip(&["-n", &node, "route", "add", "default", "via", OUTSIDE_IP]);
-        let out = Command::new("ip").args(["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]).output().unwrap();
-        assert!(out.status.success());
+        addr6(&node, &format!("{NODE_IP6}/64"), "ux");
+        addr6(t.outside.name(), &format!("{OUTSIDE_IP6}/64"), "eth0");
+        ip(&["-n", t.outside.name(), "-6", "route", "add", "default", "via", NODE_IP6]);
+        ip(&["-n", &node, "-6", "route", "add", "default", "via", OUTSIDE_IP6]);
+        for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let out = Command::new("ip").args(["netns", "exec", &node, "sysctl", "-qw", sysctl]).output().unwrap();
+            assert!(out.status.success());
+        }
         t
     }
 
     /// Serves `<name> <peer address>` on port 8080 of both server pods.
     fn serve(&self) {
-        for (ns, name) in [(&self.s1, "s1"), (&self.s2, "s2")] {
-            let listener = run_in(ns.path(), || TcpListener::bind("0.0.0.0:8080")).unwrap().unwrap();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(mut conn) = conn else { continue };
-                    let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-                    let _ = conn.write_all(format!("{name} {peer}").as_bytes());
-                }
-            });
+        for (ns, name, v4) in [(&self.s1, "s1", "10.244.0.2"), (&self.s2, "s2", "10.244.1.2")] {
+            for addr in ["0.0.0.0:8080".to_string(), format!("[{}]:8080", six(v4))] {
+                let listener = run_in(ns.path(), move || TcpListener::bind(addr)).unwrap().unwrap();
+                serve_as(listener, name);
+            }
         }
     }
+}
 
+/// Answers every connection with `<name> <peer address>`.
+fn serve_as(listener: TcpListener, name: &'static str) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = conn.write_all(format!("{name} {peer}").as_bytes());
+        }
+    });
+}
+
+impl Topology {
     /// Loads `new` in the node (over `old` as a transaction, or in full).
     fn sync(&self, old: Option<&nftset::Ruleset>, new: &nftset::Ruleset) -> dataplane::nft::Synced {
         let (old, new) = (old.cloned(), new.clone());
@@ -124,7 +160,11 @@ impl Topology {
     }
 
     fn list(&self) -> String {
-        let out = Command::new("ip").args(["netns", "exec", self.node.name(), "nft", "list", "table", "ip", proxy::render::TABLE]).output().unwrap();
+        self.list_family("ip")
+    }
+
+    fn list_family(&self, family: &str) -> String {
+        let out = Command::new("ip").args(["netns", "exec", self.node.name(), "nft", "list", "table", family, proxy::render::TABLE]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -274,7 +314,7 @@ fn an_incremental_sync_lands_where_a_full_load_does() {
     t.sync(None, &programmer.ruleset());
     // s2 backs both web Services: both changed.
     let mut script = String::new();
-    for svc in ["web", "web-local", "sticky"] {
+    for svc in ["web", "web-local", "sticky", "dual"] {
         let ports: Vec<proxy::plan::PortPlan> = b.ports.iter().filter(|p| p.port.service == svc).cloned().collect();
         let proxy::render::Update::Elements(writes) = programmer.update("shop", svc, &ports) else { panic!("needs a full load") };
         assert!(!writes.is_empty() && writes.lines().count() <= 10, "{writes}");
@@ -311,4 +351,47 @@ fn internal_traffic_policy_local_and_masquerade_all_with_real_packets() {
         other => panic!("{other:?}"),
     }
     assert!(traced(&all, "10.244.0.9", "10.96.0.20:80").masquerade);
+}
+
+#[test]
+fn a_dual_stack_service_serves_each_family_through_its_own_table() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = Topology::new();
+    t.serve();
+    let p = plan_with(true, proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16,fd00:10:244::/56".into(), ..Default::default() });
+    t.sync(None, &p.render());
+    assert!(t.list_family("ip6").contains("fd00:10:96::60 . tcp . 80"), "the IPv6 ClusterIP is in the ip6 table");
+
+    // Each ClusterIP reaches both endpoints of its own family, the client's address kept.
+    for (vip, client) in [("10.96.0.60:80", "10.244.0.9".to_string()), ("[fd00:10:96::60]:80", six("10.244.0.9"))] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            match connect(&t.client, vip) {
+                Outcome::Served(name, peer) => {
+                    assert_eq!(peer, client, "{vip}: no masquerade for pod traffic");
+                    seen.insert(name);
+                }
+                other => panic!("{vip}: {other:?}"),
+            }
+        }
+        assert_eq!(seen.len(), 2, "{vip}: {seen:?}");
+        let trace = traced(&p, &client, vip);
+        assert_eq!((trace.verdict, trace.endpoints.len()), ("DNAT", 2), "{vip}");
+        assert!(trace.endpoints.iter().all(|e| e.starts_with('[') == vip.starts_with('[')), "{vip}: one family: {:?}", trace.endpoints);
+    }
+    // The IPv4-only Service has no IPv6 address; an unowned IPv6 ServiceCIDR address is dropped.
+    assert_eq!(connect(&t.client, "[fd00:10:96::99]:80"), Outcome::TimedOut);
+    assert_eq!(traced(&p, &six("10.244.0.9"), "[fd00:10:96::99]:80").verdict, "DROP");
+    // An unknown port of the live IPv6 ClusterIP is rejected.
+    assert_eq!(connect(&t.client, "[fd00:10:96::60]:81"), Outcome::Refused);
+
+    // The NodePort on the node's IPv6 address from outside: masqueraded to the node.
+    match connect(&t.outside, &format!("[{NODE_IP6}]:30082")) {
+        Outcome::Served(_, peer) => assert!(peer == NODE_IP6 || peer == "fe80::1" || peer.starts_with("fd00:18:"), "masqueraded, got {peer}"),
+        other => panic!("IPv6 NodePort: {other:?}"),
+    }
+    assert!(traced(&p, OUTSIDE_IP6, &format!("[{NODE_IP6}]:30082")).masquerade);
 }

@@ -69,8 +69,22 @@ pub struct PortPlan {
     pub cluster: Vec<Endpoint>,
     /// Usable endpoints for Local policy.
     pub local: Vec<Endpoint>,
-    /// Whether any usable endpoint exists in the cluster.
-    pub has_any: bool,
+    /// Whether any usable endpoint exists in the cluster, for IPv4 and for IPv6.
+    pub has_any: [bool; 2],
+}
+
+impl PortPlan {
+    /// Whether the port has any usable endpoint in `ip`'s family. As kube-proxy runs one
+    /// proxier per family, each family is categorized on its own and a family without
+    /// endpoints rejects even when the other has some.
+    pub fn has_endpoints_for(&self, ip: IpAddr) -> bool {
+        self.has_any[usize::from(ip.is_ipv6())]
+    }
+
+    /// The endpoints of `ip`'s family in `endpoints` (one of `cluster` / `local`).
+    pub fn same_family(endpoints: &[Endpoint], ip: IpAddr) -> impl Iterator<Item = &Endpoint> {
+        endpoints.iter().filter(move |e| e.ip_port().is_some_and(|(a, _)| a.is_ipv6() == ip.is_ipv6()))
+    }
 }
 
 /// A node's desired proxy state.
@@ -162,8 +176,15 @@ pub fn service_plan(svc: &k8s_openapi::api::core::v1::Service, slices: &[&Endpoi
         .into_iter()
         .map(|port| {
             let eps = endpoints_for(&port, slices.iter().copied(), &node.name);
-            let c = categorize(&eps, port.policies, &node.name, &node.zone);
-            PortPlan { cluster: c.cluster.unwrap_or_default(), local: c.local.unwrap_or_default(), has_any: c.has_any, port }
+            let mut plan = PortPlan { cluster: Vec::new(), local: Vec::new(), has_any: [false; 2], port };
+            for v6 in [false, true] {
+                let family: Vec<Endpoint> = eps.iter().filter(|e| e.ip_port().is_some_and(|(ip, _)| ip.is_ipv6() == v6)).cloned().collect();
+                let c = categorize(&family, plan.port.policies, &node.name, &node.zone);
+                plan.cluster.extend(c.cluster.unwrap_or_default());
+                plan.local.extend(c.local.unwrap_or_default());
+                plan.has_any[usize::from(v6)] = c.has_any;
+            }
+            plan
         })
         .collect()
 }
@@ -199,12 +220,16 @@ impl NodePlan {
         self.config.node_port_addresses.iter().filter_map(|a| a.parse::<IpNet>().ok()).any(|n| n.contains(&ip) && self.node.ips.contains(&ip))
     }
 
-    /// Traffic from a pod of this cluster ("local" in kube-proxy's detect-local sense).
+    /// The CIDRs whose sources are pods ("local" in kube-proxy's detect-local sense) in one
+    /// family. None: kube-proxy's no-op detector for that family, which tells nothing apart.
+    pub(crate) fn local_cidrs(&self, v6: bool) -> impl Iterator<Item = &IpNet> {
+        let cidrs = if self.config.detect_local_mode == "NodeCIDR" { &self.node.pod_cidrs } else { &self.cluster_cidrs };
+        cidrs.iter().filter(move |c| c.addr().is_ipv6() == v6)
+    }
+
+    /// Traffic from a pod of this cluster.
     fn is_pod_source(&self, src: IpAddr) -> bool {
-        if self.config.detect_local_mode == "NodeCIDR" {
-            return self.node.pod_cidrs.iter().any(|c| c.contains(&src));
-        }
-        self.cluster_cidrs.iter().any(|c| c.contains(&src))
+        self.local_cidrs(src.is_ipv6()).any(|c| c.contains(&src))
     }
 
     /// The service port, and which of its frontends, that a packet to `dst:dport` reaches.
@@ -244,7 +269,7 @@ impl NodePlan {
             }
             return verdict("ACCEPT");
         };
-        if !p.has_any {
+        if !p.has_endpoints_for(dst) {
             return verdict("REJECT");
         }
         let port = &p.port;
@@ -254,7 +279,7 @@ impl NodePlan {
             Frontend::ClusterIp => {
                 let eps = if port.policies.internal_local { &p.local } else { &p.cluster };
                 // Off-cluster sources are masqueraded so replies come back through this node.
-                let off_cluster = !self.cluster_cidrs.is_empty() && !from_pod;
+                let off_cluster = self.local_cidrs(dst.is_ipv6()).next().is_some() && !from_pod;
                 (eps, self.config.masquerade_all || off_cluster)
             }
             Frontend::External { load_balancer } => {
@@ -279,6 +304,7 @@ impl NodePlan {
                 }
             }
         };
+        let endpoints: Vec<&Endpoint> = PortPlan::same_family(endpoints, dst).collect();
         if endpoints.is_empty() {
             return verdict("DROP");
         }
@@ -341,6 +367,31 @@ mod tests {
         assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Udp).verdict, "REJECT");
         assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.5.5"), 80, Protocol::Tcp).verdict, "DROP");
         assert_eq!(p.trace(ip("10.244.0.9"), ip("10.244.1.2"), 8080, Protocol::Tcp).verdict, "ACCEPT");
+    }
+
+    #[test]
+    fn each_family_has_its_own_endpoints_rejection_and_local_detection() {
+        // A dual-stack Service whose pods have IPv4 addresses only, and a clusterCIDR for IPv4 only.
+        let dual = service("  clusterIPs: [10.96.0.20, 'fd00:10:96::20']\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n");
+        let p = plan_for(&format!("{NODES}{}{dual}", pods()), "node-1", CFG);
+        let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
+        assert_eq!((t.verdict, t.endpoints.len()), ("DNAT", 2));
+        // IPv6 has no endpoint: REJECT there, as kube-proxy's IPv6 proxier would.
+        assert_eq!(p.trace(ip("fd00::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp).verdict, "REJECT");
+
+        // With an IPv6 endpoint, each ClusterIP DNATs to its own family only.
+        let v6_pod = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIPs: [{ip: 10.244.1.3}, {ip: 'fd00:10:244::2'}]}\n";
+        let p = plan_for(&format!("{NODES}{}{dual}{v6_pod}", pods()), "node-1", CFG);
+        let t = p.trace(ip("fd00::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp);
+        assert_eq!(t.endpoints, ["[fd00:10:244::2]:8080"]);
+        // No IPv6 clusterCIDR: kube-proxy's no-op local detector masquerades nothing in IPv6,
+        // while IPv4 off-cluster sources still are.
+        assert!(!t.masquerade);
+        let t4 = p.trace(ip("192.0.2.1"), ip("10.96.0.20"), 80, Protocol::Tcp);
+        assert_eq!((t4.endpoints.len(), t4.masquerade), (3, true));
+        let both = plan_for(&format!("{NODES}{}{dual}{v6_pod}", pods()), "node-1", &CFG.replace("10.244.0.0/16", "10.244.0.0/16,fd00:10:244::/56"));
+        assert!(both.trace(ip("2001:db8::1"), ip("fd00:10:96::20"), 80, Protocol::Tcp).masquerade);
+        assert!(!both.trace(ip("fd00:10:244::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp).masquerade);
     }
 
     #[test]

@@ -105,6 +105,15 @@ pub const AFFINITY: &str = "affinity";
 /// ClientIP affinity timeouts whose chains every table has.
 const FIXED_TIMEOUTS: [u32; 1] = [10_800];
 
+/// ClientIP affinity is programmed in the IPv4 table only: nft 1.0.6 (Debian 12) aborts compiling
+/// any `update @map` whose key or data concatenation is wider than 16 bytes
+/// (`netlink_gen_expr: Assertion 'dreg < ctx->reg_low' failed`), and an IPv6 client . endpoint
+/// pair is wider. IPv6 frontends of an affinity Service are load-balanced without stickiness
+/// rather than leaving the whole ip6 table unloadable.
+fn has_affinity(fam: &Fam) -> bool {
+    !fam.v6
+}
+
 /// One Service's elements in one family, gathered from its ports.
 #[derive(Default)]
 struct Elements {
@@ -185,6 +194,9 @@ impl Elements {
     /// remembered for endpoints that changed are not sent there again.
     fn affinity(&mut self, ip: IpAddr, p: &PortPlan, frontend: &str) {
         let Some(timeout) = p.port.affinity_timeout else { return };
+        if ip.is_ipv6() {
+            return; // see has_affinity
+        }
         let mut seed = frontend.to_owned();
         for e in p.cluster.iter().chain(&p.local) {
             seed.push(' ');
@@ -209,7 +221,7 @@ impl Elements {
             if self.frontends.contains_key(&k) || self.no_endpoints.contains(&k) {
                 continue; // the first Service to claim a frontend has it
             }
-            if !p.has_any {
+            if !p.has_endpoints_for(ip) {
                 self.no_endpoints.insert(k);
                 continue;
             }
@@ -231,7 +243,7 @@ impl Elements {
             if self.frontends.contains_key(&k) || self.no_endpoints.contains(&k) {
                 continue;
             }
-            if !p.has_any {
+            if !p.has_endpoints_for(ip) {
                 self.no_endpoints.insert(k);
                 continue;
             }
@@ -283,11 +295,6 @@ impl NodePlan {
         ips
     }
 
-    /// The sources counted as pods (kube-proxy's detect-local).
-    fn pod_source_cidrs(&self) -> &[ipnet::IpNet] {
-        if self.config.detect_local_mode == "NodeCIDR" { &self.node.pod_cidrs } else { &self.cluster_cidrs }
-    }
-
     /// The node's rule set: one `podnet-proxy` table for IPv4, and one for IPv6 when the node
     /// or a Service has an IPv6 address.
     pub fn render(&self) -> Ruleset {
@@ -305,7 +312,8 @@ impl NodePlan {
         let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
 
         let mut t = Table::default();
-        let pod_cidrs: Vec<String> = self.pod_source_cidrs().iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
+        let pod_cidrs: Vec<String> = self.local_cidrs(fam.v6).map(|c| c.trunc().to_string()).collect();
+        let detects_local = !pod_cidrs.is_empty();
         let service_cidrs: Vec<String> = self.service_cidrs.iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
         t.sets.insert("pod-cidrs".into(), set(format!("type {addr}; flags interval;"), pod_cidrs));
         t.sets.insert("service-cidrs".into(), set(format!("type {addr}; flags interval;"), service_cidrs));
@@ -321,9 +329,11 @@ impl NodePlan {
         for pool in [Pool::Cluster, Pool::Local] {
             t.sets.insert(pool.endpoints_map().into(), map(endpoint_map.clone(), BTreeMap::new()));
         }
-        t.sets.insert(AFFINITY_IDS.into(), map(format!("type {addr} . inet_proto . inet_service : mark;"), BTreeMap::new()));
-        t.sets.insert(AFFINITY_KEYS.into(), map(format!("type {addr} . inet_proto . mark : verdict;"), BTreeMap::new()));
-        t.sets.insert(AFFINITY.into(), map(format!("type {addr} . {addr} . inet_proto . mark : {addr} . inet_service; flags timeout;"), BTreeMap::new()));
+        if has_affinity(fam) {
+            t.sets.insert(AFFINITY_IDS.into(), map(format!("type {addr} . inet_proto . inet_service : mark;"), BTreeMap::new()));
+            t.sets.insert(AFFINITY_KEYS.into(), map(format!("type {addr} . inet_proto . mark : verdict;"), BTreeMap::new()));
+            t.sets.insert(AFFINITY.into(), map(format!("type {addr} . {addr} . inet_proto . mark : {addr} . inet_service; flags timeout;"), BTreeMap::new()));
+        }
 
         // Hooks. nft 1.0.6 takes `dstnat` only on prerouting, so priorities are numbers.
         let hooked = |hook: &str, priority: i32, target: &str| {
@@ -338,27 +348,31 @@ impl NodePlan {
             t.chains.insert(format!("filter-{hook}"), hooked(hook, -5, "ct state new jump checks"));
         }
         let mut postrouting = base("type nat hook postrouting priority 100; policy accept;");
-        postrouting.rules = vec![
+        if has_affinity(fam) {
             // Remember the endpoint a new connection to an affinity frontend went to.
-            format!("ct status dnat ct original {ip} daddr . meta l4proto . ct mark vmap @{AFFINITY_KEYS}"),
+            postrouting.rules.push(format!("ct status dnat ct original {ip} daddr . meta l4proto . ct mark vmap @{AFFINITY_KEYS}"));
+        }
+        postrouting.rules.extend([
             format!("{ip} saddr . {ip} daddr @hairpin ct status dnat {mark}"),
             format!("meta mark & {MASQUERADE_MARK:#x} == 0 return"),
             format!("meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random"),
-        ];
+        ]);
         t.chains.insert("nat-postrouting".into(), postrouting);
 
         // The packet path.
         let mut services = Vec::new();
         if self.config.masquerade_all {
             services.push(format!("{ip} daddr @cluster-ips {mark}"));
-        } else if !self.cluster_cidrs.is_empty() {
+        } else if detects_local {
             // Off-cluster sources are masqueraded so that replies come back through this node.
             services.push(format!("{ip} daddr @cluster-ips {ip} saddr != @pod-cidrs {mark}"));
         }
         services.push(format!("{frontend} @masquerade-frontends {mark}"));
-        // ClientIP affinity: a remembered client goes back to its endpoint.
-        services.push(format!("ct mark set {frontend} map @{AFFINITY_IDS}"));
-        services.push(format!("meta l4proto {{ tcp, udp, sctp }} dnat {ip} to {ip} saddr . {ip} daddr . meta l4proto . ct mark map @{AFFINITY}"));
+        if has_affinity(fam) {
+            // ClientIP affinity: a remembered client goes back to its endpoint.
+            services.push(format!("ct mark set {frontend} map @{AFFINITY_IDS}"));
+            services.push(format!("meta l4proto {{ tcp, udp, sctp }} dnat {ip} to {ip} saddr . {ip} daddr . meta l4proto . ct mark map @{AFFINITY}"));
+        }
         services.push(format!("{frontend} vmap @frontends"));
         t.chains.insert("services".into(), chain(services));
         let pod_mark = if self.config.masquerade_all { format!(" {mark}") } else { String::new() };
@@ -375,11 +389,15 @@ impl NodePlan {
         t.chains.insert(
             "checks".into(),
             chain(vec![
-                format!("{frontend} @no-endpoints reject"),
-                format!("{ip} daddr @cluster-ips reject"),
+                format!("{frontend} @no-endpoints goto refuse"),
+                format!("{ip} daddr @cluster-ips goto refuse"),
                 format!("{ip} daddr @service-cidrs drop"),
             ]),
         );
+        // TCP is refused with a reset: an ICMP error that reaches a client while its connect()
+        // still holds the socket (a pod on this very host) is dropped by IPv6 TCP, and the
+        // client would wait for a timeout instead of seeing "connection refused".
+        t.chains.insert("refuse".into(), chain(vec!["meta l4proto tcp reject with tcp reset".into(), "reject".into()]));
         t
     }
 }
@@ -495,7 +513,7 @@ impl Programmer {
                     merged: Merged::default(),
                     fragments: HashMap::new(),
                     classes: fixed.collect(),
-                    timeouts: FIXED_TIMEOUTS.into_iter().collect(),
+                    timeouts: FIXED_TIMEOUTS.into_iter().filter(|_| has_affinity(fam)).collect(),
                     present,
                 };
                 let mut ignored = Vec::new();
