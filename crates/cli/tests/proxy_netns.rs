@@ -395,3 +395,32 @@ fn a_dual_stack_service_serves_each_family_through_its_own_table() {
     }
     assert!(traced(&p, OUTSIDE_IP6, &format!("[{NODE_IP6}]:30082")).masquerade);
 }
+
+#[test]
+fn a_first_load_over_netlink_makes_the_tables_an_nft_text_load_makes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tag = format!("pnproxy{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+    let (text, fast) = (NamedNetns::new(&format!("{tag}-text")).unwrap(), NamedNetns::new(&format!("{tag}-fast")).unwrap());
+    let p = plan_with(true, proxy::ProxyConfig { cluster_cidr: "10.244.0.0/16,fd00:10:244::/56".into(), ..Default::default() });
+    let ruleset = p.render();
+    assert!(ruleset.tables.len() == 2 && ruleset.element_count() > 20);
+    let script = ruleset.full_script();
+    run_in(text.path(), move || dataplane::nft::apply(&script)).unwrap().unwrap();
+    let r = ruleset.clone();
+    assert_eq!(run_in(fast.path(), move || dataplane::nft::load(&r)).unwrap().unwrap(), dataplane::nft::Loaded::Batched);
+    let list = |ns: &NamedNetns| {
+        let out = Command::new("ip").args(["netns", "exec", ns.name(), "nft", "list", "ruleset"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = list(&fast);
+    assert!(listed.contains("fd00:10:96::60 . tcp . 80 . 1 : ") && listed.contains("10.96.0.20 . tcp . 80 : goto cluster-2"), "{listed}");
+    assert_eq!(listed, list(&text), "the same tables either way");
+    // Loading again finds the tables there and replaces them in one nft transaction.
+    let r = ruleset.clone();
+    let again = run_in(fast.path(), move || dataplane::nft::load(&r)).unwrap().unwrap();
+    assert_eq!(again, dataplane::nft::Loaded::Replaced("a table is there".into()));
+    assert_eq!(list(&fast), list(&text));
+}

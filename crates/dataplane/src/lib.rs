@@ -5,6 +5,7 @@
 pub mod link;
 pub mod masquerade;
 pub mod netns;
+pub mod nfnetlink;
 pub mod nft;
 
 pub use link::{LinkInfo, Netlink, RouteInfo, VxlanSpec};

@@ -46,7 +46,48 @@ pub fn sync(old: Option<&Ruleset>, new: &Ruleset) -> io::Result<Synced> {
     {
         return Ok(Synced::Incremental);
     }
-    apply(&new.full_script()).map(|()| Synced::Full)
+    load(new).map(|_| Synced::Full)
+}
+
+/// Loads `ruleset` in full: each table deleted (if there) and made anew. Tables none of which
+/// is in the kernel yet are made from nft text without the elements of their big sets, which
+/// then go in as one netlink batch per table (nft's parser would spend most of a 30k-Service
+/// load on them); until the batch commits the table holds no Service, as before it existed.
+/// A table that is there is replaced in one nft transaction instead, so that its traffic never
+/// meets a half-filled table; so is everything when the fast way fails.
+pub fn load(ruleset: &Ruleset) -> io::Result<Loaded> {
+    let reason = match first_load(ruleset) {
+        Ok(true) => return Ok(Loaded::Batched),
+        Ok(false) => "a table is there".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    apply(&ruleset.full_script()).map(|()| Loaded::Replaced(reason))
+}
+
+/// How `load` wrote the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// nft text without the big sets' elements, then netlink element batches.
+    Batched,
+    /// One nft transaction, and why not the fast way.
+    Replaced(String),
+}
+
+/// The fast first load; `false` when a table already exists.
+fn first_load(ruleset: &Ruleset) -> io::Result<bool> {
+    let mut socket = crate::nfnetlink::Socket::open()?;
+    for (family, name) in ruleset.tables.keys() {
+        if socket.table_exists(*family, name)? {
+            return Ok(false);
+        }
+    }
+    apply(&ruleset.skeleton_script())?;
+    for ((family, name), table) in &ruleset.tables {
+        let sets = table.sets.iter().filter(|(_, s)| !s.elements.is_empty() && nftset::netlink::encodable(s)).map(|(n, s)| (n.as_str(), s));
+        let batch = nftset::netlink::element_batch(*family, name, sets, socket.next_seq(1 << 16)).map_err(io::Error::other)?;
+        socket.transact(&batch).map_err(|e| io::Error::new(e.kind(), format!("netlink element batch for table {family} {name}: {e}")))?;
+    }
+    Ok(true)
 }
 
 /// `nft list table` output, or `None` when the table does not exist.

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
+pub mod netlink;
+
 /// An nftables family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -96,7 +98,19 @@ impl Ruleset {
             // `add` first so that `delete` succeeds when the table is not there yet.
             let _ = writeln!(out, "add table {family} {name}");
             let _ = writeln!(out, "delete table {family} {name}");
-            table_script(&mut out, *family, name, table);
+            table_script(&mut out, *family, name, table, |_| true);
+        }
+        out
+    }
+
+    /// `full_script` without the elements of the sets `netlink::encodable` takes, for a fast
+    /// first load: those go in afterwards as `netlink::element_batch`es, one per table.
+    pub fn skeleton_script(&self) -> String {
+        let mut out = String::new();
+        for ((family, name), table) in &self.tables {
+            let _ = writeln!(out, "add table {family} {name}");
+            let _ = writeln!(out, "delete table {family} {name}");
+            table_script(&mut out, *family, name, table, |set| !netlink::encodable(set));
         }
         out
     }
@@ -118,7 +132,7 @@ impl Ruleset {
 }
 
 /// Creates one table with everything in it (it must not exist).
-fn table_script(out: &mut String, family: Family, name: &str, table: &Table) {
+fn table_script(out: &mut String, family: Family, name: &str, table: &Table, with_elements: impl Fn(&Set) -> bool) {
     let _ = writeln!(out, "add table {family} {name}");
     for (set_name, set) in &table.sets {
         let kind = if set.is_map { "map" } else { "set" };
@@ -134,16 +148,16 @@ fn table_script(out: &mut String, family: Family, name: &str, table: &Table) {
             }
         }
     }
-    // Elements before rules: a map's verdicts name chains that now exist, and rules may look
-    // the map up.
-    for (set_name, set) in &table.sets {
-        let items: Vec<String> = set.elements.iter().map(|(k, v)| element_text(k, v)).collect();
-        push_elements(out, "add", family, name, set_name, &items);
-    }
     for (chain_name, chain) in &table.chains {
         for rule in &chain.rules {
             let _ = writeln!(out, "add rule {family} {name} {chain_name} {rule}");
         }
+    }
+    // Elements after rules: binding a verdict map to its rule walks every element already in
+    // it (loop detection), so filling it afterwards saves that walk (~4% of a 30k load).
+    for (set_name, set) in table.sets.iter().filter(|(_, set)| with_elements(set)) {
+        let items: Vec<String> = set.elements.iter().map(|(k, v)| element_text(k, v)).collect();
+        push_elements(out, "add", family, name, set_name, &items);
     }
 }
 
@@ -165,7 +179,7 @@ pub fn transaction(old: &Ruleset, new: &Ruleset) -> Result<String, NeedsFullSync
     }
     for ((family, name), table) in &new.tables {
         let Some(before) = old.tables.get(&(*family, name.clone())) else {
-            table_script(&mut out, *family, name, table);
+            table_script(&mut out, *family, name, table, |_| true);
             continue;
         };
         table_diff(&mut out, *family, name, before, table)?;
@@ -280,7 +294,7 @@ mod tests {
         let element = lines.iter().position(|l| l.starts_with("add element")).unwrap();
         let rule = lines.iter().position(|l| l.starts_with("add rule")).unwrap();
         let chain = lines.iter().position(|l| l.starts_with("add chain ip podnet-proxy class-1")).unwrap();
-        assert!(chain < element && element < rule, "{s}");
+        assert!(chain < rule && rule < element, "{s}");
         assert!(s.contains("add element ip podnet-proxy svc { 10.96.0.1 . tcp . 80 : goto class-1 }"));
     }
 
