@@ -183,6 +183,19 @@ fn new_slice(svc: &Namespaced<Service>, address_type: &str, ports: Vec<EndpointP
     }
 }
 
+/// The Service (namespace, name) an EndpointSlice belongs to, by its `kubernetes.io/service-name` label.
+pub fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some((slice.metadata.namespace.as_deref().unwrap_or("default"), name.as_str()))
+}
+
+/// The slices to use besides the given ones: computed (see [`compute`]) for the Services with a
+/// selector that the manifests give no EndpointSlice for. Given slices are used exactly as given.
+pub fn missing(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<EndpointSlice> {
+    let given: std::collections::HashSet<(&str, &str)> = state.endpoint_slices.iter().filter_map(|s| service_of(&s.object)).collect();
+    compute(state, serving).into_iter().filter(|c| service_of(c).is_none_or(|svc| !given.contains(&svc))).collect()
+}
+
 /// The EndpointSlices of every Service with a selector; `serving` decides a pod's readiness
 /// (for manifests: its Ready condition, absent meaning ready). Services without a selector and
 /// ExternalName Services get none: their slices are the ones given in the manifests.

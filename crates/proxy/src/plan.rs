@@ -143,9 +143,7 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
     let node = node_view(state, node)?;
     // The given slices by reference (they can be many), and computed ones for Services with a
     // selector that the manifests give none for.
-    let service_of = |s: &EndpointSlice| (s.metadata.namespace.clone(), s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).cloned());
-    let given: std::collections::HashSet<_> = state.endpoint_slices.iter().map(|s| service_of(&s.object)).collect();
-    let computed: Vec<EndpointSlice> = model::endpoints::compute(state, |p| p.ready.unwrap_or(true)).into_iter().filter(|c| !given.contains(&service_of(c))).collect();
+    let computed = model::endpoints::missing(state, |p| p.ready.unwrap_or(true));
     let slices: Vec<&EndpointSlice> = state.endpoint_slices.iter().map(|s| &s.object).chain(&computed).collect();
     let mut cluster_cidrs = Vec::new();
     for c in config.cluster_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -155,8 +153,8 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
     // Slices by Service, so that each port looks only at its own.
     let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = std::collections::HashMap::new();
     for s in slices {
-        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)) {
-            by_service.entry((s.metadata.namespace.as_deref().unwrap_or("default"), svc.as_str())).or_default().push(s);
+        if let Some(svc) = model::endpoints::service_of(s) {
+            by_service.entry(svc).or_default().push(s);
         }
     }
     let ports = state
