@@ -22,6 +22,7 @@ mod bench;
 mod bench_cni;
 mod bench_lab;
 mod bench_proxy;
+mod dns_cmd;
 mod lab_cmd;
 mod policy_cmd;
 mod proxy_cmd;
@@ -46,6 +47,9 @@ enum Command {
     /// The service proxy: what it does with a packet, offline.
     #[command(subcommand)]
     Proxy(proxy_cmd::ProxyCommand),
+    /// The cluster DNS.
+    #[command(subcommand)]
+    Dns(dns_cmd::DnsCommand),
     /// A cluster's pod network as network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Proxy(cmd) => proxy_cmd::run(cmd),
+        Command::Dns(cmd) => dns_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

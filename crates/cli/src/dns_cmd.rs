@@ -1,0 +1,129 @@
+//! `podnet dns serve`: the cluster DNS for the objects in manifest files, on UDP and TCP, with
+//! names outside the zone forwarded; the files are watched and a change is served within
+//! `WATCH_PERIOD` (a file that no longer loads keeps the last good view and says why).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use dns::forward::{ForwardConfig, Forwarder};
+use dns::server::Shared;
+use dns::{PodsMode, View, ZoneConfig};
+
+/// How often the files are looked at.
+const WATCH_PERIOD: Duration = Duration::from_millis(25);
+
+#[derive(Subcommand)]
+pub enum DnsCommand {
+    /// Serve the cluster DNS for the objects in manifest files.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Manifests: Namespaces, Services, EndpointSlices, Pods, Nodes, ServiceCIDRs (files or directories).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// Address to serve on, UDP and TCP.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    zone: String,
+    /// Pod records `a-b-c-d.<ns>.pod.<zone>`: disabled, insecure or verified.
+    #[arg(long, default_value = "disabled")]
+    pods: PodsMode,
+    /// Upstream resolvers for other names (default: the nameservers of /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR:PORT")]
+    upstream: Vec<SocketAddr>,
+    /// Resolve names outside the zone only for these source networks (default: any source).
+    #[arg(long = "recursion-from", value_name = "CIDR", value_delimiter = ',')]
+    recursion_from: Vec<ipnet::IpNet>,
+}
+
+pub fn run(cmd: DnsCommand) -> Result<ExitCode> {
+    match cmd {
+        DnsCommand::Serve(args) => serve(args),
+    }
+}
+
+/// Modification times and sizes of every file under the paths: a change shows in it.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    fn walk(path: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>, u64)>) {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| e.path()).collect();
+                entries.sort();
+                for e in entries {
+                    walk(&e, out);
+                }
+            }
+            Ok(m) => out.push((path.to_owned(), m.modified().ok(), m.len())),
+            Err(_) => out.push((path.to_owned(), None, 0)),
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+fn build(paths: &[PathBuf], zone: &ZoneConfig, serial: u32) -> Result<View> {
+    let state = model::load_cluster(paths)?;
+    Ok(View::build(&state, zone, serial)?)
+}
+
+/// A SOA serial: seconds since the epoch, as CoreDNS uses.
+fn serial() -> u32 {
+    SystemTime::UNIX_EPOCH.elapsed().map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let zone = ZoneConfig { zone: a.zone.clone(), pods: a.pods, ..Default::default() };
+    let view = build(&a.paths, &zone, serial())?;
+    let upstreams = if a.upstream.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_nameservers(&t)).unwrap_or_default()
+    } else {
+        a.upstream.clone()
+    };
+    let forwarder = Forwarder::new(ForwardConfig { upstreams, ..Default::default() });
+    let recursion_from = (!a.recursion_from.is_empty()).then(|| a.recursion_from.clone());
+    let shared = Arc::new(Shared::new(view, forwarder, recursion_from));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let udp = tokio::net::UdpSocket::bind(a.listen).await.with_context(|| format!("listening on udp {}", a.listen))?;
+        // Port 0: TCP takes the port UDP was given.
+        let listen = udp.local_addr()?;
+        let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on tcp {listen}"))?;
+        eprintln!("podnet dns: serving {} on {listen} (udp, tcp)", zone.zone);
+        let watch = {
+            let shared = Arc::clone(&shared);
+            async move {
+                let mut seen = fingerprint(&a.paths);
+                loop {
+                    tokio::time::sleep(WATCH_PERIOD).await;
+                    let now = fingerprint(&a.paths);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    match build(&a.paths, &zone, serial()) {
+                        Ok(view) => shared.set_view(view),
+                        Err(e) => eprintln!("podnet dns: keeping the last good objects: {e:#}"),
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = dns::server::serve_udp(udp, Arc::clone(&shared)) => r.context("udp server")?,
+            r = dns::server::serve_tcp(tcp, Arc::clone(&shared)) => r.context("tcp server")?,
+            () = watch => {}
+        }
+        bail!("the DNS server stopped")
+    })
+}
