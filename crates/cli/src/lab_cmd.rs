@@ -196,7 +196,8 @@ fn need_root() -> Result<()> {
 fn up(a: UpArgs) -> Result<ExitCode> {
     need_root()?;
     let started = Instant::now();
-    let cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
+    let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
+    lab::system::add_cluster_dns(&mut cluster);
     let mode = match a.mode {
         ModeArg::HostGw => Mode::HostGw,
         ModeArg::Vxlan => Mode::Vxlan,
@@ -626,8 +627,10 @@ fn check(a: NameArg) -> Result<ExitCode> {
     let lab = state::resolve_name(a.name.as_deref());
     let st = state::load(&lab)?;
     let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
+    // Echo servers answer the TCP probes (the cluster DNS's pods have their own check).
     let servers: Vec<(usize, &lab::PodPlan, u16)> = pods
         .iter()
+        .filter(|(_, p)| !lab::system::is_dns_pod(p))
         .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
         .collect();
     if servers.is_empty() {
@@ -684,7 +687,8 @@ fn check(a: NameArg) -> Result<ExitCode> {
     {
         let view = lab::service_proxy::proxy_view(&st);
         let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(&st))?;
-        for p in node_plan.ports.iter().filter(|p| p.port.protocol == model::Protocol::Tcp) {
+        let is_dns = |p: &proxy::plan::PortPlan| p.port.namespace == lab::system::SYSTEM_NAMESPACE && p.port.service == lab::system::DNS_SERVICE;
+        for p in node_plan.ports.iter().filter(|p| p.port.protocol == model::Protocol::Tcp && !is_dns(p)) {
             let Some(std::net::IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else { continue };
             let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
             let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
@@ -700,6 +704,23 @@ fn check(a: NameArg) -> Result<ExitCode> {
                 }
                 (Ok(_), true) => line(false, format!("{what}: answered without endpoints")),
                 (Err(e), _) => line(false, format!("{what}: {e}")),
+            }
+        }
+    }
+    // Cluster DNS: from a pod, every Service's name resolves to its ClusterIP through kube-dns.
+    if let Some((_, client)) = pods.first() {
+        let dns_ip: std::net::IpAddr = lab::system::DNS_CLUSTER_IP.parse()?;
+        for svc in st.services.iter().filter(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| ip != "None")) {
+            let (ns, name) = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
+            let want: std::net::IpAddr = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or_default().parse()?;
+            let fqdn = format!("{name}.{ns}.svc.{}.", lab::system::CLUSTER_DOMAIN);
+            let asked = fqdn.clone();
+            let answer = dataplane::netns::run_in(&dataplane::netns::path_of(&client.netns), move || {
+                dns::client::lookup_a((dns_ip, 53).into(), &asked, Duration::from_secs(2))
+            })?;
+            match answer {
+                Ok((rcode, ips)) => line(ips.contains(&want), format!("{} → DNS {dns_ip}: {fqdn} A → {rcode} {ips:?}", client.key())),
+                Err(e) => line(false, format!("{} → DNS {dns_ip}: {fqdn}: {e}", client.key())),
             }
         }
     }

@@ -145,7 +145,7 @@ fn check_the_three_rules(mode: &str) {
     let n = ips.len();
     ips.sort();
     ips.dedup();
-    assert_eq!((n, ips.len()), (3, 3));
+    assert_eq!((n, ips.len()), (5, 5), "three pods and the cluster DNS's two");
     // 2. Pod to pod across nodes without NAT: the server sees the client's pod IP.
     let line = tcp_from(&client_ns, server_ip, 8080, b"ping\n");
     let v: Value = serde_json::from_str(line.trim()).unwrap();
@@ -286,7 +286,8 @@ fn apply_adds_relabels_and_scales_and_delete_removes() {
     // delete removes the manifests' pods and every pod of their workloads.
     let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", extra.path().to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(lab.state()["plan"]["pods"].as_array().unwrap().is_empty());
+    let left: Vec<Value> = lab.state()["plan"]["pods"].as_array().unwrap().clone();
+    assert!(left.iter().all(|p| p["namespace"] == "kube-system"), "only the cluster DNS is left: {left:?}");
     assert!(!Path::new(&format!("/run/netns/{late_ns}")).exists());
 }
 
@@ -296,7 +297,7 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
     let json = podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &lab.name]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["kind"], "List");
-    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+    assert_eq!(v["items"].as_array().unwrap().len(), 5, "three pods and the cluster DNS's two");
     assert!(v["items"][0]["status"]["podIP"].as_str().unwrap().starts_with("10.244."));
     let yaml = podnet(&["lab", "get", "nodes", "-o", "yaml", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&yaml.stdout);
@@ -517,4 +518,57 @@ fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
         let a = try_tcp(&external, lb_ip(3), 80).unwrap();
         assert_eq!(a["client_ip"], "172.18.0.1");
     }
+}
+
+fn exec_in_pod(lab: &Lab, ns: &str, pod: &str, command: &[&str]) -> (bool, String) {
+    let mut args = vec!["lab", "exec", "--name", &lab.name, "-n", ns, pod, "--"];
+    args.extend_from_slice(command);
+    let out = podnet(&args);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn cluster_dns_answers_pods_through_the_service_proxy() {
+    if Command::new("dig").arg("-v").output().is_err() {
+        eprintln!("skipped: no dig");
+        return;
+    }
+    let extra = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: demo}\nspec:\n  clusterIP: None\n  selector: {app: server}\n  ports: [{name: http, port: 8080}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: custom, namespace: demo}\nspec:\n  dnsPolicy: None\n  dnsConfig: {nameservers: [192.0.2.53], searches: [example.test], options: [{name: ndots, value: '2'}]}\n  containers: [{name: c}]\n";
+    let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{extra}"), &["--nodes", "2"]) else { return };
+    // kubelet's resolv.conf, and the seed's debugging step verbatim.
+    let (_, resolv) = exec_in_pod(&lab, "demo", "client", &["cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv, "search demo.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+    let (ok, out) = exec_in_pod(&lab, "demo", "client", &["nslookup", "server.demo.svc.cluster.local"]);
+    assert!(ok && out.contains("Address: 10.96.0.80") && !out.contains("recursion not available"), "{out}");
+    // The short form through the search path, as libc resolves it.
+    let (ok, out) = exec_in_pod(&lab, "demo", "client", &["getent", "hosts", "server"]);
+    assert!(ok && out.starts_with("10.96.0.80") && out.contains("server.demo.svc.cluster.local"), "{out}");
+    let (_, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "+search", "server.demo"]);
+    assert_eq!(out.trim(), "10.96.0.80");
+    // A headless Service: the ready pods' addresses; marking one not ready takes it out at once.
+    let st = lab.state();
+    let servers: Vec<(String, String)> = st["plan"]["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(st["pod_ips"].as_array().unwrap())
+        .filter(|(p, _)| p["name"].as_str().unwrap().starts_with("server-"))
+        .map(|(p, ip)| (p["name"].as_str().unwrap().to_owned(), ip.as_str().unwrap().to_owned()))
+        .collect();
+    let headless = || {
+        let (_, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "db.demo.svc.cluster.local"]);
+        let mut ips: Vec<String> = out.lines().map(str::to_owned).collect();
+        ips.sort();
+        ips
+    };
+    let mut all: Vec<String> = servers.iter().map(|(_, ip)| ip.clone()).collect();
+    all.sort();
+    assert_eq!(headless(), all);
+    assert!(podnet(&["lab", "mark", "-n", "demo", &servers[0].0, "not-ready", "--name", &lab.name]).status.success());
+    assert_eq!(headless(), [servers[1].1.clone()]);
+    let (_, srv) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "_http._tcp.server.demo.svc.cluster.local", "SRV"]);
+    assert_eq!(srv.trim(), "0 100 80 server.demo.svc.cluster.local.");
+    // dnsPolicy: None with dnsConfig: exactly what the pod asks for.
+    let (_, resolv) = exec_in_pod(&lab, "demo", "custom", &["cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv, "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n");
 }

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod forward;
 pub mod lookup;
 pub mod message;

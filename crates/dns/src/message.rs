@@ -128,7 +128,12 @@ pub fn handle(view: &View, bytes: &[u8], transport: Transport, recursion: Recurs
         _ => {}
     }
     match view.lookup(q.name(), q.query_type()) {
-        Lookup::Answer(answer) => encode(authoritative(&query, answer), limit),
+        Lookup::Answer(answer) => {
+            let mut response = authoritative(&query, answer);
+            // Clients that may recurse through us are told so (nslookup warns otherwise).
+            response.metadata.recursion_available = recursion == Recursion::Allowed;
+            encode(response, limit)
+        }
         Lookup::NotOurs if recursion == Recursion::Allowed => Handled::Forward(Box::new(query)),
         Lookup::NotOurs => encode(response_to(&query, ResponseCode::Refused), limit),
     }

@@ -65,6 +65,9 @@ fn sync_listeners(st: &LabState, running: &mut std::collections::BTreeMap<Listen
     let mut wanted = std::collections::BTreeSet::new();
     for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
         let Some(ip) = *ip else { continue };
+        if crate::system::is_dns_pod(pod) {
+            continue; // served by the cluster DNS
+        }
         for port in &pod.ports {
             if port.protocol == Protocol::Sctp {
                 // This kernel has no SCTP sockets (EPROTONOSUPPORT), so there is nothing to listen with.
@@ -109,6 +112,8 @@ pub fn run(lab: &str) -> io::Result<()> {
     rt.block_on(async move {
         let mut running = std::collections::BTreeMap::new();
         sync_listeners(&st, &mut running)?;
+        let mut cluster_dns = crate::cluster_dns::ClusterDns::new(&st);
+        cluster_dns.sync(&st)?;
         let proxies = Arc::new(Mutex::new(Proxies::default()));
         sync_proxies(&st, &mut lock(&proxies))?;
         serve_proxy_endpoints(&st, &proxies)?;
@@ -144,6 +149,7 @@ pub fn run(lab: &str) -> io::Result<()> {
             let reply = match line.trim() {
                 "reload" => match state::load(&lab).and_then(|st| {
                     sync_listeners(&st, &mut running)?;
+                    cluster_dns.sync(&st)?;
                     sync_proxies(&st, &mut lock(&proxies))?;
                     last = st;
                     Ok(())

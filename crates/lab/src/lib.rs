@@ -6,15 +6,19 @@
 //! - [`up`]: carrying a plan out, and `down`;
 //! - [`state`]: what a running lab keeps under `/run/podnet/<lab>/`;
 //! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports;
-//! - [`service_proxy`]: every node's service proxy, run by the lab process.
+//! - [`service_proxy`]: every node's service proxy, run by the lab process;
+//! - [`system`]: the cluster DNS the lab adds, and [`resolv`]: each pod's resolv.conf.
 
 pub mod change;
+pub mod cluster_dns;
 pub mod daemon;
 pub mod echo;
 pub mod load_balancer;
 pub mod plan;
+pub mod resolv;
 pub mod service_proxy;
 pub mod state;
+pub mod system;
 pub mod up;
 
 pub use plan::{LabConfig, LabPlan, Mode, NodePlan, PodPlan};

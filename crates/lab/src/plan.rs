@@ -114,6 +114,18 @@ pub struct PodPlan {
     /// Terminating (a `deletionTimestamp` in its manifest, or `lab mark`).
     #[serde(default)]
     pub terminating: bool,
+    /// `spec.hostname`
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `spec.subdomain`
+    #[serde(default)]
+    pub subdomain: Option<String>,
+    /// `spec.dnsPolicy`
+    #[serde(default)]
+    pub dns_policy: Option<String>,
+    /// `spec.dnsConfig`
+    #[serde(default)]
+    pub dns_config: Option<model::DnsConfig>,
 }
 
 fn yes() -> bool {
@@ -246,6 +258,10 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
                 netns: String::new(),
                 ready: info.ready.unwrap_or(true),
                 terminating: info.terminating,
+                hostname: info.hostname.clone(),
+                subdomain: info.subdomain.clone(),
+                dns_policy: info.dns_policy.clone(),
+                dns_config: info.dns_config.clone(),
                 name,
             };
             wanted.push((pod, pinned));

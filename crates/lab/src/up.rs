@@ -320,7 +320,7 @@ pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result
         })?;
         cni_add(plan, node, pod, plugin)?
     };
-    write_etc(plan, pod, ip).map_err(ctx(format!("writing /etc/netns/{}", pod.netns)))?;
+    write_etc(pod, ip).map_err(ctx(format!("writing /etc/netns/{}", pod.netns)))?;
     Ok(ip)
 }
 
@@ -383,21 +383,26 @@ pub(crate) fn detach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result
 }
 
 /// The files kubelet writes for a pod, where `ip netns exec` mounts them over `/etc`.
-fn write_etc(plan: &LabPlan, pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
+/// The pod's `/etc/netns/<netns>/` files, which `ip netns exec` (so `lab exec`) mounts over
+/// `/etc`: the resolv.conf kubelet would give it, and kubelet's hosts file.
+fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
     if pod.host_network {
-        return Ok(());
+        return Ok(()); // the node's namespace: the node's files
     }
     let dir = Path::new("/etc/netns").join(&pod.netns);
     std::fs::create_dir_all(&dir)?;
-    let _ = plan;
-    let resolv = format!(
-        "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
-        ns = pod.namespace
-    );
-    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    let cluster = crate::resolv::ClusterDns { nameserver: crate::system::DNS_CLUSTER_IP.into(), domain: crate::system::CLUSTER_DOMAIN.into() };
+    let node_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if let Some(resolv) = crate::resolv::resolv_conf(&pod.namespace, false, pod.dns_policy.as_deref(), pod.dns_config.as_ref(), &cluster, &node_file) {
+        std::fs::write(dir.join("resolv.conf"), resolv)?;
+    }
+    let hostname = pod.hostname.as_deref().unwrap_or(&pod.name);
+    let names = match &pod.subdomain {
+        Some(sub) => format!("{hostname}.{sub}.{}.svc.{}\t{hostname}", pod.namespace, crate::system::CLUSTER_DOMAIN),
+        None => hostname.to_owned(),
+    };
     let hosts = format!(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{}\n",
-        pod.name
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{names}\n"
     );
     std::fs::write(dir.join("hosts"), hosts)
 }

@@ -117,6 +117,10 @@ pub struct PodInfo {
     pub hostname: Option<String>,
     /// `spec.subdomain`
     pub subdomain: Option<String>,
+    /// `spec.dnsPolicy` (absent: `ClusterFirst`).
+    pub dns_policy: Option<String>,
+    /// `spec.dnsConfig`.
+    pub dns_config: Option<DnsConfig>,
     /// How many pods this entry stands for.
     pub replicas: Replicas,
     /// For workloads: a hash of the pod template, as controllers put in pod names
@@ -124,6 +128,27 @@ pub struct PodInfo {
     pub template_hash: Option<String>,
     /// Where it was read.
     pub location: Location,
+}
+
+/// A pod's `spec.dnsConfig`: what it adds to (or, with `dnsPolicy: None`, makes of) its resolv.conf.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DnsConfig {
+    /// `nameservers`
+    pub nameservers: Vec<String>,
+    /// `searches`
+    pub searches: Vec<String>,
+    /// `options`: name and optional value.
+    pub options: Vec<(String, Option<String>)>,
+}
+
+impl From<&k8s_openapi::api::core::v1::PodDNSConfig> for DnsConfig {
+    fn from(c: &k8s_openapi::api::core::v1::PodDNSConfig) -> Self {
+        DnsConfig {
+            nameservers: c.nameservers.clone().unwrap_or_default(),
+            searches: c.searches.clone().unwrap_or_default(),
+            options: c.options.iter().flatten().filter_map(|o| Some((o.name.clone()?, o.value.clone()))).collect(),
+        }
+    }
 }
 
 /// How many pods a [`PodInfo`] stands for.
@@ -458,6 +483,7 @@ fn pod_info(
     };
     let mut ports = Vec::new();
     if let Some(spec) = spec {
+        validate_dns(spec, &spec_path, &mut errs);
         let restartable_init = spec
             .init_containers
             .iter()
@@ -502,10 +528,38 @@ fn pod_info(
         terminal: status.and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed"),
         hostname: spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()),
         subdomain: spec.and_then(|s| s.subdomain.clone()).filter(|h| !h.is_empty()),
+        dns_policy: spec.and_then(|s| s.dns_policy.clone()),
+        dns_config: spec.and_then(|s| s.dns_config.as_ref()).map(DnsConfig::from),
         replicas: Replicas::Pod,
         template_hash: None,
         location: loc.clone(),
     })
+}
+
+/// `validateDNSPolicy` and the parts of `validatePodDNSConfig` that decide a resolv.conf.
+fn validate_dns(spec: &PodSpec, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    const POLICIES: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    match spec.dns_policy.as_deref() {
+        Some(p) if !POLICIES.contains(&p) => errs.push(FieldError::not_supported(path.child("dnsPolicy"), p, &POLICIES)),
+        Some("None") if spec.dns_config.is_none() => errs.push(FieldError::required(path.child("dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None")),
+        _ => {}
+    }
+    let Some(config) = &spec.dns_config else { return };
+    let nameservers = config.nameservers.as_deref().unwrap_or_default();
+    if spec.dns_policy.as_deref() == Some("None") && nameservers.is_empty() {
+        errs.push(FieldError::required(path.child("dnsConfig").child("nameservers"), "must provide at least one DNS nameserver when `dnsPolicy` is None"));
+    }
+    if nameservers.len() > 3 {
+        errs.push(FieldError::invalid_str(path.child("dnsConfig").child("nameservers"), &nameservers.join(", "), "must not have more than 3 nameservers"));
+    }
+    for (i, ns) in nameservers.iter().enumerate() {
+        if ns.parse::<IpAddr>().is_err() {
+            errs.push(FieldError::invalid_str(path.child("dnsConfig").child("nameservers").index(i), ns, "must be valid IP address"));
+        }
+    }
+    if config.searches.as_ref().is_some_and(|s| s.len() > 32) {
+        errs.push(FieldError::invalid_str(path.child("dnsConfig").child("searches"), "", "must not have more than 32 search paths"));
+    }
 }
 
 fn container_ports(container: &Container, path: &FieldPath, out: &mut Vec<ContainerPort>, errs: &mut Vec<FieldError>) {

@@ -1,0 +1,168 @@
+//! The lab's cluster DNS: podnet's DNS server in each pod of the `coredns` Deployment, on port
+//! 53 (UDP and TCP) of the pod's own address, behind the `kube-dns` Service and so reached
+//! through the nodes' service proxies. One view of the lab is shared by all of them and is
+//! swapped on every change the lab process hears of (`lab apply`, `delete`, `mark`). Names
+//! outside the cluster are forwarded to the host's resolvers for sources in the lab's networks
+//! only (no open resolver). `:8080/health`, `:8181/ready` and `:9153/metrics` answer as CoreDNS's
+//! `health`, `ready` and `prometheus` plugins do.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dataplane::netns;
+use dns::forward::{ForwardConfig, Forwarder};
+use dns::server::Shared;
+use dns::{View, ZoneConfig};
+use model::{ClusterState, NamespaceInfo, Namespaced};
+
+use crate::state::LabState;
+use crate::system;
+
+/// The lab as the DNS sees it: pods with their addresses and readiness, Services, the given
+/// EndpointSlices, namespaces, and the lab's networks for reverse names.
+pub fn view(st: &LabState) -> View {
+    let mut state: ClusterState = st.cluster_view();
+    let mut names: Vec<String> = state.pods.iter().map(|p| p.namespace.clone()).chain(state.services.iter().map(|s| s.namespace.clone())).collect();
+    names.extend(["default".to_owned(), system::SYSTEM_NAMESPACE.to_owned()]);
+    names.sort();
+    names.dedup();
+    state.namespaces = names
+        .into_iter()
+        .map(|name| NamespaceInfo { labels: model::Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), name.clone())]), name, declared: true })
+        .collect();
+    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
+    state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
+    let zone = ZoneConfig { zone: system::CLUSTER_DOMAIN.into(), ..Default::default() };
+    let serial = u32::try_from(st.created).unwrap_or_default();
+    let mut view = View::build(&state, &zone, serial).unwrap_or_else(|_| View::build(&ClusterState::default(), &ZoneConfig::default(), serial).expect("the default zone is valid"));
+    view.reverse_networks.push(ipnet::IpNet::V4(st.plan.config.pod_cidr));
+    view
+}
+
+/// The DNS servers of a lab.
+pub struct ClusterDns {
+    shared: Arc<Shared>,
+    servers: BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn bind_in(netns_name: &str, port: u16) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    netns::run_in(&netns::path_of(netns_name), move || -> io::Result<_> {
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
+        udp.set_nonblocking(true)?;
+        let tcp = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    })?
+}
+
+fn listen_in(netns_name: &str, port: u16) -> io::Result<tokio::net::TcpListener> {
+    let l = netns::run_in(&netns::path_of(netns_name), move || -> io::Result<_> {
+        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })??;
+    tokio::net::TcpListener::from_std(l)
+}
+
+impl ClusterDns {
+    /// The lab's DNS, not serving yet (see `sync`).
+    pub fn new(st: &LabState) -> ClusterDns {
+        let upstreams = std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_nameservers(&t)).unwrap_or_default();
+        let forwarder = Forwarder::new(ForwardConfig { upstreams, ..Default::default() });
+        let networks = vec![ipnet::IpNet::V4(st.plan.config.pod_cidr), ipnet::IpNet::V4(st.plan.config.underlay)];
+        ClusterDns { shared: Arc::new(Shared::new(view(st), forwarder, Some(networks))), servers: BTreeMap::new() }
+    }
+
+    /// Serves the lab as it now is: a new view, servers started in new DNS pods and stopped
+    /// in removed ones.
+    pub fn sync(&mut self, st: &LabState) -> io::Result<()> {
+        self.shared.set_view(view(st));
+        let pods: Vec<&crate::plan::PodPlan> = st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, ip)| system::is_dns_pod(p) && ip.is_some()).map(|(p, _)| p).collect();
+        self.servers.retain(|netns_name, tasks| {
+            let keep = pods.iter().any(|p| &p.netns == netns_name);
+            if !keep {
+                tasks.iter().for_each(tokio::task::JoinHandle::abort);
+            }
+            keep
+        });
+        for pod in pods {
+            if self.servers.contains_key(&pod.netns) {
+                continue;
+            }
+            let (udp, tcp) = bind_in(&pod.netns, 53)?;
+            let mut tasks = vec![
+                tokio::spawn(log_end(pod.key(), dns::server::serve_udp(tokio::net::UdpSocket::from_std(udp)?, Arc::clone(&self.shared)))),
+                tokio::spawn(log_end(pod.key(), dns::server::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, Arc::clone(&self.shared)))),
+            ];
+            for port in [system::DNS_HEALTH_PORT, system::DNS_READY_PORT, system::DNS_METRICS_PORT] {
+                let listener = listen_in(&pod.netns, port)?;
+                tasks.push(tokio::spawn(serve_http(listener, Arc::clone(&self.shared))));
+            }
+            self.servers.insert(pod.netns.clone(), tasks);
+        }
+        Ok(())
+    }
+}
+
+async fn log_end(pod: String, server: impl std::future::Future<Output = io::Result<()>>) {
+    if let Err(e) = server.await {
+        eprintln!("dns {pod}: {e}");
+    }
+}
+
+/// `/health`, `/ready`, `/metrics` (CoreDNS's names for what is counted).
+async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else { continue };
+        tokio::spawn(answer_http(conn, Arc::clone(&shared)));
+    }
+}
+
+async fn answer_http(mut conn: tokio::net::TcpStream, shared: Arc<Shared>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let (code, body) = match path.split('?').next().unwrap_or("/") {
+        "/health" | "/ready" => (200, "OK".to_owned()),
+        "/metrics" => (200, metrics(&shared)),
+        _ => (404, "404 page not found\n".to_owned()),
+    };
+    let reason = if code == 200 { "OK" } else { "Not Found" };
+    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = conn.write_all(response.as_bytes()).await;
+}
+
+fn metrics(shared: &Shared) -> String {
+    let r = &shared.requests;
+    let c = &shared.forwarder.counters;
+    let server = "dns://:53";
+    format!(
+        "# HELP coredns_dns_requests_total Counter of DNS requests made per zone, protocol and family.\n# TYPE coredns_dns_requests_total counter\n\
+         coredns_dns_requests_total{{server=\"{server}\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"other\"}} {}\n\
+         coredns_dns_requests_total{{server=\"{server}\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"other\"}} {}\n\
+         # HELP coredns_cache_hits_total The count of cache hits.\n# TYPE coredns_cache_hits_total counter\n\
+         coredns_cache_hits_total{{server=\"{server}\",type=\"success\",zone=\".\",view=\"\"}} {}\n\
+         # HELP coredns_cache_misses_total The count of cache misses. Deprecated, derive misses from cache hits/requests counters.\n# TYPE coredns_cache_misses_total counter\n\
+         coredns_cache_misses_total{{server=\"{server}\",zone=\".\",view=\"\"}} {}\n\
+         # HELP coredns_cache_entries The number of elements in the cache.\n# TYPE coredns_cache_entries gauge\n\
+         coredns_cache_entries{{server=\"{server}\",type=\"success\",zone=\".\",view=\"\"}} {}\n\
+         # HELP coredns_forward_requests_total Counter of requests made per upstream.\n# TYPE coredns_forward_requests_total counter\n\
+         coredns_forward_requests_total{{to=\"upstream\"}} {}\n",
+        r.udp.load(Ordering::Relaxed),
+        r.tcp.load(Ordering::Relaxed),
+        c.cache_hits.load(Ordering::Relaxed),
+        c.cache_misses.load(Ordering::Relaxed),
+        shared.forwarder.cache_len(),
+        r.forwarded.load(Ordering::Relaxed),
+    )
+}

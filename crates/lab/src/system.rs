@@ -1,0 +1,116 @@
+//! The lab's system workloads, as a cluster installer adds them: the cluster DNS, a Deployment
+//! in `kube-system` behind the Service `kube-dns` at 10.96.0.10 (ports 53/UDP, 53/TCP,
+//! 9153/TCP), labelled as CoreDNS's are. The lab process serves its pods with podnet's DNS
+//! server instead of the echo server. Manifests that bring their own `kube-system/kube-dns`
+//! keep it, and then get no cluster DNS from the lab.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use model::{ClusterState, ContainerPort, Labels, NamespaceInfo, Namespaced, PodInfo, Protocol, Replicas};
+
+use crate::plan::PodPlan;
+
+/// The namespace of system workloads.
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
+/// The cluster DNS Deployment (named as kubeadm names CoreDNS's).
+pub const DNS_DEPLOYMENT: &str = "coredns";
+/// The cluster DNS Service.
+pub const DNS_SERVICE: &str = "kube-dns";
+/// Its ClusterIP (DESIGN.md's convention).
+pub const DNS_CLUSTER_IP: &str = "10.96.0.10";
+/// The cluster domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// CoreDNS's metrics port.
+pub const DNS_METRICS_PORT: u16 = 9153;
+/// CoreDNS's `health` and `ready` plugins' ports.
+pub const DNS_HEALTH_PORT: u16 = 8080;
+/// See [`DNS_HEALTH_PORT`].
+pub const DNS_READY_PORT: u16 = 8181;
+/// Replicas of the DNS Deployment (kubeadm's).
+const DNS_REPLICAS: u32 = 2;
+
+fn labels() -> Labels {
+    Labels::from([("k8s-app".to_owned(), "kube-dns".to_owned())])
+}
+
+fn is_dns_labelled(namespace: &str, labels: &Labels) -> bool {
+    namespace == SYSTEM_NAMESPACE && labels.get("k8s-app").is_some_and(|v| v == "kube-dns")
+}
+
+/// Whether a lab pod is one of the cluster DNS's: a `kube-system` pod labelled
+/// `k8s-app: kube-dns`, as CoreDNS's are (the lab's own, or a CoreDNS Deployment of the manifests).
+pub fn is_dns_pod(pod: &PodPlan) -> bool {
+    is_dns_labelled(&pod.namespace, &pod.labels)
+}
+
+/// Adds the cluster DNS to a snapshot: the `kube-dns` Service unless there is one, and the
+/// `coredns` Deployment unless `kube-system` has pods labelled `k8s-app: kube-dns` already.
+pub fn add_cluster_dns(state: &mut ClusterState) {
+    if !state.services.iter().any(|s| s.namespace == SYSTEM_NAMESPACE && s.name == DNS_SERVICE) {
+        state.services.push(Namespaced::from_object(dns_service()));
+        state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    }
+    if state.pods.iter().any(|p| is_dns_labelled(&p.namespace, &p.labels)) {
+        return;
+    }
+    if !state.namespaces.iter().any(|n| n.name == SYSTEM_NAMESPACE) {
+        state.namespaces.push(NamespaceInfo {
+            name: SYSTEM_NAMESPACE.into(),
+            labels: Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), SYSTEM_NAMESPACE.to_owned())]),
+            declared: true,
+        });
+        state.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let port = |name: &str, port: u16, protocol: Protocol| ContainerPort { name: Some(name.into()), port, protocol };
+    state.pods.push(PodInfo {
+        namespace: SYSTEM_NAMESPACE.into(),
+        name: DNS_DEPLOYMENT.into(),
+        kind: "Deployment".into(),
+        labels: labels(),
+        ports: vec![port("dns", 53, Protocol::Udp), port("dns-tcp", 53, Protocol::Tcp), port("metrics", DNS_METRICS_PORT, Protocol::Tcp)],
+        ips: Vec::new(),
+        host_network: false,
+        node_name: None,
+        ready: None,
+        terminating: false,
+        terminal: false,
+        hostname: None,
+        subdomain: None,
+        dns_policy: Some("Default".into()),
+        dns_config: None,
+        replicas: Replicas::Count(DNS_REPLICAS),
+        template_hash: Some("5d78c9869d".into()),
+        location: Default::default(),
+    });
+    state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+}
+
+/// `kube-system/kube-dns`, as kubeadm makes it.
+fn dns_service() -> Service {
+    let service_port = |name: &str, port: i32, protocol: &str| ServicePort {
+        name: Some(name.into()),
+        port,
+        protocol: Some(protocol.into()),
+        target_port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(DNS_SERVICE.into()),
+            namespace: Some(SYSTEM_NAMESPACE.into()),
+            labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned()), ("kubernetes.io/name".to_owned(), "CoreDNS".to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(DNS_CLUSTER_IP.into()),
+            cluster_ips: Some(vec![DNS_CLUSTER_IP.into()]),
+            selector: Some(labels()),
+            ports: Some(vec![service_port("dns", 53, "UDP"), service_port("dns-tcp", 53, "TCP"), service_port("metrics", i32::from(DNS_METRICS_PORT), "TCP")]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
