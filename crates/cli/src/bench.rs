@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Lab(crate::bench_lab::LabBenchArgs),
     /// The service proxy at 1k/10k/30k services: full load, one change, connect latency, memory (root).
     Proxy(crate::bench_proxy::ProxyBenchArgs),
+    /// The cluster DNS under dnsperf, beside Knot DNS: QPS, latency, search path, memory (root).
+    Dns(crate::bench_dns::DnsBenchArgs),
 }
 
 #[derive(Args)]
@@ -47,6 +49,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Cni(args) => crate::bench_cni::run(args),
         BenchCommand::Lab(args) => crate::bench_lab::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
+        BenchCommand::Dns(args) => crate::bench_dns::run(args),
     }
 }
 

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Upstream resolvers for other names (default: the nameservers of /etc/resolv.conf).
     #[arg(long, value_name = "ADDR:PORT")]
     upstream: Vec<SocketAddr>,
+    /// CoreDNS's `autopath @kubernetes`: a query from a pod's address for a name in its first
+    /// search domain that does not exist is answered from the rest of its search path.
+    #[arg(long)]
+    autopath: bool,
     /// Resolve names outside the zone only for these source networks (default: any source).
     #[arg(long = "recursion-from", value_name = "CIDR", value_delimiter = ',')]
     recursion_from: Vec<ipnet::IpNet>,
@@ -75,7 +79,11 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 
 fn build(paths: &[PathBuf], zone: &ZoneConfig, serial: u32) -> Result<View> {
     let state = model::load_cluster(paths)?;
-    Ok(View::build(&state, zone, serial)?)
+    let view = View::build(&state, zone, serial)?;
+    drop(state);
+    // The manifests' parse trees were many times the view's size.
+    dataplane::release_free_memory();
+    Ok(view)
 }
 
 /// A SOA serial: seconds since the epoch, as CoreDNS uses.
@@ -84,10 +92,11 @@ fn serial() -> u32 {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    let zone = ZoneConfig { zone: a.zone.clone(), pods: a.pods, ..Default::default() };
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let zone = ZoneConfig { zone: a.zone.clone(), pods: a.pods, autopath: a.autopath, host_searches: dns::forward::resolv_conf_searches(&resolv_conf), ..Default::default() };
     let view = build(&a.paths, &zone, serial())?;
     let upstreams = if a.upstream.is_empty() {
-        std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_nameservers(&t)).unwrap_or_default()
+        dns::forward::resolv_conf_nameservers(&resolv_conf)
     } else {
         a.upstream.clone()
     };

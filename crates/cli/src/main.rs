@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_cni;
+mod bench_dns;
 mod bench_lab;
 mod bench_proxy;
 mod dns_cmd;

@@ -52,6 +52,17 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The search domains of a resolv.conf text (its last `search` or `domain` line).
+pub fn resolv_conf_searches(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("search").or_else(|| line.strip_prefix("domain")) {
+            out = rest.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     name: Name,

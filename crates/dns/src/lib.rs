@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod fast;
 pub mod forward;
 pub mod lookup;
 pub mod message;

@@ -33,6 +33,9 @@ pub enum Handled {
     Forward(Box<Message>),
     /// Say nothing (a response, or too short to answer).
     Drop,
+    /// NXDOMAIN for a name in a pod's first search domain, with autopath on: walk the rest of
+    /// the pod's search path (the query, and the path) before answering.
+    Search(Box<Message>, Vec<hickory_proto::rr::Name>),
 }
 
 /// Whether the query's source may have names outside the zone resolved (no open resolver).

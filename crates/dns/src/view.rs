@@ -45,11 +45,16 @@ pub struct ZoneConfig {
     pub pods: PodsMode,
     /// The DNS Service (namespace, name) whose ClusterIPs are `ns.dns.<zone>`.
     pub dns_service: (String, String),
+    /// CoreDNS's `autopath @kubernetes`: a pod's search-path walk is done by the server, which
+    /// answers the first candidate with a CNAME to the name that exists.
+    pub autopath: bool,
+    /// The node's search domains, which kubelet appends to a pod's search path.
+    pub host_searches: Vec<String>,
 }
 
 impl Default for ZoneConfig {
     fn default() -> Self {
-        ZoneConfig { zone: "cluster.local".into(), ttl: 5, pods: PodsMode::Disabled, dns_service: ("kube-system".into(), "kube-dns".into()) }
+        ZoneConfig { zone: "cluster.local".into(), ttl: 5, pods: PodsMode::Disabled, dns_service: ("kube-system".into(), "kube-dns".into()), autopath: false, host_searches: Vec::new() }
     }
 }
 
@@ -120,6 +125,8 @@ pub struct View {
     /// Networks whose reverse names are this zone's: ServiceCIDRs and pod CIDRs. Other reverse
     /// names are forwarded.
     pub reverse_networks: Vec<IpNet>,
+    /// With autopath: the node's search domains (else `None`: no autopath).
+    pub autopath: Option<Vec<Name>>,
 }
 
 /// A zone name that cannot be one.
@@ -175,6 +182,20 @@ fn ready_endpoints<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, publish_
 }
 
 impl View {
+    /// The search path of the pod at `source`, as kubelet writes it, when autopath is on and
+    /// the address is one pod's: `<ns>.svc.<zone>`, `svc.<zone>`, `<zone>`, the node's domains,
+    /// and the root (the name as given).
+    pub fn search_path(&self, source: IpAddr) -> Option<Vec<Name>> {
+        let host = self.autopath.as_ref()?;
+        let namespaces = self.pod_ips.get(&source)?;
+        let [ns] = namespaces.iter().collect::<Vec<_>>()[..] else { return None };
+        let svc = Name::from_ascii("svc").ok()?.append_domain(&self.zone).ok()?;
+        let mut path = vec![Name::from_ascii(ns).ok()?.append_domain(&svc).ok()?, svc, self.zone.clone()];
+        path.extend(host.iter().cloned());
+        path.push(Name::root());
+        Some(path)
+    }
+
     /// The zone's data for a snapshot. EndpointSlices are the given ones, and computed ones for
     /// Services with a selector that none are given for (a pod without a Ready condition is ready).
     pub fn build(state: &ClusterState, config: &ZoneConfig, serial: u32) -> Result<View, BadZone> {
@@ -197,6 +218,7 @@ impl View {
             pod_ips: HashMap::new(),
             nameservers: Vec::new(),
             reverse_networks: state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
+            autopath: config.autopath.then(|| config.host_searches.iter().filter_map(|s| Name::from_ascii(format!("{}.", s.trim_end_matches('.'))).ok()).collect()),
         };
         for node in &state.nodes {
             let spec = node.spec.clone().unwrap_or_default();
