@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// search domain that does not exist is answered from the rest of its search path.
     #[arg(long)]
     autopath: bool,
+    /// Serve `/health`, `/ready` and `/metrics` (CoreDNS's names) over HTTP on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<SocketAddr>,
     /// Resolve names outside the zone only for these source networks (default: any source).
     #[arg(long = "recursion-from", value_name = "CIDR", value_delimiter = ',')]
     recursion_from: Vec<ipnet::IpNet>,
@@ -109,7 +112,13 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         // Port 0: TCP takes the port UDP was given.
         let listen = udp.local_addr()?;
         let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on tcp {listen}"))?;
-        eprintln!("podnet dns: serving {} on {listen} (udp, tcp)", zone.zone);
+        let mut http_note = String::new();
+        if let Some(http) = a.http {
+            let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
+            http_note = format!(", /health /ready /metrics on http://{}", listener.local_addr()?);
+            tokio::spawn(dns::metrics::serve_http(listener, Arc::clone(&shared)));
+        }
+        eprintln!("podnet dns: serving {} on {listen} (udp, tcp){http_note}", zone.zone);
         let watch = {
             let shared = Arc::clone(&shared);
             async move {

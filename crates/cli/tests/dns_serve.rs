@@ -17,6 +17,8 @@ const CLUSTER: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: product
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The line it printed when it started.
+    banner: String,
 }
 
 impl Drop for Server {
@@ -36,7 +38,7 @@ fn serve(dir: &Path, extra: &[&str]) -> Server {
     let mut line = String::new();
     BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
     let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_else(|| panic!("no address in {line:?}")).parse().unwrap();
-    Server { child, addr }
+    Server { child, addr, banner: line }
 }
 
 fn have_dig() -> bool {
@@ -134,4 +136,44 @@ fn no_open_resolver_and_garbage_is_answered_harmlessly() {
     assert_eq!((buf[0], buf[1], buf[3] & 0x0f), (0xab, 0xcd, 1), "FORMERR with the id: {:?}", &buf[..n]);
     // And the server still answers.
     assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]).1, ["10.96.0.50"]);
+}
+
+/// One HTTP GET on loopback: status line and body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[test]
+fn health_ready_and_coredns_metrics() {
+    if !have_dig() {
+        eprintln!("skipped: no dig");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
+    let s = serve(dir.path(), &["--upstream", "127.0.0.1:9", "--http", "127.0.0.1:0"]);
+    let http = s.banner.split("http://").nth(1).unwrap().trim().to_owned();
+    assert_eq!(http_get(&http, "/health"), ("HTTP/1.1 200 OK".into(), "OK".into()));
+    assert_eq!(http_get(&http, "/ready").0, "HTTP/1.1 200 OK");
+    dig(&s, &["order-service.production.svc.cluster.local", "A"]);
+    dig(&s, &["missing.production.svc.cluster.local", "A"]);
+    dig(&s, &["+tcp", "order-service.production.svc.cluster.local", "AAAA"]);
+    let (status, metrics) = http_get(&http, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for line in [
+        "coredns_dns_requests_total{server=\"dns://:53\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"} 2",
+        "coredns_dns_requests_total{server=\"dns://:53\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"AAAA\"} 1",
+        "coredns_dns_responses_total{server=\"dns://:53\",zone=\".\",view=\"\",rcode=\"NXDOMAIN\",plugin=\"\"} 1",
+        "coredns_dns_request_duration_seconds_count{server=\"dns://:53\",zone=\".\",view=\"\",type=\"A\"} 2",
+        "coredns_dns_request_duration_seconds_bucket{server=\"dns://:53\",zone=\".\",view=\"\",type=\"A\",le=\"+Inf\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(metrics.contains("# TYPE coredns_cache_hits_total counter"));
 }

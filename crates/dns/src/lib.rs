@@ -10,6 +10,7 @@ pub mod fast;
 pub mod forward;
 pub mod lookup;
 pub mod message;
+pub mod metrics;
 pub mod server;
 pub mod view;
 

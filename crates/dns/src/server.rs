@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::CNAME;
@@ -48,12 +48,14 @@ pub struct Shared {
     recursion_from: Option<Vec<IpNet>>,
     /// Counters.
     pub requests: Requests,
+    /// CoreDNS's metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
     /// Shared state serving `view`.
     pub fn new(view: View, forwarder: Forwarder, recursion_from: Option<Vec<IpNet>>) -> Shared {
-        Shared { zone: RwLock::new(Arc::new(Zone { view, answers: Answers::default() })), forwarder, recursion_from, requests: Requests::default() }
+        Shared { zone: RwLock::new(Arc::new(Zone { view, answers: Answers::default() })), forwarder, recursion_from, requests: Requests::default(), metrics: Default::default() }
     }
 
     fn zone(&self) -> Arc<Zone> {
@@ -108,10 +110,14 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
+        let received = Instant::now();
         shared.requests.udp.fetch_add(1, Ordering::Relaxed);
+        let qtype = crate::metrics::qtype_of(&buf[..n]);
+        let record = move |shared: &Shared, response: Option<&[u8]>| shared.metrics.record(false, peer.is_ipv6(), qtype, response, received.elapsed());
         match shared.answer(&buf[..n], Transport::Udp, peer.ip()) {
             Handled::Reply(bytes) => {
                 let _ = socket.send_to(&bytes, peer).await;
+                record(&shared, Some(&bytes));
             }
             Handled::Forward(query) => {
                 shared.requests.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +125,7 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
                 tokio::spawn(async move {
                     if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await {
                         let _ = socket.send_to(&bytes, peer).await;
+                        record(&shared, Some(&bytes));
                     }
                 });
             }
@@ -127,10 +134,11 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
                 tokio::spawn(async move {
                     if let Handled::Reply(bytes) = autopath(&shared, &query, &path, Transport::Udp).await {
                         let _ = socket.send_to(&bytes, peer).await;
+                        record(&shared, Some(&bytes));
                     }
                 });
             }
-            Handled::Drop => {}
+            Handled::Drop => record(&shared, None),
         }
     }
 }
@@ -186,6 +194,7 @@ async fn autopath(shared: &Shared, query: &Message, path: &[Name], transport: Tr
             let cname = Record::from_rdata(asked.clone(), response.answers[0].ttl, RData::CNAME(CNAME(candidate)));
             response.answers.insert(0, cname);
         }
+        shared.metrics.autopath.fetch_add(1, Ordering::Relaxed);
         return encode(response, size_limit(query, transport));
     }
     let view = shared.zone();
@@ -218,6 +227,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
         let mut buf = vec![0u8; len];
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
         shared.requests.tcp.fetch_add(1, Ordering::Relaxed);
+        let received = Instant::now();
         let handled = match shared.answer(&buf, Transport::Tcp, peer.ip()) {
             Handled::Forward(query) => {
                 shared.requests.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -230,8 +240,9 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
             Handled::Reply(bytes) => {
                 let mut framed = Vec::with_capacity(bytes.len() + 2);
                 framed.extend(u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
-                framed.extend(bytes);
+                framed.extend(&bytes);
                 stream.write_all(&framed).await?;
+                shared.metrics.record(true, peer.is_ipv6(), crate::metrics::qtype_of(&buf), Some(&bytes), received.elapsed());
             }
             // Something that is not a query: the stream cannot be trusted any more.
             _ => return Ok(()),

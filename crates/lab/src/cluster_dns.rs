@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use dataplane::netns;
 use dns::forward::{ForwardConfig, Forwarder};
@@ -100,7 +99,7 @@ impl ClusterDns {
             ];
             for port in [system::DNS_HEALTH_PORT, system::DNS_READY_PORT, system::DNS_METRICS_PORT] {
                 let listener = listen_in(&pod.netns, port)?;
-                tasks.push(tokio::spawn(serve_http(listener, Arc::clone(&self.shared))));
+                tasks.push(tokio::spawn(dns::metrics::serve_http(listener, Arc::clone(&self.shared))));
             }
             self.servers.insert(pod.netns.clone(), tasks);
         }
@@ -112,58 +111,4 @@ async fn log_end(pod: String, server: impl std::future::Future<Output = io::Resu
     if let Err(e) = server.await {
         eprintln!("dns {pod}: {e}");
     }
-}
-
-/// `/health`, `/ready`, `/metrics` (CoreDNS's names for what is counted).
-async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else { continue };
-        tokio::spawn(answer_http(conn, Arc::clone(&shared)));
-    }
-}
-
-async fn answer_http(mut conn: tokio::net::TcpStream, shared: Arc<Shared>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        match conn.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let (code, body) = match path.split('?').next().unwrap_or("/") {
-        "/health" | "/ready" => (200, "OK".to_owned()),
-        "/metrics" => (200, metrics(&shared)),
-        _ => (404, "404 page not found\n".to_owned()),
-    };
-    let reason = if code == 200 { "OK" } else { "Not Found" };
-    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-    let _ = conn.write_all(response.as_bytes()).await;
-}
-
-fn metrics(shared: &Shared) -> String {
-    let r = &shared.requests;
-    let c = &shared.forwarder.counters;
-    let server = "dns://:53";
-    format!(
-        "# HELP coredns_dns_requests_total Counter of DNS requests made per zone, protocol and family.\n# TYPE coredns_dns_requests_total counter\n\
-         coredns_dns_requests_total{{server=\"{server}\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"other\"}} {}\n\
-         coredns_dns_requests_total{{server=\"{server}\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"other\"}} {}\n\
-         # HELP coredns_cache_hits_total The count of cache hits.\n# TYPE coredns_cache_hits_total counter\n\
-         coredns_cache_hits_total{{server=\"{server}\",type=\"success\",zone=\".\",view=\"\"}} {}\n\
-         # HELP coredns_cache_misses_total The count of cache misses. Deprecated, derive misses from cache hits/requests counters.\n# TYPE coredns_cache_misses_total counter\n\
-         coredns_cache_misses_total{{server=\"{server}\",zone=\".\",view=\"\"}} {}\n\
-         # HELP coredns_cache_entries The number of elements in the cache.\n# TYPE coredns_cache_entries gauge\n\
-         coredns_cache_entries{{server=\"{server}\",type=\"success\",zone=\".\",view=\"\"}} {}\n\
-         # HELP coredns_forward_requests_total Counter of requests made per upstream.\n# TYPE coredns_forward_requests_total counter\n\
-         coredns_forward_requests_total{{to=\"upstream\"}} {}\n",
-        r.udp.load(Ordering::Relaxed),
-        r.tcp.load(Ordering::Relaxed),
-        c.cache_hits.load(Ordering::Relaxed),
-        c.cache_misses.load(Ordering::Relaxed),
-        shared.forwarder.cache_len(),
-        r.forwarded.load(Ordering::Relaxed),
-    )
 }
