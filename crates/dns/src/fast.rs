@@ -62,7 +62,16 @@ pub fn parse(bytes: &[u8], transport: Transport, recursion: Recursion) -> Option
             return None; // not OPT, or an EDNS version above 0
         }
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-        at += 11 + rdlen;
+        at += 11;
+        // Options (cookies, padding, ...) must be well formed; they do not shape the response.
+        let end = at + rdlen;
+        while at < end {
+            let len = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
+            at += 4 + len;
+        }
+        if at != end {
+            return None;
+        }
         (1, opt[7] & 0x80, u16::from_be_bytes([opt[3], opt[4]]))
     } else {
         (0, 0, 0)
@@ -99,8 +108,13 @@ impl Answers {
         Some(out)
     }
 
-    /// Keeps `response` for questions like `plain`'s.
+    /// Keeps `response` for questions like `plain`'s, if it answers that question (it echoes
+    /// it and is no FORMERR, which depends on more than the question).
     pub fn put(&self, plain: Plain, response: &[u8]) {
+        let echoes_question = response.len() >= plain.name_end + 4 && response[4..6] == [0, 1] && response[3] & 0x0f != 1;
+        if !echoes_question {
+            return;
+        }
         let Ok(mut map) = self.map.lock() else { return };
         if map.len() >= MAX_ENTRIES {
             map.clear();

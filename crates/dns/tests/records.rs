@@ -315,3 +315,27 @@ fn edns_is_answered_with_edns_and_big_answers_are_truncated_over_udp() {
     assert!(edns.metadata.truncation);
     assert_eq!(edns.edns.as_ref().map(|e| e.max_payload()), Some(dns::message::MAX_UDP_PAYLOAD));
 }
+
+#[test]
+fn a_formerr_for_a_bad_edns_option_is_not_kept_for_the_same_question() {
+    use dns::forward::{ForwardConfig, Forwarder};
+    use dns::server::Shared;
+    let shared = Shared::new(view(PodsMode::Disabled), Forwarder::new(ForwardConfig::default()), None);
+    // Found by fuzzing: an OPT record whose option is one byte long.
+    let mut bad = Message::query();
+    bad.metadata.id = 1;
+    bad.add_query(Query::query(Name::from_ascii("order-service.production.svc.cluster.local.").unwrap(), RecordType::A));
+    bad.set_edns(Edns::new());
+    let mut bytes = bad.to_vec().unwrap();
+    let n = bytes.len();
+    bytes[n - 1] = 1; // rdlen 1
+    bytes.push(b't');
+    let source = "127.0.0.1".parse().unwrap();
+    let Handled::Reply(r) = shared.answer(&bytes, Transport::Udp, source) else { panic!() };
+    assert_eq!(Message::from_vec(&r).unwrap().metadata.response_code, ResponseCode::FormErr);
+    let good = bad.to_vec().unwrap();
+    for _ in 0..2 {
+        let Handled::Reply(r) = shared.answer(&good, Transport::Udp, source) else { panic!() };
+        assert_eq!(Message::from_vec(&r).unwrap().answers.len(), 1);
+    }
+}
