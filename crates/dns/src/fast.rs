@@ -92,14 +92,25 @@ pub fn parse(bytes: &[u8], transport: Transport, recursion: Recursion) -> Option
 /// The responses of one view.
 #[derive(Default)]
 pub struct Answers {
-    map: Mutex<HashMap<Vec<u8>, Box<[u8]>, fnv::FnvBuildHasher>>,
+    map: Mutex<HashMap<Vec<u8>, Kept, fnv::FnvBuildHasher>>,
+}
+
+/// A kept response, and until when it may be sent (forwarded answers: at most a second, so
+/// that the TTLs the client sees never run more than a second behind the forwarder's cache).
+struct Kept {
+    bytes: Box<[u8]>,
+    until: Option<std::time::Instant>,
 }
 
 impl Answers {
     /// The kept response for `query`, made the client's own.
     pub fn get(&self, plain: &Plain, query: &[u8]) -> Option<Vec<u8>> {
         let map = self.map.lock().ok()?;
-        let mut out = map.get(&plain.key)?.to_vec();
+        let kept = map.get(&plain.key)?;
+        if kept.until.is_some_and(|until| until <= std::time::Instant::now()) {
+            return None;
+        }
+        let mut out = kept.bytes.to_vec();
         drop(map);
         out[0..2].copy_from_slice(&query[0..2]); // id
         out[2] = (out[2] & !0x01) | (query[2] & 0x01); // RD
@@ -111,6 +122,15 @@ impl Answers {
     /// Keeps `response` for questions like `plain`'s, if it answers that question (it echoes
     /// it and is no FORMERR, which depends on more than the question).
     pub fn put(&self, plain: Plain, response: &[u8]) {
+        self.keep(plain, response, None);
+    }
+
+    /// Keeps a forwarded `response` for one second (see [`Kept`]).
+    pub fn put_forwarded(&self, plain: Plain, response: &[u8]) {
+        self.keep(plain, response, Some(std::time::Instant::now() + std::time::Duration::from_secs(1)));
+    }
+
+    fn keep(&self, plain: Plain, response: &[u8], until: Option<std::time::Instant>) {
         let echoes_question = response.len() >= plain.name_end + 4 && response[4..6] == [0, 1] && response[3] & 0x0f != 1;
         if !echoes_question {
             return;
@@ -119,7 +139,7 @@ impl Answers {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(plain.key, response.into());
+        map.insert(plain.key, Kept { bytes: response.into(), until });
     }
 }
 

@@ -71,6 +71,17 @@ impl Shared {
         }
     }
 
+    /// Keeps a forwarded answer (NOERROR or NXDOMAIN only) for the fast path, briefly.
+    fn keep_forwarded(&self, query: &[u8], transport: Transport, source: IpAddr, response: &[u8]) {
+        let rcode = response.get(3).map_or(2, |b| b & 0x0f);
+        if rcode != 0 && rcode != 3 {
+            return;
+        }
+        if let Some(plain) = fast::parse(query, transport, self.recursion_for(source)) {
+            self.zone().answers.put_forwarded(plain, response);
+        }
+    }
+
     /// Answers a message from `source`: a kept response when the question was answered before
     /// for this view, else the full path, whose response is kept.
     pub fn answer(&self, bytes: &[u8], transport: Transport, source: IpAddr) -> Handled {
@@ -122,10 +133,12 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
             Handled::Forward(query) => {
                 shared.requests.forwarded.fetch_add(1, Ordering::Relaxed);
                 let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
+                let asked = buf[..n].to_vec();
                 tokio::spawn(async move {
                     if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await {
                         let _ = socket.send_to(&bytes, peer).await;
                         record(&shared, Some(&bytes));
+                        shared.keep_forwarded(&asked, Transport::Udp, peer.ip(), &bytes);
                     }
                 });
             }
