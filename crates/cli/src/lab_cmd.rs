@@ -198,6 +198,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
     lab::system::add_cluster_dns(&mut cluster);
+    lab::system::add_kubernetes_service(&mut cluster);
     let mode = match a.mode {
         ModeArg::HostGw => Mode::HostGw,
         ModeArg::Vxlan => Mode::Vxlan,

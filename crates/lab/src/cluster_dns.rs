@@ -35,7 +35,8 @@ pub fn view(st: &LabState) -> View {
     state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
     state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
     let searches = std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_searches(&t)).unwrap_or_default();
-    let zone = ZoneConfig { zone: system::CLUSTER_DOMAIN.into(), autopath: true, host_searches: searches, ..Default::default() };
+    // kubeadm's Corefile: `pods insecure`, and autopath as CoreDNS's documentation sets it up.
+    let zone = ZoneConfig { zone: system::CLUSTER_DOMAIN.into(), pods: dns::PodsMode::Insecure, autopath: true, host_searches: searches, ..Default::default() };
     let serial = u32::try_from(st.created).unwrap_or_default();
     let mut view = View::build(&state, &zone, serial).unwrap_or_else(|_| View::build(&ClusterState::default(), &ZoneConfig::default(), serial).expect("the default zone is valid"));
     view.reverse_networks.push(ipnet::IpNet::V4(st.plan.config.pod_cidr));

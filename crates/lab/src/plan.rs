@@ -258,7 +258,8 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
                 netns: String::new(),
                 ready: info.ready.unwrap_or(true),
                 terminating: info.terminating,
-                hostname: info.hostname.clone(),
+                // StatefulSet pods are named as their hostnames (`db-0`).
+                hostname: if info.kind == "StatefulSet" { Some(name.clone()) } else { info.hostname.clone() },
                 subdomain: info.subdomain.clone(),
                 dns_policy: info.dns_policy.clone(),
                 dns_config: info.dns_config.clone(),

@@ -46,6 +46,31 @@ pub fn is_dns_pod(pod: &PodPlan) -> bool {
     is_dns_labelled(&pod.namespace, &pod.labels)
 }
 
+/// Adds `default/kubernetes` (10.96.0.1, 443/TCP), as every cluster has it, unless the manifests
+/// have it. The lab has no API server behind it: the name resolves, connections are refused.
+pub fn add_kubernetes_service(state: &mut ClusterState) {
+    if state.services.iter().any(|s| s.namespace == "default" && s.name == "kubernetes") {
+        return;
+    }
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some("kubernetes".into()),
+            namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([("component".to_owned(), "apiserver".to_owned()), ("provider".to_owned(), "kubernetes".to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("10.96.0.1".into()),
+            cluster_ips: Some(vec!["10.96.0.1".into()]),
+            ports: Some(vec![ServicePort { name: Some("https".into()), port: 443, protocol: Some("TCP".into()), target_port: Some(IntOrString::Int(6443)), ..Default::default() }]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    state.services.push(Namespaced::from_object(service));
+    state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+}
+
 /// Adds the cluster DNS to a snapshot: the `kube-dns` Service unless there is one, and the
 /// `coredns` Deployment unless `kube-system` has pods labelled `k8s-app: kube-dns` already.
 pub fn add_cluster_dns(state: &mut ClusterState) {

@@ -319,6 +319,12 @@ impl ClusterState {
                     let mut info = workload_info(loc, kind, meta, template)?;
                     info.replicas = replicas;
                     info.template_hash = Some(template_hash(template));
+                    // A StatefulSet's pods are `<name>-<i>` in the subdomain of its governing Service.
+                    if let Object::StatefulSet(o) = workload
+                        && let Some(service) = o.spec.as_ref().map(|s| s.service_name.clone()).filter(|s| !s.as_deref().unwrap_or_default().is_empty())
+                    {
+                        info.subdomain = service;
+                    }
                     pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
                 }
             }
