@@ -8,9 +8,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, Node, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{Container, Node, PodSpec, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::error::{Location, ManifestError, ObjectRef};
@@ -214,6 +214,12 @@ pub struct ClusterState {
     pub nodes: Vec<Node>,
     /// The CIDRs of the ServiceCIDR objects (`spec.cidrs`), as written.
     pub service_cidrs: Vec<String>,
+    /// Ingresses, by namespace then name.
+    pub ingresses: Vec<Namespaced<Ingress>>,
+    /// IngressClasses, by name.
+    pub ingress_classes: Vec<IngressClass>,
+    /// Secrets (for TLS), by namespace then name.
+    pub secrets: Vec<Namespaced<Secret>>,
 }
 
 /// A namespaced object as given, with where it came from.
@@ -238,6 +244,9 @@ impl ClusterState {
         let mut policies: BTreeMap<(String, String), PolicyObject> = BTreeMap::new();
         let mut services: BTreeMap<(String, String), Namespaced<Service>> = BTreeMap::new();
         let mut slices: BTreeMap<(String, String), Namespaced<EndpointSlice>> = BTreeMap::new();
+        let mut ingresses: BTreeMap<(String, String), Namespaced<Ingress>> = BTreeMap::new();
+        let mut ingress_classes: BTreeMap<String, IngressClass> = BTreeMap::new();
+        let mut secrets: BTreeMap<(String, String), Namespaced<Secret>> = BTreeMap::new();
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         let mut service_cidrs: Vec<String> = Vec::new();
 
@@ -285,6 +294,17 @@ impl ClusterState {
                 Object::EndpointSlice(es) => {
                     let n = namespaced(loc, "EndpointSlice", &es.metadata, (**es).clone())?;
                     slices.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::Ingress(ing) => {
+                    let n = namespaced(loc, "Ingress", &ing.metadata, (**ing).clone())?;
+                    ingresses.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::Secret(secret) => {
+                    let n = namespaced(loc, "Secret", &secret.metadata, (**secret).clone())?;
+                    secrets.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::IngressClass(class) => {
+                    ingress_classes.insert(class.metadata.name.clone().unwrap_or_default(), (**class).clone());
                 }
                 Object::Node(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
@@ -352,6 +372,9 @@ impl ClusterState {
             endpoint_slices: slices.into_values().collect(),
             nodes: nodes.into_values().collect(),
             service_cidrs,
+            ingresses: ingresses.into_values().collect(),
+            ingress_classes: ingress_classes.into_values().collect(),
+            secrets: secrets.into_values().collect(),
         })
     }
 
@@ -429,7 +452,10 @@ fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
         | Object::Service(_)
         | Object::EndpointSlice(_)
         | Object::Node(_)
-        | Object::ServiceCidr(_) => return None,
+        | Object::ServiceCidr(_)
+        | Object::Ingress(_)
+        | Object::IngressClass(_)
+        | Object::Secret(_) => return None,
     })
 }
 

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy, ServiceCIDR};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -43,6 +43,12 @@ pub enum Object {
     Node(Box<Node>),
     /// `networking.k8s.io/v1 ServiceCIDR`
     ServiceCidr(Box<ServiceCIDR>),
+    /// `networking.k8s.io/v1 Ingress`
+    Ingress(Box<Ingress>),
+    /// `networking.k8s.io/v1 IngressClass`
+    IngressClass(Box<IngressClass>),
+    /// `v1 Secret` (TLS certificates for Ingresses and Gateways)
+    Secret(Box<Secret>),
 }
 
 /// An object together with where it was read.
@@ -238,6 +244,9 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(typed(doc).map_err(fail)?),
         ("v1", "Node") => Object::Node(typed(doc).map_err(fail)?),
         ("networking.k8s.io/v1", "ServiceCIDR") => Object::ServiceCidr(typed(doc).map_err(fail)?),
+        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(doc).map_err(fail)?),
+        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(typed(doc).map_err(fail)?),
+        ("v1", "Secret") => Object::Secret(typed(doc).map_err(fail)?),
         _ => return Ok(None),
     };
     Ok(Some(object))
