@@ -3,19 +3,16 @@
 //! `WATCH_PERIOD` (a file that no longer loads keeps the last good view and says why).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use dns::forward::{ForwardConfig, Forwarder};
 use dns::server::Shared;
 use dns::{PodsMode, View, ZoneConfig};
-
-/// How often the files are looked at.
-const WATCH_PERIOD: Duration = Duration::from_millis(25);
 
 #[derive(Subcommand)]
 pub enum DnsCommand {
@@ -56,28 +53,6 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode> {
     match cmd {
         DnsCommand::Serve(args) => serve(args),
     }
-}
-
-/// Modification times and sizes of every file under the paths: a change shows in it.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    fn walk(path: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>, u64)>) {
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| e.path()).collect();
-                entries.sort();
-                for e in entries {
-                    walk(&e, out);
-                }
-            }
-            Ok(m) => out.push((path.to_owned(), m.modified().ok(), m.len())),
-            Err(_) => out.push((path.to_owned(), None, 0)),
-        }
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out
 }
 
 fn build(paths: &[PathBuf], zone: &ZoneConfig, serial: u32) -> Result<View> {
@@ -122,10 +97,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         let watch = {
             let shared = Arc::clone(&shared);
             async move {
-                let mut seen = fingerprint(&a.paths);
+                let mut seen = crate::watch::fingerprint(&a.paths);
                 loop {
-                    tokio::time::sleep(WATCH_PERIOD).await;
-                    let now = fingerprint(&a.paths);
+                    tokio::time::sleep(crate::watch::PERIOD).await;
+                    let now = crate::watch::fingerprint(&a.paths);
                     if now == seen {
                         continue;
                     }

@@ -24,9 +24,11 @@ mod bench_dns;
 mod bench_lab;
 mod bench_proxy;
 mod dns_cmd;
+mod gateway_cmd;
 mod lab_cmd;
 mod policy_cmd;
 mod proxy_cmd;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -51,6 +53,9 @@ enum Command {
     /// The cluster DNS.
     #[command(subcommand)]
     Dns(dns_cmd::DnsCommand),
+    /// Ingress (and Gateway API): the HTTP(S) proxy.
+    #[command(subcommand)]
+    Gateway(gateway_cmd::GatewayCommand),
     /// A cluster's pod network as network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Proxy(cmd) => proxy_cmd::run(cmd),
         Command::Dns(cmd) => dns_cmd::run(cmd),
+        Command::Gateway(cmd) => gateway_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -70,6 +70,8 @@ pub struct Settings {
     pub limit_rps: Option<u32>,
     /// `affinity: cookie`.
     pub affinity: Option<Affinity>,
+    /// `use-regex` (or `rewrite-target`, which implies it): paths are regular expressions.
+    pub use_regex: bool,
 }
 
 impl Default for Settings {
@@ -85,6 +87,7 @@ impl Default for Settings {
             allow_sources: Vec::new(),
             limit_rps: None,
             affinity: None,
+            use_regex: false,
         }
     }
 }
@@ -144,6 +147,7 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
         }
     }
     s.rewrite_target = get("rewrite-target").map(str::to_owned);
+    s.use_regex = s.rewrite_target.is_some() || get("use-regex").is_some_and(|v| parse_bool(v).unwrap_or(false));
     if let Some(v) = get("backend-protocol") {
         match v.trim().to_ascii_uppercase().as_str() {
             "HTTP" | "AUTO_HTTP" => s.backend_protocol = BackendProtocol::Http,

@@ -157,7 +157,17 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
         let settings = annotations::settings(annotations, &mut notes);
         out.problems.extend(notes.into_iter().map(|n| format!("Ingress {}/{}: {n}", ing.namespace, ing.name)));
         for (host, kind, path, backend) in paths_of(ing, &mut out.problems) {
-            let route = PathRoute { kind, path, backend, source: source(ing), settings: settings.clone(), canaries: Vec::new() };
+            let regex = match settings.use_regex {
+                true => match regex::Regex::new(&format!("(?i)^{path}")) {
+                    Ok(re) => Some(crate::routes::PathRegex(re)),
+                    Err(e) => {
+                        out.problems.push(format!("Ingress {}/{}: path {path:?} is not a regular expression: {e}", ing.namespace, ing.name));
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            let route = PathRoute { kind, path, backend, source: source(ing), settings: settings.clone(), canaries: Vec::new(), regex };
             if let Err(lost) = host_entry(&mut out.table, &host).add(route) {
                 out.problems.push(format!(
                     "Ingress {}/{}: host {:?} path {:?} ({:?}) is also in an older Ingress, which keeps it",
@@ -173,7 +183,7 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
             && let Some(b) = ing.object.spec.as_ref().and_then(|s| s.default_backend.as_ref())
         {
             out.table.default_backend =
-                Some(PathRoute { kind: PathKind::Prefix, path: "/".into(), backend: backend(&ing.namespace, b), source: source(ing), settings: settings.clone(), canaries: Vec::new() });
+                Some(PathRoute { kind: PathKind::Prefix, path: "/".into(), backend: backend(&ing.namespace, b), source: source(ing), settings: settings.clone(), canaries: Vec::new(), regex: None });
         }
         for tls in ing.object.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
             let hosts: Vec<String> = tls.hosts.iter().flatten().map(|h| h.to_ascii_lowercase()).collect();

@@ -78,6 +78,29 @@ pub struct PathRoute {
     pub settings: Settings,
     /// Canary alternatives (ingress-nginx `canary` Ingresses for the same host and path).
     pub canaries: Vec<crate::annotations::Canary>,
+    /// ingress-nginx's `use-regex` (also implied by `rewrite-target`): the path is a
+    /// case-insensitive regular expression from the start of the request's path.
+    pub regex: Option<PathRegex>,
+}
+
+/// A compiled path regex (compared by its pattern).
+#[derive(Clone, Debug)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl PathRoute {
+    /// Whether the route takes `path`.
+    pub fn matches(&self, path: &str) -> bool {
+        match (&self.regex, self.kind) {
+            (Some(re), PathKind::Prefix | PathKind::ImplementationSpecific) => re.0.is_match(path),
+            _ => self.kind.matches(&self.path, path),
+        }
+    }
 }
 
 /// The paths of one host, in precedence order, and whether it has TLS.
@@ -113,7 +136,7 @@ impl HostRoutes {
 
     /// The route of `path`: the first in precedence order that matches.
     pub fn route(&self, path: &str) -> Option<&PathRoute> {
-        self.paths.iter().find(|p| p.kind.matches(&p.path, path))
+        self.paths.iter().find(|p| p.matches(path))
     }
 }
 

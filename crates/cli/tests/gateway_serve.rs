@@ -1,0 +1,229 @@
+//! `podnet gateway serve` with a real client (curl) on loopback: the seed's `app-ingress`
+//! (host and path routing, ssl-redirect, proxy-body-size, TLS by SNI), X-Forwarded headers,
+//! 404/503, rewrite-target, and route changes under load without a failed request.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// An HTTP backend answering `<name> <method> <path>` and the request headers, one per line.
+fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        head.push(line.trim_end().to_owned());
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    let len: usize = head.iter().find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap())).unwrap_or(0);
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let request = head[0].split(' ').take(2).collect::<Vec<_>>().join(" ");
+                    let text = format!("{name} {request}\n{}\nbody {}\n", head[1..].join("\n"), body.len());
+                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+                }
+            });
+        }
+    });
+    addr
+}
+
+struct Gateway {
+    child: Child,
+    http: String,
+    https: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Gateway {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["gateway", "serve", "-f", dir.to_str().unwrap(), "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let addr = |scheme: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{scheme}://"))).unwrap().to_owned();
+    Gateway { http: addr("http"), https: addr("https"), child }
+}
+
+fn cert(dir: &Path, host: &str) -> (String, String) {
+    let (key, crt) = (dir.join(format!("{host}.key")), dir.join(format!("{host}.crt")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &format!("/CN={host}"), "-addext", &format!("subjectAltName=DNS:{host}")])
+        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (crt.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned())
+}
+
+fn b64(path: &str) -> String {
+    let out = Command::new("base64").args(["-w0", path]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// curl's status code and body.
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-s", "--max-time", "5", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+fn have_tools() -> bool {
+    ["curl", "openssl"].iter().all(|t| Command::new(t).arg("--version").output().is_ok() || Command::new(t).arg("version").output().is_ok())
+}
+
+fn manifests(orders: SocketAddr, api: SocketAddr, crts: &[(String, String, &str)], order_path: &str) -> String {
+    let mut out = String::from("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: podnet.io/ingress-controller}\n");
+    out.push_str(&format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app-ingress\n  namespace: production\n  annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: 'true', nginx.ingress.kubernetes.io/proxy-body-size: 10m}}\nspec:\n  tls:\n  - {{hosts: [api.example.com], secretName: api-tls}}\n  - {{hosts: [shop.example.com], secretName: shop-tls}}\n  rules:\n  - host: api.example.com\n    http:\n      paths:\n      - {{path: {order_path}, pathType: Prefix, backend: {{service: {{name: order-service, port: {{number: 80}}}}}}}}\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: api-service, port: {{name: http}}}}}}}}\n      - {{path: /empty, pathType: Exact, backend: {{service: {{name: empty, port: {{number: 80}}}}}}}}\n  - host: shop.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: api-service, port: {{number: 80}}}}}}}}\n"
+    ));
+    out.push_str("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: plain\n  namespace: production\n  annotations: {nginx.ingress.kubernetes.io/rewrite-target: /$2}\nspec:\n  rules:\n  - host: plain.example.com\n    http:\n      paths:\n      - {path: '/strip(/|$)(.*)', pathType: ImplementationSpecific, backend: {service: {name: api-service, port: {number: 80}}}}\n");
+    out.push_str(&format!("      - {{path: {order_path}, pathType: Prefix, backend: {{service: {{name: order-service, port: {{number: 80}}}}}}}}\n"));
+    for (name, addr) in [("order-service", orders), ("api-service", api)] {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: production, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n",
+            addr.port()
+        ));
+    }
+    out.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: production}\nspec: {ports: [{port: 80}]}\n");
+    for (crt, key, name) in crts {
+        out.push_str(&format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: production}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n", b64(crt), b64(key)));
+    }
+    out
+}
+
+#[test]
+fn the_seeds_ingress_over_http_and_https() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (orders, api) = (backend("orders"), backend("api"));
+    let (api_crt, api_key) = cert(certs.path(), "api.example.com");
+    let (shop_crt, shop_key) = cert(certs.path(), "shop.example.com");
+    let crts = [(api_crt.clone(), api_key, "api-tls"), (shop_crt.clone(), shop_key, "shop-tls")];
+    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &crts, "/orders")).unwrap();
+    let g = serve(dir.path());
+    let https_port = g.https.rsplit(':').next().unwrap().to_owned();
+    let resolve = |host: &str| format!("{host}:{https_port}:127.0.0.1");
+
+    // HTTP to a TLS host: 308 to https, path and query kept.
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: api.example.com", &format!("http://{}/orders/1?x=y", g.http)]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "308 https://api.example.com/orders/1?x=y");
+    // HTTPS: the certificate of the name asked (curl verifies it against the right CA file).
+    let (code, body) = curl(&["--cacert", &api_crt, "--resolve", &resolve("api.example.com"), "https://api.example.com:PORT/orders/42?q=1".replace("PORT", &https_port).as_str()]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.starts_with("orders GET /orders/42?q=1"), "{body}");
+    let header = |name: &str| body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).or_else(|| l.strip_prefix(&format!("{}: ", name.to_ascii_lowercase())))).map(str::to_owned);
+    assert_eq!(header("host").as_deref(), Some(format!("api.example.com:{https_port}").as_str()), "Host as received: {body}");
+    assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(header("x-forwarded-host").as_deref(), Some("api.example.com"));
+    let (code, body) = curl(&["--cacert", &shop_crt, "--resolve", &resolve("shop.example.com"), &format!("https://shop.example.com:{https_port}/")]);
+    assert_eq!((code.as_str(), body.starts_with("api GET /")), ("200", true), "{body}");
+    // The wrong certificate for a name fails verification.
+    let (code, _) = curl(&["--cacert", &api_crt, "--resolve", &resolve("shop.example.com"), &format!("https://shop.example.com:{https_port}/")]);
+    assert_eq!(code, "000");
+
+    // Longest prefix, element-wise; the rest to api-service; no rule: 404; no endpoints: 503.
+    let get = |host: &str, path: &str| curl(&["-k", "--resolve", &resolve(host), &format!("https://{host}:{https_port}{path}")]);
+    assert!(get("api.example.com", "/ordersx").1.starts_with("api "));
+    assert_eq!(get("unknown.example.com", "/").0, "404");
+    assert_eq!(get("api.example.com", "/empty").0, "503");
+    // rewrite-target with captures (plain HTTP: no TLS for that host, no redirect).
+    let (code, body) = curl(&["-H", "Host: plain.example.com", &format!("http://{}/strip/inner/path", g.http)]);
+    assert_eq!((code.as_str(), body.lines().next().unwrap()), ("200", "api GET /inner/path"));
+
+    // proxy-body-size 10m: 10 MiB passes, one byte more is 413, chunked too.
+    let body_file = dir.path().join("body");
+    for (size, want) in [(10 << 20, "200"), ((10 << 20) + 1, "413")] {
+        std::fs::write(&body_file, vec![b'x'; size]).unwrap();
+        let (code, _) = curl(&["-k", "--resolve", &resolve("api.example.com"), "--data-binary", &format!("@{}", body_file.display()), &format!("https://api.example.com:{https_port}/orders")]);
+        assert_eq!(code, want, "{size} bytes");
+        let (code, _) = curl(&["-k", "--http1.1", "-H", "Transfer-Encoding: chunked", "--resolve", &resolve("api.example.com"), "--data-binary", &format!("@{}", body_file.display()), &format!("https://api.example.com:{https_port}/orders")]);
+        assert_eq!(code, want, "{size} bytes chunked");
+    }
+}
+
+#[test]
+fn route_changes_under_load_fail_no_request() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (orders, api) = (backend("orders"), backend("api"));
+    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let g = serve(dir.path());
+    let url = format!("http://{}/orders", g.http);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, url2) = (std::sync::Arc::clone(&stop), url.clone());
+    let load = std::thread::spawn(move || {
+        let mut codes = std::collections::BTreeMap::new();
+        let client = || std::net::TcpStream::connect(url2.trim_start_matches("http://").split('/').next().unwrap()).unwrap();
+        let mut conn = client();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            // Keep-alive: one connection for every request, across the changes.
+            write!(conn, "GET /orders HTTP/1.1\r\nHost: plain.example.com\r\n\r\n").unwrap();
+            let mut reader = BufReader::new(&conn);
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            let mut len = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            *codes.entry(status.split(' ').nth(1).unwrap_or("?").to_owned()).or_insert(0) += 1;
+        }
+        codes
+    });
+    // 20 route changes: /orders moves between the two Services.
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/nothing" } else { "/orders" };
+        std::fs::write(dir.path().join("m.yaml.tmp"), manifests(orders, api, &[], path)).unwrap();
+        std::fs::rename(dir.path().join("m.yaml.tmp"), dir.path().join("m.yaml")).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = load.join().unwrap();
+    // Both route versions answered (200 while /orders is routed, 404 while it is not), on one
+    // keep-alive connection, and nothing else: no refused connection, no 5xx.
+    assert_eq!(codes.keys().collect::<Vec<_>>(), ["200", "404"], "{codes:?}");
+    assert!(codes.values().all(|n| *n > 20), "{codes:?}");
+}
