@@ -199,6 +199,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
     lab::system::add_cluster_dns(&mut cluster);
     lab::system::add_kubernetes_service(&mut cluster);
+    lab::system::add_ingress_controller(&mut cluster);
     let mode = match a.mode {
         ModeArg::HostGw => Mode::HostGw,
         ModeArg::Vxlan => Mode::Vxlan,
@@ -207,7 +208,14 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name, plan.nodes.len(), plan.pods.len(), services.len());
-    let st = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    let mut st = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
+    st.ingress_classes.clone_from(&cluster.ingress_classes);
+    st.secrets = cluster.secrets.iter().map(|s| s.object.clone()).collect();
+    if let Err(e) = state::save(&st) {
+        let _ = lab::up::down(&a.name);
+        return Err(e.into());
+    }
     let t = Instant::now();
     if let Err(e) = start_daemon(&a.name, &exe) {
         let _ = lab::up::down(&a.name);
@@ -423,11 +431,20 @@ fn list_of<T: serde::Serialize>(items: &[T]) -> Result<serde_json::Value> {
     Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(items)?}))
 }
 
+/// kubectl's `-o json|yaml`: the object itself when a name is asked for, else a List.
+fn object_or_list<T: serde::Serialize>(items: &[T], kind: &str, name: Option<&str>) -> Result<serde_json::Value> {
+    match (name, items) {
+        (Some(_), [one]) => Ok(serde_json::to_value(one)?),
+        (Some(n), _) => bail!("Error from server (NotFound): {kind} {n:?} not found"),
+        (None, _) => list_of(items),
+    }
+}
+
 /// `kubectl get services`: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) (and SELECTOR with -o wide).
 fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
     let items: Vec<&k8s_openapi::api::core::v1::Service> = st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
-        return render(&list_of(&items)?, f);
+        return render(&object_or_list(&items, "services", name)?, f);
     }
     let wide = matches!(f, Some(GetFormat::Wide));
     let mut out = String::new();
@@ -528,7 +545,7 @@ fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option
 fn slices_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
     let slices: Vec<_> = st.endpoint_slices().into_iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
-        return render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(&slices)?}), f);
+        return render(&object_or_list(&slices, "endpointslices.discovery.k8s.io", name)?, f);
     }
     let mut out = String::new();
     if ns.is_none() {

@@ -574,3 +574,46 @@ fn cluster_dns_answers_pods_through_the_service_proxy() {
     let (_, resolv) = exec_in_pod(&lab, "demo", "custom", &["cat", "/etc/resolv.conf"]);
     assert_eq!(resolv, "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n");
 }
+
+#[test]
+fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
+    if Command::new("curl").arg("--version").output().is_err() || Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (key, crt) = (certs.path().join("k.pem"), certs.path().join("c.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=api.example.com", "-addext", "subjectAltName=DNS:api.example.com,DNS:web.example.com"])
+        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let b64 = |p: &Path| String::from_utf8(Command::new("base64").args(["-w0", p.to_str().unwrap()]).output().unwrap().stdout).unwrap();
+    let deploy = |name: &str| format!("---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: production}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: http}}]}}\n");
+    // The seed's app-ingress (less cert-manager's annotation), and its Secret.
+    let ingress = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app-ingress\n  namespace: production\n  annotations:\n    nginx.ingress.kubernetes.io/ssl-redirect: \"true\"\n    nginx.ingress.kubernetes.io/proxy-body-size: \"10m\"\nspec:\n  ingressClassName: nginx\n  tls:\n  - hosts: [api.example.com, web.example.com]\n    secretName: app-tls\n  rules:\n  - host: api.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: api-service, port: {{number: 80}}}}}}}}\n  - host: web.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: web-service, port: {{number: 80}}}}}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app-tls, namespace: production}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+        b64(&crt),
+        b64(&key)
+    );
+    let Some((lab, _dir)) = lab_of(&format!("{}{}{ingress}", deploy("api-service"), deploy("web-service")), &["--nodes", "2"]) else { return };
+    // The controller's LoadBalancer Service got an address from the lab's pool.
+    let svc: Value = serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
+    let curl = |args: &[&str]| {
+        let mut all = vec!["lab", "exec", "--external", "--name", &lab.name, "--", "curl", "-s", "--max-time", "5"];
+        all.extend_from_slice(args);
+        String::from_utf8(podnet(&all).stdout).unwrap()
+    };
+    // HTTP: ssl-redirect.
+    let redirect = curl(&["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: api.example.com", &format!("http://{lb}/orders?id=7")]);
+    assert_eq!(redirect, "308 https://api.example.com/orders?id=7");
+    // HTTPS by SNI, verified against the Secret's certificate, to a pod of the right Service.
+    for (host, app) in [("api.example.com", "api-service"), ("web.example.com", "web-service")] {
+        let body = curl(&["--cacert", crt.to_str().unwrap(), "--resolve", &format!("{host}:443:{lb}"), &format!("https://{host}/hello")]);
+        let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{host}: {body}"));
+        assert!(v["pod"].as_str().unwrap().starts_with(&format!("production/{app}-")), "{v}");
+        assert_eq!(v["path"], "/hello");
+    }
+}

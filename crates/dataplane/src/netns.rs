@@ -102,6 +102,22 @@ where
     })
 }
 
+/// Starts a long-lived server on its own OS thread inside the namespace at `path`: every socket
+/// it makes, listening or connecting, is the namespace's (a usual stack, for a runtime).
+pub fn spawn_server_in<F>(path: &Path, name: String, f: F) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let ns = File::open(path)?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        if let Err(e) = setns(&ns, CloneFlags::CLONE_NEWNET) {
+            eprintln!("entering the namespace: {e}");
+            return;
+        }
+        f();
+    })
+}
+
 /// A named namespace removed on drop (for tests and short-lived labs).
 pub struct NamedNetns {
     name: String,

@@ -30,7 +30,7 @@ use crate::tls::Certificates;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Everything a request is served from.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Routes.
     pub routes: RouteTable,

@@ -65,8 +65,8 @@ fn sync_listeners(st: &LabState, running: &mut std::collections::BTreeMap<Listen
     let mut wanted = std::collections::BTreeSet::new();
     for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
         let Some(ip) = *ip else { continue };
-        if crate::system::is_dns_pod(pod) {
-            continue; // served by the cluster DNS
+        if crate::system::is_dns_pod(pod) || crate::system::is_ingress_controller_pod(pod) {
+            continue; // served by the cluster DNS, or the ingress controller
         }
         for port in &pod.ports {
             if port.protocol == Protocol::Sctp {
@@ -114,6 +114,8 @@ pub fn run(lab: &str) -> io::Result<()> {
         sync_listeners(&st, &mut running)?;
         let mut cluster_dns = crate::cluster_dns::ClusterDns::new(&st);
         cluster_dns.sync(&st)?;
+        let mut ingress = crate::ingress_controller::IngressControllers::default();
+        ingress.sync(&st)?;
         let proxies = Arc::new(Mutex::new(Proxies::default()));
         sync_proxies(&st, &mut lock(&proxies))?;
         serve_proxy_endpoints(&st, &proxies)?;
@@ -150,6 +152,7 @@ pub fn run(lab: &str) -> io::Result<()> {
                 "reload" => match state::load(&lab).and_then(|st| {
                     sync_listeners(&st, &mut running)?;
                     cluster_dns.sync(&st)?;
+                    ingress.sync(&st)?;
                     sync_proxies(&st, &mut lock(&proxies))?;
                     last = st;
                     Ok(())

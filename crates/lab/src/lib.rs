@@ -13,6 +13,7 @@ pub mod change;
 pub mod cluster_dns;
 pub mod daemon;
 pub mod echo;
+pub mod ingress_controller;
 pub mod load_balancer;
 pub mod plan;
 pub mod resolv;

@@ -30,6 +30,15 @@ pub struct LabState {
     /// EndpointSlices given in the manifests (for Services without a selector).
     #[serde(default)]
     pub given_slices: Vec<EndpointSlice>,
+    /// Ingresses, IngressClasses and TLS Secrets, for the ingress controller.
+    #[serde(default)]
+    pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
+    /// See `ingresses`.
+    #[serde(default)]
+    pub ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
+    /// See `ingresses`.
+    #[serde(default)]
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
 }
 
 impl LabState {

@@ -46,6 +46,89 @@ pub fn is_dns_pod(pod: &PodPlan) -> bool {
     is_dns_labelled(&pod.namespace, &pod.labels)
 }
 
+/// The ingress controller's namespace, Deployment, Service and IngressClass (ingress-nginx's
+/// names, so that manifests written for it keep working).
+pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
+/// See [`INGRESS_NAMESPACE`].
+pub const INGRESS_CONTROLLER: &str = "ingress-nginx-controller";
+/// The controller name podnet's ingress controller acts for in the lab: ingress-nginx's.
+pub const INGRESS_CONTROLLER_CLASS: &str = "k8s.io/ingress-nginx";
+
+fn controller_labels() -> Labels {
+    Labels::from([("app.kubernetes.io/name".to_owned(), "ingress-nginx".to_owned()), ("app.kubernetes.io/component".to_owned(), "controller".to_owned())])
+}
+
+/// Whether a lab pod is the ingress controller's.
+pub fn is_ingress_controller_pod(pod: &PodPlan) -> bool {
+    pod.namespace == INGRESS_NAMESPACE && pod.labels.get("app.kubernetes.io/component").is_some_and(|v| v == "controller") && pod.labels.get("app.kubernetes.io/name").is_some_and(|v| v == "ingress-nginx")
+}
+
+/// When the manifests have Ingresses: the ingress controller as ingress-nginx installs it — the
+/// `nginx` IngressClass (the default), a controller Deployment and its LoadBalancer Service
+/// (ports 80 and 443) in `ingress-nginx` — each unless the manifests have it.
+pub fn add_ingress_controller(state: &mut ClusterState) {
+    if state.ingresses.is_empty() {
+        return;
+    }
+    if !state.ingress_classes.iter().any(|c| c.metadata.name.as_deref() == Some("nginx")) {
+        state.ingress_classes.push(k8s_openapi::api::networking::v1::IngressClass {
+            metadata: ObjectMeta {
+                name: Some("nginx".into()),
+                annotations: Some(BTreeMap::from([("ingressclass.kubernetes.io/is-default-class".to_owned(), "true".to_owned())])),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::networking::v1::IngressClassSpec { controller: Some(INGRESS_CONTROLLER_CLASS.into()), parameters: None }),
+        });
+    }
+    if !state.namespaces.iter().any(|n| n.name == INGRESS_NAMESPACE) {
+        state.namespaces.push(NamespaceInfo {
+            name: INGRESS_NAMESPACE.into(),
+            labels: Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), INGRESS_NAMESPACE.to_owned())]),
+            declared: true,
+        });
+        state.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    if !state.pods.iter().any(|p| p.namespace == INGRESS_NAMESPACE && p.name == INGRESS_CONTROLLER) {
+        let port = |name: &str, port: u16| ContainerPort { name: Some(name.into()), port, protocol: Protocol::Tcp };
+        state.pods.push(PodInfo {
+            namespace: INGRESS_NAMESPACE.into(),
+            name: INGRESS_CONTROLLER.into(),
+            kind: "Deployment".into(),
+            labels: controller_labels(),
+            ports: vec![port("http", 80), port("https", 443)],
+            ips: Vec::new(),
+            host_network: false,
+            node_name: None,
+            ready: None,
+            terminating: false,
+            terminal: false,
+            hostname: None,
+            subdomain: None,
+            dns_policy: None,
+            dns_config: None,
+            replicas: Replicas::Count(1),
+            template_hash: Some("7c6974c4d8".into()),
+            location: Default::default(),
+        });
+        state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+    }
+    if !state.services.iter().any(|s| s.namespace == INGRESS_NAMESPACE && s.name == INGRESS_CONTROLLER) {
+        let service_port = |name: &str, port: i32| ServicePort { name: Some(name.into()), port, protocol: Some("TCP".into()), target_port: Some(IntOrString::String(name.into())), ..Default::default() };
+        let service = Service {
+            metadata: ObjectMeta { name: Some(INGRESS_CONTROLLER.into()), namespace: Some(INGRESS_NAMESPACE.into()), ..Default::default() },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                selector: Some(controller_labels()),
+                ports: Some(vec![service_port("http", 80), service_port("https", 443)]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        state.services.push(Namespaced::from_object(service));
+        state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    }
+}
+
 /// Adds `default/kubernetes` (10.96.0.1, 443/TCP), as every cluster has it, unless the manifests
 /// have it. The lab has no API server behind it: the name resolves, connections are refused.
 pub fn add_kubernetes_service(state: &mut ClusterState) {

@@ -137,6 +137,9 @@ fn make(
         created: 0,
         services: services.to_vec(),
         given_slices: given_slices.to_vec(),
+        ingresses: Vec::new(),
+        ingress_classes: Vec::new(),
+        secrets: Vec::new(),
     };
     state::save(&st).map_err(ctx("saving the lab state"))?;
     for node in &plan.nodes {

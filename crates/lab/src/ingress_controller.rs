@@ -1,0 +1,103 @@
+//! The lab's ingress controller: podnet's HTTP(S) proxy in each ingress controller pod, on ports
+//! 80 and 443, behind the controller's LoadBalancer Service — the seed's picture: client → load
+//! balancer IP → controller pod → Service endpoints → pod. Each pod's proxy runs on its own
+//! thread inside the pod's namespace, so that it listens and connects to backends from the
+//! pod's address, as a controller pod does. It acts for ingress-nginx's controller name, so
+//! `ingressClassName: nginx` manifests keep working. A change swaps every pod's snapshot.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dataplane::netns;
+use gateway::server::{Shared, Snapshot};
+use model::{ClusterState, Namespaced};
+
+use crate::state::LabState;
+use crate::system;
+
+/// The lab as the proxy sees it: pods, Services, given EndpointSlices, Ingresses, classes, Secrets.
+pub fn view(st: &LabState) -> ClusterState {
+    let mut state = st.cluster_view();
+    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
+    state.ingresses = st.ingresses.iter().cloned().map(Namespaced::from_object).collect();
+    state.ingress_classes.clone_from(&st.ingress_classes);
+    state.secrets = st.secrets.iter().cloned().map(Namespaced::from_object).collect();
+    state
+}
+
+/// One controller pod's proxy.
+struct PodProxy {
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The ingress controller pods' proxies.
+#[derive(Default)]
+pub struct IngressControllers {
+    pods: BTreeMap<String, PodProxy>,
+}
+
+fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodProxy> {
+    let shared = Shared::new(snapshot);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let serving = Arc::clone(&shared);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    netns::spawn_server_in(&netns::path_of(netns_name), format!("ingress {key}"), move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let bound = async { Ok::<_, io::Error>((tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).await?, tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?)) }.await;
+            let (http, https) = match bound {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            tokio::select! {
+                r = gateway::server::serve_http(http, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
+                r = gateway::server::serve_https(https, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
+                _ = stopped.changed() => {}
+            }
+        });
+    })?;
+    ready_rx.recv().map_err(|_| io::Error::other("the ingress proxy thread ended"))??;
+    Ok(PodProxy { shared, stop })
+}
+
+impl IngressControllers {
+    /// Serves the lab as it now is: every controller pod's snapshot swapped, proxies started in
+    /// new controller pods and stopped in removed ones.
+    pub fn sync(&mut self, st: &LabState) -> io::Result<()> {
+        let snapshot = Snapshot::build(&view(st), system::INGRESS_CONTROLLER_CLASS);
+        for p in &snapshot.problems {
+            eprintln!("ingress: {p}");
+        }
+        let pods: Vec<&crate::plan::PodPlan> = st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, ip)| system::is_ingress_controller_pod(p) && ip.is_some()).map(|(p, _)| p).collect();
+        self.pods.retain(|netns_name, proxy| {
+            let keep = pods.iter().any(|p| &p.netns == netns_name);
+            if !keep {
+                let _ = proxy.stop.send(true);
+            }
+            keep
+        });
+        for proxy in self.pods.values() {
+            proxy.shared.swap(snapshot.clone());
+        }
+        for pod in pods {
+            if !self.pods.contains_key(&pod.netns) {
+                let proxy = start(&pod.netns, pod.key(), snapshot.clone())?;
+                self.pods.insert(pod.netns.clone(), proxy);
+            }
+        }
+        Ok(())
+    }
+}
