@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod backends;
+pub mod httproute;
 pub mod ingress;
 pub mod routes;
 pub mod server;

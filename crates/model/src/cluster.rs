@@ -220,6 +220,14 @@ pub struct ClusterState {
     pub ingress_classes: Vec<IngressClass>,
     /// Secrets (for TLS), by namespace then name.
     pub secrets: Vec<Namespaced<Secret>>,
+    /// GatewayClasses, by name.
+    pub gateway_classes: Vec<crate::gateway_api::GatewayClass>,
+    /// Gateways, by namespace then name.
+    pub gateways: Vec<Namespaced<crate::gateway_api::Gateway>>,
+    /// HTTPRoutes, by namespace then name.
+    pub http_routes: Vec<Namespaced<crate::gateway_api::HttpRoute>>,
+    /// ReferenceGrants, by namespace then name.
+    pub reference_grants: Vec<Namespaced<crate::gateway_api::ReferenceGrant>>,
 }
 
 /// A namespaced object as given, with where it came from.
@@ -247,6 +255,10 @@ impl ClusterState {
         let mut ingresses: BTreeMap<(String, String), Namespaced<Ingress>> = BTreeMap::new();
         let mut ingress_classes: BTreeMap<String, IngressClass> = BTreeMap::new();
         let mut secrets: BTreeMap<(String, String), Namespaced<Secret>> = BTreeMap::new();
+        let mut gateway_classes: BTreeMap<String, crate::gateway_api::GatewayClass> = BTreeMap::new();
+        let mut gateways: BTreeMap<(String, String), Namespaced<crate::gateway_api::Gateway>> = BTreeMap::new();
+        let mut http_routes: BTreeMap<(String, String), Namespaced<crate::gateway_api::HttpRoute>> = BTreeMap::new();
+        let mut grants: BTreeMap<(String, String), Namespaced<crate::gateway_api::ReferenceGrant>> = BTreeMap::new();
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         let mut service_cidrs: Vec<String> = Vec::new();
 
@@ -305,6 +317,21 @@ impl ClusterState {
                 }
                 Object::IngressClass(class) => {
                     ingress_classes.insert(class.metadata.name.clone().unwrap_or_default(), (**class).clone());
+                }
+                Object::GatewayClass(class) => {
+                    gateway_classes.insert(class.metadata.name.clone().unwrap_or_default(), (**class).clone());
+                }
+                Object::Gateway(g) => {
+                    let n = namespaced(loc, "Gateway", &g.metadata, (**g).clone())?;
+                    gateways.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::HttpRoute(r) => {
+                    let n = namespaced(loc, "HTTPRoute", &r.metadata, (**r).clone())?;
+                    http_routes.insert((n.namespace.clone(), n.name.clone()), n);
+                }
+                Object::ReferenceGrant(r) => {
+                    let n = namespaced(loc, "ReferenceGrant", &r.metadata, (**r).clone())?;
+                    grants.insert((n.namespace.clone(), n.name.clone()), n);
                 }
                 Object::Node(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
@@ -375,6 +402,10 @@ impl ClusterState {
             ingresses: ingresses.into_values().collect(),
             ingress_classes: ingress_classes.into_values().collect(),
             secrets: secrets.into_values().collect(),
+            gateway_classes: gateway_classes.into_values().collect(),
+            gateways: gateways.into_values().collect(),
+            http_routes: http_routes.into_values().collect(),
+            reference_grants: grants.into_values().collect(),
         })
     }
 
@@ -455,7 +486,11 @@ fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
         | Object::ServiceCidr(_)
         | Object::Ingress(_)
         | Object::IngressClass(_)
-        | Object::Secret(_) => return None,
+        | Object::Secret(_)
+        | Object::GatewayClass(_)
+        | Object::Gateway(_)
+        | Object::HttpRoute(_)
+        | Object::ReferenceGrant(_) => return None,
     })
 }
 

@@ -10,6 +10,7 @@
 
 pub mod allocate;
 pub mod cluster;
+pub mod gateway_api;
 pub mod endpoints;
 pub mod error;
 pub mod load;

@@ -49,6 +49,14 @@ pub enum Object {
     IngressClass(Box<IngressClass>),
     /// `v1 Secret` (TLS certificates for Ingresses and Gateways)
     Secret(Box<Secret>),
+    /// `gateway.networking.k8s.io/v1 GatewayClass`
+    GatewayClass(Box<crate::gateway_api::GatewayClass>),
+    /// `gateway.networking.k8s.io/v1 Gateway`
+    Gateway(Box<crate::gateway_api::Gateway>),
+    /// `gateway.networking.k8s.io/v1 HTTPRoute`
+    HttpRoute(Box<crate::gateway_api::HttpRoute>),
+    /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`
+    ReferenceGrant(Box<crate::gateway_api::ReferenceGrant>),
 }
 
 /// An object together with where it was read.
@@ -247,6 +255,10 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(doc).map_err(fail)?),
         ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(typed(doc).map_err(fail)?),
         ("v1", "Secret") => Object::Secret(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => Object::GatewayClass(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => Object::Gateway(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Object::HttpRoute(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => Object::ReferenceGrant(typed(doc).map_err(fail)?),
         _ => return Ok(None),
     };
     Ok(Some(object))
