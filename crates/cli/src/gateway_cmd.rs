@@ -18,8 +18,23 @@ pub const DEFAULT_GATEWAY_CONTROLLER: &str = "podnet.io/gateway-controller";
 
 #[derive(Subcommand)]
 pub enum GatewayCommand {
-    /// Serve HTTP and HTTPS for the Ingresses in manifest files.
+    /// Serve HTTP and HTTPS for the Ingresses and Gateway API routes in manifest files.
     Serve(ServeArgs),
+    /// The status the controller writes back to GatewayClasses, Gateways and HTTPRoutes, as kubectl shows it.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Manifests (files or directories).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// Act for GatewayClasses whose spec.controllerName is this.
+    #[arg(long, default_value = DEFAULT_GATEWAY_CONTROLLER)]
+    gateway_controller: String,
+    /// Output: a table (default) or the status stanzas as YAML.
+    #[arg(short = 'o', long, value_parser = ["yaml"])]
+    output: Option<String>,
 }
 
 #[derive(Args)]
@@ -44,7 +59,72 @@ pub struct ServeArgs {
 pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
     match cmd {
         GatewayCommand::Serve(a) => serve(a),
+        GatewayCommand::Status(a) => status(a),
     }
+}
+
+fn conditions_yaml(out: &mut String, indent: &str, conditions: &[gateway::httproute::Condition]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{indent}conditions:");
+    for c in conditions {
+        let _ = writeln!(out, "{indent}- type: {}\n{indent}  status: \"{}\"\n{indent}  reason: {}\n{indent}  message: {:?}", c.type_, if c.status { "True" } else { "False" }, c.reason, c.message);
+    }
+}
+
+fn summary(conditions: &[gateway::httproute::Condition]) -> String {
+    conditions.iter().map(|c| format!("{}={}({})", c.type_, if c.status { "True" } else { "False" }, c.reason)).collect::<Vec<_>>().join(" ")
+}
+
+fn status(a: StatusArgs) -> Result<ExitCode> {
+    use std::fmt::Write as _;
+    let state = model::load_cluster(&a.paths)?;
+    let compiled = gateway::httproute::compile(&state, &a.gateway_controller);
+    let s = &compiled.status;
+    let mut out = String::new();
+    if a.output.is_some() {
+        for (name, c) in &s.classes {
+            let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {name}\nstatus:");
+            conditions_yaml(&mut out, "  ", c);
+        }
+        for ((ns, name), (c, listeners)) in &s.gateways {
+            let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:");
+            conditions_yaml(&mut out, "  ", c);
+            let _ = writeln!(out, "  listeners:");
+            for (l, lc, attached) in listeners {
+                let _ = writeln!(out, "  - name: {l}\n    attachedRoutes: {attached}\n    supportedKinds:\n    - group: gateway.networking.k8s.io\n      kind: HTTPRoute");
+                conditions_yaml(&mut out, "    ", lc);
+            }
+        }
+        for ((ns, name), parents) in &s.routes {
+            let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:\n  parents:");
+            for (p, c) in parents {
+                let _ = writeln!(out, "  - parentRef:\n      name: {}\n      namespace: {}\n    controllerName: {}", p.name, p.namespace.as_deref().unwrap_or(ns), a.gateway_controller);
+                if let Some(section) = &p.section_name {
+                    let _ = writeln!(out, "      sectionName: {section}");
+                }
+                conditions_yaml(&mut out, "    ", c);
+            }
+        }
+    } else {
+        out.push_str("KIND\tNAMESPACE\tNAME\tCONDITIONS\n");
+        for (name, c) in &s.classes {
+            let _ = writeln!(out, "GatewayClass\t-\t{name}\t{}", summary(c));
+        }
+        for ((ns, name), (c, listeners)) in &s.gateways {
+            let _ = writeln!(out, "Gateway\t{ns}\t{name}\t{}", summary(c));
+            for (l, lc, attached) in listeners {
+                let _ = writeln!(out, "  listener\t{ns}\t{name}/{l}\t{} attachedRoutes={attached}", summary(lc));
+            }
+        }
+        for ((ns, name), parents) in &s.routes {
+            for (p, c) in parents {
+                let _ = writeln!(out, "HTTPRoute\t{ns}\t{name} → {}\t{}", p.name, summary(c));
+            }
+        }
+        out = crate::lab_cmd::align(&out);
+    }
+    out!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(paths: &[PathBuf], controller: &str) -> Result<Snapshot> {

@@ -308,7 +308,7 @@ fn list() -> Result<ExitCode> {
 }
 
 /// Aligns tab-separated columns with spaces, like kubectl's tables.
-fn align(text: &str) -> String {
+pub(crate) fn align(text: &str) -> String {
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
