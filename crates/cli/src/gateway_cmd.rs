@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// Act for IngressClasses whose spec.controller is this.
     #[arg(long, default_value = DEFAULT_INGRESS_CONTROLLER)]
     ingress_controller: String,
-    /// Act for GatewayClasses whose spec.controllerName is this (Gateway API: not served yet).
+    /// Act for GatewayClasses whose spec.controllerName is this.
     #[arg(long, default_value = DEFAULT_GATEWAY_CONTROLLER)]
     gateway_controller: String,
 }
@@ -127,9 +127,9 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn build(paths: &[PathBuf], controller: &str) -> Result<Snapshot> {
+fn build(paths: &[PathBuf], controller: &str, gateway_controller: &str) -> Result<Snapshot> {
     let state = model::load_cluster(paths)?;
-    let snapshot = Snapshot::build(&state, controller);
+    let snapshot = Snapshot::build(&state, controller, gateway_controller);
     for p in &snapshot.problems {
         eprintln!("podnet gateway: {p}");
     }
@@ -140,8 +140,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.http.is_none() && a.https.is_none() {
         bail!("give --http ADDR:PORT, --https ADDR:PORT or both");
     }
-    let _ = &a.gateway_controller;
-    let shared = Shared::new(build(&a.paths, &a.ingress_controller)?);
+    let shared = Shared::new(build(&a.paths, &a.ingress_controller, &a.gateway_controller)?);
     // One core, as the benchmark compares it with one nginx worker.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -158,7 +157,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             servers.spawn(gateway::server::serve_https(l, Arc::clone(&shared)));
         }
         eprintln!("podnet gateway: serving on {}", listening.join(" "));
-        let (paths, controller) = (a.paths.clone(), a.ingress_controller.clone());
+        let (paths, controller, gateway_controller) = (a.paths.clone(), a.ingress_controller.clone(), a.gateway_controller.clone());
         let watcher = Arc::clone(&shared);
         servers.spawn(async move {
             let mut seen = crate::watch::fingerprint(&paths);
@@ -169,7 +168,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                     continue;
                 }
                 seen = now;
-                match build(&paths, &controller) {
+                match build(&paths, &controller, &gateway_controller) {
                     Ok(snapshot) => watcher.swap(snapshot),
                     Err(e) => eprintln!("podnet gateway: keeping the last good objects: {e:#}"),
                 }

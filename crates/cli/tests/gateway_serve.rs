@@ -227,3 +227,43 @@ fn route_changes_under_load_fail_no_request() {
     assert_eq!(codes.keys().collect::<Vec<_>>(), ["200", "404"], "{codes:?}");
     assert!(codes.values().all(|n| *n > 20), "{codes:?}");
 }
+
+#[test]
+fn gateway_api_routes_with_their_filters() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (api, other) = (backend("api"), backend("other"));
+    let svc = |name: &str, addr: SocketAddr| format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: production, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n", addr.port());
+    let yaml = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: podnet}}\nspec: {{controllerName: podnet.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: main-gateway, namespace: production}}\nspec:\n  gatewayClassName: podnet\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: api-route, namespace: production}}\nspec:\n  parentRefs: [{{name: main-gateway}}]\n  hostnames: [\"api.example.com\"]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /v1}}}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Env, value: lab}}], remove: [X-Drop]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: X-Served-By, value: podnet}}]}}}}\n    backendRefs: [{{name: api-service, port: 80, weight: 1}}, {{name: other-service, port: 80, weight: 0}}]\n  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 301}}}}]\n  - matches: [{{path: {{type: PathPrefix, value: /rewrite/me}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{hostname: internal.example, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}}}]\n    backendRefs: [{{name: other-service, port: 80}}]\n  - matches: [{{path: {{type: Exact, value: /broken}}}}]\n    backendRefs: [{{name: missing, port: 80}}]\n{}{}",
+        svc("api-service", api),
+        svc("other-service", other)
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let g = serve(dir.path());
+    let url = |path: &str| format!("http://{}{path}", g.http);
+    // The seed's api-route, with header modifiers both ways; weight 0 never takes a request.
+    for _ in 0..5 {
+        let out = Command::new("curl").args(["-s", "-i", "-H", "Host: api.example.com", "-H", "X-Drop: me", &url("/v1/users")]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(text.contains("x-served-by: podnet") && text.contains("\napi get /v1/users\n"), "{text}");
+        assert!(text.contains("x-env: lab") && !text.contains("x-drop"), "{text}");
+    }
+    assert_eq!(curl(&["-H", "Host: api.example.com", &url("/v2")]).0, "404", "no route: on to the Ingresses, which have none");
+    // RequestRedirect: scheme https, 301, the well-known port left out.
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: api.example.com", &url("/old/page?x=1")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "301 https://api.example.com/old/page?x=1");
+    // URLRewrite: the prefix replaced, the Host rewritten.
+    let (code, body) = curl(&["-H", "Host: api.example.com", &url("/rewrite/me/please")]);
+    assert_eq!(code, "200");
+    assert!(body.starts_with("other GET /new/please") && body.to_ascii_lowercase().contains("host: internal.example"), "{body}");
+    // An invalid backend: 500.
+    assert_eq!(curl(&["-H", "Host: api.example.com", &url("/broken")]).0, "500");
+    // And the status says why.
+    let status = Command::new(env!("CARGO_BIN_EXE_podnet")).args(["gateway", "status", "-f", dir.path().to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("ResolvedRefs=False(BackendNotFound)") && text.contains("attachedRoutes=1"), "{text}");
+}

@@ -461,8 +461,18 @@ impl Compiled {
     /// The entry serving a request on `port` for `host` (lowercase, no port): the routes of the
     /// most specific hostname that covers it compete, in precedence order.
     pub fn select(&self, port: u16, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
+        self.select_among(|l| l.listener.port == port, host, request)
+    }
+
+    /// As `select`, among the listeners of a protocol (`HTTP`, `HTTPS`), whatever their port:
+    /// how `gateway serve`'s two addresses stand for a Gateway's listeners.
+    pub fn select_for(&self, protocol: &str, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
+        self.select_among(|l| l.listener.protocol == protocol, host, request)
+    }
+
+    fn select_among(&self, which: impl Fn(&ListenerRoutes) -> bool, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
         let mut best: Option<(usize, &Entry)> = None;
-        for l in self.listeners.iter().filter(|l| l.listener.port == port) {
+        for l in self.listeners.iter().filter(|l| which(l)) {
             if l.listener.hostname.as_deref().is_some_and(|h| host_match(h, host).is_none()) {
                 continue;
             }

@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod backends;
+mod gateway_serve;
 pub mod httproute;
 pub mod ingress;
 pub mod routes;

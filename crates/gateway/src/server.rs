@@ -27,7 +27,7 @@ use crate::ingress;
 use crate::routes::{Backend, Decision, PathRoute, RouteTable};
 use crate::tls::Certificates;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Everything a request is served from.
 #[derive(Clone, Debug, Default)]
@@ -40,15 +40,35 @@ pub struct Snapshot {
     pub certs: Certificates,
     /// What was wrong with the objects (each names its object).
     pub problems: Vec<String>,
+    /// Gateway API: our Gateways' listeners and the HTTPRoutes attached to them.
+    pub gateway: crate::httproute::Compiled,
 }
 
 impl Snapshot {
-    /// The snapshot of the Ingresses whose class's controller is `ingress_controller`.
-    pub fn build(state: &ClusterState, ingress_controller: &str) -> Snapshot {
+    /// The snapshot of the Ingresses whose class's controller is `ingress_controller` and of
+    /// the Gateways whose class's controller is `gateway_controller`.
+    pub fn build(state: &ClusterState, ingress_controller: &str, gateway_controller: &str) -> Snapshot {
         let ing = ingress::routes(state, ingress_controller);
         let mut problems = ing.problems;
-        let certs = Certificates::build(&ing.tls, state, &mut problems);
-        Snapshot { routes: ing.table, backends: Backends::build(state), certs, problems }
+        let mut certs = Certificates::build(&ing.tls, state, &mut problems);
+        let gateway = crate::httproute::compile(state, gateway_controller);
+        for l in gateway.listeners.iter().filter(|l| l.listener.protocol == "HTTPS") {
+            for r in l.listener.tls.iter().flat_map(|t| t.certificate_refs.iter()).take(1) {
+                let ns = r.namespace.clone().unwrap_or_else(|| l.gateway.0.clone());
+                match crate::tls::load(state, &ns, &r.name) {
+                    Ok(key) => certs.add(l.listener.hostname.as_deref(), key),
+                    Err(e) => problems.push(format!("Gateway {}/{} listener {}: {e}", l.gateway.0, l.gateway.1, l.listener.name)),
+                }
+            }
+        }
+        for ((ns, name), parents) in &gateway.status.routes {
+            for (parent, conditions) in parents {
+                for c in conditions.iter().filter(|c| !c.status) {
+                    problems.push(format!("HTTPRoute {ns}/{name} (parent {}): {}={} {}: {}", parent.name, c.type_, c.status, c.reason, c.message));
+                }
+            }
+        }
+        Snapshot { routes: ing.table, backends: Backends::build(state), certs, problems, gateway }
     }
 }
 
@@ -64,9 +84,9 @@ pub struct Counters {
 /// What every connection shares.
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
-    http1: Client<HttpConnector, Full<Bytes>>,
+    pub(crate) http1: Client<HttpConnector, Full<Bytes>>,
     http2: Client<HttpConnector, Full<Bytes>>,
-    next: AtomicUsize,
+    pub(crate) next: AtomicUsize,
     rates: Mutex<HashMap<(String, IpAddr), (Instant, u32)>>,
     /// Counters.
     pub counters: Counters,
@@ -110,7 +130,7 @@ impl Shared {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -131,7 +151,7 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
 
 const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization"];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
     for n in named {
         headers.remove(n);
@@ -229,6 +249,20 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
     };
     let snapshot = shared.snapshot();
     let path = req.uri().path().to_owned();
+    // Gateway API routes first; what none of them takes goes on to the Ingresses.
+    let protocol = if https { "HTTPS" } else { "HTTP" };
+    if snapshot.gateway.listeners.iter().any(|l| l.listener.protocol == protocol) {
+        let entry = {
+            let query: Vec<(String, String)> = req.uri().query().unwrap_or("").split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').map_or((kv.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))).collect();
+            let headers = req.headers();
+            let lookup = |name: &str| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).next().map(str::to_owned);
+            let view = crate::httproute::RequestView { method: req.method().as_str(), path: &path, headers: &lookup, query: &query };
+            snapshot.gateway.select_for(protocol, &host, &view).cloned()
+        };
+        if let Some(entry) = entry {
+            return crate::gateway_serve::serve(shared, &snapshot, req, &entry, peer, https, port, &host).await;
+        }
+    }
     let (route, host_routes) = match snapshot.routes.route(&host, &path) {
         Decision::Route(r, h) => (r, h),
         Decision::NotFound => return (text(StatusCode::NOT_FOUND, "default backend - 404\n"), None),
@@ -288,7 +322,35 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
     let Ok(upstream_uri) = format!("http://{endpoint}{upstream_pq}").parse::<Uri>() else {
         return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
     };
-    let mut up = Request::builder().method(parts.method.clone()).uri(upstream_uri);
+    let headers = upstream_headers(&parts, peer, &host, port, https, roll);
+    let client = match s.backend_protocol {
+        BackendProtocol::Grpc => &shared.http2,
+        BackendProtocol::Http => &shared.http1,
+        BackendProtocol::Https | BackendProtocol::Grpcs => {
+            return (text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: TLS to backends is not supported yet\n"), Some((upstream_name, endpoint)));
+        }
+    };
+    let response = match send(client, parts.method.clone(), upstream_uri, headers, body, s.connect_timeout + s.read_timeout).await {
+        Ok(r) => r,
+        Err(e) => return (e, Some((upstream_name, endpoint))),
+    };
+    let (mut rparts, rbody) = response.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    if let Some(a) = affinity
+        && sticky.is_none()
+    {
+        let path = a.path.clone().unwrap_or_else(|| route.path.clone());
+        let max_age = a.max_age.map(|m| format!("; Max-Age={m}")).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("{}={}; Path={path}{max_age}; HttpOnly", a.cookie, endpoint_cookie(&endpoint))) {
+            rparts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+    (Response::from_parts(rparts, rbody.boxed()), Some((upstream_name, endpoint)))
+}
+
+/// The request headers sent upstream: the client's less hop-by-hop ones, the Host as received,
+/// and the `X-Forwarded-*` set ingress-nginx sends.
+pub(crate) fn upstream_headers(parts: &http::request::Parts, peer: SocketAddr, host: &str, port: u16, https: bool, roll: u32) -> HeaderMap {
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     let scheme = if https { "https" } else { "http" };
@@ -300,7 +362,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
     for (name, value) in [
         ("x-forwarded-for", forwarded_for),
         ("x-real-ip", peer.ip().to_string()),
-        ("x-forwarded-host", host.clone()),
+        ("x-forwarded-host", host.to_owned()),
         ("x-forwarded-port", port.to_string()),
         ("x-forwarded-proto", scheme.to_owned()),
         ("x-forwarded-scheme", scheme.to_owned()),
@@ -318,37 +380,21 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
     {
         headers.insert(header::HOST, v);
     }
+    headers
+}
+
+/// One upstream exchange within `deadline`: 502 when it fails, 504 when it takes too long.
+pub(crate) async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: http::Method, uri: Uri, headers: HeaderMap, body: Bytes, deadline: Duration) -> Result<Response<Incoming>, Response<Body>> {
+    let mut up = Request::builder().method(method).uri(uri);
     if let Some(h) = up.headers_mut() {
         *h = headers;
     }
-    let Ok(up) = up.body(Full::new(body)) else {
-        return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
-    };
-    let client = match s.backend_protocol {
-        BackendProtocol::Grpc => &shared.http2,
-        BackendProtocol::Http => &shared.http1,
-        BackendProtocol::Https | BackendProtocol::Grpcs => {
-            return (text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: TLS to backends is not supported yet\n"), Some((upstream_name, endpoint)));
-        }
-    };
-    let deadline = s.connect_timeout + s.read_timeout;
-    let response = match tokio::time::timeout(deadline, client.request(up)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => return (text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"), Some((upstream_name, endpoint))),
-        Err(_) => return (text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n"), Some((upstream_name, endpoint))),
-    };
-    let (mut rparts, rbody) = response.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    if let Some(a) = affinity
-        && sticky.is_none()
-    {
-        let path = a.path.clone().unwrap_or_else(|| route.path.clone());
-        let max_age = a.max_age.map(|m| format!("; Max-Age={m}")).unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(&format!("{}={}; Path={path}{max_age}; HttpOnly", a.cookie, endpoint_cookie(&endpoint))) {
-            rparts.headers.append(header::SET_COOKIE, v);
-        }
+    let up = up.body(Full::new(body)).map_err(|_| text(StatusCode::BAD_REQUEST, "400 Bad Request\n"))?;
+    match tokio::time::timeout(deadline, client.request(up)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
+        Err(_) => Err(text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n")),
     }
-    (Response::from_parts(rparts, rbody.boxed()), Some((upstream_name, endpoint)))
 }
 
 /// Bytes of an oversized body still read (and dropped) so that the client sees the 413, as
@@ -357,7 +403,7 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The request body, at most `max` bytes: 413 over it (the rest drained), 400 if it breaks off.
-async fn read_body(mut body: Incoming, max: Option<u64>) -> Result<Bytes, StatusCode> {
+pub(crate) async fn read_body(mut body: Incoming, max: Option<u64>) -> Result<Bytes, StatusCode> {
     let max = max.unwrap_or(u64::MAX);
     let mut buf = Vec::new();
     let mut total: u64 = 0;

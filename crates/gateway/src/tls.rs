@@ -22,7 +22,7 @@ pub struct Certificates {
 }
 
 /// A Secret's certificate chain and key.
-fn load(state: &ClusterState, namespace: &str, name: &str) -> Result<Arc<CertifiedKey>, String> {
+pub(crate) fn load(state: &ClusterState, namespace: &str, name: &str) -> Result<Arc<CertifiedKey>, String> {
     let secret = state.secrets.iter().find(|s| s.namespace == namespace && s.name == name).ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
     let data = secret.object.data.as_ref();
     let field = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.clone()).ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"));
@@ -67,6 +67,24 @@ impl Certificates {
             }
         }
         out
+    }
+
+    /// Adds a Gateway listener's certificate for its hostname (none: the default), unless an
+    /// older object has that name.
+    pub fn add(&mut self, hostname: Option<&str>, key: Arc<CertifiedKey>) {
+        match hostname.map(str::to_ascii_lowercase) {
+            None => {
+                self.default.get_or_insert(key);
+            }
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => {
+                    self.wildcards.entry(suffix.to_owned()).or_insert(key);
+                }
+                None => {
+                    self.hosts.entry(h).or_insert(key);
+                }
+            },
+        }
     }
 
     /// The certificate for a TLS client's server name.
