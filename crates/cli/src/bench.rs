@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Proxy(crate::bench_proxy::ProxyBenchArgs),
     /// The cluster DNS under dnsperf, beside Knot DNS: QPS, latency, search path, memory (root).
     Dns(crate::bench_dns::DnsBenchArgs),
+    /// The HTTP(S) proxy under wrk beside nginx and haproxy, and at 1000 Ingresses (root).
+    Gateway(crate::bench_gateway::GatewayBenchArgs),
 }
 
 #[derive(Args)]
@@ -50,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Lab(args) => crate::bench_lab::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
         BenchCommand::Dns(args) => crate::bench_dns::run(args),
+        BenchCommand::Gateway(args) => crate::bench_gateway::run(args),
     }
 }
 

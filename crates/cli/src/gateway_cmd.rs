@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Act for GatewayClasses whose spec.controllerName is this.
     #[arg(long, default_value = DEFAULT_GATEWAY_CONTROLLER)]
     gateway_controller: String,
+    /// Write no access log (as nginx's `access_log off`).
+    #[arg(long)]
+    no_access_log: bool,
 }
 
 pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
@@ -141,6 +144,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         bail!("give --http ADDR:PORT, --https ADDR:PORT or both");
     }
     let shared = Shared::new(build(&a.paths, &a.ingress_controller, &a.gateway_controller)?);
+    shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
     // One core, as the benchmark compares it with one nginx worker.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -168,9 +172,12 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                     continue;
                 }
                 seen = now;
-                match build(&paths, &controller, &gateway_controller) {
-                    Ok(snapshot) => watcher.swap(snapshot),
-                    Err(e) => eprintln!("podnet gateway: keeping the last good objects: {e:#}"),
+                // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
+                let (p, c, g) = (paths.clone(), controller.clone(), gateway_controller.clone());
+                match tokio::task::spawn_blocking(move || build(&p, &c, &g)).await {
+                    Ok(Ok(snapshot)) => watcher.swap(snapshot),
+                    Ok(Err(e)) => eprintln!("podnet gateway: keeping the last good objects: {e:#}"),
+                    Err(e) => eprintln!("podnet gateway: keeping the last good objects: {e}"),
                 }
             }
         });

@@ -21,6 +21,7 @@ macro_rules! outln {
 mod bench;
 mod bench_cni;
 mod bench_dns;
+mod bench_gateway;
 mod bench_lab;
 mod bench_proxy;
 mod dns_cmd;

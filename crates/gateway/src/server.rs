@@ -90,6 +90,8 @@ pub struct Shared {
     rates: Mutex<HashMap<(String, IpAddr), (Instant, u32)>>,
     /// Counters.
     pub counters: Counters,
+    /// Write the access log (on stderr).
+    pub access_log: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -100,7 +102,7 @@ impl Shared {
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Arc::new(Shared { snapshot: RwLock::new(Arc::new(snapshot)), http1, http2, next: AtomicUsize::new(0), rates: Mutex::new(HashMap::new()), counters: Counters::default() })
+        Arc::new(Shared { snapshot: RwLock::new(Arc::new(snapshot)), http1, http2, next: AtomicUsize::new(0), rates: Mutex::new(HashMap::new()), counters: Counters::default(), access_log: std::sync::atomic::AtomicBool::new(true) })
     }
 
     /// The current snapshot.
@@ -223,6 +225,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAdd
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     if response.status().is_server_error() {
         shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if !shared.access_log.load(Ordering::Relaxed) {
+        return Ok(response);
     }
     // ingress-nginx's access log format (`log-format-upstream`), less the fields we do not have.
     eprintln!(
