@@ -267,3 +267,49 @@ fn gateway_api_routes_with_their_filters() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("ResolvedRefs=False(BackendNotFound)") && text.contains("attachedRoutes=1"), "{text}");
 }
+
+/// What the proxy answers to raw bytes on a fresh connection: the status line, or "" if it closed.
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (orders, api) = (backend("orders"), backend("api"));
+    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let g = serve(dir.path());
+    // Request smuggling: Content-Length and Transfer-Encoding together. The chunked framing
+    // wins (RFC 9112) and the backend gets the body re-framed: the empty chunked body, not the
+    // 40 bytes the Content-Length claimed (which hide a second request).
+    let mut s = std::net::TcpStream::connect(&g.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /orders HTTP/1.1\r\nHost: plain.example.com\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reply = vec![0; 4096];
+    let n = s.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 400") || (reply.starts_with("HTTP/1.1 200") && reply.contains("\nbody 0\n")), "{reply}");
+    // An invalid Host.
+    assert!(raw(&g.http, b"GET / HTTP/1.1\r\nHost: bad host!\r\nConnection: close\r\n\r\n").contains(" 400 "));
+    // Headers past 64 KiB.
+    let mut huge = b"GET / HTTP/1.1\r\nHost: plain.example.com\r\nX-Big: ".to_vec();
+    huge.extend(vec![b'a'; 100 * 1024]);
+    huge.extend(b"\r\n\r\n");
+    let big = raw(&g.http, &huge);
+    assert!(big.is_empty() || big.contains(" 431 ") || big.contains(" 400 "), "{big:?}");
+    // Not TLS on the TLS port: a TLS alert (record type 21) and the connection closes.
+    let alert = raw(&g.https, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(alert.is_empty() || alert.starts_with('\u{15}'), "{alert:?}");
+    // Still serving.
+    let (code, body) = curl(&["-H", "Host: plain.example.com", &format!("http://{}/orders", g.http)]);
+    assert_eq!(code, "200", "{body}");
+}

@@ -252,6 +252,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
     let Some(host) = host_of(&req) else {
         return (text(StatusCode::BAD_REQUEST, "400 Bad Request: invalid Host\n"), None);
     };
+
     let snapshot = shared.snapshot();
     let path = req.uri().path().to_owned();
     // Gateway API routes first; what none of them takes goes on to the Ingresses.
@@ -358,6 +359,10 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https:
 pub(crate) fn upstream_headers(parts: &http::request::Parts, peer: SocketAddr, host: &str, port: u16, https: bool, roll: u32) -> HeaderMap {
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    // The body is sent re-framed (its length from what was read), never with the client's
+    // framing headers: a request with both (hyper keeps Transfer-Encoding, as RFC 9112 says)
+    // cannot reach the backend framed differently from how the proxy read it.
+    headers.remove(header::CONTENT_LENGTH);
     let scheme = if https { "https" } else { "http" };
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
