@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Write no access log (as nginx's `access_log off`).
     #[arg(long)]
     no_access_log: bool,
+    /// Serve `/metrics` (ingress-nginx's names) and `/healthz` on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
@@ -159,6 +162,11 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             listening.push(format!("https://{}", l.local_addr()?));
             servers.spawn(gateway::server::serve_https(l, Arc::clone(&shared)));
+        }
+        if let Some(addr) = a.metrics {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            listening.push(format!("metrics=http://{}", l.local_addr()?));
+            servers.spawn(gateway::server::serve_metrics(l, Arc::clone(&shared)));
         }
         eprintln!("podnet gateway: serving on {}", listening.join(" "));
         let (paths, controller, gateway_controller) = (a.paths.clone(), a.ingress_controller.clone(), a.gateway_controller.clone());

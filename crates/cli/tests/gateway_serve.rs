@@ -313,3 +313,36 @@ fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
     let (code, body) = curl(&["-H", "Host: plain.example.com", &format!("http://{}/orders", g.http)]);
     assert_eq!(code, "200", "{body}");
 }
+
+#[test]
+fn metrics_and_healthz_on_ingress_nginx_names() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (orders, api) = (backend("orders"), backend("api"));
+    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["gateway", "serve", "-f", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--no-access-log"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    while !line.contains("serving on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
+    }
+    let g = Gateway { http: line.split_whitespace().find_map(|w| w.strip_prefix("http://")).unwrap().to_owned(), https: String::new(), child };
+    let metrics = line.split_whitespace().find_map(|w| w.strip_prefix("metrics=http://")).unwrap().to_owned();
+    for _ in 0..3 {
+        curl(&["-H", "Host: plain.example.com", &format!("http://{}/orders", g.http)]);
+    }
+    curl(&["-H", "Host: made.up", &format!("http://{}/", g.http)]);
+    assert_eq!(curl(&[&format!("http://{metrics}/healthz")]), ("200".into(), "ok".into()));
+    let (_, text) = curl(&[&format!("http://{metrics}/metrics")]);
+    assert!(text.contains("nginx_ingress_controller_requests{host=\"plain.example.com\",method=\"GET\",status=\"200\",service=\"production-order-service-80\"} 3"), "{text}");
+    assert!(text.contains("nginx_ingress_controller_requests{host=\"-\",method=\"GET\",status=\"404\",service=\"-\"} 1"), "made-up hosts are not labels: {text}");
+    assert!(text.contains("nginx_ingress_controller_request_duration_seconds_count{host=\"plain.example.com\""), "{text}");
+}

@@ -92,7 +92,17 @@ pub struct Shared {
     pub counters: Counters,
     /// Write the access log (on stderr).
     pub access_log: std::sync::atomic::AtomicBool,
+    /// Requests by (host, method, status, upstream): count, duration buckets, duration sum.
+    requests: Mutex<std::collections::BTreeMap<RequestLabels, RequestStats>>,
 }
+
+/// host, method, status, upstream.
+type RequestLabels = (String, String, u16, String);
+/// Count, duration buckets (cumulative), duration sum.
+type RequestStats = (u64, [u64; BUCKETS.len()], f64);
+
+/// ingress-nginx's `request_duration_seconds` buckets (Prometheus's defaults).
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl Shared {
     /// Shared state serving `snapshot`.
@@ -102,7 +112,7 @@ impl Shared {
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Arc::new(Shared { snapshot: RwLock::new(Arc::new(snapshot)), http1, http2, next: AtomicUsize::new(0), rates: Mutex::new(HashMap::new()), counters: Counters::default(), access_log: std::sync::atomic::AtomicBool::new(true) })
+        Arc::new(Shared { snapshot: RwLock::new(Arc::new(snapshot)), http1, http2, next: AtomicUsize::new(0), rates: Mutex::new(HashMap::new()), counters: Counters::default(), access_log: std::sync::atomic::AtomicBool::new(true), requests: Mutex::new(Default::default()) })
     }
 
     /// The current snapshot.
@@ -221,10 +231,27 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAdd
     let method = req.method().clone();
     let uri = req.uri().clone();
     let version = req.version();
+    let host = host_of(&req).unwrap_or_default();
     let (response, upstream) = route(&shared, req, peer, https, port).await;
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     if response.status().is_server_error() {
         shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    // Labels only for routed requests: a client's made-up Host must not grow the table.
+    let (host_label, upstream_label) = match &upstream {
+        Some((name, _)) => (host, name.clone()),
+        None => ("-".to_owned(), "-".to_owned()),
+    };
+    if let Ok(mut requests) = shared.requests.lock() {
+        let took = start.elapsed().as_secs_f64();
+        let entry = requests.entry((host_label, method.to_string(), response.status().as_u16(), upstream_label)).or_insert((0, [0; BUCKETS.len()], 0.0));
+        entry.0 += 1;
+        entry.2 += took;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if took <= *b {
+                entry.1[i] += 1;
+            }
+        }
     }
     if !shared.access_log.load(Ordering::Relaxed) {
         return Ok(response);
@@ -241,6 +268,56 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAdd
         response.status().as_u16(),
     );
     Ok(response)
+}
+
+impl Shared {
+    /// The Prometheus text of the requests served, on ingress-nginx's metric names.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("# HELP nginx_ingress_controller_requests The total number of client requests\n# TYPE nginx_ingress_controller_requests counter\n");
+        let Ok(requests) = self.requests.lock() else { return out };
+        for ((host, method, status, service), (count, _, _)) in requests.iter() {
+            let _ = writeln!(out, "nginx_ingress_controller_requests{{host=\"{host}\",method=\"{method}\",status=\"{status}\",service=\"{service}\"}} {count}");
+        }
+        out.push_str("# HELP nginx_ingress_controller_request_duration_seconds The request processing time in seconds\n# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
+        for ((host, method, status, service), (count, buckets, sum)) in requests.iter() {
+            let labels = format!("host=\"{host}\",method=\"{method}\",status=\"{status}\",service=\"{service}\"");
+            for (b, n) in BUCKETS.iter().zip(buckets) {
+                let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {n}");
+            }
+            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_count{{{labels}}} {count}");
+        }
+        let snapshot = self.snapshot();
+        let _ = write!(
+            out,
+            "# HELP nginx_ingress_controller_config_problems Problems found in the objects served (podnet).\n# TYPE nginx_ingress_controller_config_problems gauge\nnginx_ingress_controller_config_problems {}\n",
+            snapshot.problems.len()
+        );
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` (ingress-nginx's port 10254) on `listener`.
+pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    Ok::<_, Infallible>(match req.uri().path() {
+                        "/metrics" => text(StatusCode::OK, &shared.metrics()),
+                        "/healthz" => text(StatusCode::OK, "ok"),
+                        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+                    })
+                }
+            });
+            let _ = builder().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
 }
 
 fn unix_seconds() -> u64 {
