@@ -259,7 +259,11 @@ fn start_daemon(lab: &str, exe: &std::path::Path) -> Result<()> {
 fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     need_root()?;
     let lab = state::resolve_name(a.name.name.as_deref());
-    let cluster = model::load_cluster(&a.paths)?;
+    let mut cluster = model::load_cluster(&a.paths)?;
+    // Ingresses applied to a lab without an ingress controller bring ingress-nginx's pieces, as at `up`.
+    if apply && !state::load(&lab)?.plan.pods.iter().any(lab::system::is_ingress_controller_pod) {
+        lab::system::add_ingress_controller(&mut cluster);
+    }
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     let c = if apply { lab::change::apply(&lab, &cluster, &exe)? } else { lab::change::delete(&lab, &cluster, &exe)? };
     for p in &c.added {

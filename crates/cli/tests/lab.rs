@@ -617,3 +617,27 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
         assert_eq!(v["path"], "/hello");
     }
 }
+
+#[test]
+fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: needs curl");
+        return;
+    }
+    let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
+    let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{svc}"), &["--nodes", "2"]) else { return };
+    assert!(!lab.state()["plan"]["pods"].as_array().unwrap().iter().any(|p| p["namespace"] == "ingress-nginx"), "no Ingress, no controller");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ingress.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: demo, namespace: demo}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: demo.example.com\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: server, port: {number: 80}}}}]\n",
+    )
+    .unwrap();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let svc: Value = serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
+    let out = podnet(&["lab", "exec", "--external", "--name", &lab.name, "--", "curl", "-s", "--max-time", "5", "-H", "Host: demo.example.com", &format!("http://{lb}/hi")]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v["pod"].as_str().unwrap().starts_with("demo/server-"), "{v}");
+}

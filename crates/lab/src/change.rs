@@ -63,7 +63,32 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
         st.given_slices.retain(|s| !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str())));
         st.given_slices.push(given.object.clone());
     }
+    merge_routing(st, cluster, false);
     Ok(())
+}
+
+/// Ingresses, IngressClasses and Secrets: applied ones replace those of the same name; with
+/// `remove`, the named ones go.
+fn merge_routing(st: &mut LabState, cluster: &ClusterState, remove: bool) {
+    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, ns: &str, name: &str| m.namespace.as_deref().unwrap_or("default") == ns && m.name.as_deref() == Some(name);
+    for i in &cluster.ingresses {
+        st.ingresses.retain(|x| !same(&x.metadata, &i.namespace, &i.name));
+        if !remove {
+            st.ingresses.push(i.object.clone());
+        }
+    }
+    for s in &cluster.secrets {
+        st.secrets.retain(|x| !same(&x.metadata, &s.namespace, &s.name));
+        if !remove {
+            st.secrets.push(s.object.clone());
+        }
+    }
+    for c in &cluster.ingress_classes {
+        st.ingress_classes.retain(|x| x.metadata.name != c.metadata.name);
+        if !remove {
+            st.ingress_classes.push(c.clone());
+        }
+    }
 }
 
 fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &mut Change) -> Result<(), LabError> {
@@ -114,6 +139,7 @@ pub fn delete(lab: &str, cluster: &ClusterState, plugin: &Path) -> Result<Change
     st.given_slices.retain(|s| {
         !cluster.endpoint_slices.iter().any(|g| s.metadata.namespace.as_deref() == Some(g.namespace.as_str()) && s.metadata.name.as_deref() == Some(g.name.as_str()))
     });
+    merge_routing(&mut st, cluster, true);
     let done = remove(&mut st, &doomed, plugin, &mut change);
     finish(lab, st, change, done)
 }
