@@ -346,3 +346,29 @@ fn metrics_and_healthz_on_ingress_nginx_names() {
     assert!(text.contains("nginx_ingress_controller_requests{host=\"-\",method=\"GET\",status=\"404\",service=\"-\"} 1"), "made-up hosts are not labels: {text}");
     assert!(text.contains("nginx_ingress_controller_request_duration_seconds_count{host=\"plain.example.com\""), "{text}");
 }
+
+#[test]
+fn an_https_listener_serves_its_certificate_refs() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let api = backend("api");
+    let (crt, key) = cert(certs.path(), "secure.example.com");
+    let yaml = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: podnet}}\nspec: {{controllerName: podnet.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: production}}\nspec:\n  gatewayClassName: podnet\n  listeners:\n  - name: https\n    port: 443\n    protocol: HTTPS\n    hostname: secure.example.com\n    tls: {{certificateRefs: [{{name: secure-tls}}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: production}}\nspec:\n  parentRefs: [{{name: gw, sectionName: https}}]\n  rules: [{{backendRefs: [{{name: api-service, port: 80}}]}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: secure-tls, namespace: production}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: api-service, namespace: production}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: api-1, namespace: production, labels: {{kubernetes.io/service-name: api-service}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n",
+        b64(&crt),
+        b64(&key),
+        api.port()
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let g = serve(dir.path());
+    let port = g.https.rsplit(':').next().unwrap().to_owned();
+    let (code, body) = curl(&["--cacert", &crt, "--resolve", &format!("secure.example.com:{port}:127.0.0.1"), &format!("https://secure.example.com:{port}/x")]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.starts_with("api GET /x"), "{body}");
+    // The HTTPS listener does not serve plain HTTP.
+    assert_eq!(curl(&["-H", "Host: secure.example.com", &format!("http://{}/x", g.http)]).0, "404");
+}
