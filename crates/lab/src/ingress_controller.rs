@@ -2,7 +2,7 @@
 //! 80 and 443, behind the controller's LoadBalancer Service — the seed's picture: client → load
 //! balancer IP → controller pod → Service endpoints → pod. Each pod's proxy runs on its own
 //! thread inside the pod's namespace, so that it listens and connects to backends from the
-//! pod's address, as a controller pod does. It acts for ingress-nginx's controller name, so
+//! pod's address, as a controller pod does; `:10254/metrics` and `/healthz` as ingress-nginx's. It acts for ingress-nginx's controller name, so
 //! `ingressClassName: nginx` manifests keep working. A change swaps every pod's snapshot.
 
 use std::collections::BTreeMap;
@@ -53,8 +53,9 @@ fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodPro
             }
         };
         runtime.block_on(async move {
-            let bound = async { Ok::<_, io::Error>((tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).await?, tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).await?)) }.await;
-            let (http, https) = match bound {
+            let bind = |port: u16| tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port));
+            let bound = async { Ok::<_, io::Error>((bind(80).await?, bind(443).await?, bind(system::INGRESS_METRICS_PORT).await?)) }.await;
+            let (http, https, metrics) = match bound {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -65,6 +66,7 @@ fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodPro
             tokio::select! {
                 r = gateway::server::serve_http(http, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
                 r = gateway::server::serve_https(https, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
+                r = gateway::server::serve_metrics(metrics, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
                 _ = stopped.changed() => {}
             }
         });
