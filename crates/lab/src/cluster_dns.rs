@@ -15,25 +15,14 @@ use dataplane::netns;
 use dns::forward::{ForwardConfig, Forwarder};
 use dns::server::Shared;
 use dns::{View, ZoneConfig};
-use model::{ClusterState, NamespaceInfo, Namespaced};
+use model::ClusterState;
 
 use crate::state::LabState;
 use crate::system;
 
-/// The lab as the DNS sees it: pods with their addresses and readiness, Services, the given
-/// EndpointSlices, namespaces, and the lab's networks for reverse names.
+/// The lab as the DNS sees it: the lab's snapshot, and the pod network for reverse names.
 pub fn view(st: &LabState) -> View {
-    let mut state: ClusterState = st.cluster_view();
-    let mut names: Vec<String> = state.pods.iter().map(|p| p.namespace.clone()).chain(state.services.iter().map(|s| s.namespace.clone())).collect();
-    names.extend(["default".to_owned(), system::SYSTEM_NAMESPACE.to_owned()]);
-    names.sort();
-    names.dedup();
-    state.namespaces = names
-        .into_iter()
-        .map(|name| NamespaceInfo { labels: model::Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), name.clone())]), name, declared: true })
-        .collect();
-    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
-    state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
+    let state = st.cluster_view();
     let searches = std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_searches(&t)).unwrap_or_default();
     // kubeadm's Corefile: `pods insecure`, and autopath as CoreDNS's documentation sets it up.
     let zone = ZoneConfig { zone: system::CLUSTER_DOMAIN.into(), pods: dns::PodsMode::Insecure, autopath: true, host_searches: searches, ..Default::default() };

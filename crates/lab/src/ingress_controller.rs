@@ -17,10 +17,9 @@ use model::{ClusterState, Namespaced};
 use crate::state::LabState;
 use crate::system;
 
-/// The lab as the proxy sees it: pods, Services, given EndpointSlices, Ingresses, classes, Secrets.
+/// The lab as the proxy sees it: the lab's snapshot, its Ingresses, classes and Secrets.
 pub fn view(st: &LabState) -> ClusterState {
     let mut state = st.cluster_view();
-    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
     state.ingresses = st.ingresses.iter().cloned().map(Namespaced::from_object).collect();
     state.ingress_classes.clone_from(&st.ingress_classes);
     state.secrets = st.secrets.iter().cloned().map(Namespaced::from_object).collect();

@@ -10,7 +10,7 @@ use dataplane::netns;
 use dataplane::nft::Synced;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::{ClusterState, Namespaced};
+use model::ClusterState;
 use nftset::{Family, Ruleset};
 
 use crate::state::LabState;
@@ -53,8 +53,8 @@ pub fn unix_now() -> f64 {
     std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The lab as the proxy's input: pods, Services and EndpointSlices, the nodes as Node objects
-/// (InternalIP, podCIDR) and the Service CIDR the lab allocates from.
+/// The lab as the proxy's input: the lab's snapshot, and its nodes as Node objects (InternalIP,
+/// podCIDR).
 pub fn proxy_view(st: &LabState) -> ClusterState {
     let mut state = st.cluster_view();
     state.nodes = st
@@ -70,8 +70,6 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
             }),
         })
         .collect();
-    state.service_cidrs = vec![model::allocate::Ranges::default().service_cidr.to_string()];
-    state.endpoint_slices = st.given_slices.iter().cloned().map(Namespaced::from_object).collect();
     state
 }
 

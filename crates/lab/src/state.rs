@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{ClusterState, Namespaced, PodInfo, Replicas};
+use model::{ClusterState, NamespaceInfo, Namespaced, PodInfo, Replicas};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::LabPlan;
@@ -42,8 +42,9 @@ pub struct LabState {
 }
 
 impl LabState {
-    /// The lab as a model snapshot: its pods (with their addresses, readiness and nodes) and
-    /// Services, for the planners that compute from one (EndpointSlices, and later the proxy).
+    /// The lab as a model snapshot: its namespaces, pods (with their addresses, readiness and
+    /// nodes), Services, given EndpointSlices and Service CIDR, for the planners that compute
+    /// from one (EndpointSlices, the proxy, the DNS, the ingress controller).
     pub fn cluster_view(&self) -> ClusterState {
         let pods = self
             .plan
@@ -71,8 +72,20 @@ impl LabState {
                 location: Default::default(),
             })
             .collect();
-        let services = self.services.iter().cloned().map(Namespaced::from_object).collect();
-        ClusterState { pods, services, ..Default::default() }
+        let services: Vec<Namespaced<Service>> = self.services.iter().cloned().map(Namespaced::from_object).collect();
+        // Every namespace in use, and the two every cluster has.
+        let mut names: Vec<&str> = self.plan.pods.iter().map(|p| p.namespace.as_str()).chain(services.iter().map(|s| s.namespace.as_str())).collect();
+        names.extend(["default", crate::system::SYSTEM_NAMESPACE]);
+        names.sort_unstable();
+        names.dedup();
+        ClusterState {
+            namespaces: names.into_iter().map(|n| NamespaceInfo::named(n, true)).collect(),
+            pods,
+            services,
+            endpoint_slices: self.given_slices.iter().cloned().map(Namespaced::from_object).collect(),
+            service_cidrs: vec![model::allocate::Ranges::default().service_cidr.to_string()],
+            ..Default::default()
+        }
     }
 
     /// The EndpointSlices of the lab: computed for Services with a selector, given for the rest.

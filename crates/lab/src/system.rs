@@ -32,6 +32,40 @@ pub const DNS_READY_PORT: u16 = 8181;
 /// Replicas of the DNS Deployment (kubeadm's).
 const DNS_REPLICAS: u32 = 2;
 
+/// Adds a namespace, as the installer's manifests would, unless it is there.
+fn add_namespace(state: &mut ClusterState, name: &str) {
+    if !state.namespaces.iter().any(|n| n.name == name) {
+        state.namespaces.push(NamespaceInfo::named(name, true));
+        state.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+/// Adds a system Deployment (its pods stand for it as a manifest's Deployment's do).
+/// `template_hash` stands for the controller's pod-template-hash in the pods' names.
+fn add_deployment(state: &mut ClusterState, (namespace, name, template_hash): (&str, &str, &str), labels: Labels, ports: Vec<ContainerPort>, replicas: u32, dns_policy: Option<&str>) {
+    state.pods.push(PodInfo {
+        namespace: namespace.into(),
+        name: name.into(),
+        kind: "Deployment".into(),
+        labels,
+        ports,
+        ips: Vec::new(),
+        host_network: false,
+        node_name: None,
+        ready: None,
+        terminating: false,
+        terminal: false,
+        hostname: None,
+        subdomain: None,
+        dns_policy: dns_policy.map(str::to_owned),
+        dns_config: None,
+        replicas: Replicas::Count(replicas),
+        template_hash: Some(template_hash.into()),
+        location: Default::default(),
+    });
+    state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+}
+
 fn labels() -> Labels {
     Labels::from([("k8s-app".to_owned(), "kube-dns".to_owned())])
 }
@@ -84,37 +118,10 @@ pub fn add_ingress_controller(state: &mut ClusterState) {
             spec: Some(k8s_openapi::api::networking::v1::IngressClassSpec { controller: Some(INGRESS_CONTROLLER_CLASS.into()), parameters: None }),
         });
     }
-    if !state.namespaces.iter().any(|n| n.name == INGRESS_NAMESPACE) {
-        state.namespaces.push(NamespaceInfo {
-            name: INGRESS_NAMESPACE.into(),
-            labels: Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), INGRESS_NAMESPACE.to_owned())]),
-            declared: true,
-        });
-        state.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
-    }
+    add_namespace(state, INGRESS_NAMESPACE);
     if !state.pods.iter().any(|p| p.namespace == INGRESS_NAMESPACE && p.name == INGRESS_CONTROLLER) {
         let port = |name: &str, port: u16| ContainerPort { name: Some(name.into()), port, protocol: Protocol::Tcp };
-        state.pods.push(PodInfo {
-            namespace: INGRESS_NAMESPACE.into(),
-            name: INGRESS_CONTROLLER.into(),
-            kind: "Deployment".into(),
-            labels: controller_labels(),
-            ports: vec![port("http", 80), port("https", 443)],
-            ips: Vec::new(),
-            host_network: false,
-            node_name: None,
-            ready: None,
-            terminating: false,
-            terminal: false,
-            hostname: None,
-            subdomain: None,
-            dns_policy: None,
-            dns_config: None,
-            replicas: Replicas::Count(1),
-            template_hash: Some("7c6974c4d8".into()),
-            location: Default::default(),
-        });
-        state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+        add_deployment(state, (INGRESS_NAMESPACE, INGRESS_CONTROLLER, "7c6974c4d8"), controller_labels(), vec![port("http", 80), port("https", 443)], 1, None);
     }
     if !state.services.iter().any(|s| s.namespace == INGRESS_NAMESPACE && s.name == INGRESS_CONTROLLER) {
         let service_port = |name: &str, port: i32| ServicePort { name: Some(name.into()), port, protocol: Some("TCP".into()), target_port: Some(IntOrString::String(name.into())), ..Default::default() };
@@ -168,36 +175,10 @@ pub fn add_cluster_dns(state: &mut ClusterState) {
     if state.pods.iter().any(|p| is_dns_labelled(&p.namespace, &p.labels)) {
         return;
     }
-    if !state.namespaces.iter().any(|n| n.name == SYSTEM_NAMESPACE) {
-        state.namespaces.push(NamespaceInfo {
-            name: SYSTEM_NAMESPACE.into(),
-            labels: Labels::from([(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), SYSTEM_NAMESPACE.to_owned())]),
-            declared: true,
-        });
-        state.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
-    }
+    add_namespace(state, SYSTEM_NAMESPACE);
     let port = |name: &str, port: u16, protocol: Protocol| ContainerPort { name: Some(name.into()), port, protocol };
-    state.pods.push(PodInfo {
-        namespace: SYSTEM_NAMESPACE.into(),
-        name: DNS_DEPLOYMENT.into(),
-        kind: "Deployment".into(),
-        labels: labels(),
-        ports: vec![port("dns", 53, Protocol::Udp), port("dns-tcp", 53, Protocol::Tcp), port("metrics", DNS_METRICS_PORT, Protocol::Tcp)],
-        ips: Vec::new(),
-        host_network: false,
-        node_name: None,
-        ready: None,
-        terminating: false,
-        terminal: false,
-        hostname: None,
-        subdomain: None,
-        dns_policy: Some("Default".into()),
-        dns_config: None,
-        replicas: Replicas::Count(DNS_REPLICAS),
-        template_hash: Some("5d78c9869d".into()),
-        location: Default::default(),
-    });
-    state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+    let ports = vec![port("dns", 53, Protocol::Udp), port("dns-tcp", 53, Protocol::Tcp), port("metrics", DNS_METRICS_PORT, Protocol::Tcp)];
+    add_deployment(state, (SYSTEM_NAMESPACE, DNS_DEPLOYMENT, "5d78c9869d"), labels(), ports, DNS_REPLICAS, Some("Default"));
 }
 
 /// `kube-system/kube-dns`, as kubeadm makes it.

@@ -162,6 +162,13 @@ pub enum Replicas {
     PerNode,
 }
 
+impl NamespaceInfo {
+    /// A namespace with only the `kubernetes.io/metadata.name` label the API server gives every one.
+    pub fn named(name: &str, declared: bool) -> NamespaceInfo {
+        NamespaceInfo { name: name.to_owned(), labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]), declared }
+    }
+}
+
 impl PodInfo {
     /// `namespace/name`
     pub fn key(&self) -> String {
@@ -384,11 +391,7 @@ impl ClusterState {
             .chain(services.values().map(|s| s.namespace.clone()))
             .collect();
         for name in referenced {
-            namespaces.entry(name.clone()).or_insert_with(|| NamespaceInfo {
-                labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.clone())]),
-                name,
-                declared: false,
-            });
+            namespaces.entry(name.clone()).or_insert_with(|| NamespaceInfo::named(&name, false));
         }
 
         Ok(ClusterState {
