@@ -237,6 +237,32 @@ fn policy_spec(n: usize, k: usize) -> String {
     }
 }
 
+/// A process a benchmark started, stopped on drop: SIGTERM first (nginx's master then stops its
+/// workers, which SIGKILL would orphan), SIGKILL after a second.
+pub(crate) struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `program` run in network namespace `ns`, pinned to `core`.
+pub(crate) fn in_ns(ns: &str, core: u32, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", ns, "taskset", "-c", &core.to_string(), program]);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,14 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dataplane::netns::{NamedNetns, run_in};
+
+use crate::bench::{Running, in_ns};
 
 #[derive(Args)]
 pub struct DnsBenchArgs {
@@ -74,26 +76,10 @@ fn cluster_yaml(services: usize, pods: usize) -> String {
     out
 }
 
-/// A process in the benchmark's namespace, killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_ns(ns: &NamedNetns, core: u32, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns.name(), "taskset", "-c", &core.to_string(), program]);
-    c
-}
-
 /// Starts `podnet dns serve` on core 0; returns it once it serves, and its address.
 fn podnet_dns(ns: &NamedNetns, dir: &Path, extra: &[&str]) -> Result<(Running, SocketAddr)> {
     let exe = std::env::current_exe()?;
-    let mut child = in_ns(ns, 0, exe.to_str().unwrap_or("podnet"))
+    let mut child = in_ns(ns.name(), 0, exe.to_str().unwrap_or("podnet"))
         .args(["dns", "serve", "-f", &dir.to_string_lossy(), "--listen", "127.0.0.1:0"])
         .args(extra)
         .stderr(Stdio::piped())
@@ -113,7 +99,7 @@ struct Perf {
 
 /// dnsperf on core 1 at full speed.
 fn dnsperf(ns: &NamedNetns, server: SocketAddr, queries: &Path, seconds: u64) -> Result<Perf> {
-    let out = in_ns(ns, 1, "dnsperf")
+    let out = in_ns(ns.name(), 1, "dnsperf")
         .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string(), "-a", CLIENT_IP, "-d", &queries.to_string_lossy(), "-l", &seconds.to_string(), "-c", "4", "-q", "100"])
         .output()
         .context("running dnsperf (apt-get install dnsperf)")?;
@@ -125,7 +111,7 @@ fn dnsperf(ns: &NamedNetns, server: SocketAddr, queries: &Path, seconds: u64) ->
 
 /// Latency percentiles (µs) at a fixed rate, from dnsperf's per-query lines.
 fn latency(ns: &NamedNetns, server: SocketAddr, queries: &Path, seconds: u64, rate: u64) -> Result<(f64, f64, f64)> {
-    let out = in_ns(ns, 1, "dnsperf")
+    let out = in_ns(ns.name(), 1, "dnsperf")
         .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string(), "-a", CLIENT_IP, "-d", &queries.to_string_lossy(), "-l", &seconds.to_string(), "-c", "4", "-q", "50"])
         .args(["-Q", &rate.to_string(), "-v"])
         .output()?;
@@ -278,7 +264,7 @@ pub fn run(a: DnsBenchArgs) -> Result<ExitCode> {
     if !a.no_knot {
         knot_zone(a.services, &knot_dir)?;
         let conf = knot_dir.join("knot.conf");
-        let knot = in_ns(&ns, 0, "knotd").args(["-c", &conf.to_string_lossy()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting knotd (apt-get install knot)")?;
+        let knot = in_ns(ns.name(), 0, "knotd").args(["-c", &conf.to_string_lossy()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting knotd (apt-get install knot)")?;
         let knot = Running(knot);
         let knot_addr: SocketAddr = "127.0.0.1:5399".parse()?;
         wait_for(&ns, knot_addr, "svc-0.ns-0.svc.cluster.local.")?;

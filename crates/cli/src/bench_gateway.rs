@@ -7,12 +7,14 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dataplane::netns::NamedNetns;
+
+use crate::bench::{Running, in_ns};
 
 #[derive(Args)]
 pub struct GatewayBenchArgs {
@@ -31,30 +33,6 @@ pub struct GatewayBenchArgs {
 }
 
 const BACKEND: &str = "127.0.0.1:18080";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them).
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..50 {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_ns(ns: &str, core: u32, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, "taskset", "-c", &core.to_string(), program]);
-    c
-}
 
 /// wrk's requests per second, p99 (ms) and errors ("non-2xx" plus socket errors).
 struct Wrk {
