@@ -120,6 +120,14 @@ fn manifests(orders: SocketAddr, api: SocketAddr, crts: &[(String, String, &str)
     out
 }
 
+/// The test manifests without TLS Secrets, /orders routed, and their two backends.
+fn shop_without_tls() -> (tempfile::TempDir, SocketAddr, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let (orders, api) = (backend("orders"), backend("api"));
+    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    (dir, orders, api)
+}
+
 #[test]
 fn the_seeds_ingress_over_http_and_https() {
     if !have_tools() {
@@ -181,9 +189,7 @@ fn route_changes_under_load_fail_no_request() {
         eprintln!("skipped: needs curl and openssl");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (orders, api) = (backend("orders"), backend("api"));
-    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let (dir, orders, api) = shop_without_tls();
     let g = serve(dir.path());
     let url = format!("http://{}/orders", g.http);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -284,9 +290,7 @@ fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
         eprintln!("skipped: needs curl and openssl");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (orders, api) = (backend("orders"), backend("api"));
-    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let (dir, _, _) = shop_without_tls();
     let g = serve(dir.path());
     // Request smuggling: Content-Length and Transfer-Encoding together. The chunked framing
     // wins (RFC 9112) and the backend gets the body re-framed: the empty chunked body, not the
@@ -320,9 +324,7 @@ fn metrics_and_healthz_on_ingress_nginx_names() {
         eprintln!("skipped: needs curl and openssl");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (orders, api) = (backend("orders"), backend("api"));
-    std::fs::write(dir.path().join("m.yaml"), manifests(orders, api, &[], "/orders")).unwrap();
+    let (dir, _, _) = shop_without_tls();
     let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
         .args(["gateway", "serve", "-f", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--no-access-log"])
         .stderr(Stdio::piped())
