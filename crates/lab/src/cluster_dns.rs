@@ -8,15 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use dataplane::netns;
 use dns::forward::{ForwardConfig, Forwarder};
 use dns::server::Shared;
 use dns::{View, ZoneConfig};
 use model::ClusterState;
 
+use crate::daemon::{tcp_listener_in, udp_socket_in};
 use crate::state::LabState;
 use crate::system;
 
@@ -36,25 +35,6 @@ pub fn view(st: &LabState) -> View {
 pub struct ClusterDns {
     shared: Arc<Shared>,
     servers: BTreeMap<String, Vec<tokio::task::JoinHandle<()>>>,
-}
-
-fn bind_in(netns_name: &str, port: u16) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    netns::run_in(&netns::path_of(netns_name), move || -> io::Result<_> {
-        let udp = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
-        udp.set_nonblocking(true)?;
-        let tcp = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-        tcp.set_nonblocking(true)?;
-        Ok((udp, tcp))
-    })?
-}
-
-fn listen_in(netns_name: &str, port: u16) -> io::Result<tokio::net::TcpListener> {
-    let l = netns::run_in(&netns::path_of(netns_name), move || -> io::Result<_> {
-        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })??;
-    tokio::net::TcpListener::from_std(l)
 }
 
 impl ClusterDns {
@@ -82,13 +62,13 @@ impl ClusterDns {
             if self.servers.contains_key(&pod.netns) {
                 continue;
             }
-            let (udp, tcp) = bind_in(&pod.netns, 53)?;
+            let (udp, tcp) = (udp_socket_in(&pod.netns, 53)?, tcp_listener_in(&pod.netns, 53)?);
             let mut tasks = vec![
                 tokio::spawn(log_end(pod.key(), dns::server::serve_udp(tokio::net::UdpSocket::from_std(udp)?, Arc::clone(&self.shared)))),
                 tokio::spawn(log_end(pod.key(), dns::server::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, Arc::clone(&self.shared)))),
             ];
             for port in [system::DNS_HEALTH_PORT, system::DNS_READY_PORT, system::DNS_METRICS_PORT] {
-                let listener = listen_in(&pod.netns, port)?;
+                let listener = tokio::net::TcpListener::from_std(tcp_listener_in(&pod.netns, port)?)?;
                 tasks.push(tokio::spawn(dns::metrics::serve_http(listener, Arc::clone(&self.shared))));
             }
             self.servers.insert(pod.netns.clone(), tasks);

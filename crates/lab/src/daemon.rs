@@ -21,22 +21,29 @@ enum Bound {
     Udp(std::net::UdpSocket),
 }
 
-fn bind(netns_name: &str, port: u16, protocol: Protocol) -> io::Result<Bound> {
-    netns::run_in(&netns::path_of(netns_name), move || -> io::Result<Bound> {
-        let addr = (Ipv4Addr::UNSPECIFIED, port);
-        Ok(match protocol {
-            Protocol::Tcp => {
-                let l = std::net::TcpListener::bind(addr)?;
-                l.set_nonblocking(true)?;
-                Bound::Tcp(l)
-            }
-            _ => {
-                let s = std::net::UdpSocket::bind(addr)?;
-                s.set_nonblocking(true)?;
-                Bound::Udp(s)
-            }
-        })
+/// A non-blocking TCP listener on `port` of every address of a pod's (or node's) namespace.
+pub(crate) fn tcp_listener_in(netns_name: &str, port: u16) -> io::Result<std::net::TcpListener> {
+    netns::run_in(&netns::path_of(netns_name), move || {
+        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
     })?
+}
+
+/// A non-blocking UDP socket on `port` of every address of a pod's namespace.
+pub(crate) fn udp_socket_in(netns_name: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    netns::run_in(&netns::path_of(netns_name), move || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })?
+}
+
+fn bind(netns_name: &str, port: u16, protocol: Protocol) -> io::Result<Bound> {
+    match protocol {
+        Protocol::Tcp => tcp_listener_in(netns_name, port).map(Bound::Tcp),
+        _ => udp_socket_in(netns_name, port).map(Bound::Udp),
+    }
 }
 
 fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Identity {
