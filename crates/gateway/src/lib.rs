@@ -8,11 +8,15 @@
 
 pub mod annotations;
 pub mod backends;
-mod gateway_serve;
+mod chunked;
+mod h1;
 pub mod httproute;
 pub mod ingress;
+pub mod plan;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod tls;
+mod upstream;
 
 pub use routes::{Backend, Decision, PathKind, RouteTable};

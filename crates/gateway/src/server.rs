@@ -1,14 +1,19 @@
-//! The HTTP(S) proxy: hyper (HTTP/1.1 and HTTP/2) in front, rustls with certificates chosen by
-//! SNI, a pooled hyper client to the backends' endpoint addresses behind. Every request reads
-//! one immutable snapshot (routes, endpoints, certificates); a change swaps the snapshot, so
-//! requests in flight finish on the old one and no connection is refused while it happens.
+//! The HTTP(S) proxy's listeners and shared state: rustls in front with certificates chosen by
+//! SNI; HTTP/1 connections go to [`crate::h1`] (pooled upstream connections of our own), HTTP/2
+//! ones (ALPN `h2`, or the cleartext preface) to hyper with a pooled hyper client behind. Every
+//! request reads one immutable snapshot (routes, endpoints, certificates); a change swaps the
+//! snapshot, so requests in flight finish on the old one and no connection is refused meanwhile.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -19,12 +24,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use model::ClusterState;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
-use crate::annotations::{BackendProtocol, Canary};
+use crate::annotations::BackendProtocol;
 use crate::backends::Backends;
 use crate::ingress;
-use crate::routes::{Backend, Decision, PathRoute, RouteTable};
+use crate::plan::{Answer, Forward, Listener, Plan};
+use crate::request::RequestHead;
+use crate::routes::RouteTable;
 use crate::tls::Certificates;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -84,25 +92,43 @@ pub struct Counters {
 /// What every connection shares.
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
-    pub(crate) http1: Client<HttpConnector, Full<Bytes>>,
+    /// Idle HTTP/1 connections to endpoints.
+    pub(crate) pool: crate::upstream::Pool,
+    http1: Client<HttpConnector, Full<Bytes>>,
     http2: Client<HttpConnector, Full<Bytes>>,
     pub(crate) next: AtomicUsize,
     rates: Mutex<HashMap<(String, IpAddr), (Instant, u32)>>,
     /// Counters.
     pub counters: Counters,
     /// Write the access log (on stderr).
-    pub access_log: std::sync::atomic::AtomicBool,
-    /// Requests by (host, method, status, upstream): count, duration buckets, duration sum.
-    requests: Mutex<std::collections::BTreeMap<RequestLabels, RequestStats>>,
+    pub access_log: AtomicBool,
+    /// Requests by their labels (host, method, status, upstream joined by `\u{1}`).
+    requests: Mutex<HashMap<String, RequestStats>>,
 }
 
-/// host, method, status, upstream.
-type RequestLabels = (String, String, u16, String);
 /// Count, duration buckets (cumulative), duration sum.
 type RequestStats = (u64, [u64; BUCKETS.len()], f64);
 
 /// ingress-nginx's `request_duration_seconds` buckets (Prometheus's defaults).
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One request served, for the metrics and the access log.
+pub(crate) struct Record<'a> {
+    pub peer: SocketAddr,
+    /// Its valid host, if any.
+    pub host: Option<&'a str>,
+    pub method: &'a str,
+    /// `GET /path HTTP/1.1`, when the access log is written.
+    pub request_line: Option<&'a str>,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub request_length: u64,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub took: Duration,
+    /// Upstream name, address, response time and status.
+    pub upstream: Option<(&'a str, SocketAddr, Duration, u16)>,
+}
 
 impl Shared {
     /// Shared state serving `snapshot`.
@@ -112,7 +138,17 @@ impl Shared {
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Arc::new(Shared { snapshot: RwLock::new(Arc::new(snapshot)), http1, http2, next: AtomicUsize::new(0), rates: Mutex::new(HashMap::new()), counters: Counters::default(), access_log: std::sync::atomic::AtomicBool::new(true), requests: Mutex::new(Default::default()) })
+        Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            pool: crate::upstream::Pool::default(),
+            http1,
+            http2,
+            next: AtomicUsize::new(0),
+            rates: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            access_log: AtomicBool::new(true),
+            requests: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The current snapshot.
@@ -129,159 +165,86 @@ impl Shared {
         }
     }
 
-    /// `limit-rps` for one location and client: a second's budget.
-    fn within_rate(&self, location: &str, client: IpAddr, rps: u32) -> bool {
+    pub(crate) fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// `limit-rps` for one location (Ingress and path) and client: a second's budget.
+    pub(crate) fn within_rate(&self, source: &crate::routes::Source, path: &str, client: IpAddr, rps: u32) -> bool {
         let Ok(mut rates) = self.rates.lock() else { return true };
         let now = Instant::now();
-        let entry = rates.entry((location.to_owned(), client)).or_insert((now, 0));
+        let entry = rates.entry((format!("{}/{}{path}", source.namespace, source.name), client)).or_insert((now, 0));
         if now.duration_since(entry.0) >= Duration::from_secs(1) {
             *entry = (now, 0);
         }
         entry.1 += 1;
         entry.1 <= rps
     }
-}
 
-pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).map_err(|never| match never {}).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-/// The request's host, without a port, lowercase; `None` when it is not a valid host.
-fn host_of<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok()?.to_owned(),
-        None => req.uri().authority()?.as_str().to_owned(),
-    };
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    let valid = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
-    valid.then_some(host)
-}
-
-const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization"];
-
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
-    }
-}
-
-/// Whether a canary takes this request (header, then cookie, then weight).
-fn canary_takes(c: &Canary, headers: &HeaderMap, roll: u32) -> bool {
-    if let Some((name, value)) = &c.by_header
-        && let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
-    {
-        match value {
-            Some(want) => return v == want,
-            None if v == "always" => return true,
-            None if v == "never" => return false,
-            None => {}
+    /// Counts a request in the metrics and writes its access log line.
+    pub(crate) fn record(&self, r: &Record<'_>) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if r.status >= 500 {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
-    }
-    if let Some(cookie) = &c.by_cookie
-        && let Some(v) = cookie_value(headers, cookie)
-    {
-        match v.as_str() {
-            "always" => return true,
-            "never" => return false,
-            _ => {}
-        }
-    }
-    let (weight, total) = c.weight;
-    total > 0 && roll % total < weight
-}
-
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
-}
-
-/// nginx's `rewrite <path> <target>`: the path as a case-insensitive regex from the start; the
-/// whole URI becomes the target with `$1`..`$9` filled in.
-fn rewrite(route: &PathRoute, path: &str) -> Option<String> {
-    let target = route.settings.rewrite_target.as_ref()?;
-    let re = regex::Regex::new(&format!("(?i)^{}", route.path)).ok()?;
-    let caps = re.captures(path)?;
-    let mut out = String::new();
-    let mut chars = target.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek().and_then(|d| d.to_digit(10))) {
-            ('$', Some(n)) => {
-                chars.next();
-                out.push_str(caps.get(n as usize).map_or("", |m| m.as_str()));
-            }
-            _ => out.push(c),
-        }
-    }
-    Some(out)
-}
-
-/// Serves one request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr, https: bool, port: u16) -> Result<Response<Body>, Infallible> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let version = req.version();
-    let host = host_of(&req).unwrap_or_default();
-    let (response, upstream) = route(&shared, req, peer, https, port).await;
-    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    if response.status().is_server_error() {
-        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    // Labels only for routed requests: a client's made-up Host must not grow the table.
-    let (host_label, upstream_label) = match &upstream {
-        Some((name, _)) => (host, name.clone()),
-        None => ("-".to_owned(), "-".to_owned()),
-    };
-    if let Ok(mut requests) = shared.requests.lock() {
-        let took = start.elapsed().as_secs_f64();
-        let entry = requests.entry((host_label, method.to_string(), response.status().as_u16(), upstream_label)).or_insert((0, [0; BUCKETS.len()], 0.0));
-        entry.0 += 1;
-        entry.2 += took;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if took <= *b {
-                entry.1[i] += 1;
+        let took = r.took.as_secs_f64();
+        // Labels only for routed requests: a client's made-up Host must not grow the table.
+        let (host, upstream) = match (r.upstream, r.host) {
+            (Some((name, ..)), Some(host)) => (host, name),
+            _ => ("-", "-"),
+        };
+        let key = format!("{host}\u{1}{}\u{1}{}\u{1}{upstream}", r.method, r.status);
+        if let Ok(mut requests) = self.requests.lock() {
+            let entry = match requests.get_mut(&key) {
+                Some(e) => e,
+                None => requests.entry(key).or_insert((0, [0; BUCKETS.len()], 0.0)),
+            };
+            entry.0 += 1;
+            entry.2 += took;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if took <= *b {
+                    entry.1[i] += 1;
+                }
             }
         }
+        if let Some(line) = r.request_line {
+            // ingress-nginx's `log-format-upstream`.
+            let (name, addr, upstream_took, upstream_status) = match r.upstream {
+                Some((n, a, t, s)) => (n.to_owned(), a.to_string(), format!("{:.3}", t.as_secs_f64()), s.to_string()),
+                None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            eprintln!(
+                "{} - - [{}] \"{line}\" {} {} \"{}\" \"{}\" {} {took:.3} [{name}] [] {addr} - {upstream_took} {upstream_status} -",
+                r.peer.ip(),
+                local_time(unix_seconds()),
+                r.status,
+                r.body_bytes_sent,
+                r.referer,
+                r.user_agent,
+                r.request_length,
+            );
+        }
     }
-    if !shared.access_log.load(Ordering::Relaxed) {
-        return Ok(response);
-    }
-    // ingress-nginx's access log format (`log-format-upstream`), less the fields we do not have.
-    eprintln!(
-        "{} - - [{}] \"{method} {uri} {version:?}\" {} - \"-\" \"-\" - {:.3} [{}] [] {} - - {} -",
-        peer.ip(),
-        unix_seconds(),
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-        upstream.as_ref().map_or("-".to_owned(), |u| u.0.clone()),
-        upstream.as_ref().map_or("-".to_owned(), |u| u.1.to_string()),
-        response.status().as_u16(),
-    );
-    Ok(response)
-}
 
-impl Shared {
     /// The Prometheus text of the requests served, on ingress-nginx's metric names.
     pub fn metrics(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::from("# HELP nginx_ingress_controller_requests The total number of client requests\n# TYPE nginx_ingress_controller_requests counter\n");
         let Ok(requests) = self.requests.lock() else { return out };
-        for ((host, method, status, service), (count, _, _)) in requests.iter() {
-            let _ = writeln!(out, "nginx_ingress_controller_requests{{host=\"{host}\",method=\"{method}\",status=\"{status}\",service=\"{service}\"}} {count}");
+        let mut rows: Vec<(String, &RequestStats)> = requests
+            .iter()
+            .map(|(key, stats)| {
+                let mut parts = key.split('\u{1}');
+                let mut next = || parts.next().unwrap_or("");
+                (format!("host=\"{}\",method=\"{}\",status=\"{}\",service=\"{}\"", next(), next(), next(), next()), stats)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (labels, (count, _, _)) in &rows {
+            let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {count}");
         }
         out.push_str("# HELP nginx_ingress_controller_request_duration_seconds The request processing time in seconds\n# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
-        for ((host, method, status, service), (count, buckets, sum)) in requests.iter() {
-            let labels = format!("host=\"{host}\",method=\"{method}\",status=\"{status}\",service=\"{service}\"");
+        for (labels, (count, buckets, sum)) in &rows {
             for (b, n) in BUCKETS.iter().zip(buckets) {
                 let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {n}");
             }
@@ -297,6 +260,180 @@ impl Shared {
         );
         out
     }
+}
+
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+pub(crate) fn unix_seconds() -> u64 {
+    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())
+}
+
+/// nginx's `$time_local` in UTC: `24/Nov/2026:17:42:24 +0000`.
+fn local_time(unix: u64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+thread_local! {
+    /// The `Date` header's value, made once a second.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// Appends a `date` header for now.
+pub(crate) fn push_date(out: &mut Vec<u8>) {
+    DATE.with_borrow_mut(|(second, text)| {
+        let now = unix_seconds();
+        if *second != now || text.is_empty() {
+            *second = now;
+            *text = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(now));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in crate::request::HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Serves one HTTP/2 request (through hyper).
+async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let snapshot = shared.snapshot();
+    let (host, plan) = {
+        let head = RequestHead::from_parts(&parts);
+        let host = head.host();
+        let plan = match &host {
+            Some(h) => crate::plan::plan(&shared, &snapshot, &head, h, at),
+            None => Plan::Answer(Answer { status: StatusCode::BAD_REQUEST, location: None, body: "400 Bad Request: invalid Host\n".into() }),
+        };
+        (host, plan)
+    };
+    let (response, upstream) = match plan {
+        Plan::Answer(a) => (answer(&a), None),
+        Plan::Forward(f) => {
+            let upstream_start = Instant::now();
+            let response = forward_h2(&shared, &parts, body, &f).await;
+            let status = response.status().as_u16();
+            (response, Some((f.upstream, f.endpoint, upstream_start.elapsed(), status)))
+        }
+    };
+    let request_line = shared.access_log().then(|| format!("{} {} HTTP/2.0", parts.method, parts.uri.path_and_query().map_or("/", |p| p.as_str())));
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    shared.record(&Record {
+        peer: at.peer,
+        host: host.as_deref(),
+        method: parts.method.as_str(),
+        request_line: request_line.as_deref(),
+        referer: header("referer"),
+        user_agent: header("user-agent"),
+        request_length: 0,
+        status: response.status().as_u16(),
+        body_bytes_sent: 0,
+        took: start.elapsed(),
+        upstream: upstream.as_ref().map(|(n, a, t, s)| (n.as_str(), *a, *t, *s)),
+    });
+    Ok(response)
+}
+
+fn answer(a: &Answer) -> Response<Body> {
+    let mut r = text(a.status, &a.body);
+    if let Some(v) = a.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Carries out a forward plan for an HTTP/2 request with hyper's client.
+async fn forward_h2(shared: &Shared, parts: &http::request::Parts, body: Incoming, f: &Forward) -> Response<Body> {
+    let body = match read_body(body, f.max_body).await {
+        Ok(b) => b,
+        Err(StatusCode::PAYLOAD_TOO_LARGE) => return text(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n"),
+        Err(status) => return text(status, "400 Bad Request\n"),
+    };
+    let client = match f.protocol {
+        BackendProtocol::Http => &shared.http1,
+        BackendProtocol::Grpc => &shared.http2,
+        BackendProtocol::Https | BackendProtocol::Grpcs => return text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: TLS to backends is served over HTTP/1.1 clients only\n"),
+    };
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
+    f.request.apply(&mut headers);
+    let Ok(uri) = format!("http://{}{}", f.endpoint, f.target).parse::<Uri>() else {
+        return text(StatusCode::BAD_REQUEST, "400 Bad Request\n");
+    };
+    for &m in &f.mirrors {
+        if let Ok(uri) = format!("http://{m}{}", f.target).parse::<Uri>() {
+            let (client, method, headers, body) = (shared.http1.clone(), parts.method.clone(), headers.clone(), body.clone());
+            tokio::spawn(async move {
+                let _ = send(&client, method, uri, headers, body, Duration::from_secs(10)).await;
+            });
+        }
+    }
+    let deadline = f.deadline.unwrap_or(f.connect_timeout + f.read_timeout);
+    match send(client, parts.method.clone(), uri, headers, body, deadline).await {
+        Ok(response) => {
+            let (mut rparts, rbody) = response.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            f.response.apply(&mut rparts.headers);
+            Response::from_parts(rparts, rbody.boxed())
+        }
+        Err(e) => e,
+    }
+}
+
+/// One upstream exchange within `deadline`: 502 when it fails, 504 when it takes too long.
+async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: http::Method, uri: Uri, headers: HeaderMap, body: Bytes, deadline: Duration) -> Result<Response<Incoming>, Response<Body>> {
+    let mut up = Request::builder().method(method).uri(uri);
+    if let Some(h) = up.headers_mut() {
+        *h = headers;
+    }
+    let up = up.body(Full::new(body)).map_err(|_| text(StatusCode::BAD_REQUEST, "400 Bad Request\n"))?;
+    match tokio::time::timeout(deadline, client.request(up)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
+        Err(_) => Err(text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n")),
+    }
+}
+
+/// An HTTP/2 body, at most `max` bytes: 413 over it, 400 if it breaks off.
+async fn read_body(mut body: Incoming, max: Option<u64>) -> Result<Bytes, StatusCode> {
+    let max = max.unwrap_or(u64::MAX);
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(StatusCode::BAD_REQUEST) };
+        let Ok(data) = frame.into_data() else { continue };
+        if (buf.len() + data.len()) as u64 > max {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Serves `/metrics` and `/healthz` (ingress-nginx's port 10254) on `listener`.
@@ -315,209 +452,68 @@ pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> std::i
                     })
                 }
             });
-            let _ = builder().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60)).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())
+/// The cleartext HTTP/2 connection preface (prior knowledge, RFC 9113 §3.3).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves a connection: HTTP/2 when `h2` (ALPN) or when it opens with the preface, else HTTP/1.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, mut io: S, at: Listener, h2: bool) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut h2 = h2;
+    if !h2 {
+        // Enough of the first bytes to tell the preface from an HTTP/1 request line.
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            match tokio::time::timeout(Duration::from_secs(60), io.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        h2 = buf.starts_with(H2_PREFACE);
+    }
+    if !h2 {
+        return crate::h1::serve(shared, io, buf, at).await;
+    }
+    let service = hyper::service::service_fn(move |req| handle_h2(Arc::clone(&shared), req, at));
+    let io = Rewind { prefix: buf.freeze(), io };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_header_list_size(64 * 1024);
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
-/// The response, and the upstream (name, address) it came from.
-async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, https: bool, port: u16) -> (Response<Body>, Option<(String, SocketAddr)>) {
-    let Some(host) = host_of(&req) else {
-        return (text(StatusCode::BAD_REQUEST, "400 Bad Request: invalid Host\n"), None);
-    };
-
-    let snapshot = shared.snapshot();
-    let path = req.uri().path().to_owned();
-    // Gateway API routes first; what none of them takes goes on to the Ingresses.
-    let protocol = if https { "HTTPS" } else { "HTTP" };
-    if snapshot.gateway.listeners.iter().any(|l| l.listener.protocol == protocol) {
-        let entry = {
-            let query: Vec<(String, String)> = req.uri().query().unwrap_or("").split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').map_or((kv.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))).collect();
-            let headers = req.headers();
-            let lookup = |name: &str| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).next().map(str::to_owned);
-            let view = crate::httproute::RequestView { method: req.method().as_str(), path: &path, headers: &lookup, query: &query };
-            snapshot.gateway.select_for(protocol, &host, &view).cloned()
-        };
-        if let Some(entry) = entry {
-            return crate::gateway_serve::serve(shared, &snapshot, req, &entry, peer, https, port, &host).await;
-        }
-    }
-    let (route, host_routes) = match snapshot.routes.route(&host, &path) {
-        Decision::Route(r, h) => (r, h),
-        Decision::NotFound => return (text(StatusCode::NOT_FOUND, "default backend - 404\n"), None),
-    };
-    let s = &route.settings;
-    if !https && ((host_routes.tls && s.ssl_redirect) || s.force_ssl_redirect) {
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut r = text(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect\n");
-        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        return (r, None);
-    }
-    if !s.allow_sources.is_empty() && !s.allow_sources.iter().any(|n| n.contains(&peer.ip())) {
-        return (text(StatusCode::FORBIDDEN, "403 Forbidden\n"), None);
-    }
-    let location = format!("{}/{}{}", route.source.namespace, route.source.name, route.path);
-    if let Some(rps) = s.limit_rps
-        && !shared.within_rate(&location, peer.ip(), rps)
-    {
-        return (text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable\n"), None);
-    }
-    // The body, up to proxy-body-size (413 one byte over, chunked bodies too).
-    let (parts, body) = req.into_parts();
-    let body = match read_body(body, s.max_body).await {
-        Ok(b) => b,
-        Err(status) => return (text(status, if status == StatusCode::PAYLOAD_TOO_LARGE { "413 Request Entity Too Large\n" } else { "400 Bad Request\n" }), None),
-    };
-    // Main backend or a canary.
-    let roll = u32::try_from(shared.next.fetch_add(1, Ordering::Relaxed) % 100_000).unwrap_or(0);
-    let backend = route.canaries.iter().find(|c| canary_takes(c, &parts.headers, roll.wrapping_mul(2_654_435_761) % 10_000)).map_or(&route.backend, |c| &c.backend);
-    let (namespace, service, service_port) = match backend {
-        Backend::Service { namespace, name, port } => (namespace, name, port),
-        Backend::Unavailable(why) => return (text(StatusCode::SERVICE_UNAVAILABLE, &format!("503 Service Temporarily Unavailable: {why}\n")), None),
-    };
-    let endpoints = match snapshot.backends.endpoints(namespace, service, service_port) {
-        Ok(e) => e,
-        Err(why) => return (text(StatusCode::SERVICE_UNAVAILABLE, &format!("503 Service Temporarily Unavailable: {why}\n")), None),
-    };
-    // Cookie affinity keeps a client on the endpoint its cookie names.
-    let affinity = s.affinity.as_ref();
-    let sticky = affinity.and_then(|a| cookie_value(&parts.headers, &a.cookie)).and_then(|v| endpoints.iter().find(|e| endpoint_cookie(e) == v));
-    let endpoint = *sticky.unwrap_or_else(|| &endpoints[shared.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()]);
-    let upstream_name = format!("{namespace}-{service}-{}", match service_port {
-        crate::routes::ServicePort::Number(n) => n.to_string(),
-        crate::routes::ServicePort::Name(n) => n.clone(),
-    });
-
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let upstream_pq = match rewrite(route, &path) {
-        Some(new) => match parts.uri.query() {
-            Some(q) => format!("{new}?{q}"),
-            None => new,
-        },
-        None => pq,
-    };
-    let Ok(upstream_uri) = format!("http://{endpoint}{upstream_pq}").parse::<Uri>() else {
-        return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
-    };
-    let headers = upstream_headers(&parts, peer, &host, port, https, roll);
-    let client = match s.backend_protocol {
-        BackendProtocol::Grpc => &shared.http2,
-        BackendProtocol::Http => &shared.http1,
-        BackendProtocol::Https | BackendProtocol::Grpcs => {
-            return (text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: TLS to backends is not supported yet\n"), Some((upstream_name, endpoint)));
-        }
-    };
-    let response = match send(client, parts.method.clone(), upstream_uri, headers, body, s.connect_timeout + s.read_timeout).await {
-        Ok(r) => r,
-        Err(e) => return (e, Some((upstream_name, endpoint))),
-    };
-    let (mut rparts, rbody) = response.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    if let Some(a) = affinity
-        && sticky.is_none()
-    {
-        let path = a.path.clone().unwrap_or_else(|| route.path.clone());
-        let max_age = a.max_age.map(|m| format!("; Max-Age={m}")).unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(&format!("{}={}; Path={path}{max_age}; HttpOnly", a.cookie, endpoint_cookie(&endpoint))) {
-            rparts.headers.append(header::SET_COOKIE, v);
-        }
-    }
-    (Response::from_parts(rparts, rbody.boxed()), Some((upstream_name, endpoint)))
+/// A stream that first yields bytes already read from it.
+struct Rewind<S> {
+    prefix: Bytes,
+    io: S,
 }
 
-/// The request headers sent upstream: the client's less hop-by-hop ones, the Host as received,
-/// and the `X-Forwarded-*` set ingress-nginx sends.
-pub(crate) fn upstream_headers(parts: &http::request::Parts, peer: SocketAddr, host: &str, port: u16, https: bool, roll: u32) -> HeaderMap {
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    // The body is sent re-framed (its length from what was read), never with the client's
-    // framing headers: a request with both (hyper keeps Transfer-Encoding, as RFC 9112 says)
-    // cannot reach the backend framed differently from how the proxy read it.
-    headers.remove(header::CONTENT_LENGTH);
-    let scheme = if https { "https" } else { "http" };
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map_or_else(|| format!("{:032x}", u128::from(roll) << 64 | u128::from(unix_seconds())), str::to_owned);
-    for (name, value) in [
-        ("x-forwarded-for", forwarded_for),
-        ("x-real-ip", peer.ip().to_string()),
-        ("x-forwarded-host", host.to_owned()),
-        ("x-forwarded-port", port.to_string()),
-        ("x-forwarded-proto", scheme.to_owned()),
-        ("x-forwarded-scheme", scheme.to_owned()),
-        ("x-scheme", scheme.to_owned()),
-        ("x-request-id", request_id),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
         }
-    }
-    // HTTP/2 carries the host in :authority: forwarded as received, port and all.
-    if !headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, v);
-    }
-    headers
-}
-
-/// One upstream exchange within `deadline`: 502 when it fails, 504 when it takes too long.
-pub(crate) async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: http::Method, uri: Uri, headers: HeaderMap, body: Bytes, deadline: Duration) -> Result<Response<Incoming>, Response<Body>> {
-    let mut up = Request::builder().method(method).uri(uri);
-    if let Some(h) = up.headers_mut() {
-        *h = headers;
-    }
-    let up = up.body(Full::new(body)).map_err(|_| text(StatusCode::BAD_REQUEST, "400 Bad Request\n"))?;
-    match tokio::time::timeout(deadline, client.request(up)).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
-        Err(_) => Err(text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n")),
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-/// Bytes of an oversized body still read (and dropped) so that the client sees the 413, as
-/// nginx's lingering close does; past this, or after `DRAIN_TIME`, the connection just closes.
-const DRAIN_LIMIT: u64 = 64 << 20;
-const DRAIN_TIME: Duration = Duration::from_secs(5);
-
-/// The request body, at most `max` bytes: 413 over it (the rest drained), 400 if it breaks off.
-pub(crate) async fn read_body(mut body: Incoming, max: Option<u64>) -> Result<Bytes, StatusCode> {
-    let max = max.unwrap_or(u64::MAX);
-    let mut buf = Vec::new();
-    let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return Err(StatusCode::BAD_REQUEST) };
-        let Ok(data) = frame.into_data() else { continue };
-        total += data.len() as u64;
-        if total > max {
-            let drain = async {
-                while total < max.saturating_add(DRAIN_LIMIT) {
-                    match body.frame().await {
-                        Some(Ok(f)) => total += f.into_data().map_or(0, |d| d.len() as u64),
-                        _ => break,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-        buf.extend_from_slice(&data);
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
-    Ok(Bytes::from(buf))
-}
 
-/// The affinity cookie's value for an endpoint: a hash of its address, as ingress-nginx's.
-fn endpoint_cookie(e: &SocketAddr) -> String {
-    format!("{:016x}", model::cluster::stable_hash(e.to_string().as_bytes()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Serves plain HTTP on `listener`.
@@ -526,19 +522,8 @@ pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) -> std::io::
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, peer, false, port));
-            let _ = builder().serve_connection(TokioIo::new(stream), service).await;
-        });
+        tokio::spawn(serve_connection(Arc::clone(&shared), stream, Listener { peer, https: false, port }, false));
     }
-}
-
-fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Slow clients get 60 s for their headers (nginx's client_header_timeout).
-    b.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60)).max_buf_size(64 * 1024);
-    b
 }
 
 /// Serves HTTPS on `listener`, certificates chosen by SNI from the current snapshot.
@@ -558,8 +543,8 @@ pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>) -> std::io:
         let (shared, acceptor) = (Arc::clone(&shared), acceptor.clone());
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, peer, true, port));
-            let _ = builder().serve_connection(TokioIo::new(tls), service).await;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(shared, tls, Listener { peer, https: true, port }, h2).await;
         });
     }
 }
@@ -583,32 +568,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rewrite_target_is_nginx_s() {
-        let route = |path: &str, target: &str| PathRoute {
-            kind: crate::PathKind::ImplementationSpecific,
-            path: path.into(),
-            backend: Backend::Unavailable(String::new()),
-            source: crate::routes::Source { created: String::new(), namespace: String::new(), name: String::new() },
-            settings: crate::annotations::Settings { rewrite_target: Some(target.into()), ..Default::default() },
-            canaries: Vec::new(),
-            regex: None,
-        };
-        assert_eq!(rewrite(&route("/something(/|$)(.*)", "/$2"), "/something/new"), Some("/new".into()));
-        assert_eq!(rewrite(&route("/something(/|$)(.*)", "/$2"), "/something"), Some("/".into()));
-        assert_eq!(rewrite(&route("/foo", "/"), "/foo/bar"), Some("/".into()));
-    }
-
-    #[test]
-    fn canaries_by_header_cookie_and_weight() {
-        let c = Canary { backend: Backend::Unavailable(String::new()), by_header: Some(("X-Canary".into(), None)), by_cookie: Some("canary".into()), weight: (20, 100) };
-        let mut h = HeaderMap::new();
-        assert!(canary_takes(&c, &h, 10) && !canary_takes(&c, &h, 50), "weight 20 of 100");
-        h.insert("x-canary", HeaderValue::from_static("always"));
-        assert!(canary_takes(&c, &h, 50));
-        h.insert("x-canary", HeaderValue::from_static("never"));
-        assert!(!canary_takes(&c, &h, 10));
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; canary=always"));
-        assert!(canary_takes(&c, &h, 99));
+    fn local_time_is_nginx_s() {
+        assert_eq!(local_time(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(local_time(1_795_542_144), "24/Nov/2026:17:42:24 +0000");
+        assert_eq!(local_time(951_782_400), "29/Feb/2000:00:00:00 +0000");
     }
 }

@@ -1,0 +1,108 @@
+//! One request's head as the proxy decides on it, borrowed alike from hyper's parsed parts
+//! (HTTP/2) and from the HTTP/1 parser's buffer, headers looked up by name without a map.
+
+/// A request head.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query, without `?`.
+    pub query: Option<&'a str>,
+    /// The authority of an absolute-form target, or HTTP/2's `:authority`.
+    pub authority: Option<&'a str>,
+    /// Header fields in order, names as received.
+    pub headers: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of a request hyper parsed.
+    pub fn from_parts(parts: &'a http::request::Parts) -> RequestHead<'a> {
+        RequestHead {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            authority: parts.uri.authority().map(http::uri::Authority::as_str),
+            headers: parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect(),
+        }
+    }
+
+    /// All values of a header, in order.
+    pub fn values(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+
+    /// The first value of a header, when it is text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The host the request is for: the target's authority, else the Host header; without its
+    /// port, lowercase. `None` when it is missing or not a valid host.
+    pub fn host(&self) -> Option<String> {
+        let raw = self.authority.or_else(|| self.header("host"))?;
+        let authority: http::uri::Authority = raw.parse().ok()?;
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let valid = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
+        valid.then_some(host)
+    }
+
+    /// The value of a cookie.
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.values("cookie").filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+    }
+
+    /// The path and query, as received.
+    pub fn path_and_query(&self) -> String {
+        match self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.to_owned(),
+        }
+    }
+
+    /// The query's parameters in order (not percent-decoded, as Gateway API matches them).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').map_or((kv.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))).collect()
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 9] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization", "proxy-authenticate"];
+
+/// Whether a header is hop-by-hop: a fixed one, or named by a `Connection` value in `connection`.
+pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || connection.iter().flat_map(|v| v.split(|b| *b == b',')).any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head<'a>(headers: &[(&'a str, &'a str)], authority: Option<&'a str>) -> RequestHead<'a> {
+        RequestHead { method: "GET", path: "/", query: None, authority, headers: headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect() }
+    }
+
+    #[test]
+    fn host_is_the_authority_else_the_host_header_without_port() {
+        assert_eq!(head(&[("Host", "Shop.Example.com:8080")], None).host().as_deref(), Some("shop.example.com"));
+        assert_eq!(head(&[("Host", "ignored")], Some("target.example")).host().as_deref(), Some("target.example"));
+        assert_eq!(head(&[("Host", "[::1]:80")], None).host().as_deref(), Some("::1"));
+        assert_eq!(head(&[("Host", "bad host")], None).host(), None);
+        assert_eq!(head(&[], None).host(), None);
+    }
+
+    #[test]
+    fn cookies_and_hop_by_hop() {
+        let h = head(&[("Cookie", "a=1; route=abc"), ("cookie", "b=2")], None);
+        assert_eq!(h.cookie("route"), Some("abc"));
+        assert_eq!(h.cookie("b"), Some("2"));
+        assert_eq!(h.cookie("c"), None);
+        assert!(is_hop_by_hop("Keep-Alive", &[]));
+        assert!(is_hop_by_hop("x-secret", &[b"close, X-Secret"]));
+        assert!(!is_hop_by_hop("x-other", &[b"close, X-Secret"]));
+    }
+}
