@@ -19,8 +19,11 @@ use crate::bench::{Running, in_ns};
 #[derive(Args)]
 pub struct GatewayBenchArgs {
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Rounds: every proxy runs every mode once per round; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// wrk connections.
     #[arg(long, default_value_t = 50)]
     connections: u32,
@@ -161,17 +164,15 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir)?;
     let tls = (b64(&crt)?, b64(&key)?);
     std::fs::write(dir.join("m.yaml"), manifests(0, Some((&tls.0, &tls.1)), "/"))?;
-    outln!("One route (Host bench.local, /api), backend nginx on core 1, proxies on core 0, wrk -c{} on core 1, {} s each:", a.connections, a.seconds);
-    let mut table = Vec::new();
-    {
-        let (_g, http, https) = podnet_gateway(ns, &dir)?;
-        std::thread::sleep(Duration::from_millis(300));
-        for (name, url, close) in [("podnet keep-alive", format!("{http}/api/x"), false), ("podnet TLS keep-alive", format!("{https}/api/x"), false), ("podnet Connection: close", format!("{http}/api/x"), true)] {
-            let w = wrk(ns, &url, "bench.local", a.seconds, a.connections, close)?;
-            row(name, &w);
-            table.push((name.to_owned(), w));
-        }
-    }
+    outln!(
+        "One route (Host bench.local, /api), backend nginx on core 1, proxies on core 0, wrk -c{} on core 1; {} rounds of {} s runs, the proxies taking turns; medians:",
+        a.connections, a.rounds, a.seconds
+    );
+    // All proxies listen at once (idle ones cost nothing) so that the runs can take turns:
+    // this machine's speed drifts more between minutes than between proxies.
+    let mut proxies: Vec<(&str, String, String, Running)> = Vec::new();
+    let (podnet, http, https) = podnet_gateway(ns, &dir)?;
+    proxies.push(("podnet", http, https, podnet));
     if !a.no_peers {
         let nginx_conf = tmp.path().join("nginx.conf");
         std::fs::write(
@@ -185,12 +186,7 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         )?;
         let nginx = Running(in_ns(ns, 0, "nginx").args(["-c", &nginx_conf.to_string_lossy(), "-e", "stderr"]).stderr(Stdio::null()).spawn()?);
         wait_listening(ns, 18101)?;
-        for (name, url, close) in [("nginx keep-alive", "http://127.0.0.1:18101/api/x", false), ("nginx TLS keep-alive", "https://127.0.0.1:18543/api/x", false), ("nginx Connection: close", "http://127.0.0.1:18101/api/x", true)] {
-            let w = wrk(ns, url, "bench.local", a.seconds, a.connections, close)?;
-            row(name, &w);
-            table.push((name.to_owned(), w));
-        }
-        drop(nginx);
+        proxies.push(("nginx", "http://127.0.0.1:18101".into(), "https://127.0.0.1:18543".into(), nginx));
         let pem = tmp.path().join("haproxy.pem");
         std::fs::write(&pem, [std::fs::read(&crt)?, std::fs::read(&key)?].concat())?;
         let haproxy_conf = tmp.path().join("haproxy.cfg");
@@ -203,19 +199,37 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         )?;
         let haproxy = Running(in_ns(ns, 0, "haproxy").args(["-f", &haproxy_conf.to_string_lossy(), "-db"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting haproxy (apt-get install haproxy)")?);
         wait_listening(ns, 18201)?;
-        for (name, url, close) in [("haproxy keep-alive", "http://127.0.0.1:18201/api/x", false), ("haproxy TLS keep-alive", "https://127.0.0.1:18643/api/x", false), ("haproxy Connection: close", "http://127.0.0.1:18201/api/x", true)] {
-            let w = wrk(ns, url, "bench.local", a.seconds, a.connections, close)?;
-            row(name, &w);
-            table.push((name.to_owned(), w));
+        proxies.push(("haproxy", "http://127.0.0.1:18201".into(), "https://127.0.0.1:18643".into(), haproxy));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let modes = [("keep-alive", false, false), ("TLS keep-alive", true, false), ("Connection: close", false, true)];
+    let mut runs: Vec<(String, Vec<Wrk>)> = Vec::new();
+    for _ in 0..a.rounds {
+        for (mode, tls, close) in modes {
+            for (name, http, https, _) in &proxies {
+                let base = if tls { https } else { http };
+                let w = wrk(ns, &format!("{base}/api/x"), "bench.local", a.seconds, a.connections, close)?;
+                let key = format!("{name} {mode}");
+                match runs.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push(w),
+                    None => runs.push((key, vec![w])),
+                }
+            }
         }
-        drop(haproxy);
-        let rps = |n: &str| table.iter().find(|(k, _)| k == n).map_or(f64::NAN, |(_, w)| w.rps);
-        outln!(
-            "  podnet / nginx RPS: keep-alive {:.2}, TLS {:.2}, close {:.2}",
-            rps("podnet keep-alive") / rps("nginx keep-alive"),
-            rps("podnet TLS keep-alive") / rps("nginx TLS keep-alive"),
-            rps("podnet Connection: close") / rps("nginx Connection: close")
-        );
+    }
+    drop(proxies);
+    let mut medians = Vec::new();
+    for (key, ws) in &runs {
+        let m = Wrk { rps: crate::bench::median(ws.iter().map(|w| w.rps).collect()), p99_ms: crate::bench::median(ws.iter().map(|w| w.p99_ms).collect()), errors: ws.iter().map(|w| w.errors).sum() };
+        row(key, &m);
+        medians.push((key.clone(), m));
+    }
+    if !a.no_peers {
+        let get = |n: &str| medians.iter().find(|(k, _)| k == n).map_or((f64::NAN, f64::NAN), |(_, w)| (w.rps, w.p99_ms));
+        for (mode, _, _) in modes {
+            let (p, n) = (get(&format!("podnet {mode}")), get(&format!("nginx {mode}")));
+            outln!("  podnet / nginx {mode}: RPS {:.2}x, p99 {:.2}x", p.0 / n.0, p.1 / n.1);
+        }
     }
 
     // Scale: N Ingresses.

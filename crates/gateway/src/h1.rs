@@ -7,8 +7,10 @@
 //! WebSocket (and any `Upgrade`) is tunnelled once the backend answers 101.
 
 use std::io;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -240,7 +242,7 @@ struct LogFields {
 
 /// Reads, decides and answers one request.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, at: Listener) -> Next {
-    let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
+    let mut deadline = None;
     let parsed = loop {
         if !buf.is_empty() {
             match parse_request(buf) {
@@ -251,7 +253,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
             }
         }
         buf.reserve(READ_SIZE);
-        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+        match within_deadline(&mut deadline, HEADER_TIMEOUT, io.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             // The end, an error, or a head too slow (slowloris): close, as nginx does.
             _ => return Next::Close,
@@ -401,7 +403,7 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut Byte
                     write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| BodyError::Gone)?;
                 }
                 buf.reserve((n - buf.len()).min(1 << 20));
-                match tokio::time::timeout(BODY_TIMEOUT, io.read_buf(buf)).await {
+                match within(BODY_TIMEOUT, io.read_buf(buf)).await {
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Err(BodyError::Gone),
                 }
@@ -434,7 +436,7 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut Byte
                     write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| BodyError::Gone)?;
                 }
                 buf.reserve(READ_SIZE);
-                match tokio::time::timeout(BODY_TIMEOUT, io.read_buf(buf)).await {
+                match within(BODY_TIMEOUT, io.read_buf(buf)).await {
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Err(BodyError::Gone),
                 }
@@ -524,7 +526,7 @@ enum HeadError {
 /// Sends the request and reads the response head into `from`; 1xx responses other than 101
 /// are read past.
 async fn send_and_read_head(conn: &mut Conn, request: &[u8], from: &mut BytesMut, read_timeout: Duration) -> Result<Parsed, HeadError> {
-    match tokio::time::timeout(read_timeout, conn.write_all(request)).await {
+    match within(read_timeout, conn.write_all(request)).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(HeadError::Nothing),
         Err(_) => return Err(HeadError::Timeout),
@@ -532,7 +534,7 @@ async fn send_and_read_head(conn: &mut Conn, request: &[u8], from: &mut BytesMut
     from.clear();
     loop {
         from.reserve(READ_SIZE);
-        match tokio::time::timeout(read_timeout, conn.read_buf(from)).await {
+        match within(read_timeout, conn.read_buf(from)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) if from.is_empty() => return Err(HeadError::Nothing),
             Ok(_) => return Err(HeadError::Invalid),
@@ -672,7 +674,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
             while sent < n {
                 from.clear();
                 from.reserve(READ_SIZE);
-                match tokio::time::timeout(f.read_timeout, conn.read_buf(from)).await {
+                match within(f.read_timeout, conn.read_buf(from)).await {
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Err(Failure::DuringResponse(status)),
                 }
@@ -705,7 +707,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
                 if !ended {
                     from.clear();
                     from.reserve(READ_SIZE);
-                    match tokio::time::timeout(f.read_timeout, conn.read_buf(from)).await {
+                    match within(f.read_timeout, conn.read_buf(from)).await {
                         Ok(Ok(read)) if read > 0 => {}
                         // The end of an until-close body is its connection's end.
                         Ok(Ok(_)) if decoder.is_none() => ended = true,
@@ -732,11 +734,38 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
     Ok((status, sent, keep_client))
 }
 
+/// A timeout that passed.
+struct TimedOut;
+
+/// `fut` before `deadline` (set to `limit` from now when first needed). The timer is only
+/// armed if `fut` does not finish at its first poll: most reads and writes do, and a timer
+/// costs a clock read and a wheel entry.
+async fn within_deadline<F: Future>(deadline: &mut Option<tokio::time::Instant>, limit: Duration, fut: F) -> Result<F::Output, TimedOut> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    if let Some(v) = first {
+        return Ok(v);
+    }
+    let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+    tokio::time::timeout_at(deadline, fut).await.map_err(|_| TimedOut)
+}
+
+/// `fut` within `limit`, the timer armed only when needed (see [`within_deadline`]).
+async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, TimedOut> {
+    within_deadline(&mut None, limit, fut).await
+}
+
 /// Writes all of `bytes` to the client within the send timeout.
 async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
-    match tokio::time::timeout(SEND_TIMEOUT, io.write_all(bytes)).await {
+    match within(SEND_TIMEOUT, io.write_all(bytes)).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow")),
+        Err(TimedOut) => Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow")),
     }?;
     io.flush().await
 }

@@ -345,35 +345,45 @@ fn upstream_name(namespace: &str, service: &str, port: &ServicePort) -> String {
 /// The `X-Forwarded-*` set ingress-nginx sends, and the Host an HTTP/2 or absolute-form
 /// request carried in its target.
 fn forwarded_headers(head: &RequestHead<'_>, at: Listener, host: &str, roll: usize) -> Edits {
-    let mut edits = Edits::default();
-    let scheme = if at.https { "https" } else { "http" };
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+    const X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    let scheme = HeaderValue::from_static(if at.https { "https" } else { "http" });
     let peer = at.peer.ip().to_string();
     let forwarded_for = match head.header("x-forwarded-for") {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+        None => HeaderValue::from_str(&peer),
     };
-    let request_id = head.header("x-request-id").map_or_else(|| format!("{:032x}", (roll as u128) << 64 | u128::from(crate::server::unix_seconds())), str::to_owned);
-    let port = at.port.to_string();
+    let request_id = match head.header("x-request-id") {
+        Some(id) => HeaderValue::from_str(id),
+        None => HeaderValue::from_str(&format!("{:032x}", (roll as u128) << 64 | u128::from(crate::server::unix_seconds()))),
+    };
+    let mut set = Vec::with_capacity(10);
     for (name, value) in [
-        ("x-forwarded-for", forwarded_for.as_str()),
-        ("x-real-ip", &peer),
-        ("x-forwarded-host", host),
-        ("x-forwarded-port", &port),
-        ("x-forwarded-proto", scheme),
-        ("x-forwarded-scheme", scheme),
-        ("x-scheme", scheme),
-        ("x-request-id", &request_id),
+        (X_FORWARDED_FOR, forwarded_for),
+        (X_REAL_IP, HeaderValue::from_str(&peer)),
+        (X_FORWARDED_HOST, HeaderValue::from_str(host)),
+        (X_FORWARDED_PORT, Ok(HeaderValue::from(at.port))),
+        (X_FORWARDED_PROTO, Ok(scheme.clone())),
+        (X_FORWARDED_SCHEME, Ok(scheme.clone())),
+        (X_SCHEME, Ok(scheme)),
+        (X_REQUEST_ID, request_id),
     ] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            edits.set(HeaderName::from_static(name), v);
+        if let Ok(v) = value {
+            set.push((name, v));
         }
     }
     if let Some(authority) = head.authority
         && let Ok(v) = HeaderValue::from_str(authority)
     {
-        edits.set(http::header::HOST, v);
+        set.push((http::header::HOST, v));
     }
-    edits
+    Edits { set, add: Vec::new(), remove: Vec::new() }
 }
 
 /// Whether a canary takes this request (header, then cookie, then weight).

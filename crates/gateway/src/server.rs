@@ -193,7 +193,11 @@ impl Shared {
             (Some((name, ..)), Some(host)) => (host, name),
             _ => ("-", "-"),
         };
-        let key = format!("{host}\u{1}{}\u{1}{}\u{1}{upstream}", r.method, r.status);
+        let mut key = String::with_capacity(host.len() + r.method.len() + upstream.len() + 6);
+        for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream] {
+            key.push_str(part);
+            key.push('\u{1}');
+        }
         if let Ok(mut requests) = self.requests.lock() {
             let entry = match requests.get_mut(&key) {
                 Some(e) => e,
