@@ -1,5 +1,6 @@
 //! `podnet bench gateway`: the HTTP(S) proxy beside nginx and haproxy (Debian's), each with one
-//! worker pinned to core 0, the same route, the same backend (podnet's echo server on core 1),
+//! worker pinned to core 0, the same route and the same request headers added (ingress-nginx's
+//! X-Forwarded-* set and X-Request-ID), the same backend (an nginx answering from memory, on core 1),
 //! wrk on core 1, in a private network namespace: keep-alive RPS and p99, over TLS, with
 //! `Connection: close`; then podnet at 1000 Ingresses: memory, how long a route change takes to
 //! be served, and failed requests while 100 changes happen under load.
@@ -178,7 +179,7 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         std::fs::write(
             &nginx_conf,
             format!(
-                "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log stderr error;\nevents {{ worker_connections 4096; }}\nhttp {{ access_log off; upstream backend {{ server {BACKEND}; keepalive 64; }}\n server {{ listen 127.0.0.1:18101; listen 127.0.0.1:18543 ssl; server_name bench.local; ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 1000000;\n  location /api {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }} }}\n",
+                "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log stderr error;\nevents {{ worker_connections 4096; }}\nhttp {{ access_log off; upstream backend {{ server {BACKEND}; keepalive 64; }}\n server {{ listen 127.0.0.1:18101; listen 127.0.0.1:18543 ssl; server_name bench.local; ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 1000000;\n  location /api {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Request-ID $request_id; proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Scheme $scheme; proxy_set_header X-Scheme $scheme; }} }} }}\n",
                 d = tmp.path().display(),
                 crt = crt.display(),
                 key = key.display()
@@ -193,7 +194,7 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         std::fs::write(
             &haproxy_conf,
             format!(
-                "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\nfrontend web\n  bind 127.0.0.1:18201\n  bind 127.0.0.1:18643 ssl crt {pem}\n  acl bench hdr(host) -i bench.local\n  acl api path_beg /api\n  use_backend backend if bench api\nbackend backend\n  http-reuse always\n  server b1 {BACKEND}\n",
+                "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\nfrontend web\n  bind 127.0.0.1:18201\n  bind 127.0.0.1:18643 ssl crt {pem}\n  acl bench hdr(host) -i bench.local\n  acl api path_beg /api\n  use_backend backend if bench api\nbackend backend\n  http-reuse always\n  option forwardfor\n  http-request set-header X-Request-ID %[uuid]\n  http-request set-header X-Real-IP %[src]\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %[dst_port]\n  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}\n  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}\n  http-request set-header X-Forwarded-Scheme %[req.hdr(x-forwarded-proto)]\n  http-request set-header X-Scheme %[req.hdr(x-forwarded-proto)]\n  server b1 {BACKEND}\n",
                 pem = pem.display()
             ),
         )?;

@@ -6,7 +6,7 @@
 //! chunk lines, Transfer-Encoding in HTTP/1.0: 400 (501 for an unknown coding), then close.
 //! WebSocket (and any `Upgrade`) is tunnelled once the backend answers 101.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
@@ -328,7 +328,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
             };
             (next, a.status.as_u16(), a.body.len() as u64, None)
         }
-        Plan::Forward(f) => forward(shared, io, buf, scratch, &request, &f).await,
+        Plan::Forward(ref f) => forward(shared, io, buf, scratch, &request, f).await,
     };
     shared.record(&Record {
         peer: at.peer,
@@ -341,7 +341,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
         status,
         body_bytes_sent: sent,
         took: start.elapsed(),
-        upstream: upstream.as_ref().map(|(name, addr, took, status)| (name.as_str(), *addr, *took, *status)),
+        upstream,
     });
     next
 }
@@ -445,11 +445,11 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut Byte
     }
 }
 
-type Upstream = Option<(String, std::net::SocketAddr, Duration, u16)>;
+type Upstream<'a> = Option<(&'a str, std::net::SocketAddr, Duration, u16)>;
 
 /// Forwards a request: its body read (within the route's limit), the exchange with the
 /// endpoint, the response relayed.
-async fn forward<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward) -> (Next, u16, u64, Upstream) {
+async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &'f Forward) -> (Next, u16, u64, Upstream<'f>) {
     let answer = |status: StatusCode, body: &str| Answer { status, location: None, body: body.into() };
     let refused = match read_body(io, buf, request.framing, f.max_body, request.expect_continue, &mut scratch.body).await {
         Ok(()) => None,
@@ -467,7 +467,7 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &m
         return (next, 502, a.body.len() as u64, None);
     }
     if request.framing != Framing::None {
-        scratch.request.extend_from_slice(format!("content-length: {}\r\n", scratch.body.len()).as_bytes());
+        let _ = write!(scratch.request, "content-length: {}\r\n", scratch.body.len());
     }
     scratch.request.extend_from_slice(b"\r\n");
     scratch.request.extend_from_slice(&scratch.body);
@@ -481,16 +481,16 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &m
     match result {
         Ok((status, sent, keep)) => {
             let next = if keep { Next::KeepAlive } else { Next::Close };
-            (next, status, sent, Some((f.upstream.clone(), f.endpoint, took, status)))
+            (next, status, sent, Some((f.upstream.as_str(), f.endpoint, took, status)))
         }
         Err(Failure::BeforeResponse(status)) => {
             let text = if status == StatusCode::GATEWAY_TIMEOUT { "504 Gateway Time-out\n" } else { "502 Bad Gateway\n" };
             let a = answer(status, text);
             let ok = write_answer(io, scratch, &a, request, request.keep_alive).await.is_ok();
             let next = if ok && request.keep_alive { Next::KeepAlive } else { Next::Close };
-            (next, status.as_u16(), a.body.len() as u64, Some((f.upstream.clone(), f.endpoint, took, status.as_u16())))
+            (next, status.as_u16(), a.body.len() as u64, Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())))
         }
-        Err(Failure::DuringResponse(status)) => (Next::Close, status, 0, Some((f.upstream.clone(), f.endpoint, took, status))),
+        Err(Failure::DuringResponse(status)) => (Next::Close, status, 0, Some((f.upstream.as_str(), f.endpoint, took, status))),
     }
 }
 
@@ -605,9 +605,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
     // The response head for the client.
     let out = &mut scratch.out;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    let _ = write!(out, "HTTP/1.1 {status} ");
     let reason = &head[parsed.first.clone()];
     if reason.is_empty() {
         out.extend_from_slice(StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").as_bytes());
@@ -632,7 +630,9 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
         crate::server::push_date(out);
     }
     match framing {
-        Framing::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
         _ if chunk_to_client => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
@@ -779,8 +779,7 @@ async fn write_answer<S: AsyncWrite + Unpin>(io: &mut S, scratch: &mut Scratch, 
 }
 
 fn answer_bytes(out: &mut Vec<u8>, a: &Answer, head_only: bool, keep: bool, minor: u8) {
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", a.status.as_u16(), a.status.canonical_reason().unwrap_or("")).as_bytes());
-    out.extend_from_slice(format!("content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n", a.body.len()).as_bytes());
+    let _ = write!(out, "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n", a.status.as_u16(), a.status.canonical_reason().unwrap_or(""), a.body.len());
     crate::server::push_date(out);
     if let Some(l) = &a.location {
         push_header(out, b"location", l.as_bytes());

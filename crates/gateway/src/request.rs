@@ -41,11 +41,7 @@ impl<'a> RequestHead<'a> {
     /// The host the request is for: the target's authority, else the Host header; without its
     /// port, lowercase. `None` when it is missing or not a valid host.
     pub fn host(&self) -> Option<String> {
-        let raw = self.authority.or_else(|| self.header("host"))?;
-        let authority: http::uri::Authority = raw.parse().ok()?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let valid = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
-        valid.then_some(host)
+        host_of(self.authority.or_else(|| self.header("host"))?)
     }
 
     /// The value of a cookie.
@@ -68,6 +64,23 @@ impl<'a> RequestHead<'a> {
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').map_or((kv.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))).collect()
     }
+}
+
+/// The host of an authority (`host[:port]`, `[v6]:port`), lowercase; `None` when invalid.
+fn host_of(authority: &str) -> Option<String> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return None;
+            }
+            (v6, after.strip_prefix(':').map_or(if after.is_empty() { Some("") } else { None }, Some)?)
+        }
+        None => authority.split_once(':').unwrap_or((authority, "")),
+    };
+    let valid_port = port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    let valid_host = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    (valid_port && valid_host).then(|| host.to_ascii_lowercase())
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), never forwarded.
@@ -93,6 +106,11 @@ mod tests {
         assert_eq!(head(&[("Host", "[::1]:80")], None).host().as_deref(), Some("::1"));
         assert_eq!(head(&[("Host", "bad host")], None).host(), None);
         assert_eq!(head(&[], None).host(), None);
+        assert_eq!(head(&[("Host", "a:b:c")], None).host(), None);
+        assert_eq!(head(&[("Host", "a:80x")], None).host(), None);
+        assert_eq!(head(&[("Host", "[::1")], None).host(), None);
+        assert_eq!(head(&[("Host", "")], None).host(), None);
+        assert_eq!(head(&[("Host", "a.b:")], None).host().as_deref(), Some("a.b"));
     }
 
     #[test]

@@ -165,8 +165,8 @@ pub enum Decision<'a> {
 impl RouteTable {
     /// The routes of a request's host (the `Host` header without its port, any case).
     pub fn host(&self, host: &str) -> Option<&HostRoutes> {
-        let host = host.to_ascii_lowercase();
-        if let Some(h) = self.hosts.get(&host) {
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() };
+        if let Some(h) = self.hosts.get(host.as_ref()) {
             return Some(h);
         }
         // `*.example.com` covers `foo.example.com`, not `example.com` or `a.b.example.com`.
