@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Serve `/metrics` (ingress-nginx's names) and `/healthz` on this address.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+    /// Seconds a client has to send a request head, idle keep-alive time included
+    /// (ingress-nginx's `client-header-timeout`); slower connections are closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    client_header_timeout: u64,
 }
 
 pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
@@ -148,6 +152,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     let shared = Shared::new(build(&a.paths, &a.ingress_controller, &a.gateway_controller)?);
     shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
+    shared.client_header_timeout_ms.store(a.client_header_timeout * 1000, std::sync::atomic::Ordering::Relaxed);
     // One core, as the benchmark compares it with one nginx worker.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {

@@ -28,9 +28,6 @@ use crate::upstream::Conn;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a head.
 const MAX_HEADERS: usize = 100;
-/// A client's time for a whole head, idle keep-alive time included (nginx's
-/// `client_header_timeout`).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Between two reads of a request body (`client_body_timeout`).
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Between two writes to a client (`send_timeout`).
@@ -253,7 +250,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
             }
         }
         buf.reserve(READ_SIZE);
-        match within_deadline(&mut deadline, HEADER_TIMEOUT, io.read_buf(buf)).await {
+        match within_deadline(&mut deadline, shared.client_header_timeout(), io.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             // The end, an error, or a head too slow (slowloris): close, as nginx does.
             _ => return Next::Close,

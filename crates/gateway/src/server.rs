@@ -102,6 +102,8 @@ pub struct Shared {
     pub counters: Counters,
     /// Write the access log (on stderr).
     pub access_log: AtomicBool,
+    /// A client's time for a request head, idle keep-alive time included (ms).
+    pub client_header_timeout_ms: AtomicU64,
     /// Requests by their labels (host, method, status, upstream joined by `\u{1}`).
     requests: Mutex<HashMap<String, RequestStats>>,
 }
@@ -147,6 +149,7 @@ impl Shared {
             rates: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             access_log: AtomicBool::new(true),
+            client_header_timeout_ms: AtomicU64::new(60_000),
             requests: Mutex::new(HashMap::new()),
         })
     }
@@ -163,6 +166,10 @@ impl Shared {
             Ok(mut s) => *s = new,
             Err(p) => *p.into_inner() = new,
         }
+    }
+
+    pub(crate) fn client_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_header_timeout_ms.load(Ordering::Relaxed))
     }
 
     pub(crate) fn access_log(&self) -> bool {
@@ -471,7 +478,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(sh
     if !h2 {
         // Enough of the first bytes to tell the preface from an HTTP/1 request line.
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            match tokio::time::timeout(Duration::from_secs(60), io.read_buf(&mut buf)).await {
+            match tokio::time::timeout(shared.client_header_timeout(), io.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
