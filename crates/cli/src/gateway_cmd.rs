@@ -27,8 +27,12 @@ pub enum GatewayCommand {
 #[derive(Args)]
 pub struct StatusArgs {
     /// Manifests (files or directories).
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required_unless_present = "lab", conflicts_with = "lab")]
     paths: Vec<PathBuf>,
+    /// A running lab's Gateway API objects instead (its controller pods act for
+    /// `podnet.io/gateway-controller`; Gateways get the controller's load balancer address).
+    #[arg(long, value_name = "NAME")]
+    lab: Option<String>,
     /// Act for GatewayClasses whose spec.controllerName is this.
     #[arg(long, default_value = DEFAULT_GATEWAY_CONTROLLER)]
     gateway_controller: String,
@@ -87,8 +91,20 @@ fn summary(conditions: &[gateway::httproute::Condition]) -> String {
 
 fn status(a: StatusArgs) -> Result<ExitCode> {
     use std::fmt::Write as _;
-    let state = model::load_cluster(&a.paths)?;
-    let compiled = gateway::httproute::compile(&state, &a.gateway_controller);
+    let (state, controller, address) = match &a.lab {
+        Some(name) => {
+            let st = lab::state::load(name)?;
+            // The controller pods are reached at their LoadBalancer Service's address.
+            let address = st
+                .services
+                .iter()
+                .find(|s| s.metadata.namespace.as_deref() == Some(lab::system::INGRESS_NAMESPACE) && s.metadata.name.as_deref() == Some(lab::system::INGRESS_CONTROLLER))
+                .and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?.ip.clone());
+            (lab::ingress_controller::view(&st), lab::system::GATEWAY_CONTROLLER.to_owned(), address)
+        }
+        None => (model::load_cluster(&a.paths)?, a.gateway_controller.clone(), None),
+    };
+    let compiled = gateway::httproute::compile(&state, &controller);
     let s = &compiled.status;
     let mut out = String::new();
     if a.output.is_some() {
@@ -98,6 +114,9 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
         }
         for ((ns, name), (c, listeners)) in &s.gateways {
             let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:");
+            if let Some(ip) = &address {
+                let _ = writeln!(out, "  addresses:\n  - type: IPAddress\n    value: {ip}");
+            }
             conditions_yaml(&mut out, "  ", c);
             let _ = writeln!(out, "  listeners:");
             for (l, lc, attached) in listeners {
@@ -108,7 +127,7 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
         for ((ns, name), parents) in &s.routes {
             let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:\n  parents:");
             for (p, c) in parents {
-                let _ = writeln!(out, "  - parentRef:\n      name: {}\n      namespace: {}\n    controllerName: {}", p.name, p.namespace.as_deref().unwrap_or(ns), a.gateway_controller);
+                let _ = writeln!(out, "  - parentRef:\n      name: {}\n      namespace: {}\n    controllerName: {controller}", p.name, p.namespace.as_deref().unwrap_or(ns));
                 if let Some(section) = &p.section_name {
                     let _ = writeln!(out, "      sectionName: {section}");
                 }
@@ -121,7 +140,7 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
             let _ = writeln!(out, "GatewayClass\t-\t{name}\t{}", summary(c));
         }
         for ((ns, name), (c, listeners)) in &s.gateways {
-            let _ = writeln!(out, "Gateway\t{ns}\t{name}\t{}", summary(c));
+            let _ = writeln!(out, "Gateway\t{ns}\t{name}\t{}{}", summary(c), address.as_ref().map(|ip| format!(" address={ip}")).unwrap_or_default());
             for (l, lc, attached) in listeners {
                 let _ = writeln!(out, "  listener\t{ns}\t{name}/{l}\t{} attachedRoutes={attached}", summary(lc));
             }

@@ -212,6 +212,10 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
     st.ingress_classes.clone_from(&cluster.ingress_classes);
     st.secrets = cluster.secrets.iter().map(|s| s.object.clone()).collect();
+    st.gateway_classes.clone_from(&cluster.gateway_classes);
+    st.gateways = cluster.gateways.iter().map(|g| g.object.clone()).collect();
+    st.http_routes = cluster.http_routes.iter().map(|r| r.object.clone()).collect();
+    st.reference_grants = cluster.reference_grants.iter().map(|r| r.object.clone()).collect();
     if let Err(e) = state::save(&st) {
         let _ = lab::up::down(&a.name);
         return Err(e.into());

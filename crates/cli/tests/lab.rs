@@ -647,3 +647,42 @@ fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
     assert!(v["pod"].as_str().unwrap().starts_with("demo/server-"), "{v}");
 }
+
+#[test]
+fn the_seeds_api_route_through_a_gateway_applied_to_a_running_lab() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: needs curl");
+        return;
+    }
+    let api = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api-service, namespace: production}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api-service, namespace: production}\nspec: {selector: {app: api}, ports: [{port: 80, targetPort: http}]}\n";
+    let Some((lab, _m)) = lab_of(api, &["--nodes", "2"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A GatewayClass for the lab's controller, the Gateway the seed's route names, the seed's api-route.
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: podnet}\nspec: {controllerName: podnet.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: main-gateway, namespace: production}\nspec:\n  gatewayClassName: podnet\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: api-route\n  namespace: production\nspec:\n  parentRefs:\n  - name: main-gateway\n  hostnames:\n  - \"api.example.com\"\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /v1\n    backendRefs:\n    - name: api-service\n      port: 80\n",
+    )
+    .unwrap();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let svc: Value = serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
+    let curl = |path: &str| {
+        let out = podnet(&["lab", "exec", "--external", "--name", &lab.name, "--", "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", "-H", "Host: api.example.com", &format!("http://{lb}{path}")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let routed = curl("/v1/orders");
+    assert!(routed.ends_with("\n200"), "{routed}");
+    let v: Value = serde_json::from_str(routed.lines().next().unwrap()).unwrap_or_else(|_| panic!("{routed}"));
+    assert!(v["pod"].as_str().unwrap().starts_with("production/api-service-"), "{v}");
+    assert!(curl("/v2").ends_with("\n404"), "outside the route's PathPrefix");
+    // The status, as the controller writes it back, with the Gateway's address.
+    let status = podnet(&["gateway", "status", "--lab", &lab.name, "-o", "yaml"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(text.contains(&format!("value: {lb}")) && text.contains("type: Programmed\n    status: \"True\"") && text.contains("attachedRoutes: 1"), "{text}");
+    // Deleting the route stops the routing.
+    let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(curl("/v1/orders").ends_with("\n404"));
+}

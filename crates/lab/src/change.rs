@@ -67,8 +67,8 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
     Ok(())
 }
 
-/// Ingresses, IngressClasses and Secrets: applied ones replace those of the same name; with
-/// `remove`, the named ones go.
+/// Ingresses, IngressClasses, Secrets and Gateway API objects: applied ones replace those of the
+/// same name; with `remove`, the named ones go.
 fn merge_routing(st: &mut LabState, cluster: &ClusterState, remove: bool) {
     let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, ns: &str, name: &str| m.namespace.as_deref().unwrap_or("default") == ns && m.name.as_deref() == Some(name);
     for i in &cluster.ingresses {
@@ -87,6 +87,30 @@ fn merge_routing(st: &mut LabState, cluster: &ClusterState, remove: bool) {
         st.ingress_classes.retain(|x| x.metadata.name != c.metadata.name);
         if !remove {
             st.ingress_classes.push(c.clone());
+        }
+    }
+    for c in &cluster.gateway_classes {
+        st.gateway_classes.retain(|x| x.metadata.name != c.metadata.name);
+        if !remove {
+            st.gateway_classes.push(c.clone());
+        }
+    }
+    for g in &cluster.gateways {
+        st.gateways.retain(|x| !same(&x.metadata, &g.namespace, &g.name));
+        if !remove {
+            st.gateways.push(g.object.clone());
+        }
+    }
+    for r in &cluster.http_routes {
+        st.http_routes.retain(|x| !same(&x.metadata, &r.namespace, &r.name));
+        if !remove {
+            st.http_routes.push(r.object.clone());
+        }
+    }
+    for r in &cluster.reference_grants {
+        st.reference_grants.retain(|x| !same(&x.metadata, &r.namespace, &r.name));
+        if !remove {
+            st.reference_grants.push(r.object.clone());
         }
     }
 }

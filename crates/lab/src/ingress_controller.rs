@@ -17,12 +17,17 @@ use model::{ClusterState, Namespaced};
 use crate::state::LabState;
 use crate::system;
 
-/// The lab as the proxy sees it: the lab's snapshot, its Ingresses, classes and Secrets.
+/// The lab as the proxy sees it: the lab's snapshot, its Ingresses, classes and Secrets, and its
+/// Gateway API objects.
 pub fn view(st: &LabState) -> ClusterState {
     let mut state = st.cluster_view();
     state.ingresses = st.ingresses.iter().cloned().map(Namespaced::from_object).collect();
     state.ingress_classes.clone_from(&st.ingress_classes);
     state.secrets = st.secrets.iter().cloned().map(Namespaced::from_object).collect();
+    state.gateway_classes.clone_from(&st.gateway_classes);
+    state.gateways = st.gateways.iter().map(|g| Namespaced::with_meta(&g.metadata, g.clone())).collect();
+    state.http_routes = st.http_routes.iter().map(|r| Namespaced::with_meta(&r.metadata, r.clone())).collect();
+    state.reference_grants = st.reference_grants.iter().map(|r| Namespaced::with_meta(&r.metadata, r.clone())).collect();
     state
 }
 

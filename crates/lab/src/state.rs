@@ -39,6 +39,18 @@ pub struct LabState {
     /// See `ingresses`.
     #[serde(default)]
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// Gateway API objects, for the same controller pods.
+    #[serde(default)]
+    pub gateway_classes: Vec<model::gateway_api::GatewayClass>,
+    /// See `gateway_classes`.
+    #[serde(default)]
+    pub gateways: Vec<model::gateway_api::Gateway>,
+    /// See `gateway_classes`.
+    #[serde(default)]
+    pub http_routes: Vec<model::gateway_api::HttpRoute>,
+    /// See `gateway_classes`.
+    #[serde(default)]
+    pub reference_grants: Vec<model::gateway_api::ReferenceGrant>,
 }
 
 impl LabState {

@@ -101,11 +101,11 @@ pub fn is_ingress_controller_pod(pod: &PodPlan) -> bool {
     pod.namespace == INGRESS_NAMESPACE && pod.labels.get("app.kubernetes.io/component").is_some_and(|v| v == "controller") && pod.labels.get("app.kubernetes.io/name").is_some_and(|v| v == "ingress-nginx")
 }
 
-/// When the manifests have Ingresses: the ingress controller as ingress-nginx installs it — the
+/// When the manifests have Ingresses or Gateways: the ingress controller as ingress-nginx installs it — the
 /// `nginx` IngressClass (the default), a controller Deployment and its LoadBalancer Service
 /// (ports 80 and 443) in `ingress-nginx` — each unless the manifests have it.
 pub fn add_ingress_controller(state: &mut ClusterState) {
-    if state.ingresses.is_empty() {
+    if state.ingresses.is_empty() && state.gateways.is_empty() {
         return;
     }
     if !state.ingress_classes.iter().any(|c| c.metadata.name.as_deref() == Some("nginx")) {

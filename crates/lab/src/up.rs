@@ -140,6 +140,10 @@ fn make(
         ingresses: Vec::new(),
         ingress_classes: Vec::new(),
         secrets: Vec::new(),
+        gateway_classes: Vec::new(),
+        gateways: Vec::new(),
+        http_routes: Vec::new(),
+        reference_grants: Vec::new(),
     };
     state::save(&st).map_err(ctx("saving the lab state"))?;
     for node in &plan.nodes {

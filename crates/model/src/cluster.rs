@@ -438,6 +438,13 @@ impl<T: k8s_openapi::Metadata<Ty = ObjectMeta>> Namespaced<T> {
     }
 }
 
+impl<T> Namespaced<T> {
+    /// [`Namespaced::from_object`] for objects whose types are not k8s-openapi's (Gateway API's).
+    pub fn with_meta(meta: &ObjectMeta, object: T) -> Self {
+        Namespaced { location: Location::default(), namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default(), object }
+    }
+}
+
 /// A namespaced object with its name and namespace checked.
 fn namespaced<T>(loc: &Location, kind: &str, meta: &ObjectMeta, object: T) -> Result<Namespaced<T>, ManifestError> {
     let namespace = namespace_of(meta);
