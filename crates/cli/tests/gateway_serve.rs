@@ -591,10 +591,14 @@ fn https_backends_and_http2_clients() {
     .unwrap();
     let g = serve(&manifests_dir);
     let (code, body) = curl(&["-H", "Host: tls.example.com", &format!("http://{}/", g.http)]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("s_server"), "the TLS backend's page: {body}");
+    // The same from an HTTP/2 client.
+    let (code, body) = curl(&["--http2-prior-knowledge", "-H", "Host: tls.example.com", &format!("http://{}/", g.http)]);
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, "200", "{body}");
-    assert!(body.contains("s_server"), "the TLS backend's page: {body}");
+    assert!(body.contains("s_server"), "the TLS backend's page over HTTP/2: {body}");
     // HTTP/2 clients: over TLS (ALPN h2) and in cleartext with prior knowledge.
     let (code, body) = curl(&["--http2-prior-knowledge", "-H", "Host: framing.example.com", "-H", "X-Forwarded-Proto: forged", &format!("http://{}/h2c", g.http)]);
     assert_eq!(code, "200", "{body}");

@@ -386,11 +386,6 @@ async fn forward_h2(shared: &Shared, parts: &http::request::Parts, body: Incomin
         Err(StatusCode::PAYLOAD_TOO_LARGE) => return text(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n"),
         Err(status) => return text(status, "400 Bad Request\n"),
     };
-    let client = match f.protocol {
-        BackendProtocol::Http => &shared.http1,
-        BackendProtocol::Grpc => &shared.http2,
-        BackendProtocol::Https | BackendProtocol::Grpcs => return text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: TLS to backends is served over HTTP/1.1 clients only\n"),
-    };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
@@ -407,7 +402,12 @@ async fn forward_h2(shared: &Shared, parts: &http::request::Parts, body: Incomin
         }
     }
     let deadline = f.deadline.unwrap_or(f.connect_timeout + f.read_timeout);
-    match send(client, parts.method.clone(), uri, headers, body, deadline).await {
+    let sent = match f.protocol {
+        BackendProtocol::Http => send(&shared.http1, parts.method.clone(), uri, headers, body, deadline).await,
+        BackendProtocol::Grpc => send(&shared.http2, parts.method.clone(), uri, headers, body, deadline).await,
+        BackendProtocol::Https | BackendProtocol::Grpcs => send_tls(shared, f, parts.method.clone(), uri, headers, body, deadline).await,
+    };
+    match sent {
         Ok(response) => {
             let (mut rparts, rbody) = response.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
@@ -428,6 +428,41 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: http::Method,
     match tokio::time::timeout(deadline, client.request(up)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
+        Err(_) => Err(text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n")),
+    }
+}
+
+/// One exchange over a new TLS connection to the endpoint: HTTP/1.1 for `HTTPS` backends, HTTP/2
+/// for `GRPCS` ones (an HTTP/2 client's requests to TLS backends are few; they are not pooled).
+async fn send_tls(shared: &Shared, f: &Forward, method: http::Method, uri: Uri, headers: HeaderMap, body: Bytes, deadline: Duration) -> Result<Response<Incoming>, Response<Body>> {
+    let exchange = async {
+        let h2 = f.protocol == BackendProtocol::Grpcs;
+        let conn = if h2 { shared.pool.connect_h2(f.endpoint, f.connect_timeout).await } else { shared.pool.connect(f.endpoint, true, f.connect_timeout).await }.map_err(|_| ())?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        // HTTP/1.1 takes the path (the Host header names the site); HTTP/2 the full URI, for its
+        // :scheme and :authority.
+        let target = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(authority) if h2 => format!("https://{authority}{path}"),
+            _ => path.to_owned(),
+        };
+        let mut up = Request::builder().method(method).uri(target);
+        if let Some(h) = up.headers_mut() {
+            *h = headers;
+        }
+        let up = up.body(Full::new(body)).map_err(|_| ())?;
+        if h2 {
+            let (mut send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(conn)).await.map_err(|_| ())?;
+            tokio::spawn(connection);
+            send.send_request(up).await.map_err(|_| ())
+        } else {
+            let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn)).await.map_err(|_| ())?;
+            tokio::spawn(connection);
+            send.send_request(up).await.map_err(|_| ())
+        }
+    };
+    match tokio::time::timeout(deadline, exchange).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(())) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
         Err(_) => Err(text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n")),
     }
 }

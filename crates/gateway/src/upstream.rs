@@ -90,17 +90,21 @@ pub struct Pool {
     swept: Mutex<Instant>,
     /// `None` if the TLS configuration could not be built (then TLS connections fail).
     tls: Option<tokio_rustls::TlsConnector>,
+    /// The same, offering HTTP/2 (ALPN `h2`), for gRPC over TLS.
+    tls_h2: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Default for Pool {
     fn default() -> Pool {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().ok().map(|b| {
-            let mut c = b.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))).with_no_client_auth();
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            tokio_rustls::TlsConnector::from(Arc::new(c))
-        });
-        Pool { idle: Mutex::new(HashMap::new()), swept: Mutex::new(Instant::now()), tls }
+        let connector = |alpn: &[u8]| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().ok().map(|b| {
+                let mut c = b.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))).with_no_client_auth();
+                c.alpn_protocols = vec![alpn.to_vec()];
+                tokio_rustls::TlsConnector::from(Arc::new(c))
+            })
+        };
+        Pool { idle: Mutex::new(HashMap::new()), swept: Mutex::new(Instant::now()), tls: connector(b"http/1.1"), tls_h2: connector(b"h2") }
     }
 }
 
@@ -134,6 +138,17 @@ impl Pool {
                 !conns.is_empty()
             });
         }
+    }
+
+    /// A new TLS connection offering HTTP/2 only, within `timeout`.
+    pub async fn connect_h2(&self, endpoint: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let connect = async {
+            let tcp = TcpStream::connect(endpoint).await?;
+            tcp.set_nodelay(true)?;
+            let Some(connector) = &self.tls_h2 else { return Err(io::Error::other("no TLS client configuration")) };
+            Ok(Conn::Tls(Box::new(connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?)))
+        };
+        tokio::time::timeout(timeout, connect).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
     /// A new connection, within `timeout`.
