@@ -207,9 +207,18 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                 // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
                 let (p, c, g) = (paths.clone(), controller.clone(), gateway_controller.clone());
                 match tokio::task::spawn_blocking(move || build(&p, &c, &g)).await {
-                    Ok(Ok(snapshot)) => watcher.swap(snapshot),
-                    Ok(Err(e)) => eprintln!("podnet gateway: keeping the last good objects: {e:#}"),
-                    Err(e) => eprintln!("podnet gateway: keeping the last good objects: {e}"),
+                    Ok(Ok(snapshot)) => {
+                        watcher.swap(snapshot);
+                        watcher.last_reload_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("podnet gateway: keeping the last good objects: {e:#}");
+                    }
+                    Err(e) => {
+                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("podnet gateway: keeping the last good objects: {e}");
+                    }
                 }
             }
         });

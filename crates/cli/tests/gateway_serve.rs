@@ -343,8 +343,8 @@ fn metrics_and_healthz_on_ingress_nginx_names() {
     curl(&["-H", "Host: made.up", &format!("http://{}/", g.http)]);
     assert_eq!(curl(&[&format!("http://{metrics}/healthz")]), ("200".into(), "ok".into()));
     let (_, text) = curl(&[&format!("http://{metrics}/metrics")]);
-    assert!(text.contains("nginx_ingress_controller_requests{host=\"plain.example.com\",method=\"GET\",status=\"200\",service=\"production-order-service-80\"} 3"), "{text}");
-    assert!(text.contains("nginx_ingress_controller_requests{host=\"-\",method=\"GET\",status=\"404\",service=\"-\"} 1"), "made-up hosts are not labels: {text}");
+    assert!(text.contains("nginx_ingress_controller_requests{host=\"plain.example.com\",ingress=\"plain\",method=\"GET\",namespace=\"production\",path=\"/orders\",service=\"production-order-service-80\",status=\"200\"} 3"), "{text}");
+    assert!(text.contains("nginx_ingress_controller_requests{host=\"-\",ingress=\"\",method=\"GET\",namespace=\"\",path=\"\",service=\"-\",status=\"404\"} 1"), "made-up hosts are not labels: {text}");
     assert!(text.contains("nginx_ingress_controller_request_duration_seconds_count{host=\"plain.example.com\""), "{text}");
 }
 

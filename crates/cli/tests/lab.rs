@@ -621,7 +621,7 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
     let controller = st["plan"]["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "ingress-nginx").unwrap()["name"].as_str().unwrap().to_owned();
     let out = podnet(&["lab", "exec", "--name", &lab.name, "-n", "ingress-nginx", &controller, "--", "curl", "-s", "http://127.0.0.1:10254/metrics"]);
     let metrics = String::from_utf8_lossy(&out.stdout);
-    assert!(metrics.contains("nginx_ingress_controller_requests{host=\"api.example.com\",method=\"GET\",status=\"200\",service=\"production-api-service-80\"} 1"), "{metrics}");
+    assert!(metrics.contains("nginx_ingress_controller_requests{host=\"api.example.com\",ingress=\"app-ingress\",method=\"GET\",namespace=\"production\",path=\"/\",service=\"production-api-service-80\",status=\"200\"} 1"), "{metrics}");
 }
 
 #[test]

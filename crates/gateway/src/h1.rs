@@ -304,7 +304,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
     };
     buf.advance(request.head_len);
 
-    let (next, status, sent, upstream) = match plan {
+    let (next, status, sent, upstream) = match &plan {
         Plan::Answer(a) => {
             // The body of a request answered here is skipped when it is at hand, else the
             // connection closes after the answer (lingering, so the client reads it).
@@ -317,7 +317,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
                 buf.advance(usize::try_from(n).unwrap_or(usize::MAX));
             }
             let keep = request.keep_alive && body_at_hand;
-            let sent = write_answer(io, scratch, &a, &request, keep).await;
+            let sent = write_answer(io, scratch, a, &request, keep).await;
             let next = match (keep, sent.is_ok()) {
                 (true, true) => Next::KeepAlive,
                 (false, true) => Next::Linger,
@@ -325,7 +325,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
             };
             (next, a.status.as_u16(), a.body.len() as u64, None)
         }
-        Plan::Forward(ref f) => forward(shared, io, buf, scratch, &request, f).await,
+        Plan::Forward(f) => forward(shared, io, buf, scratch, &request, f).await,
     };
     shared.record(&Record {
         peer: at.peer,
@@ -339,6 +339,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
         body_bytes_sent: sent,
         took: start.elapsed(),
         upstream,
+        route: match &plan {
+            Plan::Forward(f) => Some(f.route.as_str()),
+            Plan::Answer(_) => None,
+        },
     });
     next
 }

@@ -47,6 +47,9 @@ pub struct Answer {
 pub struct Forward {
     /// The upstream's name in logs and metrics (`namespace-service-port`, as ingress-nginx's).
     pub upstream: String,
+    /// The route that took the request, for metrics: `ingress␁namespace␁name␁path` or
+    /// `httproute␁namespace␁name␁rule index` (␁ is U+0001).
+    pub route: String,
     /// The endpoint.
     pub endpoint: SocketAddr,
     /// How to talk to it.
@@ -223,6 +226,7 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, at
     }
     Plan::Forward(Box::new(Forward {
         upstream: upstream_name(namespace, service, service_port),
+        route: format!("ingress\u{1}{}\u{1}{}\u{1}{}", route.source.namespace, route.source.name, route.path),
         endpoint,
         protocol: s.backend_protocol,
         target,
@@ -322,6 +326,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
     };
     Plan::Forward(Box::new(Forward {
         upstream: upstream_name(namespace, name, service_port),
+        route: format!("httproute\u{1}{}\u{1}{}\u{1}{}", entry.source.namespace, entry.source.name, entry.position.0),
         endpoint: endpoints[roll % endpoints.len()],
         protocol: BackendProtocol::Http,
         target,

@@ -104,12 +104,47 @@ pub struct Shared {
     pub access_log: AtomicBool,
     /// A client's time for a request head, idle keep-alive time included (ms).
     pub client_header_timeout_ms: AtomicU64,
+    /// Whether the last change of objects could be served (else the last good ones are).
+    pub last_reload_ok: AtomicBool,
+    /// Client connections open.
+    connections: AtomicU64,
     /// Requests by their labels (host, method, status, upstream joined by `\u{1}`).
     requests: Mutex<HashMap<String, RequestStats>>,
 }
 
-/// Count, duration buckets (cumulative), duration sum.
-type RequestStats = (u64, [u64; BUCKETS.len()], f64);
+/// Per label set: requests, and histograms of their duration, upstream time, request and
+/// response size.
+#[derive(Clone, Debug, Default)]
+struct RequestStats {
+    count: u64,
+    duration: Histogram,
+    upstream: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+/// Cumulative buckets and a sum.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    buckets: [u64; 11],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64; 11], value: f64) {
+        self.count += 1;
+        self.sum += value;
+        for (b, n) in bounds.iter().zip(&mut self.buckets) {
+            if value <= *b {
+                *n += 1;
+            }
+        }
+    }
+}
+
+/// ingress-nginx's size buckets (bytes).
+const SIZE_BUCKETS: [f64; 11] = [10.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
 
 /// ingress-nginx's `request_duration_seconds` buckets (Prometheus's defaults).
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -130,6 +165,8 @@ pub(crate) struct Record<'a> {
     pub took: Duration,
     /// Upstream name, address, response time and status.
     pub upstream: Option<(&'a str, SocketAddr, Duration, u16)>,
+    /// The route that took it (see [`Forward::route`]).
+    pub route: Option<&'a str>,
 }
 
 impl Shared {
@@ -150,6 +187,8 @@ impl Shared {
             counters: Counters::default(),
             access_log: AtomicBool::new(true),
             client_header_timeout_ms: AtomicU64::new(60_000),
+            last_reload_ok: AtomicBool::new(true),
+            connections: AtomicU64::new(0),
             requests: Mutex::new(HashMap::new()),
         })
     }
@@ -196,27 +235,27 @@ impl Shared {
         }
         let took = r.took.as_secs_f64();
         // Labels only for routed requests: a client's made-up Host must not grow the table.
-        let (host, upstream) = match (r.upstream, r.host) {
-            (Some((name, ..)), Some(host)) => (host, name),
-            _ => ("-", "-"),
+        let (host, upstream, route) = match (r.upstream, r.host, r.route) {
+            (Some((name, ..)), Some(host), Some(route)) => (host, name, route),
+            _ => ("-", "-", "-"),
         };
-        let mut key = String::with_capacity(host.len() + r.method.len() + upstream.len() + 6);
-        for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream] {
+        let mut key = String::with_capacity(host.len() + r.method.len() + upstream.len() + route.len() + 8);
+        for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream, route] {
             key.push_str(part);
             key.push('\u{1}');
         }
         if let Ok(mut requests) = self.requests.lock() {
             let entry = match requests.get_mut(&key) {
                 Some(e) => e,
-                None => requests.entry(key).or_insert((0, [0; BUCKETS.len()], 0.0)),
+                None => requests.entry(key).or_default(),
             };
-            entry.0 += 1;
-            entry.2 += took;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if took <= *b {
-                    entry.1[i] += 1;
-                }
+            entry.count += 1;
+            entry.duration.observe(&BUCKETS, took);
+            if let Some((_, _, upstream_took, _)) = r.upstream {
+                entry.upstream.observe(&BUCKETS, upstream_took.as_secs_f64());
             }
+            entry.request_size.observe(&SIZE_BUCKETS, r.request_length as f64);
+            entry.response_size.observe(&SIZE_BUCKETS, r.body_bytes_sent as f64);
         }
         if let Some(line) = r.request_line {
             // ingress-nginx's `log-format-upstream`.
@@ -237,38 +276,88 @@ impl Shared {
         }
     }
 
-    /// The Prometheus text of the requests served, on ingress-nginx's metric names.
+    /// The Prometheus text of the requests served: those of Ingresses (and unrouted ones) on
+    /// ingress-nginx's metric names and labels, those of HTTPRoutes on Envoy Gateway's.
     pub fn metrics(&self) -> String {
         use std::fmt::Write as _;
-        let mut out = String::from("# HELP nginx_ingress_controller_requests The total number of client requests\n# TYPE nginx_ingress_controller_requests counter\n");
+        let mut out = String::new();
         let Ok(requests) = self.requests.lock() else { return out };
-        let mut rows: Vec<(String, &RequestStats)> = requests
-            .iter()
-            .map(|(key, stats)| {
-                let mut parts = key.split('\u{1}');
-                let mut next = || parts.next().unwrap_or("");
-                (format!("host=\"{}\",method=\"{}\",status=\"{}\",service=\"{}\"", next(), next(), next(), next()), stats)
-            })
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (labels, (count, _, _)) in &rows {
-            let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {count}");
-        }
-        out.push_str("# HELP nginx_ingress_controller_request_duration_seconds The request processing time in seconds\n# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
-        for (labels, (count, buckets, sum)) in &rows {
-            for (b, n) in BUCKETS.iter().zip(buckets) {
-                let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {n}");
+        // (labels, stats) of Ingress requests; (cluster, status, stats) of HTTPRoute ones.
+        let mut nginx: Vec<(String, &RequestStats)> = Vec::new();
+        let mut envoy: Vec<(String, &str, &RequestStats)> = Vec::new();
+        for (key, stats) in requests.iter() {
+            let parts: Vec<&str> = key.split('\u{1}').collect();
+            let [host, method, status, service, kind, rest @ ..] = parts.as_slice() else { continue };
+            match (*kind, rest) {
+                ("httproute", [ns, name, rule, ..]) => envoy.push((format!("httproute/{ns}/{name}/rule/{rule}"), status, stats)),
+                ("ingress", [ns, name, path, ..]) => nginx.push((format!("host=\"{host}\",ingress=\"{name}\",method=\"{method}\",namespace=\"{ns}\",path=\"{path}\",service=\"{service}\",status=\"{status}\""), stats)),
+                _ => nginx.push((format!("host=\"{host}\",ingress=\"\",method=\"{method}\",namespace=\"\",path=\"\",service=\"{service}\",status=\"{status}\""), stats)),
             }
-            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "nginx_ingress_controller_request_duration_seconds_count{{{labels}}} {count}");
         }
+        nginx.sort_by(|a, b| a.0.cmp(&b.0));
+        envoy.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out.push_str("# HELP nginx_ingress_controller_requests The total number of client requests\n# TYPE nginx_ingress_controller_requests counter\n");
+        for (labels, s) in &nginx {
+            let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {}", s.count);
+        }
+        let histogram = |out: &mut String, name: &str, help: &str, bounds: &[f64; 11], pick: &dyn Fn(&RequestStats) -> &Histogram| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (labels, s) in &nginx {
+                let h = pick(s);
+                for (b, n) in bounds.iter().zip(&h.buckets) {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}", h.count, h.sum, h.count);
+            }
+        };
+        histogram(&mut out, "nginx_ingress_controller_request_duration_seconds", "The request processing time in seconds", &BUCKETS, &|s| &s.duration);
+        histogram(&mut out, "nginx_ingress_controller_response_duration_seconds", "The time spent on receiving the response from the upstream server in seconds", &BUCKETS, &|s| &s.upstream);
+        histogram(&mut out, "nginx_ingress_controller_request_size", "The request length (including request line, header, and request body)", &SIZE_BUCKETS, &|s| &s.request_size);
+        histogram(&mut out, "nginx_ingress_controller_response_size", "The response length (including request line, header, and request body)", &SIZE_BUCKETS, &|s| &s.response_size);
         let snapshot = self.snapshot();
+        let _ = write!(
+            out,
+            "# HELP nginx_ingress_controller_config_last_reload_successful Whether the last configuration reload attempt was successful\n# TYPE nginx_ingress_controller_config_last_reload_successful gauge\nnginx_ingress_controller_config_last_reload_successful {}\n",
+            u8::from(self.last_reload_ok.load(Ordering::Relaxed))
+        );
+        let _ = write!(
+            out,
+            "# HELP nginx_ingress_controller_nginx_process_connections current number of client connections with state {{active, reading, writing, waiting}}\n# TYPE nginx_ingress_controller_nginx_process_connections gauge\nnginx_ingress_controller_nginx_process_connections{{state=\"active\"}} {}\n",
+            self.connections.load(Ordering::Relaxed)
+        );
         let _ = write!(
             out,
             "# HELP nginx_ingress_controller_config_problems Problems found in the objects served (podnet).\n# TYPE nginx_ingress_controller_config_problems gauge\nnginx_ingress_controller_config_problems {}\n",
             snapshot.problems.len()
         );
+        // Envoy Gateway's names for Gateway API routes: one cluster per HTTPRoute rule.
+        out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
+        for (cluster, status, s) in &envoy {
+            let _ = writeln!(out, "envoy_cluster_upstream_rq{{envoy_response_code=\"{status}\",envoy_cluster_name=\"{cluster}\"}} {}", s.count);
+        }
+        out.push_str("# TYPE envoy_cluster_upstream_rq_total counter\n");
+        let mut totals: Vec<(&str, u64, f64, [u64; 11])> = Vec::new();
+        for (cluster, _, s) in &envoy {
+            match totals.iter_mut().find(|t| t.0 == cluster) {
+                Some(t) => {
+                    t.1 += s.count;
+                    t.2 += s.upstream.sum;
+                    t.3.iter_mut().zip(&s.upstream.buckets).for_each(|(a, b)| *a += b);
+                }
+                None => totals.push((cluster, s.count, s.upstream.sum, s.upstream.buckets)),
+            }
+        }
+        for (cluster, count, _, _) in &totals {
+            let _ = writeln!(out, "envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{cluster}\"}} {count}");
+        }
+        // Envoy's histogram is in milliseconds.
+        out.push_str("# TYPE envoy_cluster_upstream_rq_time histogram\n");
+        for (cluster, count, sum, buckets) in &totals {
+            for (b, n) in BUCKETS.iter().zip(buckets) {
+                let _ = writeln!(out, "envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"{cluster}\",le=\"{}\"}} {n}", b * 1000.0);
+            }
+            let _ = writeln!(out, "envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"{cluster}\",le=\"+Inf\"}} {count}\nenvoy_cluster_upstream_rq_time_sum{{envoy_cluster_name=\"{cluster}\"}} {}\nenvoy_cluster_upstream_rq_time_count{{envoy_cluster_name=\"{cluster}\"}} {count}", sum * 1000.0);
+        }
         out
     }
 }
@@ -350,7 +439,7 @@ async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) ->
             let upstream_start = Instant::now();
             let response = forward_h2(&shared, &parts, body, &f).await;
             let status = response.status().as_u16();
-            (response, Some((f.upstream, f.endpoint, upstream_start.elapsed(), status)))
+            (response, Some((f.upstream, f.endpoint, upstream_start.elapsed(), status, f.route)))
         }
     };
     let request_line = shared.access_log().then(|| format!("{} {} HTTP/2.0", parts.method, parts.uri.path_and_query().map_or("/", |p| p.as_str())));
@@ -366,7 +455,8 @@ async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) ->
         status: response.status().as_u16(),
         body_bytes_sent: 0,
         took: start.elapsed(),
-        upstream: upstream.as_ref().map(|(n, a, t, s)| (n.as_str(), *a, *t, *s)),
+        upstream: upstream.as_ref().map(|(n, a, t, s, _)| (n.as_str(), *a, *t, *s)),
+        route: upstream.as_ref().map(|u| u.4.as_str()),
     });
     Ok(response)
 }
@@ -507,7 +597,14 @@ pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> std::i
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves a connection: HTTP/2 when `h2` (ALPN) or when it opens with the preface, else HTTP/1.
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, mut io: S, at: Listener, h2: bool) {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, io: S, at: Listener, h2: bool) {
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let counted = Arc::clone(&shared);
+    serve_protocol(shared, io, at, h2).await;
+    counted.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_protocol<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, mut io: S, at: Listener, h2: bool) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut h2 = h2;
     if !h2 {
@@ -612,6 +709,44 @@ impl rustls::server::ResolvesServerCert for Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_on_ingress_nginx_and_envoy_names() {
+        let shared = Shared::new(Snapshot::default());
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let upstream: SocketAddr = "10.0.0.1:80".parse().unwrap_or_else(|_| unreachable!());
+        let record = |route: &'static str, status: u16| Record {
+            peer,
+            host: Some("api.example.com"),
+            method: "GET",
+            request_line: None,
+            referer: "-",
+            user_agent: "-",
+            request_length: 120,
+            status,
+            body_bytes_sent: 2000,
+            took: Duration::from_millis(3),
+            upstream: Some(("production-api-service-80", upstream, Duration::from_millis(2), status)),
+            route: Some(route),
+        };
+        shared.record(&record("ingress\u{1}production\u{1}app-ingress\u{1}/", 200));
+        shared.record(&record("httproute\u{1}production\u{1}api-route\u{1}0", 200));
+        shared.record(&record("httproute\u{1}production\u{1}api-route\u{1}0", 503));
+        let text = shared.metrics();
+        let labels = "host=\"api.example.com\",ingress=\"app-ingress\",method=\"GET\",namespace=\"production\",path=\"/\",service=\"production-api-service-80\",status=\"200\"";
+        for line in [
+            format!("nginx_ingress_controller_requests{{{labels}}} 1"),
+            format!("nginx_ingress_controller_request_duration_seconds_bucket{{{labels},le=\"0.005\"}} 1"),
+            format!("nginx_ingress_controller_response_size_bucket{{{labels},le=\"1000\"}} 0"),
+            format!("nginx_ingress_controller_response_size_bucket{{{labels},le=\"10000\"}} 1"),
+            format!("nginx_ingress_controller_request_size_sum{{{labels}}} 120"),
+            "envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"httproute/production/api-route/rule/0\"} 1".into(),
+            "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"httproute/production/api-route/rule/0\"} 2".into(),
+            "nginx_ingress_controller_config_last_reload_successful 1".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+    }
 
     #[test]
     fn local_time_is_nginx_s() {
