@@ -312,6 +312,13 @@ fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
     // Not TLS on the TLS port: a TLS alert (record type 21) and the connection closes.
     let alert = raw(&g.https, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(alert.is_empty() || alert.starts_with('\u{15}'), "{alert:?}");
+    // Paths are routed normalized (as nginx matches locations), sent as received; one that
+    // climbs above the root is refused.
+    let (code, body) = curl(&["--path-as-is", "-H", "Host: plain.example.com", &format!("http://{}/elsewhere/..//%6Frders", g.http)]);
+    assert_eq!(code, "200", "{body}");
+    // (The plain Ingress's rewrite-target makes it `/` upstream.)
+    assert!(body.starts_with("orders GET /\n"), "{body}");
+    assert_eq!(curl(&["--path-as-is", "-H", "Host: plain.example.com", &format!("http://{}/../orders", g.http)]).0, "400");
     // Still serving.
     let (code, body) = curl(&["-H", "Host: plain.example.com", &format!("http://{}/orders", g.http)]);
     assert_eq!(code, "200", "{body}");
@@ -494,6 +501,9 @@ fn http1_framing_both_ways() {
     assert_eq!((code.as_str(), body.as_str()), ("200", "until the end"));
     let old = exchange(&g.http, b"GET /close HTTP/1.0\r\nHost: framing.example.com\r\n\r\n");
     assert!(old.starts_with("HTTP/1.1 200") && old.ends_with("\r\n\r\nuntil the end") && !old.contains("chunked"), "{old:?}");
+    // The path goes upstream as received (it is only routed normalized).
+    let (_, body) = curl(&["--path-as-is", "-H", "Host: framing.example.com", &url("/a/..//b%2F")]);
+    assert!(body.starts_with("echo GET /a/..//b%2F HTTP/1.1"), "{body}");
     // HEAD: the length, no body.
     let head = exchange(&g.http, b"HEAD /x HTTP/1.1\r\nHost: framing.example.com\r\nConnection: close\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains("content-length:") && head.ends_with("\r\n\r\n"), "{head:?}");

@@ -162,21 +162,25 @@ fn redirect(status: StatusCode, location: String) -> Plan {
 
 /// Decides what to do with a request for `host` (its valid host, see [`RequestHead::host`]).
 pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: &str, at: Listener) -> Plan {
+    // Routes match the normalized path; the request goes on as received unless rewritten.
+    let Ok(path) = crate::request::normalized_path(head.path) else {
+        return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid path\n");
+    };
     // Gateway API routes first; what none of them takes goes on to the Ingresses.
     let protocol = if at.https { "HTTPS" } else { "HTTP" };
     if snapshot.gateway.listeners.iter().any(|l| l.listener.protocol == protocol) {
         let query = head.query_pairs();
         let lookup = |name: &str| head.header(name).map(str::to_owned);
-        let view = crate::httproute::RequestView { method: head.method, path: head.path, headers: &lookup, query: &query };
+        let view = crate::httproute::RequestView { method: head.method, path: &path, headers: &lookup, query: &query };
         if let Some(entry) = snapshot.gateway.select_for(protocol, host, &view) {
-            return plan_httproute(shared, snapshot, head, entry, at, host);
+            return plan_httproute(shared, snapshot, head, &path, entry, at, host);
         }
     }
-    plan_ingress(shared, snapshot, head, at, host)
+    plan_ingress(shared, snapshot, head, &path, at, host)
 }
 
-fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, at: Listener, host: &str) -> Plan {
-    let (route, host_routes) = match snapshot.routes.route(host, head.path) {
+fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, at: Listener, host: &str) -> Plan {
+    let (route, host_routes) = match snapshot.routes.route(host, path) {
         Decision::Route(r, h) => (r, h),
         Decision::NotFound => return answer(StatusCode::NOT_FOUND, "default backend - 404\n"),
     };
@@ -207,7 +211,7 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, at
     let affinity = s.affinity.as_ref();
     let sticky = affinity.and_then(|a| head.cookie(&a.cookie)).and_then(|v| endpoints.iter().find(|e| endpoint_cookie(e) == v));
     let endpoint = *sticky.unwrap_or_else(|| &endpoints[shared.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()]);
-    let target = match rewrite(route, head.path) {
+    let target = match rewrite(route, path) {
         Some(new) => match head.query {
             Some(q) => format!("{new}?{q}"),
             None => new,
@@ -244,7 +248,7 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, at
 /// Request/ResponseHeaderModifier, RequestMirror), a weighted choice among its backends (500 for
 /// the share of invalid ones, 500 without backends), the endpoints of the chosen Service (503
 /// without any), and `timeouts.request`.
-fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, entry: &Entry, at: Listener, host: &str) -> Plan {
+fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, entry: &Entry, at: Listener, host: &str) -> Plan {
     let rule = &entry.rule;
     let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
     let roll = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +269,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
                     (None, None) => Some(at.port),
                 };
                 let port = port.filter(|p| !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443)));
-                let path = r.path.as_ref().map_or_else(|| head.path.to_owned(), |m| new_path(head.path, &entry.m.path, m));
+                let path = r.path.as_ref().map_or_else(|| head.path.to_owned(), |m| new_path(path, &entry.m.path, m));
                 let location = match port {
                     Some(p) => format!("{scheme}://{hostname}:{p}{path}{query}"),
                     None => format!("{scheme}://{hostname}{path}{query}"),
@@ -288,7 +292,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
                         request.set(http::header::HOST, h);
                     }
                     if let Some(m) = &u.path {
-                        upstream_path = new_path(head.path, &entry.m.path, m);
+                        upstream_path = new_path(path, &entry.m.path, m);
                     }
                 }
             }

@@ -1,6 +1,8 @@
 //! One request's head as the proxy decides on it, borrowed alike from hyper's parsed parts
 //! (HTTP/2) and from the HTTP/1 parser's buffer, headers looked up by name without a map.
 
+use std::borrow::Cow;
+
 /// A request head.
 #[derive(Debug)]
 pub struct RequestHead<'a> {
@@ -66,6 +68,51 @@ impl<'a> RequestHead<'a> {
     }
 }
 
+/// The path as routes match it, nginx's way: `%XX` decoded, `//` merged, `.` and `..` segments
+/// resolved — so that `/public/../admin` is routed as `/admin`, where the backend will take it.
+/// `Err` for a bad escape, a `..` above the root, or a path that is not text once decoded.
+pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, ()> {
+    if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
+        return Ok(Cow::Borrowed(path));
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(())?;
+            let value = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(())?;
+            decoded.push(value);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(decoded).map_err(|_| ())?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(())?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
 /// The host of an authority (`host[:port]`, `[v6]:port`), lowercase; `None` when invalid.
 fn host_of(authority: &str) -> Option<String> {
     let (host, port) = match authority.strip_prefix('[') {
@@ -111,6 +158,28 @@ mod tests {
         assert_eq!(head(&[("Host", "[::1")], None).host(), None);
         assert_eq!(head(&[("Host", "")], None).host(), None);
         assert_eq!(head(&[("Host", "a.b:")], None).host().as_deref(), Some("a.b"));
+    }
+
+    #[test]
+    fn paths_are_normalized_as_nginx_does() {
+        for (path, want) in [
+            ("/plain/path", Ok("/plain/path")),
+            ("/public/../admin", Ok("/admin")),
+            ("/a/./b//c/", Ok("/a/b/c/")),
+            ("//a", Ok("/a")),
+            ("/a/..", Ok("/")),
+            ("/a/b/..", Ok("/a/")),
+            ("/%61dmin", Ok("/admin")),
+            ("/public%2F..%2Fadmin", Ok("/admin")),
+            ("/caf%C3%A9", Ok("/café")),
+            ("/..", Err(())),
+            ("/a/../..", Err(())),
+            ("/bad%zz", Err(())),
+            ("/cut%4", Err(())),
+            ("/%FF", Err(())),
+        ] {
+            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want, "{path}");
+        }
     }
 
     #[test]
