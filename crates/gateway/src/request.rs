@@ -68,10 +68,14 @@ impl<'a> RequestHead<'a> {
     }
 }
 
+/// A path that cannot be routed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidPath;
+
 /// The path as routes match it, nginx's way: `%XX` decoded, `//` merged, `.` and `..` segments
 /// resolved — so that `/public/../admin` is routed as `/admin`, where the backend will take it.
 /// `Err` for a bad escape, a `..` above the root, or a path that is not text once decoded.
-pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, ()> {
+pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
         return Ok(Cow::Borrowed(path));
     }
@@ -80,8 +84,8 @@ pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, ()> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(())?;
-            let value = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(())?;
+            let hex = bytes.get(i + 1..i + 3).ok_or(InvalidPath)?;
+            let value = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(InvalidPath)?;
             decoded.push(value);
             i += 3;
         } else {
@@ -89,7 +93,7 @@ pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, ()> {
             i += 1;
         }
     }
-    let decoded = String::from_utf8(decoded).map_err(|_| ())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| InvalidPath)?;
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
@@ -97,7 +101,7 @@ pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, ()> {
         match segment {
             "" | "." => {}
             ".." => {
-                segments.pop().ok_or(())?;
+                segments.pop().ok_or(InvalidPath)?;
             }
             s => segments.push(s),
         }
@@ -178,7 +182,7 @@ mod tests {
             ("/cut%4", Err(())),
             ("/%FF", Err(())),
         ] {
-            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want, "{path}");
+            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want.map_err(|()| ()), "{path}");
         }
     }
 
