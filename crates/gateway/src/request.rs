@@ -182,7 +182,7 @@ mod tests {
             ("/cut%4", Err(())),
             ("/%FF", Err(())),
         ] {
-            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want.map_err(|()| ()), "{path}");
+            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want, "{path}");
         }
     }
 
