@@ -23,7 +23,7 @@ pub struct GatewayBenchArgs {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Rounds: every proxy runs every mode once per round; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// wrk connections.
     #[arg(long, default_value_t = 50)]

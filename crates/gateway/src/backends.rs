@@ -20,7 +20,8 @@ struct Port {
 /// Ready endpoint addresses per Service port.
 #[derive(Clone, Debug, Default)]
 pub struct Backends {
-    services: HashMap<(String, String), Vec<Port>>,
+    /// Namespace → Service → ports.
+    services: HashMap<String, HashMap<String, Vec<Port>, fnv::FnvBuildHasher>, fnv::FnvBuildHasher>,
 }
 
 impl Backends {
@@ -33,7 +34,7 @@ impl Backends {
                 slices.entry((ns.to_owned(), svc.to_owned())).or_default().push(s);
             }
         }
-        let mut services = HashMap::new();
+        let mut services: HashMap<String, HashMap<String, Vec<Port>, fnv::FnvBuildHasher>, fnv::FnvBuildHasher> = HashMap::default();
         for svc in &state.services {
             let key = (svc.namespace.clone(), svc.name.clone());
             let mut ports = Vec::new();
@@ -57,14 +58,14 @@ impl Backends {
                 endpoints.dedup();
                 ports.push(Port { number: u16::try_from(p.port).unwrap_or(0), name, endpoints });
             }
-            services.insert(key, ports);
+            services.entry(key.0).or_default().insert(key.1, ports);
         }
         Backends { services }
     }
 
     /// The endpoints of a Service port; `Err` says why there are none to send to.
     pub fn endpoints(&self, namespace: &str, service: &str, port: &ServicePort) -> Result<&[SocketAddr], String> {
-        let ports = self.services.get(&(namespace.to_owned(), service.to_owned())).ok_or_else(|| format!("service {namespace}/{service} does not exist"))?;
+        let ports = self.services.get(namespace).and_then(|s| s.get(service)).ok_or_else(|| format!("service {namespace}/{service} does not exist"))?;
         let p = ports
             .iter()
             .find(|p| match port {

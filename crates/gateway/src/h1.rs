@@ -67,7 +67,7 @@ struct Scratch {
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: S, mut buf: BytesMut, at: Listener) {
     let mut scratch = Scratch { from_upstream: BytesMut::with_capacity(READ_SIZE), ..Scratch::default() };
     loop {
-        match exchange(&shared, &mut io, &mut buf, &mut scratch, at).await {
+        match exchange(&shared, &mut io, &mut buf, &mut scratch, &at).await {
             Next::KeepAlive => {}
             Next::Close => break,
             Next::Linger => {
@@ -238,7 +238,7 @@ struct LogFields {
 }
 
 /// Reads, decides and answers one request.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, at: Listener) -> Next {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, at: &Listener) -> Next {
     let mut deadline = None;
     let parsed = loop {
         if !buf.is_empty() {

@@ -141,8 +141,8 @@ impl Edits {
     }
 }
 
-/// Where a request came in.
-#[derive(Clone, Copy, Debug)]
+/// Where a request came in: one per connection.
+#[derive(Clone, Debug)]
 pub struct Listener {
     /// The client.
     pub peer: SocketAddr,
@@ -150,6 +150,17 @@ pub struct Listener {
     pub https: bool,
     /// The port it came in on.
     pub port: u16,
+    /// The client's address and the port as header values, made once per connection.
+    peer_value: HeaderValue,
+    port_value: HeaderValue,
+}
+
+impl Listener {
+    /// A connection from `peer` on `port`.
+    pub fn new(peer: SocketAddr, https: bool, port: u16) -> Listener {
+        let peer_value = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        Listener { peer, https, port, peer_value, port_value: HeaderValue::from(port) }
+    }
 }
 
 fn answer(status: StatusCode, body: impl Into<String>) -> Plan {
@@ -161,7 +172,7 @@ fn redirect(status: StatusCode, location: String) -> Plan {
 }
 
 /// Decides what to do with a request for `host` (its valid host, see [`RequestHead::host`]).
-pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: &str, at: Listener) -> Plan {
+pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: &str, at: &Listener) -> Plan {
     // Routes match the normalized path; the request goes on as received unless rewritten.
     let Ok(path) = crate::request::normalized_path(head.path) else {
         return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid path\n");
@@ -179,7 +190,7 @@ pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: 
     plan_ingress(shared, snapshot, head, &path, at, host)
 }
 
-fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, at: Listener, host: &str) -> Plan {
+fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, at: &Listener, host: &str) -> Plan {
     let (route, host_routes) = match snapshot.routes.route(host, path) {
         Decision::Route(r, h) => (r, h),
         Decision::NotFound => return answer(StatusCode::NOT_FOUND, "default backend - 404\n"),
@@ -248,7 +259,7 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, pa
 /// Request/ResponseHeaderModifier, RequestMirror), a weighted choice among its backends (500 for
 /// the share of invalid ones, 500 without backends), the endpoints of the chosen Service (503
 /// without any), and `timeouts.request`.
-fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, entry: &Entry, at: Listener, host: &str) -> Plan {
+fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, entry: &Entry, at: &Listener, host: &str) -> Plan {
     let rule = &entry.rule;
     let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
     let roll = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +364,7 @@ fn upstream_name(namespace: &str, service: &str, port: &ServicePort) -> String {
 
 /// The `X-Forwarded-*` set ingress-nginx sends, and the Host an HTTP/2 or absolute-form
 /// request carried in its target.
-fn forwarded_headers(head: &RequestHead<'_>, at: Listener, host: &str, roll: usize) -> Edits {
+fn forwarded_headers(head: &RequestHead<'_>, at: &Listener, host: &str, roll: usize) -> Edits {
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
     const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -363,21 +374,20 @@ fn forwarded_headers(head: &RequestHead<'_>, at: Listener, host: &str, roll: usi
     const X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
     const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     let scheme = HeaderValue::from_static(if at.https { "https" } else { "http" });
-    let peer = at.peer.ip().to_string();
     let forwarded_for = match head.header("x-forwarded-for") {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
-        None => HeaderValue::from_str(&peer),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", at.peer.ip())),
+        None => Ok(at.peer_value.clone()),
     };
     let request_id = match head.header("x-request-id") {
         Some(id) => HeaderValue::from_str(id),
-        None => HeaderValue::from_str(&format!("{:032x}", (roll as u128) << 64 | u128::from(crate::server::unix_seconds()))),
+        None => HeaderValue::from_bytes(&request_id(roll)),
     };
     let mut set = Vec::with_capacity(10);
     for (name, value) in [
         (X_FORWARDED_FOR, forwarded_for),
-        (X_REAL_IP, HeaderValue::from_str(&peer)),
+        (X_REAL_IP, Ok(at.peer_value.clone())),
         (X_FORWARDED_HOST, HeaderValue::from_str(host)),
-        (X_FORWARDED_PORT, Ok(HeaderValue::from(at.port))),
+        (X_FORWARDED_PORT, Ok(at.port_value.clone())),
         (X_FORWARDED_PROTO, Ok(scheme.clone())),
         (X_FORWARDED_SCHEME, Ok(scheme.clone())),
         (X_SCHEME, Ok(scheme)),
@@ -393,6 +403,27 @@ fn forwarded_headers(head: &RequestHead<'_>, at: Listener, host: &str, roll: usi
         set.push((http::header::HOST, v));
     }
     Edits { set, add: Vec::new(), remove: Vec::new() }
+}
+
+/// A request ID as ingress-nginx's `$request_id`: 32 hex digits, unique per request (a
+/// per-process random start, the request's sequence number mixed in).
+fn request_id(roll: usize) -> [u8; 32] {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let now = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos());
+        model::cluster::stable_hash(format!("{now}-{}", std::process::id()).as_bytes())
+    });
+    // splitmix64 of the sequence: distinct for distinct requests, no clock read per request.
+    let mut z = seed.wrapping_add((roll as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let value = u128::from(z) << 64 | u128::from(seed ^ roll as u64);
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((value >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// Whether a canary takes this request (header, then cookie, then weight).

@@ -144,9 +144,9 @@ impl HostRoutes {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteTable {
     /// Exact hosts, lowercase.
-    pub hosts: HashMap<String, HostRoutes>,
+    pub hosts: HashMap<String, HostRoutes, fnv::FnvBuildHasher>,
     /// Wildcard hosts by their suffix (`*.example.com` → `.example.com`).
-    pub wildcards: HashMap<String, HostRoutes>,
+    pub wildcards: HashMap<String, HostRoutes, fnv::FnvBuildHasher>,
     /// Rules without a host.
     pub any_host: HostRoutes,
     /// The oldest Ingress's `defaultBackend`.

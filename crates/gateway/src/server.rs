@@ -109,7 +109,7 @@ pub struct Shared {
     /// Client connections open.
     connections: AtomicU64,
     /// Requests by their labels (host, method, status, upstream joined by `\u{1}`).
-    requests: Mutex<HashMap<String, RequestStats>>,
+    requests: Mutex<HashMap<String, RequestStats, fnv::FnvBuildHasher>>,
 }
 
 /// Per label set: requests, and histograms of their duration, upstream time, request and
@@ -189,7 +189,7 @@ impl Shared {
             client_header_timeout_ms: AtomicU64::new(60_000),
             last_reload_ok: AtomicBool::new(true),
             connections: AtomicU64::new(0),
-            requests: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::default()),
         })
     }
 
@@ -239,15 +239,17 @@ impl Shared {
             (Some((name, ..)), Some(host), Some(route)) => (host, name, route),
             _ => ("-", "-", "-"),
         };
-        let mut key = String::with_capacity(host.len() + r.method.len() + upstream.len() + route.len() + 8);
-        for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream, route] {
-            key.push_str(part);
-            key.push('\u{1}');
-        }
-        if let Ok(mut requests) = self.requests.lock() {
-            let entry = match requests.get_mut(&key) {
+        // The key is made in a reused buffer: only a new label set allocates.
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream, route] {
+                key.push_str(part);
+                key.push('\u{1}');
+            }
+            let Ok(mut requests) = self.requests.lock() else { return };
+            let entry = match requests.get_mut(key.as_str()) {
                 Some(e) => e,
-                None => requests.entry(key).or_default(),
+                None => requests.entry(key.clone()).or_default(),
             };
             entry.count += 1;
             entry.duration.observe(&BUCKETS, took);
@@ -256,7 +258,7 @@ impl Shared {
             }
             entry.request_size.observe(&SIZE_BUCKETS, r.request_length as f64);
             entry.response_size.observe(&SIZE_BUCKETS, r.body_bytes_sent as f64);
-        }
+        });
         if let Some(line) = r.request_line {
             // ingress-nginx's `log-format-upstream`.
             let (name, addr, upstream_took, upstream_status) = match r.upstream {
@@ -391,6 +393,8 @@ fn local_time(unix: u64) -> String {
 }
 
 thread_local! {
+    /// The metrics key of the request being recorded.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     /// The `Date` header's value, made once a second.
     static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
@@ -428,7 +432,7 @@ async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) ->
         let head = RequestHead::from_parts(&parts);
         let host = head.host();
         let plan = match &host {
-            Some(h) => crate::plan::plan(&shared, &snapshot, &head, h, at),
+            Some(h) => crate::plan::plan(&shared, &snapshot, &head, h, &at),
             None => Plan::Answer(Answer { status: StatusCode::BAD_REQUEST, location: None, body: "400 Bad Request: invalid Host\n".into() }),
         };
         (host, plan)
@@ -620,7 +624,7 @@ async fn serve_protocol<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shar
     if !h2 {
         return crate::h1::serve(shared, io, buf, at).await;
     }
-    let service = hyper::service::service_fn(move |req| handle_h2(Arc::clone(&shared), req, at));
+    let service = hyper::service::service_fn(move |req| handle_h2(Arc::clone(&shared), req, at.clone()));
     let io = Rewind { prefix: buf.freeze(), io };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).max_header_list_size(64 * 1024);
@@ -665,7 +669,7 @@ pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) -> std::io::
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(Arc::clone(&shared), stream, Listener { peer, https: false, port }, false));
+        tokio::spawn(serve_connection(Arc::clone(&shared), stream, Listener::new(peer, false, port), false));
     }
 }
 
@@ -687,7 +691,7 @@ pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>) -> std::io:
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(shared, tls, Listener { peer, https: true, port }, h2).await;
+            serve_connection(shared, tls, Listener::new(peer, true, port), h2).await;
         });
     }
 }

@@ -86,7 +86,7 @@ type Idle = (Instant, Conn);
 
 /// Idle connections by (endpoint, TLS).
 pub struct Pool {
-    idle: Mutex<HashMap<(SocketAddr, bool), Vec<Idle>>>,
+    idle: Mutex<HashMap<(SocketAddr, bool), Vec<Idle>, fnv::FnvBuildHasher>>,
     swept: Mutex<Instant>,
     /// `None` if the TLS configuration could not be built (then TLS connections fail).
     tls: Option<tokio_rustls::TlsConnector>,
@@ -104,7 +104,7 @@ impl Default for Pool {
                 tokio_rustls::TlsConnector::from(Arc::new(c))
             })
         };
-        Pool { idle: Mutex::new(HashMap::new()), swept: Mutex::new(Instant::now()), tls: connector(b"http/1.1"), tls_h2: connector(b"h2") }
+        Pool { idle: Mutex::new(HashMap::default()), swept: Mutex::new(Instant::now()), tls: connector(b"http/1.1"), tls_h2: connector(b"h2") }
     }
 }
 
