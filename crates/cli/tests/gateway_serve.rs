@@ -405,6 +405,19 @@ fn framing_backend() -> SocketAddr {
                     let len: usize = head.iter().find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap())).unwrap_or(0);
                     let mut body = vec![0; len];
                     reader.read_exact(&mut body).unwrap();
+                    if head.iter().any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked")) {
+                        loop {
+                            let mut size = String::new();
+                            reader.read_line(&mut size).unwrap();
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                            let mut chunk = vec![0; n + 2];
+                            reader.read_exact(&mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    }
                     let path = head[0].split(' ').nth(1).unwrap_or("").to_owned();
                     match path.as_str() {
                         "/chunked" => {
@@ -430,7 +443,8 @@ fn framing_backend() -> SocketAddr {
                             return;
                         }
                         _ => {
-                            let text = format!("echo {}\n{}\nbody {}\n", head[0], head[1..].join("\n"), String::from_utf8_lossy(&body));
+                            let shown = if body.len() < 1024 { String::from_utf8_lossy(&body).into_owned() } else { format!("of {} bytes, sum {}", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>()) };
+                            let text = format!("echo {}\n{}\nbody {shown}\n", head[0], head[1..].join("\n"));
                             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
                         }
                     }
@@ -451,6 +465,8 @@ fn framing_manifests(dir: &Path, backend: SocketAddr, tls_backend: Option<u16>) 
         ));
     };
     service("framing", backend.port(), "framing.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: 1k, nginx.ingress.kubernetes.io/ssl-redirect: 'false'");
+    service("big", backend.port(), "big.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: '0'");
+    service("capped", backend.port(), "capped.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: 2m");
     if let Some(port) = tls_backend {
         service("secure", port, "tls.example.com", "nginx.ingress.kubernetes.io/backend-protocol: HTTPS");
     }
@@ -511,6 +527,43 @@ fn http1_framing_both_ways() {
     let two = exchange(&g.http, b"GET /one HTTP/1.0\r\nHost: framing.example.com\r\nConnection: keep-alive\r\n\r\nGET /two HTTP/1.1\r\nHost: framing.example.com\r\nConnection: close\r\n\r\n");
     let (one_at, two_at) = (two.find("echo GET /one HTTP/1.1").unwrap(), two.find("echo GET /two HTTP/1.1").unwrap());
     assert!(one_at < two_at && two.contains("connection: keep-alive"), "{two}");
+}
+
+#[test]
+fn large_bodies_are_streamed_within_their_limit() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    framing_manifests(dir.path(), framing_backend(), None);
+    let g = serve(dir.path());
+    let file = dir.path().join("body.bin");
+    let body: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    for (host, chunked) in [("big.example.com", false), ("big.example.com", true), ("capped.example.com", false)] {
+        let mut args = vec!["-H", "Host: ", "--data-binary", &data];
+        let host_header = format!("Host: {host}");
+        args[1] = &host_header;
+        if chunked {
+            args.extend(["-H", "Transfer-Encoding: chunked"]);
+        }
+        let url = format!("http://{}/upload", g.http);
+        args.push(&url);
+        let (code, text) = curl(&args);
+        assert_eq!(code, if host == "capped.example.com" { "413" } else { "200" }, "{host} chunked={chunked}: {text}");
+        if code == "200" {
+            assert!(text.contains(&format!("body of {} bytes, sum {sum}", body.len())), "{text}");
+        }
+    }
+    // Chunked and over the 2m limit: refused as it streams, the backend never gets all of it.
+    let (code, text) = curl(&["-H", "Host: capped.example.com", "-H", "Transfer-Encoding: chunked", "--data-binary", &data, &format!("http://{}/upload", g.http)]);
+    assert!(code == "413" || code == "000", "{code} {text}");
+    assert!(!text.contains("body of"), "{text}");
+    // Still serving.
+    assert_eq!(curl(&["-H", "Host: big.example.com", &format!("http://{}/after", g.http)]).0, "200");
 }
 
 #[test]

@@ -36,6 +36,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's lingering close does; past this, or after `DRAIN_TIME`, the connection closes.
 const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// Request bodies longer than this (or chunked ones allowed to be) go upstream as they arrive
+/// instead of being held whole.
+const STREAM_FROM: u64 = 1 << 20;
 /// Room made in a buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -452,7 +455,17 @@ type Upstream<'a> = Option<(&'a str, std::net::SocketAddr, Duration, u16)>;
 /// endpoint, the response relayed.
 async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &'f Forward) -> (Next, u16, u64, Upstream<'f>) {
     let answer = |status: StatusCode, body: &str| Answer { status, location: None, body: body.into() };
-    let refused = match read_body(io, buf, request.framing, f.max_body, request.expect_continue, &mut scratch.body).await {
+    let grpc = matches!(f.protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
+    // Large bodies (and chunked ones that may grow large) are streamed: memory stays bounded
+    // whatever proxy-body-size allows.
+    let streamed = !grpc
+        && match request.framing {
+            Framing::Length(n) => n > STREAM_FROM && f.max_body.is_none_or(|m| n <= m),
+            Framing::Chunked => f.max_body.is_none_or(|m| m > STREAM_FROM),
+            Framing::None | Framing::UntilClose => false,
+        };
+    let read = if streamed { Ok(()) } else { read_body(io, buf, request.framing, f.max_body, request.expect_continue, &mut scratch.body).await };
+    let refused = match read {
         Ok(()) => None,
         Err(BodyError::TooLarge) => Some(answer(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n")),
         Err(BodyError::Malformed) => Some(answer(StatusCode::BAD_REQUEST, "400 Bad Request\n")),
@@ -462,22 +475,32 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
         let _ = write_answer(io, scratch, &a, request, false).await;
         return (Next::Linger, a.status.as_u16(), a.body.len() as u64, None);
     }
-    if matches!(f.protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs) {
+    if grpc {
         let a = answer(StatusCode::BAD_GATEWAY, "502 Bad Gateway: gRPC backends take HTTP/2 clients\n");
         let next = if write_answer(io, scratch, &a, request, request.keep_alive).await.is_ok() && request.keep_alive { Next::KeepAlive } else { Next::Close };
         return (next, 502, a.body.len() as u64, None);
     }
-    if request.framing != Framing::None {
-        let _ = write!(scratch.request, "content-length: {}\r\n", scratch.body.len());
+    match (streamed, request.framing) {
+        (true, Framing::Length(n)) => {
+            let _ = write!(scratch.request, "content-length: {n}\r\n");
+        }
+        (true, _) => scratch.request.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (false, Framing::None) => {}
+        (false, _) => {
+            let _ = write!(scratch.request, "content-length: {}\r\n", scratch.body.len());
+        }
     }
     scratch.request.extend_from_slice(b"\r\n");
-    scratch.request.extend_from_slice(&scratch.body);
-    for &endpoint in &f.mirrors {
-        tokio::spawn(mirror(Arc::clone(shared), endpoint, f.connect_timeout, scratch.request.clone()));
+    if !streamed {
+        scratch.request.extend_from_slice(&scratch.body);
+        // Mirrors get buffered requests only (a streamed body is not kept).
+        for &endpoint in &f.mirrors {
+            tokio::spawn(mirror(Arc::clone(shared), endpoint, f.connect_timeout, scratch.request.clone()));
+        }
     }
 
     let upstream_start = Instant::now();
-    let result = relay(shared, io, buf, scratch, request, f).await;
+    let result = relay(shared, io, buf, scratch, request, f, streamed).await;
     let took = upstream_start.elapsed();
     match result {
         Ok((status, sent, keep)) => {
@@ -487,11 +510,28 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
         Err(Failure::BeforeResponse(status)) => {
             let text = if status == StatusCode::GATEWAY_TIMEOUT { "504 Gateway Time-out\n" } else { "502 Bad Gateway\n" };
             let a = answer(status, text);
-            let ok = write_answer(io, scratch, &a, request, request.keep_alive).await.is_ok();
-            let next = if ok && request.keep_alive { Next::KeepAlive } else { Next::Close };
+            // After a streamed body the client may still be sending: no keep-alive then.
+            let keep = request.keep_alive && !streamed;
+            let ok = write_answer(io, scratch, &a, request, keep).await.is_ok();
+            let next = match (ok, keep) {
+                (true, true) => Next::KeepAlive,
+                (true, false) => Next::Linger,
+                (false, _) => Next::Close,
+            };
             (next, status.as_u16(), a.body.len() as u64, Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())))
         }
         Err(Failure::DuringResponse(status)) => (Next::Close, status, 0, Some((f.upstream.as_str(), f.endpoint, took, status))),
+        Err(Failure::Refused(status)) => {
+            let text = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "413 Request Entity Too Large\n",
+                StatusCode::BAD_REQUEST => "400 Bad Request\n",
+                _ => "502 Bad Gateway\n",
+            };
+            let a = answer(status, text);
+            let _ = write_answer(io, scratch, &a, request, false).await;
+            (Next::Linger, status.as_u16(), a.body.len() as u64, Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())))
+        }
+        Err(Failure::ClientGone) => (Next::Close, 400, 0, Some((f.upstream.as_str(), f.endpoint, took, 400))),
     }
 }
 
@@ -513,6 +553,11 @@ enum Failure {
     BeforeResponse(StatusCode),
     /// After the response began: the client connection closes (the status began it).
     DuringResponse(u16),
+    /// A streamed body could not be sent (too large, malformed, the backend gone): the client
+    /// gets this status and the connection closes.
+    Refused(StatusCode),
+    /// The client went away (or stalled) while its body was streamed.
+    ClientGone,
 }
 
 /// Why no response head came.
@@ -524,14 +569,73 @@ enum HeadError {
     Invalid,
 }
 
-/// Sends the request and reads the response head into `from`; 1xx responses other than 101
-/// are read past.
-async fn send_and_read_head(conn: &mut Conn, request: &[u8], from: &mut BytesMut, read_timeout: Duration) -> Result<Parsed, HeadError> {
-    match within(read_timeout, conn.write_all(request)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(HeadError::Nothing),
-        Err(_) => return Err(HeadError::Timeout),
+/// Sends the request head (and a buffered body).
+async fn send_request(conn: &mut Conn, request: &[u8], send_timeout: Duration) -> Result<(), HeadError> {
+    match within(send_timeout, conn.write_all(request)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(HeadError::Nothing),
+        Err(_) => Err(HeadError::Timeout),
     }
+}
+
+/// Sends a request body as it arrives from the client: `Length` bodies as they are, chunked
+/// ones re-chunked (within `max`, counted as they go).
+#[allow(clippy::too_many_arguments)]
+async fn stream_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut BytesMut, conn: &mut Conn, framing: Framing, max: Option<u64>, expect_continue: bool, send_timeout: Duration, out: &mut Vec<u8>) -> Result<(), Failure> {
+    if expect_continue {
+        write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| Failure::ClientGone)?;
+    }
+    let to_backend = |e: Result<io::Result<()>, TimedOut>| match e {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Failure::Refused(StatusCode::BAD_GATEWAY)),
+    };
+    let mut decoder = (framing == Framing::Chunked).then(chunked::Decoder::default);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let (max, mut total) = (max.unwrap_or(u64::MAX), 0u64);
+    loop {
+        let done = match &mut decoder {
+            Some(d) => {
+                out.clear();
+                let used = d
+                    .feed(buf, &mut |data| {
+                        total += data.len() as u64;
+                        chunked::encode(out, data);
+                    })
+                    .map_err(|_| Failure::Refused(StatusCode::BAD_REQUEST))?;
+                buf.advance(used);
+                if total > max {
+                    return Err(Failure::Refused(StatusCode::PAYLOAD_TOO_LARGE));
+                }
+                if d.done() {
+                    out.extend_from_slice(chunked::END);
+                }
+                to_backend(within(send_timeout, conn.write_all(out)).await)?;
+                d.done()
+            }
+            None => {
+                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                to_backend(within(send_timeout, conn.write_all(&buf[..take])).await)?;
+                buf.advance(take);
+                left -= take as u64;
+                left == 0
+            }
+        };
+        if done {
+            return Ok(());
+        }
+        buf.reserve(READ_SIZE);
+        match within(BODY_TIMEOUT, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(Failure::ClientGone),
+        }
+    }
+}
+
+/// Reads the response head into `from`; 1xx responses other than 101 are read past.
+async fn read_head(conn: &mut Conn, from: &mut BytesMut, read_timeout: Duration) -> Result<Parsed, HeadError> {
     from.clear();
     loop {
         from.reserve(READ_SIZE);
@@ -555,14 +659,15 @@ async fn send_and_read_head(conn: &mut Conn, request: &[u8], from: &mut BytesMut
 
 /// The exchange with the endpoint and the response relayed to the client: (status, body
 /// bytes sent, whether the client connection goes on).
-async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward) -> Result<(u16, u64, bool), Failure> {
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(u16, u64, bool), Failure> {
     let tls = f.protocol == BackendProtocol::Https;
     let read_timeout = f.deadline.map_or(f.read_timeout, |d| d.min(f.read_timeout));
     let idempotent = request.method.is_idempotent();
     let from = &mut scratch.from_upstream;
     // A kept connection the endpoint closed meanwhile fails before any response: the request
-    // goes again on a new connection when repeating it is harmless.
-    let mut fresh_only = false;
+    // goes again on a new connection when repeating it is harmless. A streamed body cannot be
+    // sent twice: it goes on a new connection from the start.
+    let mut fresh_only = streamed;
     let (mut conn, parsed) = loop {
         let (mut conn, reused) = match (!fresh_only).then(|| shared.pool.take(f.endpoint, tls)).flatten() {
             Some(c) => (c, true),
@@ -572,7 +677,15 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
                 Err(_) => return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY)),
             },
         };
-        match send_and_read_head(&mut conn, &scratch.request, from, read_timeout).await {
+        let sent = send_request(&mut conn, &scratch.request, read_timeout).await;
+        if sent.is_ok() && streamed {
+            stream_body(io, buf, &mut conn, request.framing, f.max_body, request.expect_continue, read_timeout, &mut scratch.body).await?;
+        }
+        let head = match sent {
+            Ok(()) => read_head(&mut conn, from, read_timeout).await,
+            Err(e) => Err(e),
+        };
+        match head {
             Ok(p) => break (conn, p),
             Err(HeadError::Nothing) if reused && idempotent => fresh_only = true,
             Err(HeadError::Timeout) => return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)),
