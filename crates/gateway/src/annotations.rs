@@ -68,6 +68,8 @@ pub struct Settings {
     pub allow_sources: Vec<IpNet>,
     /// `limit-rps`: requests per second per client address (503 over it, ingress-nginx's status).
     pub limit_rps: Option<u32>,
+    /// `limit-burst-multiplier` (5): the burst `limit-rps` allows, in multiples of the rate.
+    pub limit_burst_multiplier: u32,
     /// `affinity: cookie`.
     pub affinity: Option<Affinity>,
     /// `use-regex` (or `rewrite-target`, which implies it): paths are regular expressions.
@@ -86,6 +88,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             allow_sources: Vec::new(),
             limit_rps: None,
+            limit_burst_multiplier: 5,
             affinity: None,
             use_regex: false,
         }
@@ -180,6 +183,12 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
         match v.trim().parse::<u32>() {
             Ok(n) if n > 0 => s.limit_rps = Some(n),
             _ => note("limit-rps", format!("{v:?} is not a positive number")),
+        }
+    }
+    if let Some(v) = get("limit-burst-multiplier") {
+        match v.trim().parse::<u32>() {
+            Ok(n) => s.limit_burst_multiplier = n,
+            _ => note("limit-burst-multiplier", format!("{v:?} is not a number")),
         }
     }
     if get("affinity").map(str::trim) == Some("cookie") {

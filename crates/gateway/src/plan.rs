@@ -203,7 +203,7 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, pa
         return answer(StatusCode::FORBIDDEN, "403 Forbidden\n");
     }
     if let Some(rps) = s.limit_rps
-        && !shared.within_rate(&route.source, &route.path, at.peer.ip(), rps)
+        && !shared.within_rate(&route.source, &route.path, at.peer.ip(), rps, rps.saturating_mul(s.limit_burst_multiplier))
     {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable\n");
     }

@@ -97,7 +97,7 @@ pub struct Shared {
     http1: Client<HttpConnector, Full<Bytes>>,
     http2: Client<HttpConnector, Full<Bytes>>,
     pub(crate) next: AtomicUsize,
-    rates: Mutex<HashMap<(String, IpAddr), (Instant, u32)>>,
+    rates: Mutex<HashMap<(String, IpAddr), (Instant, u64)>>,
     /// Counters.
     pub counters: Counters,
     /// Write the access log (on stderr).
@@ -142,6 +142,9 @@ impl Histogram {
         }
     }
 }
+
+/// Clients tracked by `limit-rps` before drained ones are forgotten.
+const MAX_RATE_ENTRIES: usize = 65_536;
 
 /// ingress-nginx's size buckets (bytes).
 const SIZE_BUCKETS: [f64; 11] = [10.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
@@ -215,16 +218,34 @@ impl Shared {
         self.access_log.load(Ordering::Relaxed)
     }
 
-    /// `limit-rps` for one location (Ingress and path) and client: a second's budget.
-    pub(crate) fn within_rate(&self, source: &crate::routes::Source, path: &str, client: IpAddr, rps: u32) -> bool {
+    /// `limit-rps` for one location (Ingress and path) and client, as nginx's `limit_req` with
+    /// `burst` and `nodelay`: each request adds one to an excess that drains at `rps` per second;
+    /// a request that would take the excess past `burst` is refused (and not counted).
+    pub(crate) fn within_rate(&self, source: &crate::routes::Source, path: &str, client: IpAddr, rps: u32, burst: u32) -> bool {
         let Ok(mut rates) = self.rates.lock() else { return true };
         let now = Instant::now();
-        let entry = rates.entry((format!("{}/{}{path}", source.namespace, source.name), client)).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(1) {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= rps
+        let key = (format!("{}/{}{path}", source.namespace, source.name), client);
+        // Excess in thousandths of a request, as nginx keeps it.
+        let allowed = match rates.get_mut(&key) {
+            None => {
+                if rates.len() >= MAX_RATE_ENTRIES {
+                    // nginx's zone is bounded too: forget the clients whose excess has drained.
+                    rates.retain(|_, (last, excess)| now.duration_since(*last).as_millis() * u128::from(rps) < u128::from(*excess));
+                }
+                rates.insert(key, (now, 0));
+                true
+            }
+            Some((last, excess)) => {
+                let drained = u64::try_from(now.duration_since(*last).as_millis() * u128::from(rps)).unwrap_or(u64::MAX);
+                let next = excess.saturating_sub(drained) + 1000;
+                let ok = next <= u64::from(burst) * 1000;
+                if ok {
+                    (*last, *excess) = (now, next);
+                }
+                ok
+            }
+        };
+        allowed
     }
 
     /// Counts a request in the metrics and writes its access log line.
@@ -750,6 +771,23 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn limit_rps_allows_nginx_s_burst_then_drains_at_the_rate() {
+        let shared = Shared::new(Snapshot::default());
+        let source = crate::routes::Source { created: String::new(), namespace: "ns".into(), name: "ing".into() };
+        let client: IpAddr = "192.0.2.7".parse().unwrap_or_else(|_| unreachable!());
+        // limit-rps 2, burst multiplier 5: the first request, then a burst of 10, then 503s.
+        let allowed = (0..20).filter(|_| shared.within_rate(&source, "/", client, 2, 10)).count();
+        assert_eq!(allowed, 11);
+        // Another client and another path have budgets of their own.
+        assert!(shared.within_rate(&source, "/", "192.0.2.8".parse().unwrap_or_else(|_| unreachable!()), 2, 10));
+        assert!(shared.within_rate(&source, "/other", client, 2, 10));
+        // Half a second drains one request at 2 per second.
+        std::thread::sleep(Duration::from_millis(520));
+        assert!(shared.within_rate(&source, "/", client, 2, 10));
+        assert!(!shared.within_rate(&source, "/", client, 2, 10));
     }
 
     #[test]
