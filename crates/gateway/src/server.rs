@@ -226,7 +226,7 @@ impl Shared {
         let now = Instant::now();
         let key = (format!("{}/{}{path}", source.namespace, source.name), client);
         // Excess in thousandths of a request, as nginx keeps it.
-        let allowed = match rates.get_mut(&key) {
+        match rates.get_mut(&key) {
             None => {
                 if rates.len() >= MAX_RATE_ENTRIES {
                     // nginx's zone is bounded too: forget the clients whose excess has drained.
@@ -244,8 +244,7 @@ impl Shared {
                 }
                 ok
             }
-        };
-        allowed
+        }
     }
 
     /// Counts a request in the metrics and writes its access log line.
