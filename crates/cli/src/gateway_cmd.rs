@@ -43,7 +43,7 @@ pub struct StatusArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Manifests: IngressClasses, Ingresses, Services, EndpointSlices, Pods, TLS Secrets (files or directories).
+    /// Manifests: IngressClasses, Ingresses, GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants, Services, EndpointSlices, Pods, TLS Secrets (files or directories).
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// Plain HTTP address.
