@@ -423,6 +423,10 @@ fn framing_backend() -> SocketAddr {
                         "/chunked" => {
                             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-From: backend\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
                         }
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_millis(1500));
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n");
+                        }
                         "/close" => {
                             let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end");
                             return;
@@ -467,6 +471,7 @@ fn framing_manifests(dir: &Path, backend: SocketAddr, tls_backend: Option<u16>) 
     service("framing", backend.port(), "framing.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: 1k, nginx.ingress.kubernetes.io/ssl-redirect: 'false'");
     service("big", backend.port(), "big.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: '0'");
     service("capped", backend.port(), "capped.example.com", "nginx.ingress.kubernetes.io/proxy-body-size: 2m");
+    service("impatient", backend.port(), "impatient.example.com", "nginx.ingress.kubernetes.io/proxy-read-timeout: '1'");
     if let Some(port) = tls_backend {
         service("secure", port, "tls.example.com", "nginx.ingress.kubernetes.io/backend-protocol: HTTPS");
     }
@@ -564,6 +569,41 @@ fn large_bodies_are_streamed_within_their_limit() {
     assert!(!text.contains("body of"), "{text}");
     // Still serving.
     assert_eq!(curl(&["-H", "Host: big.example.com", &format!("http://{}/after", g.http)]).0, "200");
+}
+
+#[test]
+fn timeouts_answer_504_and_zero_disables_them() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    framing_manifests(dir.path(), framing_backend(), None);
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: podnet}\nspec: {controllerName: podnet.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: t}\nspec:\n  gatewayClassName: podnet\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: timed, namespace: t}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [timed.example.com]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /request}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /slow}}}]\n    timeouts: {request: 500ms}\n    backendRefs: [{name: framing, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /backend}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /slow}}}]\n    timeouts: {backendRequest: 500ms}\n    backendRefs: [{name: framing, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /off}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /slow}}}]\n    timeouts: {request: 0s}\n    backendRefs: [{name: framing, port: 80}]\n",
+    )
+    .unwrap();
+    let g = serve(dir.path());
+    let timed = |host: &str, path: &str| {
+        let start = std::time::Instant::now();
+        let (code, _) = curl(&["-H", &format!("Host: {host}"), &format!("http://{}{path}", g.http)]);
+        (code, start.elapsed())
+    };
+    // proxy-read-timeout: 1 (second) against a backend taking 1.5 s.
+    let (code, took) = timed("impatient.example.com", "/slow");
+    assert_eq!(code, "504");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1400), "{took:?}");
+    // HTTPRoute timeouts.request and timeouts.backendRequest of 500ms.
+    for path in ["/request", "/backend"] {
+        let (code, took) = timed("timed.example.com", path);
+        assert_eq!(code, "504", "{path}");
+        assert!(took >= Duration::from_millis(400) && took < Duration::from_millis(1200), "{path}: {took:?}");
+    }
+    // 0s disables the timeout: the slow answer arrives.
+    assert_eq!(timed("timed.example.com", "/off").0, "200");
+    // Without a timeout of its own, the default (60 s) lets it through too.
+    assert_eq!(timed("framing.example.com", "/slow").0, "200");
 }
 
 #[test]

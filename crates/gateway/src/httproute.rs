@@ -124,8 +124,10 @@ pub struct Rule {
     pub backends: Vec<(Target, u32)>,
     /// Filters, as written.
     pub filters: Vec<HttpRouteFilter>,
-    /// `timeouts.request`.
+    /// `timeouts.request` (`None` also for `0s`, which disables it).
     pub timeout: Option<std::time::Duration>,
+    /// `timeouts.backendRequest`: one exchange with the backend (likewise).
+    pub backend_timeout: Option<std::time::Duration>,
 }
 
 /// One match of one rule of one route, attached to one listener.
@@ -366,8 +368,11 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
                     (t, b.weight.unwrap_or(1))
                 })
                 .collect();
-            let timeout = rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(duration);
-            let compiled = Arc::new(Rule { backends, filters: rule.filters.clone(), timeout });
+            // A zero duration disables a timeout (the spec's "0s").
+            let timeout_of = |pick: fn(&model::gateway_api::HttpRouteTimeouts) -> Option<&str>| rule.timeouts.as_ref().and_then(pick).and_then(duration).filter(|d| !d.is_zero());
+            let timeout = timeout_of(|t| t.request.as_deref());
+            let backend_timeout = timeout_of(|t| t.backend_request.as_deref());
+            let compiled = Arc::new(Rule { backends, filters: rule.filters.clone(), timeout, backend_timeout });
             let matches: Vec<Option<&model::gateway_api::HttpRouteMatch>> = if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
             for (mi, m) in matches.into_iter().enumerate() {
                 match compile_match(m) {

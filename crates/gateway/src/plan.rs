@@ -349,7 +349,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
         response,
         max_body: None,
         connect_timeout: GATEWAY_CONNECT_TIMEOUT,
-        read_timeout: rule.timeout.unwrap_or(GATEWAY_READ_TIMEOUT),
+        read_timeout: rule.backend_timeout.or(rule.timeout).unwrap_or(GATEWAY_READ_TIMEOUT),
         deadline: rule.timeout,
         mirrors,
     }))
