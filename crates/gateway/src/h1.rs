@@ -657,18 +657,16 @@ async fn read_head(conn: &mut Conn, from: &mut BytesMut, read_timeout: Duration)
     }
 }
 
-/// The exchange with the endpoint and the response relayed to the client: (status, body
-/// bytes sent, whether the client connection goes on).
-async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(u16, u64, bool), Failure> {
+/// A connection to the endpoint with the request sent on it (its body streamed, if it is) and
+/// the response head read into `scratch.from_upstream`.
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(Conn, Parsed), Failure> {
     let tls = f.protocol == BackendProtocol::Https;
-    let read_timeout = f.deadline.map_or(f.read_timeout, |d| d.min(f.read_timeout));
     let idempotent = request.method.is_idempotent();
-    let from = &mut scratch.from_upstream;
     // A kept connection the endpoint closed meanwhile fails before any response: the request
     // goes again on a new connection when repeating it is harmless. A streamed body cannot be
     // sent twice: it goes on a new connection from the start.
     let mut fresh_only = streamed;
-    let (mut conn, parsed) = loop {
+    loop {
         let (mut conn, reused) = match (!fresh_only).then(|| shared.pool.take(f.endpoint, tls)).flatten() {
             Some(c) => (c, true),
             None => match shared.pool.connect(f.endpoint, tls, f.connect_timeout).await {
@@ -677,21 +675,34 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
                 Err(_) => return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY)),
             },
         };
-        let sent = send_request(&mut conn, &scratch.request, read_timeout).await;
+        let sent = send_request(&mut conn, &scratch.request, f.read_timeout).await;
         if sent.is_ok() && streamed {
-            stream_body(io, buf, &mut conn, request.framing, f.max_body, request.expect_continue, read_timeout, &mut scratch.body).await?;
+            stream_body(io, buf, &mut conn, request.framing, f.max_body, request.expect_continue, f.read_timeout, &mut scratch.body).await?;
         }
         let head = match sent {
-            Ok(()) => read_head(&mut conn, from, read_timeout).await,
+            Ok(()) => read_head(&mut conn, &mut scratch.from_upstream, f.read_timeout).await,
             Err(e) => Err(e),
         };
         match head {
-            Ok(p) => break (conn, p),
+            Ok(p) => return Ok((conn, p)),
             Err(HeadError::Nothing) if reused && idempotent => fresh_only = true,
             Err(HeadError::Timeout) => return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)),
             Err(_) => return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY)),
         }
+    }
+}
+
+/// The exchange with the endpoint and the response relayed to the client: (status, body
+/// bytes sent, whether the client connection goes on).
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(u16, u64, bool), Failure> {
+    let tls = f.protocol == BackendProtocol::Https;
+    // Gateway API's timeouts.request bounds everything up to the response head.
+    let opened = open(shared, io, buf, scratch, request, f, streamed);
+    let (mut conn, parsed) = match f.deadline {
+        Some(d) => tokio::time::timeout(d, opened).await.unwrap_or(Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)))?,
+        None => opened.await?,
     };
+    let from = &mut scratch.from_upstream;
     let status = parsed.status;
     let head = &from[..parsed.len];
     let values = |name: &'static str| parsed.headers.iter().filter(move |(n, _)| head[n.clone()].eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &head[v.clone()]);
