@@ -10,8 +10,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// An HTTP backend answering `<name> <method> <path>` and the request headers, one per line.
-fn backend(name: &'static str) -> SocketAddr {
+/// What a test backend does with one request (its head lines and body): answers on the
+/// connection (the reader has what follows); `false` closes it.
+type Answer = fn(&str, &[String], &[u8], &mut std::net::TcpStream, &mut BufReader<std::net::TcpStream>) -> bool;
+
+/// A backend on loopback reading requests (bodies by Content-Length or chunked) and answering
+/// each with `answer`.
+fn spawn_backend(name: &'static str, answer: Answer) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -32,14 +37,36 @@ fn backend(name: &'static str) -> SocketAddr {
                     let len: usize = head.iter().find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap())).unwrap_or(0);
                     let mut body = vec![0; len];
                     reader.read_exact(&mut body).unwrap();
-                    let request = head[0].split(' ').take(2).collect::<Vec<_>>().join(" ");
-                    let text = format!("{name} {request}\n{}\nbody {}\n", head[1..].join("\n"), body.len());
-                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+                    if head.iter().any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked")) {
+                        loop {
+                            let mut size = String::new();
+                            reader.read_line(&mut size).unwrap();
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                            let mut chunk = vec![0; n + 2];
+                            reader.read_exact(&mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    if !answer(name, &head, &body, &mut conn, &mut reader) {
+                        return;
+                    }
                 }
             });
         }
     });
     addr
+}
+
+/// An HTTP backend answering `<name> <method> <path>` and the request headers, one per line.
+fn backend(name: &'static str) -> SocketAddr {
+    spawn_backend(name, |name, head, body, conn, _| {
+        let request = head[0].split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let text = format!("{name} {request}\n{}\nbody {}\n", head[1..].join("\n"), body.len());
+        write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()).is_ok()
+    })
 }
 
 struct Gateway {
@@ -385,78 +412,34 @@ fn an_https_listener_serves_its_certificate_refs() {
 /// (HTTP/1.0, the body delimited by the connection's end), `/ws` (101, then an echo of every
 /// byte), anything else `echo` with the request head and body (Content-Length framing).
 fn framing_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                loop {
-                    let mut head = Vec::new();
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                        head.push(line.trim_end().to_owned());
-                        line.clear();
-                    }
-                    if head.is_empty() {
-                        return;
-                    }
-                    let len: usize = head.iter().find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap())).unwrap_or(0);
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    if head.iter().any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked")) {
-                        loop {
-                            let mut size = String::new();
-                            reader.read_line(&mut size).unwrap();
-                            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                            let mut chunk = vec![0; n + 2];
-                            reader.read_exact(&mut chunk).unwrap();
-                            if n == 0 {
-                                break;
-                            }
-                            body.extend_from_slice(&chunk[..n]);
-                        }
-                    }
-                    let path = head[0].split(' ').nth(1).unwrap_or("").to_owned();
-                    match path.as_str() {
-                        "/chunked" => {
-                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-From: backend\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
-                        }
-                        "/slow" => {
-                            std::thread::sleep(Duration::from_millis(1500));
-                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n");
-                        }
-                        "/close" => {
-                            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end");
-                            return;
-                        }
-                        "/ws" => {
-                            let upgrade = head.iter().any(|h| h.eq_ignore_ascii_case("upgrade: websocket"));
-                            if !upgrade {
-                                let _ = conn.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n");
-                                continue;
-                            }
-                            let _ = conn.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
-                            let mut byte = [0u8; 1];
-                            while reader.read_exact(&mut byte).is_ok() {
-                                if conn.write_all(&byte).is_err() {
-                                    return;
-                                }
-                            }
-                            return;
-                        }
-                        _ => {
-                            let shown = if body.len() < 1024 { String::from_utf8_lossy(&body).into_owned() } else { format!("of {} bytes, sum {}", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>()) };
-                            let text = format!("echo {}\n{}\nbody {shown}\n", head[0], head[1..].join("\n"));
-                            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
-                        }
-                    }
+    spawn_backend("framing", |_, head, body, conn, reader| {
+        match head[0].split(' ').nth(1).unwrap_or("") {
+            "/chunked" => conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-From: backend\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n").is_ok(),
+            "/slow" => {
+                std::thread::sleep(Duration::from_millis(1500));
+                conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n").is_ok()
+            }
+            "/close" => {
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end");
+                false
+            }
+            "/ws" => {
+                let upgrade = head.iter().any(|h| h.eq_ignore_ascii_case("upgrade: websocket"));
+                if !upgrade {
+                    return conn.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n").is_ok();
                 }
-            });
+                let _ = conn.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+                let mut byte = [0u8; 1];
+                while reader.read_exact(&mut byte).is_ok() && conn.write_all(&byte).is_ok() {}
+                false
+            }
+            _ => {
+                let shown = if body.len() < 1024 { String::from_utf8_lossy(body).into_owned() } else { format!("of {} bytes, sum {}", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>()) };
+                let text = format!("echo {}\n{}\nbody {shown}\n", head[0], head[1..].join("\n"));
+                write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()).is_ok()
+            }
         }
-    });
-    addr
+    })
 }
 
 /// Manifests routing `framing.example.com` to the framing backend (and a TLS one, if given,
@@ -478,6 +461,19 @@ fn framing_manifests(dir: &Path, backend: SocketAddr, tls_backend: Option<u16>) 
     std::fs::write(dir.join("m.yaml"), out).unwrap();
 }
 
+/// The proxy serving the framing manifests (from a directory that lives as long as it is
+/// kept), or `None` (the test skipped) without curl and openssl.
+fn framing_gateway() -> Option<(tempfile::TempDir, Gateway)> {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    framing_manifests(dir.path(), framing_backend(), None);
+    let g = serve(dir.path());
+    Some((dir, g))
+}
+
 /// Sends raw bytes on a new connection and reads what comes back until it closes (or 3 s pass).
 fn exchange(addr: &str, bytes: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -490,13 +486,7 @@ fn exchange(addr: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn http1_framing_both_ways() {
-    if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    framing_manifests(dir.path(), framing_backend(), None);
-    let g = serve(dir.path());
+    let Some((_dir, g)) = framing_gateway() else { return };
     let url = |path: &str| format!("http://{}{path}", g.http);
     let host = ["-H", "Host: framing.example.com"];
     // A chunked request body reaches the backend whole, re-framed with a Content-Length.
@@ -536,13 +526,7 @@ fn http1_framing_both_ways() {
 
 #[test]
 fn large_bodies_are_streamed_within_their_limit() {
-    if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    framing_manifests(dir.path(), framing_backend(), None);
-    let g = serve(dir.path());
+    let Some((dir, g)) = framing_gateway() else { return };
     let file = dir.path().join("body.bin");
     let body: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
