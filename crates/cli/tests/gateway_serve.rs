@@ -696,6 +696,46 @@ fn https_backends_and_http2_clients() {
 }
 
 #[test]
+fn grpcs_backends_get_http2_over_tls() {
+    if !have_tools() {
+        eprintln!("skipped: needs curl and openssl");
+        return;
+    }
+    // The backend: a second proxy serving HTTPS (ALPN h2) with a certificate for every name,
+    // routing to the framing backend.
+    let inner_dir = tempfile::tempdir().unwrap();
+    framing_manifests(inner_dir.path(), framing_backend(), None);
+    let (crt, key) = cert(inner_dir.path(), "inner.local");
+    std::fs::write(
+        inner_dir.path().join("tls.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: inner-tls, namespace: t}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: inner-tls, namespace: t}}\nspec:\n  tls: [{{secretName: inner-tls}}]\n",
+            b64(&crt),
+            b64(&key)
+        ),
+    )
+    .unwrap();
+    let inner = serve(inner_dir.path());
+    let inner_port = inner.https.rsplit(':').next().unwrap().to_owned();
+    // The proxy under test: backend-protocol GRPCS to the inner one.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: podnet, annotations: {{ingressclass.kubernetes.io/is-default-class: 'true'}}}}\nspec: {{controller: podnet.io/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: grpc, namespace: t}}\nspec: {{ports: [{{name: grpc, port: 443}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: grpc-1, namespace: t, labels: {{kubernetes.io/service-name: grpc}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {inner_port}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: grpc, namespace: t, annotations: {{nginx.ingress.kubernetes.io/backend-protocol: GRPCS}}}}\nspec:\n  rules:\n  - host: framing.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: grpc, port: {{number: 443}}}}}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let g = serve(dir.path());
+    let (code, body) = curl(&["--http2-prior-knowledge", "-H", "Host: framing.example.com", &format!("http://{}/svc.Echo/Call", g.http)]);
+    assert_eq!(code, "200", "{body}");
+    // The inner proxy got it over TLS (its X-Forwarded-Proto) and passed it on.
+    assert!(body.starts_with("echo GET /svc.Echo/Call HTTP/1.1") && body.to_ascii_lowercase().contains("x-forwarded-proto: https\n"), "{body}");
+    // An HTTP/1 client cannot reach a gRPC backend: 502, as said.
+    assert_eq!(curl(&["-H", "Host: framing.example.com", &format!("http://{}/svc.Echo/Call", g.http)]).0, "502");
+}
+
+#[test]
 fn slow_clients_are_cut_off_and_hold_no_one_else_up() {
     if !have_tools() {
         eprintln!("skipped: needs curl and openssl");
