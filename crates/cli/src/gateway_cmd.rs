@@ -77,11 +77,16 @@ pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
     }
 }
 
-fn conditions_yaml(out: &mut String, indent: &str, conditions: &[gateway::httproute::Condition]) {
+/// Conditions as the API shows them; `generation` (the object's `metadata.generation`, when it
+/// has one) is what they were observed at.
+fn conditions_yaml(out: &mut String, indent: &str, conditions: &[gateway::httproute::Condition], generation: Option<i64>) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "{indent}conditions:");
     for c in conditions {
         let _ = writeln!(out, "{indent}- type: {}\n{indent}  status: \"{}\"\n{indent}  reason: {}\n{indent}  message: {:?}", c.type_, if c.status { "True" } else { "False" }, c.reason, c.message);
+        if let Some(g) = generation {
+            let _ = writeln!(out, "{indent}  observedGeneration: {g}");
+        }
     }
 }
 
@@ -110,28 +115,31 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
     if a.output.is_some() {
         for (name, c) in &s.classes {
             let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {name}\nstatus:");
-            conditions_yaml(&mut out, "  ", c);
+            let generation = state.gateway_classes.iter().find(|g| g.metadata.name.as_deref() == Some(name.as_str())).and_then(|g| g.metadata.generation);
+            conditions_yaml(&mut out, "  ", c, generation);
         }
         for ((ns, name), (c, listeners)) in &s.gateways {
+            let generation = state.gateways.iter().find(|g| (&g.namespace, &g.name) == (ns, name)).and_then(|g| g.object.metadata.generation);
             let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:");
             if let Some(ip) = &address {
                 let _ = writeln!(out, "  addresses:\n  - type: IPAddress\n    value: {ip}");
             }
-            conditions_yaml(&mut out, "  ", c);
+            conditions_yaml(&mut out, "  ", c, generation);
             let _ = writeln!(out, "  listeners:");
             for (l, lc, attached) in listeners {
                 let _ = writeln!(out, "  - name: {l}\n    attachedRoutes: {attached}\n    supportedKinds:\n    - group: gateway.networking.k8s.io\n      kind: HTTPRoute");
-                conditions_yaml(&mut out, "    ", lc);
+                conditions_yaml(&mut out, "    ", lc, generation);
             }
         }
         for ((ns, name), parents) in &s.routes {
+            let generation = state.http_routes.iter().find(|r| (&r.namespace, &r.name) == (ns, name)).and_then(|r| r.object.metadata.generation);
             let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:\n  parents:");
             for (p, c) in parents {
                 let _ = writeln!(out, "  - parentRef:\n      name: {}\n      namespace: {}\n    controllerName: {controller}", p.name, p.namespace.as_deref().unwrap_or(ns));
                 if let Some(section) = &p.section_name {
                     let _ = writeln!(out, "      sectionName: {section}");
                 }
-                conditions_yaml(&mut out, "    ", c);
+                conditions_yaml(&mut out, "    ", c, generation);
             }
         }
     } else {
