@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::ClusterState;
 
 use crate::plan::{self, PodPlan};
@@ -70,47 +71,24 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
 /// Ingresses, IngressClasses, Secrets and Gateway API objects: applied ones replace those of the
 /// same name; with `remove`, the named ones go.
 fn merge_routing(st: &mut LabState, cluster: &ClusterState, remove: bool) {
-    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, ns: &str, name: &str| m.namespace.as_deref().unwrap_or("default") == ns && m.name.as_deref() == Some(name);
-    for i in &cluster.ingresses {
-        st.ingresses.retain(|x| !same(&x.metadata, &i.namespace, &i.name));
+    merge(&mut st.ingresses, cluster.ingresses.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.secrets, cluster.secrets.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.ingress_classes, &cluster.ingress_classes, |o| &o.metadata, false, remove);
+    merge(&mut st.gateway_classes, &cluster.gateway_classes, |o| &o.metadata, false, remove);
+    merge(&mut st.gateways, cluster.gateways.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.http_routes, cluster.http_routes.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.reference_grants, cluster.reference_grants.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+}
+
+/// The kept objects the applied ones name (by namespace, defaulted as the loader does, and name;
+/// by name alone for cluster-scoped kinds) are replaced by them, or with `remove` dropped.
+fn merge<'a, T: Clone + 'a>(kept: &mut Vec<T>, applied: impl IntoIterator<Item = &'a T>, meta: fn(&T) -> &ObjectMeta, namespaced: bool, remove: bool) {
+    let key = |m: &ObjectMeta| (namespaced.then(|| m.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())), m.name.clone());
+    for object in applied {
+        let named = key(meta(object));
+        kept.retain(|k| key(meta(k)) != named);
         if !remove {
-            st.ingresses.push(i.object.clone());
-        }
-    }
-    for s in &cluster.secrets {
-        st.secrets.retain(|x| !same(&x.metadata, &s.namespace, &s.name));
-        if !remove {
-            st.secrets.push(s.object.clone());
-        }
-    }
-    for c in &cluster.ingress_classes {
-        st.ingress_classes.retain(|x| x.metadata.name != c.metadata.name);
-        if !remove {
-            st.ingress_classes.push(c.clone());
-        }
-    }
-    for c in &cluster.gateway_classes {
-        st.gateway_classes.retain(|x| x.metadata.name != c.metadata.name);
-        if !remove {
-            st.gateway_classes.push(c.clone());
-        }
-    }
-    for g in &cluster.gateways {
-        st.gateways.retain(|x| !same(&x.metadata, &g.namespace, &g.name));
-        if !remove {
-            st.gateways.push(g.object.clone());
-        }
-    }
-    for r in &cluster.http_routes {
-        st.http_routes.retain(|x| !same(&x.metadata, &r.namespace, &r.name));
-        if !remove {
-            st.http_routes.push(r.object.clone());
-        }
-    }
-    for r in &cluster.reference_grants {
-        st.reference_grants.retain(|x| !same(&x.metadata, &r.namespace, &r.name));
-        if !remove {
-            st.reference_grants.push(r.object.clone());
+            kept.push(object.clone());
         }
     }
 }
