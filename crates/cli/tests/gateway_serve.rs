@@ -73,6 +73,7 @@ struct Gateway {
     child: Child,
     http: String,
     https: String,
+    metrics: String,
 }
 
 impl Drop for Gateway {
@@ -82,12 +83,15 @@ impl Drop for Gateway {
     }
 }
 
+/// `podnet gateway serve -f dir` on loopback HTTP and HTTPS ports.
 fn serve(dir: &Path) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args(["gateway", "serve", "-f", dir.to_str().unwrap(), "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    serve_with(dir, &["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+}
+
+/// `podnet gateway serve -f dir ARGS...`, once it says where it serves (addresses it was not
+/// asked for are empty).
+fn serve_with(dir: &Path, args: &[&str]) -> Gateway {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet")).args(["gateway", "serve", "-f", dir.to_str().unwrap()]).args(args).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("serving on") {
@@ -95,8 +99,8 @@ fn serve(dir: &Path) -> Gateway {
         assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
-    let addr = |scheme: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{scheme}://"))).unwrap().to_owned();
-    Gateway { http: addr("http"), https: addr("https"), child }
+    let addr = |prefix: &str| line.split_whitespace().find_map(|w| w.strip_prefix(prefix)).unwrap_or_default().to_owned();
+    Gateway { http: addr("http://"), https: addr("https://"), metrics: addr("metrics=http://"), child }
 }
 
 fn cert(dir: &Path, host: &str) -> (String, String) {
@@ -362,19 +366,8 @@ fn metrics_and_healthz_on_ingress_nginx_names() {
         return;
     }
     let (dir, _, _) = shop_without_tls();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args(["gateway", "serve", "-f", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--no-access-log"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    while !line.contains("serving on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
-    }
-    let g = Gateway { http: line.split_whitespace().find_map(|w| w.strip_prefix("http://")).unwrap().to_owned(), https: String::new(), child };
-    let metrics = line.split_whitespace().find_map(|w| w.strip_prefix("metrics=http://")).unwrap().to_owned();
+    let g = serve_with(dir.path(), &["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--no-access-log"]);
+    let metrics = g.metrics.clone();
     for _ in 0..3 {
         curl(&["-H", "Host: plain.example.com", &format!("http://{}/orders", g.http)]);
     }
@@ -747,18 +740,8 @@ fn slow_clients_are_cut_off_and_hold_no_one_else_up() {
     }
     let dir = tempfile::tempdir().unwrap();
     framing_manifests(dir.path(), framing_backend(), None);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args(["gateway", "serve", "-f", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--no-access-log", "--client-header-timeout", "2"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
-    }
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http://")).unwrap().to_owned();
+    let g = serve_with(dir.path(), &["--http", "127.0.0.1:0", "--no-access-log", "--client-header-timeout", "2"]);
+    let addr = g.http.clone();
     // Slowloris: 300 connections trickling a head byte by byte.
     let mut slow: Vec<std::net::TcpStream> = (0..300).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
     for s in &mut slow {
@@ -784,9 +767,8 @@ fn slow_clients_are_cut_off_and_hold_no_one_else_up() {
             closed += 1;
         }
     }
-    let rss: u64 = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap().lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss: u64 = std::fs::read_to_string(format!("/proc/{}/status", g.child.id())).unwrap().lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap();
+    drop(g);
     assert_eq!(closed, slow.len(), "every slow connection is closed");
     assert!(rss < 64 * 1024, "bounded memory: {rss} kB");
 }
