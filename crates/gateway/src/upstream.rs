@@ -142,27 +142,24 @@ impl Pool {
 
     /// A new TLS connection offering HTTP/2 only, within `timeout`.
     pub async fn connect_h2(&self, endpoint: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-        let connect = async {
-            let tcp = TcpStream::connect(endpoint).await?;
-            tcp.set_nodelay(true)?;
-            let Some(connector) = &self.tls_h2 else { return Err(io::Error::other("no TLS client configuration")) };
-            Ok(Conn::Tls(Box::new(connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?)))
-        };
-        tokio::time::timeout(timeout, connect).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        self.open(endpoint, Some(&self.tls_h2), timeout).await
     }
 
     /// A new connection, within `timeout`.
     pub async fn connect(&self, endpoint: SocketAddr, tls: bool, timeout: Duration) -> io::Result<Conn> {
+        self.open(endpoint, tls.then_some(&self.tls), timeout).await
+    }
+
+    /// TCP, then TLS through the connector `tls` names when it names one (which is `None` if its
+    /// configuration could not be built).
+    async fn open(&self, endpoint: SocketAddr, tls: Option<&Option<tokio_rustls::TlsConnector>>, timeout: Duration) -> io::Result<Conn> {
         let connect = async {
             let tcp = TcpStream::connect(endpoint).await?;
             tcp.set_nodelay(true)?;
-            if !tls {
-                return Ok(Conn::Plain(tcp));
-            }
+            let Some(connector) = tls else { return Ok(Conn::Plain(tcp)) };
+            let Some(connector) = connector else { return Err(io::Error::other("no TLS client configuration")) };
             // ingress-nginx sends no SNI to backends by default (`proxy-ssl-server-name: off`).
-            let Some(connector) = &self.tls else { return Err(io::Error::other("no TLS client configuration")) };
-            let tls = connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?;
-            Ok(Conn::Tls(Box::new(tls)))
+            Ok(Conn::Tls(Box::new(connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?)))
         };
         tokio::time::timeout(timeout, connect).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
