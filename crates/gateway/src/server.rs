@@ -80,15 +80,6 @@ impl Snapshot {
     }
 }
 
-/// Counters, for metrics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Of which 5xx.
-    pub errors: AtomicU64,
-}
-
 /// What every connection shares.
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
@@ -97,9 +88,8 @@ pub struct Shared {
     http1: Client<HttpConnector, Full<Bytes>>,
     http2: Client<HttpConnector, Full<Bytes>>,
     pub(crate) next: AtomicUsize,
+    /// `limit-rps` state: (location, client) → (last request, excess in thousandths).
     rates: Mutex<HashMap<(String, IpAddr), (Instant, u64)>>,
-    /// Counters.
-    pub counters: Counters,
     /// Write the access log (on stderr).
     pub access_log: AtomicBool,
     /// A client's time for a request head, idle keep-alive time included (ms).
@@ -108,7 +98,7 @@ pub struct Shared {
     pub last_reload_ok: AtomicBool,
     /// Client connections open.
     connections: AtomicU64,
-    /// Requests by their labels (host, method, status, upstream joined by `\u{1}`).
+    /// Requests by their labels (host, method, status, upstream, route, each ended by `\u{1}`).
     requests: Mutex<HashMap<String, RequestStats, fnv::FnvBuildHasher>>,
 }
 
@@ -187,7 +177,6 @@ impl Shared {
             http2,
             next: AtomicUsize::new(0),
             rates: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
             access_log: AtomicBool::new(true),
             client_header_timeout_ms: AtomicU64::new(60_000),
             last_reload_ok: AtomicBool::new(true),
@@ -249,10 +238,6 @@ impl Shared {
 
     /// Counts a request in the metrics and writes its access log line.
     pub(crate) fn record(&self, r: &Record<'_>) {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if r.status >= 500 {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
         let took = r.took.as_secs_f64();
         // Labels only for routed requests: a client's made-up Host must not grow the table.
         let (host, upstream, route) = match (r.upstream, r.host, r.route) {
@@ -433,13 +418,14 @@ pub(crate) fn push_date(out: &mut Vec<u8>) {
     });
 }
 
+/// Drops the hop-by-hop headers (see [`crate::request::is_hop_by_hop`]) from a header map.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
-    for n in named {
+    let doomed: Vec<HeaderName> = {
+        let connection: Vec<&[u8]> = headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes).collect();
+        headers.keys().filter(|n| crate::request::is_hop_by_hop(n.as_str(), &connection)).cloned().collect()
+    };
+    for n in doomed {
         headers.remove(n);
-    }
-    for h in crate::request::HOP_BY_HOP {
-        headers.remove(h);
     }
 }
 
