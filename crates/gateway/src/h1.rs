@@ -296,10 +296,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
                 user_agent: head.header("user-agent").unwrap_or("-").to_owned(),
             }),
         };
-        let plan = match &request.host {
-            Some(host) => crate::plan::plan(shared, &snapshot, &head, host, at),
-            None => Plan::Answer(Answer { status: StatusCode::BAD_REQUEST, location: None, body: "400 Bad Request: invalid Host\n".into() }),
-        };
+        let plan = crate::plan::plan(shared, &snapshot, &head, request.host.as_deref(), at);
         if let Plan::Forward(f) = &plan {
             upstream_head(&mut scratch.request, &head, f, &connection, request.upgrade);
         }

@@ -171,8 +171,12 @@ fn redirect(status: StatusCode, location: String) -> Plan {
     Plan::Answer(Answer { status, location: Some(location), body: String::new() })
 }
 
-/// Decides what to do with a request for `host` (its valid host, see [`RequestHead::host`]).
-pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: &str, at: &Listener) -> Plan {
+/// Decides what to do with a request for `host` (its valid host, see [`RequestHead::host`];
+/// `None`: 400).
+pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: Option<&str>, at: &Listener) -> Plan {
+    let Some(host) = host else {
+        return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid Host\n");
+    };
     // Routes match the normalized path; the request goes on as received unless rewritten.
     let Ok(path) = crate::request::normalized_path(head.path) else {
         return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid path\n");

@@ -437,10 +437,7 @@ async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) ->
     let (host, plan) = {
         let head = RequestHead::from_parts(&parts);
         let host = head.host();
-        let plan = match &host {
-            Some(h) => crate::plan::plan(&shared, &snapshot, &head, h, &at),
-            None => Plan::Answer(Answer { status: StatusCode::BAD_REQUEST, location: None, body: "400 Bad Request: invalid Host\n".into() }),
-        };
+        let plan = crate::plan::plan(&shared, &snapshot, &head, host.as_deref(), &at);
         (host, plan)
     };
     let (response, upstream) = match plan {
