@@ -68,7 +68,9 @@ enum Command {
 fn main() -> ExitCode {
     // With CNI_COMMAND set, podnet is the CNI plugin (podnet-bridge / podnet-ipam), as a
     // runtime execs it.
-    if std::env::var_os("CNI_COMMAND").is_some() || std::env::var_os(cni::plugin::REAP_ENV).is_some() {
+    if std::env::var_os("CNI_COMMAND").is_some()
+        || std::env::var_os(cni::plugin::REAP_ENV).is_some()
+    {
         return cni::plugin::main();
     }
     let cli = Cli::parse();
@@ -83,9 +85,42 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes on one line, each said once: many errors already put their cause
+/// in their own message (`LabError`'s "what: why", io errors made from another's text), and
+/// anyhow's `{:#}` would print that cause a second time.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let said = io.to_string();
+        let err = anyhow::Error::new(lab::up::LabError {
+            what: "reloading the lab process".into(),
+            source: io,
+        });
+        assert_eq!(
+            super::error_text(&err),
+            format!("reloading the lab process: {said}")
+        );
+        let err = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(super::error_text(&err), "outer: inner");
+    }
+}

@@ -6,7 +6,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nftset::Family;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt};
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt,
+};
 
 const NLMSG_ERROR: u16 = 2;
 /// Answers are small (errors for our messages are a header and an error code, plus the
@@ -22,7 +24,12 @@ pub struct Socket {
 impl Socket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Socket> {
-        let fd = socket::socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)?;
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )?;
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         // Room for the answers of a large batch (root may go over the default maximum).
         let _ = socket::setsockopt(&fd, sockopt::RcvBufForce, &RECEIVE_BUFFER);
@@ -39,9 +46,17 @@ impl Socket {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
         // One batch is one message to the kernel: the send buffer must hold all of it.
         socket::setsockopt(&self.fd, sockopt::SndBufForce, &(bytes.len() + 4096))?;
-        let sent = socket::sendto(self.fd.as_raw_fd(), bytes, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+        let sent = socket::sendto(
+            self.fd.as_raw_fd(),
+            bytes,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )?;
         if sent != bytes.len() {
-            return Err(io::Error::other(format!("netlink: sent {sent} of {} bytes", bytes.len())));
+            return Err(io::Error::other(format!(
+                "netlink: sent {sent} of {} bytes",
+                bytes.len()
+            )));
         }
         Ok(())
     }
@@ -58,10 +73,16 @@ impl Socket {
             };
             let mut at = 0;
             while at + 16 <= n {
-                let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                let len =
+                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
                 let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
                 if kind == NLMSG_ERROR && at + 20 <= n {
-                    codes.push(i32::from_ne_bytes([buf[at + 16], buf[at + 17], buf[at + 18], buf[at + 19]]));
+                    codes.push(i32::from_ne_bytes([
+                        buf[at + 16],
+                        buf[at + 17],
+                        buf[at + 18],
+                        buf[at + 19],
+                    ]));
                 } else {
                     codes.push(i32::MIN); // an object, as a GET answers
                 }
@@ -76,7 +97,11 @@ impl Socket {
     /// Sends one batch (one transaction) and returns the kernel's first error, if any.
     pub fn transact(&mut self, batch: &[u8]) -> io::Result<()> {
         self.send(batch)?;
-        match self.answers()?.into_iter().find(|&c| c < 0 && c != i32::MIN) {
+        match self
+            .answers()?
+            .into_iter()
+            .find(|&c| c < 0 && c != i32::MIN)
+        {
             Some(code) => Err(io::Error::from_raw_os_error(-code)),
             None => Ok(()),
         }
@@ -95,6 +120,25 @@ impl Socket {
             None if answers.contains(&i32::MIN) => Ok(true),
             None => Err(io::Error::other("netlink: no answer to GETTABLE")),
         }
+    }
+}
+
+impl Socket {
+    /// The namespace's ruleset generation (bumped by every nftables commit, ours or anyone's).
+    pub fn generation(&mut self) -> io::Result<u32> {
+        let seq = self.next_seq(1);
+        self.send(&nftset::netlink::get_generation(seq))?;
+        let mut buf = vec![0u8; 8192];
+        let mut generation = None;
+        // The kernel answers in our sendmsg: the answer is queued already (after anything older).
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => generation = nftset::netlink::parse_generation(&buf[..n]).or(generation),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        generation.ok_or_else(|| io::Error::other("netlink: no generation in the answer to GETGEN"))
     }
 }
 

@@ -49,7 +49,11 @@ pub enum Recursion {
 
 /// An empty response to `query`'s header: same id, opcode, RD, question.
 pub fn response_to(query: &Message, rcode: ResponseCode) -> Message {
-    let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    let mut m = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.checking_disabled = query.metadata.checking_disabled;
     m.metadata.response_code = rcode;
@@ -127,7 +131,9 @@ pub fn handle(view: &View, bytes: &[u8], transport: Transport, recursion: Recurs
     }
     match q.query_type() {
         RecordType::ANY => return encode(response_to(&query, ResponseCode::NotImp), limit),
-        RecordType::AXFR | RecordType::IXFR => return encode(response_to(&query, ResponseCode::Refused), limit),
+        RecordType::AXFR | RecordType::IXFR => {
+            return encode(response_to(&query, ResponseCode::Refused), limit);
+        }
         _ => {}
     }
     match view.lookup(q.name(), q.query_type()) {

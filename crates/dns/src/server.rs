@@ -55,16 +55,31 @@ pub struct Shared {
 impl Shared {
     /// Shared state serving `view`.
     pub fn new(view: View, forwarder: Forwarder, recursion_from: Option<Vec<IpNet>>) -> Shared {
-        Shared { zone: RwLock::new(Arc::new(Zone { view, answers: Answers::default() })), forwarder, recursion_from, requests: Requests::default(), metrics: Default::default() }
+        Shared {
+            zone: RwLock::new(Arc::new(Zone {
+                view,
+                answers: Answers::default(),
+            })),
+            forwarder,
+            recursion_from,
+            requests: Requests::default(),
+            metrics: Default::default(),
+        }
     }
 
     fn zone(&self) -> Arc<Zone> {
-        self.zone.read().map(|v| Arc::clone(&v)).unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+        self.zone
+            .read()
+            .map(|v| Arc::clone(&v))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
     /// Replaces the view (and the responses kept for the old one); queries after this see the new one.
     pub fn set_view(&self, view: View) {
-        let new = Arc::new(Zone { view, answers: Answers::default() });
+        let new = Arc::new(Zone {
+            view,
+            answers: Answers::default(),
+        });
         match self.zone.write() {
             Ok(mut v) => *v = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -99,10 +114,14 @@ impl Shared {
             }
         };
         match handled {
-            Handled::Reply(response) if is_nxdomain(&response) && recursion == Recursion::Allowed => match autopath_candidate(&zone.view, bytes, source) {
-                Some((query, path)) => Handled::Search(Box::new(query), path),
-                None => Handled::Reply(response),
-            },
+            Handled::Reply(response)
+                if is_nxdomain(&response) && recursion == Recursion::Allowed =>
+            {
+                match autopath_candidate(&zone.view, bytes, source) {
+                    Some((query, path)) => Handled::Search(Box::new(query), path),
+                    None => Handled::Reply(response),
+                }
+            }
             other => other,
         }
     }
@@ -124,7 +143,11 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
         let received = Instant::now();
         shared.requests.udp.fetch_add(1, Ordering::Relaxed);
         let qtype = crate::metrics::qtype_of(&buf[..n]);
-        let record = move |shared: &Shared, response: Option<&[u8]>| shared.metrics.record(false, peer.is_ipv6(), qtype, response, received.elapsed());
+        let record = move |shared: &Shared, response: Option<&[u8]>| {
+            shared
+                .metrics
+                .record(false, peer.is_ipv6(), qtype, response, received.elapsed())
+        };
         match shared.answer(&buf[..n], Transport::Udp, peer.ip()) {
             Handled::Reply(bytes) => {
                 let _ = socket.send_to(&bytes, peer).await;
@@ -135,7 +158,8 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
                 let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
                 let asked = buf[..n].to_vec();
                 tokio::spawn(async move {
-                    if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await {
+                    if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await
+                    {
                         let _ = socket.send_to(&bytes, peer).await;
                         record(&shared, Some(&bytes));
                         shared.keep_forwarded(&asked, Transport::Udp, peer.ip(), &bytes);
@@ -145,7 +169,9 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
             Handled::Search(query, path) => {
                 let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
                 tokio::spawn(async move {
-                    if let Handled::Reply(bytes) = autopath(&shared, &query, &path, Transport::Udp).await {
+                    if let Handled::Reply(bytes) =
+                        autopath(&shared, &query, &path, Transport::Udp).await
+                    {
                         let _ = socket.send_to(&bytes, peer).await;
                         record(&shared, Some(&bytes));
                     }
@@ -172,14 +198,24 @@ fn autopath_candidate(view: &View, bytes: &[u8], source: IpAddr) -> Option<(Mess
 /// CoreDNS's autopath: the name without the first search domain is tried with each of the
 /// others (in the zone, else upstream); the first that is not NXDOMAIN answers, with a CNAME
 /// from the name asked. All NXDOMAIN: the first answer stands.
-async fn autopath(shared: &Shared, query: &Message, path: &[Name], transport: Transport) -> Handled {
+async fn autopath(
+    shared: &Shared,
+    query: &Message,
+    path: &[Name],
+    transport: Transport,
+) -> Handled {
     let asked = query.queries[0].name().clone();
     let keep = usize::from(asked.num_labels() - path[0].num_labels());
     let Ok(base) = Name::from_labels(asked.iter().take(keep)) else {
-        return encode(response_to(query, ResponseCode::ServFail), size_limit(query, transport));
+        return encode(
+            response_to(query, ResponseCode::ServFail),
+            size_limit(query, transport),
+        );
     };
     for domain in &path[1..] {
-        let Ok(candidate) = base.clone().append_domain(domain) else { continue };
+        let Ok(candidate) = base.clone().append_domain(domain) else {
+            continue;
+        };
         let mut q = query.clone();
         q.queries[0].set_name(candidate.clone());
         let zone = shared.zone();
@@ -196,7 +232,10 @@ async fn autopath(shared: &Shared, query: &Message, path: &[Name], transport: Tr
             }
             crate::lookup::Lookup::NotOurs => {
                 let r = shared.forwarder.resolve(&q).await;
-                if matches!(r.metadata.response_code, ResponseCode::NXDomain | ResponseCode::ServFail | ResponseCode::Refused) {
+                if matches!(
+                    r.metadata.response_code,
+                    ResponseCode::NXDomain | ResponseCode::ServFail | ResponseCode::Refused
+                ) {
                     continue;
                 }
                 r
@@ -204,14 +243,23 @@ async fn autopath(shared: &Shared, query: &Message, path: &[Name], transport: Tr
         };
         response.queries = query.queries.clone();
         if !response.answers.is_empty() {
-            let cname = Record::from_rdata(asked.clone(), response.answers[0].ttl, RData::CNAME(CNAME(candidate)));
+            let cname = Record::from_rdata(
+                asked.clone(),
+                response.answers[0].ttl,
+                RData::CNAME(CNAME(candidate)),
+            );
             response.answers.insert(0, cname);
         }
         shared.metrics.autopath.fetch_add(1, Ordering::Relaxed);
         return encode(response, size_limit(query, transport));
     }
     let view = shared.zone();
-    handle(&view.view, &query.to_vec().unwrap_or_default(), transport, Recursion::Allowed)
+    handle(
+        &view.view,
+        &query.to_vec().unwrap_or_default(),
+        transport,
+        Recursion::Allowed,
+    )
 }
 
 async fn forwarded(shared: &Shared, query: &Message, transport: Transport) -> Handled {
@@ -231,14 +279,20 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> std::io::R
 }
 
 /// Length-prefixed messages, answered in order, until the client closes or idles.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<()> {
     loop {
         let Ok(len) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
             return Ok(());
         };
         let len = usize::from(len?);
         let mut buf = vec![0u8; len];
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
         shared.requests.tcp.fetch_add(1, Ordering::Relaxed);
         let received = Instant::now();
         let handled = match shared.answer(&buf, Transport::Tcp, peer.ip()) {
@@ -255,7 +309,13 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
                 framed.extend(u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
                 framed.extend(&bytes);
                 stream.write_all(&framed).await?;
-                shared.metrics.record(true, peer.is_ipv6(), crate::metrics::qtype_of(&buf), Some(&bytes), received.elapsed());
+                shared.metrics.record(
+                    true,
+                    peer.is_ipv6(),
+                    crate::metrics::qtype_of(&buf),
+                    Some(&bytes),
+                    received.elapsed(),
+                );
             }
             // Something that is not a query: the stream cannot be trusted any more.
             _ => return Ok(()),

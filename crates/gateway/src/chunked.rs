@@ -35,7 +35,12 @@ pub struct Malformed;
 
 impl Default for Decoder {
     fn default() -> Decoder {
-        Decoder { state: State::Size, left: 0, digits: 0, trailers: 0 }
+        Decoder {
+            state: State::Size,
+            left: 0,
+            digits: 0,
+            trailers: 0,
+        }
     }
 }
 
@@ -57,7 +62,9 @@ impl Decoder {
                         self.left = self.left << 4 | u64::from(v);
                         self.digits += 1;
                     }
-                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => self.state = State::Extension,
+                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => {
+                        self.state = State::Extension
+                    }
                     None if self.digits > 0 && b == b'\r' => self.state = State::SizeLf,
                     _ => return Err(Malformed),
                 },
@@ -71,10 +78,16 @@ impl Decoder {
                         return Err(Malformed);
                     }
                     self.digits = 0;
-                    self.state = if self.left == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.left == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                 }
                 State::Data => {
-                    let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(input.len() - i);
+                    let n = usize::try_from(self.left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len() - i);
                     data(&input[i..i + n]);
                     i += n;
                     self.left -= n as u64;
@@ -83,8 +96,20 @@ impl Decoder {
                     }
                     continue;
                 }
-                State::DataCr => self.state = if b == b'\r' { State::DataLf } else { return Err(Malformed) },
-                State::DataLf => self.state = if b == b'\n' { State::Size } else { return Err(Malformed) },
+                State::DataCr => {
+                    self.state = if b == b'\r' {
+                        State::DataLf
+                    } else {
+                        return Err(Malformed);
+                    }
+                }
+                State::DataLf => {
+                    self.state = if b == b'\n' {
+                        State::Size
+                    } else {
+                        return Err(Malformed);
+                    }
+                }
                 State::TrailerStart => match b {
                     b'\r' => self.state = State::EndLf,
                     b'\n' => return Err(Malformed),
@@ -95,8 +120,20 @@ impl Decoder {
                     b'\n' => return Err(Malformed),
                     _ => {}
                 },
-                State::TrailerLf => self.state = if b == b'\n' { State::TrailerStart } else { return Err(Malformed) },
-                State::EndLf => self.state = if b == b'\n' { State::Done } else { return Err(Malformed) },
+                State::TrailerLf => {
+                    self.state = if b == b'\n' {
+                        State::TrailerStart
+                    } else {
+                        return Err(Malformed);
+                    }
+                }
+                State::EndLf => {
+                    self.state = if b == b'\n' {
+                        State::Done
+                    } else {
+                        return Err(Malformed);
+                    }
+                }
                 State::Done => unreachable!("the loop stops at Done"),
             }
             if matches!(self.state, State::TrailerLine | State::TrailerLf) {
@@ -153,8 +190,22 @@ mod tests {
 
     #[test]
     fn refuses_what_smuggling_relies_on() {
-        for bad in [&b"4\nWiki\r\n0\r\n\r\n"[..], b"4\r\nWiki\n0\r\n\r\n", b"4\r\nWikiX\r\n0\r\n\r\n", b"x\r\n", b"\r\n", b"11111111111111111\r\n", b"-1\r\n", b"0\r\n\n"] {
-            assert_eq!(decode_in_pieces(bad, 1), Err(Malformed), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"4\nWiki\r\n0\r\n\r\n"[..],
+            b"4\r\nWiki\n0\r\n\r\n",
+            b"4\r\nWikiX\r\n0\r\n\r\n",
+            b"x\r\n",
+            b"\r\n",
+            b"11111111111111111\r\n",
+            b"-1\r\n",
+            b"0\r\n\n",
+        ] {
+            assert_eq!(
+                decode_in_pieces(bad, 1),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let (_, _, done) = decode_in_pieces(b"4\r\nWi", 3).unwrap();
         assert!(!done, "an unfinished body is not done");

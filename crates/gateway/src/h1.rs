@@ -6,8 +6,8 @@
 //! chunk lines, Transfer-Encoding in HTTP/1.0: 400 (501 for an unknown coding), then close.
 //! WebSocket (and any `Upgrade`) is tunnelled once the backend answers 101.
 
-use std::io::{self, Write as _};
 use std::future::Future;
+use std::io::{self, Write as _};
 use std::ops::Range;
 use std::sync::Arc;
 use std::task::Poll;
@@ -67,8 +67,16 @@ struct Scratch {
 }
 
 /// Serves an HTTP/1 connection; `buf` holds what was already read from it.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: S, mut buf: BytesMut, at: Listener) {
-    let mut scratch = Scratch { from_upstream: BytesMut::with_capacity(READ_SIZE), ..Scratch::default() };
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut io: S,
+    mut buf: BytesMut,
+    at: Listener,
+) {
+    let mut scratch = Scratch {
+        from_upstream: BytesMut::with_capacity(READ_SIZE),
+        ..Scratch::default()
+    };
     loop {
         match exchange(&shared, &mut io, &mut buf, &mut scratch, &at).await {
             Next::KeepAlive => {}
@@ -102,8 +110,14 @@ fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
     }
 }
 
-fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(Range<usize>, Range<usize>)> {
-    headers.iter().map(|h| (range_in(buf, h.name.as_bytes()), range_in(buf, h.value))).collect()
+fn header_ranges(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+) -> Vec<(Range<usize>, Range<usize>)> {
+    headers
+        .iter()
+        .map(|h| (range_in(buf, h.name.as_bytes()), range_in(buf, h.value)))
+        .collect()
 }
 
 /// Parses a request head at the front of `buf`: `None` while incomplete.
@@ -154,7 +168,10 @@ enum Framing {
 }
 
 fn tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
-    values.flat_map(|v| v.split(|b| *b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+    values
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 fn has_token<'a>(values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
@@ -164,11 +181,17 @@ fn has_token<'a>(values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
 /// One Content-Length out of all the values given (identical repeats allowed, RFC 9110 §8.6).
 fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, ()> {
     let mut length = None;
-    for t in values.flat_map(|v| v.split(|b| *b == b',')).map(<[u8]>::trim_ascii) {
+    for t in values
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+    {
         if t.is_empty() || t.len() > 18 || !t.iter().all(u8::is_ascii_digit) {
             return Err(());
         }
-        let n: u64 = std::str::from_utf8(t).map_err(|_| ())?.parse().map_err(|_| ())?;
+        let n: u64 = std::str::from_utf8(t)
+            .map_err(|_| ())?
+            .parse()
+            .map_err(|_| ())?;
         if length.is_some_and(|l| l != n) {
             return Err(());
         }
@@ -180,7 +203,8 @@ fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u
 /// The request body's framing (RFC 9112 §6), or the status refusing it.
 fn request_framing(head: &RequestHead<'_>, minor: u8) -> Result<Framing, StatusCode> {
     let has_te = head.values("transfer-encoding").next().is_some();
-    let length = content_length(head.values("content-length")).map_err(|()| StatusCode::BAD_REQUEST)?;
+    let length =
+        content_length(head.values("content-length")).map_err(|()| StatusCode::BAD_REQUEST)?;
     if !has_te {
         return Ok(length.map_or(Framing::None, Framing::Length));
     }
@@ -241,19 +265,33 @@ struct LogFields {
 }
 
 /// Reads, decides and answers one request.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, at: &Listener) -> Next {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    io: &mut S,
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    at: &Listener,
+) -> Next {
     let mut deadline = None;
     let parsed = loop {
         if !buf.is_empty() {
             match parse_request(buf) {
                 Ok(Some(p)) => break p,
-                Ok(None) if buf.len() >= MAX_HEAD => return reject(io, scratch, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await,
+                Ok(None) if buf.len() >= MAX_HEAD => {
+                    return reject(io, scratch, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                }
                 Ok(None) => {}
                 Err(status) => return reject(io, scratch, status).await,
             }
         }
         buf.reserve(READ_SIZE);
-        match within_deadline(&mut deadline, shared.client_header_timeout(), io.read_buf(buf)).await {
+        match within_deadline(
+            &mut deadline,
+            shared.client_header_timeout(),
+            io.read_buf(buf),
+        )
+        .await
+        {
             Ok(Ok(n)) if n > 0 => {}
             // The end, an error, or a head too slow (slowloris): close, as nginx does.
             _ => return Next::Close,
@@ -269,7 +307,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
         let Some((path, query, authority)) = split_target(target) else {
             return reject(io, scratch, StatusCode::BAD_REQUEST).await;
         };
-        let head = RequestHead { method: text(&parsed.first), path, query, authority, headers: parsed.headers.iter().map(|(n, v)| (text(n), &buf[v.clone()])).collect() };
+        let head = RequestHead {
+            method: text(&parsed.first),
+            path,
+            query,
+            authority,
+            headers: parsed
+                .headers
+                .iter()
+                .map(|(n, v)| (text(n), &buf[v.clone()]))
+                .collect(),
+        };
         let hosts = head.values("host").count();
         // RFC 9112 §3.2: HTTP/1.1 needs exactly one Host (an absolute target may stand in).
         if hosts > 1 || (hosts == 0 && parsed.minor == 1 && authority.is_none()) {
@@ -280,14 +328,22 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
             Err(status) => return reject(io, scratch, status).await,
         };
         let connection: Vec<&[u8]> = head.values("connection").collect();
-        let keep_alive = if parsed.minor == 0 { has_token(connection.iter().copied(), "keep-alive") } else { !has_token(connection.iter().copied(), "close") };
+        let keep_alive = if parsed.minor == 0 {
+            has_token(connection.iter().copied(), "keep-alive")
+        } else {
+            !has_token(connection.iter().copied(), "close")
+        };
         let request = Request {
             method: http::Method::from_bytes(head.method.as_bytes()).unwrap_or(http::Method::GET),
             minor: parsed.minor,
             framing,
             keep_alive,
-            expect_continue: parsed.minor == 1 && head.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")),
-            upgrade: has_token(connection.iter().copied(), "upgrade") && head.values("upgrade").next().is_some(),
+            expect_continue: parsed.minor == 1
+                && head
+                    .header("expect")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue")),
+            upgrade: has_token(connection.iter().copied(), "upgrade")
+                && head.values("upgrade").next().is_some(),
             host: head.host(),
             head_len: parsed.len,
             log: shared.access_log().then(|| LogFields {
@@ -349,14 +405,24 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
 
 /// The request head sent upstream: the client's headers less hop-by-hop ones and its
 /// framing, with the plan's edits; HTTP/1.1, kept alive (the framing goes on after the body).
-fn upstream_head(out: &mut Vec<u8>, head: &RequestHead<'_>, f: &Forward, connection: &[&[u8]], upgrade: bool) {
+fn upstream_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    f: &Forward,
+    connection: &[&[u8]],
+    upgrade: bool,
+) {
     out.clear();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(f.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name, connection) || name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("expect") || f.request.drops(name) {
+        if is_hop_by_hop(name, connection)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
+            || f.request.drops(name)
+        {
             continue;
         }
         push_header(out, name.as_bytes(), value);
@@ -387,7 +453,14 @@ enum BodyError {
 }
 
 /// Reads the request body into `body`, at most `max` bytes.
-async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut BytesMut, framing: Framing, max: Option<u64>, expect_continue: bool, body: &mut Vec<u8>) -> Result<(), BodyError> {
+async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    framing: Framing,
+    max: Option<u64>,
+    expect_continue: bool,
+    body: &mut Vec<u8>,
+) -> Result<(), BodyError> {
     body.clear();
     let max = max.unwrap_or(u64::MAX);
     let mut continued = !expect_continue;
@@ -401,7 +474,9 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut Byte
             while buf.len() < n {
                 if !continued {
                     continued = true;
-                    write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| BodyError::Gone)?;
+                    write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .map_err(|_| BodyError::Gone)?;
                 }
                 buf.reserve((n - buf.len()).min(1 << 20));
                 match within(BODY_TIMEOUT, io.read_buf(buf)).await {
@@ -434,7 +509,9 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut Byte
                 }
                 if !continued {
                     continued = true;
-                    write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| BodyError::Gone)?;
+                    write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .map_err(|_| BodyError::Gone)?;
                 }
                 buf.reserve(READ_SIZE);
                 match within(BODY_TIMEOUT, io.read_buf(buf)).await {
@@ -450,8 +527,19 @@ type Upstream<'a> = Option<(&'a str, std::net::SocketAddr, Duration, u16)>;
 
 /// Forwards a request: its body read (within the route's limit), the exchange with the
 /// endpoint, the response relayed.
-async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &'f Forward) -> (Next, u16, u64, Upstream<'f>) {
-    let answer = |status: StatusCode, body: &str| Answer { status, location: None, body: body.into() };
+async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    io: &mut S,
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    request: &Request,
+    f: &'f Forward,
+) -> (Next, u16, u64, Upstream<'f>) {
+    let answer = |status: StatusCode, body: &str| Answer {
+        status,
+        location: None,
+        body: body.into(),
+    };
     let grpc = matches!(f.protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
     // Large bodies (and chunked ones that may grow large) are streamed: memory stays bounded
     // whatever proxy-body-size allows.
@@ -461,10 +549,25 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
             Framing::Chunked => f.max_body.is_none_or(|m| m > STREAM_FROM),
             Framing::None | Framing::UntilClose => false,
         };
-    let read = if streamed { Ok(()) } else { read_body(io, buf, request.framing, f.max_body, request.expect_continue, &mut scratch.body).await };
+    let read = if streamed {
+        Ok(())
+    } else {
+        read_body(
+            io,
+            buf,
+            request.framing,
+            f.max_body,
+            request.expect_continue,
+            &mut scratch.body,
+        )
+        .await
+    };
     let refused = match read {
         Ok(()) => None,
-        Err(BodyError::TooLarge) => Some(answer(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n")),
+        Err(BodyError::TooLarge) => Some(answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 Request Entity Too Large\n",
+        )),
         Err(BodyError::Malformed) => Some(answer(StatusCode::BAD_REQUEST, "400 Bad Request\n")),
         Err(BodyError::Gone) => return (Next::Close, 400, 0, None),
     };
@@ -473,18 +576,35 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
         return (Next::Linger, a.status.as_u16(), a.body.len() as u64, None);
     }
     if grpc {
-        let a = answer(StatusCode::BAD_GATEWAY, "502 Bad Gateway: gRPC backends take HTTP/2 clients\n");
-        let next = if write_answer(io, scratch, &a, request, request.keep_alive).await.is_ok() && request.keep_alive { Next::KeepAlive } else { Next::Close };
+        let a = answer(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: gRPC backends take HTTP/2 clients\n",
+        );
+        let next = if write_answer(io, scratch, &a, request, request.keep_alive)
+            .await
+            .is_ok()
+            && request.keep_alive
+        {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        };
         return (next, 502, a.body.len() as u64, None);
     }
     match (streamed, request.framing) {
         (true, Framing::Length(n)) => {
             let _ = write!(scratch.request, "content-length: {n}\r\n");
         }
-        (true, _) => scratch.request.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (true, _) => scratch
+            .request
+            .extend_from_slice(b"transfer-encoding: chunked\r\n"),
         (false, Framing::None) => {}
         (false, _) => {
-            let _ = write!(scratch.request, "content-length: {}\r\n", scratch.body.len());
+            let _ = write!(
+                scratch.request,
+                "content-length: {}\r\n",
+                scratch.body.len()
+            );
         }
     }
     scratch.request.extend_from_slice(b"\r\n");
@@ -492,7 +612,12 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
         scratch.request.extend_from_slice(&scratch.body);
         // Mirrors get buffered requests only (a streamed body is not kept).
         for &endpoint in &f.mirrors {
-            tokio::spawn(mirror(Arc::clone(shared), endpoint, f.connect_timeout, scratch.request.clone()));
+            tokio::spawn(mirror(
+                Arc::clone(shared),
+                endpoint,
+                f.connect_timeout,
+                scratch.request.clone(),
+            ));
         }
     }
 
@@ -502,10 +627,19 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
     match result {
         Ok((status, sent, keep)) => {
             let next = if keep { Next::KeepAlive } else { Next::Close };
-            (next, status, sent, Some((f.upstream.as_str(), f.endpoint, took, status)))
+            (
+                next,
+                status,
+                sent,
+                Some((f.upstream.as_str(), f.endpoint, took, status)),
+            )
         }
         Err(Failure::BeforeResponse(status)) => {
-            let text = if status == StatusCode::GATEWAY_TIMEOUT { "504 Gateway Time-out\n" } else { "502 Bad Gateway\n" };
+            let text = if status == StatusCode::GATEWAY_TIMEOUT {
+                "504 Gateway Time-out\n"
+            } else {
+                "502 Bad Gateway\n"
+            };
             let a = answer(status, text);
             // After a streamed body the client may still be sending: no keep-alive then.
             let keep = request.keep_alive && !streamed;
@@ -515,9 +649,19 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
                 (true, false) => Next::Linger,
                 (false, _) => Next::Close,
             };
-            (next, status.as_u16(), a.body.len() as u64, Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())))
+            (
+                next,
+                status.as_u16(),
+                a.body.len() as u64,
+                Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())),
+            )
         }
-        Err(Failure::DuringResponse(status)) => (Next::Close, status, 0, Some((f.upstream.as_str(), f.endpoint, took, status))),
+        Err(Failure::DuringResponse(status)) => (
+            Next::Close,
+            status,
+            0,
+            Some((f.upstream.as_str(), f.endpoint, took, status)),
+        ),
         Err(Failure::Refused(status)) => {
             let text = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "413 Request Entity Too Large\n",
@@ -526,15 +670,32 @@ async fn forward<'f, S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io
             };
             let a = answer(status, text);
             let _ = write_answer(io, scratch, &a, request, false).await;
-            (Next::Linger, status.as_u16(), a.body.len() as u64, Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())))
+            (
+                Next::Linger,
+                status.as_u16(),
+                a.body.len() as u64,
+                Some((f.upstream.as_str(), f.endpoint, took, status.as_u16())),
+            )
         }
-        Err(Failure::ClientGone) => (Next::Close, 400, 0, Some((f.upstream.as_str(), f.endpoint, took, 400))),
+        Err(Failure::ClientGone) => (
+            Next::Close,
+            400,
+            0,
+            Some((f.upstream.as_str(), f.endpoint, took, 400)),
+        ),
     }
 }
 
 /// A copy of a request to a mirror; its answer is read and dropped.
-async fn mirror(shared: Arc<Shared>, endpoint: std::net::SocketAddr, connect_timeout: Duration, request: Vec<u8>) {
-    let Ok(mut conn) = shared.pool.connect(endpoint, false, connect_timeout).await else { return };
+async fn mirror(
+    shared: Arc<Shared>,
+    endpoint: std::net::SocketAddr,
+    connect_timeout: Duration,
+    request: Vec<u8>,
+) {
+    let Ok(mut conn) = shared.pool.connect(endpoint, false, connect_timeout).await else {
+        return;
+    };
     if conn.write_all(&request).await.is_ok() {
         let mut sink = [0u8; 4096];
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -567,7 +728,11 @@ enum HeadError {
 }
 
 /// Sends the request head (and a buffered body).
-async fn send_request(conn: &mut Conn, request: &[u8], send_timeout: Duration) -> Result<(), HeadError> {
+async fn send_request(
+    conn: &mut Conn,
+    request: &[u8],
+    send_timeout: Duration,
+) -> Result<(), HeadError> {
     match within(send_timeout, conn.write_all(request)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(HeadError::Nothing),
@@ -578,9 +743,20 @@ async fn send_request(conn: &mut Conn, request: &[u8], send_timeout: Duration) -
 /// Sends a request body as it arrives from the client: `Length` bodies as they are, chunked
 /// ones re-chunked (within `max`, counted as they go).
 #[allow(clippy::too_many_arguments)]
-async fn stream_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut BytesMut, conn: &mut Conn, framing: Framing, max: Option<u64>, expect_continue: bool, send_timeout: Duration, out: &mut Vec<u8>) -> Result<(), Failure> {
+async fn stream_body<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    conn: &mut Conn,
+    framing: Framing,
+    max: Option<u64>,
+    expect_continue: bool,
+    send_timeout: Duration,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
     if expect_continue {
-        write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|_| Failure::ClientGone)?;
+        write_all(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| Failure::ClientGone)?;
     }
     let to_backend = |e: Result<io::Result<()>, TimedOut>| match e {
         Ok(Ok(())) => Ok(()),
@@ -632,7 +808,11 @@ async fn stream_body<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut By
 }
 
 /// Reads the response head into `from`; 1xx responses other than 101 are read past.
-async fn read_head(conn: &mut Conn, from: &mut BytesMut, read_timeout: Duration) -> Result<Parsed, HeadError> {
+async fn read_head(
+    conn: &mut Conn,
+    from: &mut BytesMut,
+    read_timeout: Duration,
+) -> Result<Parsed, HeadError> {
     from.clear();
     loop {
         from.reserve(READ_SIZE);
@@ -644,7 +824,9 @@ async fn read_head(conn: &mut Conn, from: &mut BytesMut, read_timeout: Duration)
         }
         loop {
             match parse_response(from) {
-                Ok(Some(p)) if (100..200).contains(&p.status) && p.status != 101 => from.advance(p.len),
+                Ok(Some(p)) if (100..200).contains(&p.status) && p.status != 101 => {
+                    from.advance(p.len)
+                }
                 Ok(Some(p)) => return Ok(p),
                 Ok(None) if from.len() >= MAX_HEAD => return Err(HeadError::Invalid),
                 Ok(None) => break,
@@ -656,7 +838,15 @@ async fn read_head(conn: &mut Conn, from: &mut BytesMut, read_timeout: Duration)
 
 /// A connection to the endpoint with the request sent on it (its body streamed, if it is) and
 /// the response head read into `scratch.from_upstream`.
-async fn open<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(Conn, Parsed), Failure> {
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    io: &mut S,
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    request: &Request,
+    f: &Forward,
+    streamed: bool,
+) -> Result<(Conn, Parsed), Failure> {
     let tls = f.protocol == BackendProtocol::Https;
     let idempotent = request.method.is_idempotent();
     // A kept connection the endpoint closed meanwhile fails before any response: the request
@@ -664,17 +854,36 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, bu
     // sent twice: it goes on a new connection from the start.
     let mut fresh_only = streamed;
     loop {
-        let (mut conn, reused) = match (!fresh_only).then(|| shared.pool.take(f.endpoint, tls)).flatten() {
+        let (mut conn, reused) = match (!fresh_only)
+            .then(|| shared.pool.take(f.endpoint, tls))
+            .flatten()
+        {
             Some(c) => (c, true),
-            None => match shared.pool.connect(f.endpoint, tls, f.connect_timeout).await {
+            None => match shared
+                .pool
+                .connect(f.endpoint, tls, f.connect_timeout)
+                .await
+            {
                 Ok(c) => (c, false),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT));
+                }
                 Err(_) => return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY)),
             },
         };
         let sent = send_request(&mut conn, &scratch.request, f.read_timeout).await;
         if sent.is_ok() && streamed {
-            stream_body(io, buf, &mut conn, request.framing, f.max_body, request.expect_continue, f.read_timeout, &mut scratch.body).await?;
+            stream_body(
+                io,
+                buf,
+                &mut conn,
+                request.framing,
+                f.max_body,
+                request.expect_continue,
+                f.read_timeout,
+                &mut scratch.body,
+            )
+            .await?;
         }
         let head = match sent {
             Ok(()) => read_head(&mut conn, &mut scratch.from_upstream, f.read_timeout).await,
@@ -683,7 +892,9 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, bu
         match head {
             Ok(p) => return Ok((conn, p)),
             Err(HeadError::Nothing) if reused && idempotent => fresh_only = true,
-            Err(HeadError::Timeout) => return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)),
+            Err(HeadError::Timeout) => {
+                return Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT));
+            }
             Err(_) => return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY)),
         }
     }
@@ -691,23 +902,46 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, bu
 
 /// The exchange with the endpoint and the response relayed to the client: (status, body
 /// bytes sent, whether the client connection goes on).
-async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, buf: &mut BytesMut, scratch: &mut Scratch, request: &Request, f: &Forward, streamed: bool) -> Result<(u16, u64, bool), Failure> {
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    io: &mut S,
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    request: &Request,
+    f: &Forward,
+    streamed: bool,
+) -> Result<(u16, u64, bool), Failure> {
     let tls = f.protocol == BackendProtocol::Https;
     // Gateway API's timeouts.request bounds everything up to the response head.
     let opened = open(shared, io, buf, scratch, request, f, streamed);
     let (mut conn, parsed) = match f.deadline {
-        Some(d) => tokio::time::timeout(d, opened).await.unwrap_or(Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)))?,
+        Some(d) => tokio::time::timeout(d, opened)
+            .await
+            .unwrap_or(Err(Failure::BeforeResponse(StatusCode::GATEWAY_TIMEOUT)))?,
         None => opened.await?,
     };
     let from = &mut scratch.from_upstream;
     let status = parsed.status;
     let head = &from[..parsed.len];
-    let values = |name: &'static str| parsed.headers.iter().filter(move |(n, _)| head[n.clone()].eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &head[v.clone()]);
+    let values = |name: &'static str| {
+        parsed
+            .headers
+            .iter()
+            .filter(move |(n, _)| head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &head[v.clone()])
+    };
     let head_only = request.method == http::Method::HEAD;
     let framing = if head_only || status == 204 || status == 304 || status == 101 {
         Framing::None
     } else if values("transfer-encoding").next().is_some() {
-        if tokens(values("transfer-encoding")).last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) { Framing::Chunked } else { Framing::UntilClose }
+        if tokens(values("transfer-encoding"))
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
     } else {
         match content_length(values("content-length")) {
             Ok(Some(n)) => Framing::Length(n),
@@ -716,13 +950,22 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
         }
     };
     let connection: Vec<&[u8]> = values("connection").collect();
-    let mut upstream_keeps = framing != Framing::UntilClose && status != 101 && if parsed.minor == 0 { has_token(connection.iter().copied(), "keep-alive") } else { !has_token(connection.iter().copied(), "close") };
+    let mut upstream_keeps = framing != Framing::UntilClose
+        && status != 101
+        && if parsed.minor == 0 {
+            has_token(connection.iter().copied(), "keep-alive")
+        } else {
+            !has_token(connection.iter().copied(), "close")
+        };
     if status == 101 && !request.upgrade {
         return Err(Failure::BeforeResponse(StatusCode::BAD_GATEWAY));
     }
     // A body without a length reaches an HTTP/1.0 client delimited by the connection's end.
-    let chunk_to_client = matches!(framing, Framing::Chunked | Framing::UntilClose) && request.minor == 1;
-    let keep_client = request.keep_alive && status != 101 && (request.minor == 1 || matches!(framing, Framing::None | Framing::Length(_)));
+    let chunk_to_client =
+        matches!(framing, Framing::Chunked | Framing::UntilClose) && request.minor == 1;
+    let keep_client = request.keep_alive
+        && status != 101
+        && (request.minor == 1 || matches!(framing, Framing::None | Framing::Length(_)));
 
     // The response head for the client.
     let out = &mut scratch.out;
@@ -730,7 +973,13 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
     let _ = write!(out, "HTTP/1.1 {status} ");
     let reason = &head[parsed.first.clone()];
     if reason.is_empty() {
-        out.extend_from_slice(StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").as_bytes());
+        out.extend_from_slice(
+            StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+                .as_bytes(),
+        );
     } else {
         out.extend_from_slice(reason);
     }
@@ -739,7 +988,11 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
     for (n, v) in &parsed.headers {
         let name = std::str::from_utf8(&head[n.clone()]).unwrap_or("");
         let length_kept = framing == Framing::None && name.eq_ignore_ascii_case("content-length");
-        if (is_hop_by_hop(name, &connection) || name.eq_ignore_ascii_case("content-length") || f.response.drops(name)) && !length_kept {
+        if (is_hop_by_hop(name, &connection)
+            || name.eq_ignore_ascii_case("content-length")
+            || f.response.drops(name))
+            && !length_kept
+        {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case("date");
@@ -800,7 +1053,9 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Err(Failure::DuringResponse(status)),
                 }
-                let take = from.len().min(usize::try_from(n - sent).unwrap_or(usize::MAX));
+                let take = from
+                    .len()
+                    .min(usize::try_from(n - sent).unwrap_or(usize::MAX));
                 write_all(io, &from[..take]).await.map_err(during)?;
                 from.advance(take);
                 sent += take as u64;
@@ -813,11 +1068,17 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: &mut S, b
                 let mut ended = false;
                 let mut add = |data: &[u8], out: &mut Vec<u8>| {
                     sent += data.len() as u64;
-                    if chunk_to_client { chunked::encode(out, data) } else { out.extend_from_slice(data) }
+                    if chunk_to_client {
+                        chunked::encode(out, data)
+                    } else {
+                        out.extend_from_slice(data)
+                    }
                 };
                 match &mut decoder {
                     Some(d) => {
-                        let used = d.feed(from, &mut |data| add(data, out)).map_err(|_| Failure::DuringResponse(status))?;
+                        let used = d
+                            .feed(from, &mut |data| add(data, out))
+                            .map_err(|_| Failure::DuringResponse(status))?;
                         from.advance(used);
                         ended = d.done();
                     }
@@ -862,7 +1123,11 @@ struct TimedOut;
 /// `fut` before `deadline` (set to `limit` from now when first needed). The timer is only
 /// armed if `fut` does not finish at its first poll: most reads and writes do, and a timer
 /// costs a clock read and a wheel entry.
-async fn within_deadline<F: Future>(deadline: &mut Option<tokio::time::Instant>, limit: Duration, fut: F) -> Result<F::Output, TimedOut> {
+async fn within_deadline<F: Future>(
+    deadline: &mut Option<tokio::time::Instant>,
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
     let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| {
         Poll::Ready(match fut.as_mut().poll(cx) {
@@ -875,7 +1140,9 @@ async fn within_deadline<F: Future>(deadline: &mut Option<tokio::time::Instant>,
         return Ok(v);
     }
     let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
-    tokio::time::timeout_at(deadline, fut).await.map_err(|_| TimedOut)
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .map_err(|_| TimedOut)
 }
 
 /// `fut` within `limit`, the timer armed only when needed (see [`within_deadline`]).
@@ -893,15 +1160,33 @@ async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Resul
 }
 
 /// An answer of the proxy's own.
-async fn write_answer<S: AsyncWrite + Unpin>(io: &mut S, scratch: &mut Scratch, a: &Answer, request: &Request, keep: bool) -> io::Result<()> {
+async fn write_answer<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    scratch: &mut Scratch,
+    a: &Answer,
+    request: &Request,
+    keep: bool,
+) -> io::Result<()> {
     let out = &mut scratch.out;
     out.clear();
-    answer_bytes(out, a, request.method == http::Method::HEAD, keep, request.minor);
+    answer_bytes(
+        out,
+        a,
+        request.method == http::Method::HEAD,
+        keep,
+        request.minor,
+    );
     write_all(io, out).await
 }
 
 fn answer_bytes(out: &mut Vec<u8>, a: &Answer, head_only: bool, keep: bool, minor: u8) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n", a.status.as_u16(), a.status.canonical_reason().unwrap_or(""), a.body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        a.status.as_u16(),
+        a.status.canonical_reason().unwrap_or(""),
+        a.body.len()
+    );
     crate::server::push_date(out);
     if let Some(l) = &a.location {
         push_header(out, b"location", l.as_bytes());
@@ -918,10 +1203,22 @@ fn answer_bytes(out: &mut Vec<u8>, a: &Answer, head_only: bool, keep: bool, mino
 }
 
 /// Answers a request that could not be read, and closes.
-async fn reject<S: AsyncWrite + Unpin>(io: &mut S, scratch: &mut Scratch, status: StatusCode) -> Next {
+async fn reject<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    scratch: &mut Scratch,
+    status: StatusCode,
+) -> Next {
     let out = &mut scratch.out;
     out.clear();
-    let a = Answer { status, location: None, body: format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or("")) };
+    let a = Answer {
+        status,
+        location: None,
+        body: format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    };
     answer_bytes(out, &a, false, false, 1);
     let _ = write_all(io, out).await;
     Next::Close
@@ -952,29 +1249,77 @@ mod tests {
         let p = parse_request(raw.as_bytes()).unwrap().unwrap();
         let buf = raw.as_bytes();
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap();
-        let head = RequestHead { method: text(&p.first), path: "/", query: None, authority: None, headers: p.headers.iter().map(|(n, v)| (text(n), &buf[v.clone()])).collect() };
+        let head = RequestHead {
+            method: text(&p.first),
+            path: "/",
+            query: None,
+            authority: None,
+            headers: p
+                .headers
+                .iter()
+                .map(|(n, v)| (text(n), &buf[v.clone()]))
+                .collect(),
+        };
         request_framing(&head, p.minor)
     }
 
     #[test]
     fn request_framing_refuses_ambiguity() {
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"), Ok(Framing::Length(5)));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"), Ok(Framing::Length(5)));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"), Ok(Framing::Length(5)));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"), Ok(Framing::Chunked));
-        assert_eq!(framing("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(Framing::None));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(framing("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), Err(StatusCode::NOT_IMPLEMENTED));
-        assert_eq!(framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), Err(StatusCode::NOT_IMPLEMENTED));
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            framing(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
     }
 
     #[test]
     fn targets_in_origin_and_absolute_form() {
         assert_eq!(split_target("/a/b?x=1"), Some(("/a/b", Some("x=1"), None)));
-        assert_eq!(split_target("http://Shop.Example:8080/p?q"), Some(("/p", Some("q"), Some("Shop.Example:8080"))));
+        assert_eq!(
+            split_target("http://Shop.Example:8080/p?q"),
+            Some(("/p", Some("q"), Some("Shop.Example:8080")))
+        );
         assert_eq!(split_target("HTTPS://h"), Some(("/", None, Some("h"))));
         assert_eq!(split_target("*"), None);
         assert_eq!(split_target("h:443"), None);
@@ -982,10 +1327,16 @@ mod tests {
 
     #[test]
     fn heads_that_do_not_parse_are_refused() {
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n").map(|p| p.is_none()), Ok(true));
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n").map(|p| p.is_none()),
+            Ok(true)
+        );
         assert!(parse_request(b"GET / HTTP/1.1\r\nBad Header: a\r\n\r\n").is_err());
         assert!(parse_request(b"GET / HTTP/1.1\r\n folded: a\r\n\r\n").is_err());
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
-        assert_eq!(parse_request(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(
+            parse_request(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
     }
 }

@@ -44,13 +44,19 @@ impl Conn {
         match tcp.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => matches!(tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            Poll::Ready(Ok(())) => {
+                matches!(tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
         }
     }
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -59,7 +65,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -98,13 +108,24 @@ impl Default for Pool {
     fn default() -> Pool {
         let connector = |alpn: &[u8]| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().ok().map(|b| {
-                let mut c = b.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))).with_no_client_auth();
-                c.alpn_protocols = vec![alpn.to_vec()];
-                tokio_rustls::TlsConnector::from(Arc::new(c))
-            })
+            rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()
+                .ok()
+                .map(|b| {
+                    let mut c = b
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                        .with_no_client_auth();
+                    c.alpn_protocols = vec![alpn.to_vec()];
+                    tokio_rustls::TlsConnector::from(Arc::new(c))
+                })
         };
-        Pool { idle: Mutex::new(HashMap::default()), swept: Mutex::new(Instant::now()), tls: connector(b"http/1.1"), tls_h2: connector(b"h2") }
+        Pool {
+            idle: Mutex::new(HashMap::default()),
+            swept: Mutex::new(Instant::now()),
+            tls: connector(b"http/1.1"),
+            tls_h2: connector(b"h2"),
+        }
     }
 }
 
@@ -123,7 +144,9 @@ impl Pool {
 
     /// Keeps a connection whose last exchange ended cleanly.
     pub fn put(&self, endpoint: SocketAddr, tls: bool, conn: Conn) {
-        let Ok(mut idle) = self.idle.lock() else { return };
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
         let conns = idle.entry((endpoint, tls)).or_default();
         if conns.len() < IDLE_PER_ENDPOINT {
             conns.push((Instant::now(), conn));
@@ -146,22 +169,42 @@ impl Pool {
     }
 
     /// A new connection, within `timeout`.
-    pub async fn connect(&self, endpoint: SocketAddr, tls: bool, timeout: Duration) -> io::Result<Conn> {
+    pub async fn connect(
+        &self,
+        endpoint: SocketAddr,
+        tls: bool,
+        timeout: Duration,
+    ) -> io::Result<Conn> {
         self.open(endpoint, tls.then_some(&self.tls), timeout).await
     }
 
     /// TCP, then TLS through the connector `tls` names when it names one (which is `None` if its
     /// configuration could not be built).
-    async fn open(&self, endpoint: SocketAddr, tls: Option<&Option<tokio_rustls::TlsConnector>>, timeout: Duration) -> io::Result<Conn> {
+    async fn open(
+        &self,
+        endpoint: SocketAddr,
+        tls: Option<&Option<tokio_rustls::TlsConnector>>,
+        timeout: Duration,
+    ) -> io::Result<Conn> {
         let connect = async {
             let tcp = TcpStream::connect(endpoint).await?;
             tcp.set_nodelay(true)?;
-            let Some(connector) = tls else { return Ok(Conn::Plain(tcp)) };
-            let Some(connector) = connector else { return Err(io::Error::other("no TLS client configuration")) };
+            let Some(connector) = tls else {
+                return Ok(Conn::Plain(tcp));
+            };
+            let Some(connector) = connector else {
+                return Err(io::Error::other("no TLS client configuration"));
+            };
             // ingress-nginx sends no SNI to backends by default (`proxy-ssl-server-name: off`).
-            Ok(Conn::Tls(Box::new(connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?)))
+            Ok(Conn::Tls(Box::new(
+                connector
+                    .connect(ServerName::IpAddress(endpoint.ip().into()), tcp)
+                    .await?,
+            )))
         };
-        tokio::time::timeout(timeout, connect).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 }
 
@@ -171,16 +214,43 @@ impl Pool {
 struct Unverified(Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for Unverified {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -12,8 +12,9 @@ use dataplane::netns;
 use model::Protocol;
 
 use crate::echo::{self, Identity};
+use crate::name::LabName;
 use crate::plan::PodPlan;
-use crate::service_proxy::Proxies;
+use crate::service_proxy::{Proxies, ProxyStatus};
 use crate::state::{self, LabState};
 
 enum Bound {
@@ -39,13 +40,6 @@ pub(crate) fn udp_socket_in(netns_name: &str, port: u16) -> io::Result<std::net:
     })?
 }
 
-fn bind(netns_name: &str, port: u16, protocol: Protocol) -> io::Result<Bound> {
-    match protocol {
-        Protocol::Tcp => tcp_listener_in(netns_name, port).map(Bound::Tcp),
-        _ => udp_socket_in(netns_name, port).map(Bound::Udp),
-    }
-}
-
 fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Identity {
     Identity {
         pod: pod.key(),
@@ -59,119 +53,278 @@ fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Ident
 }
 
 /// Where `lab apply` / `lab delete` tell the lab process to reload.
-pub fn control_socket(lab: &str) -> std::path::PathBuf {
+pub fn control_socket(lab: &LabName) -> std::path::PathBuf {
     state::dir(lab).join("control.sock")
 }
 
 /// A listener's key: the same namespace, port and protocol is the same socket.
 type ListenerKey = (String, u16, Protocol);
 
-/// Binds listeners for every port of every attached pod not served yet, and stops those whose
-/// pod or port is gone.
-fn sync_listeners(st: &LabState, running: &mut std::collections::BTreeMap<ListenerKey, tokio::task::JoinHandle<()>>) -> io::Result<()> {
-    let mut wanted = std::collections::BTreeSet::new();
-    for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-        let Some(ip) = *ip else { continue };
-        if crate::system::is_dns_pod(pod) || crate::system::is_ingress_controller_pod(pod) {
-            continue; // served by the cluster DNS, or the ingress controller
-        }
-        for port in &pod.ports {
-            if port.protocol == Protocol::Sctp {
-                // This kernel has no SCTP sockets (EPROTONOSUPPORT), so there is nothing to listen with.
-                eprintln!("{}: {}/SCTP: not served (no SCTP sockets on this kernel)", pod.key(), port.port);
+/// A current-thread runtime on its own OS thread: one per component of the lab process, so
+/// that one component's work (a proxy sync over 100 nodes, a DNS view rebuilt) never delays
+/// another's serving, and a component that fails stops alone.
+fn component_runtime(name: &str) -> io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
+}
+
+/// Every pod's echo servers, on their own runtime.
+struct EchoServers {
+    runtime: tokio::runtime::Handle,
+    running: std::collections::BTreeMap<ListenerKey, tokio::task::JoinHandle<()>>,
+}
+
+impl EchoServers {
+    /// Binds listeners for every port of every attached pod not served yet (all of a pod's
+    /// ports from one visit to its namespace), and stops those whose pod or port is gone.
+    fn sync(&mut self, st: &LabState) {
+        let mut wanted = std::collections::BTreeSet::new();
+        for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
+            let Some(ip) = *ip else { continue };
+            if crate::system::is_dns_pod(pod) || crate::system::is_ingress_controller_pod(pod) {
+                continue; // served by the cluster DNS, or the ingress controller
+            }
+            let mut missing = Vec::new();
+            for port in &pod.ports {
+                if port.protocol == Protocol::Sctp {
+                    // This kernel has no SCTP sockets (EPROTONOSUPPORT), so there is nothing to listen with.
+                    eprintln!(
+                        "{}: {}/SCTP: not served (no SCTP sockets on this kernel)",
+                        pod.key(),
+                        port.port
+                    );
+                    continue;
+                }
+                let key = (pod.netns.clone(), port.port, port.protocol);
+                if wanted.insert(key.clone()) && !self.running.contains_key(&key) {
+                    missing.push((port.port, port.protocol));
+                }
+            }
+            if missing.is_empty() {
                 continue;
             }
-            let key = (pod.netns.clone(), port.port, port.protocol);
-            wanted.insert(key.clone());
-            if running.contains_key(&key) {
-                continue;
-            }
-            let id = Arc::new(identity(pod, ip, port.port, port.protocol));
-            let task = match bind(&pod.netns, port.port, port.protocol) {
-                Ok(Bound::Tcp(l)) => tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id)),
-                Ok(Bound::Udp(s)) => tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(s)?, id)),
-                // hostNetwork pods share their node's ports: the first one wins, as on a node.
+            let ports = missing.clone();
+            let bound = netns::run_in(&netns::path_of(&pod.netns), move || {
+                ports
+                    .iter()
+                    .map(|&(port, protocol)| bind_here(port, protocol))
+                    .collect::<Vec<_>>()
+            });
+            let bound = match bound {
+                Ok(b) => b,
                 Err(e) => {
-                    eprintln!("{}: {}/{}: {e}", pod.key(), port.port, port.protocol);
+                    eprintln!("{}: entering its namespace: {e}", pod.key());
                     continue;
                 }
             };
-            running.insert(key, task);
+            let _in_runtime = self.runtime.enter();
+            for ((port, protocol), socket) in missing.into_iter().zip(bound) {
+                let id = Arc::new(identity(pod, ip, port, protocol));
+                let task = match socket.and_then(|s| match s {
+                    Bound::Tcp(l) => Ok(tokio::spawn(echo::serve_tcp(
+                        tokio::net::TcpListener::from_std(l)?,
+                        id,
+                    ))),
+                    Bound::Udp(u) => Ok(tokio::spawn(echo::serve_udp(
+                        tokio::net::UdpSocket::from_std(u)?,
+                        id,
+                    ))),
+                }) {
+                    Ok(task) => task,
+                    // hostNetwork pods share their node's ports: the first one wins, as on a node.
+                    Err(e) => {
+                        eprintln!("{}: {port}/{protocol}: {e}", pod.key());
+                        continue;
+                    }
+                };
+                self.running
+                    .insert((pod.netns.clone(), port, protocol), task);
+            }
+        }
+        self.running.retain(|key, task| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+/// Binds a non-blocking socket in the calling thread's namespace.
+fn bind_here(port: u16, protocol: Protocol) -> io::Result<Bound> {
+    Ok(match protocol {
+        Protocol::Tcp => {
+            let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+            l.set_nonblocking(true)?;
+            Bound::Tcp(l)
+        }
+        _ => {
+            let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
+            s.set_nonblocking(true)?;
+            Bound::Udp(s)
+        }
+    })
+}
+
+/// A state for the proxy worker, and where it says how the sync went.
+type ProxyRequest = (LabState, std::sync::mpsc::Sender<io::Result<()>>);
+
+/// Every node's service proxy, on its own thread: syncs on request, and between requests checks
+/// (one generation read per node) that nobody changed the tables behind its back. A panic in a
+/// sync is caught, logged and answered with a full re-sync, not the end of the lab process.
+fn proxy_worker(
+    first: LabState,
+    proxies: Proxies,
+    requests: std::sync::mpsc::Receiver<ProxyRequest>,
+) -> io::Result<()> {
+    let mut proxies = proxies;
+    let mut last = first;
+    std::thread::Builder::new()
+        .name("proxy".into())
+        .spawn(move || {
+            loop {
+                match requests.recv_timeout(SYNC_PERIOD) {
+                    Ok((st, reply)) => {
+                        let done = guarded("proxy sync", || sync_proxies(&st, &mut proxies));
+                        if done.is_err() {
+                            proxies.forget_applied();
+                        }
+                        last = st;
+                        let _ = reply.send(done);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        // Our tables changed behind our back (flushed by hand, edited): heal them.
+                        let healed = guarded("proxy check", || {
+                            let drifted = proxies.drifted(&last);
+                            if drifted.is_empty() {
+                                return Ok(());
+                            }
+                            eprintln!(
+                                "proxy: the tables of {} differ from what was applied; re-syncing",
+                                drifted.join(", ")
+                            );
+                            sync_proxies(&last, &mut proxies)
+                        });
+                        if let Err(e) = healed {
+                            eprintln!("proxy: {e}");
+                            proxies.forget_applied();
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs `f`, turning a panic into an error (logged with what was running).
+fn guarded<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("{what} panicked: {why}");
+            Err(io::Error::other(format!("{what} failed: {why}")))
         }
     }
-    running.retain(|key, task| {
-        let keep = wanted.contains(key);
-        if !keep {
-            task.abort();
+}
+
+/// The lab process's components, each serving on its own thread.
+struct Components {
+    echo: EchoServers,
+    dns: crate::cluster_dns::ClusterDns,
+    dns_runtime: tokio::runtime::Handle,
+    ingress: crate::ingress_controller::IngressControllers,
+    proxy: std::sync::mpsc::Sender<ProxyRequest>,
+}
+
+impl Components {
+    /// Brings every component to `st`; a component that fails is reported and the others still
+    /// sync.
+    fn sync(&mut self, st: &LabState) -> io::Result<()> {
+        let mut failed = Vec::new();
+        guarded("echo servers", || {
+            self.echo.sync(st);
+            Ok(())
+        })
+        .unwrap_or_else(|e| failed.push(e.to_string()));
+        let dns_runtime = self.dns_runtime.clone();
+        guarded("cluster DNS", || self.dns.sync(st, &dns_runtime))
+            .unwrap_or_else(|e| failed.push(format!("cluster DNS: {e}")));
+        guarded("ingress controller", || self.ingress.sync(st))
+            .unwrap_or_else(|e| failed.push(format!("ingress controller: {e}")));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let proxied = match self.proxy.send((st.clone(), tx)) {
+            Ok(()) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the proxy worker is gone"))),
+            Err(_) => Err(io::Error::other("the proxy worker is gone")),
+        };
+        proxied.unwrap_or_else(|e| failed.push(format!("proxy: {e}")));
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(failed.join("; ")))
         }
-        keep
-    });
-    Ok(())
+    }
 }
 
 /// Serves the lab's pods until killed. Prints `ready` on stdout once every port listens; then
 /// answers `reload` on the control socket by re-reading the state.
-pub fn run(lab: &str) -> io::Result<()> {
+pub fn run(lab: &LabName) -> io::Result<()> {
     let st: LabState = state::load(lab)?;
     std::fs::write(state::pid_file(lab), std::process::id().to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let lab = lab.to_owned();
-    rt.block_on(async move {
-        let mut running = std::collections::BTreeMap::new();
-        sync_listeners(&st, &mut running)?;
-        let mut cluster_dns = crate::cluster_dns::ClusterDns::new(&st);
-        cluster_dns.sync(&st)?;
-        let mut ingress = crate::ingress_controller::IngressControllers::default();
-        ingress.sync(&st)?;
-        let proxies = Arc::new(Mutex::new(Proxies::default()));
-        sync_proxies(&st, &mut lock(&proxies))?;
-        serve_proxy_endpoints(&st, &proxies)?;
-        let mut last = st;
-        let sock = control_socket(&lab);
-        let _ = std::fs::remove_file(&sock);
-        let control = tokio::net::UnixListener::bind(&sock)?;
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-        drop(out);
-        let mut check = tokio::time::interval(SYNC_PERIOD);
-        loop {
-            let accepted = tokio::select! {
-                a = control.accept() => a,
-                _ = check.tick() => {
-                    // Our tables changed behind our back (flushed by hand, edited): heal them.
-                    let mut proxies = lock(&proxies);
-                    if !proxies.intact(&last) {
-                        eprintln!("proxy: a node's table differs from what was applied; re-syncing");
-                        if let Err(e) = sync_proxies(&last, &mut proxies) {
-                            eprintln!("proxy: {e}");
-                        }
-                    }
-                    continue;
-                }
-            };
-            let Ok((mut conn, _)) = accepted else { continue };
-            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-            let (r, mut w) = conn.split();
-            let mut line = String::new();
-            let _ = tokio::io::BufReader::new(r).read_line(&mut line).await;
-            let reply = match line.trim() {
-                "reload" => match state::load(&lab).and_then(|st| {
-                    sync_listeners(&st, &mut running)?;
-                    cluster_dns.sync(&st)?;
-                    ingress.sync(&st)?;
-                    sync_proxies(&st, &mut lock(&proxies))?;
-                    last = st;
-                    Ok(())
-                }) {
-                    Ok(()) => "ok\n".to_owned(),
-                    Err(e) => format!("error {e}\n"),
-                },
-                other => format!("error unknown command {other:?}\n"),
-            };
-            let _ = w.write_all(reply.as_bytes()).await;
-        }
-    })
+    let proxies = Proxies::default();
+    let status = proxies.status();
+    let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
+    proxy_worker(st.clone(), proxies, proxy_rx)?;
+    let mut components = Components {
+        echo: EchoServers {
+            runtime: component_runtime("echo")?,
+            running: Default::default(),
+        },
+        dns: crate::cluster_dns::ClusterDns::new(&st),
+        dns_runtime: component_runtime("dns")?,
+        ingress: crate::ingress_controller::IngressControllers::default(),
+        proxy: proxy_tx,
+    };
+    components.sync(&st)?;
+    serve_proxy_endpoints(&st, &status, &component_runtime("proxy-http")?)?;
+    let sock = control_socket(lab);
+    let _ = std::fs::remove_file(&sock);
+    let control = std::os::unix::net::UnixListener::bind(&sock)?;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    drop(out);
+    for conn in control.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        use std::io::{BufRead, BufReader};
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut line = String::new();
+        let _ = BufReader::new(&conn).read_line(&mut line);
+        let reply = match line.trim() {
+            "reload" => match state::load(lab).and_then(|st| components.sync(&st)) {
+                Ok(()) => "ok\n".to_owned(),
+                Err(e) => format!("error {e}\n"),
+            },
+            "ping" => "ok\n".to_owned(),
+            other => format!("error unknown command {other:?}\n"),
+        };
+        let _ = conn.write_all(reply.as_bytes());
+    }
+    Ok(())
 }
 
 /// How often the lab process checks that its nft tables are as it left them.
@@ -184,27 +337,39 @@ pub const HEALTHZ_PORT: u16 = 10256;
 /// Health fails when a change waits longer than this: twice kube-proxy's default sync period.
 const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
 
-fn lock(proxies: &Mutex<Proxies>) -> MutexGuard<'_, Proxies> {
-    proxies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock(status: &Mutex<ProxyStatus>) -> MutexGuard<'_, ProxyStatus> {
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serves each node's proxy metrics and health on the node's address, as kube-proxy does.
-fn serve_proxy_endpoints(st: &LabState, proxies: &Arc<Mutex<Proxies>>) -> io::Result<()> {
+fn serve_proxy_endpoints(
+    st: &LabState,
+    status: &Arc<Mutex<ProxyStatus>>,
+    runtime: &tokio::runtime::Handle,
+) -> io::Result<()> {
+    let _in_runtime = runtime.enter();
     for node in &st.plan.nodes {
         for port in [METRICS_PORT, HEALTHZ_PORT] {
             let addr = (node.ip, port);
-            let listener = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<std::net::TcpListener> {
-                let l = std::net::TcpListener::bind(addr)?;
-                l.set_nonblocking(true)?;
-                Ok(l)
-            })??;
+            let listener = netns::run_in(
+                &netns::path_of(&node.netns),
+                move || -> io::Result<std::net::TcpListener> {
+                    let l = std::net::TcpListener::bind(addr)?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                },
+            )??;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let (proxies, name) = (Arc::clone(proxies), node.name.clone());
+            let (status, name) = (Arc::clone(status), node.name.clone());
             tokio::spawn(async move {
                 loop {
-                    let Ok((conn, _)) = listener.accept().await else { continue };
-                    let (proxies, name) = (Arc::clone(&proxies), name.clone());
-                    tokio::spawn(answer_probe(conn, proxies, name));
+                    let Ok((conn, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (status, name) = (Arc::clone(&status), name.clone());
+                    tokio::spawn(answer_probe(conn, status, name));
                 }
             });
         }
@@ -213,7 +378,11 @@ fn serve_proxy_endpoints(st: &LabState, proxies: &Arc<Mutex<Proxies>>) -> io::Re
 }
 
 /// One HTTP request to a node's proxy endpoints.
-async fn answer_probe(mut conn: tokio::net::TcpStream, proxies: Arc<Mutex<Proxies>>, node: String) {
+async fn answer_probe(
+    mut conn: tokio::net::TcpStream,
+    status: Arc<Mutex<ProxyStatus>>,
+    node: String,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -223,16 +392,28 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, proxies: Arc<Mutex<Proxie
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let path = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
     let (code, kind, body) = {
-        let mut p = lock(&proxies);
-        let (metrics, health) = p.status.entry(node).or_default();
+        let mut status = lock(&status);
+        let (metrics, health) = status.entry(node).or_default();
         match path.split('?').next().unwrap_or("/") {
             "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
             probe @ ("/healthz" | "/livez") => {
                 let livez = probe == "/livez";
-                let (code, body) = health.report(crate::service_proxy::unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
-                *metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
+                let (code, body) = health.report(
+                    crate::service_proxy::unix_now(),
+                    HEALTH_TIMEOUT_SECONDS,
+                    true,
+                    livez,
+                );
+                *metrics
+                    .probes
+                    .entry((if livez { "livez" } else { "healthz" }, code))
+                    .or_default() += 1;
                 (code, "application/json", body)
             }
             _ => (404, "text/plain", "404 page not found\n".to_owned()),
@@ -243,38 +424,95 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, proxies: Arc<Mutex<Proxie
         404 => "Not Found",
         _ => "Service Unavailable",
     };
-    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let _ = conn.write_all(response.as_bytes()).await;
 }
 
 /// Syncs every node's proxy, logging what each did.
 fn sync_proxies(st: &LabState, proxies: &mut Proxies) -> io::Result<()> {
     for s in proxies.sync(st)? {
-        eprintln!("proxy {}: {:?} sync, {} elements, {:.1} ms", s.node, s.synced, s.elements, s.seconds * 1e3);
+        eprintln!(
+            "proxy {}: {:?} sync, {} elements, {:.1} ms",
+            s.node,
+            s.synced,
+            s.elements,
+            s.seconds * 1e3
+        );
     }
     Ok(())
 }
 
 /// Asks the lab process to pick up a changed state.
-pub fn reload(lab: &str) -> io::Result<()> {
+pub fn reload(lab: &LabName) -> io::Result<()> {
+    ask(lab, "reload", std::time::Duration::from_secs(60))
+}
+
+/// Says one line to the lab process and reads its answer.
+fn ask(lab: &LabName, what: &str, wait: std::time::Duration) -> io::Result<()> {
     use std::io::{BufRead, BufReader};
-    let mut conn = std::os::unix::net::UnixStream::connect(control_socket(lab))?;
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    conn.write_all(b"reload\n")?;
+    let mut conn = std::os::unix::net::UnixStream::connect(control_socket(lab))
+        .map_err(|e| not_running(lab, &e.to_string()))?;
+    conn.set_read_timeout(Some(wait))?;
+    conn.write_all(format!("{what}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
-    if line.trim() == "ok" { Ok(()) } else { Err(io::Error::other(format!("the lab process says: {}", line.trim()))) }
+    if line.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "the lab process says: {}",
+            line.trim()
+        )))
+    }
 }
 
 /// The lab process's log.
-pub fn log_file(lab: &str) -> std::path::PathBuf {
+pub fn log_file(lab: &LabName) -> std::path::PathBuf {
     state::dir(lab).join("lab.log")
 }
 
-/// Whether the lab process recorded in the pid file is alive.
-pub fn alive(lab: &str) -> bool {
+/// Whether the lab process recorded in the pid file is alive (and still the lab's: pids are
+/// reused).
+pub fn alive(lab: &LabName) -> bool {
     std::fs::read_to_string(state::pid_file(lab))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .is_some_and(|pid| is_lab_process(pid, lab))
+}
+
+/// Whether `pid` is a running (not zombie) `podnet lab daemon --name <lab>`.
+pub(crate) fn is_lab_process(pid: u32, lab: &LabName) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args
+        .windows(3)
+        .any(|w| w[0] == b"daemon" && w[1] == b"--name" && w[2] == lab.as_str().as_bytes());
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    ours && !zombie && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn not_running(lab: &LabName, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        format!(
+            "the lab process is not running ({why}); `podnet lab restart --name {lab}` starts it again from the saved state"
+        ),
+    )
+}
+
+/// An error naming the fix unless the lab process is alive and answering.
+pub fn require_running(lab: &LabName) -> io::Result<()> {
+    if !alive(lab) {
+        return Err(not_running(lab, "no process"));
+    }
+    ask(lab, "ping", std::time::Duration::from_secs(10))
 }

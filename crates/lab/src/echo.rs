@@ -42,7 +42,9 @@ pub fn answer(id: &Identity, client: SocketAddr) -> Map<String, Value> {
     m
 }
 
-const METHODS: [&str; 9] = ["GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE "];
+const METHODS: [&str; 9] = [
+    "GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE ",
+];
 
 fn looks_like_http(data: &[u8]) -> bool {
     METHODS.iter().any(|m| data.starts_with(m.as_bytes()))
@@ -51,7 +53,9 @@ fn looks_like_http(data: &[u8]) -> bool {
 /// Accepts connections forever.
 pub async fn serve_tcp(listener: TcpListener, id: Arc<Identity>) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
         let id = Arc::clone(&id);
         tokio::spawn(async move {
             let _ = handle_tcp(stream, peer, &id).await;
@@ -95,7 +99,9 @@ async fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, id: &Identity) -> s
         );
         stream.write_all(response.as_bytes()).await?;
     } else {
-        stream.write_all(format!("{}\n", Value::Object(body)).as_bytes()).await?;
+        stream
+            .write_all(format!("{}\n", Value::Object(body)).as_bytes())
+            .await?;
     }
     stream.shutdown().await
 }
@@ -104,7 +110,9 @@ async fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, id: &Identity) -> s
 pub async fn serve_udp(socket: UdpSocket, id: Arc<Identity>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let Ok((_, peer)) = socket.recv_from(&mut buf).await else { continue };
+        let Ok((_, peer)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
         let reply = format!("{}\n", Value::Object(answer(&id, peer)));
         let _ = socket.send_to(reply.as_bytes(), peer).await;
     }
@@ -138,7 +146,10 @@ mod tests {
 
     #[test]
     fn tcp_http_and_udp_answers_name_the_pod_and_the_client() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
@@ -147,10 +158,18 @@ mod tests {
             let v: Value = serde_json::from_str(line.trim()).unwrap();
             assert_eq!(v["pod"], "shop/web");
             assert_eq!(v["client_ip"], "127.0.0.1");
-            let http = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: web\r\nX-Test: 1\r\n\r\n").await;
+            let http = exchange(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nHost: web\r\nX-Test: 1\r\n\r\n",
+            )
+            .await;
             assert!(http.starts_with("HTTP/1.1 200 OK\r\n"), "{http}");
-            let body: Value = serde_json::from_str(http.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
-            assert_eq!((body["method"].as_str(), body["path"].as_str()), (Some("GET"), Some("/healthz")));
+            let body: Value =
+                serde_json::from_str(http.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
+            assert_eq!(
+                (body["method"].as_str(), body["path"].as_str()),
+                (Some("GET"), Some("/healthz"))
+            );
             assert_eq!(body["headers"]["X-Test"], "1");
 
             let u = UdpSocket::bind("127.0.0.1:0").await.unwrap();

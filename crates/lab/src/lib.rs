@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod echo;
 pub mod ingress_controller;
 pub mod load_balancer;
+pub mod name;
 pub mod plan;
 pub mod resolv;
 pub mod service_proxy;
@@ -22,4 +23,5 @@ pub mod state;
 pub mod system;
 pub mod up;
 
+pub use name::LabName;
 pub use plan::{LabConfig, LabPlan, Mode, NodePlan, PodPlan};

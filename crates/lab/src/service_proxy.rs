@@ -15,18 +15,25 @@ use nftset::{Family, Ruleset};
 
 use crate::state::LabState;
 
-/// What one node's proxy applied last, and how its table read back right after.
+/// What one node's proxy applied last, and the node's ruleset generation right after.
 struct Applied {
     rules: Ruleset,
-    listing: Option<String>,
+    generation: Option<u32>,
 }
+
+/// Each node's metrics and health, as its kube-proxy would report them (shared with the
+/// HTTP endpoints that serve them, which lock it only to read or bump a counter).
+pub type ProxyStatus = BTreeMap<String, (proxy::metrics::Metrics, proxy::metrics::Health)>;
 
 /// The proxies of a lab's nodes.
 #[derive(Default)]
 pub struct Proxies {
     applied: BTreeMap<String, Applied>,
-    /// Each node's metrics and health, as its kube-proxy would report them.
-    pub status: BTreeMap<String, (proxy::metrics::Metrics, proxy::metrics::Health)>,
+    /// A netfilter socket in each node's namespace, for its ruleset generation.
+    sockets: BTreeMap<String, dataplane::nfnetlink::Socket>,
+    /// Each node's pod bridge MAC, once its first pod made the bridge.
+    bridge_macs: BTreeMap<String, String>,
+    status: std::sync::Arc<std::sync::Mutex<ProxyStatus>>,
     /// LoadBalancer and external IPs routed from the external host, to a node's address.
     announced: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>,
 }
@@ -34,11 +41,17 @@ pub struct Proxies {
 /// Where the external host sends each LoadBalancer IP and externalIP: to a node with a local
 /// endpoint for `externalTrafficPolicy: Local` (as MetalLB announces from such a node), else to
 /// the first node.
-fn announce(wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)>, plan: &proxy::NodePlan, node_ip: std::net::Ipv4Addr) {
+fn announce(
+    wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)>,
+    plan: &proxy::NodePlan,
+    node_ip: std::net::Ipv4Addr,
+) {
     for p in &plan.ports {
         let has_local = !p.local.is_empty();
         for ip in p.port.load_balancer_ips.iter().chain(&p.port.external_ips) {
-            let std::net::IpAddr::V4(ip) = ip else { continue };
+            let std::net::IpAddr::V4(ip) = ip else {
+                continue;
+            };
             let preferred = p.port.policies.external_local && has_local;
             let entry = wanted.entry(*ip).or_insert((preferred, node_ip));
             if preferred && !entry.0 {
@@ -50,7 +63,9 @@ fn announce(wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)
 
 /// Unix time in seconds: the clock the lab process injects into the pure metrics and health.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The lab as the proxy's input: the lab's snapshot, and its nodes as Node objects (InternalIP,
@@ -62,10 +77,20 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
         .nodes
         .iter()
         .map(|n| Node {
-            metadata: ObjectMeta { name: Some(n.name.clone()), ..Default::default() },
-            spec: Some(NodeSpec { pod_cidr: Some(n.pod_cidr.to_string()), pod_cidrs: Some(vec![n.pod_cidr.to_string()]), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(n.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: Some(n.pod_cidr.to_string()),
+                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
+                ..Default::default()
+            }),
             status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: n.ip.to_string() }]),
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: n.ip.to_string(),
+                }]),
                 ..Default::default()
             }),
         })
@@ -75,7 +100,10 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
 
 /// The lab's proxy settings: pod traffic is what comes from the cluster's pod CIDR.
 pub fn proxy_config(st: &LabState) -> proxy::ProxyConfig {
-    proxy::ProxyConfig { cluster_cidr: st.plan.config.pod_cidr.to_string(), ..Default::default() }
+    proxy::ProxyConfig {
+        cluster_cidr: st.plan.config.pod_cidr.to_string(),
+        ..Default::default()
+    }
 }
 
 /// What one sync did on one node.
@@ -114,41 +142,48 @@ fn same_node_through_node(bridge_mac: &str, pod_cidr: &str) -> nftset::Table {
 /// Deletes the node's UDP conntrack entries that its new rules make stale (see
 /// `proxy::conntrack`), with the `conntrack` tool; without it, entries age out on their own.
 fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
-    let Ok(out) = std::process::Command::new("conntrack").args(["-L", "-p", "udp"]).output() else { return };
-    let stale = plan.stale_flows(&proxy::conntrack::parse_list(&String::from_utf8_lossy(&out.stdout)));
+    let Ok(out) = std::process::Command::new("conntrack")
+        .args(["-L", "-p", "udp"])
+        .output()
+    else {
+        return;
+    };
+    let stale = plan.stale_flows(&proxy::conntrack::parse_list(&String::from_utf8_lossy(
+        &out.stdout,
+    )));
     for flow in &stale {
-        let _ = std::process::Command::new("conntrack").arg("-D").args(flow.delete_args()).output();
+        let _ = std::process::Command::new("conntrack")
+            .arg("-D")
+            .args(flow.delete_args())
+            .output();
     }
     if !stale.is_empty() {
-        eprintln!("proxy {}: deleted {} stale UDP conntrack entries", plan.node.name, stale.len());
+        eprintln!(
+            "proxy {}: deleted {} stale UDP conntrack entries",
+            plan.node.name,
+            stale.len()
+        );
     }
 }
 
-/// The proxy's table as nft lists it, without what the packet path writes (the session
-/// affinity map's elements), so that comparing listings finds changes made behind our back only.
-fn listing() -> io::Result<Option<String>> {
-    Ok(dataplane::nft::list_table(Family::Ip, proxy::render::TABLE)?.map(|text| without_dynamic_elements(&text)))
-}
-
-fn without_dynamic_elements(listing: &str) -> String {
-    let mut out = String::new();
-    let mut in_affinity = false;
-    for line in listing.lines() {
-        let trimmed = line.trim();
-        if trimmed == format!("map {} {{", proxy::render::AFFINITY) {
-            in_affinity = true;
-        } else if in_affinity && line == "\t}" {
-            in_affinity = false;
-        } else if in_affinity && !(trimmed.starts_with("type ") || trimmed.starts_with("flags ")) {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
+fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Proxies {
+    /// The nodes' metrics and health, as the proxy updates them.
+    pub fn status(&self) -> std::sync::Arc<std::sync::Mutex<ProxyStatus>> {
+        std::sync::Arc::clone(&self.status)
+    }
+
+    /// Forgets what was applied, so that the next sync re-makes every table in full (after a
+    /// failure left the kernel in an unknown state).
+    pub fn forget_applied(&mut self) {
+        self.applied.clear();
+    }
+
     /// Brings every node's rules to what `st` asks for.
     pub fn sync(&mut self, st: &LabState) -> io::Result<Vec<NodeSync>> {
         let view = proxy_view(st);
@@ -158,55 +193,127 @@ impl Proxies {
         for node in &st.plan.nodes {
             let started = Instant::now();
             let queued = unix_now();
-            let status = self.status.entry(node.name.clone()).or_default();
-            status.0.last_queued_timestamp = queued;
-            status.1.oldest_pending.get_or_insert(queued);
-            let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
+            {
+                let mut status = status_of(&self.status);
+                let status = status.entry(node.name.clone()).or_default();
+                status.0.last_queued_timestamp = queued;
+                status.1.oldest_pending.get_or_insert(queued);
+            }
+            let plan = proxy::plan(&view, &node.name, &config)
+                .map_err(|e| io::Error::other(e.to_string()))?;
             announce(&mut wanted, &plan, node.ip);
             let mut rules = plan.render();
             let old = self.applied.remove(&node.name);
+            let socket = self.sockets.remove(&node.name);
+            let known_mac = self.bridge_macs.get(&node.name).cloned();
             let pod_cidr = node.pod_cidr.to_string();
-            let applied = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<(Synced, Option<String>, Ruleset)> {
+            let applied = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<_> {
+                let mut socket = match socket {
+                    Some(s) => s,
+                    None => dataplane::nfnetlink::Socket::open()?,
+                };
                 // The pod bridge exists once the first pod of the node is attached.
-                if let Some(mac) = dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac) {
-                    rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(&mac, &pod_cidr));
+                let mac = match known_mac {
+                    Some(mac) => Some(mac),
+                    None => dataplane::link::Netlink::connect()?
+                        .link(crate::up::POD_BRIDGE)?
+                        .and_then(|l| l.mac),
+                };
+                if let Some(mac) = &mac {
+                    rules.tables.insert(
+                        (Family::Bridge, L3_TABLE.to_owned()),
+                        same_node_through_node(mac, &pod_cidr),
+                    );
                 }
-                let new = rules.clone();
-                // A table changed behind our back (flushed, edited) is re-made in full.
-                let trusted = old.filter(|o| o.listing.is_some() && listing().ok().flatten() == o.listing).map(|o| o.rules);
-                let synced = dataplane::nft::sync(trusted.as_ref(), &new)?;
-                let listing = listing()?;
-                clear_stale_udp_flows(&plan);
-                Ok((synced, listing, rules))
+                // A ruleset changed behind our back (flushed, edited: the generation moved) is
+                // re-made in full.
+                let now = socket.generation().ok();
+                let trusted = old
+                    .filter(|o| o.generation.is_some() && o.generation == now)
+                    .map(|o| o.rules);
+                let changed = trusted.as_ref() != Some(&rules);
+                let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
+                let generation = socket.generation().ok();
+                // Stale UDP flows come only from changed rules.
+                if changed {
+                    clear_stale_udp_flows(&plan);
+                }
+                Ok((synced, generation, rules, socket, mac))
             })
             .and_then(|r| r);
-            let (metrics, health) = self.status.entry(node.name.clone()).or_default();
-            let (synced, listing, rules) = match applied {
-                Ok(done) => done,
+            let (synced, generation, rules) = match applied {
+                Ok((synced, generation, rules, socket, mac)) => {
+                    self.sockets.insert(node.name.clone(), socket);
+                    if let Some(mac) = mac {
+                        self.bridge_macs.insert(node.name.clone(), mac);
+                    }
+                    (synced, generation, rules)
+                }
                 Err(e) => {
-                    metrics.sync_failures += 1;
+                    status_of(&self.status)
+                        .entry(node.name.clone())
+                        .or_default()
+                        .0
+                        .sync_failures += 1;
                     return Err(e);
                 }
             };
             let now = unix_now();
-            metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
-            *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
-            done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
-            self.applied.insert(node.name.clone(), Applied { rules, listing });
+            {
+                let mut status = status_of(&self.status);
+                let (metrics, health) = status.entry(node.name.clone()).or_default();
+                metrics.synced(
+                    now,
+                    started.elapsed().as_secs_f64(),
+                    synced == Synced::Full,
+                    queued,
+                    rules.element_count(),
+                );
+                *health = proxy::metrics::Health {
+                    last_updated: now,
+                    oldest_pending: None,
+                };
+            }
+            done.push(NodeSync {
+                node: node.name.clone(),
+                synced,
+                elements: rules.element_count(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            self.applied
+                .insert(node.name.clone(), Applied { rules, generation });
         }
-        self.route_from_external_host(st, wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect());
+        self.route_from_external_host(
+            st,
+            wanted
+                .into_iter()
+                .map(|(ip, (_, node))| (ip, node))
+                .collect(),
+        );
         Ok(done)
     }
 
     /// Points the external host's /32 routes at the chosen nodes.
-    fn route_from_external_host(&mut self, st: &LabState, wanted: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>) {
+    fn route_from_external_host(
+        &mut self,
+        st: &LabState,
+        wanted: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>,
+    ) {
         let ns = st.plan.external_netns();
         let ip = |args: &[String]| {
-            let out = std::process::Command::new("ip").arg("-n").arg(&ns).args(args).output();
+            let out = std::process::Command::new("ip")
+                .arg("-n")
+                .arg(&ns)
+                .args(args)
+                .output();
             if let Ok(o) = out
                 && !o.status.success()
             {
-                eprintln!("external host: ip {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+                eprintln!(
+                    "external host: ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
             }
         };
         for gone in self.announced.keys().filter(|a| !wanted.contains_key(a)) {
@@ -214,28 +321,34 @@ impl Proxies {
         }
         for (addr, node) in &wanted {
             if self.announced.get(addr) != Some(node) {
-                ip(&["route".into(), "replace".into(), format!("{addr}/32"), "via".into(), node.to_string()]);
+                ip(&[
+                    "route".into(),
+                    "replace".into(),
+                    format!("{addr}/32"),
+                    "via".into(),
+                    node.to_string(),
+                ]);
             }
         }
         self.announced = wanted;
     }
 
-    /// Whether a node's table still reads back as we left it (the periodic check).
-    pub fn intact(&self, st: &LabState) -> bool {
-        st.plan.nodes.iter().all(|node| {
-            let Some(applied) = self.applied.get(&node.name) else { return false };
-            netns::run_in(&netns::path_of(&node.netns), listing).ok().and_then(Result::ok).flatten() == applied.listing
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn listings_are_compared_without_remembered_clients() {
-        let listing = "table ip podnet-proxy {\n\tmap affinity {\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . mark : ipv4_addr . inet_service\n\t\tflags timeout\n\t\telements = { 10.244.0.9 . 10.96.0.40 . tcp . 7 timeout 3h expires 2h : 10.244.1.2 . 8080,\n\t\t\t     10.244.0.8 . 10.96.0.40 . tcp . 7 timeout 3h expires 1h : 10.244.1.3 . 8080 }\n\t}\n\n\tmap frontends {\n\t\telements = { 10.96.0.40 . tcp . 80 : goto cluster-2 }\n\t}\n}\n";
-        let kept = super::without_dynamic_elements(listing);
-        assert!(!kept.contains("10.244.0.9") && !kept.contains("10.244.1.3"), "{kept}");
-        assert!(kept.contains("flags timeout") && kept.contains("goto cluster-2"), "{kept}");
+    /// The nodes whose rules may have changed since we applied them: one generation read per
+    /// node over a socket kept in its namespace, so the periodic check costs microseconds per
+    /// node whatever the size of its tables.
+    pub fn drifted(&mut self, st: &LabState) -> Vec<String> {
+        st.plan
+            .nodes
+            .iter()
+            .filter(|node| {
+                let applied = self.applied.get(&node.name).and_then(|a| a.generation);
+                let now = self
+                    .sockets
+                    .get_mut(&node.name)
+                    .and_then(|s| s.generation().ok());
+                applied.is_none() || applied != now
+            })
+            .map(|n| n.name.clone())
+            .collect()
     }
 }

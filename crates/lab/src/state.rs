@@ -10,10 +10,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use model::{ClusterState, NamespaceInfo, Namespaced, PodInfo, Replicas};
 use serde::{Deserialize, Serialize};
 
+use crate::name::LabName;
 use crate::plan::LabPlan;
 
-/// Where labs keep their state.
-pub const STATE_ROOT: &str = "/run/podnet";
+pub use crate::name::STATE_ROOT;
 
 /// A running lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,17 +84,36 @@ impl LabState {
                 location: Default::default(),
             })
             .collect();
-        let services: Vec<Namespaced<Service>> = self.services.iter().cloned().map(Namespaced::from_object).collect();
+        let services: Vec<Namespaced<Service>> = self
+            .services
+            .iter()
+            .cloned()
+            .map(Namespaced::from_object)
+            .collect();
         // Every namespace in use, and the two every cluster has.
-        let mut names: Vec<&str> = self.plan.pods.iter().map(|p| p.namespace.as_str()).chain(services.iter().map(|s| s.namespace.as_str())).collect();
+        let mut names: Vec<&str> = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| p.namespace.as_str())
+            .chain(services.iter().map(|s| s.namespace.as_str()))
+            .collect();
         names.extend(["default", crate::system::SYSTEM_NAMESPACE]);
         names.sort_unstable();
         names.dedup();
         ClusterState {
-            namespaces: names.into_iter().map(|n| NamespaceInfo::named(n, true)).collect(),
+            namespaces: names
+                .into_iter()
+                .map(|n| NamespaceInfo::named(n, true))
+                .collect(),
             pods,
             services,
-            endpoint_slices: self.given_slices.iter().cloned().map(Namespaced::from_object).collect(),
+            endpoint_slices: self
+                .given_slices
+                .iter()
+                .cloned()
+                .map(Namespaced::from_object)
+                .collect(),
             service_cidrs: vec![model::allocate::Ranges::default().service_cidr.to_string()],
             ..Default::default()
         }
@@ -102,63 +121,178 @@ impl LabState {
 
     /// The EndpointSlices of the lab: computed for Services with a selector, given for the rest.
     pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
-        let mut slices = model::endpoints::compute(&self.cluster_view(), |p| p.ready.unwrap_or(true));
+        let mut slices =
+            model::endpoints::compute(&self.cluster_view(), |p| p.ready.unwrap_or(true));
         slices.extend(self.given_slices.iter().cloned());
         slices
     }
 }
 
 /// `/run/podnet/<lab>`
-pub fn dir(lab: &str) -> PathBuf {
-    PathBuf::from(STATE_ROOT).join(lab)
+pub fn dir(lab: &LabName) -> PathBuf {
+    lab.state_dir()
 }
 
 /// `/run/podnet/<lab>/state.json`
-pub fn state_file(lab: &str) -> PathBuf {
+pub fn state_file(lab: &LabName) -> PathBuf {
     dir(lab).join("state.json")
 }
 
 /// The lab process's pid file.
-pub fn pid_file(lab: &str) -> PathBuf {
+pub fn pid_file(lab: &LabName) -> PathBuf {
     dir(lab).join("lab.pid")
 }
 
-/// Saves the state atomically (write, then rename).
-pub fn save(state: &LabState) -> io::Result<()> {
-    let lab = &state.plan.config.name;
-    let tmp = dir(lab).join("state.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(io::Error::other)?)?;
-    std::fs::rename(tmp, state_file(lab))
+fn lock_file(lab: &LabName) -> PathBuf {
+    dir(lab).join("state.lock")
+}
+
+fn not_up(lab: &LabName) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "no lab named {:?} is up (see `podnet lab list`)",
+            lab.as_str()
+        ),
+    )
+}
+
+/// The lab's state, held exclusively: every change of a lab (`up`, `apply`, `delete`, `mark`,
+/// `restart`, `down`) loads, changes and saves it under this lock, so that changes made at the
+/// same time run one after the other instead of overwriting each other. Readers need no lock:
+/// a save is atomic (write, then rename).
+pub struct Locked {
+    lab: LabName,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Locked {
+    /// The locked lab.
+    pub fn lab(&self) -> &LabName {
+        &self.lab
+    }
+
+    /// Loads the state.
+    pub fn load(&self) -> io::Result<LabState> {
+        load(&self.lab)
+    }
+
+    /// Saves the state atomically (write, then rename).
+    pub fn save(&self, state: &LabState) -> io::Result<()> {
+        if state.plan.config.name != self.lab {
+            return Err(io::Error::other(format!(
+                "saving lab {}'s state under lab {}'s lock",
+                state.plan.config.name, self.lab
+            )));
+        }
+        let tmp = dir(&self.lab).join("state.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(state).map_err(io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, state_file(&self.lab))
+    }
+}
+
+fn flock(lab: &LabName, file: std::fs::File) -> io::Result<Locked> {
+    use nix::fcntl::{Flock, FlockArg};
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| io::Error::from_raw_os_error(e as i32))?;
+    Ok(Locked {
+        lab: lab.clone(),
+        _lock: lock,
+    })
+}
+
+/// Locks an existing lab's state, waiting for a change in progress to finish.
+pub fn lock(lab: &LabName) -> io::Result<Locked> {
+    if !dir(lab).is_dir() {
+        return Err(not_up(lab));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_file(lab))?;
+    let locked = flock(lab, file)?;
+    // Removed while we waited (`down` ran first).
+    if !dir(lab).is_dir() {
+        return Err(not_up(lab));
+    }
+    Ok(locked)
+}
+
+/// Claims a new lab: makes its state directory (failing if it exists, so two `up`s of one
+/// name cannot both proceed) and locks it.
+pub fn create(lab: &LabName) -> io::Result<Locked> {
+    std::fs::create_dir_all(STATE_ROOT)?;
+    std::fs::create_dir(dir(lab)).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "lab {:?} is already up; remove it with `podnet lab down --name {lab}`",
+                    lab.as_str()
+                ),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("creating {}: {e}", dir(lab).display()))
+        }
+    })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_file(lab))?;
+    flock(lab, file)
 }
 
 /// Loads a lab's state.
-pub fn load(lab: &str) -> io::Result<LabState> {
+pub fn load(lab: &LabName) -> io::Result<LabState> {
     let text = std::fs::read(state_file(lab)).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            io::Error::new(io::ErrorKind::NotFound, format!("no lab named {lab:?} is up (see `podnet lab list`)"))
+            not_up(lab)
         } else {
             e
         }
     })?;
-    serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", state_file(lab).display())))
+    serde_json::from_slice(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", state_file(lab).display()),
+        )
+    })
 }
 
-/// Names of the labs that have a state directory, sorted.
-pub fn list() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(STATE_ROOT)
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect())
+/// The labs that have a state directory, sorted (a directory whose name is not a lab name is
+/// not a lab's, and is left alone).
+pub fn list() -> Vec<LabName> {
+    let mut names: Vec<LabName> = std::fs::read_dir(STATE_ROOT)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| LabName::parse(&n).ok())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
 }
 
+/// More than one lab is up and no `--name` says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{} labs are up ({}): pass --name", .0.len(), .0.iter().map(LabName::as_str).collect::<Vec<_>>().join(", "))]
+pub struct WhichLab(pub Vec<LabName>);
+
 /// The lab a command means: `--name` if given, else the only one up, else `podnet`.
-pub fn resolve_name(given: Option<&str>) -> String {
+pub fn resolve_name(given: Option<&LabName>) -> Result<LabName, WhichLab> {
     if let Some(n) = given {
-        return n.to_owned();
+        return Ok(n.clone());
     }
     match list().as_slice() {
-        [only] => only.clone(),
-        _ => "podnet".to_owned(),
+        [] => Ok(LabName::default_lab()),
+        [only] => Ok(only.clone()),
+        many => Err(WhichLab(many.to_vec())),
     }
 }

@@ -62,10 +62,22 @@ pub struct RuleMatch {
 impl RuleMatch {
     /// `ns/name ingress[0] (from[1], ports[0])`
     pub fn describe(&self) -> String {
-        let peers_field = if self.direction == "ingress" { "from" } else { "to" };
-        let peer = self.peer.map_or_else(|| format!("any {peers_field}"), |i| format!("{peers_field}[{i}]"));
-        let port = self.port.map_or_else(|| "any port".to_owned(), |i| format!("ports[{i}]"));
-        format!("{} {}[{}] ({peer}, {port})", self.policy, self.direction, self.rule)
+        let peers_field = if self.direction == "ingress" {
+            "from"
+        } else {
+            "to"
+        };
+        let peer = self.peer.map_or_else(
+            || format!("any {peers_field}"),
+            |i| format!("{peers_field}[{i}]"),
+        );
+        let port = self
+            .port
+            .map_or_else(|| "any port".to_owned(), |i| format!("ports[{i}]"));
+        format!(
+            "{} {}[{}] ({peer}, {port})",
+            self.policy, self.direction, self.rule
+        )
     }
 }
 
@@ -189,7 +201,8 @@ impl<'a> Evaluator<'a> {
             return v;
         };
         if pod.host_network {
-            v.note = Some("hostNetwork pod: no policy selects it; its traffic is the node's".into());
+            v.note =
+                Some("hostNetwork pod: no policy selects it; its traffic is the node's".into());
             return v;
         }
         for policy in &self.policies.policies {
@@ -208,22 +221,34 @@ impl<'a> Evaluator<'a> {
     }
 
     /// What one policy says about one side of a connection.
-    pub fn policy_verdict(&self, policy: &Policy, direction: Direction, c: &Connection<'_>) -> PolicyVerdict {
+    pub fn policy_verdict(
+        &self,
+        policy: &Policy,
+        direction: Direction,
+        c: &Connection<'_>,
+    ) -> PolicyVerdict {
         let (subject, peer) = match direction {
             Direction::Egress => (c.from, c.to),
             Direction::Ingress => (c.to, c.from),
         };
-        let Some(rules) = policy.rules(direction) else { return PolicyVerdict::NotSelected };
+        let Some(rules) = policy.rules(direction) else {
+            return PolicyVerdict::NotSelected;
+        };
         if !subject.pod().is_some_and(|p| policy.selects(p)) {
             return PolicyVerdict::NotSelected;
         }
         // Named ports are resolved on the destination, whichever side the rule belongs to.
         let destination = c.to.pod();
         for (ri, rule) in rules.iter().enumerate() {
-            let Some(port) = rule.matching_port(c.port, c.protocol, destination) else { continue };
+            let Some(port) = rule.matching_port(c.port, c.protocol, destination) else {
+                continue;
+            };
             let peer_index = match &rule.peers {
                 None => Some(None),
-                Some(peers) => peers.iter().position(|p| self.peer_matches(p, peer)).map(Some),
+                Some(peers) => peers
+                    .iter()
+                    .position(|p| self.peer_matches(p, peer))
+                    .map(Some),
             };
             if let Some(peer_index) = peer_index {
                 return PolicyVerdict::Allow(RuleMatch {
@@ -243,15 +268,18 @@ impl<'a> Evaluator<'a> {
         match peer {
             Peer::IpBlock(block) => endpoint.ip().is_some_and(|ip| block.contains(ip)),
             Peer::Pods { namespaces, pods } => {
-                let Endpoint::Pod(pod) = endpoint else { return false };
+                let Endpoint::Pod(pod) = endpoint else {
+                    return false;
+                };
                 if pod.host_network || !pods.matches(&pod.labels) {
                     return false;
                 }
                 match namespaces {
                     NamespaceScope::Own(ns) => &pod.namespace == ns,
-                    NamespaceScope::Matching(sel) => {
-                        self.state.namespace(&pod.namespace).is_some_and(|ns| sel.matches(&ns.labels))
-                    }
+                    NamespaceScope::Matching(sel) => self
+                        .state
+                        .namespace(&pod.namespace)
+                        .is_some_and(|ns| sel.matches(&ns.labels)),
                 }
             }
         }
@@ -261,11 +289,18 @@ impl<'a> Evaluator<'a> {
 /// Traffic no policy can block: a pod to itself, and traffic between a pod and its own node
 /// (hostNetwork pods are node traffic).
 fn always_allowed(c: &Connection<'_>) -> Option<String> {
-    let (Endpoint::Pod(from), Endpoint::Pod(to)) = (c.from, c.to) else { return None };
-    if std::ptr::eq(from, to) || (from.namespace == to.namespace && from.name == to.name && from.kind == to.kind) {
+    let (Endpoint::Pod(from), Endpoint::Pod(to)) = (c.from, c.to) else {
+        return None;
+    };
+    if std::ptr::eq(from, to)
+        || (from.namespace == to.namespace && from.name == to.name && from.kind == to.kind)
+    {
         return Some("a pod may always connect to itself".into());
     }
-    if (from.host_network || to.host_network) && from.node_name.is_some() && from.node_name == to.node_name {
+    if (from.host_network || to.host_network)
+        && from.node_name.is_some()
+        && from.node_name == to.node_name
+    {
         return Some("traffic between a pod and its own node is always allowed (hostNetwork pods are node traffic)".into());
     }
     None

@@ -6,7 +6,9 @@ use model::{ClusterState, Location, Protocol};
 use serde::Serialize;
 
 use crate::matrix::PodIndex;
-use crate::spec::{Direction, NamespaceScope, Peer, Policy, PolicySet, PortSpec, Rule, parse_cidr_sloppy};
+use crate::spec::{
+    Direction, NamespaceScope, Peer, Policy, PolicySet, PortSpec, Rule, parse_cidr_sloppy,
+};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -53,7 +55,12 @@ pub fn lint(state: &ClusterState, policies: &PolicySet) -> Vec<Finding> {
     let mut index = PodIndex::new(state);
     let mut out = Vec::new();
     for policy in &policies.policies {
-        PolicyLint { state, policy, out: &mut out }.run(&mut index);
+        PolicyLint {
+            state,
+            policy,
+            out: &mut out,
+        }
+        .run(&mut index);
     }
     out
 }
@@ -77,11 +84,16 @@ impl<'s> PolicyLint<'s, '_> {
 
     fn run(mut self, index: &mut PodIndex<'s>) {
         let policy = self.policy;
-        let selected = index.selected(&policy.namespace, &policy.pod_selector).clone();
+        let selected = index
+            .selected(&policy.namespace, &policy.pod_selector)
+            .clone();
         if selected.is_empty() {
             self.warn(
                 Some("spec.podSelector".into()),
-                format!("selects no pod in namespace {} ({}): the policy has no effect", policy.namespace, policy.pod_selector),
+                format!(
+                    "selects no pod in namespace {} ({}): the policy has no effect",
+                    policy.namespace, policy.pod_selector
+                ),
             );
         }
         for direction in &policy.ignored_rules {
@@ -93,7 +105,9 @@ impl<'s> PolicyLint<'s, '_> {
             );
         }
         for direction in [Direction::Ingress, Direction::Egress] {
-            let Some(rules) = policy.rules(direction) else { continue };
+            let Some(rules) = policy.rules(direction) else {
+                continue;
+            };
             for (ri, rule) in rules.iter().enumerate() {
                 let rule_path = format!("spec.{}[{ri}]", direction.field());
                 self.lint_rule(index, direction, rule, &rule_path, &selected);
@@ -104,11 +118,19 @@ impl<'s> PolicyLint<'s, '_> {
 
     /// Resolvers retry truncated answers over TCP: DNS egress on 53/UDP alone breaks large answers.
     fn lint_dns_over_tcp(&mut self) {
-        let Some(rules) = self.policy.egress.as_deref() else { return };
-        let opens = |rule: &Rule, protocol: Protocol| {
-            rule.ports.as_ref().is_some_and(|ports| ports.iter().any(|p| p.protocol == protocol && p.matches(53, protocol, None)))
+        let Some(rules) = self.policy.egress.as_deref() else {
+            return;
         };
-        let tcp_anywhere = rules.iter().any(|r| r.ports.is_none() || opens(r, Protocol::Tcp));
+        let opens = |rule: &Rule, protocol: Protocol| {
+            rule.ports.as_ref().is_some_and(|ports| {
+                ports
+                    .iter()
+                    .any(|p| p.protocol == protocol && p.matches(53, protocol, None))
+            })
+        };
+        let tcp_anywhere = rules
+            .iter()
+            .any(|r| r.ports.is_none() || opens(r, Protocol::Tcp));
         if tcp_anywhere {
             return;
         }
@@ -140,11 +162,17 @@ impl<'s> PolicyLint<'s, '_> {
                         if index.peer(peer).is_empty() {
                             let message = match namespaces {
                                 NamespaceScope::Matching(nss)
-                                    if !self.state.namespaces.iter().any(|n| nss.matches(&n.labels)) =>
+                                    if !self
+                                        .state
+                                        .namespaces
+                                        .iter()
+                                        .any(|n| nss.matches(&n.labels)) =>
                                 {
                                     format!("namespaceSelector {nss} selects no namespace")
                                 }
-                                NamespaceScope::Own(ns) => format!("podSelector {pods} selects no pod in namespace {ns}"),
+                                NamespaceScope::Own(ns) => {
+                                    format!("podSelector {pods} selects no pod in namespace {ns}")
+                                }
                                 NamespaceScope::Matching(nss) => {
                                     format!("selects no pod (pods {pods} in namespaces {nss})")
                                 }
@@ -184,7 +212,13 @@ impl<'s> PolicyLint<'s, '_> {
                         Direction::Ingress => "no selected pod",
                         Direction::Egress => "no destination pod",
                     };
-                    self.warn(Some(path), format!("named port {name:?} ({}): {whose} declares it, so it matches nothing", port.protocol));
+                    self.warn(
+                        Some(path),
+                        format!(
+                            "named port {name:?} ({}): {whose} declares it, so it matches nothing",
+                            port.protocol
+                        ),
+                    );
                 }
             }
             if !any_port {
@@ -192,11 +226,20 @@ impl<'s> PolicyLint<'s, '_> {
             }
         }
         if !matches_anything {
-            self.warn(Some(rule_path.to_owned()), "this rule can never match".into());
+            self.warn(
+                Some(rule_path.to_owned()),
+                "this rule can never match".into(),
+            );
         }
     }
 
-    fn lint_ip_block(&mut self, index: &mut PodIndex<'s>, peer: &'s Peer, block: &crate::spec::IpBlock, path: &str) {
+    fn lint_ip_block(
+        &mut self,
+        index: &mut PodIndex<'s>,
+        peer: &'s Peer,
+        block: &crate::spec::IpBlock,
+        path: &str,
+    ) {
         let covered = index.peer(peer).clone();
         if let Some(first) = covered.iter().next() {
             self.warn(
@@ -210,7 +253,11 @@ impl<'s> PolicyLint<'s, '_> {
         }
         // The API server's warnings for non-canonical CIDRs.
         let written = std::iter::once((format!("{path}.ipBlock.cidr"), &block.cidr_text)).chain(
-            block.except_text.iter().enumerate().map(|(i, t)| (format!("{path}.ipBlock.except[{i}]"), t)),
+            block
+                .except_text
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{path}.ipBlock.except[{i}]"), t)),
         );
         for (field, text) in written {
             if let Some(net) = parse_cidr_sloppy(text)
@@ -227,8 +274,14 @@ impl<'s> PolicyLint<'s, '_> {
     }
 }
 
-fn declares(state: &ClusterState, pods: &crate::bitset::PodSet, name: &str, protocol: Protocol) -> bool {
-    pods.iter().any(|i| state.pods[i].named_port(name, protocol).is_some())
+fn declares(
+    state: &ClusterState,
+    pods: &crate::bitset::PodSet,
+    name: &str,
+    protocol: Protocol,
+) -> bool {
+    pods.iter()
+        .any(|i| state.pods[i].named_port(name, protocol).is_some())
 }
 
 /// `file: document N`
