@@ -79,19 +79,13 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
         let t0 = Instant::now();
         let state = model::load_cluster(&[&dir])?;
         let t1 = Instant::now();
-        let policies = PolicySet::compile(&state)
-            .map_err(|e| anyhow!("generated policies are invalid: {}", e[0]))?;
+        let policies = PolicySet::compile(&state).map_err(|e| anyhow!("generated policies are invalid: {}", e[0]))?;
         let t2 = Instant::now();
         let ports = policy::declared_ports(&state);
         let matrix = policy::compute(&state, &policies, &ports);
         let t3 = Instant::now();
         let mut sink = CountingSink(0);
-        policy::render::render(
-            &matrix,
-            &state.pods,
-            Format::Json,
-            &mut std::io::BufWriter::new(&mut sink),
-        )?;
+        policy::render::render(&matrix, &state.pods, Format::Json, &mut std::io::BufWriter::new(&mut sink))?;
         let t4 = Instant::now();
         json_len = sink.0;
         shape = (state.pods.len(), policies.policies.len(), ports.len());
@@ -118,23 +112,13 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
     let _ = writeln!(out, "  load (YAML + model)   {:8.1} ms", ms(median(0)));
     let _ = writeln!(out, "  compile policies      {:8.1} ms", ms(median(1)));
     let _ = writeln!(out, "  compute matrix        {:8.1} ms", ms(median(2)));
-    let _ = writeln!(
-        out,
-        "  render JSON           {:8.1} ms  ({:.1} MB)",
-        ms(median(3)),
-        json_len as f64 / 1e6
-    );
+    let _ = writeln!(out, "  render JSON           {:8.1} ms  ({:.1} MB)", ms(median(3)), json_len as f64 / 1e6);
     let _ = writeln!(out, "  total                 {:8.1} ms", ms(total));
     if let Some(rss) = proc_status_kib("self", "VmHWM") {
         let _ = writeln!(out, "  peak RSS              {:8.1} MB", rss / 1024.0);
     }
     if let Some(dir) = &args.write {
-        let _ = writeln!(
-            out,
-            "manifests kept in {}: time `podnet policy matrix -f {} -o json`",
-            dir.display(),
-            dir.display()
-        );
+        let _ = writeln!(out, "manifests kept in {}: time `podnet policy matrix -f {} -o json`", dir.display(), dir.display());
     }
     out!("{out}");
     Ok(ExitCode::SUCCESS)
@@ -143,10 +127,7 @@ fn policy_bench(args: PolicyBenchArgs) -> Result<ExitCode> {
 /// A memory figure of a process (`VmRSS`, `VmHWM`, …; `pid` may be `self`), in KiB.
 pub(crate) fn proc_status_kib(pid: &str, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| {
-        l.strip_prefix(field)
-            .is_some_and(|rest| rest.starts_with(':'))
-    })?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -197,12 +178,7 @@ pub fn generate(namespaces: usize, pods: usize, policies: usize) -> String {
     let mut y = String::with_capacity(namespaces * (pods * 700 + policies * 600));
     for n in 0..namespaces {
         let ns = format!("ns-{n:03}");
-        let _ = write!(
-            y,
-            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    team: team-{}\n    env: {}\n",
-            n % 5,
-            ENVS[n % 3]
-        );
+        let _ = write!(y, "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    team: team-{}\n    env: {}\n", n % 5, ENVS[n % 3]);
         for p in 0..pods {
             let idx = n * pods + p;
             let _ = write!(
@@ -217,10 +193,7 @@ pub fn generate(namespaces: usize, pods: usize, policies: usize) -> String {
             );
         }
         for k in 0..policies {
-            let _ = write!(
-                y,
-                "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: np-{k:03}\n  namespace: {ns}\nspec:\n"
-            );
+            let _ = write!(y, "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: np-{k:03}\n  namespace: {ns}\nspec:\n");
             y.push_str(&policy_spec(n, k));
         }
     }
@@ -281,15 +254,7 @@ impl Drop for Running {
 /// `program` run in network namespace `ns`, pinned to `core`.
 pub(crate) fn in_ns(ns: &str, core: u32, program: &str) -> std::process::Command {
     let mut c = std::process::Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        ns,
-        "taskset",
-        "-c",
-        &core.to_string(),
-        program,
-    ]);
+    c.args(["netns", "exec", ns, "taskset", "-c", &core.to_string(), program]);
     c
 }
 

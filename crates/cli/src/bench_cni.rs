@@ -34,53 +34,30 @@ struct Subject {
 }
 
 /// Execs one plugin command from the node namespace and times the child alone.
-fn exec(
-    node: &Path,
-    s: &Subject,
-    command: &str,
-    id: &str,
-    pod: &Path,
-    cni_path: &Path,
-) -> Result<Duration> {
+fn exec(node: &Path, s: &Subject, command: &str, id: &str, pod: &Path, cni_path: &Path) -> Result<Duration> {
     let binary = s.binary.clone();
     let conf = s.conf.to_string();
     let name = command.to_owned();
-    let (command, id, pod, cni_path) = (
-        command.to_owned(),
-        id.to_owned(),
-        pod.to_owned(),
-        cni_path.to_owned(),
-    );
-    let (elapsed, out) = netns::run_in(
-        node,
-        move || -> std::io::Result<(Duration, std::process::Output)> {
-            let start = Instant::now();
-            let mut child = Command::new(&binary)
-                .env_clear()
-                .env("CNI_COMMAND", &command)
-                .env("CNI_CONTAINERID", &id)
-                .env("CNI_NETNS", &pod)
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", &cni_path)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .map(|mut i| i.write_all(conf.as_bytes()))
-                .transpose()?;
-            let out = child.wait_with_output()?;
-            Ok((start.elapsed(), out))
-        },
-    )??;
+    let (command, id, pod, cni_path) = (command.to_owned(), id.to_owned(), pod.to_owned(), cni_path.to_owned());
+    let (elapsed, out) = netns::run_in(node, move || -> std::io::Result<(Duration, std::process::Output)> {
+        let start = Instant::now();
+        let mut child = Command::new(&binary)
+            .env_clear()
+            .env("CNI_COMMAND", &command)
+            .env("CNI_CONTAINERID", &id)
+            .env("CNI_NETNS", &pod)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().map(|mut i| i.write_all(conf.as_bytes())).transpose()?;
+        let out = child.wait_with_output()?;
+        Ok((start.elapsed(), out))
+    })??;
     if !out.status.success() {
-        bail!(
-            "{} {name} failed: {}",
-            s.label,
-            String::from_utf8_lossy(&out.stdout)
-        );
+        bail!("{} {name} failed: {}", s.label, String::from_utf8_lossy(&out.stdout));
     }
     Ok(elapsed)
 }
@@ -91,17 +68,11 @@ pub fn run(args: CniBenchArgs) -> Result<std::process::ExitCode> {
         None => std::env::current_exe()?.with_file_name("podnet-cni"),
     };
     if !ours.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p podnet-cni` or pass --plugin",
-            ours.display()
-        );
+        bail!("{} not found: build it with `cargo build --release -p podnet-cni` or pass --plugin", ours.display());
     }
     let reference = args.reference_dir.join("bridge");
     if !reference.is_file() {
-        bail!(
-            "{} not found: install the reference plugins (apt-get install containernetworking-plugins)",
-            reference.display()
-        );
+        bail!("{} not found: install the reference plugins (apt-get install containernetworking-plugins)", reference.display());
     }
     let data = tempfile::tempdir()?;
     let ipam = |ty: &str| json!({"type": ty, "ranges": [[{"subnet": "10.88.0.0/16"}]], "dataDir": data.path()});
@@ -120,18 +91,11 @@ pub fn run(args: CniBenchArgs) -> Result<std::process::ExitCode> {
         },
     ];
     let id = format!("pnbench{}", std::process::id());
-    let node = NamedNetns::new(&format!("{id}-node"))
-        .context("creating the node namespace (needs root)")?;
-    let pods: Vec<NamedNetns> = (0..args.containers)
-        .map(|i| NamedNetns::new(&format!("{id}-{i}")))
-        .collect::<std::io::Result<_>>()?;
+    let node = NamedNetns::new(&format!("{id}-node")).context("creating the node namespace (needs root)")?;
+    let pods: Vec<NamedNetns> = (0..args.containers).map(|i| NamedNetns::new(&format!("{id}-{i}"))).collect::<std::io::Result<_>>()?;
 
     let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "CNI bridge + IPAM, {} containers each, median (exec'd from the node namespace):",
-        args.containers
-    );
+    let _ = writeln!(report, "CNI bridge + IPAM, {} containers each, median (exec'd from the node namespace):", args.containers);
     let mut medians = Vec::new();
     // Interleave the two plugins' containers so machine noise hits both alike.
     let mut adds: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
@@ -139,35 +103,15 @@ pub fn run(args: CniBenchArgs) -> Result<std::process::ExitCode> {
     for (i, pod) in pods.iter().enumerate() {
         for (k, s) in subjects.iter().enumerate() {
             let container = format!("{}-{i}", s.label);
-            adds[k].push(exec(
-                node.path(),
-                s,
-                "ADD",
-                &container,
-                pod.path(),
-                &args.reference_dir,
-            )?);
+            adds[k].push(exec(node.path(), s, "ADD", &container, pod.path(), &args.reference_dir)?);
             // DEL right away: the other plugin uses eth0 in the same pod next.
-            dels[k].push(exec(
-                node.path(),
-                s,
-                "DEL",
-                &container,
-                pod.path(),
-                &args.reference_dir,
-            )?);
+            dels[k].push(exec(node.path(), s, "DEL", &container, pod.path(), &args.reference_dir)?);
         }
     }
     for (k, s) in subjects.iter().enumerate() {
         let (a, d) = (median(adds[k].clone()), median(dels[k].clone()));
         medians.push((a, d));
-        let _ = writeln!(
-            report,
-            "  {:<10} ADD {:6.2} ms   DEL {:6.2} ms",
-            s.label,
-            a.as_secs_f64() * 1e3,
-            d.as_secs_f64() * 1e3
-        );
+        let _ = writeln!(report, "  {:<10} ADD {:6.2} ms   DEL {:6.2} ms", s.label, a.as_secs_f64() * 1e3, d.as_secs_f64() * 1e3);
     }
     let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
     let _ = writeln!(

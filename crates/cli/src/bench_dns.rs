@@ -49,10 +49,7 @@ fn service_ip(i: usize) -> String {
 fn cluster_yaml(services: usize, pods: usize) -> String {
     let mut out = String::with_capacity(services * 200 + pods * 250);
     for n in 0..NAMESPACES {
-        let _ = write!(
-            out,
-            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{n}}}\n"
-        );
+        let _ = write!(out, "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{n}}}\n");
     }
     // The client pod, so that its namespace is known from its address.
     let _ = write!(
@@ -86,28 +83,15 @@ fn cluster_yaml(services: usize, pods: usize) -> String {
 fn podnet_dns(ns: &NamedNetns, dir: &Path, extra: &[&str]) -> Result<(Running, SocketAddr)> {
     let exe = std::env::current_exe()?;
     let mut child = in_ns(ns.name(), 0, exe.to_str().unwrap_or("podnet"))
-        .args([
-            "dns",
-            "serve",
-            "-f",
-            &dir.to_string_lossy(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["dns", "serve", "-f", &dir.to_string_lossy(), "--listen", "127.0.0.1:0"])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .context("starting podnet dns serve")?;
     let mut line = String::new();
     BufReader::new(child.stderr.take().context("no stderr")?).read_line(&mut line)?;
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|a| a.parse().ok());
-    let Some(addr) = addr else {
-        bail!("podnet dns serve: {line}")
-    };
+    let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).and_then(|a| a.parse().ok());
+    let Some(addr) = addr else { bail!("podnet dns serve: {line}") };
     Ok((Running(child), addr))
 }
 
@@ -138,27 +122,13 @@ fn dnsperf(ns: &NamedNetns, server: SocketAddr, queries: &Path, seconds: u64) ->
         .output()
         .context("running dnsperf (apt-get install dnsperf)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
-    };
-    let qps = field("Queries per second:")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("dnsperf said: {text}"))?;
-    Ok(Perf {
-        qps,
-        lost: field("Queries lost:").unwrap_or_default(),
-    })
+    let field = |name: &str| text.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()));
+    let qps = field("Queries per second:").and_then(|v| v.parse().ok()).with_context(|| format!("dnsperf said: {text}"))?;
+    Ok(Perf { qps, lost: field("Queries lost:").unwrap_or_default() })
 }
 
 /// Latency percentiles (µs) at a fixed rate, from dnsperf's per-query lines.
-fn latency(
-    ns: &NamedNetns,
-    server: SocketAddr,
-    queries: &Path,
-    seconds: u64,
-    rate: u64,
-) -> Result<(f64, f64, f64)> {
+fn latency(ns: &NamedNetns, server: SocketAddr, queries: &Path, seconds: u64, rate: u64) -> Result<(f64, f64, f64)> {
     let out = in_ns(ns.name(), 1, "dnsperf")
         .args([
             "-s",
@@ -178,11 +148,8 @@ fn latency(
         ])
         .args(["-Q", &rate.to_string(), "-v"])
         .output()?;
-    let mut l: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("> "))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
+    let mut l: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("> ")).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
     if l.is_empty() {
         bail!("dnsperf -v printed no answers");
     }
@@ -209,31 +176,20 @@ fn resolve_like_a_pod(server: SocketAddr, names: &[String], search: &[&str]) -> 
         } else if name.matches('.').count() >= 5 {
             vec![format!("{name}.")]
         } else {
-            search
-                .iter()
-                .map(|s| format!("{name}.{s}."))
-                .chain([format!("{name}.")])
-                .collect()
+            search.iter().map(|s| format!("{name}.{s}.")).chain([format!("{name}.")]).collect()
         };
         for candidate in candidates {
             let mut answered = false;
-            for qtype in [
-                hickory_proto::rr::RecordType::A,
-                hickory_proto::rr::RecordType::AAAA,
-            ] {
+            for qtype in [hickory_proto::rr::RecordType::A, hickory_proto::rr::RecordType::AAAA] {
                 id = id.wrapping_add(1);
                 let mut q = hickory_proto::op::Message::query();
                 q.metadata.id = id;
                 q.metadata.recursion_desired = true;
-                q.add_query(hickory_proto::op::Query::query(
-                    hickory_proto::rr::Name::from_ascii(&candidate)?,
-                    qtype,
-                ));
+                q.add_query(hickory_proto::op::Query::query(hickory_proto::rr::Name::from_ascii(&candidate)?, qtype));
                 socket.send_to(&q.to_vec()?, server)?;
                 let n = socket.recv(&mut buf)?;
                 let r = hickory_proto::op::Message::from_vec(&buf[..n])?;
-                answered |= r.metadata.response_code == hickory_proto::op::ResponseCode::NoError
-                    && !r.answers.is_empty();
+                answered |= r.metadata.response_code == hickory_proto::op::ResponseCode::NoError && !r.answers.is_empty();
             }
             if answered {
                 break;
@@ -249,16 +205,9 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 fn knot_zone(services: usize, dir: &Path) -> Result<()> {
-    let mut z = String::from(
-        "$ORIGIN cluster.local.\n$TTL 5\n@ IN SOA ns.dns hostmaster 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 10.96.0.10\n",
-    );
+    let mut z = String::from("$ORIGIN cluster.local.\n$TTL 5\n@ IN SOA ns.dns hostmaster 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 10.96.0.10\n");
     for i in 0..services {
-        let _ = writeln!(
-            z,
-            "svc-{i}.ns-{}.svc IN A {}",
-            i % NAMESPACES,
-            service_ip(i)
-        );
+        let _ = writeln!(z, "svc-{i}.ns-{}.svc IN A {}", i % NAMESPACES, service_ip(i));
     }
     std::fs::write(dir.join("cluster.local.zone"), z)?;
     let conf = format!(
@@ -292,31 +241,18 @@ pub fn run(a: DnsBenchArgs) -> Result<ExitCode> {
         bail!("--services must be at least 1");
     }
     let ns = NamedNetns::new(&format!("podnet-bench-dns-{}", std::process::id()))?;
-    for cmd in [
-        vec!["link", "set", "lo", "up"],
-        vec!["addr", "add", &format!("{CLIENT_IP}/32"), "dev", "lo"],
-    ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "ip"])
-            .args(&cmd)
-            .output()?;
+    for cmd in [vec!["link", "set", "lo", "up"], vec!["addr", "add", &format!("{CLIENT_IP}/32"), "dev", "lo"]] {
+        let out = Command::new("ip").args(["netns", "exec", ns.name(), "ip"]).args(&cmd).output()?;
         if !out.status.success() {
             bail!("ip {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
     let tmp = tempfile::tempdir()?;
-    let (cluster_dir, upstream_dir, knot_dir) = (
-        tmp.path().join("cluster"),
-        tmp.path().join("upstream"),
-        tmp.path().join("knot"),
-    );
+    let (cluster_dir, upstream_dir, knot_dir) = (tmp.path().join("cluster"), tmp.path().join("upstream"), tmp.path().join("knot"));
     for d in [&cluster_dir, &upstream_dir, &knot_dir] {
         std::fs::create_dir_all(d)?;
     }
-    std::fs::write(
-        cluster_dir.join("cluster.yaml"),
-        cluster_yaml(a.services, a.pods),
-    )?;
+    std::fs::write(cluster_dir.join("cluster.yaml"), cluster_yaml(a.services, a.pods))?;
     // The upstream: another podnet serving `example.test`, where the external names live.
     let mut up = String::new();
     for i in 0..EXTERNAL_NAMES {
@@ -329,35 +265,14 @@ pub fn run(a: DnsBenchArgs) -> Result<ExitCode> {
     }
     std::fs::write(upstream_dir.join("upstream.yaml"), up)?;
     let queries = tmp.path().join("cluster-queries");
-    std::fs::write(
-        &queries,
-        (0..a.services)
-            .map(|i| format!("svc-{i}.ns-{}.svc.cluster.local A\n", i % NAMESPACES))
-            .collect::<String>(),
-    )?;
-    let external: Vec<String> = (0..EXTERNAL_NAMES)
-        .map(|i| format!("www{i}.default.svc.example.test"))
-        .collect();
+    std::fs::write(&queries, (0..a.services).map(|i| format!("svc-{i}.ns-{}.svc.cluster.local A\n", i % NAMESPACES)).collect::<String>())?;
+    let external: Vec<String> = (0..EXTERNAL_NAMES).map(|i| format!("www{i}.default.svc.example.test")).collect();
     let external_queries = tmp.path().join("external-queries");
-    std::fs::write(
-        &external_queries,
-        external
-            .iter()
-            .map(|n| format!("{n} A\n"))
-            .collect::<String>(),
-    )?;
+    std::fs::write(&external_queries, external.iter().map(|n| format!("{n} A\n")).collect::<String>())?;
 
     let t = Instant::now();
-    let (_upstream, upstream_addr) = podnet_dns(
-        &ns,
-        &upstream_dir,
-        &["--zone", "example.test", "--upstream", "127.0.0.1:9"],
-    )?;
-    let (server, addr) = podnet_dns(
-        &ns,
-        &cluster_dir,
-        &["--upstream", &upstream_addr.to_string(), "--autopath"],
-    )?;
+    let (_upstream, upstream_addr) = podnet_dns(&ns, &upstream_dir, &["--zone", "example.test", "--upstream", "127.0.0.1:9"])?;
+    let (server, addr) = podnet_dns(&ns, &cluster_dir, &["--upstream", &upstream_addr.to_string(), "--autopath"])?;
     wait_for(&ns, addr, "svc-0.ns-0.svc.cluster.local.")?;
     let loaded = t.elapsed().as_secs_f64();
     let rss = rss_mb(server.0.id());
@@ -366,53 +281,27 @@ pub fn run(a: DnsBenchArgs) -> Result<ExitCode> {
         a.services,
         a.pods
     );
-    outln!(
-        "  memory               {rss:8.1} MB RSS after loading ({loaded:.1} s to serve from YAML)"
-    );
+    outln!("  memory               {rss:8.1} MB RSS after loading ({loaded:.1} s to serve from YAML)");
 
     let cluster = dnsperf(&ns, addr, &queries, a.seconds)?;
-    outln!(
-        "  cluster names        {:8.0} QPS (lost {})",
-        cluster.qps,
-        cluster.lost
-    );
+    outln!("  cluster names        {:8.0} QPS (lost {})", cluster.qps, cluster.lost);
     let (p50, p99, achieved) = latency(&ns, addr, &queries, a.seconds.min(5), a.rate)?;
-    outln!(
-        "  latency at {:.0} QPS  p50 {p50:.0} µs, p99 {p99:.0} µs",
-        achieved
-    );
+    outln!("  latency at {:.0} QPS  p50 {p50:.0} µs, p99 {p99:.0} µs", achieved);
     // Warm the cache, then the cached external names.
     dnsperf(&ns, addr, &external_queries, 1)?;
     let cached = dnsperf(&ns, addr, &external_queries, a.seconds)?;
-    outln!(
-        "  cached external      {:8.0} QPS (lost {})",
-        cached.qps,
-        cached.lost
-    );
-    let search = [
-        "ns-0.svc.cluster.local",
-        "svc.cluster.local",
-        "cluster.local",
-    ];
+    outln!("  cached external      {:8.0} QPS (lost {})", cached.qps, cached.lost);
+    let search = ["ns-0.svc.cluster.local", "svc.cluster.local", "cluster.local"];
     let (addr2, ext2) = (addr, external.clone());
     let fqdn: Vec<String> = external.iter().map(|n| format!("{n}.")).collect();
     // Each measured twice, the second time counted (the caches are warm, as in a running cluster).
     let (expanded, one) = run_in(ns.path(), move || -> Result<(f64, f64)> {
         resolve_like_a_pod(addr2, &ext2, &search)?;
         resolve_like_a_pod(addr, &fqdn, &[])?;
-        Ok((
-            resolve_like_a_pod(addr2, &ext2, &search)?,
-            resolve_like_a_pod(addr, &fqdn, &[])?,
-        ))
+        Ok((resolve_like_a_pod(addr2, &ext2, &search)?, resolve_like_a_pod(addr, &fqdn, &[])?))
     })??;
-    outln!(
-        "  search path          {expanded:8.1} µs per external name under ndots:5 vs {one:.1} µs fully qualified → {:.2}x",
-        expanded / one
-    );
-    outln!(
-        "  memory               {:8.1} MB RSS after the runs",
-        rss_mb(server.0.id())
-    );
+    outln!("  search path          {expanded:8.1} µs per external name under ndots:5 vs {one:.1} µs fully qualified → {:.2}x", expanded / one);
+    outln!("  memory               {:8.1} MB RSS after the runs", rss_mb(server.0.id()));
     drop(server);
 
     if !a.no_knot {
@@ -428,12 +317,7 @@ pub fn run(a: DnsBenchArgs) -> Result<ExitCode> {
         let knot_addr: SocketAddr = "127.0.0.1:5399".parse()?;
         wait_for(&ns, knot_addr, "svc-0.ns-0.svc.cluster.local.")?;
         let k = dnsperf(&ns, knot_addr, &queries, a.seconds)?;
-        outln!(
-            "  Knot DNS, same names {:8.0} QPS (lost {}), 1 UDP worker → podnet/Knot = {:.2}",
-            k.qps,
-            k.lost,
-            cluster.qps / k.qps
-        );
+        outln!("  Knot DNS, same names {:8.0} QPS (lost {}), 1 UDP worker → podnet/Knot = {:.2}", k.qps, k.lost, cluster.qps / k.qps);
         drop(knot);
     }
     Ok(ExitCode::SUCCESS)

@@ -45,41 +45,17 @@ struct Wrk {
     errors: u64,
 }
 
-fn wrk(
-    ns: &str,
-    url: &str,
-    host: &str,
-    seconds: u64,
-    connections: u32,
-    close: bool,
-) -> Result<Wrk> {
+fn wrk(ns: &str, url: &str, host: &str, seconds: u64, connections: u32, close: bool) -> Result<Wrk> {
     let mut c = in_ns(ns, 1, "wrk");
-    c.args([
-        "-t1",
-        &format!("-c{connections}"),
-        &format!("-d{seconds}s"),
-        "--latency",
-        "-H",
-        &format!("Host: {host}"),
-    ]);
+    c.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-H", &format!("Host: {host}")]);
     if close {
         c.args(["-H", "Connection: close"]);
     }
-    let out = c
-        .arg(url)
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
+    let out = c.arg(url).output().context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("wrk said: {text}"))?;
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
+    let rps =
+        text.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(|v| v.trim().to_owned()).unwrap_or_default();
     let p99_ms = if let Some(us) = p99.strip_suffix("us") {
         us.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
     } else if let Some(ms) = p99.strip_suffix("ms") {
@@ -89,26 +65,13 @@ fn wrk(
     } else {
         f64::NAN
     };
-    let count = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let count = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let socket_errors: u64 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-        .map(|v| {
-            v.split(',')
-                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum()
-        })
+        .map(|v| v.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum())
         .unwrap_or(0);
-    Ok(Wrk {
-        rps,
-        p99_ms,
-        errors: count("Non-2xx or 3xx responses:") + socket_errors,
-    })
+    Ok(Wrk { rps, p99_ms, errors: count("Non-2xx or 3xx responses:") + socket_errors })
 }
 
 fn ingress(i: usize, path: &str) -> String {
@@ -137,28 +100,13 @@ fn manifests(routes: usize, tls: Option<(&str, &str)>, changed_path: &str) -> St
 }
 
 fn b64(path: &Path) -> Result<String> {
-    Ok(String::from_utf8(
-        Command::new("base64")
-            .args(["-w0", &path.to_string_lossy()])
-            .output()?
-            .stdout,
-    )?)
+    Ok(String::from_utf8(Command::new("base64").args(["-w0", &path.to_string_lossy()]).output()?.stdout)?)
 }
 
 fn podnet_gateway(ns: &str, dir: &Path) -> Result<(Running, String, String)> {
     let exe = std::env::current_exe()?;
     let mut child = in_ns(ns, 0, &exe.to_string_lossy())
-        .args([
-            "gateway",
-            "serve",
-            "-f",
-            &dir.to_string_lossy(),
-            "--http",
-            "127.0.0.1:18001",
-            "--https",
-            "127.0.0.1:18443",
-            "--no-access-log",
-        ])
+        .args(["gateway", "serve", "-f", &dir.to_string_lossy(), "--http", "127.0.0.1:18001", "--https", "127.0.0.1:18443", "--no-access-log"])
         .stderr(Stdio::piped())
         .spawn()?;
     let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
@@ -171,26 +119,13 @@ fn podnet_gateway(ns: &str, dir: &Path) -> Result<(Running, String, String)> {
     }
     // The access log goes on; drop it.
     std::thread::spawn(move || for _ in stderr.lines() {});
-    Ok((
-        Running(child),
-        "http://127.0.0.1:18001".into(),
-        "https://127.0.0.1:18443".into(),
-    ))
+    Ok((Running(child), "http://127.0.0.1:18001".into(), "https://127.0.0.1:18443".into()))
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port` in the namespace.
 fn wait_listening(ns: &str, port: u16) -> Result<()> {
     for _ in 0..100 {
-        let out = in_ns(ns, 1, "curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "--max-time",
-                "1",
-                &format!("http://127.0.0.1:{port}/"),
-            ])
-            .output()?;
+        let out = in_ns(ns, 1, "curl").args(["-s", "-o", "/dev/null", "--max-time", "1", &format!("http://127.0.0.1:{port}/")]).output()?;
         // 7: connection refused; anything else means a listener answered.
         if out.status.code() != Some(7) {
             return Ok(());
@@ -205,12 +140,7 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 fn row(name: &str, w: &Wrk) {
-    outln!(
-        "  {name:<34} {:>9.0} rps   p99 {:>7.2} ms   errors {}",
-        w.rps,
-        w.p99_ms,
-        w.errors
-    );
+    outln!("  {name:<34} {:>9.0} rps   p99 {:>7.2} ms   errors {}", w.rps, w.p99_ms, w.errors);
 }
 
 pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
@@ -219,14 +149,9 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
     }
     let netns = NamedNetns::new(&format!("podnet-bench-gw-{}", std::process::id()))?;
     let ns = netns.name();
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ip", "link", "set", "lo", "up"])
-        .output()?;
+    let out = Command::new("ip").args(["netns", "exec", ns, "ip", "link", "set", "lo", "up"]).output()?;
     if !out.status.success() {
-        bail!(
-            "ip link set lo up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("ip link set lo up: {}", String::from_utf8_lossy(&out.stderr));
     }
     let tmp = tempfile::tempdir()?;
     let (crt, key) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
@@ -271,10 +196,7 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
     let dir = tmp.path().join("manifests");
     std::fs::create_dir_all(&dir)?;
     let tls = (b64(&crt)?, b64(&key)?);
-    std::fs::write(
-        dir.join("m.yaml"),
-        manifests(0, Some((&tls.0, &tls.1)), "/"),
-    )?;
+    std::fs::write(dir.join("m.yaml"), manifests(0, Some((&tls.0, &tls.1)), "/"))?;
     outln!(
         "One route (Host bench.local, /api), backend nginx on core 1, proxies on core 0, wrk -c{} on core 1; {} rounds of {} s runs, the proxies taking turns; medians:",
         a.connections,
@@ -297,19 +219,9 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
                 key = key.display()
             ),
         )?;
-        let nginx = Running(
-            in_ns(ns, 0, "nginx")
-                .args(["-c", &nginx_conf.to_string_lossy(), "-e", "stderr"])
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        let nginx = Running(in_ns(ns, 0, "nginx").args(["-c", &nginx_conf.to_string_lossy(), "-e", "stderr"]).stderr(Stdio::null()).spawn()?);
         wait_listening(ns, 18101)?;
-        proxies.push((
-            "nginx",
-            "http://127.0.0.1:18101".into(),
-            "https://127.0.0.1:18543".into(),
-            nginx,
-        ));
+        proxies.push(("nginx", "http://127.0.0.1:18101".into(), "https://127.0.0.1:18543".into(), nginx));
         let pem = tmp.path().join("haproxy.pem");
         std::fs::write(&pem, [std::fs::read(&crt)?, std::fs::read(&key)?].concat())?;
         let haproxy_conf = tmp.path().join("haproxy.cfg");
@@ -329,32 +241,16 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
                 .context("starting haproxy (apt-get install haproxy)")?,
         );
         wait_listening(ns, 18201)?;
-        proxies.push((
-            "haproxy",
-            "http://127.0.0.1:18201".into(),
-            "https://127.0.0.1:18643".into(),
-            haproxy,
-        ));
+        proxies.push(("haproxy", "http://127.0.0.1:18201".into(), "https://127.0.0.1:18643".into(), haproxy));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let modes = [
-        ("keep-alive", false, false),
-        ("TLS keep-alive", true, false),
-        ("Connection: close", false, true),
-    ];
+    let modes = [("keep-alive", false, false), ("TLS keep-alive", true, false), ("Connection: close", false, true)];
     let mut runs: Vec<(String, Vec<Wrk>)> = Vec::new();
     for _ in 0..a.rounds {
         for (mode, tls, close) in modes {
             for (name, http, https, _) in &proxies {
                 let base = if tls { https } else { http };
-                let w = wrk(
-                    ns,
-                    &format!("{base}/api/x"),
-                    "bench.local",
-                    a.seconds,
-                    a.connections,
-                    close,
-                )?;
+                let w = wrk(ns, &format!("{base}/api/x"), "bench.local", a.seconds, a.connections, close)?;
                 let key = format!("{name} {mode}");
                 match runs.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, v)) => v.push(w),
@@ -375,70 +271,29 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         medians.push((key.clone(), m));
     }
     if !a.no_peers {
-        let get = |n: &str| {
-            medians
-                .iter()
-                .find(|(k, _)| k == n)
-                .map_or((f64::NAN, f64::NAN), |(_, w)| (w.rps, w.p99_ms))
-        };
+        let get = |n: &str| medians.iter().find(|(k, _)| k == n).map_or((f64::NAN, f64::NAN), |(_, w)| (w.rps, w.p99_ms));
         for (mode, _, _) in modes {
-            let (p, n) = (
-                get(&format!("podnet {mode}")),
-                get(&format!("nginx {mode}")),
-            );
-            outln!(
-                "  podnet / nginx {mode}: RPS {:.2}x, p99 {:.2}x",
-                p.0 / n.0,
-                p.1 / n.1
-            );
+            let (p, n) = (get(&format!("podnet {mode}")), get(&format!("nginx {mode}")));
+            outln!("  podnet / nginx {mode}: RPS {:.2}x, p99 {:.2}x", p.0 / n.0, p.1 / n.1);
         }
     }
 
     // Scale: N Ingresses.
-    std::fs::write(
-        dir.join("m.yaml"),
-        manifests(a.routes, Some((&tls.0, &tls.1)), "/"),
-    )?;
+    std::fs::write(dir.join("m.yaml"), manifests(a.routes, Some((&tls.0, &tls.1)), "/"))?;
     let (g, http, _) = podnet_gateway(ns, &dir)?;
     std::thread::sleep(Duration::from_millis(300));
-    let w = wrk(
-        ns,
-        &format!("{http}/api/x"),
-        "bench.local",
-        a.seconds.min(5),
-        a.connections,
-        false,
-    )?;
-    outln!(
-        "{} Ingresses: podnet {:.1} MB RSS; keep-alive {:.0} rps, p99 {:.2} ms",
-        a.routes,
-        rss_mb(g.0.id()),
-        w.rps,
-        w.p99_ms
-    );
+    let w = wrk(ns, &format!("{http}/api/x"), "bench.local", a.seconds.min(5), a.connections, false)?;
+    outln!("{} Ingresses: podnet {:.1} MB RSS; keep-alive {:.0} rps, p99 {:.2} ms", a.routes, rss_mb(g.0.id()), w.rps, w.p99_ms);
     // A route change: h0's path moves; served when a request to the new path is routed.
     let probe = |path: &str| -> Result<u16> {
-        let out = in_ns(ns, 1, "curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                "Host: h0.bench.local",
-                &format!("{http}{path}"),
-            ])
-            .output()?;
+        let out =
+            in_ns(ns, 1, "curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: h0.bench.local", &format!("{http}{path}")]).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
     };
     let mut latencies = Vec::new();
     for k in 0..5 {
         let path = format!("/moved{k}");
-        std::fs::write(
-            dir.join("m.yaml.tmp"),
-            manifests(a.routes, Some((&tls.0, &tls.1)), &path),
-        )?;
+        std::fs::write(dir.join("m.yaml.tmp"), manifests(a.routes, Some((&tls.0, &tls.1)), &path))?;
         let t = Instant::now();
         std::fs::rename(dir.join("m.yaml.tmp"), dir.join("m.yaml"))?;
         while probe(&path)? != 200 {
@@ -448,36 +303,19 @@ pub fn run(a: GatewayBenchArgs) -> Result<ExitCode> {
         }
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    outln!(
-        "  route change to served: {}",
-        latencies
-            .iter()
-            .map(|l| format!("{l:.0} ms"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    outln!("  route change to served: {}", latencies.iter().map(|l| format!("{l:.0} ms")).collect::<Vec<_>>().join(", "));
     // 100 changes under load.
     let (ns_name, url) = (ns.to_owned(), format!("{http}/api/x"));
     let seconds = 8;
     let load = std::thread::spawn(move || wrk(&ns_name, &url, "bench.local", seconds, 20, false));
     std::thread::sleep(Duration::from_millis(500));
     for k in 0..100 {
-        std::fs::write(
-            dir.join("m.yaml.tmp"),
-            manifests(a.routes, Some((&tls.0, &tls.1)), &format!("/c{k}")),
-        )?;
+        std::fs::write(dir.join("m.yaml.tmp"), manifests(a.routes, Some((&tls.0, &tls.1)), &format!("/c{k}")))?;
         std::fs::rename(dir.join("m.yaml.tmp"), dir.join("m.yaml"))?;
         std::thread::sleep(Duration::from_millis(60));
     }
-    let w = load
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
-    outln!(
-        "  100 route changes under load: {:.0} rps, p99 {:.2} ms, {} failed requests",
-        w.rps,
-        w.p99_ms,
-        w.errors
-    );
+    let w = load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    outln!("  100 route changes under load: {:.0} rps, p99 {:.2} ms, {} failed requests", w.rps, w.p99_ms, w.errors);
     drop(g);
     Ok(ExitCode::SUCCESS)
 }

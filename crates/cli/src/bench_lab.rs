@@ -23,17 +23,9 @@ pub struct LabBenchArgs {
 
 fn timed(exe: &std::path::Path, args: &[&str]) -> Result<f64> {
     let t = Instant::now();
-    let out = Command::new(exe)
-        .args(args)
-        .output()
-        .with_context(|| format!("running podnet {}", args.join(" ")))?;
+    let out = Command::new(exe).args(args).output().with_context(|| format!("running podnet {}", args.join(" ")))?;
     if !out.status.success() {
-        bail!(
-            "podnet {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("podnet {} failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -54,12 +46,7 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     let lab_name: lab::LabName = name.parse()?;
     let nodes = a.nodes.to_string();
     let path = dir.path().to_string_lossy().into_owned();
-    let up = timed(
-        &exe,
-        &[
-            "lab", "up", "--name", &name, "--nodes", &nodes, "--mode", &a.mode, "-f", &path,
-        ],
-    );
+    let up = timed(&exe, &["lab", "up", "--name", &name, "--nodes", &nodes, "--mode", &a.mode, "-f", &path]);
     let result = up.and_then(|up| {
         let rss = std::fs::read_to_string(lab::state::pid_file(&lab_name))
             .ok()
@@ -71,24 +58,10 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     let down = timed(&exe, &["lab", "down", "--name", &name]);
     let (up, rss, check) = result?;
     let down = down?;
-    outln!(
-        "lab bench: {} nodes x {} pods ({} mode), real commands:",
-        a.nodes,
-        a.pods_per_node,
-        a.mode
-    );
-    outln!(
-        "  lab up        {:8.3} s   (goal < 3 s; kind needs 33 s, k3d 20 s to a working cluster)",
-        up
-    );
-    outln!(
-        "  lab check     {:8.3} s   (pod-to-pod across nodes + node-to-pod, real TCP)",
-        check
-    );
+    outln!("lab bench: {} nodes x {} pods ({} mode), real commands:", a.nodes, a.pods_per_node, a.mode);
+    outln!("  lab up        {:8.3} s   (goal < 3 s; kind needs 33 s, k3d 20 s to a working cluster)", up);
+    outln!("  lab check     {:8.3} s   (pod-to-pod across nodes + node-to-pod, real TCP)", check);
     outln!("  lab down      {:8.3} s   (goal < 2 s)", down);
-    outln!(
-        "  lab process   {:8.1} MB RSS (goal < 100 MB)",
-        rss / 1024.0
-    );
+    outln!("  lab process   {:8.1} MB RSS (goal < 100 MB)", rss / 1024.0);
     Ok(ExitCode::SUCCESS)
 }

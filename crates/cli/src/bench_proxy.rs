@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dataplane::netns::{NamedNetns, run_in};
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::{ClusterState, Namespaced};
@@ -61,51 +59,26 @@ fn endpoint(i: usize, k: usize, n: usize) -> String {
 }
 
 fn meta(name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some("bench".into()),
-        ..Default::default()
-    }
+    ObjectMeta { name: Some(name), namespace: Some("bench".into()), ..Default::default() }
 }
 
 fn service(i: usize) -> Namespaced<Service> {
     let spec = ServiceSpec {
         cluster_ip: Some(vip(i).to_string()),
-        ports: Some(vec![ServicePort {
-            port: 80,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![ServicePort { port: 80, protocol: Some("TCP".into()), ..Default::default() }]),
         ..Default::default()
     };
-    Namespaced::from_object(Service {
-        metadata: meta(format!("svc-{i}")),
-        spec: Some(spec),
-        status: None,
-    })
+    Namespaced::from_object(Service { metadata: meta(format!("svc-{i}")), spec: Some(spec), status: None })
 }
 
 fn slice(i: usize, addresses: Vec<String>) -> Namespaced<EndpointSlice> {
     let mut m = meta(format!("svc-{i}-x"));
-    m.labels = Some(BTreeMap::from([(
-        model::endpoints::LABEL_SERVICE_NAME.to_owned(),
-        format!("svc-{i}"),
-    )]));
+    m.labels = Some(BTreeMap::from([(model::endpoints::LABEL_SERVICE_NAME.to_owned(), format!("svc-{i}"))]));
     let object = EndpointSlice {
         metadata: m,
         address_type: "IPv4".into(),
-        endpoints: addresses
-            .into_iter()
-            .map(|a| Endpoint {
-                addresses: vec![a],
-                ..Default::default()
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            port: Some(8080),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        endpoints: addresses.into_iter().map(|a| Endpoint { addresses: vec![a], ..Default::default() }).collect(),
+        ports: Some(vec![EndpointPort { port: Some(8080), protocol: Some("TCP".into()), ..Default::default() }]),
     };
     Namespaced::from_object(object)
 }
@@ -113,35 +86,20 @@ fn slice(i: usize, addresses: Vec<String>) -> Namespaced<EndpointSlice> {
 /// N services (the last one's endpoints are 127.0.0.1:8080) and one node.
 fn cluster(n: usize, e: usize) -> ClusterState {
     let node = Node {
-        metadata: ObjectMeta {
-            name: Some("node-1".into()),
-            ..Default::default()
-        },
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: "192.168.0.2".into(),
-            }]),
-            ..Default::default()
-        }),
+        metadata: ObjectMeta { name: Some("node-1".into()), ..Default::default() },
+        status: Some(NodeStatus { addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: "192.168.0.2".into() }]), ..Default::default() }),
         ..Default::default()
     };
     ClusterState {
         services: (0..n).map(service).collect(),
-        endpoint_slices: (0..n)
-            .map(|i| slice(i, (0..e).map(|k| endpoint(i, k, n)).collect()))
-            .collect(),
+        endpoint_slices: (0..n).map(|i| slice(i, (0..e).map(|k| endpoint(i, k, n)).collect())).collect(),
         nodes: vec![node],
         ..Default::default()
     }
 }
 
 fn node_plan(state: &ClusterState) -> Result<proxy::NodePlan> {
-    Ok(proxy::plan(
-        state,
-        "node-1",
-        &proxy::ProxyConfig::default(),
-    )?)
+    Ok(proxy::plan(state, "node-1", &proxy::ProxyConfig::default())?)
 }
 
 /// A first full load, as the proxy does it (`dataplane::nft::load`), timed.
@@ -225,10 +183,7 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
         "ip addr add 192.168.0.2/24 dev kpb0",
         "ip route add 10.96.0.0/12 dev kpb0",
     ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .args(cmd.split(' '))
-            .output()?;
+        let out = Command::new("ip").args(["netns", "exec", ns.name()]).args(cmd.split(' ')).output()?;
         if !out.status.success() {
             bail!("{cmd}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -255,65 +210,28 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
     let mut session = run_in(ns.path(), dataplane::nft::Session::start)??;
     let mut add = Vec::new();
     for r in 0..3 {
-        let (svc, sl) = (
-            service(n + r),
-            slice(n + r, (0..e).map(|k| endpoint(n + r, k, n + 10)).collect()),
-        );
-        add.push(change(
-            &mut session,
-            &mut programmer,
-            &plan.node,
-            &svc,
-            &sl,
-        )?);
+        let (svc, sl) = (service(n + r), slice(n + r, (0..e).map(|k| endpoint(n + r, k, n + 10)).collect()));
+        add.push(change(&mut session, &mut programmer, &plan.node, &svc, &sl)?);
         state.services.push(svc);
         state.endpoint_slices.push(sl);
     }
     let mut ep = Vec::new();
     for r in 0..3 {
-        state.endpoint_slices[0].object.endpoints[0].addresses =
-            vec![format!("10.250.0.{}", r + 1)];
-        ep.push(change(
-            &mut session,
-            &mut programmer,
-            &plan.node,
-            &state.services[0],
-            &state.endpoint_slices[0],
-        )?);
+        state.endpoint_slices[0].object.endpoints[0].addresses = vec![format!("10.250.0.{}", r + 1)];
+        ep.push(change(&mut session, &mut programmer, &plan.node, &state.services[0], &state.endpoint_slices[0])?);
     }
     // The changes are in the kernel, not only timed.
-    let listed = run_in(ns.path(), || {
-        dataplane::nft::list_table(nftset::Family::Ip, proxy::render::TABLE)
-    })??
-    .unwrap_or_default();
-    if !listed.contains("10.250.0.3 . 8080")
-        || !listed.contains(&format!("{} . tcp . 80", vip(n + 2)))
-    {
+    let listed = run_in(ns.path(), || dataplane::nft::list_table(nftset::Family::Ip, proxy::render::TABLE))??.unwrap_or_default();
+    if !listed.contains("10.250.0.3 . 8080") || !listed.contains(&format!("{} . tcp . 80", vip(n + 2))) {
         bail!("the changes did not reach the kernel");
     }
     let last = connect_latency(&ns, SocketAddr::from((vip(n - 1), 80)), connects)?;
 
-    let ms = |v: &[(f64, f64, usize)], f: fn(&(f64, f64, usize)) -> f64| {
-        median(v.iter().map(f).collect()) * 1e3
-    };
+    let ms = |v: &[(f64, f64, usize)], f: fn(&(f64, f64, usize)) -> f64| median(v.iter().map(f).collect()) * 1e3;
     outln!("podnet N={n} E={e}");
-    outln!(
-        "  full load            {:8.3} s   kernel (nft -f skeleton + netlink element batch), plan+render {:.3} s, {} elements",
-        load,
-        plan_render,
-        elements
-    );
-    outln!(
-        "  add one service      {:8.2} ms  kernel commit; network_programming_duration {:.1} ms ({} lines)",
-        ms(&add, |a| a.1),
-        ms(&add, |a| a.0),
-        add[0].2
-    );
-    outln!(
-        "  change one endpoint  {:8.2} ms  kernel commit; network_programming_duration {:.1} ms",
-        ms(&ep, |a| a.1),
-        ms(&ep, |a| a.0)
-    );
+    outln!("  full load            {:8.3} s   kernel (nft -f skeleton + netlink element batch), plan+render {:.3} s, {} elements", load, plan_render, elements);
+    outln!("  add one service      {:8.2} ms  kernel commit; network_programming_duration {:.1} ms ({} lines)", ms(&add, |a| a.1), ms(&add, |a| a.0), add[0].2);
+    outln!("  change one endpoint  {:8.2} ms  kernel commit; network_programming_duration {:.1} ms", ms(&ep, |a| a.1), ms(&ep, |a| a.0));
     outln!(
         "  connect p50/p90/p99  {:.1} / {:.1} / {:.1} µs to the last VIP; no rules {:.1} / {:.1} / {:.1} µs → p50 ratio {:.2}x",
         last.0,
@@ -334,19 +252,13 @@ fn measure(n: usize, e: usize, connects: usize) -> Result<()> {
 }
 
 fn peer(script: &PathBuf, layout: &str, n: usize, e: usize) -> Result<()> {
-    let out = Command::new("bash")
-        .arg(script)
-        .args([layout, &n.to_string(), &e.to_string()])
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
+    let out =
+        Command::new("bash").arg(script).args([layout, &n.to_string(), &e.to_string()]).output().with_context(|| format!("running {}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if out.status.success() {
         outln!("  peer {}", text.trim());
     } else {
-        outln!(
-            "  peer {layout} N={n}: failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        outln!("  peer {layout} N={n}: failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -360,9 +272,7 @@ pub fn run(a: ProxyBenchArgs) -> Result<ExitCode> {
         if let Some(script) = &a.peer {
             for layout in &a.peer_layouts {
                 if layout == "nft" && n > a.peer_nft_max {
-                    outln!(
-                        "  peer nft N={n}: skipped (above --peer-nft-max; 301 s at 30k on this kernel)"
-                    );
+                    outln!("  peer nft N={n}: skipped (above --peer-nft-max; 301 s at 30k on this kernel)");
                     continue;
                 }
                 peer(script, layout, n, a.endpoints)?;

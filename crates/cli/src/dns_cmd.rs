@@ -66,9 +66,7 @@ fn build(paths: &[PathBuf], zone: &ZoneConfig, serial: u32) -> Result<View> {
 
 /// A SOA serial: seconds since the epoch, as CoreDNS uses.
 fn serial() -> u32 {
-    SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    SystemTime::UNIX_EPOCH.elapsed().map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
@@ -81,46 +79,23 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let view = build(&a.paths, &zone, serial())?;
-    let upstreams = if a.upstream.is_empty() {
-        dns::forward::resolv_conf_nameservers(&resolv_conf)
-    } else {
-        a.upstream.clone()
-    };
-    let forwarder = Forwarder::new(ForwardConfig {
-        upstreams,
-        ..Default::default()
-    });
+    let upstreams = if a.upstream.is_empty() { dns::forward::resolv_conf_nameservers(&resolv_conf) } else { a.upstream.clone() };
+    let forwarder = Forwarder::new(ForwardConfig { upstreams, ..Default::default() });
     let recursion_from = (!a.recursion_from.is_empty()).then(|| a.recursion_from.clone());
     let shared = Arc::new(Shared::new(view, forwarder, recursion_from));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().context("starting the runtime")?;
     runtime.block_on(async move {
-        let udp = tokio::net::UdpSocket::bind(a.listen)
-            .await
-            .with_context(|| format!("listening on udp {}", a.listen))?;
+        let udp = tokio::net::UdpSocket::bind(a.listen).await.with_context(|| format!("listening on udp {}", a.listen))?;
         // Port 0: TCP takes the port UDP was given.
         let listen = udp.local_addr()?;
-        let tcp = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on tcp {listen}"))?;
+        let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on tcp {listen}"))?;
         let mut http_note = String::new();
         if let Some(http) = a.http {
-            let listener = tokio::net::TcpListener::bind(http)
-                .await
-                .with_context(|| format!("listening on {http}"))?;
-            http_note = format!(
-                ", /health /ready /metrics on http://{}",
-                listener.local_addr()?
-            );
+            let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
+            http_note = format!(", /health /ready /metrics on http://{}", listener.local_addr()?);
             tokio::spawn(dns::metrics::serve_http(listener, Arc::clone(&shared)));
         }
-        eprintln!(
-            "podnet dns: serving {} on {listen} (udp, tcp){http_note}",
-            zone.zone
-        );
+        eprintln!("podnet dns: serving {} on {listen} (udp, tcp){http_note}", zone.zone);
         let watch = {
             let shared = Arc::clone(&shared);
             async move {

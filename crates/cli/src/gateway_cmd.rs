@@ -79,12 +79,7 @@ pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
 
 /// Conditions as the API shows them; `generation` (the object's `metadata.generation`, when it
 /// has one) is what they were observed at.
-fn conditions_yaml(
-    out: &mut String,
-    indent: &str,
-    conditions: &[gateway::httproute::Condition],
-    generation: Option<i64>,
-) {
+fn conditions_yaml(out: &mut String, indent: &str, conditions: &[gateway::httproute::Condition], generation: Option<i64>) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "{indent}conditions:");
     for c in conditions {
@@ -103,18 +98,7 @@ fn conditions_yaml(
 }
 
 fn summary(conditions: &[gateway::httproute::Condition]) -> String {
-    conditions
-        .iter()
-        .map(|c| {
-            format!(
-                "{}={}({})",
-                c.type_,
-                if c.status { "True" } else { "False" },
-                c.reason
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    conditions.iter().map(|c| format!("{}={}({})", c.type_, if c.status { "True" } else { "False" }, c.reason)).collect::<Vec<_>>().join(" ")
 }
 
 fn status(a: StatusArgs) -> Result<ExitCode> {
@@ -130,55 +114,23 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
                     s.metadata.namespace.as_deref() == Some(lab::system::INGRESS_NAMESPACE)
                         && s.metadata.name.as_deref() == Some(lab::system::INGRESS_CONTROLLER)
                 })
-                .and_then(|s| {
-                    s.status
-                        .as_ref()?
-                        .load_balancer
-                        .as_ref()?
-                        .ingress
-                        .as_ref()?
-                        .first()?
-                        .ip
-                        .clone()
-                });
-            (
-                lab::ingress_controller::view(&st),
-                lab::system::GATEWAY_CONTROLLER.to_owned(),
-                address,
-            )
+                .and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?.ip.clone());
+            (lab::ingress_controller::view(&st), lab::system::GATEWAY_CONTROLLER.to_owned(), address)
         }
-        None => (
-            model::load_cluster(&a.paths)?,
-            a.gateway_controller.clone(),
-            None,
-        ),
+        None => (model::load_cluster(&a.paths)?, a.gateway_controller.clone(), None),
     };
     let compiled = gateway::httproute::compile(&state, &controller);
     let s = &compiled.status;
     let mut out = String::new();
     if a.output.is_some() {
         for (name, c) in &s.classes {
-            let _ = writeln!(
-                out,
-                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {name}\nstatus:"
-            );
-            let generation = state
-                .gateway_classes
-                .iter()
-                .find(|g| g.metadata.name.as_deref() == Some(name.as_str()))
-                .and_then(|g| g.metadata.generation);
+            let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {name}\nstatus:");
+            let generation = state.gateway_classes.iter().find(|g| g.metadata.name.as_deref() == Some(name.as_str())).and_then(|g| g.metadata.generation);
             conditions_yaml(&mut out, "  ", c, generation);
         }
         for ((ns, name), (c, listeners)) in &s.gateways {
-            let generation = state
-                .gateways
-                .iter()
-                .find(|g| (&g.namespace, &g.name) == (ns, name))
-                .and_then(|g| g.object.metadata.generation);
-            let _ = writeln!(
-                out,
-                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:"
-            );
+            let generation = state.gateways.iter().find(|g| (&g.namespace, &g.name) == (ns, name)).and_then(|g| g.object.metadata.generation);
+            let _ = writeln!(out, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:");
             if let Some(ip) = &address {
                 let _ = writeln!(out, "  addresses:\n  - type: IPAddress\n    value: {ip}");
             }
@@ -193,11 +145,7 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
             }
         }
         for ((ns, name), parents) in &s.routes {
-            let generation = state
-                .http_routes
-                .iter()
-                .find(|r| (&r.namespace, &r.name) == (ns, name))
-                .and_then(|r| r.object.metadata.generation);
+            let generation = state.http_routes.iter().find(|r| (&r.namespace, &r.name) == (ns, name)).and_then(|r| r.object.metadata.generation);
             let _ = writeln!(
                 out,
                 "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\nstatus:\n  parents:"
@@ -221,21 +169,9 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
             let _ = writeln!(out, "GatewayClass\t-\t{name}\t{}", summary(c));
         }
         for ((ns, name), (c, listeners)) in &s.gateways {
-            let _ = writeln!(
-                out,
-                "Gateway\t{ns}\t{name}\t{}{}",
-                summary(c),
-                address
-                    .as_ref()
-                    .map(|ip| format!(" address={ip}"))
-                    .unwrap_or_default()
-            );
+            let _ = writeln!(out, "Gateway\t{ns}\t{name}\t{}{}", summary(c), address.as_ref().map(|ip| format!(" address={ip}")).unwrap_or_default());
             for (l, lc, attached) in listeners {
-                let _ = writeln!(
-                    out,
-                    "  listener\t{ns}\t{name}/{l}\t{} attachedRoutes={attached}",
-                    summary(lc)
-                );
+                let _ = writeln!(out, "  listener\t{ns}\t{name}/{l}\t{} attachedRoutes={attached}", summary(lc));
             }
         }
         for ((ns, name), parents) in &s.routes {
@@ -262,53 +198,31 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.http.is_none() && a.https.is_none() {
         bail!("give --http ADDR:PORT, --https ADDR:PORT or both");
     }
-    let shared = Shared::new(build(
-        &a.paths,
-        &a.ingress_controller,
-        &a.gateway_controller,
-    )?);
-    shared
-        .access_log
-        .store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
-    shared.client_header_timeout_ms.store(
-        a.client_header_timeout * 1000,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let shared = Shared::new(build(&a.paths, &a.ingress_controller, &a.gateway_controller)?);
+    shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
+    shared.client_header_timeout_ms.store(a.client_header_timeout * 1000, std::sync::atomic::Ordering::Relaxed);
     // One core, as the benchmark compares it with one nginx worker.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let mut listening = Vec::new();
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = a.http {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             listening.push(format!("http://{}", l.local_addr()?));
             servers.spawn(gateway::server::serve_http(l, Arc::clone(&shared)));
         }
         if let Some(addr) = a.https {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             listening.push(format!("https://{}", l.local_addr()?));
             servers.spawn(gateway::server::serve_https(l, Arc::clone(&shared)));
         }
         if let Some(addr) = a.metrics {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             listening.push(format!("metrics=http://{}", l.local_addr()?));
             servers.spawn(gateway::server::serve_metrics(l, Arc::clone(&shared)));
         }
         eprintln!("podnet gateway: serving on {}", listening.join(" "));
-        let (paths, controller, gateway_controller) = (
-            a.paths.clone(),
-            a.ingress_controller.clone(),
-            a.gateway_controller.clone(),
-        );
+        let (paths, controller, gateway_controller) = (a.paths.clone(), a.ingress_controller.clone(), a.gateway_controller.clone());
         let watcher = Arc::clone(&shared);
         servers.spawn(async move {
             let mut seen = crate::watch::fingerprint(&paths);
@@ -320,28 +234,18 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                 }
                 seen = now;
                 // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
-                let (p, c, g) = (
-                    paths.clone(),
-                    controller.clone(),
-                    gateway_controller.clone(),
-                );
+                let (p, c, g) = (paths.clone(), controller.clone(), gateway_controller.clone());
                 match tokio::task::spawn_blocking(move || build(&p, &c, &g)).await {
                     Ok(Ok(snapshot)) => {
                         watcher.swap(snapshot);
-                        watcher
-                            .last_reload_ok
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        watcher.last_reload_ok.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(Err(e)) => {
-                        watcher
-                            .last_reload_ok
-                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
                         eprintln!("podnet gateway: keeping the last good objects: {e:#}");
                     }
                     Err(e) => {
-                        watcher
-                            .last_reload_ok
-                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
                         eprintln!("podnet gateway: keeping the last good objects: {e}");
                     }
                 }

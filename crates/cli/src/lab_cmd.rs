@@ -214,11 +214,7 @@ fn need_root() -> Result<()> {
 fn up(a: UpArgs) -> Result<ExitCode> {
     need_root()?;
     let started = Instant::now();
-    let mut cluster = if a.paths.is_empty() {
-        model::ClusterState::default()
-    } else {
-        model::load_cluster(&a.paths)?
-    };
+    let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
     lab::system::add_cluster_dns(&mut cluster);
     lab::system::add_kubernetes_service(&mut cluster);
     lab::system::add_ingress_controller(&mut cluster);
@@ -228,47 +224,24 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     };
     // A lab that is up is refused before anything is printed or made.
     if state::dir(&a.name).exists() || !lab::up::lab_namespaces(&a.name).is_empty() {
-        bail!(
-            "lab {:?} is already up; remove it with `podnet lab down --name {}`",
-            a.name.as_str(),
-            a.name
-        );
+        bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
     let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
     let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
-    outln!(
-        "Creating lab {:?} ({} nodes, {} pods, {} services)",
-        a.name,
-        plan.nodes.len(),
-        plan.pods.len(),
-        services.len()
-    );
-    let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| {
-        outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3)
-    })?;
+    outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name, plan.nodes.len(), plan.pods.len(), services.len());
+    let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
     st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
     st.ingress_classes.clone_from(&cluster.ingress_classes);
     st.secrets = cluster.secrets.iter().map(|s| s.object.clone()).collect();
     st.gateway_classes.clone_from(&cluster.gateway_classes);
     st.gateways = cluster.gateways.iter().map(|g| g.object.clone()).collect();
-    st.http_routes = cluster
-        .http_routes
-        .iter()
-        .map(|r| r.object.clone())
-        .collect();
-    st.reference_grants = cluster
-        .reference_grants
-        .iter()
-        .map(|r| r.object.clone())
-        .collect();
-    let started_daemon = locked
-        .save(&st)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| {
-            let t = Instant::now();
-            start_daemon(&a.name, &exe).map(|()| t)
-        });
+    st.http_routes = cluster.http_routes.iter().map(|r| r.object.clone()).collect();
+    st.reference_grants = cluster.reference_grants.iter().map(|r| r.object.clone()).collect();
+    let started_daemon = locked.save(&st).map_err(anyhow::Error::from).and_then(|()| {
+        let t = Instant::now();
+        start_daemon(&a.name, &exe).map(|()| t)
+    });
     drop(locked);
     let t = match started_daemon {
         Ok(t) => t,
@@ -277,31 +250,16 @@ fn up(a: UpArgs) -> Result<ExitCode> {
             return Err(e);
         }
     };
-    outln!(
-        " ✓ {:<44} {:>7.1} ms",
-        "lab process serving every declared port",
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    outln!(
-        "Lab {:?} is up in {:.2} s.\n",
-        a.name,
-        started.elapsed().as_secs_f64()
-    );
+    outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
+    outln!("Lab {:?} is up in {:.2} s.\n", a.name, started.elapsed().as_secs_f64());
     out!("{}", pods_table(&st, None, true));
-    outln!(
-        "\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}",
-        a.name
-    );
+    outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Starts the lab process, detached in its own process group, and waits until it listens.
 fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lab::daemon::log_file(lab))
-        .context("opening the lab process log")?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(lab::daemon::log_file(lab)).context("opening the lab process log")?;
     let mut child = Command::new(exe)
         .args(["lab", "daemon", "--name", lab.as_str()])
         .stdin(Stdio::null())
@@ -310,10 +268,7 @@ fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("starting the lab process")?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout from the lab process"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the lab process"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -335,21 +290,11 @@ fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     let lab = which(&a.name)?;
     let mut cluster = model::load_cluster(&a.paths)?;
     // Ingresses applied to a lab without an ingress controller bring ingress-nginx's pieces, as at `up`.
-    if apply
-        && !state::load(&lab)?
-            .plan
-            .pods
-            .iter()
-            .any(lab::system::is_ingress_controller_pod)
-    {
+    if apply && !state::load(&lab)?.plan.pods.iter().any(lab::system::is_ingress_controller_pod) {
         lab::system::add_ingress_controller(&mut cluster);
     }
     let exe = std::env::current_exe().context("finding the podnet executable")?;
-    let c = if apply {
-        lab::change::apply(&lab, &cluster, &exe)?
-    } else {
-        lab::change::delete(&lab, &cluster, &exe)?
-    };
+    let c = if apply { lab::change::apply(&lab, &cluster, &exe)? } else { lab::change::delete(&lab, &cluster, &exe)? };
     for p in &c.added {
         outln!("pod/{p} created");
     }
@@ -370,11 +315,9 @@ fn down(a: NameArg) -> Result<ExitCode> {
     let lab = which(&a)?;
     let t = Instant::now();
     match lab::up::down(&lab)? {
-        lab::up::Down::Removed(n) => outln!(
-            "Lab {:?} removed: {n} namespaces, its lab process, leases and state ({:.0} ms).",
-            lab.as_str(),
-            t.elapsed().as_secs_f64() * 1e3
-        ),
+        lab::up::Down::Removed(n) => {
+            outln!("Lab {:?} removed: {n} namespaces, its lab process, leases and state ({:.0} ms).", lab.as_str(), t.elapsed().as_secs_f64() * 1e3)
+        }
         lab::up::Down::NotUp => outln!("Lab {:?} is not up: nothing to remove.", lab.as_str()),
     }
     Ok(ExitCode::SUCCESS)
@@ -409,23 +352,11 @@ fn list() -> Result<ExitCode> {
                     Mode::HostGw => "host-gw",
                     Mode::Vxlan => "vxlan",
                 };
-                let alive = if lab::daemon::alive(&name) {
-                    "running"
-                } else {
-                    "stopped"
-                };
-                let _ = writeln!(
-                    out,
-                    "{name}\t{}\t{}\t{mode}\t{alive}",
-                    st.plan.nodes.len(),
-                    st.plan.pods.len()
-                );
+                let alive = if lab::daemon::alive(&name) { "running" } else { "stopped" };
+                let _ = writeln!(out, "{name}\t{}\t{}\t{mode}\t{alive}", st.plan.nodes.len(), st.plan.pods.len());
             }
             Err(_) => {
-                let _ = writeln!(
-                    out,
-                    "{name}\t?\t?\t?\tbroken (run `podnet lab down --name {name}`)"
-                );
+                let _ = writeln!(out, "{name}\t?\t?\t?\tbroken (run `podnet lab down --name {name}`)");
             }
         }
     }
@@ -437,15 +368,7 @@ fn list() -> Result<ExitCode> {
 pub(crate) fn align(text: &str) -> String {
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();
@@ -482,11 +405,7 @@ fn pods_table(st: &LabState, namespace: Option<&str>, wide: bool) -> String {
         let ready = if status == "Running" { "1/1" } else { "0/1" };
         let _ = write!(out, "{}\t{ready}\t{status}\t{ip}\t{}", pod.name, pod.node);
         if wide {
-            let owner = pod
-                .owner
-                .as_ref()
-                .map(|o| format!("{}/{o}", pod.owner_kind))
-                .unwrap_or_else(|| "<none>".into());
+            let owner = pod.owner.as_ref().map(|o| format!("{}/{o}", pod.owner_kind)).unwrap_or_else(|| "<none>".into());
             let _ = write!(out, "\t{owner}\t{}", pod.netns);
         }
         out.push('\n');
@@ -498,11 +417,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     let lab = which(&a.name)?;
     let st = state::load(&lab)?;
     warn_if_stopped(&lab);
-    let namespace = if a.all_namespaces {
-        None
-    } else {
-        Some(a.namespace.clone().unwrap_or_else(|| "default".into()))
-    };
+    let namespace = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
     let text = match (a.resource, a.output) {
         (Resource::Pods, Some(GetFormat::Json | GetFormat::Yaml)) => {
             let items: Vec<serde_json::Value> = st
@@ -521,16 +436,9 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            render(
-                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
-                a.output,
-            )?
+            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
         }
-        (Resource::Pods, f) => pods_table(
-            &st,
-            namespace.as_deref(),
-            matches!(f, Some(GetFormat::Wide)),
-        ),
+        (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), matches!(f, Some(GetFormat::Wide))),
         (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => {
             let items: Vec<serde_json::Value> = st
                 .plan
@@ -546,20 +454,11 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            render(
-                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
-                a.output,
-            )?
+            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
         }
-        (Resource::Services, f) => {
-            services_view(&st, namespace.as_deref(), a.object.as_deref(), f)?
-        }
-        (Resource::Endpoints, f) => {
-            endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), f)?
-        }
-        (Resource::Endpointslices, f) => {
-            slices_view(&st, namespace.as_deref(), a.object.as_deref(), f)?
-        }
+        (Resource::Services, f) => services_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Endpoints, f) => endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Endpointslices, f) => slices_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Nodes, f) => {
             let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
                 "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\tNETNS\n"
@@ -581,27 +480,16 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn in_scope(
-    ns: Option<&str>,
-    name: Option<&str>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
-    ns.is_none_or(|n| meta.namespace.as_deref() == Some(n))
-        && name.is_none_or(|n| meta.name.as_deref() == Some(n))
+fn in_scope(ns: Option<&str>, name: Option<&str>, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    ns.is_none_or(|n| meta.namespace.as_deref() == Some(n)) && name.is_none_or(|n| meta.name.as_deref() == Some(n))
 }
 
 fn list_of<T: serde::Serialize>(items: &[T]) -> Result<serde_json::Value> {
-    Ok(
-        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(items)?}),
-    )
+    Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "items": serde_json::to_value(items)?}))
 }
 
 /// kubectl's `-o json|yaml`: the object itself when a name is asked for, else a List.
-fn object_or_list<T: serde::Serialize>(
-    items: &[T],
-    kind: &str,
-    name: Option<&str>,
-) -> Result<serde_json::Value> {
+fn object_or_list<T: serde::Serialize>(items: &[T], kind: &str, name: Option<&str>) -> Result<serde_json::Value> {
     match (name, items) {
         (Some(_), [one]) => Ok(serde_json::to_value(one)?),
         (Some(n), _) => bail!("Error from server (NotFound): {kind} {n:?} not found"),
@@ -610,17 +498,8 @@ fn object_or_list<T: serde::Serialize>(
 }
 
 /// `kubectl get services`: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) (and SELECTOR with -o wide).
-fn services_view(
-    st: &LabState,
-    ns: Option<&str>,
-    name: Option<&str>,
-    f: Option<GetFormat>,
-) -> Result<String> {
-    let items: Vec<&k8s_openapi::api::core::v1::Service> = st
-        .services
-        .iter()
-        .filter(|s| in_scope(ns, name, &s.metadata))
-        .collect();
+fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let items: Vec<&k8s_openapi::api::core::v1::Service> = st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
         return render(&object_or_list(&items, "services", name)?, f);
     }
@@ -629,19 +508,11 @@ fn services_view(
     if ns.is_none() {
         out.push_str("NAMESPACE\t");
     }
-    out.push_str(if wide {
-        "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\tSELECTOR\n"
-    } else {
-        "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\n"
-    });
+    out.push_str(if wide { "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\tSELECTOR\n" } else { "NAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)\n" });
     for s in items {
         let spec = s.spec.clone().unwrap_or_default();
         if ns.is_none() {
-            let _ = write!(
-                out,
-                "{}\t",
-                s.metadata.namespace.as_deref().unwrap_or_default()
-            );
+            let _ = write!(out, "{}\t", s.metadata.namespace.as_deref().unwrap_or_default());
         }
         let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
         // kubectl's order: LoadBalancer ingress addresses, then externalIPs.
@@ -655,9 +526,7 @@ fn services_view(
         let external_ips = spec.external_ips.clone().unwrap_or_default();
         let external = match (ty.as_str(), &spec.external_name) {
             ("ExternalName", Some(n)) => n.clone(),
-            ("LoadBalancer", _) if ingress.is_empty() && external_ips.is_empty() => {
-                "<pending>".into()
-            }
+            ("LoadBalancer", _) if ingress.is_empty() && external_ips.is_empty() => "<pending>".into(),
             ("LoadBalancer", _) => [ingress, external_ips].concat().join(","),
             _ if !external_ips.is_empty() => external_ips.join(","),
             _ => "<none>".into(),
@@ -679,28 +548,11 @@ fn services_view(
             out,
             "{}\t{ty}\t{cip}\t{external}\t{}",
             s.metadata.name.as_deref().unwrap_or_default(),
-            if ports.is_empty() {
-                "<none>".into()
-            } else {
-                ports.join(",")
-            }
+            if ports.is_empty() { "<none>".into() } else { ports.join(",") }
         );
         if wide {
-            let sel: Vec<String> = spec
-                .selector
-                .iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = write!(
-                out,
-                "\t{}",
-                if sel.is_empty() {
-                    "<none>".into()
-                } else {
-                    sel.join(",")
-                }
-            );
+            let sel: Vec<String> = spec.selector.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(out, "\t{}", if sel.is_empty() { "<none>".into() } else { sel.join(",") });
         }
         out.push('\n');
     }
@@ -708,37 +560,18 @@ fn services_view(
 }
 
 /// `kubectl get endpoints`: each Service's ready addresses × ports, from its EndpointSlices.
-fn endpoints_view(
-    st: &LabState,
-    ns: Option<&str>,
-    name: Option<&str>,
-    f: Option<GetFormat>,
-) -> Result<String> {
+fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
     let slices = st.endpoint_slices();
     let mut rows = Vec::new();
-    for svc in st
-        .services
-        .iter()
-        .filter(|s| in_scope(ns, name, &s.metadata))
-    {
+    for svc in st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)) {
         let svc_name = svc.metadata.name.clone().unwrap_or_default();
         let svc_ns = svc.metadata.namespace.clone().unwrap_or_default();
         let mut addrs = Vec::new();
         for sl in slices.iter().filter(|sl| {
             sl.metadata.namespace.as_deref() == Some(svc_ns.as_str())
-                && sl
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME))
-                    .map(String::as_str)
-                    == Some(svc_name.as_str())
+                && sl.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).map(String::as_str) == Some(svc_name.as_str())
         }) {
-            for ep in sl
-                .endpoints
-                .iter()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            {
+            for ep in sl.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)) {
                 for a in &ep.addresses {
                     for p in sl.ports.iter().flatten() {
                         addrs.push(format!("{a}:{}", p.port.unwrap_or_default()));
@@ -749,10 +582,7 @@ fn endpoints_view(
         rows.push((svc_ns, svc_name, addrs));
     }
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
-        let items: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(n, s, a)| serde_json::json!({"namespace": n, "name": s, "endpoints": a}))
-            .collect();
+        let items: Vec<serde_json::Value> = rows.iter().map(|(n, s, a)| serde_json::json!({"namespace": n, "name": s, "endpoints": a})).collect();
         return render(&serde_json::json!({"items": items}), f);
     }
     let mut out = String::new();
@@ -764,33 +594,17 @@ fn endpoints_view(
         if ns.is_none() {
             let _ = write!(out, "{n}\t");
         }
-        let list = if a.is_empty() {
-            "<none>".to_owned()
-        } else {
-            a.join(",")
-        };
+        let list = if a.is_empty() { "<none>".to_owned() } else { a.join(",") };
         let _ = writeln!(out, "{s}\t{list}");
     }
     Ok(align(&out))
 }
 
 /// `kubectl get endpointslices`: NAME ADDRESSTYPE PORTS ENDPOINTS.
-fn slices_view(
-    st: &LabState,
-    ns: Option<&str>,
-    name: Option<&str>,
-    f: Option<GetFormat>,
-) -> Result<String> {
-    let slices: Vec<_> = st
-        .endpoint_slices()
-        .into_iter()
-        .filter(|s| in_scope(ns, name, &s.metadata))
-        .collect();
+fn slices_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let slices: Vec<_> = st.endpoint_slices().into_iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
-        return render(
-            &object_or_list(&slices, "endpointslices.discovery.k8s.io", name)?,
-            f,
-        );
+        return render(&object_or_list(&slices, "endpointslices.discovery.k8s.io", name)?, f);
     }
     let mut out = String::new();
     if ns.is_none() {
@@ -799,38 +613,17 @@ fn slices_view(
     out.push_str("NAME\tADDRESSTYPE\tPORTS\tENDPOINTS\n");
     for sl in &slices {
         if ns.is_none() {
-            let _ = write!(
-                out,
-                "{}\t",
-                sl.metadata.namespace.as_deref().unwrap_or_default()
-            );
+            let _ = write!(out, "{}\t", sl.metadata.namespace.as_deref().unwrap_or_default());
         }
-        let ports: Vec<String> = sl
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| p.port.unwrap_or_default().to_string())
-            .collect();
-        let eps: Vec<String> = sl
-            .endpoints
-            .iter()
-            .flat_map(|e| e.addresses.clone())
-            .collect();
+        let ports: Vec<String> = sl.ports.iter().flatten().map(|p| p.port.unwrap_or_default().to_string()).collect();
+        let eps: Vec<String> = sl.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
         let _ = writeln!(
             out,
             "{}\t{}\t{}\t{}",
             sl.metadata.name.as_deref().unwrap_or_default(),
             sl.address_type,
-            if ports.is_empty() {
-                "<unset>".into()
-            } else {
-                ports.join(",")
-            },
-            if eps.is_empty() {
-                "<unset>".into()
-            } else {
-                eps.join(",")
-            }
+            if ports.is_empty() { "<unset>".into() } else { ports.join(",") },
+            if eps.is_empty() { "<unset>".into() } else { eps.join(",") }
         );
     }
     Ok(align(&out))
@@ -887,38 +680,27 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
                 .pods
                 .iter()
                 .find(|p| p.namespace == a.namespace && &p.name == name)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "pod {}/{name} not found in lab \"{lab}\" (see `podnet lab get pods -A`)",
-                        a.namespace
-                    )
-                })?;
+                .ok_or_else(|| anyhow!("pod {}/{name} not found in lab \"{lab}\" (see `podnet lab get pods -A`)", a.namespace))?;
             pod.netns.clone()
         }
     };
     // `ip netns exec` mounts /etc/netns/<netns>/* over /etc: the pod's resolv.conf and hosts.
-    let err = Command::new("ip")
-        .args(["netns", "exec", &target])
-        .args(&a.command)
-        .exec();
+    let err = Command::new("ip").args(["netns", "exec", &target]).args(&a.command).exec();
     Err(anyhow!("running `ip netns exec`: {err}"))
 }
 
 /// One TCP exchange with a pod's echo server from inside a namespace: what the server saw.
 fn probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<serde_json::Value> {
     let addr = std::net::SocketAddr::from((ip, port));
-    let text = netns::run_in(
-        &netns::path_of(from_netns),
-        move || -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            // Say something, so the echo server answers at once instead of waiting for a request.
-            std::io::Write::write_all(&mut s, b"podnet lab check\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        },
-    )??;
+    let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        // Say something, so the echo server answers at once instead of waiting for a request.
+        std::io::Write::write_all(&mut s, b"podnet lab check\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
     Ok(serde_json::from_str(text.trim())?)
 }
 
@@ -927,23 +709,12 @@ fn check(a: NameArg) -> Result<ExitCode> {
     let lab = which(&a)?;
     let st = state::load(&lab)?;
     lab::daemon::require_running(&lab)?;
-    let pods: Vec<(usize, &lab::PodPlan)> = st
-        .plan
-        .pods
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| !p.host_network)
-        .collect();
+    let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
     // Echo servers answer the TCP probes (the cluster DNS's pods have their own check).
     let servers: Vec<(usize, &lab::PodPlan, u16)> = pods
         .iter()
         .filter(|(_, p)| !lab::system::is_dns_pod(p))
-        .filter_map(|(i, p)| {
-            p.ports
-                .iter()
-                .find(|c| c.protocol == model::Protocol::Tcp)
-                .map(|c| (*i, *p, c.port))
-        })
+        .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
         .collect();
     if servers.is_empty() {
         outln!("No pod declares a TCP port: nothing to connect to.");
@@ -962,15 +733,8 @@ fn check(a: NameArg) -> Result<ExitCode> {
     for (i, client) in &pods {
         let Some(cip) = st.pod_ips[*i] else { continue };
         // Spread the targets: the k-th client asks the k-th server on another node.
-        let others: Vec<&(usize, &lab::PodPlan, u16)> = servers
-            .iter()
-            .filter(|(_, s, _)| s.node != client.node)
-            .collect();
-        let target = if others.is_empty() {
-            servers.iter().find(|(j, _, _)| j != i)
-        } else {
-            Some(others[*i % others.len()])
-        };
+        let others: Vec<&(usize, &lab::PodPlan, u16)> = servers.iter().filter(|(_, s, _)| s.node != client.node).collect();
+        let target = if others.is_empty() { servers.iter().find(|(j, _, _)| j != i) } else { Some(others[*i % others.len()]) };
         let Some((j, server, port)) = target else {
             continue;
         };
@@ -986,42 +750,23 @@ fn check(a: NameArg) -> Result<ExitCode> {
                         client.node,
                         server.key(),
                         server.node,
-                        if seen == cip.to_string() {
-                            " (no NAT)"
-                        } else {
-                            " (NAT!)"
-                        }
+                        if seen == cip.to_string() { " (no NAT)" } else { " (NAT!)" }
                     ),
                 );
             }
-            Err(e) => line(
-                false,
-                format!("{} → {} ({sip}:{port}): {e}", client.key(), server.key()),
-            ),
+            Err(e) => line(false, format!("{} → {} ({sip}:{port}): {e}", client.key(), server.key())),
         }
     }
     // Agents on a node reach every pod on that node.
     for node in &st.plan.nodes {
-        for (j, server, port) in servers
-            .iter()
-            .filter(|(_, s, _)| s.node == node.name)
-            .take(1)
-        {
+        for (j, server, port) in servers.iter().filter(|(_, s, _)| s.node == node.name).take(1) {
             let Some(sip) = st.pod_ips[*j] else { continue };
             match probe(&node.netns, sip, *port) {
                 Ok(v) => line(
                     true,
-                    format!(
-                        "node {} → {} ({sip}:{port}): answered, saw client {}",
-                        node.name,
-                        server.key(),
-                        v["client_ip"].as_str().unwrap_or_default()
-                    ),
+                    format!("node {} → {} ({sip}:{port}): answered, saw client {}", node.name, server.key(), v["client_ip"].as_str().unwrap_or_default()),
                 ),
-                Err(e) => line(
-                    false,
-                    format!("node {} → {} ({sip}:{port}): {e}", node.name, server.key()),
-                ),
+                Err(e) => line(false, format!("node {} → {} ({sip}:{port}): {e}", node.name, server.key())),
             }
         }
     }
@@ -1032,48 +777,21 @@ fn check(a: NameArg) -> Result<ExitCode> {
     {
         let view = lab::service_proxy::proxy_view(&st);
         let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(&st))?;
-        let is_dns = |p: &proxy::plan::PortPlan| {
-            p.port.namespace == lab::system::SYSTEM_NAMESPACE
-                && p.port.service == lab::system::DNS_SERVICE
-        };
-        for p in node_plan
-            .ports
-            .iter()
-            .filter(|p| p.port.protocol == model::Protocol::Tcp && !is_dns(p))
-        {
+        let is_dns = |p: &proxy::plan::PortPlan| p.port.namespace == lab::system::SYSTEM_NAMESPACE && p.port.service == lab::system::DNS_SERVICE;
+        for p in node_plan.ports.iter().filter(|p| p.port.protocol == model::Protocol::Tcp && !is_dns(p)) {
             let Some(std::net::IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else {
                 continue;
             };
-            let what = format!(
-                "{} ({}) → Service {}/{} {vip}:{}",
-                client.key(),
-                client.node,
-                p.port.namespace,
-                p.port.service,
-                p.port.port
-            );
+            let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
             let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
             match (probe(&client.netns, vip, p.port.port), endpoints.is_empty()) {
                 (Ok(v), false) => {
-                    let (ip, seen) = (
-                        v["ip"].as_str().unwrap_or_default(),
-                        v["client_ip"].as_str().unwrap_or_default(),
-                    );
+                    let (ip, seen) = (v["ip"].as_str().unwrap_or_default(), v["client_ip"].as_str().unwrap_or_default());
                     let port = v["port"].as_u64().unwrap_or_default();
-                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str())
-                        && seen == cip.to_string();
-                    line(
-                        ok,
-                        format!(
-                            "{what}: answered by {} ({ip}:{port}), saw client {seen}",
-                            v["pod"].as_str().unwrap_or_default()
-                        ),
-                    );
+                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str()) && seen == cip.to_string();
+                    line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}", v["pod"].as_str().unwrap_or_default()));
                 }
-                (Err(e), true)
-                    if e.downcast_ref::<std::io::Error>()
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) =>
-                {
+                (Err(e), true) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) => {
                     line(true, format!("{what}: no endpoints, rejected"));
                 }
                 (Ok(_), true) => line(false, format!("{what}: answered without endpoints")),
@@ -1084,40 +802,17 @@ fn check(a: NameArg) -> Result<ExitCode> {
     // Cluster DNS: from a pod, every Service's name resolves to its ClusterIP through kube-dns.
     if let Some((_, client)) = pods.first() {
         let dns_ip: std::net::IpAddr = lab::system::DNS_CLUSTER_IP.parse()?;
-        for svc in st.services.iter().filter(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|s| s.cluster_ip.as_deref())
-                .is_some_and(|ip| ip != "None")
-        }) {
-            let (ns, name) = (
-                svc.metadata.namespace.clone().unwrap_or_default(),
-                svc.metadata.name.clone().unwrap_or_default(),
-            );
-            let want: std::net::IpAddr = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.cluster_ip.as_deref())
-                .unwrap_or_default()
-                .parse()?;
+        for svc in st.services.iter().filter(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| ip != "None")) {
+            let (ns, name) = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
+            let want: std::net::IpAddr = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or_default().parse()?;
             let fqdn = format!("{name}.{ns}.svc.{}.", lab::system::CLUSTER_DOMAIN);
             let asked = fqdn.clone();
-            let answer =
-                dataplane::netns::run_in(&dataplane::netns::path_of(&client.netns), move || {
-                    dns::client::lookup_a((dns_ip, 53).into(), &asked, Duration::from_secs(2))
-                })?;
+            let answer = dataplane::netns::run_in(&dataplane::netns::path_of(&client.netns), move || {
+                dns::client::lookup_a((dns_ip, 53).into(), &asked, Duration::from_secs(2))
+            })?;
             match answer {
-                Ok((rcode, ips)) => line(
-                    ips.contains(&want),
-                    format!(
-                        "{} → DNS {dns_ip}: {fqdn} A → {rcode} {ips:?}",
-                        client.key()
-                    ),
-                ),
-                Err(e) => line(
-                    false,
-                    format!("{} → DNS {dns_ip}: {fqdn}: {e}", client.key()),
-                ),
+                Ok((rcode, ips)) => line(ips.contains(&want), format!("{} → DNS {dns_ip}: {fqdn} A → {rcode} {ips:?}", client.key())),
+                Err(e) => line(false, format!("{} → DNS {dns_ip}: {fqdn}: {e}", client.key())),
             }
         }
     }

@@ -68,9 +68,7 @@ enum Command {
 fn main() -> ExitCode {
     // With CNI_COMMAND set, podnet is the CNI plugin (podnet-bridge / podnet-ipam), as a
     // runtime execs it.
-    if std::env::var_os("CNI_COMMAND").is_some()
-        || std::env::var_os(cni::plugin::REAP_ENV).is_some()
-    {
+    if std::env::var_os("CNI_COMMAND").is_some() || std::env::var_os(cni::plugin::REAP_ENV).is_some() {
         return cni::plugin::main();
     }
     let cli = Cli::parse();
@@ -112,14 +110,8 @@ mod tests {
     fn a_cause_already_in_the_message_is_not_repeated() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let said = io.to_string();
-        let err = anyhow::Error::new(lab::up::LabError {
-            what: "reloading the lab process".into(),
-            source: io,
-        });
-        assert_eq!(
-            super::error_text(&err),
-            format!("reloading the lab process: {said}")
-        );
+        let err = anyhow::Error::new(lab::up::LabError { what: "reloading the lab process".into(), source: io });
+        assert_eq!(super::error_text(&err), format!("reloading the lab process: {said}"));
         let err = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
         assert_eq!(super::error_text(&err), "outer: inner");
     }

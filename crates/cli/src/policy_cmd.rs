@@ -96,9 +96,8 @@ pub struct LintArgs {
 /// `80/TCP`, `53/udp` or `80` (TCP).
 pub fn parse_port(s: &str) -> Result<PortKey, String> {
     let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
-    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-        format!("invalid port {port:?}: expected a number between 1 and 65535, as in 8080/TCP")
-    })?;
+    let port: u16 =
+        port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("invalid port {port:?}: expected a number between 1 and 65535, as in 8080/TCP"))?;
     let protocol: Protocol = proto.parse()?;
     Ok((port, protocol))
 }
@@ -116,23 +115,14 @@ fn load(m: &Manifests) -> Result<(ClusterState, PolicySet)> {
     let state = model::load_cluster(&m.paths)?;
     let policies = PolicySet::compile(&state).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow!(
-            "{} invalid NetworkPolic{}:\n{}",
-            errors.len(),
-            if errors.len() == 1 { "y" } else { "ies" },
-            text.join("\n")
-        )
+        anyhow!("{} invalid NetworkPolic{}:\n{}", errors.len(), if errors.len() == 1 { "y" } else { "ies" }, text.join("\n"))
     })?;
     Ok((state, policies))
 }
 
 fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     let (state, policies) = load(&args.manifests)?;
-    let ports = if args.ports.is_empty() {
-        policy::declared_ports(&state)
-    } else {
-        args.ports
-    };
+    let ports = if args.ports.is_empty() { policy::declared_ports(&state) } else { args.ports };
     let matrix = policy::compute(&state, &policies, &ports);
     let format = match args.output {
         MatrixFormat::Table => Format::Table,
@@ -143,8 +133,7 @@ fn matrix(args: MatrixArgs) -> Result<ExitCode> {
     };
     // Stream: the JSON of 1000 pods x 4 ports is 24 MB.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written =
-        policy::render::render(&matrix, &state.pods, format, &mut out).and_then(|()| out.flush());
+    let written = policy::render::render(&matrix, &state.pods, format, &mut out).and_then(|()| out.flush());
     ignore_broken_pipe(written)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -173,20 +162,13 @@ fn resolve<'a>(state: &'a ClusterState, text: &str) -> Result<Endpoint<'a>> {
     if !text.contains('/') {
         bail!("{text:?} is neither NS/POD nor an IP address");
     }
-    let matches: Vec<_> = state
-        .pods
-        .iter()
-        .filter(|p| p.key() == text || p.display_name() == text)
-        .collect();
+    let matches: Vec<_> = state.pods.iter().filter(|p| p.key() == text || p.display_name() == text).collect();
     match matches.as_slice() {
         [] => bail!("no pod or workload {text} in the manifests"),
         [one] => Ok(Endpoint::Pod(one)),
         many => {
             let names: Vec<String> = many.iter().map(|p| p.display_name()).collect();
-            bail!(
-                "{text} is ambiguous: {}; name one as NS/NAME[Kind]",
-                names.join(", ")
-            )
+            bail!("{text} is ambiguous: {}; name one as NS/NAME[Kind]", names.join(", "))
         }
     }
 }
@@ -197,12 +179,7 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let to = resolve(&state, &args.to).context("--to")?;
     let (port, protocol) = args.port;
     let evaluator = Evaluator::new(&state, &policies);
-    let explanation = evaluator.explain(&Connection {
-        from,
-        to,
-        port,
-        protocol,
-    });
+    let explanation = evaluator.explain(&Connection { from, to, port, protocol });
     let text = match args.output {
         TextOrJson::Json => format!("{}\n", serde_json::to_string_pretty(&explanation)?),
         TextOrJson::Text => explain_text(&explanation, &policies),
@@ -214,11 +191,7 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
 fn explain_text(e: &Explanation, policies: &PolicySet) -> String {
     let mut out = String::new();
     let verdict = if e.allowed { "ALLOWED" } else { "BLOCKED" };
-    let _ = writeln!(
-        out,
-        "{} -> {} on {}/{}: {verdict}",
-        e.from, e.to, e.port, e.protocol
-    );
+    let _ = writeln!(out, "{} -> {} on {}/{}: {verdict}", e.from, e.to, e.port, e.protocol);
     if let Some(reason) = &e.always_allowed {
         let _ = writeln!(out, "  {reason}");
     }
@@ -228,11 +201,7 @@ fn explain_text(e: &Explanation, policies: &PolicySet) -> String {
 }
 
 fn side_text(out: &mut String, side: &SideVerdict, policies: &PolicySet) {
-    let what = if side.direction == "Egress" {
-        "egress from"
-    } else {
-        "ingress to"
-    };
+    let what = if side.direction == "Egress" { "egress from" } else { "ingress to" };
     let verdict = if side.allowed { "allows" } else { "blocks" };
     let _ = writeln!(out, "\n{what} {}: {verdict}", side.endpoint);
     if let Some(note) = &side.note {
@@ -240,19 +209,12 @@ fn side_text(out: &mut String, side: &SideVerdict, policies: &PolicySet) {
         return;
     }
     if !side.isolated {
-        let _ = writeln!(
-            out,
-            "  not isolated: no NetworkPolicy selects it for {}",
-            side.direction
-        );
+        let _ = writeln!(out, "  not isolated: no NetworkPolicy selects it for {}", side.direction);
         return;
     }
     let _ = writeln!(out, "  isolated by: {}", side.selected_by.join(", "));
     if side.allowed_by.is_empty() {
-        let _ = writeln!(
-            out,
-            "  allowed by: no rule of these policies matches this connection"
-        );
+        let _ = writeln!(out, "  allowed by: no rule of these policies matches this connection");
     }
     for m in &side.allowed_by {
         let _ = writeln!(out, "  allowed by: {}", m.describe());
@@ -265,11 +227,7 @@ fn side_text(out: &mut String, side: &SideVerdict, policies: &PolicySet) {
 /// What the matching peer and port entries say, e.g. `from[0]: pods app=web in namespace prod; ports[0]: 8080/TCP`.
 fn rule_detail(policies: &PolicySet, m: &RuleMatch) -> Option<String> {
     let policy = policies.policies.iter().find(|p| p.key() == m.policy)?;
-    let direction = if m.direction == "ingress" {
-        Direction::Ingress
-    } else {
-        Direction::Egress
-    };
+    let direction = if m.direction == "ingress" { Direction::Ingress } else { Direction::Egress };
     let rule = policy.rules(direction)?.get(m.rule)?;
     let peers_field = direction.peers_field();
     let peer = match (m.peer, &rule.peers) {
@@ -292,9 +250,7 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
             Ok(p) => valid.push(p),
             Err(e) => findings.extend(e.messages.iter().map(|m| {
                 let (field, message) = match m.split_once(": ") {
-                    Some((f, rest)) if f.starts_with("spec") || f.starts_with("metadata") => {
-                        (Some(f.to_owned()), rest.to_owned())
-                    }
+                    Some((f, rest)) if f.starts_with("spec") || f.starts_with("metadata") => (Some(f.to_owned()), rest.to_owned()),
                     _ => (None, m.clone()),
                 };
                 Finding {
@@ -308,10 +264,7 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
         }
     }
     findings.extend(policy::lint::lint(&state, &PolicySet { policies: valid }));
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = findings.len() - errors;
     let text = match args.output {
         TextOrJson::Json => format!("{}\n", serde_json::to_string_pretty(&findings)?),
@@ -321,19 +274,11 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
                 t,
                 "{} NetworkPolic{}: {errors} error(s), {warnings} warning(s)",
                 state.policies.len(),
-                if state.policies.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                }
+                if state.policies.len() == 1 { "y" } else { "ies" }
             );
             t
         }
     };
     write_stdout(&text)?;
-    Ok(if errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -44,10 +44,8 @@ impl NodeArgs {
         let state = model::load_cluster(&self.paths)?;
         let config = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                proxy::ProxyConfig::from_yaml(&text)
-                    .map_err(|e| anyhow!("{}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                proxy::ProxyConfig::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
             }
             None => proxy::ProxyConfig::default(),
         };
@@ -96,11 +94,7 @@ fn trace(a: TraceArgs) -> Result<ExitCode> {
     match a.output {
         TextOrJson::Json => outln!("{}", serde_json::to_string(&t)?),
         TextOrJson::Text => {
-            let masq = if t.masquerade {
-                ", source NAT to the node (masquerade)"
-            } else {
-                ""
-            };
+            let masq = if t.masquerade { ", source NAT to the node (masquerade)" } else { "" };
             match t.verdict {
                 "DNAT" => outln!("DNAT to one of: {}{masq}", t.endpoints.join(", ")),
                 "ACCEPT" => {

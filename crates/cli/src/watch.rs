@@ -11,12 +11,7 @@ pub fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)>
     fn walk(path: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>, u64)>) {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .collect();
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| e.path()).collect();
                 entries.sort();
                 for e in entries {
                     walk(&e, out);

@@ -30,34 +30,15 @@ impl Drop for Server {
 
 fn serve(dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args([
-            "dns",
-            "serve",
-            "-f",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["dns", "serve", "-f", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
-    Server {
-        child,
-        addr,
-        banner: line,
-    }
+    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_else(|| panic!("no address in {line:?}")).parse().unwrap();
+    Server { child, addr, banner: line }
 }
 
 fn have_dig() -> bool {
@@ -67,31 +48,14 @@ fn have_dig() -> bool {
 /// `dig +short`-like: the answer lines' data, and the status.
 fn dig(server: &Server, args: &[&str]) -> (String, Vec<String>) {
     let out = Command::new("dig")
-        .args([
-            &format!("@{}", server.addr.ip()),
-            "-p",
-            &server.addr.port().to_string(),
-            "+tries=1",
-            "+time=2",
-            "+noall",
-            "+comments",
-            "+answer",
-        ])
+        .args([&format!("@{}", server.addr.ip()), "-p", &server.addr.port().to_string(), "+tries=1", "+time=2", "+noall", "+comments", "+answer"])
         .args(args)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("none")
-        .to_owned();
-    let answers = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>().join(" "))
-        .collect();
+    let status = text.split("status: ").nth(1).and_then(|s| s.split(',').next()).unwrap_or("none").to_owned();
+    let answers =
+        text.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>().join(" ")).collect();
     (status, answers)
 }
 
@@ -104,61 +68,24 @@ fn records_over_udp_and_tcp_and_changes_within_100_ms() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
     let s = serve(dir.path(), &["--upstream", "127.0.0.1:9"]);
-    assert_eq!(
-        dig(&s, &["order-service.production.svc.cluster.local", "A"]),
-        ("NOERROR".into(), vec!["10.96.0.50".to_string()])
-    );
-    assert_eq!(
-        dig(
-            &s,
-            &[
-                "+tcp",
-                "_postgres._tcp.db.production.svc.cluster.local",
-                "SRV"
-            ]
-        )
-        .1,
-        ["0 100 5432 db-0.db.production.svc.cluster.local."]
-    );
-    assert_eq!(
-        dig(&s, &["-x", "10.96.0.50"]).1,
-        ["order-service.production.svc.cluster.local."]
-    );
-    assert_eq!(
-        dig(&s, &["missing.production.svc.cluster.local", "A"]).0,
-        "NXDOMAIN"
-    );
-    assert_eq!(
-        dig(&s, &["dns-version.cluster.local", "TXT"]).1,
-        ["\"1.1.0\""]
-    );
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]), ("NOERROR".into(), vec!["10.96.0.50".to_string()]));
+    assert_eq!(dig(&s, &["+tcp", "_postgres._tcp.db.production.svc.cluster.local", "SRV"]).1, ["0 100 5432 db-0.db.production.svc.cluster.local."]);
+    assert_eq!(dig(&s, &["-x", "10.96.0.50"]).1, ["order-service.production.svc.cluster.local."]);
+    assert_eq!(dig(&s, &["missing.production.svc.cluster.local", "A"]).0, "NXDOMAIN");
+    assert_eq!(dig(&s, &["dns-version.cluster.local", "TXT"]).1, ["\"1.1.0\""]);
 
     // A new Service in the files: answered 100 ms later.
     let added = format!(
         "{CLUSTER}---\napiVersion: v1\nkind: Service\nmetadata: {{name: payments, namespace: production}}\nspec: {{clusterIP: 10.96.0.77, ports: [{{port: 80}}]}}\n"
     );
     std::fs::write(dir.path().join("cluster.yaml.tmp"), added).unwrap();
-    std::fs::rename(
-        dir.path().join("cluster.yaml.tmp"),
-        dir.path().join("cluster.yaml"),
-    )
-    .unwrap();
+    std::fs::rename(dir.path().join("cluster.yaml.tmp"), dir.path().join("cluster.yaml")).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        dig(&s, &["payments.production.svc.cluster.local", "A"]).1,
-        ["10.96.0.77"]
-    );
+    assert_eq!(dig(&s, &["payments.production.svc.cluster.local", "A"]).1, ["10.96.0.77"]);
     // A file that no longer loads keeps the last good view.
-    std::fs::write(
-        dir.path().join("cluster.yaml"),
-        "kind: Service\nmetadata: {name: [oops\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("cluster.yaml"), "kind: Service\nmetadata: {name: [oops\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        dig(&s, &["payments.production.svc.cluster.local", "A"]).1,
-        ["10.96.0.77"]
-    );
+    assert_eq!(dig(&s, &["payments.production.svc.cluster.local", "A"]).1, ["10.96.0.77"]);
 }
 
 #[test]
@@ -169,45 +96,28 @@ fn other_names_are_forwarded_cached_and_fail_fast_without_upstream() {
     }
     // The upstream: another podnet serving the zone `upstream.test`.
     let up_dir = tempfile::tempdir().unwrap();
-    std::fs::write(up_dir.path().join("c.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.96.5.5, ports: [{port: 80}]}\n").unwrap();
-    let upstream = serve(
-        up_dir.path(),
-        &["--zone", "upstream.test", "--upstream", "127.0.0.1:9"],
-    );
+    std::fs::write(
+        up_dir.path().join("c.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.96.5.5, ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    let upstream = serve(up_dir.path(), &["--zone", "upstream.test", "--upstream", "127.0.0.1:9"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
     let s = serve(dir.path(), &["--upstream", &upstream.addr.to_string()]);
 
-    assert_eq!(
-        dig(&s, &["web.default.svc.upstream.test", "A"]),
-        ("NOERROR".into(), vec!["10.96.5.5".to_string()])
-    );
-    assert_eq!(
-        dig(&s, &["nope.default.svc.upstream.test", "A"]).0,
-        "NXDOMAIN"
-    );
+    assert_eq!(dig(&s, &["web.default.svc.upstream.test", "A"]), ("NOERROR".into(), vec!["10.96.5.5".to_string()]));
+    assert_eq!(dig(&s, &["nope.default.svc.upstream.test", "A"]).0, "NXDOMAIN");
     // The upstream goes away: cached answers (positive and negative) live on for their TTL.
     drop(upstream);
-    assert_eq!(
-        dig(&s, &["web.default.svc.upstream.test", "A"]).1,
-        ["10.96.5.5"]
-    );
-    assert_eq!(
-        dig(&s, &["nope.default.svc.upstream.test", "A"]).0,
-        "NXDOMAIN"
-    );
+    assert_eq!(dig(&s, &["web.default.svc.upstream.test", "A"]).1, ["10.96.5.5"]);
+    assert_eq!(dig(&s, &["nope.default.svc.upstream.test", "A"]).0, "NXDOMAIN");
     // Anything else: SERVFAIL, at once (the upstream port refuses), never a hang.
     let t = Instant::now();
-    assert_eq!(
-        dig(&s, &["other.default.svc.upstream.test", "A"]).0,
-        "SERVFAIL"
-    );
+    assert_eq!(dig(&s, &["other.default.svc.upstream.test", "A"]).0, "SERVFAIL");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     // Cluster names never needed the upstream.
-    assert_eq!(
-        dig(&s, &["order-service.production.svc.cluster.local", "A"]).1,
-        ["10.96.0.50"]
-    );
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]).1, ["10.96.0.50"]);
 }
 
 #[test]
@@ -218,24 +128,10 @@ fn no_open_resolver_and_garbage_is_answered_harmlessly() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
-    let s = serve(
-        dir.path(),
-        &[
-            "--upstream",
-            "127.0.0.1:9",
-            "--recursion-from",
-            "10.0.0.0/8",
-        ],
-    );
+    let s = serve(dir.path(), &["--upstream", "127.0.0.1:9", "--recursion-from", "10.0.0.0/8"]);
     assert_eq!(dig(&s, &["example.com", "A"]).0, "REFUSED");
-    assert_eq!(
-        dig(&s, &["order-service.production.svc.cluster.local", "A"]).1,
-        ["10.96.0.50"]
-    );
-    assert_eq!(
-        dig(&s, &["order-service.production.svc.cluster.local", "ANY"]).0,
-        "NOTIMP"
-    );
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]).1, ["10.96.0.50"]);
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "ANY"]).0, "NOTIMP");
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -244,17 +140,9 @@ fn no_open_resolver_and_garbage_is_answered_harmlessly() {
     sock.send_to(&garbage, s.addr).unwrap();
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).unwrap();
-    assert_eq!(
-        (buf[0], buf[1], buf[3] & 0x0f),
-        (0xab, 0xcd, 1),
-        "FORMERR with the id: {:?}",
-        &buf[..n]
-    );
+    assert_eq!((buf[0], buf[1], buf[3] & 0x0f), (0xab, 0xcd, 1), "FORMERR with the id: {:?}", &buf[..n]);
     // And the server still answers.
-    assert_eq!(
-        dig(&s, &["order-service.production.svc.cluster.local", "A"]).1,
-        ["10.96.0.50"]
-    );
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]).1, ["10.96.0.50"]);
 }
 
 /// One HTTP GET on loopback: status line and body.
@@ -276,22 +164,13 @@ fn health_ready_and_coredns_metrics() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
-    let s = serve(
-        dir.path(),
-        &["--upstream", "127.0.0.1:9", "--http", "127.0.0.1:0"],
-    );
+    let s = serve(dir.path(), &["--upstream", "127.0.0.1:9", "--http", "127.0.0.1:0"]);
     let http = s.banner.split("http://").nth(1).unwrap().trim().to_owned();
-    assert_eq!(
-        http_get(&http, "/health"),
-        ("HTTP/1.1 200 OK".into(), "OK".into())
-    );
+    assert_eq!(http_get(&http, "/health"), ("HTTP/1.1 200 OK".into(), "OK".into()));
     assert_eq!(http_get(&http, "/ready").0, "HTTP/1.1 200 OK");
     dig(&s, &["order-service.production.svc.cluster.local", "A"]);
     dig(&s, &["missing.production.svc.cluster.local", "A"]);
-    dig(
-        &s,
-        &["+tcp", "order-service.production.svc.cluster.local", "AAAA"],
-    );
+    dig(&s, &["+tcp", "order-service.production.svc.cluster.local", "AAAA"]);
     let (status, metrics) = http_get(&http, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     for line in [

@@ -19,10 +19,7 @@ fn is_root() -> bool {
 }
 
 fn podnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_podnet")).args(args).output().unwrap()
 }
 
 /// A lab removed on drop.
@@ -32,30 +29,16 @@ struct Lab {
 
 impl Lab {
     fn up(manifests: &Path, extra: &[&str]) -> (Lab, Output) {
-        let name = format!(
-            "t{}-{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = format!("t{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
         let lab = Lab { name: name.clone() };
-        let mut args = vec![
-            "lab",
-            "up",
-            "--name",
-            &name,
-            "-f",
-            manifests.to_str().unwrap(),
-        ];
+        let mut args = vec!["lab", "up", "--name", &name, "-f", manifests.to_str().unwrap()];
         args.extend_from_slice(extra);
         let out = podnet(&args);
         (lab, out)
     }
 
     fn state(&self) -> Value {
-        serde_json::from_slice(
-            &std::fs::read(format!("/run/podnet/{}/state.json", self.name)).unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&std::fs::read(format!("/run/podnet/{}/state.json", self.name)).unwrap()).unwrap()
     }
 
     /// (netns, ip) of a pod.
@@ -64,14 +47,9 @@ impl Lab {
         let pods = st["plan"]["pods"].as_array().unwrap();
         let i = pods
             .iter()
-            .position(|p| {
-                p["namespace"] == ns && p["name"].as_str().unwrap().starts_with(name_prefix)
-            })
+            .position(|p| p["namespace"] == ns && p["name"].as_str().unwrap().starts_with(name_prefix))
             .unwrap_or_else(|| panic!("no pod {ns}/{name_prefix}*"));
-        (
-            pods[i]["netns"].as_str().unwrap().to_owned(),
-            st["pod_ips"][i].as_str().unwrap().parse().unwrap(),
-        )
+        (pods[i]["netns"].as_str().unwrap().to_owned(), st["pod_ips"][i].as_str().unwrap().parse().unwrap())
     }
 }
 
@@ -124,11 +102,7 @@ fn lab_of(yaml: &str, extra: &[&str]) -> Option<(Lab, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
     let (lab, out) = Lab::up(dir.path(), extra);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Some((lab, dir))
 }
 
@@ -136,9 +110,7 @@ fn lab_of(yaml: &str, extra: &[&str]) -> Option<(Lab, tempfile::TempDir)> {
 fn tcp_from(netns: &str, ip: Ipv4Addr, port: u16, send: &'static [u8]) -> String {
     let path = dataplane::netns::path_of(netns);
     dataplane::netns::run_in(&path, move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(3))
-                .unwrap();
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(3)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(send).unwrap();
         let mut out = String::new();
@@ -164,77 +136,40 @@ fn udp_from(netns: &str, ip: Ipv4Addr, port: u16) -> Value {
 fn check_the_three_rules(mode: &str) {
     let m = manifests();
     let (lab, out) = Lab::up(m.path(), &["--nodes", "2", "--mode", mode]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (client_ns, client_ip) = lab.pod("demo", "client");
     let (server_ns, server_ip) = lab.pod("demo", "server-");
     // 1. Every pod has its own IP, unique across the lab.
     let st = lab.state();
-    let mut ips: Vec<&str> = st["pod_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let mut ips: Vec<&str> = st["pod_ips"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let n = ips.len();
     ips.sort();
     ips.dedup();
-    assert_eq!(
-        (n, ips.len()),
-        (5, 5),
-        "three pods and the cluster DNS's two"
-    );
+    assert_eq!((n, ips.len()), (5, 5), "three pods and the cluster DNS's two");
     // 2. Pod to pod across nodes without NAT: the server sees the client's pod IP.
     let line = tcp_from(&client_ns, server_ip, 8080, b"ping\n");
     let v: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(v["client_ip"], client_ip.to_string(), "{line}");
     assert_eq!(v["node"], "node-2");
-    let http = tcp_from(
-        &client_ns,
-        server_ip,
-        8080,
-        b"GET /healthz HTTP/1.1\r\nHost: server\r\n\r\n",
-    );
+    let http = tcp_from(&client_ns, server_ip, 8080, b"GET /healthz HTTP/1.1\r\nHost: server\r\n\r\n");
     assert!(http.starts_with("HTTP/1.1 200 OK"), "{http}");
     assert!(http.contains("\"path\":\"/healthz\""), "{http}");
     let u = udp_from(&client_ns, server_ip, 5353);
     assert_eq!(u["client_ip"], client_ip.to_string());
     assert_eq!(u["protocol"], "UDP");
     // The pod's ports (its containers) share the pod's one address.
-    assert_eq!(
-        (v["ip"].as_str(), u["ip"].as_str()),
-        (
-            Some(server_ip.to_string().as_str()),
-            Some(server_ip.to_string().as_str())
-        )
-    );
+    assert_eq!((v["ip"].as_str(), u["ip"].as_str()), (Some(server_ip.to_string().as_str()), Some(server_ip.to_string().as_str())));
     assert_eq!(v["pod"], u["pod"]);
     // ... and back, node-2 to node-1.
-    let back: Value =
-        serde_json::from_str(tcp_from(&server_ns, client_ip, 7000, b"x").trim()).unwrap();
+    let back: Value = serde_json::from_str(tcp_from(&server_ns, client_ip, 7000, b"x").trim()).unwrap();
     assert_eq!(back["client_ip"], server_ip.to_string());
     // 3. Agents on a node reach every pod on that node (from the node's own namespace).
     let node2 = format!("podnet.{}.node-2", lab.name);
-    let from_node: Value =
-        serde_json::from_str(tcp_from(&node2, server_ip, 8080, b"x").trim()).unwrap();
-    assert!(
-        from_node["pod"]
-            .as_str()
-            .unwrap()
-            .starts_with("demo/server-"),
-        "{from_node}"
-    );
+    let from_node: Value = serde_json::from_str(tcp_from(&node2, server_ip, 8080, b"x").trim()).unwrap();
+    assert!(from_node["pod"].as_str().unwrap().starts_with("demo/server-"), "{from_node}");
     // The lab's own check agrees.
     let check = podnet(&["lab", "check", "--name", &lab.name]);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
 
 #[test]
@@ -258,39 +193,17 @@ fn vxlan_lab_proves_the_three_rules_with_flannel_layout() {
     assert!(out.status.success());
     let node = format!("podnet.{}.node-1", lab.name);
     let ip = |args: &[&str]| {
-        let o = Command::new("ip")
-            .args(["-n", &node])
-            .args(args)
-            .output()
-            .unwrap();
+        let o = Command::new("ip").args(["-n", &node]).args(args).output().unwrap();
         String::from_utf8(o.stdout).unwrap()
     };
     // Per peer node: one route, one neighbour entry, one FDB entry; MTU reduced by 50.
-    assert_eq!(
-        ip(&["route", "show", "dev", "flannel.1"]).lines().count(),
-        2
-    );
-    assert_eq!(
-        ip(&["neigh", "show", "dev", "flannel.1"]).lines().count(),
-        2
-    );
-    let fdb = Command::new("bridge")
-        .args(["-n", &node, "fdb", "show", "dev", "flannel.1"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&fdb.stdout)
-            .lines()
-            .filter(|l| l.contains("dst 172.18.0."))
-            .count(),
-        2
-    );
+    assert_eq!(ip(&["route", "show", "dev", "flannel.1"]).lines().count(), 2);
+    assert_eq!(ip(&["neigh", "show", "dev", "flannel.1"]).lines().count(), 2);
+    let fdb = Command::new("bridge").args(["-n", &node, "fdb", "show", "dev", "flannel.1"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&fdb.stdout).lines().filter(|l| l.contains("dst 172.18.0.")).count(), 2);
     assert!(ip(&["link", "show", "flannel.1"]).contains("mtu 1450"));
     let (client_ns, _) = lab.pod("demo", "client");
-    let pod_link = Command::new("ip")
-        .args(["-n", &client_ns, "link", "show", "eth0"])
-        .output()
-        .unwrap();
+    let pod_link = Command::new("ip").args(["-n", &client_ns, "link", "show", "eth0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&pod_link.stdout).contains("mtu 1450"));
 }
 
@@ -302,20 +215,17 @@ fn down_cleans_up_after_an_up_killed_halfway() {
     }
     let dir = tempfile::tempdir().unwrap();
     let many: String = (0..40)
-        .map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n"))
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n"
+            )
+        })
         .collect();
     std::fs::write(dir.path().join("many.yaml"), many).unwrap();
     let name = format!("k{}", std::process::id() % 100_000);
     let _guard = Lab { name: name.clone() };
     let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
-        .args([
-            "lab",
-            "up",
-            "--name",
-            &name,
-            "-f",
-            dir.path().to_str().unwrap(),
-        ])
+        .args(["lab", "up", "--name", &name, "-f", dir.path().to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -323,11 +233,7 @@ fn down_cleans_up_after_an_up_killed_halfway() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let down = podnet(&["lab", "down", "--name", &name]);
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -337,16 +243,9 @@ fn down_cleans_up_after_an_up_killed_halfway() {
     assert!(!Path::new(&format!("/run/podnet/{name}")).exists());
     // No CNI plugin run of the killed `up` writes its leases back afterwards.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !Path::new(&format!("/run/podnet/{name}")).exists(),
-        "a plugin run outlived `down`"
-    );
+    assert!(!Path::new(&format!("/run/podnet/{name}")).exists(), "a plugin run outlived `down`");
     let etc_left = std::fs::read_dir("/etc/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&format!("podnet.{name}.")))
-                .count()
-        })
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&format!("podnet.{name}."))).count())
         .unwrap_or(0);
     assert_eq!(etc_left, 0);
 }
@@ -358,16 +257,12 @@ fn bad_input_makes_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {nodeName: node-9, containers: []}\n").unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {nodeName: node-9, containers: []}\n")
+        .unwrap();
     let (lab, out) = Lab::up(dir.path(), &["--nodes", "2"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "bad.yaml: document 1: Pod x/p: spec.nodeName: node \"node-9\" is not in this lab"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("bad.yaml: document 1: Pod x/p: spec.nodeName: node \"node-9\" is not in this lab"), "{err}");
     assert!(!Path::new(&format!("/run/podnet/{}", lab.name)).exists());
 }
 
@@ -375,99 +270,48 @@ fn bad_input_makes_nothing() {
 fn apply_adds_relabels_and_scales_and_delete_removes() {
     let Some((lab, _m)) = demo_lab() else { return };
     let extra = tempfile::tempdir().unwrap();
-    let scaled = MANIFESTS.replace("replicas: 2", "replicas: 1").replace(
-        "metadata: {name: client, namespace: demo}",
-        "metadata: {name: client, namespace: demo, labels: {role: client}}",
-    );
+    let scaled = MANIFESTS
+        .replace("replicas: 2", "replicas: 1")
+        .replace("metadata: {name: client, namespace: demo}", "metadata: {name: client, namespace: demo, labels: {role: client}}");
     std::fs::write(
         extra.path().join("more.yaml"),
         format!("{scaled}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: demo}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 9000}}]}}]}}\n"),
     )
     .unwrap();
-    let out = podnet(&[
-        "lab",
-        "apply",
-        "--name",
-        &lab.name,
-        "-f",
-        extra.path().to_str().unwrap(),
-    ]);
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", extra.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("pod/demo/late created"), "{text}");
     assert!(text.contains("pod/demo/client configured"), "{text}");
-    assert_eq!(
-        text.matches("deleted").count(),
-        1,
-        "one server pod scaled away: {text}"
-    );
+    assert_eq!(text.matches("deleted").count(), 1, "one server pod scaled away: {text}");
     // The new pod is served by the lab process right away, and reachable without NAT.
     let (late_ns, late_ip) = lab.pod("demo", "late");
     let (client_ns, client_ip) = lab.pod("demo", "client");
     let v: Value = serde_json::from_str(tcp_from(&client_ns, late_ip, 9000, b"x").trim()).unwrap();
     assert_eq!(v["client_ip"], client_ip.to_string());
-    assert_eq!(
-        lab.state()["plan"]["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["name"].as_str().unwrap().starts_with("server-"))
-            .count(),
-        1
-    );
+    assert_eq!(lab.state()["plan"]["pods"].as_array().unwrap().iter().filter(|p| p["name"].as_str().unwrap().starts_with("server-")).count(), 1);
     // delete removes the manifests' pods and every pod of their workloads.
-    let out = podnet(&[
-        "lab",
-        "delete",
-        "--name",
-        &lab.name,
-        "-f",
-        extra.path().to_str().unwrap(),
-    ]);
+    let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", extra.path().to_str().unwrap()]);
     assert!(out.status.success());
     let left: Vec<Value> = lab.state()["plan"]["pods"].as_array().unwrap().clone();
-    assert!(
-        left.iter().all(|p| p["namespace"] == "kube-system"),
-        "only the cluster DNS is left: {left:?}"
-    );
+    assert!(left.iter().all(|p| p["namespace"] == "kube-system"), "only the cluster DNS is left: {left:?}");
     assert!(!Path::new(&format!("/run/netns/{late_ns}")).exists());
 }
 
 #[test]
 fn get_prints_kubernetes_shaped_json_and_yaml() {
     let Some((lab, _m)) = demo_lab() else { return };
-    let json = podnet(&[
-        "lab", "get", "pods", "-A", "-o", "json", "--name", &lab.name,
-    ]);
+    let json = podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &lab.name]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["kind"], "List");
-    assert_eq!(
-        v["items"].as_array().unwrap().len(),
-        5,
-        "three pods and the cluster DNS's two"
-    );
-    assert!(
-        v["items"][0]["status"]["podIP"]
-            .as_str()
-            .unwrap()
-            .starts_with("10.244.")
-    );
+    assert_eq!(v["items"].as_array().unwrap().len(), 5, "three pods and the cluster DNS's two");
+    assert!(v["items"][0]["status"]["podIP"].as_str().unwrap().starts_with("10.244."));
     let yaml = podnet(&["lab", "get", "nodes", "-o", "yaml", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&yaml.stdout);
-    assert!(
-        text.contains("kind: Node") && text.contains("podCIDR: 10.244.1.0/24"),
-        "{text}"
-    );
+    assert!(text.contains("kind: Node") && text.contains("podCIDR: 10.244.1.0/24"), "{text}");
     let table = podnet(&["lab", "get", "pods", "-n", "demo", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        text.starts_with("NAME") && text.contains("client") && text.contains("Running"),
-        "{text}"
-    );
+    assert!(text.starts_with("NAME") && text.contains("client") && text.contains("Running"), "{text}");
 }
 
 #[test]
@@ -476,85 +320,20 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
     let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{svc}"), &["--nodes", "2"]) else {
         return;
     };
-    let svc =
-        String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout)
-            .unwrap();
-    assert!(
-        svc.contains("server") && svc.contains("10.96.") && svc.contains("80/TCP"),
-        "{svc}"
-    );
-    let ep = |lab: &Lab| {
-        String::from_utf8(
-            podnet(&[
-                "lab",
-                "get",
-                "endpoints",
-                "server",
-                "-n",
-                "demo",
-                "--name",
-                &lab.name,
-            ])
-            .stdout,
-        )
-        .unwrap()
-    };
+    let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(svc.contains("server") && svc.contains("10.96.") && svc.contains("80/TCP"), "{svc}");
+    let ep = |lab: &Lab| String::from_utf8(podnet(&["lab", "get", "endpoints", "server", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
     let before = ep(&lab);
-    assert_eq!(
-        before.matches(":8080").count(),
-        2,
-        "two ready server pods: {before}"
-    );
+    assert_eq!(before.matches(":8080").count(), 2, "two ready server pods: {before}");
     let st = lab.state();
-    let server_pod = st["plan"]["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"].as_str().unwrap().starts_with("server-"))
-        .unwrap()["name"]
+    let server_pod = st["plan"]["pods"].as_array().unwrap().iter().find(|p| p["name"].as_str().unwrap().starts_with("server-")).unwrap()["name"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(
-        podnet(&[
-            "lab",
-            "mark",
-            "-n",
-            "demo",
-            &server_pod,
-            "not-ready",
-            "--name",
-            &lab.name
-        ])
-        .status
-        .success()
-    );
-    assert_eq!(
-        ep(&lab).matches(":8080").count(),
-        1,
-        "one left after marking one not ready"
-    );
-    let slices: Value = serde_json::from_slice(
-        &podnet(&[
-            "lab",
-            "get",
-            "endpointslices",
-            "-n",
-            "demo",
-            "-o",
-            "json",
-            "--name",
-            &lab.name,
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let conditions: Vec<bool> = slices["items"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["conditions"]["ready"].as_bool().unwrap())
-        .collect();
+    assert!(podnet(&["lab", "mark", "-n", "demo", &server_pod, "not-ready", "--name", &lab.name]).status.success());
+    assert_eq!(ep(&lab).matches(":8080").count(), 1, "one left after marking one not ready");
+    let slices: Value = serde_json::from_slice(&podnet(&["lab", "get", "endpointslices", "-n", "demo", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let conditions: Vec<bool> = slices["items"][0]["endpoints"].as_array().unwrap().iter().map(|e| e["conditions"]["ready"].as_bool().unwrap()).collect();
     assert_eq!(conditions.iter().filter(|r| !**r).count(), 1);
 }
 
@@ -562,9 +341,7 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
 fn try_tcp(netns: &str, ip: Ipv4Addr, port: u16) -> Result<Value, std::io::ErrorKind> {
     let path = dataplane::netns::path_of(netns);
     dataplane::netns::run_in(&path, move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(1))
-                .map_err(|e| e.kind())?;
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(1)).map_err(|e| e.kind())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(b"x").unwrap();
         let mut out = String::new();
@@ -583,46 +360,26 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     let (client_ns, client_ip) = lab.pod("demo", "client");
     let (near_ns, near_ip) = lab.pod("demo", "near");
     let vip = Ipv4Addr::new(10, 96, 0, 80);
-    let served_by = |netns: &str, tries: usize| -> Vec<Value> {
-        (0..tries)
-            .map(|_| try_tcp(netns, vip, 80).unwrap())
-            .collect()
-    };
+    let served_by = |netns: &str, tries: usize| -> Vec<Value> { (0..tries).map(|_| try_tcp(netns, vip, 80).unwrap()).collect() };
 
     // From a pod on node-1: the backend on node-1 and both on node-2; the backend sees the client.
     let answers = served_by(&client_ns, 40);
-    let pods: std::collections::BTreeSet<&str> =
-        answers.iter().map(|a| a["pod"].as_str().unwrap()).collect();
+    let pods: std::collections::BTreeSet<&str> = answers.iter().map(|a| a["pod"].as_str().unwrap()).collect();
     assert_eq!(pods.len(), 3, "every ready backend answers: {pods:?}");
-    assert!(
-        answers
-            .iter()
-            .all(|a| a["client_ip"] == client_ip.to_string()),
-        "no NAT of the client"
-    );
-    assert!(
-        answers.iter().any(|a| a["node"] == "node-1")
-            && answers.iter().any(|a| a["node"] == "node-2")
-    );
+    assert!(answers.iter().all(|a| a["client_ip"] == client_ip.to_string()), "no NAT of the client");
+    assert!(answers.iter().any(|a| a["node"] == "node-1") && answers.iter().any(|a| a["node"] == "node-2"));
 
     // `lab check` tries every Service's ClusterIP from a pod too.
     let check = podnet(&["lab", "check", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && text.contains("→ Service demo/server 10.96.0.80:80: answered by"),
-        "{text}"
-    );
+    assert!(check.status.success() && text.contains("→ Service demo/server 10.96.0.80:80: answered by"), "{text}");
 
     // Hairpin: the pod reaches itself through its Service, masqueraded to its node.
     let mut itself = 0;
     for a in served_by(&near_ns, 30) {
         if a["pod"] == "demo/near" {
             itself += 1;
-            assert_ne!(
-                a["client_ip"],
-                near_ip.to_string(),
-                "hairpin traffic is masqueraded"
-            );
+            assert_ne!(a["client_ip"], near_ip.to_string(), "hairpin traffic is masqueraded");
         } else {
             assert_eq!(a["client_ip"], near_ip.to_string());
         }
@@ -640,61 +397,20 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     assert!(!log.contains("re-syncing"), "{log}");
 
     // An unknown port of a live ClusterIP is rejected; an unallocated service address dropped.
-    assert_eq!(
-        try_tcp(&client_ns, vip, 81).unwrap_err(),
-        std::io::ErrorKind::ConnectionRefused
-    );
-    assert_eq!(
-        try_tcp(&client_ns, Ipv4Addr::new(10, 96, 9, 9), 80).unwrap_err(),
-        std::io::ErrorKind::TimedOut
-    );
+    assert_eq!(try_tcp(&client_ns, vip, 81).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(try_tcp(&client_ns, Ipv4Addr::new(10, 96, 9, 9), 80).unwrap_err(), std::io::ErrorKind::TimedOut);
 
     // A backend marked not ready stops getting traffic.
-    assert!(
-        podnet(&[
-            "lab",
-            "mark",
-            "-n",
-            "demo",
-            "near",
-            "not-ready",
-            "--name",
-            &lab.name
-        ])
-        .status
-        .success()
-    );
-    assert!(
-        served_by(&client_ns, 20)
-            .iter()
-            .all(|a| a["pod"] != "demo/near")
-    );
+    assert!(podnet(&["lab", "mark", "-n", "demo", "near", "not-ready", "--name", &lab.name]).status.success());
+    assert!(served_by(&client_ns, 20).iter().all(|a| a["pod"] != "demo/near"));
 
     // Our table flushed by hand heals within a sync period.
     let node1 = format!("podnet.{}.node-1", lab.name);
-    let flushed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node1,
-            "nft",
-            "flush",
-            "table",
-            "ip",
-            "podnet-proxy",
-        ])
-        .output()
-        .unwrap();
+    let flushed = Command::new("ip").args(["netns", "exec", &node1, "nft", "flush", "table", "ip", "podnet-proxy"]).output().unwrap();
     assert!(flushed.status.success());
-    assert!(
-        try_tcp(&client_ns, vip, 80).is_err(),
-        "flushed: nothing DNATs"
-    );
+    assert!(try_tcp(&client_ns, vip, 80).is_err(), "flushed: nothing DNATs");
     std::thread::sleep(lab::daemon::SYNC_PERIOD * 2 + Duration::from_millis(500));
-    assert!(
-        try_tcp(&client_ns, vip, 80).is_ok(),
-        "healed by the lab process"
-    );
+    assert!(try_tcp(&client_ns, vip, 80).is_ok(), "healed by the lab process");
 }
 
 #[test]
@@ -709,13 +425,7 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: NodePort\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http, nodePort: {node_port}}}]\n"
         )
     };
-    let yaml = [
-        pod("near", "node-1"),
-        pod("far", "node-2"),
-        svc("cluster", "", 30080),
-        svc("local", "  externalTrafficPolicy: Local\n", 30081),
-    ]
-    .concat();
+    let yaml = [pod("near", "node-1"), pod("far", "node-2"), svc("cluster", "", 30080), svc("local", "  externalTrafficPolicy: Local\n", 30081)].concat();
     let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3"]) else {
         return;
     };
@@ -727,10 +437,7 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
     for _ in 0..20 {
         let a = try_tcp(&external, node(1), 30080).unwrap();
         // The node's address on the way to the endpoint: its underlay IP or its bridge's.
-        assert!(
-            a["client_ip"] == node(1).to_string() || a["client_ip"] == "10.244.0.1",
-            "SNAT to the node: {a}"
-        );
+        assert!(a["client_ip"] == node(1).to_string() || a["client_ip"] == "10.244.0.1", "SNAT to the node: {a}");
         seen.insert(a["pod"].as_str().unwrap().to_owned());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -738,24 +445,15 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
     for (n, pod) in [(1, "demo/near"), (2, "demo/far")] {
         for _ in 0..5 {
             let a = try_tcp(&external, node(n), 30081).unwrap();
-            assert_eq!(
-                (a["pod"].as_str().unwrap(), a["client_ip"].as_str().unwrap()),
-                (pod, "172.18.0.1")
-            );
+            assert_eq!((a["pod"].as_str().unwrap(), a["client_ip"].as_str().unwrap()), (pod, "172.18.0.1"));
         }
     }
-    assert_eq!(
-        try_tcp(&external, node(3), 30081).unwrap_err(),
-        std::io::ErrorKind::TimedOut
-    );
+    assert_eq!(try_tcp(&external, node(3), 30081).unwrap_err(), std::io::ErrorKind::TimedOut);
     // Each node's proxy answers kube-proxy's health and metrics endpoints on the node's address.
     let get = |ip: Ipv4Addr, port: u16, path: &'static str| -> String {
         dataplane::netns::run_in(&dataplane::netns::path_of(&external), move || {
-            let mut s =
-                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2))
-                    .unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .unwrap();
+            let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2)).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out
@@ -763,10 +461,7 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
         .unwrap()
     };
     let healthz = get(node(2), 10256, "/healthz");
-    assert!(
-        healthz.starts_with("HTTP/1.1 200 OK") && healthz.contains("\"nodeEligible\":true"),
-        "{healthz}"
-    );
+    assert!(healthz.starts_with("HTTP/1.1 200 OK") && healthz.contains("\"nodeEligible\":true"), "{healthz}");
     assert!(get(node(2), 10256, "/livez").starts_with("HTTP/1.1 200 OK"));
     let metrics = get(node(3), 10249, "/metrics");
     for name in [
@@ -777,25 +472,8 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
         assert!(metrics.contains(name), "{name} in {metrics}");
     }
     // `lab exec --external` runs there.
-    let exec = podnet(&[
-        "lab",
-        "exec",
-        "--name",
-        &lab.name,
-        "--external",
-        "--",
-        "ip",
-        "-4",
-        "-o",
-        "addr",
-        "show",
-        "eth0",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&exec.stdout).contains("172.18.0.1/24"),
-        "{}",
-        String::from_utf8_lossy(&exec.stdout)
-    );
+    let exec = podnet(&["lab", "exec", "--name", &lab.name, "--external", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(String::from_utf8_lossy(&exec.stdout).contains("172.18.0.1/24"), "{}", String::from_utf8_lossy(&exec.stdout));
 }
 
 #[test]
@@ -835,25 +513,9 @@ fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
     };
     let first = ask();
     assert_eq!(ask(), first, "one flow, one endpoint");
-    assert!(
-        podnet(&[
-            "lab",
-            "mark",
-            "-n",
-            "demo",
-            &first,
-            "not-ready",
-            "--name",
-            &lab.name
-        ])
-        .status
-        .success()
-    );
+    assert!(podnet(&["lab", "mark", "-n", "demo", &first, "not-ready", "--name", &lab.name]).status.success());
     let after = ask();
-    assert_ne!(
-        after, first,
-        "the flow pinned to {first} was deleted, so it moved"
-    );
+    assert_ne!(after, first, "the flow pinned to {first} was deleted, so it moved");
 }
 
 #[test]
@@ -880,15 +542,8 @@ fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
         return;
     };
     // Addresses from the pool, in the Services' order, shown as kubectl shows them.
-    let svc =
-        String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout)
-            .unwrap();
-    assert!(
-        svc.contains("172.18.255.1,192.0.2.10")
-            && svc.contains("172.18.255.2")
-            && svc.contains("172.18.255.3"),
-        "{svc}"
-    );
+    let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(svc.contains("172.18.255.1,192.0.2.10") && svc.contains("172.18.255.2") && svc.contains("172.18.255.3"), "{svc}");
     let external = format!("podnet.{}.external", lab.name);
     let lb_ip = |n: u8| Ipv4Addr::new(172, 18, 255, n);
     // Cluster policy: every endpoint, SNAT; the externalIP too.
@@ -901,10 +556,7 @@ fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
     assert_eq!(seen.len(), 2);
     assert!(try_tcp(&external, Ipv4Addr::new(192, 0, 2, 10), 80).is_ok());
     // loadBalancerSourceRanges that do not include the client: dropped.
-    assert_eq!(
-        try_tcp(&external, lb_ip(2), 80).unwrap_err(),
-        std::io::ErrorKind::TimedOut
-    );
+    assert_eq!(try_tcp(&external, lb_ip(2), 80).unwrap_err(), std::io::ErrorKind::TimedOut);
     // Local policy: routed to a node with an endpoint, which keeps the client's address.
     for _ in 0..5 {
         let a = try_tcp(&external, lb_ip(3), 80).unwrap();
@@ -916,14 +568,7 @@ fn exec_in_pod(lab: &Lab, ns: &str, pod: &str, command: &[&str]) -> (bool, Strin
     let mut args = vec!["lab", "exec", "--name", &lab.name, "-n", ns, pod, "--"];
     args.extend_from_slice(command);
     let out = podnet(&args);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -938,34 +583,15 @@ fn cluster_dns_answers_pods_through_the_service_proxy() {
     };
     // kubelet's resolv.conf, and the seed's debugging step verbatim.
     let (_, resolv) = exec_in_pod(&lab, "demo", "client", &["cat", "/etc/resolv.conf"]);
-    assert_eq!(
-        resolv,
-        "search demo.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
-    );
-    let (ok, out) = exec_in_pod(
-        &lab,
-        "demo",
-        "client",
-        &["nslookup", "server.demo.svc.cluster.local"],
-    );
-    assert!(
-        ok && out.contains("Address: 10.96.0.80") && !out.contains("recursion not available"),
-        "{out}"
-    );
+    assert_eq!(resolv, "search demo.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+    let (ok, out) = exec_in_pod(&lab, "demo", "client", &["nslookup", "server.demo.svc.cluster.local"]);
+    assert!(ok && out.contains("Address: 10.96.0.80") && !out.contains("recursion not available"), "{out}");
     // The short form through the search path, as libc resolves it.
     let (ok, out) = exec_in_pod(&lab, "demo", "client", &["getent", "hosts", "server"]);
-    assert!(
-        ok && out.starts_with("10.96.0.80") && out.contains("server.demo.svc.cluster.local"),
-        "{out}"
-    );
+    assert!(ok && out.starts_with("10.96.0.80") && out.contains("server.demo.svc.cluster.local"), "{out}");
     // `server.demo` is first tried as server.demo.demo.svc.cluster.local: autopath answers that
     // query with a CNAME to the name that exists, so the search walk ends on its first step.
-    let (_, out) = exec_in_pod(
-        &lab,
-        "demo",
-        "client",
-        &["dig", "+short", "+search", "server.demo"],
-    );
+    let (_, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "+search", "server.demo"]);
     assert_eq!(out.trim(), "server.demo.svc.cluster.local.\n10.96.0.80");
     // A headless Service: the ready pods' addresses; marking one not ready takes it out at once.
     let st = lab.state();
@@ -975,20 +601,10 @@ fn cluster_dns_answers_pods_through_the_service_proxy() {
         .iter()
         .zip(st["pod_ips"].as_array().unwrap())
         .filter(|(p, _)| p["name"].as_str().unwrap().starts_with("server-"))
-        .map(|(p, ip)| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                ip.as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|(p, ip)| (p["name"].as_str().unwrap().to_owned(), ip.as_str().unwrap().to_owned()))
         .collect();
     let headless = || {
-        let (_, out) = exec_in_pod(
-            &lab,
-            "demo",
-            "client",
-            &["dig", "+short", "db.demo.svc.cluster.local"],
-        );
+        let (_, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "db.demo.svc.cluster.local"]);
         let mut ips: Vec<String> = out.lines().map(str::to_owned).collect();
         ips.sort();
         ips
@@ -996,46 +612,18 @@ fn cluster_dns_answers_pods_through_the_service_proxy() {
     let mut all: Vec<String> = servers.iter().map(|(_, ip)| ip.clone()).collect();
     all.sort();
     assert_eq!(headless(), all);
-    assert!(
-        podnet(&[
-            "lab",
-            "mark",
-            "-n",
-            "demo",
-            &servers[0].0,
-            "not-ready",
-            "--name",
-            &lab.name
-        ])
-        .status
-        .success()
-    );
+    assert!(podnet(&["lab", "mark", "-n", "demo", &servers[0].0, "not-ready", "--name", &lab.name]).status.success());
     assert_eq!(headless(), [servers[1].1.clone()]);
-    let (_, srv) = exec_in_pod(
-        &lab,
-        "demo",
-        "client",
-        &[
-            "dig",
-            "+short",
-            "_http._tcp.server.demo.svc.cluster.local",
-            "SRV",
-        ],
-    );
+    let (_, srv) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "_http._tcp.server.demo.svc.cluster.local", "SRV"]);
     assert_eq!(srv.trim(), "0 100 80 server.demo.svc.cluster.local.");
     // dnsPolicy: None with dnsConfig: exactly what the pod asks for.
     let (_, resolv) = exec_in_pod(&lab, "demo", "custom", &["cat", "/etc/resolv.conf"]);
-    assert_eq!(
-        resolv,
-        "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n"
-    );
+    assert_eq!(resolv, "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n");
 }
 
 #[test]
 fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
-    if Command::new("curl").arg("--version").output().is_err()
-        || Command::new("openssl").arg("version").output().is_err()
-    {
+    if Command::new("curl").arg("--version").output().is_err() || Command::new("openssl").arg("version").output().is_err() {
         eprintln!("skipped: needs curl and openssl");
         return;
     }
@@ -1055,25 +643,11 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
             "-addext",
             "subjectAltName=DNS:api.example.com,DNS:web.example.com",
         ])
-        .args([
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            crt.to_str().unwrap(),
-        ])
+        .args(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let b64 = |p: &Path| {
-        String::from_utf8(
-            Command::new("base64")
-                .args(["-w0", p.to_str().unwrap()])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-    };
+    let b64 = |p: &Path| String::from_utf8(Command::new("base64").args(["-w0", p.to_str().unwrap()]).output().unwrap().stdout).unwrap();
     let deploy = |name: &str| {
         format!(
             "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: production}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: http}}]}}\n"
@@ -1085,111 +659,33 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
         b64(&crt),
         b64(&key)
     );
-    let Some((lab, _dir)) = lab_of(
-        &format!(
-            "{}{}{ingress}",
-            deploy("api-service"),
-            deploy("web-service")
-        ),
-        &["--nodes", "2"],
-    ) else {
+    let Some((lab, _dir)) = lab_of(&format!("{}{}{ingress}", deploy("api-service"), deploy("web-service")), &["--nodes", "2"]) else {
         return;
     };
     // The controller's LoadBalancer Service got an address from the lab's pool.
-    let svc: Value = serde_json::from_slice(
-        &podnet(&[
-            "lab",
-            "get",
-            "svc",
-            "ingress-nginx-controller",
-            "-n",
-            "ingress-nginx",
-            "-o",
-            "json",
-            "--name",
-            &lab.name,
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{svc}"))
-        .to_owned();
+    let svc: Value =
+        serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout)
+            .unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
     let curl = |args: &[&str]| {
-        let mut all = vec![
-            "lab",
-            "exec",
-            "--external",
-            "--name",
-            &lab.name,
-            "--",
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-        ];
+        let mut all = vec!["lab", "exec", "--external", "--name", &lab.name, "--", "curl", "-s", "--max-time", "5"];
         all.extend_from_slice(args);
         String::from_utf8(podnet(&all).stdout).unwrap()
     };
     // HTTP: ssl-redirect.
-    let redirect = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{redirect_url}",
-        "-H",
-        "Host: api.example.com",
-        &format!("http://{lb}/orders?id=7"),
-    ]);
+    let redirect = curl(&["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: api.example.com", &format!("http://{lb}/orders?id=7")]);
     assert_eq!(redirect, "308 https://api.example.com/orders?id=7");
     // HTTPS by SNI, verified against the Secret's certificate, to a pod of the right Service.
-    for (host, app) in [
-        ("api.example.com", "api-service"),
-        ("web.example.com", "web-service"),
-    ] {
-        let body = curl(&[
-            "--cacert",
-            crt.to_str().unwrap(),
-            "--resolve",
-            &format!("{host}:443:{lb}"),
-            &format!("https://{host}/hello"),
-        ]);
-        let v: Value =
-            serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{host}: {body}"));
-        assert!(
-            v["pod"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("production/{app}-")),
-            "{v}"
-        );
+    for (host, app) in [("api.example.com", "api-service"), ("web.example.com", "web-service")] {
+        let body = curl(&["--cacert", crt.to_str().unwrap(), "--resolve", &format!("{host}:443:{lb}"), &format!("https://{host}/hello")]);
+        let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{host}: {body}"));
+        assert!(v["pod"].as_str().unwrap().starts_with(&format!("production/{app}-")), "{v}");
         assert_eq!(v["path"], "/hello");
     }
     // The controller pod's metrics, as ingress-nginx's on :10254.
     let st = lab.state();
-    let controller = st["plan"]["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["namespace"] == "ingress-nginx")
-        .unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let out = podnet(&[
-        "lab",
-        "exec",
-        "--name",
-        &lab.name,
-        "-n",
-        "ingress-nginx",
-        &controller,
-        "--",
-        "curl",
-        "-s",
-        "http://127.0.0.1:10254/metrics",
-    ]);
+    let controller = st["plan"]["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "ingress-nginx").unwrap()["name"].as_str().unwrap().to_owned();
+    let out = podnet(&["lab", "exec", "--name", &lab.name, "-n", "ingress-nginx", &controller, "--", "curl", "-s", "http://127.0.0.1:10254/metrics"]);
     let metrics = String::from_utf8_lossy(&out.stdout);
     assert!(metrics.contains("nginx_ingress_controller_requests{host=\"api.example.com\",ingress=\"app-ingress\",method=\"GET\",namespace=\"production\",path=\"/\",service=\"production-api-service-80\",status=\"200\"} 1"), "{metrics}");
 }
@@ -1204,54 +700,19 @@ fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
     let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{svc}"), &["--nodes", "2"]) else {
         return;
     };
-    assert!(
-        !lab.state()["plan"]["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["namespace"] == "ingress-nginx"),
-        "no Ingress, no controller"
-    );
+    assert!(!lab.state()["plan"]["pods"].as_array().unwrap().iter().any(|p| p["namespace"] == "ingress-nginx"), "no Ingress, no controller");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("ingress.yaml"),
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: demo, namespace: demo}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: demo.example.com\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: server, port: {number: 80}}}}]\n",
     )
     .unwrap();
-    let out = podnet(&[
-        "lab",
-        "apply",
-        "--name",
-        &lab.name,
-        "-f",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let svc: Value = serde_json::from_slice(
-        &podnet(&[
-            "lab",
-            "get",
-            "svc",
-            "ingress-nginx-controller",
-            "-n",
-            "ingress-nginx",
-            "-o",
-            "json",
-            "--name",
-            &lab.name,
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{svc}"))
-        .to_owned();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let svc: Value =
+        serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout)
+            .unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
     let out = podnet(&[
         "lab",
         "exec",
@@ -1267,12 +728,8 @@ fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
         "Host: demo.example.com",
         &format!("http://{lb}/hi"),
     ]);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
-    assert!(
-        v["pod"].as_str().unwrap().starts_with("demo/server-"),
-        "{v}"
-    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v["pod"].as_str().unwrap().starts_with("demo/server-"), "{v}");
 }
 
 #[test]
@@ -1292,40 +749,12 @@ fn the_seeds_api_route_through_a_gateway_applied_to_a_running_lab() {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: podnet}\nspec: {controllerName: podnet.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: main-gateway, namespace: production}\nspec:\n  gatewayClassName: podnet\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: api-route\n  namespace: production\nspec:\n  parentRefs:\n  - name: main-gateway\n  hostnames:\n  - \"api.example.com\"\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /v1\n    backendRefs:\n    - name: api-service\n      port: 80\n",
     )
     .unwrap();
-    let out = podnet(&[
-        "lab",
-        "apply",
-        "--name",
-        &lab.name,
-        "-f",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let svc: Value = serde_json::from_slice(
-        &podnet(&[
-            "lab",
-            "get",
-            "svc",
-            "ingress-nginx-controller",
-            "-n",
-            "ingress-nginx",
-            "-o",
-            "json",
-            "--name",
-            &lab.name,
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{svc}"))
-        .to_owned();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let svc: Value =
+        serde_json::from_slice(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &lab.name]).stdout)
+            .unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("{svc}")).to_owned();
     let curl = |path: &str| {
         let out = podnet(&[
             "lab",
@@ -1348,42 +777,16 @@ fn the_seeds_api_route_through_a_gateway_applied_to_a_running_lab() {
     };
     let routed = curl("/v1/orders");
     assert!(routed.ends_with("\n200"), "{routed}");
-    let v: Value =
-        serde_json::from_str(routed.lines().next().unwrap()).unwrap_or_else(|_| panic!("{routed}"));
-    assert!(
-        v["pod"]
-            .as_str()
-            .unwrap()
-            .starts_with("production/api-service-"),
-        "{v}"
-    );
-    assert!(
-        curl("/v2").ends_with("\n404"),
-        "outside the route's PathPrefix"
-    );
+    let v: Value = serde_json::from_str(routed.lines().next().unwrap()).unwrap_or_else(|_| panic!("{routed}"));
+    assert!(v["pod"].as_str().unwrap().starts_with("production/api-service-"), "{v}");
+    assert!(curl("/v2").ends_with("\n404"), "outside the route's PathPrefix");
     // The status, as the controller writes it back, with the Gateway's address.
     let status = podnet(&["gateway", "status", "--lab", &lab.name, "-o", "yaml"]);
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        text.contains(&format!("value: {lb}"))
-            && text.contains("type: Programmed\n    status: \"True\"")
-            && text.contains("attachedRoutes: 1"),
-        "{text}"
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(text.contains(&format!("value: {lb}")) && text.contains("type: Programmed\n    status: \"True\"") && text.contains("attachedRoutes: 1"), "{text}");
     // Deleting the route stops the routing.
-    let out = podnet(&[
-        "lab",
-        "delete",
-        "--name",
-        &lab.name,
-        "-f",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
     assert!(out.status.success());
     assert!(curl("/v1/orders").ends_with("\n404"));
 }

@@ -73,56 +73,26 @@ fn default_bridge() -> String {
 impl NetConf {
     /// Parses stdin: decoding errors are code 6, version errors code 1, a bad name code 7.
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
-        let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(
-                Code::Decoding,
-                format!("error unmarshall network config: {e}"),
-            )
-        })?;
-        let version = value
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("0.1.0");
+        let value: Value = serde_json::from_slice(stdin).map_err(|e| CniError::new(Code::Decoding, format!("error unmarshall network config: {e}")))?;
+        let version = value.get("cniVersion").and_then(Value::as_str).unwrap_or("0.1.0");
         check_version(version)?;
-        let conf: NetConf = serde_json::from_value(value).map_err(|e| {
-            CniError::new(
-                Code::Decoding,
-                format!("error unmarshall network config: {e}"),
-            )
-        })?;
+        let conf: NetConf = serde_json::from_value(value).map_err(|e| CniError::new(Code::Decoding, format!("error unmarshall network config: {e}")))?;
         validate_network_name(&conf.name)?;
         Ok(conf)
     }
 
     /// The attachments GC must keep.
     pub fn gc_attachments(&self) -> Vec<(String, String)> {
-        self.valid_attachments
-            .iter()
-            .chain(self.attachments.iter())
-            .flatten()
-            .map(|a| (a.container_id.clone(), a.ifname.clone()))
-            .collect()
+        self.valid_attachments.iter().chain(self.attachments.iter()).flatten().map(|a| (a.container_id.clone(), a.ifname.clone())).collect()
     }
 
     /// Requested addresses: `args.cni.ips`, `runtimeConfig.ips` (entries may carry a prefix).
     pub fn requested_ips(&self) -> Vec<std::net::IpAddr> {
         let from = |v: Option<&Value>| -> Vec<std::net::IpAddr> {
-            v.and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .filter_map(|s| s.split('/').next()?.parse().ok())
-                .collect()
+            v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).filter_map(|s| s.split('/').next()?.parse().ok()).collect()
         };
-        let mut ips = from(
-            self.args
-                .as_ref()
-                .and_then(|a| a.get("cni"))
-                .and_then(|c| c.get("ips")),
-        );
-        ips.extend(from(
-            self.runtime_config.as_ref().and_then(|r| r.get("ips")),
-        ));
+        let mut ips = from(self.args.as_ref().and_then(|a| a.get("cni")).and_then(|c| c.get("ips")));
+        ips.extend(from(self.runtime_config.as_ref().and_then(|r| r.get("ips"))));
         ips
     }
 }
@@ -130,24 +100,11 @@ impl NetConf {
 /// Network names: not empty, and characters like a container ID's.
 pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     if name.is_empty() {
-        return Err(CniError::new(
-            Code::InvalidNetworkConfig,
-            "missing network name",
-        ));
+        return Err(CniError::new(Code::InvalidNetworkConfig, "missing network name"));
     }
     let b = name.as_bytes();
-    let ok = b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            Code::InvalidNetworkConfig,
-            "invalid characters found in network name",
-        )
-        .with_details(name))
-    }
+    let ok = b[0].is_ascii_alphanumeric() && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err(CniError::new(Code::InvalidNetworkConfig, "invalid characters found in network name").with_details(name)) }
 }
 
 #[cfg(test)]
@@ -156,38 +113,17 @@ mod tests {
 
     #[test]
     fn bridge_defaults() {
-        let c = NetConf::parse(
-            br#"{"cniVersion":"1.0.0","name":"podnet","type":"podnet-bridge","ipam":{}}"#,
-        )
-        .unwrap();
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podnet","type":"podnet-bridge","ipam":{}}"#).unwrap();
         assert_eq!(c.bridge, "cni0");
         assert!(!c.is_gateway && !c.ip_masq && !c.hairpin_mode);
     }
 
     #[test]
     fn errors_carry_the_reference_codes() {
-        assert_eq!(
-            NetConf::parse(b"{not json").unwrap_err().code,
-            Code::Decoding
-        );
-        assert_eq!(
-            NetConf::parse(br#"{"cniVersion":"9.9.9","name":"n","type":"t"}"#)
-                .unwrap_err()
-                .code,
-            Code::IncompatibleVersion
-        );
-        assert_eq!(
-            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"","type":"t"}"#)
-                .unwrap_err()
-                .code,
-            Code::InvalidNetworkConfig
-        );
-        assert_eq!(
-            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"a b","type":"t"}"#)
-                .unwrap_err()
-                .code,
-            Code::InvalidNetworkConfig
-        );
+        assert_eq!(NetConf::parse(b"{not json").unwrap_err().code, Code::Decoding);
+        assert_eq!(NetConf::parse(br#"{"cniVersion":"9.9.9","name":"n","type":"t"}"#).unwrap_err().code, Code::IncompatibleVersion);
+        assert_eq!(NetConf::parse(br#"{"cniVersion":"1.0.0","name":"","type":"t"}"#).unwrap_err().code, Code::InvalidNetworkConfig);
+        assert_eq!(NetConf::parse(br#"{"cniVersion":"1.0.0","name":"a b","type":"t"}"#).unwrap_err().code, Code::InvalidNetworkConfig);
     }
 
     #[test]

@@ -32,10 +32,7 @@ impl Command {
             "GC" => Command::Gc,
             "VERSION" => Command::Version,
             other => {
-                return Err(CniError::new(
-                    Code::InvalidEnvironment,
-                    format!("unknown CNI_COMMAND: {other}"),
-                ));
+                return Err(CniError::new(Code::InvalidEnvironment, format!("unknown CNI_COMMAND: {other}")));
             }
         })
     }
@@ -62,14 +59,7 @@ impl Invocation {
     /// Reads and checks the environment given by `get` (normally `std::env::var`).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
         let command = Command::parse(&get("CNI_COMMAND").unwrap_or_default()).map_err(|e| {
-            if get("CNI_COMMAND").is_none() {
-                CniError::new(
-                    Code::InvalidEnvironment,
-                    "required env variables [CNI_COMMAND] missing",
-                )
-            } else {
-                e
-            }
+            if get("CNI_COMMAND").is_none() { CniError::new(Code::InvalidEnvironment, "required env variables [CNI_COMMAND] missing") } else { e }
         })?;
         let needs = |var: &str| -> bool {
             match var {
@@ -80,15 +70,10 @@ impl Invocation {
                 _ => false,
             }
         };
-        let missing: Vec<&str> = ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
-            .into_iter()
-            .filter(|v| needs(v) && get(v).is_none_or(|s| s.is_empty()))
-            .collect();
+        let missing: Vec<&str> =
+            ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"].into_iter().filter(|v| needs(v) && get(v).is_none_or(|s| s.is_empty())).collect();
         if !missing.is_empty() {
-            return Err(CniError::new(
-                Code::InvalidEnvironment,
-                format!("required env variables [{}] missing", missing.join(" ")),
-            ));
+            return Err(CniError::new(Code::InvalidEnvironment, format!("required env variables [{}] missing", missing.join(" "))));
         }
         let inv = Invocation {
             command,
@@ -96,12 +81,7 @@ impl Invocation {
             netns: get("CNI_NETNS").unwrap_or_default(),
             ifname: get("CNI_IFNAME").unwrap_or_default(),
             args: parse_args(&get("CNI_ARGS").unwrap_or_default())?,
-            path: get("CNI_PATH")
-                .unwrap_or_default()
-                .split(':')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            path: get("CNI_PATH").unwrap_or_default().split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         };
         if matches!(command, Command::Add | Command::Del | Command::Check) {
             validate_container_id(&inv.container_id)?;
@@ -116,10 +96,7 @@ fn parse_args(s: &str) -> Result<BTreeMap<String, String>, CniError> {
     let mut out = BTreeMap::new();
     for pair in s.split(';').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
-            return Err(CniError::new(
-                Code::InvalidEnvironment,
-                format!("ARGS: invalid pair {pair:?}"),
-            ));
+            return Err(CniError::new(Code::InvalidEnvironment, format!("ARGS: invalid pair {pair:?}")));
         };
         out.insert(k.to_owned(), v.to_owned());
     }
@@ -130,23 +107,10 @@ fn parse_args(s: &str) -> Result<BTreeMap<String, String>, CniError> {
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     let b = id.as_bytes();
     if b.is_empty() {
-        return Err(CniError::new(
-            Code::InvalidEnvironment,
-            "missing containerID",
-        ));
+        return Err(CniError::new(Code::InvalidEnvironment, "missing containerID"));
     }
-    let ok = b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            Code::InvalidEnvironment,
-            "invalid characters in containerID",
-        )
-        .with_details(id))
-    }
+    let ok = b[0].is_ascii_alphanumeric() && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err(CniError::new(Code::InvalidEnvironment, "invalid characters in containerID").with_details(id)) }
 }
 
 /// Linux interface names: not empty, not `.`/`..`, under 16 bytes, no `/`, `:` or whitespace.
@@ -161,10 +125,7 @@ pub fn validate_interface_name(name: &str) -> Result<(), CniError> {
     if name == "." || name == ".." {
         return err("cannot use . or .. as interface name");
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
         return err("interface name contains / or : or whitespace characters");
     }
     Ok(())
@@ -175,22 +136,15 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn add_needs_container_netns_ifname_and_path() {
-        let e = Invocation::from_env(env(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")]))
-            .unwrap_err();
+        let e = Invocation::from_env(env(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")])).unwrap_err();
         assert_eq!(e.code, Code::InvalidEnvironment);
-        assert_eq!(
-            e.msg,
-            "required env variables [CNI_CONTAINERID CNI_NETNS CNI_PATH] missing"
-        );
+        assert_eq!(e.msg, "required env variables [CNI_CONTAINERID CNI_NETNS CNI_PATH] missing");
     }
 
     #[test]
@@ -210,22 +164,9 @@ mod tests {
 
     #[test]
     fn version_needs_nothing_but_the_command() {
-        assert_eq!(
-            Invocation::from_env(env(&[("CNI_COMMAND", "VERSION")]))
-                .unwrap()
-                .command,
-            Command::Version
-        );
-        assert_eq!(
-            Invocation::from_env(env(&[])).unwrap_err().code,
-            Code::InvalidEnvironment
-        );
-        assert_eq!(
-            Invocation::from_env(env(&[("CNI_COMMAND", "FROB")]))
-                .unwrap_err()
-                .msg,
-            "unknown CNI_COMMAND: FROB"
-        );
+        assert_eq!(Invocation::from_env(env(&[("CNI_COMMAND", "VERSION")])).unwrap().command, Command::Version);
+        assert_eq!(Invocation::from_env(env(&[])).unwrap_err().code, Code::InvalidEnvironment);
+        assert_eq!(Invocation::from_env(env(&[("CNI_COMMAND", "FROB")])).unwrap_err().msg, "unknown CNI_COMMAND: FROB");
     }
 
     #[test]
@@ -234,10 +175,7 @@ mod tests {
         assert!(validate_container_id("-abc").is_err());
         assert!(validate_container_id("a b").is_err());
         assert!(validate_interface_name("eth0").is_ok());
-        assert_eq!(
-            validate_interface_name("0123456789abcdef").unwrap_err().msg,
-            "interface name is too long"
-        );
+        assert_eq!(validate_interface_name("0123456789abcdef").unwrap_err().msg, "interface name is too long");
         assert!(validate_interface_name("..").is_err());
         assert!(validate_interface_name("a:b").is_err());
     }

@@ -44,11 +44,7 @@ pub struct CniError {
 
 impl fmt::Display for CniError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.details.is_empty() {
-            write!(f, "{}", self.msg)
-        } else {
-            write!(f, "{}; {}", self.msg, self.details)
-        }
+        if self.details.is_empty() { write!(f, "{}", self.msg) } else { write!(f, "{}; {}", self.msg, self.details) }
     }
 }
 
@@ -65,11 +61,7 @@ struct Wire<'a> {
 impl CniError {
     /// An error with a code and a message.
     pub fn new(code: Code, msg: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: String::new(),
-        }
+        CniError { code, msg: msg.into(), details: String::new() }
     }
 
     /// Adds details.
@@ -80,14 +72,8 @@ impl CniError {
 
     /// The JSON the plugin prints, in the version of the request.
     pub fn to_json(&self, cni_version: &str) -> String {
-        let wire = Wire {
-            cni_version,
-            code: self.code as u32,
-            msg: &self.msg,
-            details: &self.details,
-        };
-        serde_json::to_string(&wire)
-            .unwrap_or_else(|_| format!("{{\"code\":{}}}", self.code as u32))
+        let wire = Wire { cni_version, code: self.code as u32, msg: &self.msg, details: &self.details };
+        serde_json::to_string(&wire).unwrap_or_else(|_| format!("{{\"code\":{}}}", self.code as u32))
     }
 }
 
@@ -97,18 +83,9 @@ mod tests {
 
     #[test]
     fn errors_serialize_like_the_reference_plugins() {
-        let e = CniError::new(
-            Code::InvalidEnvironment,
-            "required env variables [CNI_NETNS] missing",
-        );
-        assert_eq!(
-            e.to_json("1.1.0"),
-            r#"{"cniVersion":"1.1.0","code":4,"msg":"required env variables [CNI_NETNS] missing"}"#
-        );
+        let e = CniError::new(Code::InvalidEnvironment, "required env variables [CNI_NETNS] missing");
+        assert_eq!(e.to_json("1.1.0"), r#"{"cniVersion":"1.1.0","code":4,"msg":"required env variables [CNI_NETNS] missing"}"#);
         let e = CniError::new(Code::Internal, "boom").with_details("more");
-        assert_eq!(
-            e.to_json("0.4.0"),
-            r#"{"cniVersion":"0.4.0","code":999,"msg":"boom","details":"more"}"#
-        );
+        assert_eq!(e.to_json("0.4.0"), r#"{"cniVersion":"0.4.0","code":999,"msg":"boom","details":"more"}"#);
     }
 }

@@ -23,18 +23,9 @@ pub fn check_version(v: &str) -> Result<(), CniError> {
     if SUPPORTED_VERSIONS.contains(&v) {
         Ok(())
     } else {
-        Err(
-            CniError::new(Code::IncompatibleVersion, "incompatible CNI versions")
-                // Go's %q of a slice, as the reference skel prints it.
-                .with_details(format!(
-                    "config is {v:?}, plugin supports [{}]",
-                    SUPPORTED_VERSIONS
-                        .iter()
-                        .map(|s| format!("{s:?}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )),
-        )
+        Err(CniError::new(Code::IncompatibleVersion, "incompatible CNI versions")
+            // Go's %q of a slice, as the reference skel prints it.
+            .with_details(format!("config is {v:?}, plugin supports [{}]", SUPPORTED_VERSIONS.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "))))
     }
 }
 
@@ -150,14 +141,7 @@ impl CniResult {
                 .map(|ip| {
                     let mut m = Map::new();
                     if !v1 {
-                        m.insert(
-                            "version".into(),
-                            json!(if ip.address.addr().is_ipv4() {
-                                "4"
-                            } else {
-                                "6"
-                            }),
-                        );
+                        m.insert("version".into(), json!(if ip.address.addr().is_ipv4() { "4" } else { "6" }));
                     }
                     if let Some(i) = ip.interface {
                         m.insert("interface".into(), json!(i));
@@ -186,24 +170,16 @@ impl CniResult {
                 .collect();
             out.insert("routes".into(), Value::Array(list));
         }
-        out.insert(
-            "dns".into(),
-            serde_json::to_value(&self.dns).unwrap_or_default(),
-        );
+        out.insert("dns".into(), serde_json::to_value(&self.dns).unwrap_or_default());
         Value::Object(out)
     }
 
     /// Reads a result of any supported version (a `prevResult`, an IPAM plugin's answer).
     pub fn from_value(v: &Value) -> Result<Self, CniError> {
-        let version = v
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(CURRENT_VERSION);
+        let version = v.get("cniVersion").and_then(Value::as_str).unwrap_or(CURRENT_VERSION);
         check_version(version)?;
         // Older shapes differ only by the `version` field of IPs, which serde ignores.
-        serde_json::from_value(v.clone()).map_err(|e| {
-            CniError::new(Code::Decoding, "failed to decode result").with_details(e.to_string())
-        })
+        serde_json::from_value(v.clone()).map_err(|e| CniError::new(Code::Decoding, "failed to decode result").with_details(e.to_string()))
     }
 }
 
@@ -214,30 +190,11 @@ mod tests {
     fn sample() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface {
-                    name: "cni0".into(),
-                    mac: Some("aa:bb:cc:dd:ee:01".into()),
-                    mtu: Some(1500),
-                    sandbox: None,
-                },
-                Interface {
-                    name: "eth0".into(),
-                    mac: Some("aa:bb:cc:dd:ee:02".into()),
-                    mtu: Some(1500),
-                    sandbox: Some("/var/run/netns/p".into()),
-                },
+                Interface { name: "cni0".into(), mac: Some("aa:bb:cc:dd:ee:01".into()), mtu: Some(1500), sandbox: None },
+                Interface { name: "eth0".into(), mac: Some("aa:bb:cc:dd:ee:02".into()), mtu: Some(1500), sandbox: Some("/var/run/netns/p".into()) },
             ],
-            ips: vec![IpConfig {
-                address: "10.244.1.5/24".parse().unwrap(),
-                gateway: Some("10.244.1.1".parse().unwrap()),
-                interface: Some(1),
-            }],
-            routes: vec![Route {
-                dst: "0.0.0.0/0".parse().unwrap(),
-                gw: None,
-                mtu: None,
-                priority: Some(10),
-            }],
+            ips: vec![IpConfig { address: "10.244.1.5/24".parse().unwrap(), gateway: Some("10.244.1.1".parse().unwrap()), interface: Some(1) }],
+            routes: vec![Route { dst: "0.0.0.0/0".parse().unwrap(), gw: None, mtu: None, priority: Some(10) }],
             dns: Dns::default(),
         }
     }
@@ -270,14 +227,8 @@ mod tests {
 
     #[test]
     fn unsupported_versions_are_code_1() {
-        assert_eq!(
-            check_version("0.2.0").unwrap_err().code,
-            Code::IncompatibleVersion
-        );
+        assert_eq!(check_version("0.2.0").unwrap_err().code, Code::IncompatibleVersion);
         assert!(check_version("1.1.0").is_ok());
-        assert_eq!(
-            serde_json::from_str::<Value>(&version_info()).unwrap()["supportedVersions"],
-            json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
-        );
+        assert_eq!(serde_json::from_str::<Value>(&version_info()).unwrap()["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
     }
 }

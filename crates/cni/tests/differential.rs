@@ -22,9 +22,7 @@ fn reference(plugin: &str) -> PathBuf {
 
 fn ready() -> bool {
     if !is_root() || !reference("bridge").is_file() {
-        eprintln!(
-            "skipped: needs root and {REFERENCE_DIR} (apt-get install containernetworking-plugins)"
-        );
+        eprintln!("skipped: needs root and {REFERENCE_DIR} (apt-get install containernetworking-plugins)");
         return false;
     }
     true
@@ -61,23 +59,14 @@ fn pod_state(pod: &Path) -> (Vec<String>, Vec<String>) {
     netns::run_in(pod, || {
         let nl = Netlink::connect().unwrap();
         let link = nl.require("eth0").unwrap();
-        let mut addrs: Vec<String> = nl
-            .addresses(link.index)
-            .unwrap()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let mut addrs: Vec<String> = nl.addresses(link.index).unwrap().iter().map(ToString::to_string).collect();
         // The kernel's own link-local address is not the plugin's doing.
         addrs.retain(|a| !a.starts_with("fe80:"));
         addrs.sort();
         let mut routes: Vec<String> = [false, true]
             .iter()
             .flat_map(|v6| nl.routes(*v6).unwrap())
-            .filter(|r| {
-                r.oif == Some(link.index)
-                    && !r.dst.addr().is_multicast()
-                    && !r.dst.to_string().starts_with("fe80:")
-            })
+            .filter(|r| r.oif == Some(link.index) && !r.dst.addr().is_multicast() && !r.dst.to_string().starts_with("fe80:"))
             .map(|r| format!("{} via {:?}", r.dst, r.gateway))
             .collect();
         routes.sort();
@@ -93,32 +82,18 @@ fn node_state(lab: &Lab, bridge: &str) -> (Vec<String>, bool) {
     let (addrs, index) = netns::run_in(lab.node.path(), move || {
         let nl = Netlink::connect().unwrap();
         let b = nl.require(&br).unwrap();
-        let mut a: Vec<String> = nl
-            .addresses(b.index)
-            .unwrap()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let mut a: Vec<String> = nl.addresses(b.index).unwrap().iter().map(ToString::to_string).collect();
         a.retain(|x| !x.starts_with("fe80:"));
         a.sort();
         (a, b.index)
     })
     .unwrap();
     let ports = netns::run_in(lab.node.path(), move || {
-        Netlink::connect()
-            .unwrap()
-            .links()
-            .unwrap()
-            .into_iter()
-            .filter(|l| l.controller == Some(index))
-            .collect::<Vec<_>>()
+        Netlink::connect().unwrap().links().unwrap().into_iter().filter(|l| l.controller == Some(index)).collect::<Vec<_>>()
     })
     .unwrap();
     let hairpin = ports.iter().all(|p| {
-        let out = Command::new("ip")
-            .args(["-n", lab.node.name(), "-d", "link", "show", &p.name])
-            .output()
-            .unwrap();
+        let out = Command::new("ip").args(["-n", lab.node.name(), "-d", "link", "show", &p.name]).output().unwrap();
         p.up && String::from_utf8_lossy(&out.stdout).contains("hairpin on")
     });
     (addrs, !ports.is_empty() && hairpin)
@@ -135,63 +110,22 @@ fn same_config_same_results_addresses_routes_leases_and_bridge() {
     let ref_conf = conf(&ref_lab, "diffnet", "bridge", "host-local", "dbr0");
     for (pod, id) in [(0, "ctr-1"), (1, "ctr-2")] {
         let (ok_o, r_o) = ours_lab.exec(&ours(), "ADD", Some(pod), id, REFERENCE_DIR, &ours_conf);
-        let (ok_r, r_r) = ref_lab.exec(
-            &reference("bridge"),
-            "ADD",
-            Some(pod),
-            id,
-            REFERENCE_DIR,
-            &ref_conf,
-        );
+        let (ok_r, r_r) = ref_lab.exec(&reference("bridge"), "ADD", Some(pod), id, REFERENCE_DIR, &ref_conf);
         assert!(ok_o && ok_r, "ours: {r_o}\nreference: {r_r}");
         let (mut n_o, mut n_r) = (normalise(r_o), normalise(r_r));
         // Sandbox paths differ by namespace name only.
         n_o["interfaces"][2]["sandbox"] = json!("<netns>");
         n_r["interfaces"][2]["sandbox"] = json!("<netns>");
         assert_eq!(n_o, n_r, "normalised ADD results");
-        assert_eq!(
-            pod_state(ours_lab.pods[pod].path()),
-            pod_state(ref_lab.pods[pod].path()),
-            "pod addresses and routes"
-        );
+        assert_eq!(pod_state(ours_lab.pods[pod].path()), pod_state(ref_lab.pods[pod].path()), "pod addresses and routes");
     }
-    assert_eq!(
-        node_state(&ours_lab, "dbr0"),
-        node_state(&ref_lab, "dbr0"),
-        "bridge addresses and ports"
-    );
-    assert!(
-        node_state(&ours_lab, "dbr0").1,
-        "veths are up hairpin ports of the bridge"
-    );
-    assert_eq!(
-        ours_lab.leases("diffnet"),
-        ref_lab.leases("diffnet"),
-        "lease files"
-    );
+    assert_eq!(node_state(&ours_lab, "dbr0"), node_state(&ref_lab, "dbr0"), "bridge addresses and ports");
+    assert!(node_state(&ours_lab, "dbr0").1, "veths are up hairpin ports of the bridge");
+    assert_eq!(ours_lab.leases("diffnet"), ref_lab.leases("diffnet"), "lease files");
 
-    assert!(
-        ours_lab
-            .exec(&ours(), "DEL", Some(0), "ctr-1", REFERENCE_DIR, &ours_conf)
-            .0
-    );
-    assert!(
-        ref_lab
-            .exec(
-                &reference("bridge"),
-                "DEL",
-                Some(0),
-                "ctr-1",
-                REFERENCE_DIR,
-                &ref_conf
-            )
-            .0
-    );
-    assert_eq!(
-        ours_lab.leases("diffnet"),
-        ref_lab.leases("diffnet"),
-        "lease files after DEL"
-    );
+    assert!(ours_lab.exec(&ours(), "DEL", Some(0), "ctr-1", REFERENCE_DIR, &ours_conf).0);
+    assert!(ref_lab.exec(&reference("bridge"), "DEL", Some(0), "ctr-1", REFERENCE_DIR, &ref_conf).0);
+    assert_eq!(ours_lab.leases("diffnet"), ref_lab.leases("diffnet"), "lease files after DEL");
 }
 
 #[test]
@@ -205,21 +139,11 @@ fn our_bridge_with_the_reference_host_local() {
     assert!(ok, "{r}");
     assert_eq!(r["ips"][0]["address"], "10.77.0.2/24");
     assert_eq!(r["ips"][1]["address"], "fd77::2/120");
-    assert!(
-        lab.leases("mixa")
-            .iter()
-            .any(|(f, c)| f == "10.77.0.2" && c == "ctr-m\r\neth0")
-    );
+    assert!(lab.leases("mixa").iter().any(|(f, c)| f == "10.77.0.2" && c == "ctr-m\r\neth0"));
     let mut check = c.clone();
     check["prevResult"] = r;
-    assert!(
-        lab.exec(&ours(), "CHECK", Some(0), "ctr-m", REFERENCE_DIR, &check)
-            .0
-    );
-    assert!(
-        lab.exec(&ours(), "DEL", Some(0), "ctr-m", REFERENCE_DIR, &c)
-            .0
-    );
+    assert!(lab.exec(&ours(), "CHECK", Some(0), "ctr-m", REFERENCE_DIR, &check).0);
+    assert!(lab.exec(&ours(), "DEL", Some(0), "ctr-m", REFERENCE_DIR, &c).0);
     assert!(!lab.leases("mixa").iter().any(|(f, _)| f == "10.77.0.2"));
 }
 
@@ -236,14 +160,8 @@ fn the_reference_bridge_with_our_ipam() {
     let (ok, r) = lab.exec(&reference("bridge"), "ADD", Some(0), "ctr-n", path, &c);
     assert!(ok, "{r}");
     assert_eq!(r["ips"][0]["address"], "10.77.0.2/24");
-    assert_eq!(
-        pod_state(lab.pods[0].path()).0,
-        ["10.77.0.2/24", "fd77::2/120"]
-    );
-    assert!(
-        lab.exec(&reference("bridge"), "DEL", Some(0), "ctr-n", path, &c)
-            .0
-    );
+    assert_eq!(pod_state(lab.pods[0].path()).0, ["10.77.0.2/24", "fd77::2/120"]);
+    assert!(lab.exec(&reference("bridge"), "DEL", Some(0), "ctr-n", path, &c).0);
     assert!(!lab.leases("mixb").iter().any(|(f, _)| f == "10.77.0.2"));
 }
 
@@ -258,60 +176,19 @@ fn a_lease_made_by_one_is_released_by_the_other() {
                "ipam": {"type": ty, "ranges": [[{"subnet": "10.66.0.0/24"}]], "dataDir": lab.data.path()}})
     };
     // Reference allocates, podnet releases.
-    let (ok, r) = lab.exec(
-        &reference("host-local"),
-        "ADD",
-        Some(0),
-        "ctr-a",
-        REFERENCE_DIR,
-        &ipam("host-local"),
-    );
+    let (ok, r) = lab.exec(&reference("host-local"), "ADD", Some(0), "ctr-a", REFERENCE_DIR, &ipam("host-local"));
     assert!(ok, "{r}");
     assert_eq!(r["ips"][0]["address"], "10.66.0.2/24");
-    assert!(
-        lab.exec(
-            &ours(),
-            "DEL",
-            Some(0),
-            "ctr-a",
-            REFERENCE_DIR,
-            &ipam("podnet-ipam")
-        )
-        .0
-    );
+    assert!(lab.exec(&ours(), "DEL", Some(0), "ctr-a", REFERENCE_DIR, &ipam("podnet-ipam")).0);
     // podnet allocates: round-robin continues after the reference's last reservation.
-    let (ok, r) = lab.exec(
-        &ours(),
-        "ADD",
-        Some(0),
-        "ctr-b",
-        REFERENCE_DIR,
-        &ipam("podnet-ipam"),
-    );
+    let (ok, r) = lab.exec(&ours(), "ADD", Some(0), "ctr-b", REFERENCE_DIR, &ipam("podnet-ipam"));
     assert!(ok, "{r}");
     assert_eq!(r["ips"][0]["address"], "10.66.0.3/24");
     // ... and the reference continues after ours, then releases ours.
-    let (ok, r) = lab.exec(
-        &reference("host-local"),
-        "ADD",
-        Some(0),
-        "ctr-c",
-        REFERENCE_DIR,
-        &ipam("host-local"),
-    );
+    let (ok, r) = lab.exec(&reference("host-local"), "ADD", Some(0), "ctr-c", REFERENCE_DIR, &ipam("host-local"));
     assert!(ok, "{r}");
     assert_eq!(r["ips"][0]["address"], "10.66.0.4/24");
-    assert!(
-        lab.exec(
-            &reference("host-local"),
-            "DEL",
-            Some(0),
-            "ctr-b",
-            REFERENCE_DIR,
-            &ipam("host-local")
-        )
-        .0
-    );
+    assert!(lab.exec(&reference("host-local"), "DEL", Some(0), "ctr-b", REFERENCE_DIR, &ipam("host-local")).0);
     let files: Vec<String> = lab.leases("shared").into_iter().map(|(f, _)| f).collect();
     assert_eq!(files, ["10.66.0.4", "last_reserved_ip.0", "lock"]);
 }
@@ -346,19 +223,12 @@ fn the_same_bad_input_gives_the_same_error_codes() {
             o
         };
         let stdin = |v: &Value| {
-            if v.is_string() {
-                Value::String(v.as_str().unwrap().to_owned())
-            } else {
-                v.clone()
-            }
+            if v.is_string() { Value::String(v.as_str().unwrap().to_owned()) } else { v.clone() }
         };
         let (ok_r, e_r) = run_raw(&lab, &reference("bridge"), pod, &stdin(&c));
         let (ok_o, e_o) = run_raw(&lab, &ours(), pod, &stdin(&ours_conf));
         assert!(!ok_r && !ok_o, "{what}: both must fail");
-        assert_eq!(
-            e_o["code"], e_r["code"],
-            "{what}: ours {e_o} reference {e_r}"
-        );
+        assert_eq!(e_o["code"], e_r["code"], "{what}: ours {e_o} reference {e_r}");
     }
 }
 
@@ -383,15 +253,7 @@ fn run_raw(lab: &Lab, binary: &Path, pod: Option<usize>, conf: &Value) -> (bool,
         cmd.env("CNI_NETNS", lab.pods[p].path());
     }
     let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-    )
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
 }

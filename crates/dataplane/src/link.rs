@@ -12,26 +12,16 @@ use std::os::fd::AsRawFd;
 use std::cell::{Cell, RefCell};
 
 use ipnet::IpNet;
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-    NetlinkMessage, NetlinkPayload,
-};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
-};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourFlags;
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use rtnetlink::{
-    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    LinkVxlan, RouteMessageBuilder,
-};
+use rtnetlink::{AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 /// What we need to know about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,11 +86,7 @@ const ACK: u16 = NLM_F_REQUEST | NLM_F_ACK;
 const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 
 fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn link_info(msg: &LinkMessage) -> LinkInfo {
@@ -141,20 +127,12 @@ impl Netlink {
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         // 64 KiB holds any single netlink datagram the kernel sends (dumps come in pages).
-        Ok(Netlink {
-            socket,
-            seq: Cell::new(1),
-            buf: RefCell::new(Vec::with_capacity(64 * 1024)),
-        })
+        Ok(Netlink { socket, seq: Cell::new(1), buf: RefCell::new(Vec::with_capacity(64 * 1024)) })
     }
 
     /// Sends one request and collects its answer: the messages of a dump or a get, or the ACK
     /// (an error becomes the `io::Error` of its errno).
-    fn request(
-        &self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn request(&self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
         let mut req = NetlinkMessage::from(msg);
@@ -233,9 +211,7 @@ impl Netlink {
 
     /// The link with this name, which must exist.
     pub fn require(&self, name: &str) -> io::Result<LinkInfo> {
-        self.link(name)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("link {name} not found"))
-        })
+        self.link(name)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("link {name} not found")))
     }
 
     /// Creates the bridge unless it exists, sets it up, and returns it. A non-bridge link with
@@ -243,10 +219,7 @@ impl Netlink {
     pub fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> io::Result<LinkInfo> {
         if let Some(l) = self.link(name)? {
             if l.kind.as_deref() != Some("bridge") {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{name} already exists but is not a bridge"),
-                ));
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{name} already exists but is not a bridge")));
             }
             if !l.up {
                 self.set_up(l.index)?;
@@ -283,9 +256,7 @@ impl Netlink {
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
     ) -> io::Result<LinkInfo> {
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_owned())
-            .setns_by_fd(peer_netns.as_raw_fd());
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_owned()).setns_by_fd(peer_netns.as_raw_fd());
         if let Some(m) = mtu {
             peer_msg = peer_msg.mtu(m);
         }
@@ -298,10 +269,7 @@ impl Netlink {
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        let echoed = self.request(
-            RouteNetlinkMessage::NewLink(b.build()),
-            ACK_CREATE | NLM_F_ECHO,
-        )?;
+        let echoed = self.request(RouteNetlinkMessage::NewLink(b.build()), ACK_CREATE | NLM_F_ECHO)?;
         match echoed.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(link_info(l)),
             _ => None,
@@ -314,87 +282,46 @@ impl Netlink {
 
     /// Creates a veth pair in this namespace.
     pub fn add_veth(&self, name: &str, peer: &str) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build()),
-            ACK_CREATE,
-        )
+        self.ack(RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build()), ACK_CREATE)
     }
 
     /// Sets a link up.
     pub fn set_up(&self, index: u32) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()), ACK)
     }
 
     /// Attaches a link to a bridge and sets it up, in one request.
     pub fn attach_up(&self, index: u32, bridge: u32) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::SetLink(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            ),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).controller(bridge).up().build()), ACK)
     }
 
     /// Turns hairpin mode of a bridge port on or off (a pod reaching itself through a Service).
     pub fn set_hairpin(&self, index: u32, on: bool) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::NewLink(LinkBridgePort::new(index).hairpin(on).build()),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::NewLink(LinkBridgePort::new(index).hairpin(on).build()), ACK)
     }
 
     /// Moves a link into another namespace.
     pub fn move_to_netns(&self, index: u32, netns: &std::fs::File) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::SetLink(
-                LinkUnspec::new_with_index(index)
-                    .setns_by_fd(netns.as_raw_fd())
-                    .build(),
-            ),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build()), ACK)
     }
 
     /// Takes a link out of service at once: down and renamed, in one request. Deleting a veth
     /// costs the kernel ~20 ms (an RCU grace period); this costs well under one, frees the
     /// name, and leaves the deletion to be done later.
     pub fn retire_link(&self, index: u32, new_name: &str) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::SetLink(
-                LinkUnspec::new_with_index(index)
-                    .down()
-                    .name(new_name.to_owned())
-                    .build(),
-            ),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).down().name(new_name.to_owned()).build()), ACK)
     }
 
     /// Deletes a link.
     pub fn delete_link(&self, index: u32) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build()),
-            ACK,
-        )
+        self.ack(RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build()), ACK)
     }
 
     /// Adds an address (with prefix) to a link; an existing identical address is fine.
     pub fn add_address(&self, index: u32, addr: IpNet) -> io::Result<()> {
         let msg = match addr.addr() {
-            IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
-                .index(index)
-                .address(a, addr.prefix_len())
-                .build(),
-            IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
-                .index(index)
-                .address(a, addr.prefix_len())
-                .build(),
+            IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new().index(index).address(a, addr.prefix_len()).build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new().index(index).address(a, addr.prefix_len()).build(),
         };
         match self.ack(RouteNetlinkMessage::NewAddress(msg), ACK_CREATE) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -423,11 +350,8 @@ impl Netlink {
 
     /// Adds a route: `dst` via `gw` (on-link when `None`) out of `oif`.
     pub fn add_route(&self, dst: IpNet, gw: Option<IpAddr>, oif: Option<u32>) -> io::Result<()> {
-        let invalid =
-            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
-        let mut b = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(dst.network(), dst.prefix_len())
-            .map_err(|e| invalid(&e))?;
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(dst.network(), dst.prefix_len()).map_err(|e| invalid(&e))?;
         if let Some(gw) = gw {
             b = b.gateway(gw).map_err(|e| invalid(&e))?;
         }
@@ -442,14 +366,7 @@ impl Netlink {
 
     /// Creates a vxlan device (flannel's layout: no learning, static FDB and neighbours).
     pub fn add_vxlan(&self, v: &VxlanSpec) -> io::Result<u32> {
-        let msg = LinkVxlan::new(&v.name, v.vni)
-            .dev(v.underlay_index)
-            .local(v.local)
-            .port(v.port)
-            .learning(false)
-            .mtu(v.mtu)
-            .address(v.mac.to_vec())
-            .build();
+        let msg = LinkVxlan::new(&v.name, v.vni).dev(v.underlay_index).local(v.local).port(v.port).learning(false).mtu(v.mtu).address(v.mac.to_vec()).build();
         self.ack(RouteNetlinkMessage::NewLink(msg), ACK_CREATE)?;
         Ok(self.require(&v.name)?.index)
     }
@@ -457,25 +374,16 @@ impl Netlink {
     /// A permanent neighbour entry: `ip` is at `mac` on link `index`.
     pub fn add_neighbour(&self, index: u32, ip: IpAddr, mac: &[u8; 6]) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();
-        msg.header.family = if ip.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
+        msg.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
         msg.header.ifindex = index;
         msg.header.state = NeighbourState::Permanent;
         msg.header.kind = RouteType::Unspec;
-        msg.attributes
-            .push(NeighbourAttribute::Destination(match ip {
-                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-            }));
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(msg),
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
+        msg.attributes.push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.ack(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     /// A vxlan FDB entry: frames for `mac` go to the underlay address `dst` (`bridge fdb append ... self`).
@@ -486,23 +394,17 @@ impl Netlink {
         msg.header.state = NeighbourState::Permanent;
         msg.header.kind = RouteType::Unspec;
         msg.header.flags = NeighbourFlags::Own;
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        msg.attributes
-            .push(NeighbourAttribute::Destination(match dst {
-                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-            }));
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(msg),
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes.push(NeighbourAttribute::Destination(match dst {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+        self.ack(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     /// A route whose gateway is reachable on `oif` without a connected subnet (`onlink`).
     pub fn add_onlink_route(&self, dst: IpNet, gw: IpAddr, oif: u32) -> io::Result<()> {
-        let invalid =
-            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
         let b = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
             .map_err(|e| invalid(&e))?
@@ -519,11 +421,7 @@ impl Netlink {
     /// Routes of one family in the main table.
     pub fn routes(&self, ipv6: bool) -> io::Result<Vec<RouteInfo>> {
         use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-        let family = if ipv6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
+        let family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
         let mut query = RouteMessageBuilder::<IpAddr>::new().build();
         query.header.address_family = family;
         let msgs: Vec<_> = self
@@ -550,20 +448,9 @@ impl Netlink {
                     _ => {}
                 }
             }
-            let unspecified = if ipv6 {
-                IpAddr::from([0u16; 8])
-            } else {
-                IpAddr::from([0u8; 4])
-            };
-            if let Ok(net) = IpNet::new(
-                dst.unwrap_or(unspecified),
-                m.header.destination_prefix_length,
-            ) {
-                out.push(RouteInfo {
-                    dst: net,
-                    gateway: gw,
-                    oif,
-                });
+            let unspecified = if ipv6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+            if let Ok(net) = IpNet::new(dst.unwrap_or(unspecified), m.header.destination_prefix_length) {
+                out.push(RouteInfo { dst: net, gateway: gw, oif });
             }
         }
         Ok(out)

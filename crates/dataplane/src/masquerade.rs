@@ -23,11 +23,7 @@ fn tag(network: &str) -> String {
 
 fn family(v6: bool) -> (&'static str, &'static str, &'static str, &'static str) {
     // (nft family, address type, match keyword, multicast range)
-    if v6 {
-        ("ip6", "ipv6_addr", "ip6", "ff00::/8")
-    } else {
-        ("ip", "ipv4_addr", "ip", "224.0.0.0/4")
-    }
+    if v6 { ("ip6", "ipv6_addr", "ip6", "ff00::/8") } else { ("ip", "ipv4_addr", "ip", "224.0.0.0/4") }
 }
 
 /// The transaction that masquerades `pods` of `network` when they leave `subnets`.
@@ -35,19 +31,11 @@ pub fn add_script(network: &str, subnets: &[IpNet], pods: &[IpAddr]) -> String {
     let t = tag(network);
     let mut s = String::new();
     for v6 in [false, true] {
-        let pods: Vec<String> = pods
-            .iter()
-            .filter(|ip| ip.is_ipv6() == v6)
-            .map(ToString::to_string)
-            .collect();
+        let pods: Vec<String> = pods.iter().filter(|ip| ip.is_ipv6() == v6).map(ToString::to_string).collect();
         if pods.is_empty() {
             continue;
         }
-        let nets: Vec<String> = subnets
-            .iter()
-            .filter(|n| n.addr().is_ipv6() == v6)
-            .map(|n| n.trunc().to_string())
-            .collect();
+        let nets: Vec<String> = subnets.iter().filter(|n| n.addr().is_ipv6() == v6).map(|n| n.trunc().to_string()).collect();
         let (fam, ty, kw, mcast) = family(v6);
         s.push_str(&format!(
             "add table {fam} {TABLE}\n\
@@ -58,15 +46,9 @@ pub fn add_script(network: &str, subnets: &[IpNet], pods: &[IpAddr]) -> String {
              add rule {fam} {TABLE} masq_{t} {kw} saddr @pods_{t} {kw} daddr != @subnets_{t} {kw} daddr != {mcast} masquerade\n"
         ));
         if !nets.is_empty() {
-            s.push_str(&format!(
-                "add element {fam} {TABLE} subnets_{t} {{ {} }}\n",
-                nets.join(", ")
-            ));
+            s.push_str(&format!("add element {fam} {TABLE} subnets_{t} {{ {} }}\n", nets.join(", ")));
         }
-        s.push_str(&format!(
-            "add element {fam} {TABLE} pods_{t} {{ {} }}\n",
-            pods.join(", ")
-        ));
+        s.push_str(&format!("add element {fam} {TABLE} pods_{t} {{ {} }}\n", pods.join(", ")));
     }
     s
 }
@@ -76,11 +58,7 @@ pub fn del_script(network: &str, pods: &[IpAddr]) -> String {
     let t = tag(network);
     let mut s = String::new();
     for v6 in [false, true] {
-        let pods: Vec<String> = pods
-            .iter()
-            .filter(|ip| ip.is_ipv6() == v6)
-            .map(ToString::to_string)
-            .collect();
+        let pods: Vec<String> = pods.iter().filter(|ip| ip.is_ipv6() == v6).map(ToString::to_string).collect();
         if pods.is_empty() {
             continue;
         }
@@ -108,23 +86,13 @@ mod tests {
 
     #[test]
     fn scripts_touch_only_their_network() {
-        let s = add_script(
-            "podnet",
-            &["10.99.0.0/24".parse().unwrap()],
-            &["10.99.0.2".parse().unwrap()],
-        );
+        let s = add_script("podnet", &["10.99.0.0/24".parse().unwrap()], &["10.99.0.2".parse().unwrap()]);
         let t = tag("podnet");
-        assert!(s.contains(&format!(
-            "add element ip podnet-cni pods_{t} {{ 10.99.0.2 }}"
-        )));
-        assert!(s.contains(&format!(
-            "ip saddr @pods_{t} ip daddr != @subnets_{t} ip daddr != 224.0.0.0/4 masquerade"
-        )));
+        assert!(s.contains(&format!("add element ip podnet-cni pods_{t} {{ 10.99.0.2 }}")));
+        assert!(s.contains(&format!("ip saddr @pods_{t} ip daddr != @subnets_{t} ip daddr != 224.0.0.0/4 masquerade")));
         assert!(!s.contains("ip6"), "no IPv6 pods, no IPv6 table");
         let d = del_script("podnet", &["fd00::2".parse().unwrap()]);
-        assert!(d.contains(&format!(
-            "delete element ip6 podnet-cni pods_{t} {{ fd00::2 }}"
-        )));
+        assert!(d.contains(&format!("delete element ip6 podnet-cni pods_{t} {{ fd00::2 }}")));
         assert_ne!(tag("a"), tag("b"));
     }
 }

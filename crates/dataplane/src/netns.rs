@@ -25,26 +25,11 @@ fn nix_err(e: nix::Error) -> io::Error {
 /// propagate to mount namespaces made later (`ip netns exec`).
 fn prepare_run_dir() -> io::Result<()> {
     std::fs::create_dir_all(NETNS_RUN_DIR)?;
-    let shared = |dir: &str| {
-        mount(
-            None::<&str>,
-            dir,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    let shared = |dir: &str| mount(None::<&str>, dir, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared(NETNS_RUN_DIR) {
         Ok(()) => Ok(()),
         Err(nix::Error::EINVAL) => {
-            mount(
-                Some(NETNS_RUN_DIR),
-                NETNS_RUN_DIR,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(nix_err)?;
+            mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(nix_err)?;
             shared(NETNS_RUN_DIR).map_err(nix_err)
         }
         Err(e) => Err(nix_err(e)),
@@ -57,22 +42,12 @@ pub fn create(name: &str) -> io::Result<PathBuf> {
     prepare_run_dir()?;
     let path = path_of(name);
     // The mount target must exist; create_new fails when the name is taken.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
     let target = path.clone();
     let made = std::thread::spawn(move || -> io::Result<()> {
         // This thread is thrown away after the unshare: the caller's namespace is untouched.
         unshare(CloneFlags::CLONE_NEWNET).map_err(nix_err)?;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(nix_err)
+        mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nix_err)
     })
     .join()
     .map_err(|_| io::Error::other("namespace thread panicked"))?;
@@ -120,21 +95,15 @@ where
 {
     let ns = File::open(path)?;
     // A small stack: these threads make a few syscalls, and a smaller mapping starts faster.
-    std::thread::Builder::new()
-        .stack_size(256 * 1024)
-        .spawn(move || -> io::Result<T> {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(nix_err)?;
-            f()
-        })
+    std::thread::Builder::new().stack_size(256 * 1024).spawn(move || -> io::Result<T> {
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(nix_err)?;
+        f()
+    })
 }
 
 /// Starts a long-lived server on its own OS thread inside the namespace at `path`: every socket
 /// it makes, listening or connecting, is the namespace's (a usual stack, for a runtime).
-pub fn spawn_server_in<F>(
-    path: &Path,
-    name: String,
-    f: F,
-) -> io::Result<std::thread::JoinHandle<()>>
+pub fn spawn_server_in<F>(path: &Path, name: String, f: F) -> io::Result<std::thread::JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -157,10 +126,7 @@ pub struct NamedNetns {
 impl NamedNetns {
     /// Creates it.
     pub fn new(name: &str) -> io::Result<Self> {
-        Ok(NamedNetns {
-            name: name.to_owned(),
-            path: create(name)?,
-        })
+        Ok(NamedNetns { name: name.to_owned(), path: create(name)? })
     }
 
     /// `/run/netns/<name>`

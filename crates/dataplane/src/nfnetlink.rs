@@ -6,9 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nftset::Family;
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt,
-};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt};
 
 const NLMSG_ERROR: u16 = 2;
 /// Answers are small (errors for our messages are a header and an error code, plus the
@@ -24,12 +22,7 @@ pub struct Socket {
 impl Socket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Socket> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )?;
+        let fd = socket::socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)?;
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         // Room for the answers of a large batch (root may go over the default maximum).
         let _ = socket::setsockopt(&fd, sockopt::RcvBufForce, &RECEIVE_BUFFER);
@@ -46,17 +39,9 @@ impl Socket {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
         // One batch is one message to the kernel: the send buffer must hold all of it.
         socket::setsockopt(&self.fd, sockopt::SndBufForce, &(bytes.len() + 4096))?;
-        let sent = socket::sendto(
-            self.fd.as_raw_fd(),
-            bytes,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )?;
+        let sent = socket::sendto(self.fd.as_raw_fd(), bytes, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
         if sent != bytes.len() {
-            return Err(io::Error::other(format!(
-                "netlink: sent {sent} of {} bytes",
-                bytes.len()
-            )));
+            return Err(io::Error::other(format!("netlink: sent {sent} of {} bytes", bytes.len())));
         }
         Ok(())
     }
@@ -73,16 +58,10 @@ impl Socket {
             };
             let mut at = 0;
             while at + 16 <= n {
-                let len =
-                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
                 let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
                 if kind == NLMSG_ERROR && at + 20 <= n {
-                    codes.push(i32::from_ne_bytes([
-                        buf[at + 16],
-                        buf[at + 17],
-                        buf[at + 18],
-                        buf[at + 19],
-                    ]));
+                    codes.push(i32::from_ne_bytes([buf[at + 16], buf[at + 17], buf[at + 18], buf[at + 19]]));
                 } else {
                     codes.push(i32::MIN); // an object, as a GET answers
                 }
@@ -97,11 +76,7 @@ impl Socket {
     /// Sends one batch (one transaction) and returns the kernel's first error, if any.
     pub fn transact(&mut self, batch: &[u8]) -> io::Result<()> {
         self.send(batch)?;
-        match self
-            .answers()?
-            .into_iter()
-            .find(|&c| c < 0 && c != i32::MIN)
-        {
+        match self.answers()?.into_iter().find(|&c| c < 0 && c != i32::MIN) {
             Some(code) => Err(io::Error::from_raw_os_error(-code)),
             None => Ok(()),
         }

@@ -17,24 +17,12 @@ pub fn apply(script: &str) -> io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("running nft (is nftables installed?): {e}"),
-            )
-        })?;
+        .map_err(|e| io::Error::new(e.kind(), format!("running nft (is nftables installed?): {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }
     let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    if out.status.success() { Ok(()) } else { Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim()))) }
 }
 
 /// How a sync was written.
@@ -91,32 +79,17 @@ fn first_load(ruleset: &Ruleset) -> io::Result<bool> {
     }
     apply(&ruleset.skeleton_script())?;
     for ((family, name), table) in &ruleset.tables {
-        let sets = table
-            .sets
-            .iter()
-            .filter(|(_, s)| !s.elements.is_empty() && nftset::netlink::encodable(s))
-            .map(|(n, s)| (n.as_str(), s));
-        let batch = nftset::netlink::element_batch(*family, name, sets, socket.next_seq(1 << 16))
-            .map_err(io::Error::other)?;
-        socket.transact(&batch).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("netlink element batch for table {family} {name}: {e}"),
-            )
-        })?;
+        let sets = table.sets.iter().filter(|(_, s)| !s.elements.is_empty() && nftset::netlink::encodable(s)).map(|(n, s)| (n.as_str(), s));
+        let batch = nftset::netlink::element_batch(*family, name, sets, socket.next_seq(1 << 16)).map_err(io::Error::other)?;
+        socket.transact(&batch).map_err(|e| io::Error::new(e.kind(), format!("netlink element batch for table {family} {name}: {e}")))?;
     }
     Ok(true)
 }
 
 /// `nft list table` output, or `None` when the table does not exist.
 pub fn list_table(family: Family, name: &str) -> io::Result<Option<String>> {
-    let out = Command::new("nft")
-        .args(["list", "table", &family.to_string(), name])
-        .output()?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    let out = Command::new("nft").args(["list", "table", &family.to_string(), name]).output()?;
+    Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// A long-lived `nft -i` for small transactions. Each `nft -f` process that deletes elements
@@ -140,38 +113,16 @@ impl Session {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("running nft -i (is nftables installed?): {e}"),
-                )
-            })?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| io::Error::other("nft -i: no stdin"))?;
-        let stderr = std::io::BufReader::new(
-            child
-                .stderr
-                .take()
-                .ok_or_else(|| io::Error::other("nft -i: no stderr"))?,
-        );
-        Ok(Session {
-            child,
-            stdin,
-            stderr,
-            sequence: 0,
-        })
+            .map_err(|e| io::Error::new(e.kind(), format!("running nft -i (is nftables installed?): {e}")))?;
+        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("nft -i: no stdin"))?;
+        let stderr = std::io::BufReader::new(child.stderr.take().ok_or_else(|| io::Error::other("nft -i: no stderr"))?);
+        Ok(Session { child, stdin, stderr, sequence: 0 })
     }
 
     /// Runs `script` as one transaction: all of it or nothing.
     pub fn apply(&mut self, script: &str) -> io::Result<()> {
         use std::io::BufRead;
-        let commands: Vec<&str> = script
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let commands: Vec<&str> = script.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if commands.is_empty() {
             return Ok(());
         }
@@ -183,10 +134,7 @@ impl Session {
         loop {
             let mut line = String::new();
             if self.stderr.read_line(&mut line)? == 0 {
-                return Err(io::Error::other(format!(
-                    "nft -i exited: {}",
-                    said.join("\n")
-                )));
+                return Err(io::Error::other(format!("nft -i exited: {}", said.join("\n"))));
             }
             let line = line.trim_end().to_owned();
             if line == marker {
@@ -197,11 +145,7 @@ impl Session {
         let mut carets = String::new();
         self.stderr.read_line(&mut carets)?;
         said.pop(); // the marker's own "No such file or directory"
-        if said.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!("nft: {}", said.join("\n"))))
-        }
+        if said.is_empty() { Ok(()) } else { Err(io::Error::other(format!("nft: {}", said.join("\n")))) }
     }
 }
 

@@ -6,11 +6,7 @@ use dataplane::netns::{self, NamedNetns};
 use nftset::{Chain, Family, Ruleset, Set, Table};
 
 fn ready() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_ok();
+    let ok = nix::unistd::geteuid().is_root() && std::process::Command::new("nft").arg("--version").output().is_ok();
     if !ok {
         eprintln!("skipped: needs root and nft");
     }
@@ -21,35 +17,29 @@ fn ruleset(elements: &[(&str, &str)]) -> Ruleset {
     let mut t = Table::default();
     t.chains.insert(
         "prerouting".into(),
-        Chain {
-            base: Some("type nat hook prerouting priority -100; policy accept;".into()),
-            rules: vec!["jump services".into()],
-        },
+        Chain { base: Some("type nat hook prerouting priority -100; policy accept;".into()), rules: vec!["jump services".into()] },
     );
+    t.chains.insert("services".into(), Chain { base: None, rules: vec!["ip daddr . meta l4proto . th dport vmap @service-ips".into()] });
     t.chains.insert(
-        "services".into(),
-        Chain {
-            base: None,
-            rules: vec!["ip daddr . meta l4proto . th dport vmap @service-ips".into()],
-        },
+        "class-1".into(),
+        Chain { base: None, rules: vec!["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints".into()] },
     );
-    t.chains.insert("class-1".into(), Chain { base: None, rules: vec!["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints".into()] });
     t.sets.insert(
         "service-ips".into(),
         Set {
             is_map: true,
             spec: "type ipv4_addr . inet_proto . inet_service : verdict;".into(),
-            elements: elements
-                .iter()
-                .map(|(vip, _)| (format!("{vip} . tcp . 80"), Some("goto class-1".to_owned())))
-                .collect(),
+            elements: elements.iter().map(|(vip, _)| (format!("{vip} . tcp . 80"), Some("goto class-1".to_owned()))).collect(),
         },
     );
-    t.sets.insert("endpoints".into(), Set {
-        is_map: true,
-        spec: "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;".into(),
-        elements: elements.iter().map(|(vip, ep)| (format!("{vip} . tcp . 80 . 0"), Some(format!("{ep} . 8080")))).collect(),
-    });
+    t.sets.insert(
+        "endpoints".into(),
+        Set {
+            is_map: true,
+            spec: "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;".into(),
+            elements: elements.iter().map(|(vip, ep)| (format!("{vip} . tcp . 80 . 0"), Some(format!("{ep} . 8080")))).collect(),
+        },
+    );
     let mut r = Ruleset::default();
     r.tables.insert((Family::Ip, "podnet-test".into()), t);
     r
@@ -65,42 +55,19 @@ fn full_sync_then_differences_reach_the_kernel() {
     netns::run_in(&path, || {
         let v1 = ruleset(&[("10.96.0.10", "10.244.0.2"), ("10.96.0.11", "10.244.0.3")]);
         dataplane::nft::sync(None, &v1).unwrap();
-        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test")
-            .unwrap()
-            .unwrap();
-        assert!(
-            listed.contains("10.96.0.10 . tcp . 80 : goto class-1"),
-            "{listed}"
-        );
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(listed.contains("10.96.0.10 . tcp . 80 : goto class-1"), "{listed}");
         let v2 = ruleset(&[("10.96.0.10", "10.244.0.9"), ("10.96.0.12", "10.244.0.4")]);
         dataplane::nft::sync(Some(&v1), &v2).unwrap();
-        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test")
-            .unwrap()
-            .unwrap();
-        assert!(
-            listed.contains("10.96.0.12 . tcp . 80 : goto class-1")
-                && !listed.contains("10.96.0.11"),
-            "{listed}"
-        );
-        assert!(
-            listed.contains("10.244.0.9 . 8080") && !listed.contains("10.244.0.2 . 8080"),
-            "{listed}"
-        );
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(listed.contains("10.96.0.12 . tcp . 80 : goto class-1") && !listed.contains("10.96.0.11"), "{listed}");
+        assert!(listed.contains("10.244.0.9 . 8080") && !listed.contains("10.244.0.2 . 8080"), "{listed}");
         // A full re-sync over an existing table replaces it.
         dataplane::nft::sync(None, &v1).unwrap();
-        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test")
-            .unwrap()
-            .unwrap();
-        assert!(
-            listed.contains("10.96.0.11") && !listed.contains("10.96.0.12"),
-            "{listed}"
-        );
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(listed.contains("10.96.0.11") && !listed.contains("10.96.0.12"), "{listed}");
         dataplane::nft::apply(&v1.delete_script()).unwrap();
-        assert!(
-            dataplane::nft::list_table(Family::Ip, "podnet-test")
-                .unwrap()
-                .is_none()
-        );
+        assert!(dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().is_none());
     })
     .unwrap();
 }

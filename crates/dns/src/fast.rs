@@ -41,11 +41,7 @@ pub fn parse(bytes: &[u8], transport: Transport, recursion: Recursion) -> Option
             return None; // compression in a question, or cut short
         }
         key.push(len as u8);
-        key.extend(
-            bytes[at + 1..at + 1 + len]
-                .iter()
-                .map(u8::to_ascii_lowercase),
-        );
+        key.extend(bytes[at + 1..at + 1 + len].iter().map(u8::to_ascii_lowercase));
         at += 1 + len;
     }
     let name_end = at + 1;
@@ -70,10 +66,7 @@ pub fn parse(bytes: &[u8], transport: Transport, recursion: Recursion) -> Option
         // Options (cookies, padding, ...) must be well formed; they do not shape the response.
         let end = at + rdlen;
         while at < end {
-            let len = usize::from(u16::from_be_bytes([
-                *bytes.get(at + 2)?,
-                *bytes.get(at + 3)?,
-            ]));
+            let len = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
             at += 4 + len;
         }
         if at != end {
@@ -114,10 +107,7 @@ impl Answers {
     pub fn get(&self, plain: &Plain, query: &[u8]) -> Option<Vec<u8>> {
         let map = self.map.lock().ok()?;
         let kept = map.get(&plain.key)?;
-        if kept
-            .until
-            .is_some_and(|until| until <= std::time::Instant::now())
-        {
+        if kept.until.is_some_and(|until| until <= std::time::Instant::now()) {
             return None;
         }
         let mut out = kept.bytes.to_vec();
@@ -137,17 +127,11 @@ impl Answers {
 
     /// Keeps a forwarded `response` for one second (see [`Kept`]).
     pub fn put_forwarded(&self, plain: Plain, response: &[u8]) {
-        self.keep(
-            plain,
-            response,
-            Some(std::time::Instant::now() + std::time::Duration::from_secs(1)),
-        );
+        self.keep(plain, response, Some(std::time::Instant::now() + std::time::Duration::from_secs(1)));
     }
 
     fn keep(&self, plain: Plain, response: &[u8], until: Option<std::time::Instant>) {
-        let echoes_question = response.len() >= plain.name_end + 4
-            && response[4..6] == [0, 1]
-            && response[3] & 0x0f != 1;
+        let echoes_question = response.len() >= plain.name_end + 4 && response[4..6] == [0, 1] && response[3] & 0x0f != 1;
         if !echoes_question {
             return;
         }
@@ -155,13 +139,7 @@ impl Answers {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(
-            plain.key,
-            Kept {
-                bytes: response.into(),
-                until,
-            },
-        );
+        map.insert(plain.key, Kept { bytes: response.into(), until });
     }
 }
 
@@ -183,37 +161,12 @@ mod tests {
 
     #[test]
     fn plain_queries_key_on_the_lowercased_question_and_the_response_shape() {
-        let a = parse(
-            &query("Web.Default.svc.cluster.local.", false),
-            Transport::Udp,
-            Recursion::Allowed,
-        )
-        .unwrap();
-        let b = parse(
-            &query("web.default.svc.cluster.local.", false),
-            Transport::Udp,
-            Recursion::Allowed,
-        )
-        .unwrap();
+        let a = parse(&query("Web.Default.svc.cluster.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
+        let b = parse(&query("web.default.svc.cluster.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
         assert_eq!(a.key, b.key);
-        let tcp = parse(
-            &query("web.default.svc.cluster.local.", false),
-            Transport::Tcp,
-            Recursion::Allowed,
-        )
-        .unwrap();
-        let edns = parse(
-            &query("web.default.svc.cluster.local.", true),
-            Transport::Udp,
-            Recursion::Allowed,
-        )
-        .unwrap();
-        let refused = parse(
-            &query("web.default.svc.cluster.local.", false),
-            Transport::Udp,
-            Recursion::Refused,
-        )
-        .unwrap();
+        let tcp = parse(&query("web.default.svc.cluster.local.", false), Transport::Tcp, Recursion::Allowed).unwrap();
+        let edns = parse(&query("web.default.svc.cluster.local.", true), Transport::Udp, Recursion::Allowed).unwrap();
+        let refused = parse(&query("web.default.svc.cluster.local.", false), Transport::Udp, Recursion::Refused).unwrap();
         assert!(a.key != tcp.key && a.key != edns.key && a.key != refused.key);
         // Not plain: trailing bytes, a response, two questions.
         let mut long = query("a.b.", false);

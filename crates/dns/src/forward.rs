@@ -39,12 +39,7 @@ pub struct ForwardConfig {
 
 impl Default for ForwardConfig {
     fn default() -> Self {
-        ForwardConfig {
-            upstreams: Vec::new(),
-            timeout: Duration::from_secs(2),
-            max_concurrent: 1000,
-            cache_size: 9984,
-        }
+        ForwardConfig { upstreams: Vec::new(), timeout: Duration::from_secs(2), max_concurrent: 1000, cache_size: 9984 }
     }
 }
 
@@ -52,12 +47,7 @@ impl Default for ForwardConfig {
 pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| {
-            rest.split_whitespace()
-                .next()?
-                .parse::<std::net::IpAddr>()
-                .ok()
-        })
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<std::net::IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
 }
@@ -66,10 +56,7 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
 pub fn resolv_conf_searches(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
-        if let Some(rest) = line
-            .strip_prefix("search")
-            .or_else(|| line.strip_prefix("domain"))
-        {
+        if let Some(rest) = line.strip_prefix("search").or_else(|| line.strip_prefix("domain")) {
             out = rest.split_whitespace().map(str::to_owned).collect();
         }
     }
@@ -132,16 +119,10 @@ fn cache_ttl(response: &Message) -> Option<u32> {
             RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
             _ => None,
         });
-        Some(soa.unwrap_or(0).min(MAX_DENIAL_TTL))
-            .filter(|_| rcode == ResponseCode::NXDomain || rcode == ResponseCode::NoError)
+        Some(soa.unwrap_or(0).min(MAX_DENIAL_TTL)).filter(|_| rcode == ResponseCode::NXDomain || rcode == ResponseCode::NoError)
     };
     match response.metadata.response_code {
-        ResponseCode::NoError if !response.answers.is_empty() => response
-            .answers
-            .iter()
-            .map(|r| r.ttl)
-            .min()
-            .map(|t| t.min(MAX_SUCCESS_TTL)),
+        ResponseCode::NoError if !response.answers.is_empty() => response.answers.iter().map(|r| r.ttl).min().map(|t| t.min(MAX_SUCCESS_TTL)),
         code @ (ResponseCode::NoError | ResponseCode::NXDomain) => negative(code),
         _ => None,
     }
@@ -151,15 +132,8 @@ impl Forwarder {
     /// A forwarder with an empty cache.
     pub fn new(config: ForwardConfig) -> Forwarder {
         let slots = Semaphore::new(config.max_concurrent);
-        let seed =
-            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-        Forwarder {
-            config,
-            cache: Mutex::new(HashMap::new()),
-            slots,
-            next_id: AtomicU64::new(seed),
-            counters: Counters::default(),
-        }
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+        Forwarder { config, cache: Mutex::new(HashMap::new()), slots, next_id: AtomicU64::new(seed), counters: Counters::default() }
     }
 
     /// Entries in the cache.
@@ -178,12 +152,7 @@ impl Forwarder {
         r.metadata.id = query.metadata.id;
         r.metadata.recursion_desired = query.metadata.recursion_desired;
         r.queries = query.queries.clone(); // the name as asked
-        for rec in r
-            .answers
-            .iter_mut()
-            .chain(r.authorities.iter_mut())
-            .chain(r.additionals.iter_mut())
-        {
+        for rec in r.answers.iter_mut().chain(r.authorities.iter_mut()).chain(r.additionals.iter_mut()) {
             rec.decrement_ttl(age);
         }
         Some(r)
@@ -207,14 +176,7 @@ impl Forwarder {
         }
         let mut stored = response.clone();
         stored.edns = None;
-        cache.insert(
-            key,
-            Entry {
-                response: stored,
-                stored: Instant::now(),
-                ttl,
-            },
-        );
+        cache.insert(key, Entry { response: stored, stored: Instant::now(), ttl });
     }
 
     /// The answer to `query` (a question outside the zone), from the cache or upstream.
@@ -238,9 +200,7 @@ impl Forwarder {
                 with_edns_of(response, query)
             }
             _ => {
-                self.counters
-                    .upstream_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
                 response_to(query, ResponseCode::ServFail)
             }
         }
@@ -249,8 +209,7 @@ impl Forwarder {
     async fn ask_upstreams(&self, query: &Message) -> Option<Message> {
         let mut upstream_query = query.clone();
         // Our own id towards upstream; the answer must carry it.
-        upstream_query.metadata.id =
-            (self.next_id.fetch_add(0x9E37_79B9, Ordering::Relaxed) >> 7) as u16;
+        upstream_query.metadata.id = (self.next_id.fetch_add(0x9E37_79B9, Ordering::Relaxed) >> 7) as u16;
         upstream_query.metadata.recursion_desired = true;
         let bytes = upstream_query.to_vec().ok()?;
         for upstream in &self.config.upstreams {
@@ -278,11 +237,7 @@ fn with_edns_of(mut response: Message, query: &Message) -> Message {
 
 /// One UDP exchange; `None` on any failure (refused, timeout is the caller's, garbage).
 async fn ask_udp(upstream: SocketAddr, bytes: &[u8], id: u16) -> Option<Message> {
-    let bind: SocketAddr = if upstream.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let bind: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let socket = UdpSocket::bind(bind).await.ok()?;
     socket.connect(upstream).await.ok()?;
     socket.send(bytes).await.ok()?;
@@ -320,13 +275,7 @@ mod tests {
     #[test]
     fn nameservers_come_from_resolv_conf() {
         let text = "# comment\nsearch example.com\nnameserver 192.0.2.1\nnameserver 2001:db8::1 # v6\noptions ndots:5\n";
-        assert_eq!(
-            resolv_conf_nameservers(text),
-            [
-                "192.0.2.1:53".parse().unwrap(),
-                "[2001:db8::1]:53".parse().unwrap()
-            ]
-        );
+        assert_eq!(resolv_conf_nameservers(text), ["192.0.2.1:53".parse().unwrap(), "[2001:db8::1]:53".parse().unwrap()]);
     }
 
     #[test]
@@ -334,16 +283,8 @@ mod tests {
         let name = Name::from_ascii("example.com.").unwrap();
         let mut ok = Message::query();
         ok.add_query(Query::query(name.clone(), RecordType::A));
-        ok.answers.push(Record::from_rdata(
-            name.clone(),
-            300,
-            RData::A(A::new(192, 0, 2, 1)),
-        ));
-        ok.answers.push(Record::from_rdata(
-            name.clone(),
-            60,
-            RData::A(A::new(192, 0, 2, 2)),
-        ));
+        ok.answers.push(Record::from_rdata(name.clone(), 300, RData::A(A::new(192, 0, 2, 1))));
+        ok.answers.push(Record::from_rdata(name.clone(), 60, RData::A(A::new(192, 0, 2, 2))));
         assert_eq!(cache_ttl(&ok), Some(60));
         ok.answers[1].ttl = 86400 * 7;
         ok.answers[0].ttl = 86400 * 7;
@@ -351,8 +292,7 @@ mod tests {
         let mut nx = Message::query();
         nx.metadata.response_code = ResponseCode::NXDomain;
         let soa = SOA::new(name.clone(), name.clone(), 1, 1, 1, 1, 30);
-        nx.authorities
-            .push(Record::from_rdata(name.clone(), 900, RData::SOA(soa)));
+        nx.authorities.push(Record::from_rdata(name.clone(), 900, RData::SOA(soa)));
         assert_eq!(cache_ttl(&nx), Some(30), "the SOA's minimum, under its TTL");
         nx.metadata.response_code = ResponseCode::ServFail;
         assert_eq!(cache_ttl(&nx), None);

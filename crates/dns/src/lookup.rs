@@ -38,6 +38,9 @@ pub enum Lookup {
     NotOurs,
 }
 
+/// The longest chain of CNAMEs followed inside the zone (CoreDNS's `maxCnameChainLength`).
+pub const MAX_CNAME_CHAIN: usize = 10;
+
 /// What a name in the zone stands for, before the query type is looked at.
 enum Found {
     /// The name does not exist.
@@ -50,11 +53,7 @@ enum Found {
 #[derive(Clone, Debug)]
 enum Target {
     /// An address; for SRV, the port and the name that holds the address.
-    Address {
-        ip: IpAddr,
-        port: Option<u16>,
-        holder: Name,
-    },
+    Address { ip: IpAddr, port: Option<u16>, holder: Name },
     /// A CNAME (ExternalName).
     Alias(Name),
     /// `dns-version`.
@@ -68,33 +67,22 @@ impl View {
 
     /// The zone's SOA (CoreDNS's: `ns.dns.<zone>`, `hostmaster.<zone>`, the TTL as minimum).
     pub fn soa(&self) -> Record {
-        let join = |prefix: &str| {
-            Name::from_ascii(prefix)
-                .and_then(|p| p.append_domain(&self.zone))
-                .unwrap_or_else(|_| self.zone.clone())
-        };
-        let soa = SOA::new(
-            join("ns.dns"),
-            join("hostmaster"),
-            self.serial,
-            7200,
-            1800,
-            86400,
-            self.ttl,
-        );
+        let join = |prefix: &str| Name::from_ascii(prefix).and_then(|p| p.append_domain(&self.zone)).unwrap_or_else(|_| self.zone.clone());
+        let soa = SOA::new(join("ns.dns"), join("hostmaster"), self.serial, 7200, 1800, 86400, self.ttl);
         Record::from_rdata(self.zone.clone(), self.ttl.min(300), RData::SOA(soa))
     }
 
     fn negative(&self, rcode: ResponseCode) -> Lookup {
-        Lookup::Answer(Answer {
-            rcode,
-            authorities: vec![self.soa()],
-            ..Default::default()
-        })
+        Lookup::Answer(Answer { rcode, authorities: vec![self.soa()], ..Default::default() })
     }
 
     /// Looks `qname` / `qtype` up.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Lookup {
+        self.lookup_in_chain(qname, qtype, &[])
+    }
+
+    /// Looks `qname` up as the next link of a CNAME chain whose targets so far are `chain`.
+    fn lookup_in_chain(&self, qname: &Name, qtype: RecordType, chain: &[Name]) -> Lookup {
         let lower = qname.to_lowercase();
         if let Some(ip) = reverse_address(&lower) {
             return self.lookup_reverse(qname, ip, qtype);
@@ -103,11 +91,7 @@ impl View {
             return Lookup::NotOurs;
         }
         let extra = usize::from(lower.num_labels() - self.zone.num_labels());
-        let labels: Vec<String> = lower
-            .iter()
-            .take(extra)
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect();
+        let labels: Vec<String> = lower.iter().take(extra).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
 
         if labels.is_empty() {
@@ -124,13 +108,11 @@ impl View {
                 for t in &targets {
                     match t {
                         // One record per address, not per port.
-                        Target::Address { ip, .. }
-                            if (qtype == RecordType::A) == ip.is_ipv4() && !seen.contains(ip) =>
-                        {
+                        Target::Address { ip, .. } if (qtype == RecordType::A) == ip.is_ipv4() && !seen.contains(ip) => {
                             seen.push(*ip);
                             answer.answers.push(self.record(qname, address(*ip)));
                         }
-                        Target::Alias(target) => self.alias(qname, target, qtype, &mut answer),
+                        Target::Alias(target) => self.alias(qname, target, qtype, chain, &mut answer),
                         _ => {}
                     }
                 }
@@ -138,20 +120,14 @@ impl View {
             RecordType::CNAME => {
                 for t in &targets {
                     if let Target::Alias(target) = t {
-                        answer
-                            .answers
-                            .push(self.record(qname, RData::CNAME(CNAME(target.clone()))));
+                        answer.answers.push(self.record(qname, RData::CNAME(CNAME(target.clone()))));
                     }
                 }
             }
             RecordType::TXT => {
                 for t in &targets {
                     if let Target::Text(text) = t {
-                        answer.answers.push(Record::from_rdata(
-                            qname.clone(),
-                            VERSION_TTL,
-                            RData::TXT(TXT::new(vec![text.clone()])),
-                        ));
+                        answer.answers.push(Record::from_rdata(qname.clone(), VERSION_TTL, RData::TXT(TXT::new(vec![text.clone()]))));
                     }
                 }
             }
@@ -170,35 +146,38 @@ impl View {
         match qtype {
             RecordType::SOA => answer.answers.push(self.soa()),
             RecordType::NS => {
-                let ns = Name::from_ascii("ns.dns")
-                    .and_then(|n| n.append_domain(&self.zone))
-                    .unwrap_or_else(|_| self.zone.clone());
-                answer
-                    .answers
-                    .push(self.record(qname, RData::NS(NS(ns.clone()))));
-                answer.additionals.extend(
-                    self.nameservers
-                        .iter()
-                        .map(|ip| self.record(&ns, address(*ip))),
-                );
+                let ns = Name::from_ascii("ns.dns").and_then(|n| n.append_domain(&self.zone)).unwrap_or_else(|_| self.zone.clone());
+                answer.answers.push(self.record(qname, RData::NS(NS(ns.clone()))));
+                answer.additionals.extend(self.nameservers.iter().map(|ip| self.record(&ns, address(*ip))));
             }
             _ => return self.negative(ResponseCode::NoError),
         }
         Lookup::Answer(answer)
     }
 
-    /// A CNAME to `target`, and the target's records when it is in the zone.
-    fn alias(&self, qname: &Name, target: &Name, qtype: RecordType, answer: &mut Answer) {
-        answer
-            .answers
-            .push(self.record(qname, RData::CNAME(CNAME(target.clone()))));
-        if self.zone.zone_of(&target.to_lowercase())
-            && let Lookup::Answer(chased) = self.lookup(target, qtype)
-            && !chased
-                .answers
-                .iter()
-                .any(|r| r.record_type() == RecordType::CNAME)
+    /// A CNAME to `target`, followed as CoreDNS's kubernetes plugin follows it: a target in the
+    /// zone is chased link by link and the CNAME is kept only if the chain ends in records; one
+    /// outside the zone is answered with the CNAME alone (the client's resolver goes on). The
+    /// chase is bounded, since ExternalNames are user data that can point at each other: a
+    /// name pointing at itself, a target already in the chain (a loop) and a chain longer than
+    /// [`MAX_CNAME_CHAIN`] add nothing.
+    fn alias(&self, qname: &Name, target: &Name, qtype: RecordType, chain: &[Name], answer: &mut Answer) {
+        let lower = target.to_lowercase();
+        if lower == qname.to_lowercase() || chain.len() > MAX_CNAME_CHAIN || chain.iter().any(|t| t.to_lowercase() == lower) {
+            return;
+        }
+        let cname = self.record(qname, RData::CNAME(CNAME(target.clone())));
+        if !self.zone.zone_of(&lower) {
+            answer.answers.push(cname);
+            return;
+        }
+        let mut longer = chain.to_vec();
+        longer.push(target.clone());
+        if let Lookup::Answer(chased) = self.lookup_in_chain(target, qtype, &longer)
+            && chased.rcode == ResponseCode::NoError
+            && !chased.answers.is_empty()
         {
+            answer.answers.push(cname);
             answer.answers.extend(chased.answers);
         }
     }
@@ -208,11 +187,7 @@ impl View {
     fn srv(&self, qname: &Name, targets: &[Target], answer: &mut Answer) {
         let mut seen: Vec<(u16, Name)> = Vec::new();
         for t in targets {
-            if let Target::Address {
-                port: Some(port),
-                holder,
-                ..
-            } = t
+            if let Target::Address { port: Some(port), holder, .. } = t
                 && !seen.contains(&(*port, holder.clone()))
             {
                 seen.push((*port, holder.clone()));
@@ -220,18 +195,11 @@ impl View {
         }
         let weight = u16::try_from(100 / seen.len().max(1)).unwrap_or(1).max(1);
         for (port, holder) in &seen {
-            answer.answers.push(self.record(
-                qname,
-                RData::SRV(SRV::new(0, weight, *port, holder.clone())),
-            ));
+            answer.answers.push(self.record(qname, RData::SRV(SRV::new(0, weight, *port, holder.clone()))));
         }
         let mut glued: Vec<(IpAddr, Name)> = Vec::new();
         for t in targets {
-            if let Target::Address {
-                ip,
-                port: Some(_),
-                holder,
-            } = t
+            if let Target::Address { ip, port: Some(_), holder } = t
                 && !glued.contains(&(*ip, holder.clone()))
             {
                 glued.push((*ip, holder.clone()));
@@ -247,16 +215,7 @@ impl View {
             ["dns-version"] => Found::Records(vec![Target::Text(SCHEMA_VERSION.into())]),
             ["ns", "dns"] => {
                 let holder = self.zone.clone();
-                Found::Records(
-                    self.nameservers
-                        .iter()
-                        .map(|ip| Target::Address {
-                            ip: *ip,
-                            port: None,
-                            holder: holder.clone(),
-                        })
-                        .collect(),
-                )
+                Found::Records(self.nameservers.iter().map(|ip| Target::Address { ip: *ip, port: None, holder: holder.clone() }).collect())
             }
             ["dns"] | ["svc"] | ["pod"] => empty,
             [ns, "svc" | "pod"] => {
@@ -280,81 +239,43 @@ impl View {
         }
         // `a-b-c-d` for IPv4; IPv6 with its colons as dashes.
         let ip: Option<IpAddr> = if pod.matches('-').count() == 3 && !pod.contains("--") {
-            pod.replace('-', ".")
-                .parse::<Ipv4Addr>()
-                .ok()
-                .map(IpAddr::V4)
+            pod.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4)
         } else {
-            pod.replace('-', ":")
-                .parse::<Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
+            pod.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
         };
         let Some(ip) = ip else { return Found::Missing };
-        if self.pods == PodsMode::Verified
-            && !self
-                .pod_ips
-                .get(&ip)
-                .is_some_and(|namespaces| namespaces.contains(ns))
-        {
+        if self.pods == PodsMode::Verified && !self.pod_ips.get(&ip).is_some_and(|namespaces| namespaces.contains(ns)) {
             return Found::Missing;
         }
-        Found::Records(vec![Target::Address {
-            ip,
-            port: None,
-            holder: self.zone.clone(),
-        }])
+        Found::Records(vec![Target::Address { ip, port: None, holder: self.zone.clone() }])
     }
 
     /// A Service's records, optionally of one endpoint hostname or one `_port._proto`.
-    fn find_service(
-        &self,
-        ns: &str,
-        svc: &str,
-        endpoint: Option<&str>,
-        port: Option<(&str, &str)>,
-    ) -> Found {
+    fn find_service(&self, ns: &str, svc: &str, endpoint: Option<&str>, port: Option<(&str, &str)>) -> Found {
         let Some(service) = self.services.get(&(ns.to_owned(), svc.to_owned())) else {
             return Found::Missing;
         };
-        let Ok(own) =
-            Name::from_ascii(format!("{svc}.{ns}.svc")).and_then(|n| n.append_domain(&self.zone))
-        else {
+        let Ok(own) = Name::from_ascii(format!("{svc}.{ns}.svc")).and_then(|n| n.append_domain(&self.zone)) else {
             return Found::Missing;
         };
         let port_matches = |p: &Port| match port {
             None => true,
             Some((name, proto)) => {
-                let (name, proto) = (
-                    name.strip_prefix('_').unwrap_or(name),
-                    proto.strip_prefix('_').unwrap_or(proto),
-                );
+                let (name, proto) = (name.strip_prefix('_').unwrap_or(name), proto.strip_prefix('_').unwrap_or(proto));
                 (name == "*" || name == p.name) && (proto == "*" || proto == p.protocol)
             }
         };
         let endpoint_records = |endpoints: &[Endpoint]| -> Vec<Target> {
             let mut out = Vec::new();
-            for e in endpoints
-                .iter()
-                .filter(|e| endpoint.is_none_or(|h| h == e.hostname))
-            {
-                let Ok(holder) = Name::from_ascii(&e.hostname).and_then(|h| h.append_domain(&own))
-                else {
+            for e in endpoints.iter().filter(|e| endpoint.is_none_or(|h| h == e.hostname)) {
+                let Ok(holder) = Name::from_ascii(&e.hostname).and_then(|h| h.append_domain(&own)) else {
                     continue;
                 };
                 for p in e.ports.iter().filter(|p| port_matches(p)) {
-                    out.push(Target::Address {
-                        ip: e.ip,
-                        port: Some(p.number),
-                        holder: holder.clone(),
-                    });
+                    out.push(Target::Address { ip: e.ip, port: Some(p.number), holder: holder.clone() });
                 }
                 if e.ports.is_empty() && port.is_none() {
-                    out.push(Target::Address {
-                        ip: e.ip,
-                        port: None,
-                        holder: holder.clone(),
-                    });
+                    out.push(Target::Address { ip: e.ip, port: None, holder: holder.clone() });
                 }
             }
             out
@@ -367,27 +288,17 @@ impl View {
                 vec![Target::Alias(target.clone())]
             }
             Service::Headless { endpoints } => endpoint_records(endpoints),
-            Service::ClusterIp { endpoints, .. } if endpoint.is_some() => {
-                endpoint_records(endpoints)
-            }
+            Service::ClusterIp { endpoints, .. } if endpoint.is_some() => endpoint_records(endpoints),
             Service::ClusterIp { ips, ports, .. } => {
                 let mut out = Vec::new();
                 for p in ports.iter().filter(|p| port_matches(p)) {
-                    out.extend(ips.iter().map(|ip| Target::Address {
-                        ip: *ip,
-                        port: Some(p.number),
-                        holder: own.clone(),
-                    }));
+                    out.extend(ips.iter().map(|ip| Target::Address { ip: *ip, port: Some(p.number), holder: own.clone() }));
                 }
                 out
             }
         };
         // A headless Service without ready endpoints, or a port or endpoint it does not have: NXDOMAIN.
-        if targets.is_empty() {
-            Found::Missing
-        } else {
-            Found::Records(targets)
-        }
+        if targets.is_empty() { Found::Missing } else { Found::Records(targets) }
     }
 
     /// PTR for a reverse name: a ClusterIP's Service, an endpoint's hostname name. Addresses of
@@ -402,14 +313,8 @@ impl View {
         if qtype != RecordType::PTR {
             return self.negative(ResponseCode::NoError);
         }
-        let answers = names
-            .iter()
-            .map(|n| self.record(qname, RData::PTR(PTR(n.clone()))))
-            .collect();
-        Lookup::Answer(Answer {
-            answers,
-            ..Default::default()
-        })
+        let answers = names.iter().map(|n| self.record(qname, RData::PTR(PTR(n.clone())))).collect();
+        Lookup::Answer(Answer { answers, ..Default::default() })
     }
 }
 
@@ -426,12 +331,7 @@ fn reverse_address(lower: &Name) -> Option<IpAddr> {
     match labels.as_slice() {
         [d, c, b, a, b"in-addr", b"arpa"] => {
             let octet = |l: &[u8]| std::str::from_utf8(l).ok()?.parse::<u8>().ok();
-            Some(IpAddr::V4(Ipv4Addr::new(
-                octet(a)?,
-                octet(b)?,
-                octet(c)?,
-                octet(d)?,
-            )))
+            Some(IpAddr::V4(Ipv4Addr::new(octet(a)?, octet(b)?, octet(c)?, octet(d)?)))
         }
         [nibbles @ .., b"ip6", b"arpa"] if nibbles.len() == 32 => {
             let mut value: u128 = 0;

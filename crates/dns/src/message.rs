@@ -49,11 +49,7 @@ pub enum Recursion {
 
 /// An empty response to `query`'s header: same id, opcode, RD, question.
 pub fn response_to(query: &Message, rcode: ResponseCode) -> Message {
-    let mut m = Message::new(
-        query.metadata.id,
-        MessageType::Response,
-        query.metadata.op_code,
-    );
+    let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.checking_disabled = query.metadata.checking_disabled;
     m.metadata.response_code = rcode;
@@ -78,6 +74,16 @@ fn header_error(bytes: &[u8], rcode: ResponseCode) -> Handled {
     m.metadata.recursion_desired = bytes[2] & 1 == 1;
     m.metadata.response_code = rcode;
     m.to_vec().map_or(Handled::Drop, Handled::Reply)
+}
+
+/// [`handle`], with a bug met on the way (a panic) answered SERVFAIL for this one query
+/// instead of ending the server that serves every pod.
+pub fn handle_guarded(view: &View, bytes: &[u8], transport: Transport, recursion: Recursion) -> Handled {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(view, bytes, transport, recursion))) {
+        Ok(handled) => handled,
+        Err(_) if bytes.len() >= 12 => header_error(bytes, ResponseCode::ServFail),
+        Err(_) => Handled::Drop,
+    }
 }
 
 /// The largest response the client takes over `transport`.

@@ -10,29 +10,13 @@ use std::time::Duration;
 use crate::server::Shared;
 
 /// Query types counted by name (others are `other`), as CoreDNS's `monitor` type list.
-const TYPES: [(u16, &str); 10] = [
-    (1, "A"),
-    (28, "AAAA"),
-    (33, "SRV"),
-    (12, "PTR"),
-    (16, "TXT"),
-    (5, "CNAME"),
-    (2, "NS"),
-    (6, "SOA"),
-    (15, "MX"),
-    (0, "other"),
-];
-const RCODES: [&str; 6] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
-];
+const TYPES: [(u16, &str); 10] = [(1, "A"), (28, "AAAA"), (33, "SRV"), (12, "PTR"), (16, "TXT"), (5, "CNAME"), (2, "NS"), (6, "SOA"), (15, "MX"), (0, "other")];
+const RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
 /// CoreDNS's `dns_request_duration_seconds` buckets: `ExponentialBuckets(0.00025, 2, 16)`.
 const BUCKETS: usize = 16;
 
 fn type_index(qtype: u16) -> usize {
-    TYPES
-        .iter()
-        .position(|(t, _)| *t == qtype)
-        .unwrap_or(TYPES.len() - 1)
+    TYPES.iter().position(|(t, _)| *t == qtype).unwrap_or(TYPES.len() - 1)
 }
 
 fn bucket_bound(i: usize) -> f64 {
@@ -83,35 +67,18 @@ pub fn qtype_of(query: &[u8]) -> u16 {
 
 impl Metrics {
     /// Counts one request and its response.
-    pub fn record(
-        &self,
-        tcp: bool,
-        ipv6: bool,
-        qtype: u16,
-        response: Option<&[u8]>,
-        took: Duration,
-    ) {
+    pub fn record(&self, tcp: bool, ipv6: bool, qtype: u16, response: Option<&[u8]>, took: Duration) {
         let t = type_index(qtype);
         let i = (usize::from(tcp) * 2 + usize::from(ipv6)) * TYPES.len() + t;
         self.requests[i].fetch_add(1, Ordering::Relaxed);
         if let Some(r) = response.filter(|r| r.len() > 3) {
             let rcode = usize::from(r[3] & 0x0f);
-            self.responses[if rcode < RCODES.len() {
-                rcode
-            } else {
-                RCODES.len()
-            }]
-            .fetch_add(1, Ordering::Relaxed);
+            self.responses[if rcode < RCODES.len() { rcode } else { RCODES.len() }].fetch_add(1, Ordering::Relaxed);
         }
         let secs = took.as_secs_f64();
-        let bucket = (0..BUCKETS)
-            .find(|&b| secs <= bucket_bound(b))
-            .unwrap_or(BUCKETS);
+        let bucket = (0..BUCKETS).find(|&b| secs <= bucket_bound(b)).unwrap_or(BUCKETS);
         self.durations[t * (BUCKETS + 1) + bucket].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_ns[t].fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.duration_sum_ns[t].fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -124,14 +91,9 @@ pub fn render(shared: &Shared) -> String {
     for (proto_i, proto) in ["udp", "tcp"].iter().enumerate() {
         for family in 0..2 {
             for (t, (_, name)) in TYPES.iter().enumerate() {
-                let v =
-                    m.requests[(proto_i * 2 + family) * TYPES.len() + t].load(Ordering::Relaxed);
+                let v = m.requests[(proto_i * 2 + family) * TYPES.len() + t].load(Ordering::Relaxed);
                 if v > 0 {
-                    let _ = writeln!(
-                        out,
-                        "coredns_dns_requests_total{{{labels},proto=\"{proto}\",family=\"{}\",type=\"{name}\"}} {v}",
-                        family + 1
-                    );
+                    let _ = writeln!(out, "coredns_dns_requests_total{{{labels},proto=\"{proto}\",family=\"{}\",type=\"{name}\"}} {v}", family + 1);
                 }
             }
         }
@@ -140,17 +102,12 @@ pub fn render(shared: &Shared) -> String {
     for (i, rcode) in RCODES.iter().chain(["other"].iter()).enumerate() {
         let v = m.responses[i].load(Ordering::Relaxed);
         if v > 0 {
-            let _ = writeln!(
-                out,
-                "coredns_dns_responses_total{{{labels},rcode=\"{rcode}\",plugin=\"\"}} {v}"
-            );
+            let _ = writeln!(out, "coredns_dns_responses_total{{{labels},rcode=\"{rcode}\",plugin=\"\"}} {v}");
         }
     }
     out.push_str("# HELP coredns_dns_request_duration_seconds Histogram of the time (in seconds) each request took per zone.\n# TYPE coredns_dns_request_duration_seconds histogram\n");
     for (t, (_, name)) in TYPES.iter().enumerate() {
-        let counts: Vec<u64> = (0..=BUCKETS)
-            .map(|b| m.durations[t * (BUCKETS + 1) + b].load(Ordering::Relaxed))
-            .collect();
+        let counts: Vec<u64> = (0..=BUCKETS).map(|b| m.durations[t * (BUCKETS + 1) + b].load(Ordering::Relaxed)).collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             continue;
@@ -158,25 +115,12 @@ pub fn render(shared: &Shared) -> String {
         let mut cumulative = 0;
         for (b, c) in counts.iter().take(BUCKETS).enumerate() {
             cumulative += c;
-            let _ = writeln!(
-                out,
-                "coredns_dns_request_duration_seconds_bucket{{{labels},type=\"{name}\",le=\"{}\"}} {cumulative}",
-                bucket_bound(b)
-            );
+            let _ = writeln!(out, "coredns_dns_request_duration_seconds_bucket{{{labels},type=\"{name}\",le=\"{}\"}} {cumulative}", bucket_bound(b));
         }
-        let _ = writeln!(
-            out,
-            "coredns_dns_request_duration_seconds_bucket{{{labels},type=\"{name}\",le=\"+Inf\"}} {total}"
-        );
-        let _ = writeln!(
-            out,
-            "coredns_dns_request_duration_seconds_sum{{{labels},type=\"{name}\"}} {}",
-            m.duration_sum_ns[t].load(Ordering::Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(
-            out,
-            "coredns_dns_request_duration_seconds_count{{{labels},type=\"{name}\"}} {total}"
-        );
+        let _ = writeln!(out, "coredns_dns_request_duration_seconds_bucket{{{labels},type=\"{name}\",le=\"+Inf\"}} {total}");
+        let _ =
+            writeln!(out, "coredns_dns_request_duration_seconds_sum{{{labels},type=\"{name}\"}} {}", m.duration_sum_ns[t].load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "coredns_dns_request_duration_seconds_count{{{labels},type=\"{name}\"}} {total}");
     }
     let c = &shared.forwarder.counters;
     let _ = write!(
@@ -217,30 +161,15 @@ async fn answer_http(mut conn: tokio::net::TcpStream, shared: Arc<Shared>) {
             Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let path = String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_owned();
+    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
     let (code, kind, body) = match path.split('?').next().unwrap_or("/") {
         // `health`: the process answers; `ready`: the zone is loaded (it is before serving starts).
         "/health" | "/ready" => (200, "text/plain; charset=utf-8", "OK".to_owned()),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(&shared),
-        ),
-        _ => (
-            404,
-            "text/plain; charset=utf-8",
-            "404 page not found\n".to_owned(),
-        ),
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(&shared)),
+        _ => (404, "text/plain; charset=utf-8", "404 page not found\n".to_owned()),
     };
     let reason = if code == 200 { "OK" } else { "Not Found" };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let _ = conn.write_all(response.as_bytes()).await;
 }
 
@@ -258,16 +187,9 @@ mod tests {
         m.record(false, false, 1, Some(&response), Duration::from_micros(100));
         m.record(true, false, 99, None, Duration::from_secs(20));
         assert_eq!(m.requests[type_index(1)].load(Ordering::Relaxed), 1);
-        assert_eq!(
-            m.requests[2 * TYPES.len() + type_index(99)].load(Ordering::Relaxed),
-            1
-        );
+        assert_eq!(m.requests[2 * TYPES.len() + type_index(99)].load(Ordering::Relaxed), 1);
         assert_eq!(m.responses[3].load(Ordering::Relaxed), 1);
-        assert_eq!(
-            m.durations[type_index(99) * (BUCKETS + 1) + BUCKETS].load(Ordering::Relaxed),
-            1,
-            "over every bound: +Inf only"
-        );
+        assert_eq!(m.durations[type_index(99) * (BUCKETS + 1) + BUCKETS].load(Ordering::Relaxed), 1, "over every bound: +Inf only");
     }
 
     #[test]

@@ -56,10 +56,7 @@ impl Shared {
     /// Shared state serving `view`.
     pub fn new(view: View, forwarder: Forwarder, recursion_from: Option<Vec<IpNet>>) -> Shared {
         Shared {
-            zone: RwLock::new(Arc::new(Zone {
-                view,
-                answers: Answers::default(),
-            })),
+            zone: RwLock::new(Arc::new(Zone { view, answers: Answers::default() })),
             forwarder,
             recursion_from,
             requests: Requests::default(),
@@ -68,18 +65,12 @@ impl Shared {
     }
 
     fn zone(&self) -> Arc<Zone> {
-        self.zone
-            .read()
-            .map(|v| Arc::clone(&v))
-            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+        self.zone.read().map(|v| Arc::clone(&v)).unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
     /// Replaces the view (and the responses kept for the old one); queries after this see the new one.
     pub fn set_view(&self, view: View) {
-        let new = Arc::new(Zone {
-            view,
-            answers: Answers::default(),
-        });
+        let new = Arc::new(Zone { view, answers: Answers::default() });
         match self.zone.write() {
             Ok(mut v) => *v = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -106,7 +97,7 @@ impl Shared {
         let handled = match plain.as_ref().and_then(|p| zone.answers.get(p, bytes)) {
             Some(kept) => Handled::Reply(kept),
             None => {
-                let handled = handle(&zone.view, bytes, transport, recursion);
+                let handled = crate::message::handle_guarded(&zone.view, bytes, transport, recursion);
                 if let (Some(p), Handled::Reply(response)) = (plain, &handled) {
                     zone.answers.put(p, response);
                 }
@@ -114,14 +105,10 @@ impl Shared {
             }
         };
         match handled {
-            Handled::Reply(response)
-                if is_nxdomain(&response) && recursion == Recursion::Allowed =>
-            {
-                match autopath_candidate(&zone.view, bytes, source) {
-                    Some((query, path)) => Handled::Search(Box::new(query), path),
-                    None => Handled::Reply(response),
-                }
-            }
+            Handled::Reply(response) if is_nxdomain(&response) && recursion == Recursion::Allowed => match autopath_candidate(&zone.view, bytes, source) {
+                Some((query, path)) => Handled::Search(Box::new(query), path),
+                None => Handled::Reply(response),
+            },
             other => other,
         }
     }
@@ -143,11 +130,7 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
         let received = Instant::now();
         shared.requests.udp.fetch_add(1, Ordering::Relaxed);
         let qtype = crate::metrics::qtype_of(&buf[..n]);
-        let record = move |shared: &Shared, response: Option<&[u8]>| {
-            shared
-                .metrics
-                .record(false, peer.is_ipv6(), qtype, response, received.elapsed())
-        };
+        let record = move |shared: &Shared, response: Option<&[u8]>| shared.metrics.record(false, peer.is_ipv6(), qtype, response, received.elapsed());
         match shared.answer(&buf[..n], Transport::Udp, peer.ip()) {
             Handled::Reply(bytes) => {
                 let _ = socket.send_to(&bytes, peer).await;
@@ -158,8 +141,7 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
                 let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
                 let asked = buf[..n].to_vec();
                 tokio::spawn(async move {
-                    if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await
-                    {
+                    if let Handled::Reply(bytes) = forwarded(&shared, &query, Transport::Udp).await {
                         let _ = socket.send_to(&bytes, peer).await;
                         record(&shared, Some(&bytes));
                         shared.keep_forwarded(&asked, Transport::Udp, peer.ip(), &bytes);
@@ -169,9 +151,7 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Resul
             Handled::Search(query, path) => {
                 let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
                 tokio::spawn(async move {
-                    if let Handled::Reply(bytes) =
-                        autopath(&shared, &query, &path, Transport::Udp).await
-                    {
+                    if let Handled::Reply(bytes) = autopath(&shared, &query, &path, Transport::Udp).await {
                         let _ = socket.send_to(&bytes, peer).await;
                         record(&shared, Some(&bytes));
                     }
@@ -198,19 +178,11 @@ fn autopath_candidate(view: &View, bytes: &[u8], source: IpAddr) -> Option<(Mess
 /// CoreDNS's autopath: the name without the first search domain is tried with each of the
 /// others (in the zone, else upstream); the first that is not NXDOMAIN answers, with a CNAME
 /// from the name asked. All NXDOMAIN: the first answer stands.
-async fn autopath(
-    shared: &Shared,
-    query: &Message,
-    path: &[Name],
-    transport: Transport,
-) -> Handled {
+async fn autopath(shared: &Shared, query: &Message, path: &[Name], transport: Transport) -> Handled {
     let asked = query.queries[0].name().clone();
     let keep = usize::from(asked.num_labels() - path[0].num_labels());
     let Ok(base) = Name::from_labels(asked.iter().take(keep)) else {
-        return encode(
-            response_to(query, ResponseCode::ServFail),
-            size_limit(query, transport),
-        );
+        return encode(response_to(query, ResponseCode::ServFail), size_limit(query, transport));
     };
     for domain in &path[1..] {
         let Ok(candidate) = base.clone().append_domain(domain) else {
@@ -232,10 +204,7 @@ async fn autopath(
             }
             crate::lookup::Lookup::NotOurs => {
                 let r = shared.forwarder.resolve(&q).await;
-                if matches!(
-                    r.metadata.response_code,
-                    ResponseCode::NXDomain | ResponseCode::ServFail | ResponseCode::Refused
-                ) {
+                if matches!(r.metadata.response_code, ResponseCode::NXDomain | ResponseCode::ServFail | ResponseCode::Refused) {
                     continue;
                 }
                 r
@@ -243,23 +212,14 @@ async fn autopath(
         };
         response.queries = query.queries.clone();
         if !response.answers.is_empty() {
-            let cname = Record::from_rdata(
-                asked.clone(),
-                response.answers[0].ttl,
-                RData::CNAME(CNAME(candidate)),
-            );
+            let cname = Record::from_rdata(asked.clone(), response.answers[0].ttl, RData::CNAME(CNAME(candidate)));
             response.answers.insert(0, cname);
         }
         shared.metrics.autopath.fetch_add(1, Ordering::Relaxed);
         return encode(response, size_limit(query, transport));
     }
     let view = shared.zone();
-    handle(
-        &view.view,
-        &query.to_vec().unwrap_or_default(),
-        transport,
-        Recursion::Allowed,
-    )
+    handle(&view.view, &query.to_vec().unwrap_or_default(), transport, Recursion::Allowed)
 }
 
 async fn forwarded(shared: &Shared, query: &Message, transport: Transport) -> Handled {
@@ -279,20 +239,14 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> std::io::R
 }
 
 /// Length-prefixed messages, answered in order, until the client closes or idles.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> std::io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io::Result<()> {
     loop {
         let Ok(len) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
             return Ok(());
         };
         let len = usize::from(len?);
         let mut buf = vec![0u8; len];
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
         shared.requests.tcp.fetch_add(1, Ordering::Relaxed);
         let received = Instant::now();
         let handled = match shared.answer(&buf, Transport::Tcp, peer.ip()) {
@@ -309,13 +263,7 @@ async fn serve_connection(
                 framed.extend(u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
                 framed.extend(&bytes);
                 stream.write_all(&framed).await?;
-                shared.metrics.record(
-                    true,
-                    peer.is_ipv6(),
-                    crate::metrics::qtype_of(&buf),
-                    Some(&bytes),
-                    received.elapsed(),
-                );
+                shared.metrics.record(true, peer.is_ipv6(), crate::metrics::qtype_of(&buf), Some(&bytes), received.elapsed());
             }
             // Something that is not a query: the stream cannot be trusted any more.
             _ => return Ok(()),

@@ -29,9 +29,7 @@ impl std::str::FromStr for PodsMode {
             "disabled" => Ok(PodsMode::Disabled),
             "insecure" => Ok(PodsMode::Insecure),
             "verified" => Ok(PodsMode::Verified),
-            other => Err(format!(
-                "pods: {other:?} is not one of disabled, insecure, verified"
-            )),
+            other => Err(format!("pods: {other:?} is not one of disabled, insecure, verified")),
         }
     }
 }
@@ -93,11 +91,7 @@ pub struct Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Service {
     /// A Service with ClusterIPs.
-    ClusterIp {
-        ips: Vec<IpAddr>,
-        ports: Vec<Port>,
-        endpoints: Vec<Endpoint>,
-    },
+    ClusterIp { ips: Vec<IpAddr>, ports: Vec<Port>, endpoints: Vec<Endpoint> },
     /// A headless Service: its ready endpoints.
     Headless { endpoints: Vec<Endpoint> },
     /// An ExternalName Service: a CNAME.
@@ -160,21 +154,14 @@ fn hostname_of(hostname: Option<&str>, ip: &IpAddr) -> String {
         IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
         IpAddr::V6(v6) => {
             let dashed = v6.to_string().replace(':', "-");
-            if dashed.ends_with('-') {
-                format!("{dashed}0")
-            } else {
-                dashed
-            }
+            if dashed.ends_with('-') { format!("{dashed}0") } else { dashed }
         }
     }
 }
 
 /// Ready endpoint addresses of the slices: the `ready` condition (absent: ready), or any with
 /// `publishNotReadyAddresses`; terminating endpoints never.
-fn ready_endpoints<'a>(
-    slices: impl Iterator<Item = &'a EndpointSlice>,
-    publish_not_ready: bool,
-) -> Vec<Endpoint> {
+fn ready_endpoints<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, publish_not_ready: bool) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::new();
     for slice in slices {
         let ports: Vec<Port> = slice
@@ -200,11 +187,7 @@ fn ready_endpoints<'a>(
                 if out.iter().any(|o| o.ip == ip && o.ports == ports) {
                     continue; // the same address in two slices
                 }
-                out.push(Endpoint {
-                    hostname: hostname_of(e.hostname.as_deref(), &ip),
-                    ip,
-                    ports: ports.clone(),
-                });
+                out.push(Endpoint { hostname: hostname_of(e.hostname.as_deref(), &ip), ip, ports: ports.clone() });
             }
         }
     }
@@ -221,15 +204,8 @@ impl View {
         let [ns] = namespaces.iter().collect::<Vec<_>>()[..] else {
             return None;
         };
-        let svc = Name::from_ascii("svc")
-            .ok()?
-            .append_domain(&self.zone)
-            .ok()?;
-        let mut path = vec![
-            Name::from_ascii(ns).ok()?.append_domain(&svc).ok()?,
-            svc,
-            self.zone.clone(),
-        ];
+        let svc = Name::from_ascii("svc").ok()?.append_domain(&self.zone).ok()?;
+        let mut path = vec![Name::from_ascii(ns).ok()?.append_domain(&svc).ok()?, svc, self.zone.clone()];
         path.extend(host.iter().cloned());
         path.push(Name::root());
         Some(path)
@@ -238,22 +214,12 @@ impl View {
     /// The zone's data for a snapshot. EndpointSlices are the given ones, and computed ones for
     /// Services with a selector that none are given for (a pod without a Ready condition is ready).
     pub fn build(state: &ClusterState, config: &ZoneConfig, serial: u32) -> Result<View, BadZone> {
-        let zone = Name::from_ascii(format!("{}.", config.zone.trim_end_matches('.')))
-            .map_err(|_| BadZone(config.zone.clone()))?
-            .to_lowercase();
+        let zone = Name::from_ascii(format!("{}.", config.zone.trim_end_matches('.'))).map_err(|_| BadZone(config.zone.clone()))?.to_lowercase();
         let computed = model::endpoints::missing(state, |p| p.ready.unwrap_or(true));
         let mut slices: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in state
-            .endpoint_slices
-            .iter()
-            .map(|s| &s.object)
-            .chain(&computed)
-        {
+        for slice in state.endpoint_slices.iter().map(|s| &s.object).chain(&computed) {
             if let Some((ns, svc)) = model::endpoints::service_of(slice) {
-                slices
-                    .entry((ns.to_ascii_lowercase(), svc.to_ascii_lowercase()))
-                    .or_default()
-                    .push(slice);
+                slices.entry((ns.to_ascii_lowercase(), svc.to_ascii_lowercase())).or_default().push(slice);
             }
         }
         let mut view = View {
@@ -261,63 +227,36 @@ impl View {
             ttl: config.ttl,
             serial,
             pods: config.pods,
-            namespaces: state
-                .namespaces
-                .iter()
-                .map(|n| n.name.to_ascii_lowercase())
-                .collect(),
+            namespaces: state.namespaces.iter().map(|n| n.name.to_ascii_lowercase()).collect(),
             services: HashMap::new(),
             reverse: HashMap::new(),
             pod_ips: HashMap::new(),
             nameservers: Vec::new(),
-            reverse_networks: state
-                .service_cidrs
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
-            autopath: config.autopath.then(|| {
-                config
-                    .host_searches
-                    .iter()
-                    .filter_map(|s| Name::from_ascii(format!("{}.", s.trim_end_matches('.'))).ok())
-                    .collect()
-            }),
+            reverse_networks: state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
+            autopath: config
+                .autopath
+                .then(|| config.host_searches.iter().filter_map(|s| Name::from_ascii(format!("{}.", s.trim_end_matches('.'))).ok()).collect()),
         };
         for node in &state.nodes {
             let spec = node.spec.clone().unwrap_or_default();
-            let cidrs = spec
-                .pod_cidrs
-                .unwrap_or_else(|| spec.pod_cidr.into_iter().collect());
-            view.reverse_networks
-                .extend(cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()));
+            let cidrs = spec.pod_cidrs.unwrap_or_else(|| spec.pod_cidr.into_iter().collect());
+            view.reverse_networks.extend(cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()));
         }
         for pod in &state.pods {
             for ip in &pod.ips {
-                view.pod_ips
-                    .entry(*ip)
-                    .or_default()
-                    .insert(pod.namespace.to_ascii_lowercase());
+                view.pod_ips.entry(*ip).or_default().insert(pod.namespace.to_ascii_lowercase());
             }
         }
         let mut endpoint_names: Vec<(IpAddr, Name)> = Vec::new();
         for svc in &state.services {
-            let key = (
-                svc.namespace.to_ascii_lowercase(),
-                svc.name.to_ascii_lowercase(),
-            );
+            let key = (svc.namespace.to_ascii_lowercase(), svc.name.to_ascii_lowercase());
             let spec = svc.object.spec.clone().unwrap_or_default();
-            let Ok(own) = Name::from_ascii(format!("{}.{}.svc", key.1, key.0))
-                .and_then(|n| n.append_domain(&view.zone))
-            else {
+            let Ok(own) = Name::from_ascii(format!("{}.{}.svc", key.1, key.0)).and_then(|n| n.append_domain(&view.zone)) else {
                 continue;
             };
-            let endpoints = ready_endpoints(
-                slices.get(&key).into_iter().flatten().copied(),
-                spec.publish_not_ready_addresses.unwrap_or(false),
-            );
+            let endpoints = ready_endpoints(slices.get(&key).into_iter().flatten().copied(), spec.publish_not_ready_addresses.unwrap_or(false));
             for e in &endpoints {
-                if let Ok(name) = Name::from_ascii(&e.hostname).and_then(|h| h.append_domain(&own))
-                {
+                if let Ok(name) = Name::from_ascii(&e.hostname).and_then(|h| h.append_domain(&own)) {
                     endpoint_names.push((e.ip, name));
                 }
             }
@@ -329,18 +268,9 @@ impl View {
                 target.set_fqdn(true);
                 Service::ExternalName(target)
             } else {
-                let mut ips: Vec<IpAddr> = spec
-                    .cluster_ips
-                    .iter()
-                    .flatten()
-                    .filter_map(|i| i.parse().ok())
-                    .collect();
+                let mut ips: Vec<IpAddr> = spec.cluster_ips.iter().flatten().filter_map(|i| i.parse().ok()).collect();
                 if ips.is_empty() {
-                    ips = spec
-                        .cluster_ip
-                        .iter()
-                        .filter_map(|i| i.parse().ok())
-                        .collect();
+                    ips = spec.cluster_ip.iter().filter_map(|i| i.parse().ok()).collect();
                 }
                 if ips.is_empty() {
                     Service::Headless { endpoints }
@@ -348,9 +278,7 @@ impl View {
                     for ip in &ips {
                         view.reverse.entry(*ip).or_default().push(own.clone());
                     }
-                    if (key.0.as_str(), key.1.as_str())
-                        == (config.dns_service.0.as_str(), config.dns_service.1.as_str())
-                    {
+                    if (key.0.as_str(), key.1.as_str()) == (config.dns_service.0.as_str(), config.dns_service.1.as_str()) {
                         view.nameservers.clone_from(&ips);
                     }
                     let ports = spec
@@ -365,11 +293,7 @@ impl View {
                             })
                         })
                         .collect();
-                    Service::ClusterIp {
-                        ips,
-                        ports,
-                        endpoints,
-                    }
+                    Service::ClusterIp { ips, ports, endpoints }
                 }
             };
             view.services.insert(key, service);

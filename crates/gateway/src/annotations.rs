@@ -102,9 +102,7 @@ pub fn parse_size(text: &str) -> Result<Option<u64>, String> {
         Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_lowercase()),
         _ => (t, ' '),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (like 8m, 512k, 1g)"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 8m, 512k, 1g)"))?;
     let factor = match unit {
         ' ' => 1,
         'k' => 1024,
@@ -125,22 +123,14 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let t = text.trim().trim_end_matches('s');
-    t.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("{text:?} is not a number of seconds"))
+    t.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
 /// Reads a location's settings; problems name the annotation.
 pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<String>) -> Settings {
     let mut s = Settings::default();
-    let get = |name: &str| {
-        annotations
-            .get(&format!("{PREFIX}{name}"))
-            .map(String::as_str)
-    };
-    let mut note = |name: &str, e: String| {
-        problems.push(format!("annotation {PREFIX}{name}: {e}; using the default"))
-    };
+    let get = |name: &str| annotations.get(&format!("{PREFIX}{name}")).map(String::as_str);
+    let mut note = |name: &str, e: String| problems.push(format!("annotation {PREFIX}{name}: {e}; using the default"));
     if let Some(v) = get("ssl-redirect") {
         match parse_bool(v) {
             Ok(b) => s.ssl_redirect = b,
@@ -160,24 +150,17 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
         }
     }
     s.rewrite_target = get("rewrite-target").map(str::to_owned);
-    s.use_regex = s.rewrite_target.is_some()
-        || get("use-regex").is_some_and(|v| parse_bool(v).unwrap_or(false));
+    s.use_regex = s.rewrite_target.is_some() || get("use-regex").is_some_and(|v| parse_bool(v).unwrap_or(false));
     if let Some(v) = get("backend-protocol") {
         match v.trim().to_ascii_uppercase().as_str() {
             "HTTP" | "AUTO_HTTP" => s.backend_protocol = BackendProtocol::Http,
             "HTTPS" => s.backend_protocol = BackendProtocol::Https,
             "GRPC" | "H2C" => s.backend_protocol = BackendProtocol::Grpc,
             "GRPCS" => s.backend_protocol = BackendProtocol::Grpcs,
-            other => note(
-                "backend-protocol",
-                format!("{other:?} is not one of HTTP, HTTPS, GRPC, GRPCS, AUTO_HTTP"),
-            ),
+            other => note("backend-protocol", format!("{other:?} is not one of HTTP, HTTPS, GRPC, GRPCS, AUTO_HTTP")),
         }
     }
-    for (name, field) in [
-        ("proxy-read-timeout", &mut s.read_timeout),
-        ("proxy-connect-timeout", &mut s.connect_timeout),
-    ] {
+    for (name, field) in [("proxy-read-timeout", &mut s.read_timeout), ("proxy-connect-timeout", &mut s.connect_timeout)] {
         if let Some(v) = get(name) {
             match parse_seconds(v) {
                 Ok(d) => *field = d,
@@ -188,9 +171,7 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
     for name in ["whitelist-source-range", "allowlist-source-range"] {
         if let Some(v) = get(name) {
             for cidr in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                let parsed = cidr
-                    .parse::<IpNet>()
-                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
+                let parsed = cidr.parse::<IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from));
                 match parsed {
                     Ok(net) => s.allow_sources.push(net.trunc()),
                     Err(_) => note(name, format!("{cidr:?} is not a CIDR")),
@@ -212,9 +193,7 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
     }
     if get("affinity").map(str::trim) == Some("cookie") {
         s.affinity = Some(Affinity {
-            cookie: get("session-cookie-name")
-                .unwrap_or("INGRESSCOOKIE")
-                .to_owned(),
+            cookie: get("session-cookie-name").unwrap_or("INGRESSCOOKIE").to_owned(),
             path: get("session-cookie-path").map(str::to_owned),
             max_age: get("session-cookie-max-age").and_then(|v| v.trim().parse().ok()),
         });
@@ -224,25 +203,14 @@ pub fn settings(annotations: &BTreeMap<String, String>, problems: &mut Vec<Strin
 
 /// Whether an Ingress is a canary (`canary: "true"`).
 pub fn is_canary(annotations: &BTreeMap<String, String>) -> bool {
-    annotations
-        .get(&format!("{PREFIX}canary"))
-        .is_some_and(|v| parse_bool(v).unwrap_or(false))
+    annotations.get(&format!("{PREFIX}canary")).is_some_and(|v| parse_bool(v).unwrap_or(false))
 }
 
 /// A canary Ingress's rules for one backend.
 pub fn canary(annotations: &BTreeMap<String, String>, backend: crate::routes::Backend) -> Canary {
-    let get = |name: &str| {
-        annotations
-            .get(&format!("{PREFIX}{name}"))
-            .map(|v| v.trim().to_owned())
-    };
-    let weight = get("canary-weight")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let total = get("canary-weight-total")
-        .and_then(|v| v.parse().ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(100);
+    let get = |name: &str| annotations.get(&format!("{PREFIX}{name}")).map(|v| v.trim().to_owned());
+    let weight = get("canary-weight").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let total = get("canary-weight-total").and_then(|v| v.parse().ok()).filter(|t| *t > 0).unwrap_or(100);
     Canary {
         backend,
         by_header: get("canary-by-header").map(|h| (h, get("canary-by-header-value"))),
@@ -256,10 +224,7 @@ mod tests {
     use super::*;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("{PREFIX}{k}"), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| (format!("{PREFIX}{k}"), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -276,19 +241,8 @@ mod tests {
     fn defaults_and_the_seed_s_annotations() {
         let mut problems = Vec::new();
         let d = settings(&BTreeMap::new(), &mut problems);
-        assert_eq!(
-            (
-                d.ssl_redirect,
-                d.max_body,
-                d.read_timeout.as_secs(),
-                d.connect_timeout.as_secs()
-            ),
-            (true, Some(1 << 20), 60, 5)
-        );
-        let s = settings(
-            &annotations(&[("ssl-redirect", "true"), ("proxy-body-size", "10m")]),
-            &mut problems,
-        );
+        assert_eq!((d.ssl_redirect, d.max_body, d.read_timeout.as_secs(), d.connect_timeout.as_secs()), (true, Some(1 << 20), 60, 5));
+        let s = settings(&annotations(&[("ssl-redirect", "true"), ("proxy-body-size", "10m")]), &mut problems);
         assert_eq!((s.ssl_redirect, s.max_body), (true, Some(10 << 20)));
         let s = settings(
             &annotations(&[
@@ -307,10 +261,7 @@ mod tests {
         assert_eq!((s.limit_rps, s.read_timeout.as_secs()), (Some(5), 120));
         assert_eq!(s.affinity.unwrap().cookie, "INGRESSCOOKIE");
         assert!(problems.is_empty(), "{problems:?}");
-        let bad = settings(
-            &annotations(&[("proxy-body-size", "lots"), ("limit-rps", "-1")]),
-            &mut problems,
-        );
+        let bad = settings(&annotations(&[("proxy-body-size", "lots"), ("limit-rps", "-1")]), &mut problems);
         assert_eq!(bad.max_body, Some(1 << 20));
         assert_eq!(problems.len(), 2, "{problems:?}");
     }

@@ -28,48 +28,22 @@ impl Backends {
     /// The backends of a snapshot.
     pub fn build(state: &ClusterState) -> Backends {
         let computed = model::endpoints::missing(state, |p| p.ready.unwrap_or(true));
-        let mut slices: HashMap<
-            (String, String),
-            Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>,
-        > = HashMap::new();
-        for s in state
-            .endpoint_slices
-            .iter()
-            .map(|s| &s.object)
-            .chain(&computed)
-        {
+        let mut slices: HashMap<(String, String), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> = HashMap::new();
+        for s in state.endpoint_slices.iter().map(|s| &s.object).chain(&computed) {
             if let Some((ns, svc)) = model::endpoints::service_of(s) {
-                slices
-                    .entry((ns.to_owned(), svc.to_owned()))
-                    .or_default()
-                    .push(s);
+                slices.entry((ns.to_owned(), svc.to_owned())).or_default().push(s);
             }
         }
-        let mut services: HashMap<
-            String,
-            HashMap<String, Vec<Port>, fnv::FnvBuildHasher>,
-            fnv::FnvBuildHasher,
-        > = HashMap::default();
+        let mut services: HashMap<String, HashMap<String, Vec<Port>, fnv::FnvBuildHasher>, fnv::FnvBuildHasher> = HashMap::default();
         for svc in &state.services {
             let key = (svc.namespace.clone(), svc.name.clone());
             let mut ports = Vec::new();
-            for p in svc
-                .object
-                .spec
-                .iter()
-                .flat_map(|s| s.ports.iter().flatten())
-            {
+            for p in svc.object.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                 let name = p.name.clone().unwrap_or_default();
                 let mut endpoints = Vec::new();
                 for slice in slices.get(&key).into_iter().flatten() {
                     // The slice's port of the same name is where the endpoints listen.
-                    let Some(port) = slice
-                        .ports
-                        .iter()
-                        .flatten()
-                        .find(|sp| sp.name.clone().unwrap_or_default() == name)
-                        .and_then(|sp| sp.port)
-                    else {
+                    let Some(port) = slice.ports.iter().flatten().find(|sp| sp.name.clone().unwrap_or_default() == name).and_then(|sp| sp.port) else {
                         continue;
                     };
                     for e in &slice.endpoints {
@@ -84,11 +58,7 @@ impl Backends {
                 }
                 endpoints.sort();
                 endpoints.dedup();
-                ports.push(Port {
-                    number: u16::try_from(p.port).unwrap_or(0),
-                    name,
-                    endpoints,
-                });
+                ports.push(Port { number: u16::try_from(p.port).unwrap_or(0), name, endpoints });
             }
             services.entry(key.0).or_default().insert(key.1, ports);
         }
@@ -96,17 +66,8 @@ impl Backends {
     }
 
     /// The endpoints of a Service port; `Err` says why there are none to send to.
-    pub fn endpoints(
-        &self,
-        namespace: &str,
-        service: &str,
-        port: &ServicePort,
-    ) -> Result<&[SocketAddr], String> {
-        let ports = self
-            .services
-            .get(namespace)
-            .and_then(|s| s.get(service))
-            .ok_or_else(|| format!("service {namespace}/{service} does not exist"))?;
+    pub fn endpoints(&self, namespace: &str, service: &str, port: &ServicePort) -> Result<&[SocketAddr], String> {
+        let ports = self.services.get(namespace).and_then(|s| s.get(service)).ok_or_else(|| format!("service {namespace}/{service} does not exist"))?;
         let p = ports
             .iter()
             .find(|p| match port {
@@ -115,9 +76,7 @@ impl Backends {
             })
             .ok_or_else(|| format!("service {namespace}/{service} has no port {port:?}"))?;
         if p.endpoints.is_empty() {
-            return Err(format!(
-                "service {namespace}/{service} has no ready endpoints"
-            ));
+            return Err(format!("service {namespace}/{service} has no ready endpoints"));
         }
         Ok(&p.endpoints)
     }

@@ -35,12 +35,7 @@ pub struct Malformed;
 
 impl Default for Decoder {
     fn default() -> Decoder {
-        Decoder {
-            state: State::Size,
-            left: 0,
-            digits: 0,
-            trailers: 0,
-        }
+        Decoder { state: State::Size, left: 0, digits: 0, trailers: 0 }
     }
 }
 
@@ -62,9 +57,7 @@ impl Decoder {
                         self.left = self.left << 4 | u64::from(v);
                         self.digits += 1;
                     }
-                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => {
-                        self.state = State::Extension
-                    }
+                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => self.state = State::Extension,
                     None if self.digits > 0 && b == b'\r' => self.state = State::SizeLf,
                     _ => return Err(Malformed),
                 },
@@ -78,16 +71,10 @@ impl Decoder {
                         return Err(Malformed);
                     }
                     self.digits = 0;
-                    self.state = if self.left == 0 {
-                        State::TrailerStart
-                    } else {
-                        State::Data
-                    };
+                    self.state = if self.left == 0 { State::TrailerStart } else { State::Data };
                 }
                 State::Data => {
-                    let n = usize::try_from(self.left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len() - i);
+                    let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(input.len() - i);
                     data(&input[i..i + n]);
                     i += n;
                     self.left -= n as u64;
@@ -200,12 +187,7 @@ mod tests {
             b"-1\r\n",
             b"0\r\n\n",
         ] {
-            assert_eq!(
-                decode_in_pieces(bad, 1),
-                Err(Malformed),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(decode_in_pieces(bad, 1), Err(Malformed), "{}", String::from_utf8_lossy(bad));
         }
         let (_, _, done) = decode_in_pieces(b"4\r\nWi", 3).unwrap();
         assert!(!done, "an unfinished body is not done");

@@ -19,9 +19,7 @@ use std::sync::Arc;
 
 use model::ClusterState;
 use model::Namespaced;
-use model::gateway_api::{
-    HttpBackendRef, HttpRoute, HttpRouteFilter, Listener, NameValueMatch, ParentReference,
-};
+use model::gateway_api::{HttpBackendRef, HttpRoute, HttpRouteFilter, Listener, NameValueMatch, ParentReference};
 
 use crate::routes::{PathRegex, ServicePort, Source};
 
@@ -91,16 +89,8 @@ impl Match {
         };
         path_ok
             && self.method.as_deref().is_none_or(|m| m == r.method)
-            && self
-                .headers
-                .iter()
-                .all(|(n, v)| (r.headers)(n).is_some_and(|got| v.matches(&got)))
-            && self.query.iter().all(|(n, v)| {
-                r.query
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .is_some_and(|(_, got)| v.matches(got))
-            })
+            && self.headers.iter().all(|(n, v)| (r.headers)(n).is_some_and(|got| v.matches(&got)))
+            && self.query.iter().all(|(n, v)| r.query.iter().find(|(k, _)| k == n).is_some_and(|(_, got)| v.matches(got)))
     }
 
     /// The spec's precedence, most specific first.
@@ -122,11 +112,7 @@ impl Match {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
     /// A Service port.
-    Service {
-        namespace: String,
-        name: String,
-        port: ServicePort,
-    },
+    Service { namespace: String, name: String, port: ServicePort },
     /// Does not resolve: 500, with the reason.
     Invalid(String),
 }
@@ -186,12 +172,7 @@ pub struct Condition {
 }
 
 fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message: message.into(),
-    }
+    Condition { type_: type_.into(), status, reason: reason.into(), message: message.into() }
 }
 
 /// A listener's status: its name, conditions and attached routes.
@@ -227,9 +208,7 @@ fn host_match(pattern: &str, host: &str) -> Option<usize> {
     let pattern = pattern.to_ascii_lowercase();
     match pattern.strip_prefix('*') {
         None => (pattern == host).then_some(usize::MAX),
-        Some(suffix) => {
-            (host.ends_with(&suffix) && host.len() > suffix.len()).then_some(suffix.len())
-        }
+        Some(suffix) => (host.ends_with(&suffix) && host.len() > suffix.len()).then_some(suffix.len()),
     }
 }
 
@@ -270,11 +249,7 @@ fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
 }
 
 fn value_match(m: &NameValueMatch, lowercase_name: bool) -> Result<(String, ValueMatch), String> {
-    let name = if lowercase_name {
-        m.name.to_ascii_lowercase()
-    } else {
-        m.name.clone()
-    };
+    let name = if lowercase_name { m.name.to_ascii_lowercase() } else { m.name.clone() };
     match m.type_.as_deref().unwrap_or("Exact") {
         "Exact" => Ok((name, ValueMatch::Exact(m.value.clone()))),
         "RegularExpression" => regex::Regex::new(&format!("^(?:{})$", m.value))
@@ -286,44 +261,21 @@ fn value_match(m: &NameValueMatch, lowercase_name: bool) -> Result<(String, Valu
 
 fn compile_match(m: Option<&model::gateway_api::HttpRouteMatch>) -> Result<Match, String> {
     let Some(m) = m else {
-        return Ok(Match {
-            path: PathMatch::Prefix("/".into()),
-            headers: Vec::new(),
-            query: Vec::new(),
-            method: None,
-        });
+        return Ok(Match { path: PathMatch::Prefix("/".into()), headers: Vec::new(), query: Vec::new(), method: None });
     };
-    let value = m
-        .path
-        .as_ref()
-        .and_then(|p| p.value.clone())
-        .unwrap_or_else(|| "/".into());
-    let path = match m
-        .path
-        .as_ref()
-        .and_then(|p| p.type_.as_deref())
-        .unwrap_or("PathPrefix")
-    {
+    let value = m.path.as_ref().and_then(|p| p.value.clone()).unwrap_or_else(|| "/".into());
+    let path = match m.path.as_ref().and_then(|p| p.type_.as_deref()).unwrap_or("PathPrefix") {
         "Exact" => PathMatch::Exact(value),
         "PathPrefix" => PathMatch::Prefix(value),
-        "RegularExpression" => PathMatch::Regex(PathRegex(
-            regex::Regex::new(&format!("^(?:{value})$"))
-                .map_err(|e| format!("invalid path regular expression {value:?}: {e}"))?,
-        )),
+        "RegularExpression" => {
+            PathMatch::Regex(PathRegex(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("invalid path regular expression {value:?}: {e}"))?))
+        }
         other => return Err(format!("unsupported path match type {other:?}")),
     };
     Ok(Match {
         path,
-        headers: m
-            .headers
-            .iter()
-            .map(|h| value_match(h, true))
-            .collect::<Result<_, _>>()?,
-        query: m
-            .query_params
-            .iter()
-            .map(|q| value_match(q, false))
-            .collect::<Result<_, _>>()?,
+        headers: m.headers.iter().map(|h| value_match(h, true)).collect::<Result<_, _>>()?,
+        query: m.query_params.iter().map(|q| value_match(q, false)).collect::<Result<_, _>>()?,
         method: m.method.clone(),
     })
 }
@@ -336,9 +288,7 @@ pub fn duration(text: &str) -> Option<std::time::Duration> {
         let digits = rest.find(|c: char| !c.is_ascii_digit())?;
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let (unit, len) = [("ms", 2), ("h", 1), ("m", 1), ("s", 1)]
-            .into_iter()
-            .find(|(u, _)| rest.starts_with(u))?;
+        let (unit, len) = [("ms", 2), ("h", 1), ("m", 1), ("s", 1)].into_iter().find(|(u, _)| rest.starts_with(u))?;
         total += match unit {
             "ms" => std::time::Duration::from_millis(n),
             "s" => std::time::Duration::from_secs(n),
@@ -352,85 +302,38 @@ pub fn duration(text: &str) -> Option<std::time::Duration> {
 
 /// Whether a ReferenceGrant in `to_ns` lets HTTPRoutes of `from_ns` refer to Service `name`.
 fn granted(state: &ClusterState, from_ns: &str, to_ns: &str, name: &str) -> bool {
-    state
-        .reference_grants
-        .iter()
-        .filter(|g| g.namespace == to_ns)
-        .any(|g| {
-            g.object
-                .spec
-                .from
-                .iter()
-                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
-                && g.object.spec.to.iter().any(|t| {
-                    t.group.is_empty()
-                        && t.kind == "Service"
-                        && t.name.as_deref().is_none_or(|n| n == name)
-                })
-        })
+    state.reference_grants.iter().filter(|g| g.namespace == to_ns).any(|g| {
+        g.object.spec.from.iter().any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && g.object.spec.to.iter().any(|t| t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == name))
+    })
 }
 
 /// A backendRef as served, and the ResolvedRefs problem it raises.
-fn target(
-    state: &ClusterState,
-    route_ns: &str,
-    b: &HttpBackendRef,
-) -> (Target, Option<(&'static str, String)>) {
+fn target(state: &ClusterState, route_ns: &str, b: &HttpBackendRef) -> (Target, Option<(&'static str, String)>) {
     let r = &b.backend;
-    let (group, kind) = (
-        r.group.as_deref().unwrap_or(""),
-        r.kind.as_deref().unwrap_or("Service"),
-    );
+    let (group, kind) = (r.group.as_deref().unwrap_or(""), r.kind.as_deref().unwrap_or("Service"));
     if !group.is_empty() || kind != "Service" {
         let why = format!("backendRef {group}/{kind} {} is not a Service", r.name);
         return (Target::Invalid(why.clone()), Some(("InvalidKind", why)));
     }
     let ns = r.namespace.clone().unwrap_or_else(|| route_ns.to_owned());
     if ns != route_ns && !granted(state, route_ns, &ns, &r.name) {
-        let why = format!(
-            "backendRef Service {ns}/{} is not permitted by any ReferenceGrant",
-            r.name
-        );
+        let why = format!("backendRef Service {ns}/{} is not permitted by any ReferenceGrant", r.name);
         return (Target::Invalid(why.clone()), Some(("RefNotPermitted", why)));
     }
-    if !state
-        .services
-        .iter()
-        .any(|s| s.namespace == ns && s.name == r.name)
-    {
+    if !state.services.iter().any(|s| s.namespace == ns && s.name == r.name) {
         let why = format!("Service {ns}/{} not found", r.name);
         return (Target::Invalid(why.clone()), Some(("BackendNotFound", why)));
     }
     let Some(port) = r.port else {
         let why = format!("backendRef Service {ns}/{}: port is required", r.name);
-        return (
-            Target::Invalid(why.clone()),
-            Some(("UnsupportedValue", why)),
-        );
+        return (Target::Invalid(why.clone()), Some(("UnsupportedValue", why)));
     };
-    (
-        Target::Service {
-            namespace: ns,
-            name: r.name.clone(),
-            port: ServicePort::Number(port),
-        },
-        None,
-    )
+    (Target::Service { namespace: ns, name: r.name.clone(), port: ServicePort::Number(port) }, None)
 }
 
-fn source_of<T>(
-    n: &Namespaced<T>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Source {
-    Source {
-        created: meta
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
-        namespace: n.namespace.clone(),
-        name: n.name.clone(),
-    }
+fn source_of<T>(n: &Namespaced<T>, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Source {
+    Source { created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(), namespace: n.namespace.clone(), name: n.name.clone() }
 }
 
 /// Whether a listener lets routes of `route_ns` attach.
@@ -439,25 +342,13 @@ fn allows(state: &ClusterState, gateway_ns: &str, l: &Listener, route_ns: &str) 
         .allowed_routes
         .as_ref()
         .and_then(|a| a.kinds.as_ref())
-        .is_none_or(|ks| {
-            ks.iter()
-                .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().is_none_or(|g| g == GROUP))
-        });
-    let ns = l
-        .allowed_routes
-        .as_ref()
-        .and_then(|a| a.namespaces.as_ref());
+        .is_none_or(|ks| ks.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().is_none_or(|g| g == GROUP)));
+    let ns = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
     let ns_ok = match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
         "All" => true,
         "Selector" => {
-            let labels = state
-                .namespaces
-                .iter()
-                .find(|n| n.name == route_ns)
-                .map(|n| n.labels.clone())
-                .unwrap_or_default();
-            ns.and_then(|n| n.selector.as_ref())
-                .is_some_and(|s| model::Selector::from_k8s(s).is_ok_and(|sel| sel.matches(&labels)))
+            let labels = state.namespaces.iter().find(|n| n.name == route_ns).map(|n| n.labels.clone()).unwrap_or_default();
+            ns.and_then(|n| n.selector.as_ref()).is_some_and(|s| model::Selector::from_k8s(s).is_ok_and(|sel| sel.matches(&labels)))
         }
         _ => route_ns == gateway_ns,
     };
@@ -467,31 +358,15 @@ fn allows(state: &ClusterState, gateway_ns: &str, l: &Listener, route_ns: &str) 
 /// Compiles our Gateways and the HTTPRoutes attached to them.
 pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
     let mut out = Compiled::default();
-    let ours: Vec<&str> = state
-        .gateway_classes
-        .iter()
-        .filter(|c| c.spec.controller_name == controller)
-        .filter_map(|c| c.metadata.name.as_deref())
-        .collect();
+    let ours: Vec<&str> = state.gateway_classes.iter().filter(|c| c.spec.controller_name == controller).filter_map(|c| c.metadata.name.as_deref()).collect();
     for c in &ours {
-        out.status.classes.insert(
-            (*c).to_owned(),
-            vec![cond("Accepted", true, "Accepted", "handled by podnet")],
-        );
+        out.status.classes.insert((*c).to_owned(), vec![cond("Accepted", true, "Accepted", "handled by podnet")]);
     }
-    let gateways: Vec<&Namespaced<model::gateway_api::Gateway>> = state
-        .gateways
-        .iter()
-        .filter(|g| ours.contains(&g.object.spec.gateway_class_name.as_str()))
-        .collect();
+    let gateways: Vec<&Namespaced<model::gateway_api::Gateway>> =
+        state.gateways.iter().filter(|g| ours.contains(&g.object.spec.gateway_class_name.as_str())).collect();
     for g in &gateways {
         for l in &g.object.spec.listeners {
-            out.listeners.push(ListenerRoutes {
-                gateway: (g.namespace.clone(), g.name.clone()),
-                listener: l.clone(),
-                entries: Vec::new(),
-                attached_routes: 0,
-            });
+            out.listeners.push(ListenerRoutes { gateway: (g.namespace.clone(), g.name.clone()), listener: l.clone(), entries: Vec::new(), attached_routes: 0 });
         }
     }
     let mut routes: Vec<&Namespaced<HttpRoute>> = state.http_routes.iter().collect();
@@ -516,26 +391,13 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
                 .collect();
             // A zero duration disables a timeout (the spec's "0s").
             let timeout_of = |pick: fn(&model::gateway_api::HttpRouteTimeouts) -> Option<&str>| {
-                rule.timeouts
-                    .as_ref()
-                    .and_then(pick)
-                    .and_then(duration)
-                    .filter(|d| !d.is_zero())
+                rule.timeouts.as_ref().and_then(pick).and_then(duration).filter(|d| !d.is_zero())
             };
             let timeout = timeout_of(|t| t.request.as_deref());
             let backend_timeout = timeout_of(|t| t.backend_request.as_deref());
-            let compiled = Arc::new(Rule {
-                backends,
-                filters: rule.filters.clone(),
-                timeout,
-                backend_timeout,
-            });
+            let compiled = Arc::new(Rule { backends, filters: rule.filters.clone(), timeout, backend_timeout });
             let matches: Vec<Option<&model::gateway_api::HttpRouteMatch>> =
-                if rule.matches.is_empty() {
-                    vec![None]
-                } else {
-                    rule.matches.iter().map(Some).collect()
-                };
+                if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
             for (mi, m) in matches.into_iter().enumerate() {
                 match compile_match(m) {
                     Ok(m) => rules.push((ri, mi, m, Arc::clone(&compiled))),
@@ -546,38 +408,21 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
         let mut parents = Vec::new();
         for parent in &route.object.spec.parent_refs {
             let mut conditions = Vec::new();
-            let is_gateway = parent.group.as_deref().is_none_or(|g| g == GROUP)
-                && parent.kind.as_deref().is_none_or(|k| k == "Gateway");
-            let gw_ns = parent
-                .namespace
-                .clone()
-                .unwrap_or_else(|| route.namespace.clone());
+            let is_gateway = parent.group.as_deref().is_none_or(|g| g == GROUP) && parent.kind.as_deref().is_none_or(|k| k == "Gateway");
+            let gw_ns = parent.namespace.clone().unwrap_or_else(|| route.namespace.clone());
             let candidates: Vec<usize> = out
                 .listeners
                 .iter()
                 .enumerate()
                 .filter(|(_, l)| is_gateway && l.gateway == (gw_ns.clone(), parent.name.clone()))
-                .filter(|(_, l)| {
-                    parent
-                        .section_name
-                        .as_deref()
-                        .is_none_or(|s| s == l.listener.name)
-                })
+                .filter(|(_, l)| parent.section_name.as_deref().is_none_or(|s| s == l.listener.name))
                 .filter(|(_, l)| parent.port.is_none_or(|p| p == l.listener.port))
                 .map(|(i, _)| i)
                 .collect();
             if candidates.is_empty() {
                 // Not one of our Gateways (or no such listener): nothing to say for another controller's parent.
-                if gateways
-                    .iter()
-                    .any(|g| g.namespace == gw_ns && g.name == parent.name)
-                {
-                    conditions.push(cond(
-                        "Accepted",
-                        false,
-                        "NoMatchingParent",
-                        "no listener matches the sectionName or port",
-                    ));
+                if gateways.iter().any(|g| g.namespace == gw_ns && g.name == parent.name) {
+                    conditions.push(cond("Accepted", false, "NoMatchingParent", "no listener matches the sectionName or port"));
                     parents.push((parent.clone(), conditions));
                 }
                 continue;
@@ -587,15 +432,11 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
             let mut no_host = false;
             for i in candidates {
                 let l = &out.listeners[i];
-                if !matches!(l.listener.protocol.as_str(), "HTTP" | "HTTPS")
-                    || !allows(state, &l.gateway.0, &l.listener, &route.namespace)
-                {
+                if !matches!(l.listener.protocol.as_str(), "HTTP" | "HTTPS") || !allows(state, &l.gateway.0, &l.listener, &route.namespace) {
                     not_allowed = true;
                     continue;
                 }
-                let Some(hostnames) =
-                    intersect(l.listener.hostname.as_deref(), &route.object.spec.hostnames)
-                else {
+                let Some(hostnames) = intersect(l.listener.hostname.as_deref(), &route.object.spec.hostnames) else {
                     no_host = true;
                     continue;
                 };
@@ -603,115 +444,54 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
                 let l = &mut out.listeners[i];
                 l.attached_routes += 1;
                 for (ri, mi, m, rule) in &rules {
-                    l.entries.push(Entry {
-                        source: source.clone(),
-                        position: (*ri, *mi),
-                        m: m.clone(),
-                        rule: Arc::clone(rule),
-                        hostnames: hostnames.clone(),
-                    });
+                    l.entries.push(Entry { source: source.clone(), position: (*ri, *mi), m: m.clone(), rule: Arc::clone(rule), hostnames: hostnames.clone() });
                 }
             }
             conditions.push(match (attached, bad_match.as_ref()) {
                 (_, Some(e)) => cond("Accepted", false, "UnsupportedValue", e.clone()),
                 (true, None) => cond("Accepted", true, "Accepted", "attached"),
-                (false, None) if no_host && !not_allowed => cond(
-                    "Accepted",
-                    false,
-                    "NoMatchingListenerHostname",
-                    "no listener hostname intersects the route's hostnames",
-                ),
-                (false, None) => cond(
-                    "Accepted",
-                    false,
-                    "NotAllowedByListeners",
-                    "no listener allows this route",
-                ),
+                (false, None) if no_host && !not_allowed => {
+                    cond("Accepted", false, "NoMatchingListenerHostname", "no listener hostname intersects the route's hostnames")
+                }
+                (false, None) => cond("Accepted", false, "NotAllowedByListeners", "no listener allows this route"),
             });
             conditions.push(match &resolved {
                 Some((reason, message)) => cond("ResolvedRefs", false, reason, message.clone()),
-                None => cond(
-                    "ResolvedRefs",
-                    true,
-                    "ResolvedRefs",
-                    "all references resolved",
-                ),
+                None => cond("ResolvedRefs", true, "ResolvedRefs", "all references resolved"),
             });
             parents.push((parent.clone(), conditions));
         }
         if !parents.is_empty() {
-            out.status
-                .routes
-                .insert((route.namespace.clone(), route.name.clone()), parents);
+            out.status.routes.insert((route.namespace.clone(), route.name.clone()), parents);
         }
     }
     for l in &mut out.listeners {
-        l.entries.sort_by(|a, b| {
-            a.m.precedence(&b.m)
-                .then(a.source.cmp(&b.source))
-                .then(a.position.cmp(&b.position))
-        });
+        l.entries.sort_by(|a, b| a.m.precedence(&b.m).then(a.source.cmp(&b.source)).then(a.position.cmp(&b.position)));
     }
     for g in &gateways {
         let mut listeners = Vec::new();
-        for l in out
-            .listeners
-            .iter()
-            .filter(|l| l.gateway == (g.namespace.clone(), g.name.clone()))
-        {
+        for l in out.listeners.iter().filter(|l| l.gateway == (g.namespace.clone(), g.name.clone())) {
             let mut c = Vec::new();
             let supported = matches!(l.listener.protocol.as_str(), "HTTP" | "HTTPS");
             c.push(if supported {
                 cond("Accepted", true, "Accepted", "")
             } else {
-                cond(
-                    "Accepted",
-                    false,
-                    "UnsupportedProtocol",
-                    format!("protocol {} is not supported", l.listener.protocol),
-                )
+                cond("Accepted", false, "UnsupportedProtocol", format!("protocol {} is not supported", l.listener.protocol))
             });
-            let refs_ok = l
-                .listener
-                .tls
-                .iter()
-                .flat_map(|t| t.certificate_refs.iter())
-                .all(|r| {
-                    let ns = r.namespace.clone().unwrap_or_else(|| g.namespace.clone());
-                    state
-                        .secrets
-                        .iter()
-                        .any(|s| s.namespace == ns && s.name == r.name)
-                });
+            let refs_ok = l.listener.tls.iter().flat_map(|t| t.certificate_refs.iter()).all(|r| {
+                let ns = r.namespace.clone().unwrap_or_else(|| g.namespace.clone());
+                state.secrets.iter().any(|s| s.namespace == ns && s.name == r.name)
+            });
             c.push(if refs_ok {
                 cond("ResolvedRefs", true, "ResolvedRefs", "")
             } else {
-                cond(
-                    "ResolvedRefs",
-                    false,
-                    "InvalidCertificateRef",
-                    "a certificateRef does not name an existing Secret",
-                )
+                cond("ResolvedRefs", false, "InvalidCertificateRef", "a certificateRef does not name an existing Secret")
             });
-            c.push(cond(
-                "Programmed",
-                supported && refs_ok,
-                if supported && refs_ok {
-                    "Programmed"
-                } else {
-                    "Invalid"
-                },
-                "",
-            ));
+            c.push(cond("Programmed", supported && refs_ok, if supported && refs_ok { "Programmed" } else { "Invalid" }, ""));
             listeners.push((l.listener.name.clone(), c, l.attached_routes));
         }
-        let gw = vec![
-            cond("Accepted", true, "Accepted", ""),
-            cond("Programmed", true, "Programmed", ""),
-        ];
-        out.status
-            .gateways
-            .insert((g.namespace.clone(), g.name.clone()), (gw, listeners));
+        let gw = vec![cond("Accepted", true, "Accepted", ""), cond("Programmed", true, "Programmed", "")];
+        out.status.gateways.insert((g.namespace.clone(), g.name.clone()), (gw, listeners));
     }
     out
 }
@@ -725,36 +505,18 @@ impl Compiled {
 
     /// As `select`, among the listeners of a protocol (`HTTP`, `HTTPS`), whatever their port:
     /// how `gateway serve`'s two addresses stand for a Gateway's listeners.
-    pub fn select_for(
-        &self,
-        protocol: &str,
-        host: &str,
-        request: &RequestView<'_>,
-    ) -> Option<&Entry> {
+    pub fn select_for(&self, protocol: &str, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
         self.select_among(|l| l.listener.protocol == protocol, host, request)
     }
 
-    fn select_among(
-        &self,
-        which: impl Fn(&ListenerRoutes) -> bool,
-        host: &str,
-        request: &RequestView<'_>,
-    ) -> Option<&Entry> {
+    fn select_among(&self, which: impl Fn(&ListenerRoutes) -> bool, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
         let mut best: Option<(usize, &Entry)> = None;
         for l in self.listeners.iter().filter(|l| which(l)) {
-            if l.listener
-                .hostname
-                .as_deref()
-                .is_some_and(|h| host_match(h, host).is_none())
-            {
+            if l.listener.hostname.as_deref().is_some_and(|h| host_match(h, host).is_none()) {
                 continue;
             }
             for e in &l.entries {
-                let specificity = if e.hostnames.is_empty() {
-                    Some(0)
-                } else {
-                    e.hostnames.iter().filter_map(|h| host_match(h, host)).max()
-                };
+                let specificity = if e.hostnames.is_empty() { Some(0) } else { e.hostnames.iter().filter_map(|h| host_match(h, host)).max() };
                 let Some(specificity) = specificity else {
                     continue;
                 };
@@ -765,12 +527,7 @@ impl Compiled {
                     let better = match best {
                         None => true,
                         Some((s, b)) => {
-                            specificity > s
-                                || e.m
-                                    .precedence(&b.m)
-                                    .then(e.source.cmp(&b.source))
-                                    .then(e.position.cmp(&b.position))
-                                    == Ordering::Less
+                            specificity > s || e.m.precedence(&b.m).then(e.source.cmp(&b.source)).then(e.position.cmp(&b.position)) == Ordering::Less
                         }
                     };
                     if better {

@@ -40,13 +40,7 @@ pub struct IngressRoutes {
 
 fn source(ing: &Namespaced<Ingress>) -> Source {
     Source {
-        created: ing
-            .object
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
+        created: ing.object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
         namespace: ing.namespace.clone(),
         name: ing.name.clone(),
     }
@@ -54,43 +48,21 @@ fn source(ing: &Namespaced<Ingress>) -> Source {
 
 /// Whether `class` is ours and the default.
 fn is_default(class: &IngressClass) -> bool {
-    class
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-        .is_some_and(|v| v == "true")
+    class.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true")
 }
 
 /// The Ingresses a controller named `controller` acts for.
 pub fn ours<'a>(state: &'a ClusterState, controller: &str) -> Vec<&'a Namespaced<Ingress>> {
-    let classes: Vec<&IngressClass> = state
-        .ingress_classes
-        .iter()
-        .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller))
-        .collect();
-    let named = |name: &str| {
-        classes
-            .iter()
-            .any(|c| c.metadata.name.as_deref() == Some(name))
-    };
+    let classes: Vec<&IngressClass> =
+        state.ingress_classes.iter().filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller)).collect();
+    let named = |name: &str| classes.iter().any(|c| c.metadata.name.as_deref() == Some(name));
     let has_default = classes.iter().any(|c| is_default(c));
     state
         .ingresses
         .iter()
         .filter(|ing| {
-            let spec_class = ing
-                .object
-                .spec
-                .as_ref()
-                .and_then(|s| s.ingress_class_name.as_deref());
-            let legacy = ing
-                .object
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
-                .map(String::as_str);
+            let spec_class = ing.object.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+            let legacy = ing.object.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)).map(String::as_str);
             match (spec_class, legacy) {
                 (Some(c), _) => named(c),
                 (None, Some(c)) => named(c),
@@ -105,9 +77,7 @@ fn backend(ns: &str, b: &IngressBackend) -> Backend {
         (Some(svc), _) => {
             let port = match svc.port.as_ref() {
                 Some(p) => match (p.number, &p.name) {
-                    (Some(n), _) => u16::try_from(n)
-                        .map(ServicePort::Number)
-                        .unwrap_or(ServicePort::Number(0)),
+                    (Some(n), _) => u16::try_from(n).map(ServicePort::Number).unwrap_or(ServicePort::Number(0)),
                     (None, Some(name)) => ServicePort::Name(name.clone()),
                     (None, None) => {
                         return Backend::Unavailable(format!("service {}: no port", svc.name));
@@ -115,16 +85,9 @@ fn backend(ns: &str, b: &IngressBackend) -> Backend {
                 },
                 None => return Backend::Unavailable(format!("service {}: no port", svc.name)),
             };
-            Backend::Service {
-                namespace: ns.to_owned(),
-                name: svc.name.clone(),
-                port,
-            }
+            Backend::Service { namespace: ns.to_owned(), name: svc.name.clone(), port }
         }
-        (None, Some(r)) => Backend::Unavailable(format!(
-            "resource backend {}/{} is not supported",
-            r.kind, r.name
-        )),
+        (None, Some(r)) => Backend::Unavailable(format!("resource backend {}/{} is not supported", r.kind, r.name)),
         (None, None) => Backend::Unavailable("no backend".into()),
     }
 }
@@ -142,40 +105,21 @@ fn path_kind(t: &str) -> Option<PathKind> {
 fn host_problem(host: &str) -> Option<String> {
     let name = host.strip_prefix("*.").unwrap_or(host);
     if name.contains('*') {
-        return Some(format!(
-            "host {host:?}: a wildcard must be the whole first label"
-        ));
+        return Some(format!("host {host:?}: a wildcard must be the whole first label"));
     }
     let valid = !name.is_empty()
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-'));
     (!valid).then(|| format!("host {host:?}: not a valid DNS name"))
 }
 
 /// Every path of an Ingress: (host, kind, path, backend).
-fn paths_of(
-    ing: &Namespaced<Ingress>,
-    problems: &mut Vec<String>,
-) -> Vec<(Option<String>, PathKind, String, Backend)> {
+fn paths_of(ing: &Namespaced<Ingress>, problems: &mut Vec<String>) -> Vec<(Option<String>, PathKind, String, Backend)> {
     let id = format!("Ingress {}/{}", ing.namespace, ing.name);
     let mut out = Vec::new();
-    for (i, rule) in ing
-        .object
-        .spec
-        .iter()
-        .flat_map(|s| s.rules.iter().flatten())
-        .enumerate()
-    {
-        let host = rule
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .map(|h| h.to_ascii_lowercase());
+    for (i, rule) in ing.object.spec.iter().flat_map(|s| s.rules.iter().flatten()).enumerate() {
+        let host = rule.host.clone().filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase());
         if let Some(p) = host.as_deref().and_then(host_problem) {
             problems.push(format!("{id}: spec.rules[{i}].{p}"));
             continue;
@@ -190,12 +134,7 @@ fn paths_of(
                 problems.push(format!("{id}: spec.rules[{i}].http.paths[{j}].path: Invalid value: {path:?}: must be an absolute path"));
                 continue;
             }
-            out.push((
-                host.clone(),
-                kind,
-                path,
-                backend(&ing.namespace, &p.backend),
-            ));
+            out.push((host.clone(), kind, path, backend(&ing.namespace, &p.backend)));
         }
     }
     out
@@ -217,41 +156,25 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
     let mut ingresses = ours(state, controller);
     ingresses.sort_by_key(|i| source(i));
     let empty = BTreeMap::new();
-    let (canaries, mains): (Vec<_>, Vec<_>) = ingresses.into_iter().partition(|i| {
-        annotations::is_canary(i.object.metadata.annotations.as_ref().unwrap_or(&empty))
-    });
+    let (canaries, mains): (Vec<_>, Vec<_>) =
+        ingresses.into_iter().partition(|i| annotations::is_canary(i.object.metadata.annotations.as_ref().unwrap_or(&empty)));
     for ing in &mains {
         let annotations = ing.object.metadata.annotations.as_ref().unwrap_or(&empty);
         let mut notes = Vec::new();
         let settings = annotations::settings(annotations, &mut notes);
-        out.problems.extend(
-            notes
-                .into_iter()
-                .map(|n| format!("Ingress {}/{}: {n}", ing.namespace, ing.name)),
-        );
+        out.problems.extend(notes.into_iter().map(|n| format!("Ingress {}/{}: {n}", ing.namespace, ing.name)));
         for (host, kind, path, backend) in paths_of(ing, &mut out.problems) {
             let regex = match settings.use_regex {
                 true => match regex::Regex::new(&format!("(?i)^{path}")) {
                     Ok(re) => Some(crate::routes::PathRegex(re)),
                     Err(e) => {
-                        out.problems.push(format!(
-                            "Ingress {}/{}: path {path:?} is not a regular expression: {e}",
-                            ing.namespace, ing.name
-                        ));
+                        out.problems.push(format!("Ingress {}/{}: path {path:?} is not a regular expression: {e}", ing.namespace, ing.name));
                         continue;
                     }
                 },
                 false => None,
             };
-            let route = PathRoute {
-                kind,
-                path,
-                backend,
-                source: source(ing),
-                settings: settings.clone(),
-                canaries: Vec::new(),
-                regex,
-            };
+            let route = PathRoute { kind, path, backend, source: source(ing), settings: settings.clone(), canaries: Vec::new(), regex };
             if let Err(lost) = host_entry(&mut out.table, &host).add(route) {
                 out.problems.push(format!(
                     "Ingress {}/{}: host {:?} path {:?} ({:?}) is also in an older Ingress, which keeps it",
@@ -264,11 +187,7 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
             }
         }
         if out.table.default_backend.is_none()
-            && let Some(b) = ing
-                .object
-                .spec
-                .as_ref()
-                .and_then(|s| s.default_backend.as_ref())
+            && let Some(b) = ing.object.spec.as_ref().and_then(|s| s.default_backend.as_ref())
         {
             out.table.default_backend = Some(PathRoute {
                 kind: PathKind::Prefix,
@@ -281,21 +200,12 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
             });
         }
         for tls in ing.object.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
-            let hosts: Vec<String> = tls
-                .hosts
-                .iter()
-                .flatten()
-                .map(|h| h.to_ascii_lowercase())
-                .collect();
+            let hosts: Vec<String> = tls.hosts.iter().flatten().map(|h| h.to_ascii_lowercase()).collect();
             for h in &hosts {
                 host_entry(&mut out.table, &Some(h.clone())).tls = true;
             }
             if let Some(secret) = &tls.secret_name {
-                out.tls.push(Tls {
-                    hosts,
-                    secret: (ing.namespace.clone(), secret.clone()),
-                    source: source(ing),
-                });
+                out.tls.push(Tls { hosts, secret: (ing.namespace.clone(), secret.clone()), source: source(ing) });
             }
         }
     }
@@ -304,14 +214,8 @@ pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
         let annotations = ing.object.metadata.annotations.as_ref().unwrap_or(&empty);
         for (host, kind, path, backend) in paths_of(ing, &mut out.problems) {
             let entry = host_entry(&mut out.table, &host);
-            match entry
-                .paths
-                .iter_mut()
-                .find(|p| p.path == path && p.kind == kind)
-            {
-                Some(main) => main
-                    .canaries
-                    .push(annotations::canary(annotations, backend)),
+            match entry.paths.iter_mut().find(|p| p.path == path && p.kind == kind) {
+                Some(main) => main.canaries.push(annotations::canary(annotations, backend)),
                 None => out.problems.push(format!(
                     "Ingress {}/{}: canary for host {:?} path {path:?} has no main Ingress",
                     ing.namespace,

@@ -105,28 +105,18 @@ impl Edits {
 
     /// Whether the message's own values of a header are dropped (replaced or removed).
     pub fn drops(&self, name: &str) -> bool {
-        self.set
-            .iter()
-            .map(|(n, _)| n)
-            .chain(&self.remove)
-            .any(|n| n.as_str().eq_ignore_ascii_case(name))
+        self.set.iter().map(|(n, _)| n).chain(&self.remove).any(|n| n.as_str().eq_ignore_ascii_case(name))
     }
 
     /// A Gateway API header modifier (set, then add, then remove).
     pub fn modifier(&mut self, m: &HeaderModifier) {
         for h in &m.set {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_str(&h.value),
-            ) {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
                 self.set(n, v);
             }
         }
         for h in &m.add {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_str(&h.value),
-            ) {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
                 self.add(n, v);
             }
         }
@@ -168,43 +158,22 @@ pub struct Listener {
 impl Listener {
     /// A connection from `peer` on `port`.
     pub fn new(peer: SocketAddr, https: bool, port: u16) -> Listener {
-        let peer_value = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("-"));
-        Listener {
-            peer,
-            https,
-            port,
-            peer_value,
-            port_value: HeaderValue::from(port),
-        }
+        let peer_value = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        Listener { peer, https, port, peer_value, port_value: HeaderValue::from(port) }
     }
 }
 
 fn answer(status: StatusCode, body: impl Into<String>) -> Plan {
-    Plan::Answer(Answer {
-        status,
-        location: None,
-        body: body.into(),
-    })
+    Plan::Answer(Answer { status, location: None, body: body.into() })
 }
 
 fn redirect(status: StatusCode, location: String) -> Plan {
-    Plan::Answer(Answer {
-        status,
-        location: Some(location),
-        body: String::new(),
-    })
+    Plan::Answer(Answer { status, location: Some(location), body: String::new() })
 }
 
 /// Decides what to do with a request for `host` (its valid host, see [`RequestHead::host`];
 /// `None`: 400).
-pub fn plan(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    head: &RequestHead<'_>,
-    host: Option<&str>,
-    at: &Listener,
-) -> Plan {
+pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: Option<&str>, at: &Listener) -> Plan {
     let Some(host) = host else {
         return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid Host\n");
     };
@@ -214,20 +183,10 @@ pub fn plan(
     };
     // Gateway API routes first; what none of them takes goes on to the Ingresses.
     let protocol = if at.https { "HTTPS" } else { "HTTP" };
-    if snapshot
-        .gateway
-        .listeners
-        .iter()
-        .any(|l| l.listener.protocol == protocol)
-    {
+    if snapshot.gateway.listeners.iter().any(|l| l.listener.protocol == protocol) {
         let query = head.query_pairs();
         let lookup = |name: &str| head.header(name).map(str::to_owned);
-        let view = crate::httproute::RequestView {
-            method: head.method,
-            path: &path,
-            headers: &lookup,
-            query: &query,
-        };
+        let view = crate::httproute::RequestView { method: head.method, path: &path, headers: &lookup, query: &query };
         if let Some(entry) = snapshot.gateway.select_for(protocol, host, &view) {
             return plan_httproute(shared, snapshot, head, &path, entry, at, host);
         }
@@ -235,88 +194,43 @@ pub fn plan(
     plan_ingress(shared, snapshot, head, &path, at, host)
 }
 
-fn plan_ingress(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    head: &RequestHead<'_>,
-    path: &str,
-    at: &Listener,
-    host: &str,
-) -> Plan {
+fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, at: &Listener, host: &str) -> Plan {
     let (route, host_routes) = match snapshot.routes.route(host, path) {
         Decision::Route(r, h) => (r, h),
         Decision::NotFound => return answer(StatusCode::NOT_FOUND, "default backend - 404\n"),
     };
     let s = &route.settings;
     if !at.https && ((host_routes.tls && s.ssl_redirect) || s.force_ssl_redirect) {
-        return redirect(
-            StatusCode::PERMANENT_REDIRECT,
-            format!("https://{host}{}", head.path_and_query()),
-        );
+        return redirect(StatusCode::PERMANENT_REDIRECT, format!("https://{host}{}", head.path_and_query()));
     }
     if !s.allow_sources.is_empty() && !s.allow_sources.iter().any(|n| n.contains(&at.peer.ip())) {
         return answer(StatusCode::FORBIDDEN, "403 Forbidden\n");
     }
     if let Some(rps) = s.limit_rps
-        && !shared.within_rate(
-            &route.source,
-            &route.path,
-            at.peer.ip(),
-            rps,
-            rps.saturating_mul(s.limit_burst_multiplier),
-        )
+        && !shared.within_rate(&route.source, &route.path, at.peer.ip(), rps, rps.saturating_mul(s.limit_burst_multiplier))
     {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "503 Service Temporarily Unavailable\n",
-        );
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable\n");
     }
     // Main backend or a canary.
     let roll = shared.next.fetch_add(1, Ordering::Relaxed);
-    let backend = route
-        .canaries
-        .iter()
-        .find(|c| {
-            canary_takes(
-                c,
-                head,
-                (roll % 100_000).wrapping_mul(2_654_435_761) % 10_000,
-            )
-        })
-        .map_or(&route.backend, |c| &c.backend);
+    let backend =
+        route.canaries.iter().find(|c| canary_takes(c, head, (roll % 100_000).wrapping_mul(2_654_435_761) % 10_000)).map_or(&route.backend, |c| &c.backend);
     let (namespace, service, service_port) = match backend {
-        Backend::Service {
-            namespace,
-            name,
-            port,
-        } => (namespace, name, port),
+        Backend::Service { namespace, name, port } => (namespace, name, port),
         Backend::Unavailable(why) => {
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("503 Service Temporarily Unavailable: {why}\n"),
-            );
+            return answer(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Temporarily Unavailable: {why}\n"));
         }
     };
-    let endpoints = match snapshot
-        .backends
-        .endpoints(namespace, service, service_port)
-    {
+    let endpoints = match snapshot.backends.endpoints(namespace, service, service_port) {
         Ok(e) => e,
         Err(why) => {
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("503 Service Temporarily Unavailable: {why}\n"),
-            );
+            return answer(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Temporarily Unavailable: {why}\n"));
         }
     };
     // Cookie affinity keeps a client on the endpoint its cookie names.
     let affinity = s.affinity.as_ref();
-    let sticky = affinity
-        .and_then(|a| head.cookie(&a.cookie))
-        .and_then(|v| endpoints.iter().find(|e| endpoint_cookie(e) == v));
-    let endpoint = *sticky.unwrap_or_else(|| {
-        &endpoints[shared.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()]
-    });
+    let sticky = affinity.and_then(|a| head.cookie(&a.cookie)).and_then(|v| endpoints.iter().find(|e| endpoint_cookie(e) == v));
+    let endpoint = *sticky.unwrap_or_else(|| &endpoints[shared.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()]);
     let target = match rewrite(route, path) {
         Some(new) => match head.query {
             Some(q) => format!("{new}?{q}"),
@@ -329,24 +243,14 @@ fn plan_ingress(
         && sticky.is_none()
     {
         let path = a.path.as_deref().unwrap_or(&route.path);
-        let max_age = a
-            .max_age
-            .map(|m| format!("; Max-Age={m}"))
-            .unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={}; Path={path}{max_age}; HttpOnly",
-            a.cookie,
-            endpoint_cookie(&endpoint)
-        )) {
+        let max_age = a.max_age.map(|m| format!("; Max-Age={m}")).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("{}={}; Path={path}{max_age}; HttpOnly", a.cookie, endpoint_cookie(&endpoint))) {
             response.add(http::header::SET_COOKIE, v);
         }
     }
     Plan::Forward(Box::new(Forward {
         upstream: upstream_name(namespace, service, service_port),
-        route: format!(
-            "ingress\u{1}{}\u{1}{}\u{1}{}",
-            route.source.namespace, route.source.name, route.path
-        ),
+        route: format!("ingress\u{1}{}\u{1}{}\u{1}{}", route.source.namespace, route.source.name, route.path),
         endpoint,
         protocol: s.backend_protocol,
         target,
@@ -364,15 +268,7 @@ fn plan_ingress(
 /// Request/ResponseHeaderModifier, RequestMirror), a weighted choice among its backends (500 for
 /// the share of invalid ones, 500 without backends), the endpoints of the chosen Service (503
 /// without any), and `timeouts.request`.
-fn plan_httproute(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    head: &RequestHead<'_>,
-    path: &str,
-    entry: &Entry,
-    at: &Listener,
-    host: &str,
-) -> Plan {
+fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, path: &str, entry: &Entry, at: &Listener, host: &str) -> Plan {
     let rule = &entry.rule;
     let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
     let roll = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -386,13 +282,7 @@ fn plan_httproute(
                 let Some(r) = &f.request_redirect else {
                     continue;
                 };
-                let scheme = r.scheme.clone().unwrap_or_else(|| {
-                    if at.https {
-                        "https".into()
-                    } else {
-                        "http".into()
-                    }
-                });
+                let scheme = r.scheme.clone().unwrap_or_else(|| if at.https { "https".into() } else { "http".into() });
                 let hostname = r.hostname.as_deref().unwrap_or(host);
                 // No port: the scheme's well-known one when the scheme is given, else the listener's.
                 let port = match (r.port, &r.scheme) {
@@ -400,21 +290,13 @@ fn plan_httproute(
                     (None, Some(_)) => None,
                     (None, None) => Some(at.port),
                 };
-                let port = port.filter(|p| {
-                    !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443))
-                });
-                let path = r.path.as_ref().map_or_else(
-                    || head.path.to_owned(),
-                    |m| new_path(path, &entry.m.path, m),
-                );
+                let port = port.filter(|p| !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443)));
+                let path = r.path.as_ref().map_or_else(|| head.path.to_owned(), |m| new_path(path, &entry.m.path, m));
                 let location = match port {
                     Some(p) => format!("{scheme}://{hostname}:{p}{path}{query}"),
                     None => format!("{scheme}://{hostname}{path}{query}"),
                 };
-                return redirect(
-                    StatusCode::from_u16(r.status_code.unwrap_or(302)).unwrap_or(StatusCode::FOUND),
-                    location,
-                );
+                return redirect(StatusCode::from_u16(r.status_code.unwrap_or(302)).unwrap_or(StatusCode::FOUND), location);
             }
             "RequestHeaderModifier" => {
                 if let Some(m) = &f.request_header_modifier {
@@ -428,11 +310,7 @@ fn plan_httproute(
             }
             "URLRewrite" => {
                 if let Some(u) = &f.url_rewrite {
-                    if let Some(h) = u
-                        .hostname
-                        .as_deref()
-                        .and_then(|h| HeaderValue::from_str(h).ok())
-                    {
+                    if let Some(h) = u.hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
                         request.set(http::header::HOST, h);
                     }
                     if let Some(m) = &u.path {
@@ -446,11 +324,7 @@ fn plan_httproute(
                 };
                 let ns = m.namespace.as_deref().unwrap_or(&entry.source.namespace);
                 let Some(port) = m.port else { continue };
-                if let Ok(eps) =
-                    snapshot
-                        .backends
-                        .endpoints(ns, &m.name, &ServicePort::Number(port))
-                {
+                if let Ok(eps) = snapshot.backends.endpoints(ns, &m.name, &ServicePort::Number(port)) {
                     mirrors.push(eps[roll % eps.len()]);
                 }
             }
@@ -461,10 +335,7 @@ fn plan_httproute(
     // A weighted choice; an invalid backend answers 500 for its share.
     let total: u64 = rule.backends.iter().map(|(_, w)| u64::from(*w)).sum();
     if total == 0 {
-        return answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "500 Internal Server Error: no backend\n",
-        );
+        return answer(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error: no backend\n");
     }
     let mut pick = (roll as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
     let chosen = rule.backends.iter().find(|(_, w)| {
@@ -473,42 +344,23 @@ fn plan_httproute(
         take
     });
     let (namespace, name, service_port) = match chosen {
-        Some((
-            Target::Service {
-                namespace,
-                name,
-                port,
-            },
-            _,
-        )) => (namespace, name, port),
+        Some((Target::Service { namespace, name, port }, _)) => (namespace, name, port),
         Some((Target::Invalid(why), _)) => {
-            return answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("500 Internal Server Error: {why}\n"),
-            );
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("500 Internal Server Error: {why}\n"));
         }
         None => {
-            return answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500 Internal Server Error: no backend\n",
-            );
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error: no backend\n");
         }
     };
     let endpoints = match snapshot.backends.endpoints(namespace, name, service_port) {
         Ok(e) => e,
         Err(why) => {
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("503 Service Unavailable: {why}\n"),
-            );
+            return answer(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {why}\n"));
         }
     };
     Plan::Forward(Box::new(Forward {
         upstream: upstream_name(namespace, name, service_port),
-        route: format!(
-            "httproute\u{1}{}\u{1}{}\u{1}{}",
-            entry.source.namespace, entry.source.name, entry.position.0
-        ),
+        route: format!("httproute\u{1}{}\u{1}{}\u{1}{}", entry.source.namespace, entry.source.name, entry.position.0),
         endpoint: endpoints[roll % endpoints.len()],
         protocol: BackendProtocol::Http,
         target,
@@ -516,10 +368,7 @@ fn plan_httproute(
         response,
         max_body: None,
         connect_timeout: GATEWAY_CONNECT_TIMEOUT,
-        read_timeout: rule
-            .backend_timeout
-            .or(rule.timeout)
-            .unwrap_or(GATEWAY_READ_TIMEOUT),
+        read_timeout: rule.backend_timeout.or(rule.timeout).unwrap_or(GATEWAY_READ_TIMEOUT),
         deadline: rule.timeout,
         mirrors,
     }))
@@ -572,11 +421,7 @@ fn forwarded_headers(head: &RequestHead<'_>, at: &Listener, host: &str, roll: us
     {
         set.push((http::header::HOST, v));
     }
-    Edits {
-        set,
-        add: Vec::new(),
-        remove: Vec::new(),
-    }
+    Edits { set, add: Vec::new(), remove: Vec::new() }
 }
 
 /// A request ID as ingress-nginx's `$request_id`: 32 hex digits, unique per request (a
@@ -584,9 +429,7 @@ fn forwarded_headers(head: &RequestHead<'_>, at: &Listener, host: &str, roll: us
 fn request_id(roll: usize) -> [u8; 32] {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
-        let now = std::time::SystemTime::UNIX_EPOCH
-            .elapsed()
-            .map_or(0, |d| d.as_nanos());
+        let now = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos());
         model::cluster::stable_hash(format!("{now}-{}", std::process::id()).as_bytes())
     });
     // splitmix64 of the sequence: distinct for distinct requests, no clock read per request.
@@ -668,10 +511,7 @@ fn new_path(path: &str, matched: &PathMatch, m: &PathModifier) -> String {
 
 /// The affinity cookie's value for an endpoint: a hash of its address, as ingress-nginx's.
 fn endpoint_cookie(e: &SocketAddr) -> String {
-    format!(
-        "{:016x}",
-        model::cluster::stable_hash(e.to_string().as_bytes())
-    )
+    format!("{:016x}", model::cluster::stable_hash(e.to_string().as_bytes()))
 }
 
 #[cfg(test)]
@@ -684,26 +524,13 @@ mod tests {
             kind: crate::PathKind::ImplementationSpecific,
             path: path.into(),
             backend: Backend::Unavailable(String::new()),
-            source: crate::routes::Source {
-                created: String::new(),
-                namespace: String::new(),
-                name: String::new(),
-            },
-            settings: crate::annotations::Settings {
-                rewrite_target: Some(target.into()),
-                ..Default::default()
-            },
+            source: crate::routes::Source { created: String::new(), namespace: String::new(), name: String::new() },
+            settings: crate::annotations::Settings { rewrite_target: Some(target.into()), ..Default::default() },
             canaries: Vec::new(),
             regex: None,
         };
-        assert_eq!(
-            rewrite(&route("/something(/|$)(.*)", "/$2"), "/something/new"),
-            Some("/new".into())
-        );
-        assert_eq!(
-            rewrite(&route("/something(/|$)(.*)", "/$2"), "/something"),
-            Some("/".into())
-        );
+        assert_eq!(rewrite(&route("/something(/|$)(.*)", "/$2"), "/something/new"), Some("/new".into()));
+        assert_eq!(rewrite(&route("/something(/|$)(.*)", "/$2"), "/something"), Some("/".into()));
         assert_eq!(rewrite(&route("/foo", "/"), "/foo/bar"), Some("/".into()));
     }
 
@@ -715,65 +542,32 @@ mod tests {
             by_cookie: Some("canary".into()),
             weight: (20, 100),
         };
-        let head = |headers: Vec<(&'static str, &'static [u8])>| RequestHead {
-            method: "GET",
-            path: "/",
-            query: None,
-            authority: None,
-            headers,
-        };
-        assert!(
-            canary_takes(&c, &head(vec![]), 10) && !canary_takes(&c, &head(vec![]), 50),
-            "weight 20 of 100"
-        );
+        let head = |headers: Vec<(&'static str, &'static [u8])>| RequestHead { method: "GET", path: "/", query: None, authority: None, headers };
+        assert!(canary_takes(&c, &head(vec![]), 10) && !canary_takes(&c, &head(vec![]), 50), "weight 20 of 100");
         assert!(canary_takes(&c, &head(vec![("x-canary", b"always")]), 50));
         assert!(!canary_takes(&c, &head(vec![("X-Canary", b"never")]), 10));
-        assert!(canary_takes(
-            &c,
-            &head(vec![("cookie", b"a=b; canary=always")]),
-            99
-        ));
+        assert!(canary_takes(&c, &head(vec![("cookie", b"a=b; canary=always")]), 99));
     }
 
     #[test]
     fn prefix_replacement_keeps_the_rest_of_the_path() {
-        let m = |rep: &str| PathModifier {
-            type_: "ReplacePrefixMatch".into(),
-            replace_full_path: None,
-            replace_prefix_match: Some(rep.into()),
-        };
+        let m = |rep: &str| PathModifier { type_: "ReplacePrefixMatch".into(), replace_full_path: None, replace_prefix_match: Some(rep.into()) };
         let prefix = PathMatch::Prefix("/prefix/one".into());
         assert_eq!(new_path("/prefix/one/two", &prefix, &m("/one")), "/one/two");
         assert_eq!(new_path("/prefix/one", &prefix, &m("/one")), "/one");
         assert_eq!(new_path("/prefix/one/two", &prefix, &m("/")), "/two");
         assert_eq!(new_path("/prefix/one", &prefix, &m("/")), "/");
-        let full = PathModifier {
-            type_: "ReplaceFullPath".into(),
-            replace_full_path: Some("/full".into()),
-            replace_prefix_match: None,
-        };
+        let full = PathModifier { type_: "ReplaceFullPath".into(), replace_full_path: Some("/full".into()), replace_prefix_match: None };
         assert_eq!(new_path("/anything/at/all", &prefix, &full), "/full");
     }
 
     #[test]
     fn edits_set_add_remove() {
         let mut e = Edits::default();
-        e.add(
-            HeaderName::from_static("x-a"),
-            HeaderValue::from_static("1"),
-        );
-        e.set(
-            HeaderName::from_static("x-a"),
-            HeaderValue::from_static("2"),
-        );
-        e.add(
-            HeaderName::from_static("x-a"),
-            HeaderValue::from_static("3"),
-        );
-        e.set(
-            HeaderName::from_static("x-b"),
-            HeaderValue::from_static("b"),
-        );
+        e.add(HeaderName::from_static("x-a"), HeaderValue::from_static("1"));
+        e.set(HeaderName::from_static("x-a"), HeaderValue::from_static("2"));
+        e.add(HeaderName::from_static("x-a"), HeaderValue::from_static("3"));
+        e.set(HeaderName::from_static("x-b"), HeaderValue::from_static("b"));
         e.remove(HeaderName::from_static("x-b"));
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("0"));

@@ -26,28 +26,18 @@ impl<'a> RequestHead<'a> {
             path: parts.uri.path(),
             query: parts.uri.query(),
             authority: parts.uri.authority().map(http::uri::Authority::as_str),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                .collect(),
+            headers: parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect(),
         }
     }
 
     /// All values of a header, in order.
     pub fn values(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
     /// The first value of a header, when it is text.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// The host the request is for: the target's authority, else the Host header; without its
@@ -58,13 +48,10 @@ impl<'a> RequestHead<'a> {
 
     /// The value of a cookie.
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
-        self.values("cookie")
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == name).then_some(v)
-            })
+        self.values("cookie").filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
     }
 
     /// The path and query, as received.
@@ -81,12 +68,7 @@ impl<'a> RequestHead<'a> {
             .unwrap_or("")
             .split('&')
             .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                kv.split_once('=')
-                    .map_or((kv.to_owned(), String::new()), |(k, v)| {
-                        (k.to_owned(), v.to_owned())
-                    })
-            })
+            .map(|kv| kv.split_once('=').map_or((kv.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned())))
             .collect()
     }
 }
@@ -108,10 +90,7 @@ pub fn normalized_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or(InvalidPath)?;
-            let value = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(InvalidPath)?;
+            let value = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(InvalidPath)?;
             decoded.push(value);
             i += 3;
         } else {
@@ -148,50 +127,26 @@ fn host_of(authority: &str) -> Option<String> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => {
             let (v6, after) = rest.split_once(']')?;
-            if v6.is_empty()
-                || !v6
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-            {
+            if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
                 return None;
             }
-            (
-                v6,
-                after
-                    .strip_prefix(':')
-                    .map_or(if after.is_empty() { Some("") } else { None }, Some)?,
-            )
+            (v6, after.strip_prefix(':').map_or(if after.is_empty() { Some("") } else { None }, Some)?)
         }
         None => authority.split_once(':').unwrap_or((authority, "")),
     };
     let valid_port = port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    let valid_host = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    let valid_host = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
     (valid_port && valid_host).then(|| host.to_ascii_lowercase())
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), never forwarded.
-pub const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+pub const HOP_BY_HOP: [&str; 9] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization", "proxy-authenticate"];
 
 /// Whether a header is hop-by-hop: a fixed one, or named by a `Connection` value in `connection`.
 pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection
-            .iter()
-            .flat_map(|v| v.split(|b| *b == b','))
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        || connection.iter().flat_map(|v| v.split(|b| *b == b',')).any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[cfg(test)]
@@ -199,43 +154,21 @@ mod tests {
     use super::*;
 
     fn head<'a>(headers: &[(&'a str, &'a str)], authority: Option<&'a str>) -> RequestHead<'a> {
-        RequestHead {
-            method: "GET",
-            path: "/",
-            query: None,
-            authority,
-            headers: headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect(),
-        }
+        RequestHead { method: "GET", path: "/", query: None, authority, headers: headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect() }
     }
 
     #[test]
     fn host_is_the_authority_else_the_host_header_without_port() {
-        assert_eq!(
-            head(&[("Host", "Shop.Example.com:8080")], None)
-                .host()
-                .as_deref(),
-            Some("shop.example.com")
-        );
-        assert_eq!(
-            head(&[("Host", "ignored")], Some("target.example"))
-                .host()
-                .as_deref(),
-            Some("target.example")
-        );
-        assert_eq!(
-            head(&[("Host", "[::1]:80")], None).host().as_deref(),
-            Some("::1")
-        );
+        assert_eq!(head(&[("Host", "Shop.Example.com:8080")], None).host().as_deref(), Some("shop.example.com"));
+        assert_eq!(head(&[("Host", "ignored")], Some("target.example")).host().as_deref(), Some("target.example"));
+        assert_eq!(head(&[("Host", "[::1]:80")], None).host().as_deref(), Some("::1"));
         assert_eq!(head(&[("Host", "bad host")], None).host(), None);
         assert_eq!(head(&[], None).host(), None);
         assert_eq!(head(&[("Host", "a:b:c")], None).host(), None);
         assert_eq!(head(&[("Host", "a:80x")], None).host(), None);
         assert_eq!(head(&[("Host", "[::1")], None).host(), None);
         assert_eq!(head(&[("Host", "")], None).host(), None);
-        assert_eq!(
-            head(&[("Host", "a.b:")], None).host().as_deref(),
-            Some("a.b")
-        );
+        assert_eq!(head(&[("Host", "a.b:")], None).host().as_deref(), Some("a.b"));
     }
 
     #[test]
@@ -256,11 +189,7 @@ mod tests {
             ("/cut%4", Err(())),
             ("/%FF", Err(())),
         ] {
-            assert_eq!(
-                normalized_path(path).as_deref().map_err(|_| ()),
-                want,
-                "{path}"
-            );
+            assert_eq!(normalized_path(path).as_deref().map_err(|_| ()), want, "{path}");
         }
     }
 

@@ -38,11 +38,7 @@ impl PathKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// A Service port (a number, or the name of a Service port).
-    Service {
-        namespace: String,
-        name: String,
-        port: ServicePort,
-    },
+    Service { namespace: String, name: String, port: ServicePort },
     /// A backend podnet cannot send to (a `resource` backend, a missing Service): 503.
     Unavailable(String),
 }
@@ -120,16 +116,8 @@ pub struct HostRoutes {
 impl HostRoutes {
     /// Adds a path; a path already there (same path and kind) from an older Ingress keeps it.
     pub fn add(&mut self, route: PathRoute) -> Result<(), PathRoute> {
-        if let Some(existing) = self
-            .paths
-            .iter()
-            .find(|p| p.path == route.path && p.kind == route.kind)
-        {
-            return if existing.source <= route.source {
-                Err(route)
-            } else {
-                self.replace(route)
-            };
+        if let Some(existing) = self.paths.iter().find(|p| p.path == route.path && p.kind == route.kind) {
+            return if existing.source <= route.source { Err(route) } else { self.replace(route) };
         }
         self.paths.push(route);
         self.sort();
@@ -137,23 +125,13 @@ impl HostRoutes {
     }
 
     fn replace(&mut self, route: PathRoute) -> Result<(), PathRoute> {
-        let i = self
-            .paths
-            .iter()
-            .position(|p| p.path == route.path && p.kind == route.kind)
-            .unwrap_or(0);
+        let i = self.paths.iter().position(|p| p.path == route.path && p.kind == route.kind).unwrap_or(0);
         let old = std::mem::replace(&mut self.paths[i], route);
         Err(old)
     }
 
     fn sort(&mut self) {
-        self.paths.sort_by(|a, b| {
-            b.path
-                .len()
-                .cmp(&a.path.len())
-                .then(a.kind.cmp(&b.kind))
-                .then(a.source.cmp(&b.source))
-        });
+        self.paths.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.kind.cmp(&b.kind)).then(a.source.cmp(&b.source)));
     }
 
     /// The route of `path`: the first in precedence order that matches.
@@ -187,11 +165,7 @@ pub enum Decision<'a> {
 impl RouteTable {
     /// The routes of a request's host (the `Host` header without its port, any case).
     pub fn host(&self, host: &str) -> Option<&HostRoutes> {
-        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            host.to_ascii_lowercase().into()
-        } else {
-            host.into()
-        };
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() };
         if let Some(h) = self.hosts.get(host.as_ref()) {
             return Some(h);
         }
@@ -236,19 +210,10 @@ mod tests {
             (PathKind::Prefix, "/aaa/bbb", "/aaa/bbb/", true),
             (PathKind::Prefix, "/aaa/bbb", "/aaa/bbb/ccc", true),
             (PathKind::Prefix, "/aaa/bbb", "/aaa/bbbxyz", false),
-            (
-                PathKind::ImplementationSpecific,
-                "/aaa/bb",
-                "/aaa/bbb",
-                true,
-            ),
+            (PathKind::ImplementationSpecific, "/aaa/bb", "/aaa/bbb", true),
         ];
         for (kind, path, request, want) in cases {
-            assert_eq!(
-                kind.matches(path, request),
-                want,
-                "{kind:?} {path} {request}"
-            );
+            assert_eq!(kind.matches(path, request), want, "{kind:?} {path} {request}");
         }
     }
 }

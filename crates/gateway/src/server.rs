@@ -55,54 +55,28 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot of the Ingresses whose class's controller is `ingress_controller` and of
     /// the Gateways whose class's controller is `gateway_controller`.
-    pub fn build(
-        state: &ClusterState,
-        ingress_controller: &str,
-        gateway_controller: &str,
-    ) -> Snapshot {
+    pub fn build(state: &ClusterState, ingress_controller: &str, gateway_controller: &str) -> Snapshot {
         let ing = ingress::routes(state, ingress_controller);
         let mut problems = ing.problems;
         let mut certs = Certificates::build(&ing.tls, state, &mut problems);
         let gateway = crate::httproute::compile(state, gateway_controller);
-        for l in gateway
-            .listeners
-            .iter()
-            .filter(|l| l.listener.protocol == "HTTPS")
-        {
-            for r in l
-                .listener
-                .tls
-                .iter()
-                .flat_map(|t| t.certificate_refs.iter())
-                .take(1)
-            {
+        for l in gateway.listeners.iter().filter(|l| l.listener.protocol == "HTTPS") {
+            for r in l.listener.tls.iter().flat_map(|t| t.certificate_refs.iter()).take(1) {
                 let ns = r.namespace.clone().unwrap_or_else(|| l.gateway.0.clone());
                 match crate::tls::load(state, &ns, &r.name) {
                     Ok(key) => certs.add(l.listener.hostname.as_deref(), key),
-                    Err(e) => problems.push(format!(
-                        "Gateway {}/{} listener {}: {e}",
-                        l.gateway.0, l.gateway.1, l.listener.name
-                    )),
+                    Err(e) => problems.push(format!("Gateway {}/{} listener {}: {e}", l.gateway.0, l.gateway.1, l.listener.name)),
                 }
             }
         }
         for ((ns, name), parents) in &gateway.status.routes {
             for (parent, conditions) in parents {
                 for c in conditions.iter().filter(|c| !c.status) {
-                    problems.push(format!(
-                        "HTTPRoute {ns}/{name} (parent {}): {}={} {}: {}",
-                        parent.name, c.type_, c.status, c.reason, c.message
-                    ));
+                    problems.push(format!("HTTPRoute {ns}/{name} (parent {}): {}={} {}: {}", parent.name, c.type_, c.status, c.reason, c.message));
                 }
             }
         }
-        Snapshot {
-            routes: ing.table,
-            backends: Backends::build(state),
-            certs,
-            problems,
-            gateway,
-        }
+        Snapshot { routes: ing.table, backends: Backends::build(state), certs, problems, gateway }
     }
 }
 
@@ -163,14 +137,10 @@ impl Histogram {
 const MAX_RATE_ENTRIES: usize = 65_536;
 
 /// ingress-nginx's size buckets (bytes).
-const SIZE_BUCKETS: [f64; 11] = [
-    10.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-];
+const SIZE_BUCKETS: [f64; 11] = [10.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
 
 /// ingress-nginx's `request_duration_seconds` buckets (Prometheus's defaults).
-const BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// One request served, for the metrics and the access log.
 pub(crate) struct Record<'a> {
@@ -198,12 +168,8 @@ impl Shared {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
+        let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector.clone());
+        let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
         Arc::new(Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             pool: crate::upstream::Pool::default(),
@@ -221,10 +187,7 @@ impl Shared {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .map(|s| Arc::clone(&s))
-            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     }
 
     /// Swaps in a new snapshot; requests in flight keep theirs.
@@ -247,39 +210,24 @@ impl Shared {
     /// `limit-rps` for one location (Ingress and path) and client, as nginx's `limit_req` with
     /// `burst` and `nodelay`: each request adds one to an excess that drains at `rps` per second;
     /// a request that would take the excess past `burst` is refused (and not counted).
-    pub(crate) fn within_rate(
-        &self,
-        source: &crate::routes::Source,
-        path: &str,
-        client: IpAddr,
-        rps: u32,
-        burst: u32,
-    ) -> bool {
+    pub(crate) fn within_rate(&self, source: &crate::routes::Source, path: &str, client: IpAddr, rps: u32, burst: u32) -> bool {
         let Ok(mut rates) = self.rates.lock() else {
             return true;
         };
         let now = Instant::now();
-        let key = (
-            format!("{}/{}{path}", source.namespace, source.name),
-            client,
-        );
+        let key = (format!("{}/{}{path}", source.namespace, source.name), client);
         // Excess in thousandths of a request, as nginx keeps it.
         match rates.get_mut(&key) {
             None => {
                 if rates.len() >= MAX_RATE_ENTRIES {
                     // nginx's zone is bounded too: forget the clients whose excess has drained.
-                    rates.retain(|_, (last, excess)| {
-                        now.duration_since(*last).as_millis() * u128::from(rps)
-                            < u128::from(*excess)
-                    });
+                    rates.retain(|_, (last, excess)| now.duration_since(*last).as_millis() * u128::from(rps) < u128::from(*excess));
                 }
                 rates.insert(key, (now, 0));
                 true
             }
             Some((last, excess)) => {
-                let drained =
-                    u64::try_from(now.duration_since(*last).as_millis() * u128::from(rps))
-                        .unwrap_or(u64::MAX);
+                let drained = u64::try_from(now.duration_since(*last).as_millis() * u128::from(rps)).unwrap_or(u64::MAX);
                 let next = excess.saturating_sub(drained) + 1000;
                 let ok = next <= u64::from(burst) * 1000;
                 if ok {
@@ -301,15 +249,7 @@ impl Shared {
         // The key is made in a reused buffer: only a new label set allocates.
         KEY.with_borrow_mut(|key| {
             key.clear();
-            for part in [
-                host,
-                r.method,
-                StatusCode::from_u16(r.status)
-                    .as_ref()
-                    .map_or("0", StatusCode::as_str),
-                upstream,
-                route,
-            ] {
+            for part in [host, r.method, StatusCode::from_u16(r.status).as_ref().map_or("0", StatusCode::as_str), upstream, route] {
                 key.push_str(part);
                 key.push('\u{1}');
             }
@@ -323,26 +263,15 @@ impl Shared {
             entry.count += 1;
             entry.duration.observe(&BUCKETS, took);
             if let Some((_, _, upstream_took, _)) = r.upstream {
-                entry
-                    .upstream
-                    .observe(&BUCKETS, upstream_took.as_secs_f64());
+                entry.upstream.observe(&BUCKETS, upstream_took.as_secs_f64());
             }
-            entry
-                .request_size
-                .observe(&SIZE_BUCKETS, r.request_length as f64);
-            entry
-                .response_size
-                .observe(&SIZE_BUCKETS, r.body_bytes_sent as f64);
+            entry.request_size.observe(&SIZE_BUCKETS, r.request_length as f64);
+            entry.response_size.observe(&SIZE_BUCKETS, r.body_bytes_sent as f64);
         });
         if let Some(line) = r.request_line {
             // ingress-nginx's `log-format-upstream`.
             let (name, addr, upstream_took, upstream_status) = match r.upstream {
-                Some((n, a, t, s)) => (
-                    n.to_owned(),
-                    a.to_string(),
-                    format!("{:.3}", t.as_secs_f64()),
-                    s.to_string(),
-                ),
+                Some((n, a, t, s)) => (n.to_owned(), a.to_string(), format!("{:.3}", t.as_secs_f64()), s.to_string()),
                 None => ("-".into(), "-".into(), "-".into(), "-".into()),
             };
             eprintln!(
@@ -376,45 +305,36 @@ impl Shared {
             };
             match (*kind, rest) {
                 ("httproute", [ns, name, rule, ..]) => envoy.push((format!("httproute/{ns}/{name}/rule/{rule}"), status, stats)),
-                ("ingress", [ns, name, path, ..]) => nginx.push((format!("host=\"{host}\",ingress=\"{name}\",method=\"{method}\",namespace=\"{ns}\",path=\"{path}\",service=\"{service}\",status=\"{status}\""), stats)),
-                _ => nginx.push((format!("host=\"{host}\",ingress=\"\",method=\"{method}\",namespace=\"\",path=\"\",service=\"{service}\",status=\"{status}\""), stats)),
+                ("ingress", [ns, name, path, ..]) => nginx.push((
+                    format!(
+                        "host=\"{host}\",ingress=\"{name}\",method=\"{method}\",namespace=\"{ns}\",path=\"{path}\",service=\"{service}\",status=\"{status}\""
+                    ),
+                    stats,
+                )),
+                _ => nginx.push((
+                    format!("host=\"{host}\",ingress=\"\",method=\"{method}\",namespace=\"\",path=\"\",service=\"{service}\",status=\"{status}\""),
+                    stats,
+                )),
             }
         }
         nginx.sort_by(|a, b| a.0.cmp(&b.0));
         envoy.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out.push_str("# HELP nginx_ingress_controller_requests The total number of client requests\n# TYPE nginx_ingress_controller_requests counter\n");
         for (labels, s) in &nginx {
-            let _ = writeln!(
-                out,
-                "nginx_ingress_controller_requests{{{labels}}} {}",
-                s.count
-            );
+            let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {}", s.count);
         }
-        let histogram = |out: &mut String,
-                         name: &str,
-                         help: &str,
-                         bounds: &[f64; 11],
-                         pick: &dyn Fn(&RequestStats) -> &Histogram| {
+        let histogram = |out: &mut String, name: &str, help: &str, bounds: &[f64; 11], pick: &dyn Fn(&RequestStats) -> &Histogram| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             for (labels, s) in &nginx {
                 let h = pick(s);
                 for (b, n) in bounds.iter().zip(&h.buckets) {
                     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
                 }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
-                    h.count, h.sum, h.count
-                );
+                let _ =
+                    writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}", h.count, h.sum, h.count);
             }
         };
-        histogram(
-            &mut out,
-            "nginx_ingress_controller_request_duration_seconds",
-            "The request processing time in seconds",
-            &BUCKETS,
-            &|s| &s.duration,
-        );
+        histogram(&mut out, "nginx_ingress_controller_request_duration_seconds", "The request processing time in seconds", &BUCKETS, &|s| &s.duration);
         histogram(
             &mut out,
             "nginx_ingress_controller_response_duration_seconds",
@@ -455,11 +375,7 @@ impl Shared {
         // Envoy Gateway's names for Gateway API routes: one cluster per HTTPRoute rule.
         out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
         for (cluster, status, s) in &envoy {
-            let _ = writeln!(
-                out,
-                "envoy_cluster_upstream_rq{{envoy_response_code=\"{status}\",envoy_cluster_name=\"{cluster}\"}} {}",
-                s.count
-            );
+            let _ = writeln!(out, "envoy_cluster_upstream_rq{{envoy_response_code=\"{status}\",envoy_cluster_name=\"{cluster}\"}} {}", s.count);
         }
         out.push_str("# TYPE envoy_cluster_upstream_rq_total counter\n");
         let mut totals: Vec<(&str, u64, f64, [u64; 11])> = Vec::new();
@@ -468,28 +384,19 @@ impl Shared {
                 Some(t) => {
                     t.1 += s.count;
                     t.2 += s.upstream.sum;
-                    t.3.iter_mut()
-                        .zip(&s.upstream.buckets)
-                        .for_each(|(a, b)| *a += b);
+                    t.3.iter_mut().zip(&s.upstream.buckets).for_each(|(a, b)| *a += b);
                 }
                 None => totals.push((cluster, s.count, s.upstream.sum, s.upstream.buckets)),
             }
         }
         for (cluster, count, _, _) in &totals {
-            let _ = writeln!(
-                out,
-                "envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{cluster}\"}} {count}"
-            );
+            let _ = writeln!(out, "envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{cluster}\"}} {count}");
         }
         // Envoy's histogram is in milliseconds.
         out.push_str("# TYPE envoy_cluster_upstream_rq_time histogram\n");
         for (cluster, count, sum, buckets) in &totals {
             for (b, n) in BUCKETS.iter().zip(buckets) {
-                let _ = writeln!(
-                    out,
-                    "envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"{cluster}\",le=\"{}\"}} {n}",
-                    b * 1000.0
-                );
+                let _ = writeln!(out, "envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"{cluster}\",le=\"{}\"}} {n}", b * 1000.0);
             }
             let _ = writeln!(
                 out,
@@ -502,30 +409,19 @@ impl Shared {
 }
 
 pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body.to_owned()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
 pub(crate) fn unix_seconds() -> u64 {
-    std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())
 }
 
 /// nginx's `$time_local` in UTC: `24/Nov/2026:17:42:24 +0000`.
 fn local_time(unix: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let (days, secs) = (unix / 86_400, unix % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days as i64 + 719_468;
@@ -537,13 +433,7 @@ fn local_time(unix: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 thread_local! {
@@ -559,9 +449,7 @@ pub(crate) fn push_date(out: &mut Vec<u8>) {
         let now = unix_seconds();
         if *second != now || text.is_empty() {
             *second = now;
-            *text = httpdate::fmt_http_date(
-                std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(now),
-            );
+            *text = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(now));
         }
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(text.as_bytes());
@@ -572,16 +460,8 @@ pub(crate) fn push_date(out: &mut Vec<u8>) {
 /// Drops the hop-by-hop headers (see [`crate::request::is_hop_by_hop`]) from a header map.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let doomed: Vec<HeaderName> = {
-        let connection: Vec<&[u8]> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        headers
-            .keys()
-            .filter(|n| crate::request::is_hop_by_hop(n.as_str(), &connection))
-            .cloned()
-            .collect()
+        let connection: Vec<&[u8]> = headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes).collect();
+        headers.keys().filter(|n| crate::request::is_hop_by_hop(n.as_str(), &connection)).cloned().collect()
     };
     for n in doomed {
         headers.remove(n);
@@ -589,11 +469,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Serves one HTTP/2 request (through hyper).
-async fn handle_h2(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-    at: Listener,
-) -> Result<Response<Body>, Infallible> {
+async fn handle_h2(shared: Arc<Shared>, req: Request<Incoming>, at: Listener) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
     let snapshot = shared.snapshot();
@@ -609,32 +485,11 @@ async fn handle_h2(
             let upstream_start = Instant::now();
             let response = forward_h2(&shared, &parts, body, &f).await;
             let status = response.status().as_u16();
-            (
-                response,
-                Some((
-                    f.upstream,
-                    f.endpoint,
-                    upstream_start.elapsed(),
-                    status,
-                    f.route,
-                )),
-            )
+            (response, Some((f.upstream, f.endpoint, upstream_start.elapsed(), status, f.route)))
         }
     };
-    let request_line = shared.access_log().then(|| {
-        format!(
-            "{} {} HTTP/2.0",
-            parts.method,
-            parts.uri.path_and_query().map_or("/", |p| p.as_str())
-        )
-    });
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    };
+    let request_line = shared.access_log().then(|| format!("{} {} HTTP/2.0", parts.method, parts.uri.path_and_query().map_or("/", |p| p.as_str())));
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
     shared.record(&Record {
         peer: at.peer,
         host: host.as_deref(),
@@ -646,9 +501,7 @@ async fn handle_h2(
         status: response.status().as_u16(),
         body_bytes_sent: 0,
         took: start.elapsed(),
-        upstream: upstream
-            .as_ref()
-            .map(|(n, a, t, s, _)| (n.as_str(), *a, *t, *s)),
+        upstream: upstream.as_ref().map(|(n, a, t, s, _)| (n.as_str(), *a, *t, *s)),
         route: upstream.as_ref().map(|u| u.4.as_str()),
     });
     Ok(response)
@@ -656,30 +509,18 @@ async fn handle_h2(
 
 fn answer(a: &Answer) -> Response<Body> {
     let mut r = text(a.status, &a.body);
-    if let Some(v) = a
-        .location
-        .as_deref()
-        .and_then(|l| HeaderValue::from_str(l).ok())
-    {
+    if let Some(v) = a.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
 }
 
 /// Carries out a forward plan for an HTTP/2 request with hyper's client.
-async fn forward_h2(
-    shared: &Shared,
-    parts: &http::request::Parts,
-    body: Incoming,
-    f: &Forward,
-) -> Response<Body> {
+async fn forward_h2(shared: &Shared, parts: &http::request::Parts, body: Incoming, f: &Forward) -> Response<Body> {
     let body = match read_body(body, f.max_body).await {
         Ok(b) => b,
         Err(StatusCode::PAYLOAD_TOO_LARGE) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "413 Request Entity Too Large\n",
-            );
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n");
         }
         Err(status) => return text(status, "400 Bad Request\n"),
     };
@@ -692,12 +533,7 @@ async fn forward_h2(
     };
     for &m in &f.mirrors {
         if let Ok(uri) = format!("http://{m}{}", f.target).parse::<Uri>() {
-            let (client, method, headers, body) = (
-                shared.http1.clone(),
-                parts.method.clone(),
-                headers.clone(),
-                body.clone(),
-            );
+            let (client, method, headers, body) = (shared.http1.clone(), parts.method.clone(), headers.clone(), body.clone());
             tokio::spawn(async move {
                 let _ = send(&client, method, uri, headers, body, Duration::from_secs(10)).await;
             });
@@ -705,40 +541,9 @@ async fn forward_h2(
     }
     let deadline = f.deadline.unwrap_or(f.connect_timeout + f.read_timeout);
     let sent = match f.protocol {
-        BackendProtocol::Http => {
-            send(
-                &shared.http1,
-                parts.method.clone(),
-                uri,
-                headers,
-                body,
-                deadline,
-            )
-            .await
-        }
-        BackendProtocol::Grpc => {
-            send(
-                &shared.http2,
-                parts.method.clone(),
-                uri,
-                headers,
-                body,
-                deadline,
-            )
-            .await
-        }
-        BackendProtocol::Https | BackendProtocol::Grpcs => {
-            send_tls(
-                shared,
-                f,
-                parts.method.clone(),
-                uri,
-                headers,
-                body,
-                deadline,
-            )
-            .await
-        }
+        BackendProtocol::Http => send(&shared.http1, parts.method.clone(), uri, headers, body, deadline).await,
+        BackendProtocol::Grpc => send(&shared.http2, parts.method.clone(), uri, headers, body, deadline).await,
+        BackendProtocol::Https | BackendProtocol::Grpcs => send_tls(shared, f, parts.method.clone(), uri, headers, body, deadline).await,
     };
     match sent {
         Ok(response) => {
@@ -764,9 +569,7 @@ async fn send(
     if let Some(h) = up.headers_mut() {
         *h = headers;
     }
-    let up = up
-        .body(Full::new(body))
-        .map_err(|_| text(StatusCode::BAD_REQUEST, "400 Bad Request\n"))?;
+    let up = up.body(Full::new(body)).map_err(|_| text(StatusCode::BAD_REQUEST, "400 Bad Request\n"))?;
     match tokio::time::timeout(deadline, client.request(up)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")),
@@ -787,15 +590,9 @@ async fn send_tls(
 ) -> Result<Response<Incoming>, Response<Body>> {
     let exchange = async {
         let h2 = f.protocol == BackendProtocol::Grpcs;
-        let conn = if h2 {
-            shared.pool.connect_h2(f.endpoint, f.connect_timeout).await
-        } else {
-            shared
-                .pool
-                .connect(f.endpoint, true, f.connect_timeout)
-                .await
-        }
-        .map_err(|_| ())?;
+        let conn =
+            if h2 { shared.pool.connect_h2(f.endpoint, f.connect_timeout).await } else { shared.pool.connect(f.endpoint, true, f.connect_timeout).await }
+                .map_err(|_| ())?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         // HTTP/1.1 takes the path (the Host header names the site); HTTP/2 the full URI, for its
         // :scheme and :authority.
@@ -809,16 +606,11 @@ async fn send_tls(
         }
         let up = up.body(Full::new(body)).map_err(|_| ())?;
         if h2 {
-            let (mut send, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(conn))
-                    .await
-                    .map_err(|_| ())?;
+            let (mut send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(conn)).await.map_err(|_| ())?;
             tokio::spawn(connection);
             send.send_request(up).await.map_err(|_| ())
         } else {
-            let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
-                .await
-                .map_err(|_| ())?;
+            let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn)).await.map_err(|_| ())?;
             tokio::spawn(connection);
             send.send_request(up).await.map_err(|_| ())
         }
@@ -878,31 +670,20 @@ pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> std::i
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves a connection: HTTP/2 when `h2` (ALPN) or when it opens with the preface, else HTTP/1.
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    shared: Arc<Shared>,
-    io: S,
-    at: Listener,
-    h2: bool,
-) {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, io: S, at: Listener, h2: bool) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let counted = Arc::clone(&shared);
     serve_protocol(shared, io, at, h2).await;
     counted.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn serve_protocol<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    shared: Arc<Shared>,
-    mut io: S,
-    at: Listener,
-    h2: bool,
-) {
+async fn serve_protocol<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, mut io: S, at: Listener, h2: bool) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut h2 = h2;
     if !h2 {
         // Enough of the first bytes to tell the preface from an HTTP/1 request line.
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            match tokio::time::timeout(shared.client_header_timeout(), io.read_buf(&mut buf)).await
-            {
+            match tokio::time::timeout(shared.client_header_timeout(), io.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
@@ -912,16 +693,10 @@ async fn serve_protocol<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     if !h2 {
         return crate::h1::serve(shared, io, buf, at).await;
     }
-    let service =
-        hyper::service::service_fn(move |req| handle_h2(Arc::clone(&shared), req, at.clone()));
-    let io = Rewind {
-        prefix: buf.freeze(),
-        io,
-    };
+    let service = hyper::service::service_fn(move |req| handle_h2(Arc::clone(&shared), req, at.clone()));
+    let io = Rewind { prefix: buf.freeze(), io };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+    builder.timer(TokioTimer::new()).max_header_list_size(64 * 1024);
     let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
@@ -932,11 +707,7 @@ struct Rewind<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -948,11 +719,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -971,12 +738,7 @@ pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) -> std::io::
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            Arc::clone(&shared),
-            stream,
-            Listener::new(peer, false, port),
-            false,
-        ));
+        tokio::spawn(serve_connection(Arc::clone(&shared), stream, Listener::new(peer, false, port), false));
     }
 }
 
@@ -984,13 +746,11 @@ pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) -> std::io::
 pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let resolver = Arc::new(Resolver(Arc::clone(&shared)));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(std::io::Error::other)?
-    .with_no_client_auth()
-    .with_cert_resolver(resolver);
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
@@ -998,9 +758,7 @@ pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>) -> std::io:
         let _ = stream.set_nodelay(true);
         let (shared, acceptor) = (Arc::clone(&shared), acceptor.clone());
         tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
                 return;
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -1018,10 +776,7 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl rustls::server::ResolvesServerCert for Resolver {
-    fn resolve(
-        &self,
-        hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.0.snapshot().certs.for_name(hello.server_name())
     }
 }
@@ -1046,12 +801,7 @@ mod tests {
             status,
             body_bytes_sent: 2000,
             took: Duration::from_millis(3),
-            upstream: Some((
-                "production-api-service-80",
-                upstream,
-                Duration::from_millis(2),
-                status,
-            )),
+            upstream: Some(("production-api-service-80", upstream, Duration::from_millis(2), status)),
             route: Some(route),
         };
         shared.record(&record("ingress\u{1}production\u{1}app-ingress\u{1}/", 200));
@@ -1076,25 +826,13 @@ mod tests {
     #[test]
     fn limit_rps_allows_nginx_s_burst_then_drains_at_the_rate() {
         let shared = Shared::new(Snapshot::default());
-        let source = crate::routes::Source {
-            created: String::new(),
-            namespace: "ns".into(),
-            name: "ing".into(),
-        };
+        let source = crate::routes::Source { created: String::new(), namespace: "ns".into(), name: "ing".into() };
         let client: IpAddr = "192.0.2.7".parse().unwrap_or_else(|_| unreachable!());
         // limit-rps 2, burst multiplier 5: the first request, then a burst of 10, then 503s.
-        let allowed = (0..20)
-            .filter(|_| shared.within_rate(&source, "/", client, 2, 10))
-            .count();
+        let allowed = (0..20).filter(|_| shared.within_rate(&source, "/", client, 2, 10)).count();
         assert_eq!(allowed, 11);
         // Another client and another path have budgets of their own.
-        assert!(shared.within_rate(
-            &source,
-            "/",
-            "192.0.2.8".parse().unwrap_or_else(|_| unreachable!()),
-            2,
-            10
-        ));
+        assert!(shared.within_rate(&source, "/", "192.0.2.8".parse().unwrap_or_else(|_| unreachable!()), 2, 10));
         assert!(shared.within_rate(&source, "/other", client, 2, 10));
         // Half a second drains one request at 2 per second.
         std::thread::sleep(Duration::from_millis(520));

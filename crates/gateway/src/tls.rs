@@ -22,55 +22,32 @@ pub struct Certificates {
 }
 
 /// A Secret's certificate chain and key.
-pub(crate) fn load(
-    state: &ClusterState,
-    namespace: &str,
-    name: &str,
-) -> Result<Arc<CertifiedKey>, String> {
-    let secret = state
-        .secrets
-        .iter()
-        .find(|s| s.namespace == namespace && s.name == name)
-        .ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
+pub(crate) fn load(state: &ClusterState, namespace: &str, name: &str) -> Result<Arc<CertifiedKey>, String> {
+    let secret =
+        state.secrets.iter().find(|s| s.namespace == namespace && s.name == name).ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
     let data = secret.object.data.as_ref();
-    let field = |key: &str| {
-        data.and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"))
-    };
+    let field = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.clone()).ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"));
     let (crt, key) = (field("tls.crt")?, field("tls.key")?);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("Secret {namespace}/{name}: tls.crt: {e}"))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&crt).collect::<Result<_, _>>().map_err(|e| format!("Secret {namespace}/{name}: tls.crt: {e}"))?;
     if chain.is_empty() {
-        return Err(format!(
-            "Secret {namespace}/{name}: tls.crt has no certificate"
-        ));
+        return Err(format!("Secret {namespace}/{name}: tls.crt has no certificate"));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key)
-        .map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
 impl Certificates {
     /// The certificates of TLS sections (oldest Ingress first); problems name the Secret.
-    pub fn build(
-        sections: &[Tls],
-        state: &ClusterState,
-        problems: &mut Vec<String>,
-    ) -> Certificates {
+    pub fn build(sections: &[Tls], state: &ClusterState, problems: &mut Vec<String>) -> Certificates {
         let mut out = Certificates::default();
         let mut hostless = false;
         for tls in sections {
             let key = match load(state, &tls.secret.0, &tls.secret.1) {
                 Ok(k) => k,
                 Err(e) => {
-                    problems.push(format!(
-                        "Ingress {}/{}: {e}",
-                        tls.source.namespace, tls.source.name
-                    ));
+                    problems.push(format!("Ingress {}/{}: {e}", tls.source.namespace, tls.source.name));
                     continue;
                 }
             };

@@ -52,11 +52,7 @@ impl Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -65,11 +61,7 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -108,24 +100,13 @@ impl Default for Pool {
     fn default() -> Pool {
         let connector = |alpn: &[u8]| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-                .with_safe_default_protocol_versions()
-                .ok()
-                .map(|b| {
-                    let mut c = b
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-                        .with_no_client_auth();
-                    c.alpn_protocols = vec![alpn.to_vec()];
-                    tokio_rustls::TlsConnector::from(Arc::new(c))
-                })
+            rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().ok().map(|b| {
+                let mut c = b.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))).with_no_client_auth();
+                c.alpn_protocols = vec![alpn.to_vec()];
+                tokio_rustls::TlsConnector::from(Arc::new(c))
+            })
         };
-        Pool {
-            idle: Mutex::new(HashMap::default()),
-            swept: Mutex::new(Instant::now()),
-            tls: connector(b"http/1.1"),
-            tls_h2: connector(b"h2"),
-        }
+        Pool { idle: Mutex::new(HashMap::default()), swept: Mutex::new(Instant::now()), tls: connector(b"http/1.1"), tls_h2: connector(b"h2") }
     }
 }
 
@@ -169,23 +150,13 @@ impl Pool {
     }
 
     /// A new connection, within `timeout`.
-    pub async fn connect(
-        &self,
-        endpoint: SocketAddr,
-        tls: bool,
-        timeout: Duration,
-    ) -> io::Result<Conn> {
+    pub async fn connect(&self, endpoint: SocketAddr, tls: bool, timeout: Duration) -> io::Result<Conn> {
         self.open(endpoint, tls.then_some(&self.tls), timeout).await
     }
 
     /// TCP, then TLS through the connector `tls` names when it names one (which is `None` if its
     /// configuration could not be built).
-    async fn open(
-        &self,
-        endpoint: SocketAddr,
-        tls: Option<&Option<tokio_rustls::TlsConnector>>,
-        timeout: Duration,
-    ) -> io::Result<Conn> {
+    async fn open(&self, endpoint: SocketAddr, tls: Option<&Option<tokio_rustls::TlsConnector>>, timeout: Duration) -> io::Result<Conn> {
         let connect = async {
             let tcp = TcpStream::connect(endpoint).await?;
             tcp.set_nodelay(true)?;
@@ -196,15 +167,9 @@ impl Pool {
                 return Err(io::Error::other("no TLS client configuration"));
             };
             // ingress-nginx sends no SNI to backends by default (`proxy-ssl-server-name: off`).
-            Ok(Conn::Tls(Box::new(
-                connector
-                    .connect(ServerName::IpAddress(endpoint.ip().into()), tcp)
-                    .await?,
-            )))
+            Ok(Conn::Tls(Box::new(connector.connect(ServerName::IpAddress(endpoint.ip().into()), tcp).await?)))
         };
-        tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        tokio::time::timeout(timeout, connect).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 }
 
@@ -231,12 +196,7 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -245,12 +205,7 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

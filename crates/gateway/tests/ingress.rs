@@ -16,10 +16,7 @@ fn build(yaml: &str) -> IngressRoutes {
         "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: podnet, annotations: {{ingressclass.kubernetes.io/is-default-class: 'true'}}}}\nspec: {{controller: {CONTROLLER}}}\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: other}}\nspec: {{controller: example.com/other}}\n---\n"
     );
     let objects = model::load_str(&format!("{classes}{yaml}"), Path::new("t.yaml")).unwrap();
-    ingress::routes(
-        &model::ClusterState::from_objects(&objects).unwrap(),
-        CONTROLLER,
-    )
+    ingress::routes(&model::ClusterState::from_objects(&objects).unwrap(), CONTROLLER)
 }
 
 fn ingress(name: &str, created: &str, extra_meta: &str, spec: &str) -> String {
@@ -32,16 +29,8 @@ fn ingress(name: &str, created: &str, extra_meta: &str, spec: &str) -> String {
 fn to(r: &IngressRoutes, host: &str, path: &str) -> String {
     match r.table.route(host, path) {
         Decision::Route(p, _) => match &p.backend {
-            Backend::Service {
-                name,
-                port: ServicePort::Number(n),
-                ..
-            } => format!("{name}:{n}"),
-            Backend::Service {
-                name,
-                port: ServicePort::Name(n),
-                ..
-            } => format!("{name}:{n}"),
+            Backend::Service { name, port: ServicePort::Number(n), .. } => format!("{name}:{n}"),
+            Backend::Service { name, port: ServicePort::Name(n), .. } => format!("{name}:{n}"),
             Backend::Unavailable(why) => format!("503 {why}"),
         },
         Decision::NotFound => "404".into(),
@@ -58,24 +47,11 @@ fn rule(host: &str, paths: &[(&str, &str, &str)]) -> String {
 
 #[test]
 fn the_seeds_app_ingress_routes_by_host_and_path() {
-    let spec = format!(
-        "  rules:\n{}",
-        rule(
-            "api.example.com",
-            &[
-                ("Prefix", "/orders", "order-service"),
-                ("Prefix", "/", "api-service")
-            ]
-        )
-    );
+    let spec = format!("  rules:\n{}", rule("api.example.com", &[("Prefix", "/orders", "order-service"), ("Prefix", "/", "api-service")]));
     let r = build(&ingress("app-ingress", "2026-01-01T00:00:00Z", "", &spec));
     assert_eq!(to(&r, "api.example.com", "/orders/42"), "order-service:80");
     assert_eq!(to(&r, "API.Example.com", "/orders"), "order-service:80");
-    assert_eq!(
-        to(&r, "api.example.com", "/ordersx"),
-        "api-service:80",
-        "Prefix is element-wise"
-    );
+    assert_eq!(to(&r, "api.example.com", "/ordersx"), "api-service:80", "Prefix is element-wise");
     assert_eq!(to(&r, "api.example.com", "/"), "api-service:80");
     assert_eq!(to(&r, "other.example.com", "/orders"), "404");
 }
@@ -86,23 +62,14 @@ fn longest_path_wins_and_exact_beats_prefix_of_the_same_length() {
         "  rules:\n{}",
         rule(
             "h.test",
-            &[
-                ("Prefix", "/foo", "prefix"),
-                ("Exact", "/foo", "exact"),
-                ("Prefix", "/foo/bar", "longer"),
-                ("ImplementationSpecific", "/fo", "nginx-prefix")
-            ]
+            &[("Prefix", "/foo", "prefix"), ("Exact", "/foo", "exact"), ("Prefix", "/foo/bar", "longer"), ("ImplementationSpecific", "/fo", "nginx-prefix")]
         )
     );
     let r = build(&ingress("i", "2026-01-01T00:00:00Z", "", &spec));
     assert_eq!(to(&r, "h.test", "/foo"), "exact:80");
     assert_eq!(to(&r, "h.test", "/foo/"), "prefix:80");
     assert_eq!(to(&r, "h.test", "/foo/bar/baz"), "longer:80");
-    assert_eq!(
-        to(&r, "h.test", "/fox"),
-        "nginx-prefix:80",
-        "ImplementationSpecific is a string prefix, as nginx's location"
-    );
+    assert_eq!(to(&r, "h.test", "/fox"), "nginx-prefix:80", "ImplementationSpecific is a string prefix, as nginx's location");
 }
 
 #[test]
@@ -115,84 +82,31 @@ fn wildcards_cover_one_label_and_host_less_rules_catch_the_rest() {
     let r = build(&ingress("i", "2026-01-01T00:00:00Z", "", &spec));
     assert_eq!(to(&r, "bar.foo.com", "/"), "exact-host:80");
     assert_eq!(to(&r, "baz.foo.com", "/"), "wild:80");
-    assert_eq!(
-        to(&r, "a.baz.foo.com", "/"),
-        "catch-all:80",
-        "one label only"
-    );
+    assert_eq!(to(&r, "a.baz.foo.com", "/"), "catch-all:80", "one label only");
     assert_eq!(to(&r, "foo.com", "/"), "catch-all:80");
 }
 
 #[test]
 fn ingresses_merge_per_host_and_the_oldest_wins_a_conflict() {
-    let old = ingress(
-        "old",
-        "2026-01-01T00:00:00Z",
-        "",
-        &format!(
-            "  rules:\n{}",
-            rule("h.test", &[("Prefix", "/a", "from-old")])
-        ),
-    );
-    let new = ingress(
-        "new",
-        "2026-02-01T00:00:00Z",
-        "",
-        &format!(
-            "  rules:\n{}",
-            rule(
-                "h.test",
-                &[("Prefix", "/a", "from-new"), ("Prefix", "/b", "only-new")]
-            )
-        ),
-    );
+    let old = ingress("old", "2026-01-01T00:00:00Z", "", &format!("  rules:\n{}", rule("h.test", &[("Prefix", "/a", "from-old")])));
+    let new =
+        ingress("new", "2026-02-01T00:00:00Z", "", &format!("  rules:\n{}", rule("h.test", &[("Prefix", "/a", "from-new"), ("Prefix", "/b", "only-new")])));
     // Order in the files does not matter: age does.
     let r = build(&format!("{new}{old}"));
     assert_eq!(to(&r, "h.test", "/a"), "from-old:80");
     assert_eq!(to(&r, "h.test", "/b"), "only-new:80");
-    assert!(
-        r.problems
-            .iter()
-            .any(|p| p.contains("shop/new") && p.contains("older Ingress")),
-        "{:?}",
-        r.problems
-    );
+    assert!(r.problems.iter().any(|p| p.contains("shop/new") && p.contains("older Ingress")), "{:?}", r.problems);
 }
 
 #[test]
 fn classes_decide_which_ingresses_are_ours() {
-    let spec = |svc: &str| {
-        format!(
-            "  rules:\n{}",
-            rule(&format!("{svc}.test"), &[("Prefix", "/", svc)])
-        )
-    };
+    let spec = |svc: &str| format!("  rules:\n{}", rule(&format!("{svc}.test"), &[("Prefix", "/", svc)]));
     let yaml = [
-        ingress(
-            "by-name",
-            "2026-01-01T00:00:00Z",
-            "",
-            &format!("  ingressClassName: podnet\n{}", spec("by-name")),
-        ),
-        ingress(
-            "legacy",
-            "2026-01-01T00:00:00Z",
-            ", annotations: {kubernetes.io/ingress.class: podnet}",
-            &spec("legacy"),
-        ),
+        ingress("by-name", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: podnet\n{}", spec("by-name"))),
+        ingress("legacy", "2026-01-01T00:00:00Z", ", annotations: {kubernetes.io/ingress.class: podnet}", &spec("legacy")),
         ingress("defaulted", "2026-01-01T00:00:00Z", "", &spec("defaulted")),
-        ingress(
-            "theirs",
-            "2026-01-01T00:00:00Z",
-            "",
-            &format!("  ingressClassName: other\n{}", spec("theirs")),
-        ),
-        ingress(
-            "unknown",
-            "2026-01-01T00:00:00Z",
-            "",
-            &format!("  ingressClassName: nope\n{}", spec("unknown")),
-        ),
+        ingress("theirs", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: other\n{}", spec("theirs"))),
+        ingress("unknown", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: nope\n{}", spec("unknown"))),
     ]
     .concat();
     let r = build(&yaml);
@@ -226,10 +140,7 @@ fn a_canary_shadows_its_main_path_and_bad_input_is_reported() {
         "canary",
         "2026-02-01T00:00:00Z",
         ", annotations: {nginx.ingress.kubernetes.io/canary: 'true', nginx.ingress.kubernetes.io/canary-weight: '20', nginx.ingress.kubernetes.io/canary-by-header: X-Canary}",
-        &format!(
-            "  rules:\n{}",
-            rule("h.test", &[("Prefix", "/", "preview")])
-        ),
+        &format!("  rules:\n{}", rule("h.test", &[("Prefix", "/", "preview")])),
     );
     let bad = ingress(
         "bad",
@@ -238,26 +149,11 @@ fn a_canary_shadows_its_main_path_and_bad_input_is_reported() {
         "  rules:\n  - host: 'x.*.test'\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}]}\n  - host: ok.test\n    http: {paths: [{path: relative, pathType: Exact, backend: {service: {name: s, port: {number: 80}}}}]}\n",
     );
     let r = build(&format!("{main}{canary}{bad}"));
-    let Decision::Route(p, _) = r.table.route("h.test", "/") else {
-        panic!()
-    };
-    assert_eq!(
-        to(&r, "h.test", "/"),
-        "stable:80",
-        "the canary does not replace the main route"
-    );
+    let Decision::Route(p, _) = r.table.route("h.test", "/") else { panic!() };
+    assert_eq!(to(&r, "h.test", "/"), "stable:80", "the canary does not replace the main route");
     assert_eq!(p.settings.max_body, Some(10 << 20));
     assert_eq!(p.canaries.len(), 1);
-    assert_eq!(
-        (p.canaries[0].weight, p.canaries[0].by_header.clone()),
-        ((20, 100), Some(("X-Canary".to_owned(), None)))
-    );
+    assert_eq!((p.canaries[0].weight, p.canaries[0].by_header.clone()), ((20, 100), Some(("X-Canary".to_owned(), None))));
     assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
-    assert!(
-        r.problems
-            .iter()
-            .all(|p| p.starts_with("Ingress shop/bad: spec.rules[")),
-        "{:?}",
-        r.problems
-    );
+    assert!(r.problems.iter().all(|p| p.starts_with("Ingress shop/bad: spec.rules[")), "{:?}", r.problems);
 }

@@ -26,17 +26,11 @@ pub struct Change {
 }
 
 fn plan_error(e: plan::PlanError) -> LabError {
-    LabError {
-        what: "planning".into(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-    }
+    LabError { what: "planning".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) }
 }
 
 fn same_owner(a: &PodPlan, b: &PodPlan) -> bool {
-    a.owner.is_some()
-        && a.namespace == b.namespace
-        && a.owner == b.owner
-        && a.owner_kind == b.owner_kind
+    a.owner.is_some() && a.namespace == b.namespace && a.owner == b.owner && a.owner_kind == b.owner_kind
 }
 
 /// Adds the manifests' pods, updates the labels and ports of those that exist, and removes
@@ -55,61 +49,32 @@ pub fn apply(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Cha
 /// anything is made.
 fn open(lab: &LabName) -> Result<(state::Locked, LabState), LabError> {
     let what = || format!("lab {lab}");
-    let locked = state::lock(lab).map_err(|e| LabError {
-        what: what(),
-        source: e,
-    })?;
-    crate::daemon::require_running(lab).map_err(|e| LabError {
-        what: what(),
-        source: e,
-    })?;
-    let st = locked.load().map_err(|e| LabError {
-        what: what(),
-        source: e,
-    })?;
+    let locked = state::lock(lab).map_err(|e| LabError { what: what(), source: e })?;
+    crate::daemon::require_running(lab).map_err(|e| LabError { what: what(), source: e })?;
+    let st = locked.load().map_err(|e| LabError { what: what(), source: e })?;
     Ok((locked, st))
 }
 
 /// Applied Services replace those of the same name; new ones get ClusterIPs and NodePorts
 /// (the lab's existing ones keep theirs, as chosen addresses).
 fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabError> {
-    let key = |s: &k8s_openapi::api::core::v1::Service| {
-        (
-            s.metadata.namespace.clone().unwrap_or_default(),
-            s.metadata.name.clone().unwrap_or_default(),
-        )
-    };
-    let applied: Vec<_> = cluster
-        .services
-        .iter()
-        .map(|n| (n.namespace.clone(), n.name.clone()))
-        .collect();
+    let key = |s: &k8s_openapi::api::core::v1::Service| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
+    let applied: Vec<_> = cluster.services.iter().map(|n| (n.namespace.clone(), n.name.clone())).collect();
     let mut all: Vec<model::Namespaced<k8s_openapi::api::core::v1::Service>> = st
         .services
         .iter()
         .filter(|s| !applied.contains(&key(s)))
-        .map(|s| model::Namespaced {
-            location: Default::default(),
-            namespace: key(s).0,
-            name: key(s).1,
-            object: s.clone(),
-        })
+        .map(|s| model::Namespaced { location: Default::default(), namespace: key(s).0, name: key(s).1, object: s.clone() })
         .collect();
     all.extend(cluster.services.iter().cloned());
     all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    model::allocate::allocate(&mut all, &model::allocate::Ranges::default()).map_err(|e| {
-        LabError {
-            what: "allocating Service addresses".into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-        }
-    })?;
+    model::allocate::allocate(&mut all, &model::allocate::Ranges::default())
+        .map_err(|e| LabError { what: "allocating Service addresses".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) })?;
     st.services = all.into_iter().map(|n| n.object).collect();
     crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
     for given in &cluster.endpoint_slices {
-        st.given_slices.retain(|s| {
-            !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str())
-                && s.metadata.name.as_deref() == Some(given.name.as_str()))
-        });
+        st.given_slices
+            .retain(|s| !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str())));
         st.given_slices.push(given.object.clone());
     }
     merge_routing(st, cluster, false);
@@ -119,77 +84,19 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
 /// Ingresses, IngressClasses, Secrets and Gateway API objects: applied ones replace those of the
 /// same name; with `remove`, the named ones go.
 fn merge_routing(st: &mut LabState, cluster: &ClusterState, remove: bool) {
-    merge(
-        &mut st.ingresses,
-        cluster.ingresses.iter().map(|n| &n.object),
-        |o| &o.metadata,
-        true,
-        remove,
-    );
-    merge(
-        &mut st.secrets,
-        cluster.secrets.iter().map(|n| &n.object),
-        |o| &o.metadata,
-        true,
-        remove,
-    );
-    merge(
-        &mut st.ingress_classes,
-        &cluster.ingress_classes,
-        |o| &o.metadata,
-        false,
-        remove,
-    );
-    merge(
-        &mut st.gateway_classes,
-        &cluster.gateway_classes,
-        |o| &o.metadata,
-        false,
-        remove,
-    );
-    merge(
-        &mut st.gateways,
-        cluster.gateways.iter().map(|n| &n.object),
-        |o| &o.metadata,
-        true,
-        remove,
-    );
-    merge(
-        &mut st.http_routes,
-        cluster.http_routes.iter().map(|n| &n.object),
-        |o| &o.metadata,
-        true,
-        remove,
-    );
-    merge(
-        &mut st.reference_grants,
-        cluster.reference_grants.iter().map(|n| &n.object),
-        |o| &o.metadata,
-        true,
-        remove,
-    );
+    merge(&mut st.ingresses, cluster.ingresses.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.secrets, cluster.secrets.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.ingress_classes, &cluster.ingress_classes, |o| &o.metadata, false, remove);
+    merge(&mut st.gateway_classes, &cluster.gateway_classes, |o| &o.metadata, false, remove);
+    merge(&mut st.gateways, cluster.gateways.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.http_routes, cluster.http_routes.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
+    merge(&mut st.reference_grants, cluster.reference_grants.iter().map(|n| &n.object), |o| &o.metadata, true, remove);
 }
 
 /// The kept objects the applied ones name (by namespace, defaulted as the loader does, and name;
 /// by name alone for cluster-scoped kinds) are replaced by them, or with `remove` dropped.
-fn merge<'a, T: Clone + 'a>(
-    kept: &mut Vec<T>,
-    applied: impl IntoIterator<Item = &'a T>,
-    meta: fn(&T) -> &ObjectMeta,
-    namespaced: bool,
-    remove: bool,
-) {
-    let key = |m: &ObjectMeta| {
-        (
-            namespaced.then(|| {
-                m.namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".into())
-            }),
-            m.name.clone(),
-        )
-    };
+fn merge<'a, T: Clone + 'a>(kept: &mut Vec<T>, applied: impl IntoIterator<Item = &'a T>, meta: fn(&T) -> &ObjectMeta, namespaced: bool, remove: bool) {
+    let key = |m: &ObjectMeta| (namespaced.then(|| m.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())), m.name.clone());
     for object in applied {
         let named = key(meta(object));
         kept.retain(|k| key(meta(k)) != named);
@@ -199,18 +106,12 @@ fn merge<'a, T: Clone + 'a>(
     }
 }
 
-fn apply_plan(
-    st: &mut LabState,
-    wanted: plan::LabPlan,
-    plugin: &Path,
-    change: &mut Change,
-) -> Result<(), LabError> {
+fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &mut Change) -> Result<(), LabError> {
     // Scale-down: pods of an applied workload that the new plan does not have.
     let gone: Vec<usize> = (0..st.plan.pods.len())
         .filter(|&i| {
             let p = &st.plan.pods[i];
-            wanted.pods.iter().any(|w| same_owner(w, p))
-                && !wanted.pods.iter().any(|w| w.key() == p.key())
+            wanted.pods.iter().any(|w| same_owner(w, p)) && !wanted.pods.iter().any(|w| w.key() == p.key())
         })
         .collect();
     remove(st, &gone, plugin, change)?;
@@ -242,41 +143,24 @@ pub fn delete(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Ch
     let doomed: Vec<usize> = (0..st.plan.pods.len())
         .filter(|&i| {
             let p = &st.plan.pods[i];
-            named
-                .pods
-                .iter()
-                .any(|w| w.key() == p.key() || same_owner(w, p))
+            named.pods.iter().any(|w| w.key() == p.key() || same_owner(w, p))
         })
         .collect();
     let mut change = Change::default();
-    let named_services: Vec<(String, String)> = cluster
-        .services
-        .iter()
-        .map(|n| (n.namespace.clone(), n.name.clone()))
-        .collect();
-    st.services.retain(|s| {
-        !named_services.contains(&(
-            s.metadata.namespace.clone().unwrap_or_default(),
-            s.metadata.name.clone().unwrap_or_default(),
-        ))
-    });
+    let named_services: Vec<(String, String)> = cluster.services.iter().map(|n| (n.namespace.clone(), n.name.clone())).collect();
+    st.services.retain(|s| !named_services.contains(&(s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())));
     st.given_slices.retain(|s| {
-        !cluster.endpoint_slices.iter().any(|g| {
-            s.metadata.namespace.as_deref() == Some(g.namespace.as_str())
-                && s.metadata.name.as_deref() == Some(g.name.as_str())
-        })
+        !cluster
+            .endpoint_slices
+            .iter()
+            .any(|g| s.metadata.namespace.as_deref() == Some(g.namespace.as_str()) && s.metadata.name.as_deref() == Some(g.name.as_str()))
     });
     merge_routing(&mut st, cluster, true);
     let done = remove(&mut st, &doomed, plugin, &mut change);
     finish(&locked, st, change, done)
 }
 
-fn remove(
-    st: &mut LabState,
-    indices: &[usize],
-    plugin: &Path,
-    change: &mut Change,
-) -> Result<(), LabError> {
+fn remove(st: &mut LabState, indices: &[usize], plugin: &Path, change: &mut Change) -> Result<(), LabError> {
     for &i in indices.iter().rev() {
         detach_pod(&st.plan, &st.plan.pods[i], plugin)?;
         change.removed.insert(0, st.plan.pods[i].key());
@@ -288,23 +172,11 @@ fn remove(
 
 /// Saves the state in plan order (also after a failure halfway, so that it names every pod that
 /// exists) and has the lab process serve what changed.
-fn finish(
-    locked: &state::Locked,
-    mut st: LabState,
-    change: Change,
-    done: Result<(), LabError>,
-) -> Result<Change, LabError> {
-    let mut pairs: Vec<(PodPlan, Option<std::net::Ipv4Addr>)> =
-        st.plan.pods.drain(..).zip(st.pod_ips.drain(..)).collect();
+fn finish(locked: &state::Locked, mut st: LabState, change: Change, done: Result<(), LabError>) -> Result<Change, LabError> {
+    let mut pairs: Vec<(PodPlan, Option<std::net::Ipv4Addr>)> = st.plan.pods.drain(..).zip(st.pod_ips.drain(..)).collect();
     pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
     (st.plan.pods, st.pod_ips) = pairs.into_iter().unzip();
-    locked.save(&st).map_err(|e| LabError {
-        what: "saving the lab state".into(),
-        source: e,
-    })?;
-    crate::daemon::reload(locked.lab()).map_err(|e| LabError {
-        what: "reloading the lab process".into(),
-        source: e,
-    })?;
+    locked.save(&st).map_err(|e| LabError { what: "saving the lab state".into(), source: e })?;
+    crate::daemon::reload(locked.lab()).map_err(|e| LabError { what: "reloading the lab process".into(), source: e })?;
     done.map(|()| change)
 }

@@ -64,13 +64,9 @@ type ListenerKey = (String, u16, Protocol);
 /// that one component's work (a proxy sync over 100 nodes, a DNS view rebuilt) never delays
 /// another's serving, and a component that fails stops alone.
 fn component_runtime(name: &str) -> io::Result<tokio::runtime::Handle> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let handle = rt.handle().clone();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || rt.block_on(std::future::pending::<()>()))?;
     Ok(handle)
 }
 
@@ -94,11 +90,7 @@ impl EchoServers {
             for port in &pod.ports {
                 if port.protocol == Protocol::Sctp {
                     // This kernel has no SCTP sockets (EPROTONOSUPPORT), so there is nothing to listen with.
-                    eprintln!(
-                        "{}: {}/SCTP: not served (no SCTP sockets on this kernel)",
-                        pod.key(),
-                        port.port
-                    );
+                    eprintln!("{}: {}/SCTP: not served (no SCTP sockets on this kernel)", pod.key(), port.port);
                     continue;
                 }
                 let key = (pod.netns.clone(), port.port, port.protocol);
@@ -110,12 +102,7 @@ impl EchoServers {
                 continue;
             }
             let ports = missing.clone();
-            let bound = netns::run_in(&netns::path_of(&pod.netns), move || {
-                ports
-                    .iter()
-                    .map(|&(port, protocol)| bind_here(port, protocol))
-                    .collect::<Vec<_>>()
-            });
+            let bound = netns::run_in(&netns::path_of(&pod.netns), move || ports.iter().map(|&(port, protocol)| bind_here(port, protocol)).collect::<Vec<_>>());
             let bound = match bound {
                 Ok(b) => b,
                 Err(e) => {
@@ -127,14 +114,8 @@ impl EchoServers {
             for ((port, protocol), socket) in missing.into_iter().zip(bound) {
                 let id = Arc::new(identity(pod, ip, port, protocol));
                 let task = match socket.and_then(|s| match s {
-                    Bound::Tcp(l) => Ok(tokio::spawn(echo::serve_tcp(
-                        tokio::net::TcpListener::from_std(l)?,
-                        id,
-                    ))),
-                    Bound::Udp(u) => Ok(tokio::spawn(echo::serve_udp(
-                        tokio::net::UdpSocket::from_std(u)?,
-                        id,
-                    ))),
+                    Bound::Tcp(l) => Ok(tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id))),
+                    Bound::Udp(u) => Ok(tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(u)?, id))),
                 }) {
                     Ok(task) => task,
                     // hostNetwork pods share their node's ports: the first one wins, as on a node.
@@ -143,8 +124,7 @@ impl EchoServers {
                         continue;
                     }
                 };
-                self.running
-                    .insert((pod.netns.clone(), port, protocol), task);
+                self.running.insert((pod.netns.clone(), port, protocol), task);
             }
         }
         self.running.retain(|key, task| {
@@ -179,48 +159,39 @@ type ProxyRequest = (LabState, std::sync::mpsc::Sender<io::Result<()>>);
 /// Every node's service proxy, on its own thread: syncs on request, and between requests checks
 /// (one generation read per node) that nobody changed the tables behind its back. A panic in a
 /// sync is caught, logged and answered with a full re-sync, not the end of the lab process.
-fn proxy_worker(
-    first: LabState,
-    proxies: Proxies,
-    requests: std::sync::mpsc::Receiver<ProxyRequest>,
-) -> io::Result<()> {
+fn proxy_worker(first: LabState, proxies: Proxies, requests: std::sync::mpsc::Receiver<ProxyRequest>) -> io::Result<()> {
     let mut proxies = proxies;
     let mut last = first;
-    std::thread::Builder::new()
-        .name("proxy".into())
-        .spawn(move || {
-            loop {
-                match requests.recv_timeout(SYNC_PERIOD) {
-                    Ok((st, reply)) => {
-                        let done = guarded("proxy sync", || sync_proxies(&st, &mut proxies));
-                        if done.is_err() {
-                            proxies.forget_applied();
-                        }
-                        last = st;
-                        let _ = reply.send(done);
+    std::thread::Builder::new().name("proxy".into()).spawn(move || {
+        loop {
+            match requests.recv_timeout(SYNC_PERIOD) {
+                Ok((st, reply)) => {
+                    let done = guarded("proxy sync", || sync_proxies(&st, &mut proxies));
+                    if done.is_err() {
+                        proxies.forget_applied();
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        // Our tables changed behind our back (flushed by hand, edited): heal them.
-                        let healed = guarded("proxy check", || {
-                            let drifted = proxies.drifted(&last);
-                            if drifted.is_empty() {
-                                return Ok(());
-                            }
-                            eprintln!(
-                                "proxy: the tables of {} differ from what was applied; re-syncing",
-                                drifted.join(", ")
-                            );
-                            sync_proxies(&last, &mut proxies)
-                        });
-                        if let Err(e) = healed {
-                            eprintln!("proxy: {e}");
-                            proxies.forget_applied();
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    last = st;
+                    let _ = reply.send(done);
                 }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Our tables changed behind our back (flushed by hand, edited): heal them.
+                    let healed = guarded("proxy check", || {
+                        let drifted = proxies.drifted(&last);
+                        if drifted.is_empty() {
+                            return Ok(());
+                        }
+                        eprintln!("proxy: the tables of {} differ from what was applied; re-syncing", drifted.join(", "));
+                        sync_proxies(&last, &mut proxies)
+                    });
+                    if let Err(e) = healed {
+                        eprintln!("proxy: {e}");
+                        proxies.forget_applied();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
-        })?;
+        }
+    })?;
     Ok(())
 }
 
@@ -229,11 +200,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let why = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
             eprintln!("{what} panicked: {why}");
             Err(io::Error::other(format!("{what} failed: {why}")))
         }
@@ -260,23 +227,15 @@ impl Components {
         })
         .unwrap_or_else(|e| failed.push(e.to_string()));
         let dns_runtime = self.dns_runtime.clone();
-        guarded("cluster DNS", || self.dns.sync(st, &dns_runtime))
-            .unwrap_or_else(|e| failed.push(format!("cluster DNS: {e}")));
-        guarded("ingress controller", || self.ingress.sync(st))
-            .unwrap_or_else(|e| failed.push(format!("ingress controller: {e}")));
+        guarded("cluster DNS", || self.dns.sync(st, &dns_runtime)).unwrap_or_else(|e| failed.push(format!("cluster DNS: {e}")));
+        guarded("ingress controller", || self.ingress.sync(st)).unwrap_or_else(|e| failed.push(format!("ingress controller: {e}")));
         let (tx, rx) = std::sync::mpsc::channel();
         let proxied = match self.proxy.send((st.clone(), tx)) {
-            Ok(()) => rx
-                .recv()
-                .unwrap_or_else(|_| Err(io::Error::other("the proxy worker is gone"))),
+            Ok(()) => rx.recv().unwrap_or_else(|_| Err(io::Error::other("the proxy worker is gone"))),
             Err(_) => Err(io::Error::other("the proxy worker is gone")),
         };
         proxied.unwrap_or_else(|e| failed.push(format!("proxy: {e}")));
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::other(failed.join("; ")))
-        }
+        if failed.is_empty() { Ok(()) } else { Err(io::Error::other(failed.join("; "))) }
     }
 }
 
@@ -290,10 +249,7 @@ pub fn run(lab: &LabName) -> io::Result<()> {
     let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
     proxy_worker(st.clone(), proxies, proxy_rx)?;
     let mut components = Components {
-        echo: EchoServers {
-            runtime: component_runtime("echo")?,
-            running: Default::default(),
-        },
+        echo: EchoServers { runtime: component_runtime("echo")?, running: Default::default() },
         dns: crate::cluster_dns::ClusterDns::new(&st),
         dns_runtime: component_runtime("dns")?,
         ingress: crate::ingress_controller::IngressControllers::default(),
@@ -338,29 +294,20 @@ pub const HEALTHZ_PORT: u16 = 10256;
 const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
 
 fn lock(status: &Mutex<ProxyStatus>) -> MutexGuard<'_, ProxyStatus> {
-    status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serves each node's proxy metrics and health on the node's address, as kube-proxy does.
-fn serve_proxy_endpoints(
-    st: &LabState,
-    status: &Arc<Mutex<ProxyStatus>>,
-    runtime: &tokio::runtime::Handle,
-) -> io::Result<()> {
+fn serve_proxy_endpoints(st: &LabState, status: &Arc<Mutex<ProxyStatus>>, runtime: &tokio::runtime::Handle) -> io::Result<()> {
     let _in_runtime = runtime.enter();
     for node in &st.plan.nodes {
         for port in [METRICS_PORT, HEALTHZ_PORT] {
             let addr = (node.ip, port);
-            let listener = netns::run_in(
-                &netns::path_of(&node.netns),
-                move || -> io::Result<std::net::TcpListener> {
-                    let l = std::net::TcpListener::bind(addr)?;
-                    l.set_nonblocking(true)?;
-                    Ok(l)
-                },
-            )??;
+            let listener = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<std::net::TcpListener> {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })??;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let (status, name) = (Arc::clone(status), node.name.clone());
             tokio::spawn(async move {
@@ -378,11 +325,7 @@ fn serve_proxy_endpoints(
 }
 
 /// One HTTP request to a node's proxy endpoints.
-async fn answer_probe(
-    mut conn: tokio::net::TcpStream,
-    status: Arc<Mutex<ProxyStatus>>,
-    node: String,
-) {
+async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxyStatus>>, node: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -392,11 +335,7 @@ async fn answer_probe(
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let path = String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_owned();
+    let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
     let (code, kind, body) = {
         let mut status = lock(&status);
         let (metrics, health) = status.entry(node).or_default();
@@ -404,16 +343,8 @@ async fn answer_probe(
             "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
             probe @ ("/healthz" | "/livez") => {
                 let livez = probe == "/livez";
-                let (code, body) = health.report(
-                    crate::service_proxy::unix_now(),
-                    HEALTH_TIMEOUT_SECONDS,
-                    true,
-                    livez,
-                );
-                *metrics
-                    .probes
-                    .entry((if livez { "livez" } else { "healthz" }, code))
-                    .or_default() += 1;
+                let (code, body) = health.report(crate::service_proxy::unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
+                *metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
                 (code, "application/json", body)
             }
             _ => (404, "text/plain", "404 page not found\n".to_owned()),
@@ -434,13 +365,7 @@ async fn answer_probe(
 /// Syncs every node's proxy, logging what each did.
 fn sync_proxies(st: &LabState, proxies: &mut Proxies) -> io::Result<()> {
     for s in proxies.sync(st)? {
-        eprintln!(
-            "proxy {}: {:?} sync, {} elements, {:.1} ms",
-            s.node,
-            s.synced,
-            s.elements,
-            s.seconds * 1e3
-        );
+        eprintln!("proxy {}: {:?} sync, {} elements, {:.1} ms", s.node, s.synced, s.elements, s.seconds * 1e3);
     }
     Ok(())
 }
@@ -453,20 +378,12 @@ pub fn reload(lab: &LabName) -> io::Result<()> {
 /// Says one line to the lab process and reads its answer.
 fn ask(lab: &LabName, what: &str, wait: std::time::Duration) -> io::Result<()> {
     use std::io::{BufRead, BufReader};
-    let mut conn = std::os::unix::net::UnixStream::connect(control_socket(lab))
-        .map_err(|e| not_running(lab, &e.to_string()))?;
+    let mut conn = std::os::unix::net::UnixStream::connect(control_socket(lab)).map_err(|e| not_running(lab, &e.to_string()))?;
     conn.set_read_timeout(Some(wait))?;
     conn.write_all(format!("{what}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
-    if line.trim() == "ok" {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "the lab process says: {}",
-            line.trim()
-        )))
-    }
+    if line.trim() == "ok" { Ok(()) } else { Err(io::Error::other(format!("the lab process says: {}", line.trim()))) }
 }
 
 /// The lab process's log.
@@ -477,25 +394,16 @@ pub fn log_file(lab: &LabName) -> std::path::PathBuf {
 /// Whether the lab process recorded in the pid file is alive (and still the lab's: pids are
 /// reused).
 pub fn alive(lab: &LabName) -> bool {
-    std::fs::read_to_string(state::pid_file(lab))
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .is_some_and(|pid| is_lab_process(pid, lab))
+    std::fs::read_to_string(state::pid_file(lab)).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(|pid| is_lab_process(pid, lab))
 }
 
 /// Whether `pid` is a running (not zombie) `podnet lab daemon --name <lab>`.
 pub(crate) fn is_lab_process(pid: u32, lab: &LabName) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args
-        .windows(3)
-        .any(|w| w[0] == b"daemon" && w[1] == b"--name" && w[2] == lab.as_str().as_bytes());
+    let ours = args.windows(3).any(|w| w[0] == b"daemon" && w[1] == b"--name" && w[2] == lab.as_str().as_bytes());
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
         .unwrap_or(true);
     ours && !zombie && Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -503,9 +411,7 @@ pub(crate) fn is_lab_process(pid: u32, lab: &LabName) -> bool {
 fn not_running(lab: &LabName, why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
-        format!(
-            "the lab process is not running ({why}); `podnet lab restart --name {lab}` starts it again from the saved state"
-        ),
+        format!("the lab process is not running ({why}); `podnet lab restart --name {lab}` starts it again from the saved state"),
     )
 }
 

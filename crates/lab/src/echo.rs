@@ -42,9 +42,7 @@ pub fn answer(id: &Identity, client: SocketAddr) -> Map<String, Value> {
     m
 }
 
-const METHODS: [&str; 9] = [
-    "GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE ",
-];
+const METHODS: [&str; 9] = ["GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE "];
 
 fn looks_like_http(data: &[u8]) -> bool {
     METHODS.iter().any(|m| data.starts_with(m.as_bytes()))
@@ -93,15 +91,10 @@ async fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, id: &Identity) -> s
         }
         body.insert("headers".into(), Value::Object(headers));
         let text = format!("{}\n", Value::Object(body));
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            text.len()
-        );
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
         stream.write_all(response.as_bytes()).await?;
     } else {
-        stream
-            .write_all(format!("{}\n", Value::Object(body)).as_bytes())
-            .await?;
+        stream.write_all(format!("{}\n", Value::Object(body)).as_bytes()).await?;
     }
     stream.shutdown().await
 }
@@ -146,10 +139,7 @@ mod tests {
 
     #[test]
     fn tcp_http_and_udp_answers_name_the_pod_and_the_client() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
@@ -158,18 +148,10 @@ mod tests {
             let v: Value = serde_json::from_str(line.trim()).unwrap();
             assert_eq!(v["pod"], "shop/web");
             assert_eq!(v["client_ip"], "127.0.0.1");
-            let http = exchange(
-                addr,
-                b"GET /healthz HTTP/1.1\r\nHost: web\r\nX-Test: 1\r\n\r\n",
-            )
-            .await;
+            let http = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: web\r\nX-Test: 1\r\n\r\n").await;
             assert!(http.starts_with("HTTP/1.1 200 OK\r\n"), "{http}");
-            let body: Value =
-                serde_json::from_str(http.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
-            assert_eq!(
-                (body["method"].as_str(), body["path"].as_str()),
-                (Some("GET"), Some("/healthz"))
-            );
+            let body: Value = serde_json::from_str(http.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
+            assert_eq!((body["method"].as_str(), body["path"].as_str()), (Some("GET"), Some("/healthz")));
             assert_eq!(body["headers"]["X-Test"], "1");
 
             let u = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -21,35 +21,13 @@ use crate::system;
 /// Gateway API objects.
 pub fn view(st: &LabState) -> ClusterState {
     let mut state = st.cluster_view();
-    state.ingresses = st
-        .ingresses
-        .iter()
-        .cloned()
-        .map(Namespaced::from_object)
-        .collect();
+    state.ingresses = st.ingresses.iter().cloned().map(Namespaced::from_object).collect();
     state.ingress_classes.clone_from(&st.ingress_classes);
-    state.secrets = st
-        .secrets
-        .iter()
-        .cloned()
-        .map(Namespaced::from_object)
-        .collect();
+    state.secrets = st.secrets.iter().cloned().map(Namespaced::from_object).collect();
     state.gateway_classes.clone_from(&st.gateway_classes);
-    state.gateways = st
-        .gateways
-        .iter()
-        .map(|g| Namespaced::with_meta(&g.metadata, g.clone()))
-        .collect();
-    state.http_routes = st
-        .http_routes
-        .iter()
-        .map(|r| Namespaced::with_meta(&r.metadata, r.clone()))
-        .collect();
-    state.reference_grants = st
-        .reference_grants
-        .iter()
-        .map(|r| Namespaced::with_meta(&r.metadata, r.clone()))
-        .collect();
+    state.gateways = st.gateways.iter().map(|g| Namespaced::with_meta(&g.metadata, g.clone())).collect();
+    state.http_routes = st.http_routes.iter().map(|r| Namespaced::with_meta(&r.metadata, r.clone())).collect();
+    state.reference_grants = st.reference_grants.iter().map(|r| Namespaced::with_meta(&r.metadata, r.clone())).collect();
     state
 }
 
@@ -70,21 +48,15 @@ fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodPro
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = Arc::clone(&shared);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-    netns::spawn_server_in(
-        &netns::path_of(netns_name),
-        format!("ingress {key}"),
-        move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
+    netns::spawn_server_in(&netns::path_of(netns_name), format!("ingress {key}"), move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
             let bind = |port: u16| tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port));
             let bound = async { Ok::<_, io::Error>((bind(80).await?, bind(443).await?, bind(system::INGRESS_METRICS_PORT).await?)) }.await;
             let (http, https, metrics) = match bound {
@@ -102,11 +74,8 @@ fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodPro
                 _ = stopped.changed() => {}
             }
         });
-        },
-    )?;
-    ready_rx
-        .recv()
-        .map_err(|_| io::Error::other("the ingress proxy thread ended"))??;
+    })?;
+    ready_rx.recv().map_err(|_| io::Error::other("the ingress proxy thread ended"))??;
     Ok(PodProxy { shared, stop })
 }
 
@@ -114,22 +83,12 @@ impl IngressControllers {
     /// Serves the lab as it now is: every controller pod's snapshot swapped, proxies started in
     /// new controller pods and stopped in removed ones.
     pub fn sync(&mut self, st: &LabState) -> io::Result<()> {
-        let snapshot = Snapshot::build(
-            &view(st),
-            system::INGRESS_CONTROLLER_CLASS,
-            system::GATEWAY_CONTROLLER,
-        );
+        let snapshot = Snapshot::build(&view(st), system::INGRESS_CONTROLLER_CLASS, system::GATEWAY_CONTROLLER);
         for p in &snapshot.problems {
             eprintln!("ingress: {p}");
         }
-        let pods: Vec<&crate::plan::PodPlan> = st
-            .plan
-            .pods
-            .iter()
-            .zip(&st.pod_ips)
-            .filter(|(p, ip)| system::is_ingress_controller_pod(p) && ip.is_some())
-            .map(|(p, _)| p)
-            .collect();
+        let pods: Vec<&crate::plan::PodPlan> =
+            st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, ip)| system::is_ingress_controller_pod(p) && ip.is_some()).map(|(p, _)| p).collect();
         self.pods.retain(|netns_name, proxy| {
             let keep = pods.iter().any(|p| &p.netns == netns_name);
             if !keep {

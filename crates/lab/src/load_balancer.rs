@@ -14,18 +14,13 @@ pub fn pool() -> Ipv4Net {
 }
 
 fn ingress_ips(svc: &Service) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    svc.status
-        .iter()
-        .flat_map(|s| s.load_balancer.iter())
-        .flat_map(|lb| lb.ingress.iter().flatten())
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+    svc.status.iter().flat_map(|s| s.load_balancer.iter()).flat_map(|lb| lb.ingress.iter().flatten()).filter_map(|i| i.ip.as_deref()?.parse().ok())
 }
 
 /// Gives every LoadBalancer Service without an address one from `pool` (in the order given).
 /// Addresses a Service already has are kept; a full pool leaves the rest pending, as MetalLB does.
 pub fn assign(services: &mut [Service], pool: Ipv4Net) {
-    let mut used: std::collections::BTreeSet<Ipv4Addr> =
-        services.iter().flat_map(ingress_ips).collect();
+    let mut used: std::collections::BTreeSet<Ipv4Addr> = services.iter().flat_map(ingress_ips).collect();
     for svc in services.iter_mut() {
         let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
         if !is_lb || ingress_ips(svc).next().is_some() {
@@ -37,11 +32,7 @@ pub fn assign(services: &mut [Service], pool: Ipv4Net) {
         used.insert(ip);
         svc.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress {
-                    ip: Some(ip.to_string()),
-                    ip_mode: Some("VIP".into()),
-                    ..Default::default()
-                }]),
+                ingress: Some(vec![LoadBalancerIngress { ip: Some(ip.to_string()), ip_mode: Some("VIP".into()), ..Default::default() }]),
             }),
             ..Default::default()
         });
@@ -54,21 +45,10 @@ mod tests {
     use k8s_openapi::api::core::v1::ServiceSpec;
 
     fn svc(kind: &str, ip: Option<&str>) -> Service {
-        let mut s = Service {
-            spec: Some(ServiceSpec {
-                type_: Some(kind.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut s = Service { spec: Some(ServiceSpec { type_: Some(kind.into()), ..Default::default() }), ..Default::default() };
         if let Some(ip) = ip {
             s.status = Some(ServiceStatus {
-                load_balancer: Some(LoadBalancerStatus {
-                    ingress: Some(vec![LoadBalancerIngress {
-                        ip: Some(ip.into()),
-                        ..Default::default()
-                    }]),
-                }),
+                load_balancer: Some(LoadBalancerStatus { ingress: Some(vec![LoadBalancerIngress { ip: Some(ip.into()), ..Default::default() }]) }),
                 ..Default::default()
             });
         }
@@ -77,42 +57,16 @@ mod tests {
 
     #[test]
     fn load_balancers_get_the_lowest_free_address_and_keep_theirs() {
-        let mut s = vec![
-            svc("LoadBalancer", None),
-            svc("ClusterIP", None),
-            svc("LoadBalancer", Some("172.18.255.1")),
-            svc("LoadBalancer", None),
-        ];
+        let mut s = vec![svc("LoadBalancer", None), svc("ClusterIP", None), svc("LoadBalancer", Some("172.18.255.1")), svc("LoadBalancer", None)];
         assign(&mut s, pool());
         let ips: Vec<Option<Ipv4Addr>> = s.iter().map(|x| ingress_ips(x).next()).collect();
-        assert_eq!(
-            ips,
-            [
-                Some(Ipv4Addr::new(172, 18, 255, 2)),
-                None,
-                Some(Ipv4Addr::new(172, 18, 255, 1)),
-                Some(Ipv4Addr::new(172, 18, 255, 3))
-            ]
-        );
+        assert_eq!(ips, [Some(Ipv4Addr::new(172, 18, 255, 2)), None, Some(Ipv4Addr::new(172, 18, 255, 1)), Some(Ipv4Addr::new(172, 18, 255, 3))]);
         // A full pool leaves the rest pending.
         let mut s = vec![svc("LoadBalancer", None), svc("LoadBalancer", None)];
-        assign(
-            &mut s,
-            Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 31).unwrap(),
-        );
-        assert_eq!(
-            s.iter().filter(|x| ingress_ips(x).next().is_some()).count(),
-            2,
-            "/31 has two hosts"
-        );
+        assign(&mut s, Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 31).unwrap());
+        assert_eq!(s.iter().filter(|x| ingress_ips(x).next().is_some()).count(), 2, "/31 has two hosts");
         let mut s = vec![svc("LoadBalancer", None), svc("LoadBalancer", None)];
-        assign(
-            &mut s,
-            Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 32).unwrap(),
-        );
-        assert_eq!(
-            s.iter().filter(|x| ingress_ips(x).next().is_some()).count(),
-            1
-        );
+        assign(&mut s, Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 32).unwrap());
+        assert_eq!(s.iter().filter(|x| ingress_ips(x).next().is_some()).count(), 1);
     }
 }

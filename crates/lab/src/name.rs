@@ -22,9 +22,7 @@ pub struct LabName(String);
 
 /// A string that is not a lab name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid lab name {0:?}: use 1-{MAX_LEN} lower-case letters, digits and '-', not at either end"
-)]
+#[error("invalid lab name {0:?}: use 1-{MAX_LEN} lower-case letters, digits and '-', not at either end")]
 pub struct InvalidLabName(pub String);
 
 impl LabName {
@@ -32,16 +30,10 @@ impl LabName {
     pub fn parse(name: &str) -> Result<LabName, InvalidLabName> {
         let ok = !name.is_empty()
             && name.len() <= MAX_LEN
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
-        if ok {
-            Ok(LabName(name.to_owned()))
-        } else {
-            Err(InvalidLabName(name.to_owned()))
-        }
+        if ok { Ok(LabName(name.to_owned())) } else { Err(InvalidLabName(name.to_owned())) }
     }
 
     /// `podnet`: the lab `lab up` makes without `--name`.
@@ -104,28 +96,9 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_the_state_directory_are_refused() {
-        for bad in [
-            "",
-            "..",
-            "../..",
-            "../../tmp/x",
-            "a/b",
-            "/",
-            ".",
-            "a.b",
-            "A",
-            "Bad Name",
-            "-a",
-            "a-",
-            "a\0b",
-            "ünï",
-            "x".repeat(21).as_str(),
-        ] {
+        for bad in ["", "..", "../..", "../../tmp/x", "a/b", "/", ".", "a.b", "A", "Bad Name", "-a", "a-", "a\0b", "ünï", "x".repeat(21).as_str()] {
             let err = LabName::parse(bad).unwrap_err();
-            assert!(
-                err.to_string().starts_with("invalid lab name"),
-                "{bad:?}: {err}"
-            );
+            assert!(err.to_string().starts_with("invalid lab name"), "{bad:?}: {err}");
         }
     }
 
@@ -134,30 +107,19 @@ mod tests {
         for good in ["podnet", "shop", "a", "lab-2", "x".repeat(20).as_str()] {
             let n = LabName::parse(good).unwrap();
             assert_eq!(n.state_dir(), PathBuf::from(STATE_ROOT).join(good));
-            assert_eq!(
-                n.state_dir().parent(),
-                Some(std::path::Path::new(STATE_ROOT))
-            );
+            assert_eq!(n.state_dir().parent(), Some(std::path::Path::new(STATE_ROOT)));
             assert_eq!(n.netns_prefix(), format!("podnet.{good}."));
         }
     }
 
     #[test]
     fn the_default_lab_name_is_valid() {
-        assert_eq!(
-            LabName::parse(LabName::default_lab().as_str()),
-            Ok(LabName::default_lab())
-        );
+        assert_eq!(LabName::parse(LabName::default_lab().as_str()), Ok(LabName::default_lab()));
     }
 
     #[test]
     fn a_state_file_with_a_bad_name_does_not_load() {
         assert!(serde_json::from_str::<LabName>("\"../..\"").is_err());
-        assert_eq!(
-            serde_json::from_str::<LabName>("\"shop\"")
-                .unwrap()
-                .as_str(),
-            "shop"
-        );
+        assert_eq!(serde_json::from_str::<LabName>("\"shop\"").unwrap().as_str(), "shop");
     }
 }

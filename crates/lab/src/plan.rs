@@ -175,9 +175,7 @@ pub enum PlanError {
     #[error("{0}")]
     Config(String),
     /// A pod asks for a node the lab does not have.
-    #[error(
-        "{location}: Pod {pod}: spec.nodeName: node {node:?} is not in this lab (nodes: {nodes})"
-    )]
+    #[error("{location}: Pod {pod}: spec.nodeName: node {node:?} is not in this lab (nodes: {nodes})")]
     UnknownNode {
         /// Where the pod was read.
         location: String,
@@ -193,16 +191,10 @@ pub enum PlanError {
 /// Plans nodes and pods.
 pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanError> {
     if config.nodes == 0 || config.nodes > 250 {
-        return Err(PlanError::Config(format!(
-            "--nodes must be between 1 and 250, not {}",
-            config.nodes
-        )));
+        return Err(PlanError::Config(format!("--nodes must be between 1 and 250, not {}", config.nodes)));
     }
     if config.pod_cidr.prefix_len() > 16 {
-        return Err(PlanError::Config(format!(
-            "pod CIDR {} leaves no /24 per node",
-            config.pod_cidr
-        )));
+        return Err(PlanError::Config(format!("pod CIDR {} leaves no /24 per node", config.pod_cidr)));
     }
     let prefix = config.name.netns_prefix();
     let nodes: Vec<NodePlan> = (0..config.nodes)
@@ -246,11 +238,7 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
                 ready: info.ready.unwrap_or(true),
                 terminating: info.terminating,
                 // StatefulSet pods are named as their hostnames (`db-0`).
-                hostname: if info.kind == "StatefulSet" {
-                    Some(name.clone())
-                } else {
-                    info.hostname.clone()
-                },
+                hostname: if info.kind == "StatefulSet" { Some(name.clone()) } else { info.hostname.clone() },
                 subdomain: info.subdomain.clone(),
                 dns_policy: info.dns_policy.clone(),
                 dns_config: info.dns_config.clone(),
@@ -273,38 +261,23 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
         let node = match pinned {
             Some(n) => n,
             None => {
-                let n = node_names
-                    .iter()
-                    .min_by_key(|n| load[*n])
-                    .cloned()
-                    .unwrap_or_default();
+                let n = node_names.iter().min_by_key(|n| load[*n]).cloned().unwrap_or_default();
                 *load.entry(n.clone()).or_default() += 1;
                 n
             }
         };
-        pod.netns = if pod.host_network {
-            format!("{prefix}{node}")
-        } else {
-            format!("{prefix}{}.{}", pod.namespace, pod.name)
-        };
+        pod.netns = if pod.host_network { format!("{prefix}{node}") } else { format!("{prefix}{}.{}", pod.namespace, pod.name) };
         pod.node = node;
         pods.push(pod);
     }
-    Ok(LabPlan {
-        underlay_netns: format!("{prefix}underlay"),
-        config: config.clone(),
-        nodes,
-        pods,
-    })
+    Ok(LabPlan { underlay_netns: format!("{prefix}underlay"), config: config.clone(), nodes, pods })
 }
 
 /// A deterministic stand-in for the controllers' random 5-character suffix.
 fn suffix(seed: &str, len: usize) -> String {
     let h = model::cluster::stable_hash(seed.as_bytes());
     let alphabet = model::cluster::NAME_ALPHABET;
-    (0..len)
-        .map(|i| alphabet[((h >> (i * 5)) % alphabet.len() as u64) as usize] as char)
-        .collect()
+    (0..len).map(|i| alphabet[((h >> (i * 5)) % alphabet.len() as u64) as usize] as char).collect()
 }
 
 /// The names a controller gives its pods (and, for DaemonSets, the node of each).
@@ -315,30 +288,14 @@ fn pod_names(info: &PodInfo, nodes: &[String]) -> Vec<(String, Option<String>)> 
         (_, Replicas::PerNode) => nodes
             .iter()
             .filter(|n| info.node_name.as_ref().is_none_or(|pinned| pinned == *n))
-            .map(|n| {
-                (
-                    format!("{}-{}", info.name, suffix(&seed_node(info, n), 5)),
-                    Some(n.clone()),
-                )
-            })
+            .map(|n| (format!("{}-{}", info.name, suffix(&seed_node(info, n), 5)), Some(n.clone())))
             .collect(),
-        ("StatefulSet", Replicas::Count(n)) => (0..n as usize)
-            .map(|i| (format!("{}-{i}", info.name), None))
-            .collect(),
+        ("StatefulSet", Replicas::Count(n)) => (0..n as usize).map(|i| (format!("{}-{i}", info.name), None)).collect(),
         ("Deployment", Replicas::Count(n)) => {
             let hash = info.template_hash.clone().unwrap_or_default();
-            (0..n as usize)
-                .map(|i| {
-                    (
-                        format!("{}-{hash}-{}", info.name, suffix(&seed(i), 5)),
-                        None,
-                    )
-                })
-                .collect()
+            (0..n as usize).map(|i| (format!("{}-{hash}-{}", info.name, suffix(&seed(i), 5)), None)).collect()
         }
-        (_, Replicas::Count(n)) => (0..n as usize)
-            .map(|i| (format!("{}-{}", info.name, suffix(&seed(i), 5)), None))
-            .collect(),
+        (_, Replicas::Count(n)) => (0..n as usize).map(|i| (format!("{}-{}", info.name, suffix(&seed(i), 5)), None)).collect(),
     }
 }
 
@@ -355,8 +312,7 @@ mod tests {
     }
 
     fn state(yaml: &str) -> ClusterState {
-        ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap())
-            .unwrap()
+        ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap()
     }
 
     const SHOP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: shop}\nspec:\n  replicas: 2\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {hostNetwork: true, containers: [{name: c}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: pinned, namespace: shop}\nspec: {nodeName: node-2, containers: []}\n";
@@ -365,29 +321,13 @@ mod tests {
     fn nodes_get_addresses_and_pod_cidrs_by_convention() {
         let p = plan(&LabConfig::new(&demo(), 3, Mode::HostGw), &state("")).unwrap();
         assert_eq!(p.underlay_netns, "podnet.demo.underlay");
-        let n: Vec<(String, String, String)> = p
-            .nodes
-            .iter()
-            .map(|n| (n.netns.clone(), n.ip.to_string(), n.pod_cidr.to_string()))
-            .collect();
+        let n: Vec<(String, String, String)> = p.nodes.iter().map(|n| (n.netns.clone(), n.ip.to_string(), n.pod_cidr.to_string())).collect();
         assert_eq!(
             n,
             [
-                (
-                    "podnet.demo.node-1".into(),
-                    "172.18.0.2".into(),
-                    "10.244.0.0/24".into()
-                ),
-                (
-                    "podnet.demo.node-2".into(),
-                    "172.18.0.3".into(),
-                    "10.244.1.0/24".into()
-                ),
-                (
-                    "podnet.demo.node-3".into(),
-                    "172.18.0.4".into(),
-                    "10.244.2.0/24".into()
-                ),
+                ("podnet.demo.node-1".into(), "172.18.0.2".into(), "10.244.0.0/24".into()),
+                ("podnet.demo.node-2".into(), "172.18.0.3".into(), "10.244.1.0/24".into()),
+                ("podnet.demo.node-3".into(), "172.18.0.4".into(), "10.244.2.0/24".into()),
             ]
         );
         assert_eq!(p.nodes[1].gateway().to_string(), "10.244.1.1");
@@ -397,68 +337,33 @@ mod tests {
     fn workloads_expand_into_pods_named_like_their_controllers_name_them() {
         let p = plan(&LabConfig::new(&demo(), 2, Mode::Vxlan), &state(SHOP)).unwrap();
         let names: Vec<String> = p.pods.iter().map(PodPlan::key).collect();
-        assert_eq!(
-            names.iter().filter(|n| n.starts_with("shop/web-")).count(),
-            3
-        );
+        assert_eq!(names.iter().filter(|n| n.starts_with("shop/web-")).count(), 3);
         assert!(names.contains(&"shop/db-0".to_owned()) && names.contains(&"shop/db-1".to_owned()));
         let web = p.pods.iter().find(|p| p.name.starts_with("web-")).unwrap();
         let parts: Vec<&str> = web.name.split('-').collect();
-        assert_eq!(
-            (parts.len(), parts[2].len()),
-            (3, 5),
-            "web-<template hash>-<5 chars>: {}",
-            web.name
-        );
+        assert_eq!((parts.len(), parts[2].len()), (3, 5), "web-<template hash>-<5 chars>: {}", web.name);
         assert_eq!(web.owner.as_deref(), Some("web"));
         // A DaemonSet pod on every node, in the node's namespace (hostNetwork).
-        let agents: Vec<&PodPlan> = p
-            .pods
-            .iter()
-            .filter(|p| p.name.starts_with("agent-"))
-            .collect();
+        let agents: Vec<&PodPlan> = p.pods.iter().filter(|p| p.name.starts_with("agent-")).collect();
         assert_eq!(agents.len(), 2);
-        assert_eq!(
-            agents
-                .iter()
-                .map(|a| a.node.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            2
-        );
-        assert!(
-            agents
-                .iter()
-                .all(|a| a.netns == format!("podnet.demo.{}", a.node))
-        );
+        assert_eq!(agents.iter().map(|a| a.node.as_str()).collect::<std::collections::BTreeSet<_>>().len(), 2);
+        assert!(agents.iter().all(|a| a.netns == format!("podnet.demo.{}", a.node)));
         // Names are stable from run to run.
-        assert_eq!(
-            p,
-            plan(&LabConfig::new(&demo(), 2, Mode::Vxlan), &state(SHOP)).unwrap()
-        );
+        assert_eq!(p, plan(&LabConfig::new(&demo(), 2, Mode::Vxlan), &state(SHOP)).unwrap());
     }
 
     #[test]
     fn node_name_is_honoured_and_the_rest_is_spread() {
         let p = plan(&LabConfig::new(&demo(), 2, Mode::HostGw), &state(SHOP)).unwrap();
-        assert_eq!(
-            p.pods.iter().find(|p| p.name == "pinned").unwrap().node,
-            "node-2"
-        );
+        assert_eq!(p.pods.iter().find(|p| p.name == "pinned").unwrap().node, "node-2");
         let mut per_node = BTreeMap::new();
         for pod in &p.pods {
             *per_node.entry(pod.node.clone()).or_insert(0) += 1;
         }
         let counts: Vec<i32> = per_node.values().copied().collect();
-        assert!(
-            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
-            "{per_node:?}"
-        );
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{per_node:?}");
         let err = plan(&LabConfig::new(&demo(), 1, Mode::HostGw), &state(SHOP)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "t.yaml: document 4: Pod shop/pinned: spec.nodeName: node \"node-2\" is not in this lab (nodes: node-1)"
-        );
+        assert_eq!(err.to_string(), "t.yaml: document 4: Pod shop/pinned: spec.nodeName: node \"node-2\" is not in this lab (nodes: node-1)");
     }
 
     #[test]

@@ -29,10 +29,7 @@ struct Resolv {
 /// A resolv.conf's nameservers, search path (the last `search` or `domain` line) and options.
 fn parse(text: &str) -> Resolv {
     let mut r = Resolv::default();
-    for line in text
-        .lines()
-        .map(|l| l.split(['#', ';']).next().unwrap_or("").trim())
-    {
+    for line in text.lines().map(|l| l.split(['#', ';']).next().unwrap_or("").trim()) {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => r.nameservers.extend(words.next().map(str::to_owned)),
@@ -63,11 +60,7 @@ fn merge(r: &mut Resolv, config: &DnsConfig) {
             None => option.clone(),
         };
         let name = |s: &String| s.split(':').next().unwrap_or("").to_owned();
-        match r
-            .options
-            .iter_mut()
-            .find(|existing| name(existing) == *option)
-        {
+        match r.options.iter_mut().find(|existing| name(existing) == *option) {
             Some(existing) => *existing = text,
             None => r.options.push(text),
         }
@@ -95,17 +88,9 @@ pub fn resolv_conf(
         None => Resolv::default(),
         Some(true) => {
             let d = &cluster.domain;
-            let mut searches = vec![
-                format!("{namespace}.svc.{d}"),
-                format!("svc.{d}"),
-                d.clone(),
-            ];
+            let mut searches = vec![format!("{namespace}.svc.{d}"), format!("svc.{d}"), d.clone()];
             push_unique(&mut searches, node.searches);
-            Resolv {
-                nameservers: vec![cluster.nameserver.clone()],
-                searches,
-                options: vec!["ndots:5".into()],
-            }
+            Resolv { nameservers: vec![cluster.nameserver.clone()], searches, options: vec!["ndots:5".into()] }
         }
         Some(false) => {
             if host_network && config.is_none() {
@@ -137,10 +122,7 @@ mod tests {
     use super::*;
 
     fn cluster() -> ClusterDns {
-        ClusterDns {
-            nameserver: "10.96.0.10".into(),
-            domain: "cluster.local".into(),
-        }
+        ClusterDns { nameserver: "10.96.0.10".into(), domain: "cluster.local".into() }
     }
 
     const NODE: &str = "# the host's\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
@@ -152,36 +134,16 @@ mod tests {
             "search production.svc.cluster.local svc.cluster.local cluster.local corp.example\nnameserver 10.96.0.10\noptions ndots:5\n"
         );
         // On the host network ClusterFirst means the node's file, unless WithHostNet.
-        assert_eq!(
-            resolv_conf("p", true, Some("ClusterFirst"), None, &cluster(), NODE),
-            None
-        );
-        assert!(
-            resolv_conf(
-                "p",
-                true,
-                Some("ClusterFirstWithHostNet"),
-                None,
-                &cluster(),
-                NODE
-            )
-            .unwrap()
-            .contains("nameserver 10.96.0.10")
-        );
+        assert_eq!(resolv_conf("p", true, Some("ClusterFirst"), None, &cluster(), NODE), None);
+        assert!(resolv_conf("p", true, Some("ClusterFirstWithHostNet"), None, &cluster(), NODE).unwrap().contains("nameserver 10.96.0.10"));
     }
 
     #[test]
     fn default_none_and_dns_config() {
-        assert_eq!(
-            resolv_conf("p", false, Some("Default"), None, &cluster(), NODE).unwrap(),
-            "search corp.example\nnameserver 192.0.2.53\noptions edns0\n"
-        );
+        assert_eq!(resolv_conf("p", false, Some("Default"), None, &cluster(), NODE).unwrap(), "search corp.example\nnameserver 192.0.2.53\noptions edns0\n");
         let config = DnsConfig {
             nameservers: vec!["192.0.2.1".into()],
-            searches: vec![
-                "ns1.svc.cluster-domain.example".into(),
-                "my.dns.search.suffix".into(),
-            ],
+            searches: vec!["ns1.svc.cluster-domain.example".into(), "my.dns.search.suffix".into()],
             options: vec![("ndots".into(), Some("2".into())), ("edns0".into(), None)],
         };
         // The documentation's example (dnsPolicy: None).

@@ -41,11 +41,7 @@ pub struct Proxies {
 /// Where the external host sends each LoadBalancer IP and externalIP: to a node with a local
 /// endpoint for `externalTrafficPolicy: Local` (as MetalLB announces from such a node), else to
 /// the first node.
-fn announce(
-    wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)>,
-    plan: &proxy::NodePlan,
-    node_ip: std::net::Ipv4Addr,
-) {
+fn announce(wanted: &mut BTreeMap<std::net::Ipv4Addr, (bool, std::net::Ipv4Addr)>, plan: &proxy::NodePlan, node_ip: std::net::Ipv4Addr) {
     for p in &plan.ports {
         let has_local = !p.local.is_empty();
         for ip in p.port.load_balancer_ips.iter().chain(&p.port.external_ips) {
@@ -63,9 +59,7 @@ fn announce(
 
 /// Unix time in seconds: the clock the lab process injects into the pure metrics and health.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The lab as the proxy's input: the lab's snapshot, and its nodes as Node objects (InternalIP,
@@ -77,22 +71,9 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
         .nodes
         .iter()
         .map(|n| Node {
-            metadata: ObjectMeta {
-                name: Some(n.name.clone()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                pod_cidr: Some(n.pod_cidr.to_string()),
-                pod_cidrs: Some(vec![n.pod_cidr.to_string()]),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: n.ip.to_string(),
-                }]),
-                ..Default::default()
-            }),
+            metadata: ObjectMeta { name: Some(n.name.clone()), ..Default::default() },
+            spec: Some(NodeSpec { pod_cidr: Some(n.pod_cidr.to_string()), pod_cidrs: Some(vec![n.pod_cidr.to_string()]), ..Default::default() }),
+            status: Some(NodeStatus { addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: n.ip.to_string() }]), ..Default::default() }),
         })
         .collect();
     state
@@ -100,10 +81,7 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
 
 /// The lab's proxy settings: pod traffic is what comes from the cluster's pod CIDR.
 pub fn proxy_config(st: &LabState) -> proxy::ProxyConfig {
-    proxy::ProxyConfig {
-        cluster_cidr: st.plan.config.pod_cidr.to_string(),
-        ..Default::default()
-    }
+    proxy::ProxyConfig { cluster_cidr: st.plan.config.pod_cidr.to_string(), ..Default::default() }
 }
 
 /// What one sync did on one node.
@@ -142,34 +120,20 @@ fn same_node_through_node(bridge_mac: &str, pod_cidr: &str) -> nftset::Table {
 /// Deletes the node's UDP conntrack entries that its new rules make stale (see
 /// `proxy::conntrack`), with the `conntrack` tool; without it, entries age out on their own.
 fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
-    let Ok(out) = std::process::Command::new("conntrack")
-        .args(["-L", "-p", "udp"])
-        .output()
-    else {
+    let Ok(out) = std::process::Command::new("conntrack").args(["-L", "-p", "udp"]).output() else {
         return;
     };
-    let stale = plan.stale_flows(&proxy::conntrack::parse_list(&String::from_utf8_lossy(
-        &out.stdout,
-    )));
+    let stale = plan.stale_flows(&proxy::conntrack::parse_list(&String::from_utf8_lossy(&out.stdout)));
     for flow in &stale {
-        let _ = std::process::Command::new("conntrack")
-            .arg("-D")
-            .args(flow.delete_args())
-            .output();
+        let _ = std::process::Command::new("conntrack").arg("-D").args(flow.delete_args()).output();
     }
     if !stale.is_empty() {
-        eprintln!(
-            "proxy {}: deleted {} stale UDP conntrack entries",
-            plan.node.name,
-            stale.len()
-        );
+        eprintln!("proxy {}: deleted {} stale UDP conntrack entries", plan.node.name, stale.len());
     }
 }
 
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
-    status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Proxies {
@@ -199,8 +163,7 @@ impl Proxies {
                 status.0.last_queued_timestamp = queued;
                 status.1.oldest_pending.get_or_insert(queued);
             }
-            let plan = proxy::plan(&view, &node.name, &config)
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
             announce(&mut wanted, &plan, node.ip);
             let mut rules = plan.render();
             let old = self.applied.remove(&node.name);
@@ -215,22 +178,15 @@ impl Proxies {
                 // The pod bridge exists once the first pod of the node is attached.
                 let mac = match known_mac {
                     Some(mac) => Some(mac),
-                    None => dataplane::link::Netlink::connect()?
-                        .link(crate::up::POD_BRIDGE)?
-                        .and_then(|l| l.mac),
+                    None => dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac),
                 };
                 if let Some(mac) = &mac {
-                    rules.tables.insert(
-                        (Family::Bridge, L3_TABLE.to_owned()),
-                        same_node_through_node(mac, &pod_cidr),
-                    );
+                    rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(mac, &pod_cidr));
                 }
                 // A ruleset changed behind our back (flushed, edited: the generation moved) is
                 // re-made in full.
                 let now = socket.generation().ok();
-                let trusted = old
-                    .filter(|o| o.generation.is_some() && o.generation == now)
-                    .map(|o| o.rules);
+                let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
                 let changed = trusted.as_ref() != Some(&rules);
                 let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
                 let generation = socket.generation().ok();
@@ -250,11 +206,7 @@ impl Proxies {
                     (synced, generation, rules)
                 }
                 Err(e) => {
-                    status_of(&self.status)
-                        .entry(node.name.clone())
-                        .or_default()
-                        .0
-                        .sync_failures += 1;
+                    status_of(&self.status).entry(node.name.clone()).or_default().0.sync_failures += 1;
                     return Err(e);
                 }
             };
@@ -262,58 +214,25 @@ impl Proxies {
             {
                 let mut status = status_of(&self.status);
                 let (metrics, health) = status.entry(node.name.clone()).or_default();
-                metrics.synced(
-                    now,
-                    started.elapsed().as_secs_f64(),
-                    synced == Synced::Full,
-                    queued,
-                    rules.element_count(),
-                );
-                *health = proxy::metrics::Health {
-                    last_updated: now,
-                    oldest_pending: None,
-                };
+                metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
+                *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
             }
-            done.push(NodeSync {
-                node: node.name.clone(),
-                synced,
-                elements: rules.element_count(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            self.applied
-                .insert(node.name.clone(), Applied { rules, generation });
+            done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
+            self.applied.insert(node.name.clone(), Applied { rules, generation });
         }
-        self.route_from_external_host(
-            st,
-            wanted
-                .into_iter()
-                .map(|(ip, (_, node))| (ip, node))
-                .collect(),
-        );
+        self.route_from_external_host(st, wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect());
         Ok(done)
     }
 
     /// Points the external host's /32 routes at the chosen nodes.
-    fn route_from_external_host(
-        &mut self,
-        st: &LabState,
-        wanted: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>,
-    ) {
+    fn route_from_external_host(&mut self, st: &LabState, wanted: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr>) {
         let ns = st.plan.external_netns();
         let ip = |args: &[String]| {
-            let out = std::process::Command::new("ip")
-                .arg("-n")
-                .arg(&ns)
-                .args(args)
-                .output();
+            let out = std::process::Command::new("ip").arg("-n").arg(&ns).args(args).output();
             if let Ok(o) = out
                 && !o.status.success()
             {
-                eprintln!(
-                    "external host: ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
+                eprintln!("external host: ip {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
             }
         };
         for gone in self.announced.keys().filter(|a| !wanted.contains_key(a)) {
@@ -321,13 +240,7 @@ impl Proxies {
         }
         for (addr, node) in &wanted {
             if self.announced.get(addr) != Some(node) {
-                ip(&[
-                    "route".into(),
-                    "replace".into(),
-                    format!("{addr}/32"),
-                    "via".into(),
-                    node.to_string(),
-                ]);
+                ip(&["route".into(), "replace".into(), format!("{addr}/32"), "via".into(), node.to_string()]);
             }
         }
         self.announced = wanted;
@@ -342,10 +255,7 @@ impl Proxies {
             .iter()
             .filter(|node| {
                 let applied = self.applied.get(&node.name).and_then(|a| a.generation);
-                let now = self
-                    .sockets
-                    .get_mut(&node.name)
-                    .and_then(|s| s.generation().ok());
+                let now = self.sockets.get_mut(&node.name).and_then(|s| s.generation().ok());
                 applied.is_none() || applied != now
             })
             .map(|n| n.name.clone())

@@ -84,36 +84,17 @@ impl LabState {
                 location: Default::default(),
             })
             .collect();
-        let services: Vec<Namespaced<Service>> = self
-            .services
-            .iter()
-            .cloned()
-            .map(Namespaced::from_object)
-            .collect();
+        let services: Vec<Namespaced<Service>> = self.services.iter().cloned().map(Namespaced::from_object).collect();
         // Every namespace in use, and the two every cluster has.
-        let mut names: Vec<&str> = self
-            .plan
-            .pods
-            .iter()
-            .map(|p| p.namespace.as_str())
-            .chain(services.iter().map(|s| s.namespace.as_str()))
-            .collect();
+        let mut names: Vec<&str> = self.plan.pods.iter().map(|p| p.namespace.as_str()).chain(services.iter().map(|s| s.namespace.as_str())).collect();
         names.extend(["default", crate::system::SYSTEM_NAMESPACE]);
         names.sort_unstable();
         names.dedup();
         ClusterState {
-            namespaces: names
-                .into_iter()
-                .map(|n| NamespaceInfo::named(n, true))
-                .collect(),
+            namespaces: names.into_iter().map(|n| NamespaceInfo::named(n, true)).collect(),
             pods,
             services,
-            endpoint_slices: self
-                .given_slices
-                .iter()
-                .cloned()
-                .map(Namespaced::from_object)
-                .collect(),
+            endpoint_slices: self.given_slices.iter().cloned().map(Namespaced::from_object).collect(),
             service_cidrs: vec![model::allocate::Ranges::default().service_cidr.to_string()],
             ..Default::default()
         }
@@ -121,8 +102,7 @@ impl LabState {
 
     /// The EndpointSlices of the lab: computed for Services with a selector, given for the rest.
     pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
-        let mut slices =
-            model::endpoints::compute(&self.cluster_view(), |p| p.ready.unwrap_or(true));
+        let mut slices = model::endpoints::compute(&self.cluster_view(), |p| p.ready.unwrap_or(true));
         slices.extend(self.given_slices.iter().cloned());
         slices
     }
@@ -148,13 +128,7 @@ fn lock_file(lab: &LabName) -> PathBuf {
 }
 
 fn not_up(lab: &LabName) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "no lab named {:?} is up (see `podnet lab list`)",
-            lab.as_str()
-        ),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("no lab named {:?} is up (see `podnet lab list`)", lab.as_str()))
 }
 
 /// The lab's state, held exclusively: every change of a lab (`up`, `apply`, `delete`, `mark`,
@@ -180,28 +154,18 @@ impl Locked {
     /// Saves the state atomically (write, then rename).
     pub fn save(&self, state: &LabState) -> io::Result<()> {
         if state.plan.config.name != self.lab {
-            return Err(io::Error::other(format!(
-                "saving lab {}'s state under lab {}'s lock",
-                state.plan.config.name, self.lab
-            )));
+            return Err(io::Error::other(format!("saving lab {}'s state under lab {}'s lock", state.plan.config.name, self.lab)));
         }
         let tmp = dir(&self.lab).join("state.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(state).map_err(io::Error::other)?,
-        )?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(io::Error::other)?)?;
         std::fs::rename(tmp, state_file(&self.lab))
     }
 }
 
 fn flock(lab: &LabName, file: std::fs::File) -> io::Result<Locked> {
     use nix::fcntl::{Flock, FlockArg};
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| io::Error::from_raw_os_error(e as i32))?;
-    Ok(Locked {
-        lab: lab.clone(),
-        _lock: lock,
-    })
+    let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from_raw_os_error(e as i32))?;
+    Ok(Locked { lab: lab.clone(), _lock: lock })
 }
 
 /// Locks an existing lab's state, waiting for a change in progress to finish.
@@ -209,11 +173,7 @@ pub fn lock(lab: &LabName) -> io::Result<Locked> {
     if !dir(lab).is_dir() {
         return Err(not_up(lab));
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_file(lab))?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_file(lab))?;
     let locked = flock(lab, file)?;
     // Removed while we waited (`down` ran first).
     if !dir(lab).is_dir() {
@@ -228,40 +188,19 @@ pub fn create(lab: &LabName) -> io::Result<Locked> {
     std::fs::create_dir_all(STATE_ROOT)?;
     std::fs::create_dir(dir(lab)).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "lab {:?} is already up; remove it with `podnet lab down --name {lab}`",
-                    lab.as_str()
-                ),
-            )
+            io::Error::new(io::ErrorKind::AlreadyExists, format!("lab {:?} is already up; remove it with `podnet lab down --name {lab}`", lab.as_str()))
         } else {
             io::Error::new(e.kind(), format!("creating {}: {e}", dir(lab).display()))
         }
     })?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_file(lab))?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_file(lab))?;
     flock(lab, file)
 }
 
 /// Loads a lab's state.
 pub fn load(lab: &LabName) -> io::Result<LabState> {
-    let text = std::fs::read(state_file(lab)).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            not_up(lab)
-        } else {
-            e
-        }
-    })?;
-    serde_json::from_slice(&text).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", state_file(lab).display()),
-        )
-    })
+    let text = std::fs::read(state_file(lab)).map_err(|e| if e.kind() == io::ErrorKind::NotFound { not_up(lab) } else { e })?;
+    serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", state_file(lab).display())))
 }
 
 /// The labs that have a state directory, sorted (a directory whose name is not a lab name is

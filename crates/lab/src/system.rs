@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use model::{
-    ClusterState, ContainerPort, Labels, NamespaceInfo, Namespaced, PodInfo, Protocol, Replicas,
-};
+use model::{ClusterState, ContainerPort, Labels, NamespaceInfo, Namespaced, PodInfo, Protocol, Replicas};
 
 use crate::plan::PodPlan;
 
@@ -72,9 +70,7 @@ fn add_deployment(
         template_hash: Some(template_hash.into()),
         location: Default::default(),
     });
-    state
-        .pods
-        .sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+    state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
 }
 
 fn labels() -> Labels {
@@ -104,29 +100,14 @@ pub const INGRESS_METRICS_PORT: u16 = 10254;
 pub const GATEWAY_CONTROLLER: &str = "podnet.io/gateway-controller";
 
 fn controller_labels() -> Labels {
-    Labels::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "ingress-nginx".to_owned(),
-        ),
-        (
-            "app.kubernetes.io/component".to_owned(),
-            "controller".to_owned(),
-        ),
-    ])
+    Labels::from([("app.kubernetes.io/name".to_owned(), "ingress-nginx".to_owned()), ("app.kubernetes.io/component".to_owned(), "controller".to_owned())])
 }
 
 /// Whether a lab pod is the ingress controller's.
 pub fn is_ingress_controller_pod(pod: &PodPlan) -> bool {
     pod.namespace == INGRESS_NAMESPACE
-        && pod
-            .labels
-            .get("app.kubernetes.io/component")
-            .is_some_and(|v| v == "controller")
-        && pod
-            .labels
-            .get("app.kubernetes.io/name")
-            .is_some_and(|v| v == "ingress-nginx")
+        && pod.labels.get("app.kubernetes.io/component").is_some_and(|v| v == "controller")
+        && pod.labels.get("app.kubernetes.io/name").is_some_and(|v| v == "ingress-nginx")
 }
 
 /// When the manifests have Ingresses or Gateways: the ingress controller as ingress-nginx installs it — the
@@ -136,53 +117,22 @@ pub fn add_ingress_controller(state: &mut ClusterState) {
     if state.ingresses.is_empty() && state.gateways.is_empty() {
         return;
     }
-    if !state
-        .ingress_classes
-        .iter()
-        .any(|c| c.metadata.name.as_deref() == Some("nginx"))
-    {
-        state
-            .ingress_classes
-            .push(k8s_openapi::api::networking::v1::IngressClass {
-                metadata: ObjectMeta {
-                    name: Some("nginx".into()),
-                    annotations: Some(BTreeMap::from([(
-                        "ingressclass.kubernetes.io/is-default-class".to_owned(),
-                        "true".to_owned(),
-                    )])),
-                    ..Default::default()
-                },
-                spec: Some(k8s_openapi::api::networking::v1::IngressClassSpec {
-                    controller: Some(INGRESS_CONTROLLER_CLASS.into()),
-                    parameters: None,
-                }),
-            });
+    if !state.ingress_classes.iter().any(|c| c.metadata.name.as_deref() == Some("nginx")) {
+        state.ingress_classes.push(k8s_openapi::api::networking::v1::IngressClass {
+            metadata: ObjectMeta {
+                name: Some("nginx".into()),
+                annotations: Some(BTreeMap::from([("ingressclass.kubernetes.io/is-default-class".to_owned(), "true".to_owned())])),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::networking::v1::IngressClassSpec { controller: Some(INGRESS_CONTROLLER_CLASS.into()), parameters: None }),
+        });
     }
     add_namespace(state, INGRESS_NAMESPACE);
-    if !state
-        .pods
-        .iter()
-        .any(|p| p.namespace == INGRESS_NAMESPACE && p.name == INGRESS_CONTROLLER)
-    {
-        let port = |name: &str, port: u16| ContainerPort {
-            name: Some(name.into()),
-            port,
-            protocol: Protocol::Tcp,
-        };
-        add_deployment(
-            state,
-            (INGRESS_NAMESPACE, INGRESS_CONTROLLER, "7c6974c4d8"),
-            controller_labels(),
-            vec![port("http", 80), port("https", 443)],
-            1,
-            None,
-        );
+    if !state.pods.iter().any(|p| p.namespace == INGRESS_NAMESPACE && p.name == INGRESS_CONTROLLER) {
+        let port = |name: &str, port: u16| ContainerPort { name: Some(name.into()), port, protocol: Protocol::Tcp };
+        add_deployment(state, (INGRESS_NAMESPACE, INGRESS_CONTROLLER, "7c6974c4d8"), controller_labels(), vec![port("http", 80), port("https", 443)], 1, None);
     }
-    if !state
-        .services
-        .iter()
-        .any(|s| s.namespace == INGRESS_NAMESPACE && s.name == INGRESS_CONTROLLER)
-    {
+    if !state.services.iter().any(|s| s.namespace == INGRESS_NAMESPACE && s.name == INGRESS_CONTROLLER) {
         let service_port = |name: &str, port: i32| ServicePort {
             name: Some(name.into()),
             port,
@@ -191,11 +141,7 @@ pub fn add_ingress_controller(state: &mut ClusterState) {
             ..Default::default()
         };
         let service = Service {
-            metadata: ObjectMeta {
-                name: Some(INGRESS_CONTROLLER.into()),
-                namespace: Some(INGRESS_NAMESPACE.into()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(INGRESS_CONTROLLER.into()), namespace: Some(INGRESS_NAMESPACE.into()), ..Default::default() },
             spec: Some(ServiceSpec {
                 type_: Some("LoadBalancer".into()),
                 selector: Some(controller_labels()),
@@ -205,30 +151,21 @@ pub fn add_ingress_controller(state: &mut ClusterState) {
             status: None,
         };
         state.services.push(Namespaced::from_object(service));
-        state
-            .services
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
 }
 
 /// Adds `default/kubernetes` (10.96.0.1, 443/TCP), as every cluster has it, unless the manifests
 /// have it. The lab has no API server behind it: the name resolves, connections are refused.
 pub fn add_kubernetes_service(state: &mut ClusterState) {
-    if state
-        .services
-        .iter()
-        .any(|s| s.namespace == "default" && s.name == "kubernetes")
-    {
+    if state.services.iter().any(|s| s.namespace == "default" && s.name == "kubernetes") {
         return;
     }
     let service = Service {
         metadata: ObjectMeta {
             name: Some("kubernetes".into()),
             namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([
-                ("component".to_owned(), "apiserver".to_owned()),
-                ("provider".to_owned(), "kubernetes".to_owned()),
-            ])),
+            labels: Some(BTreeMap::from([("component".to_owned(), "apiserver".to_owned()), ("provider".to_owned(), "kubernetes".to_owned())])),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -246,50 +183,23 @@ pub fn add_kubernetes_service(state: &mut ClusterState) {
         status: None,
     };
     state.services.push(Namespaced::from_object(service));
-    state
-        .services
-        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 }
 
 /// Adds the cluster DNS to a snapshot: the `kube-dns` Service unless there is one, and the
 /// `coredns` Deployment unless `kube-system` has pods labelled `k8s-app: kube-dns` already.
 pub fn add_cluster_dns(state: &mut ClusterState) {
-    if !state
-        .services
-        .iter()
-        .any(|s| s.namespace == SYSTEM_NAMESPACE && s.name == DNS_SERVICE)
-    {
+    if !state.services.iter().any(|s| s.namespace == SYSTEM_NAMESPACE && s.name == DNS_SERVICE) {
         state.services.push(Namespaced::from_object(dns_service()));
-        state
-            .services
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
-    if state
-        .pods
-        .iter()
-        .any(|p| is_dns_labelled(&p.namespace, &p.labels))
-    {
+    if state.pods.iter().any(|p| is_dns_labelled(&p.namespace, &p.labels)) {
         return;
     }
     add_namespace(state, SYSTEM_NAMESPACE);
-    let port = |name: &str, port: u16, protocol: Protocol| ContainerPort {
-        name: Some(name.into()),
-        port,
-        protocol,
-    };
-    let ports = vec![
-        port("dns", 53, Protocol::Udp),
-        port("dns-tcp", 53, Protocol::Tcp),
-        port("metrics", DNS_METRICS_PORT, Protocol::Tcp),
-    ];
-    add_deployment(
-        state,
-        (SYSTEM_NAMESPACE, DNS_DEPLOYMENT, "5d78c9869d"),
-        labels(),
-        ports,
-        DNS_REPLICAS,
-        Some("Default"),
-    );
+    let port = |name: &str, port: u16, protocol: Protocol| ContainerPort { name: Some(name.into()), port, protocol };
+    let ports = vec![port("dns", 53, Protocol::Udp), port("dns-tcp", 53, Protocol::Tcp), port("metrics", DNS_METRICS_PORT, Protocol::Tcp)];
+    add_deployment(state, (SYSTEM_NAMESPACE, DNS_DEPLOYMENT, "5d78c9869d"), labels(), ports, DNS_REPLICAS, Some("Default"));
 }
 
 /// `kube-system/kube-dns`, as kubeadm makes it.
@@ -305,21 +215,14 @@ fn dns_service() -> Service {
         metadata: ObjectMeta {
             name: Some(DNS_SERVICE.into()),
             namespace: Some(SYSTEM_NAMESPACE.into()),
-            labels: Some(BTreeMap::from([
-                ("k8s-app".to_owned(), "kube-dns".to_owned()),
-                ("kubernetes.io/name".to_owned(), "CoreDNS".to_owned()),
-            ])),
+            labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned()), ("kubernetes.io/name".to_owned(), "CoreDNS".to_owned())])),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
             cluster_ip: Some(DNS_CLUSTER_IP.into()),
             cluster_ips: Some(vec![DNS_CLUSTER_IP.into()]),
             selector: Some(labels()),
-            ports: Some(vec![
-                service_port("dns", 53, "UDP"),
-                service_port("dns-tcp", 53, "TCP"),
-                service_port("metrics", i32::from(DNS_METRICS_PORT), "TCP"),
-            ]),
+            ports: Some(vec![service_port("dns", 53, "UDP"), service_port("dns-tcp", 53, "TCP"), service_port("metrics", i32::from(DNS_METRICS_PORT), "TCP")]),
             ..Default::default()
         }),
         status: None,

@@ -81,22 +81,12 @@ pub fn conflist(plan: &LabPlan, node: &NodePlan) -> Value {
 /// The Services and given EndpointSlices of a snapshot, ClusterIPs and NodePorts allocated.
 pub fn lab_services(
     cluster: &model::ClusterState,
-) -> Result<
-    (
-        Vec<k8s_openapi::api::core::v1::Service>,
-        Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
-    ),
-    model::ManifestError,
-> {
+) -> Result<(Vec<k8s_openapi::api::core::v1::Service>, Vec<k8s_openapi::api::discovery::v1::EndpointSlice>), model::ManifestError> {
     let mut services = cluster.services.clone();
     model::allocate::allocate(&mut services, &model::allocate::Ranges::default())?;
     let mut services: Vec<_> = services.into_iter().map(|s| s.object).collect();
     crate::load_balancer::assign(&mut services, crate::load_balancer::pool());
-    let slices = cluster
-        .endpoint_slices
-        .iter()
-        .map(|s| s.object.clone())
-        .collect();
+    let slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).collect();
     Ok((services, slices))
 }
 
@@ -113,21 +103,12 @@ pub fn up(
     let lab = &plan.config.name;
     let already = || LabError {
         what: format!("lab {:?}", lab.as_str()),
-        source: io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("it is already up; remove it with `podnet lab down --name {lab}`"),
-        ),
+        source: io::Error::new(io::ErrorKind::AlreadyExists, format!("it is already up; remove it with `podnet lab down --name {lab}`")),
     };
     if !lab_namespaces(lab).is_empty() {
         return Err(already());
     }
-    let locked = state::create(lab).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            already()
-        } else {
-            ctx(format!("lab {lab}"))(e)
-        }
-    })?;
+    let locked = state::create(lab).map_err(|e| if e.kind() == io::ErrorKind::AlreadyExists { already() } else { ctx(format!("lab {lab}"))(e) })?;
     match make(plan, services, given_slices, plugin, &locked, &mut progress) {
         Ok(s) => Ok((s, locked)),
         Err(e) => {
@@ -137,17 +118,10 @@ pub fn up(
     }
 }
 
-fn timed<T>(
-    progress: &mut impl FnMut(Step<'_>),
-    what: &str,
-    f: impl FnOnce() -> Result<T, LabError>,
-) -> Result<T, LabError> {
+fn timed<T>(progress: &mut impl FnMut(Step<'_>), what: &str, f: impl FnOnce() -> Result<T, LabError>) -> Result<T, LabError> {
     let start = Instant::now();
     let out = f()?;
-    progress(Step {
-        what,
-        took: start.elapsed(),
-    });
+    progress(Step { what, took: start.elapsed() });
     Ok(out)
 }
 
@@ -180,11 +154,7 @@ fn make(
     locked.save(&st).map_err(ctx("saving the lab state"))?;
     for node in &plan.nodes {
         let path = dir.join("cni").join(format!("{}.conflist", node.name));
-        std::fs::write(
-            &path,
-            serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default(),
-        )
-        .map_err(ctx(format!("writing {}", path.display())))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default()).map_err(ctx(format!("writing {}", path.display())))?;
     }
 
     timed(progress, "underlay network", || make_underlay(plan))?;
@@ -198,48 +168,29 @@ fn make(
     );
     timed(progress, &what, || {
         std::thread::scope(|s| {
-            let handles: Vec<_> = plan
-                .nodes
-                .iter()
-                .map(|n| s.spawn(move || make_node(plan, n)))
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("node setup"))))
+            let handles: Vec<_> = plan.nodes.iter().map(|n| s.spawn(move || make_node(plan, n))).collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("node setup"))))
         })?;
         plan.nodes.iter().try_for_each(|n| route_peers(plan, n))
     })?;
     let what = format!("{} pod(s) attached by the CNI plugin", plan.pods.len());
     let ips = timed(progress, &what, || attach_pods(plan, plugin))?;
     st.pod_ips = ips;
-    st.created = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    st.created = std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or_default();
     locked.save(&st).map_err(ctx("saving the lab state"))?;
     Ok(st)
 }
 
 fn panicked(what: &str) -> LabError {
-    LabError {
-        what: what.to_owned(),
-        source: io::Error::other("a worker thread panicked"),
-    }
+    LabError { what: what.to_owned(), source: io::Error::other("a worker thread panicked") }
 }
 
-fn in_netns<T: Send + 'static>(
-    name: &str,
-    what: &str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T, LabError> {
-    netns::run_in(&netns::path_of(name), f)
-        .map_err(ctx(format!("entering {name}")))?
-        .map_err(ctx(what.to_owned()))
+fn in_netns<T: Send + 'static>(name: &str, what: &str, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, LabError> {
+    netns::run_in(&netns::path_of(name), f).map_err(ctx(format!("entering {name}")))?.map_err(ctx(what.to_owned()))
 }
 
 fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
-    netns::create(&plan.underlay_netns)
-        .map_err(ctx(format!("creating namespace {}", plan.underlay_netns)))?;
+    netns::create(&plan.underlay_netns).map_err(ctx(format!("creating namespace {}", plan.underlay_netns)))?;
     in_netns(&plan.underlay_netns, "creating the underlay bridge", || {
         let nl = Netlink::connect()?;
         nl.ensure_bridge(UNDERLAY_BRIDGE, None)?;
@@ -248,18 +199,13 @@ fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
     // The external host: a client off the cluster, on the underlay.
     let external = plan.external_netns();
     netns::create(&external).map_err(ctx(format!("creating namespace {external}")))?;
-    let external_ns =
-        File::open(netns::path_of(&external)).map_err(ctx(format!("opening {external}")))?;
-    in_netns(
-        &plan.underlay_netns,
-        "plugging the external host into the underlay",
-        move || {
-            let nl = Netlink::connect()?;
-            let br = nl.require(UNDERLAY_BRIDGE)?;
-            let p = nl.add_veth_with_peer_in("external", "eth0", &external_ns, None, None)?;
-            nl.attach_up(p.index, br.index)
-        },
-    )?;
+    let external_ns = File::open(netns::path_of(&external)).map_err(ctx(format!("opening {external}")))?;
+    in_netns(&plan.underlay_netns, "plugging the external host into the underlay", move || {
+        let nl = Netlink::connect()?;
+        let br = nl.require(UNDERLAY_BRIDGE)?;
+        let p = nl.add_veth_with_peer_in("external", "eth0", &external_ns, None, None)?;
+        nl.attach_up(p.index, br.index)
+    })?;
     let (ip, prefix) = (plan.external_ip(), plan.config.underlay.prefix_len());
     in_netns(&external, "configuring the external host", move || {
         let nl = Netlink::connect()?;
@@ -268,130 +214,89 @@ fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
             nl.set_up(link.index)?;
         }
         let eth0 = nl.require("eth0")?;
-        nl.add_address(
-            eth0.index,
-            IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?,
-        )
+        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)
     })
 }
 
 /// A node: its namespace, `eth0` on the underlay, loopback, forwarding.
 fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
     netns::create(&node.netns).map_err(ctx(format!("creating namespace {}", node.netns)))?;
-    let node_ns =
-        File::open(netns::path_of(&node.netns)).map_err(ctx(format!("opening {}", node.netns)))?;
+    let node_ns = File::open(netns::path_of(&node.netns)).map_err(ctx(format!("opening {}", node.netns)))?;
     let port = node.name.clone();
-    in_netns(
-        &plan.underlay_netns,
-        &format!("plugging {} into the underlay", node.name),
-        move || {
-            let nl = Netlink::connect()?;
-            let br = nl.require(UNDERLAY_BRIDGE)?;
-            let p = nl.add_veth_with_peer_in(&port, "eth0", &node_ns, None, None)?;
-            nl.attach_up(p.index, br.index)
-        },
-    )?;
+    in_netns(&plan.underlay_netns, &format!("plugging {} into the underlay", node.name), move || {
+        let nl = Netlink::connect()?;
+        let br = nl.require(UNDERLAY_BRIDGE)?;
+        let p = nl.add_veth_with_peer_in(&port, "eth0", &node_ns, None, None)?;
+        nl.attach_up(p.index, br.index)
+    })?;
     let ip = node.ip;
     let prefix = plan.config.underlay.prefix_len();
     let external_ip = plan.external_ip();
-    in_netns(
-        &node.netns,
-        &format!("configuring {}", node.name),
-        move || {
-            let nl = Netlink::connect()?;
-            let lo = nl.require("lo")?;
-            nl.set_up(lo.index)?;
-            let eth0 = nl.require("eth0")?;
-            nl.set_up(eth0.index)?;
-            nl.add_address(
-                eth0.index,
-                IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?,
-            )?;
-            // A default route through the external host, as nodes have one: traffic to
-            // service addresses nobody DNATs reaches the forward hook, where the proxy REJECTs or
-            // DROPs it, instead of failing the route lookup.
-            let gateway = external_ip;
-            nl.add_route(
-                IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).map_err(io::Error::other)?,
-                Some(IpAddr::V4(gateway)),
-                None,
-            )?;
-            // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
-            // Same-node pod traffic is routed back out of the bridge it came in on (see
-            // service_proxy): that is intended, so no ICMP redirects.
-            for all_or_default in ["all", "default"] {
-                std::fs::write(
-                    format!("/proc/sys/net/ipv4/conf/{all_or_default}/send_redirects"),
-                    "0",
-                )?;
-            }
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        },
-    )
+    in_netns(&node.netns, &format!("configuring {}", node.name), move || {
+        let nl = Netlink::connect()?;
+        let lo = nl.require("lo")?;
+        nl.set_up(lo.index)?;
+        let eth0 = nl.require("eth0")?;
+        nl.set_up(eth0.index)?;
+        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)?;
+        // A default route through the external host, as nodes have one: traffic to
+        // service addresses nobody DNATs reaches the forward hook, where the proxy REJECTs or
+        // DROPs it, instead of failing the route lookup.
+        let gateway = external_ip;
+        nl.add_route(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).map_err(io::Error::other)?, Some(IpAddr::V4(gateway)), None)?;
+        // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
+        // Same-node pod traffic is routed back out of the bridge it came in on (see
+        // service_proxy): that is intended, so no ICMP redirects.
+        for all_or_default in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
 }
 
 /// Routes to every other node's pod CIDR.
 fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
-    let peers: Vec<NodePlan> = plan
-        .nodes
-        .iter()
-        .filter(|p| p.name != node.name)
-        .cloned()
-        .collect();
+    let peers: Vec<NodePlan> = plan.nodes.iter().filter(|p| p.name != node.name).cloned().collect();
     let me = node.clone();
     let mode = plan.config.mode;
-    in_netns(
-        &node.netns,
-        &format!("routing on {}", node.name),
-        move || {
-            let nl = Netlink::connect()?;
-            let eth0 = nl.require("eth0")?;
-            match mode {
-                Mode::HostGw => {
-                    for p in &peers {
-                        nl.add_route(
-                            IpNet::V4(p.pod_cidr),
-                            Some(IpAddr::V4(p.ip)),
-                            Some(eth0.index),
-                        )?;
-                    }
-                }
-                Mode::Vxlan => {
-                    let vx = nl.add_vxlan(&VxlanSpec {
-                        name: VXLAN_DEVICE.into(),
-                        vni: 1,
-                        underlay_index: eth0.index,
-                        local: me.ip,
-                        port: 8472,
-                        mtu: Mode::Vxlan.pod_mtu(),
-                        mac: me.vxlan_mac(),
-                    })?;
-                    nl.add_address(
-                        vx,
-                        IpNet::new(IpAddr::V4(me.vxlan_ip()), 32).map_err(io::Error::other)?,
-                    )?;
-                    nl.set_up(vx)?;
-                    for p in &peers {
-                        // Flannel's layout: route via the peer's vxlan address, its MAC, and where that MAC lives.
-                        nl.add_onlink_route(IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip()), vx)?;
-                        nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip()), &p.vxlan_mac())?;
-                        nl.add_fdb(vx, &p.vxlan_mac(), IpAddr::V4(p.ip))?;
-                    }
+    in_netns(&node.netns, &format!("routing on {}", node.name), move || {
+        let nl = Netlink::connect()?;
+        let eth0 = nl.require("eth0")?;
+        match mode {
+            Mode::HostGw => {
+                for p in &peers {
+                    nl.add_route(IpNet::V4(p.pod_cidr), Some(IpAddr::V4(p.ip)), Some(eth0.index))?;
                 }
             }
-            Ok(())
-        },
-    )
+            Mode::Vxlan => {
+                let vx = nl.add_vxlan(&VxlanSpec {
+                    name: VXLAN_DEVICE.into(),
+                    vni: 1,
+                    underlay_index: eth0.index,
+                    local: me.ip,
+                    port: 8472,
+                    mtu: Mode::Vxlan.pod_mtu(),
+                    mac: me.vxlan_mac(),
+                })?;
+                nl.add_address(vx, IpNet::new(IpAddr::V4(me.vxlan_ip()), 32).map_err(io::Error::other)?)?;
+                nl.set_up(vx)?;
+                for p in &peers {
+                    // Flannel's layout: route via the peer's vxlan address, its MAC, and where that MAC lives.
+                    nl.add_onlink_route(IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip()), vx)?;
+                    nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip()), &p.vxlan_mac())?;
+                    nl.add_fdb(vx, &p.vxlan_mac(), IpAddr::V4(p.ip))?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Attaches every pod, a few at a time; returns their addresses in plan order.
 fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, LabError> {
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<Ipv4Addr>>> = Mutex::new(vec![None; plan.pods.len()]);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .min(8);
+    let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).min(8);
     std::thread::scope(|s| -> Result<(), LabError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -412,29 +317,16 @@ fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, L
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("pod setup"))))
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("pod setup"))))
     })?;
     results.into_inner().map_err(|_| panicked("pod results"))
 }
 
-pub(crate) fn attach_pod(
-    plan: &LabPlan,
-    pod: &PodPlan,
-    plugin: &Path,
-) -> Result<Ipv4Addr, LabError> {
-    let node = plan
-        .nodes
-        .iter()
-        .find(|n| n.name == pod.node)
-        .ok_or_else(|| LabError {
-            what: format!("pod {}", pod.key()),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("node {} not in the plan", pod.node),
-            ),
-        })?;
+pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+    let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
+        what: format!("pod {}", pod.key()),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
+    })?;
     let ip = if pod.host_network {
         node.ip
     } else {
@@ -451,38 +343,21 @@ pub(crate) fn attach_pod(
 }
 
 /// Runs the plugin's ADD from the node's namespace, as a runtime does; returns the pod's IPv4.
-fn cni_add(
-    plan: &LabPlan,
-    node: &NodePlan,
-    pod: &PodPlan,
-    plugin: &Path,
-) -> Result<Ipv4Addr, LabError> {
+fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
     let what = format!("CNI ADD of pod {} on {}", pod.key(), node.name);
     let result = cni_exec(plan, node, pod, plugin, "ADD")?;
     result["ips"][0]["address"]
         .as_str()
         .and_then(|a| a.split('/').next()?.parse().ok())
-        .ok_or_else(|| LabError {
-            what,
-            source: io::Error::other(format!("no IPv4 address in the result: {result}")),
-        })
+        .ok_or_else(|| LabError { what, source: io::Error::other(format!("no IPv4 address in the result: {result}")) })
 }
 
 /// Execs the plugin for `command` from the node's namespace with the `CNI_*` environment and
 /// the node's network config on stdin; returns its JSON output.
-fn cni_exec(
-    plan: &LabPlan,
-    node: &NodePlan,
-    pod: &PodPlan,
-    plugin: &Path,
-    command: &'static str,
-) -> Result<Value, LabError> {
+fn cni_exec(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path, command: &'static str) -> Result<Value, LabError> {
     let conf = cni_config(plan, node).to_string();
     let plugin = plugin.to_owned();
-    let cni_path = plugin
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let cni_path = plugin.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let (id, netns_path) = (pod.netns.clone(), netns::path_of(&pod.netns));
     let what = format!("CNI {command} of pod {} on {}", pod.key(), node.name);
     let out = in_netns(&node.netns, &what, move || {
@@ -497,19 +372,12 @@ fn cni_exec(
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        child
-            .stdin
-            .take()
-            .map(|mut i| i.write_all(conf.as_bytes()))
-            .transpose()?;
+        child.stdin.take().map(|mut i| i.write_all(conf.as_bytes())).transpose()?;
         child.wait_with_output()
     })?;
     let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     if !out.status.success() {
-        return Err(LabError {
-            what,
-            source: io::Error::other(result.to_string()),
-        });
+        return Err(LabError { what, source: io::Error::other(result.to_string()) });
     }
     Ok(result)
 }
@@ -519,17 +387,10 @@ pub(crate) fn detach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result
     if pod.host_network {
         return Ok(());
     }
-    let node = plan
-        .nodes
-        .iter()
-        .find(|n| n.name == pod.node)
-        .ok_or_else(|| LabError {
-            what: format!("pod {}", pod.key()),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("node {} not in the plan", pod.node),
-            ),
-        })?;
+    let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
+        what: format!("pod {}", pod.key()),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
+    })?;
     cni_exec(plan, node, pod, plugin, "DEL")?;
     netns::delete(&pod.netns).map_err(ctx(format!("deleting namespace {}", pod.netns)))?;
     let etc = Path::new("/etc/netns").join(&pod.netns);
@@ -548,28 +409,14 @@ fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
     }
     let dir = Path::new("/etc/netns").join(&pod.netns);
     std::fs::create_dir_all(&dir)?;
-    let cluster = crate::resolv::ClusterDns {
-        nameserver: crate::system::DNS_CLUSTER_IP.into(),
-        domain: crate::system::CLUSTER_DOMAIN.into(),
-    };
+    let cluster = crate::resolv::ClusterDns { nameserver: crate::system::DNS_CLUSTER_IP.into(), domain: crate::system::CLUSTER_DOMAIN.into() };
     let node_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if let Some(resolv) = crate::resolv::resolv_conf(
-        &pod.namespace,
-        false,
-        pod.dns_policy.as_deref(),
-        pod.dns_config.as_ref(),
-        &cluster,
-        &node_file,
-    ) {
+    if let Some(resolv) = crate::resolv::resolv_conf(&pod.namespace, false, pod.dns_policy.as_deref(), pod.dns_config.as_ref(), &cluster, &node_file) {
         std::fs::write(dir.join("resolv.conf"), resolv)?;
     }
     let hostname = pod.hostname.as_deref().unwrap_or(&pod.name);
     let names = match &pod.subdomain {
-        Some(sub) => format!(
-            "{hostname}.{sub}.{}.svc.{}\t{hostname}",
-            pod.namespace,
-            crate::system::CLUSTER_DOMAIN
-        ),
+        Some(sub) => format!("{hostname}.{sub}.{}.svc.{}\t{hostname}", pod.namespace, crate::system::CLUSTER_DOMAIN),
         None => hostname.to_owned(),
     };
     let hosts = format!(
@@ -582,12 +429,7 @@ fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
 pub fn lab_namespaces(lab: &LabName) -> Vec<String> {
     let prefix = lab.netns_prefix();
     let mut names: Vec<String> = std::fs::read_dir(netns::NETNS_RUN_DIR)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
+        .map(|d| d.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -640,30 +482,17 @@ fn remove(lab: &LabName) -> Result<usize, LabError> {
 /// them running), so that none writes its leases again after the state directory is gone. They
 /// are known by their `CNI_NETNS`, which names a namespace of the lab.
 fn stop_plugins(lab: &LabName) {
-    let marker = format!(
-        "CNI_NETNS={}",
-        netns::path_of(&lab.netns_prefix()).display()
-    );
+    let marker = format!("CNI_NETNS={}", netns::path_of(&lab.netns_prefix()).display());
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var.starts_with(marker.as_bytes()))
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if environ.split(|b| *b == 0).any(|var| var.starts_with(marker.as_bytes())) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -689,11 +518,7 @@ pub fn stop_process(lab: &LabName) {
     let gone = || {
         kill(pid, None).is_err()
             || std::fs::read_to_string(format!("/proc/{raw}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-                })
+                .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
                 .unwrap_or(true)
     };
     for _ in 0..200 {

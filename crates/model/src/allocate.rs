@@ -26,10 +26,7 @@ pub struct Ranges {
 impl Default for Ranges {
     /// `10.96.0.0/16` and `30000-32767`, the conventions of kubeadm and kind.
     fn default() -> Self {
-        Ranges {
-            service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 16).unwrap_or_default(),
-            node_ports: (30000, 32767),
-        }
+        Ranges { service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 16).unwrap_or_default(), node_ports: (30000, 32767) }
     }
 }
 
@@ -54,21 +51,14 @@ fn port_static_band(size: u64) -> u64 {
 fn fail(svc: &Namespaced<Service>, msg: String) -> ManifestError {
     ManifestError {
         location: svc.location.clone(),
-        object: Some(ObjectRef {
-            kind: "Service".into(),
-            namespace: svc.namespace.clone(),
-            name: svc.name.clone(),
-        }),
+        object: Some(ObjectRef { kind: "Service".into(), namespace: svc.namespace.clone(), name: svc.name.clone() }),
         messages: vec![msg],
     }
 }
 
 /// Fills in missing ClusterIPs and NodePorts; a chosen one that is taken or out of range is an
 /// error naming the Service and field, as the API server's.
-pub fn allocate(
-    services: &mut [Namespaced<Service>],
-    ranges: &Ranges,
-) -> Result<(), ManifestError> {
+pub fn allocate(services: &mut [Namespaced<Service>], ranges: &Ranges) -> Result<(), ManifestError> {
     let cidr = ranges.service_cidr;
     // The network address and the first host are never handed out dynamically (the first is
     // the `kubernetes` Service's); chosen addresses are taken first, in order.
@@ -76,33 +66,17 @@ pub fn allocate(
     let mut used_ports: BTreeSet<u16> = BTreeSet::new();
     for svc in services.iter() {
         let spec = svc.object.spec.clone().unwrap_or_default();
-        if let Some(ip) = spec
-            .cluster_ip
-            .as_deref()
-            .filter(|ip| !ip.is_empty() && *ip != "None")
-        {
-            let parsed: IpAddr = ip.parse().map_err(|_| {
-                fail(
-                    svc,
-                    format!("spec.clusterIP: Invalid value: {ip:?}: must be a valid IP address"),
-                )
-            })?;
+        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
+            let parsed: IpAddr = ip.parse().map_err(|_| fail(svc, format!("spec.clusterIP: Invalid value: {ip:?}: must be a valid IP address")))?;
             if let IpAddr::V4(v4) = parsed {
                 if !cidr.contains(&v4) {
                     return Err(fail(
                         svc,
-                        format!(
-                            "spec.clusterIP: Invalid value: {ip:?}: provided IP is not in the valid range. The range of valid IPs is {cidr}"
-                        ),
+                        format!("spec.clusterIP: Invalid value: {ip:?}: provided IP is not in the valid range. The range of valid IPs is {cidr}"),
                     ));
                 }
                 if !used_ips.insert(v4) && v4 != nth(&cidr, 1) {
-                    return Err(fail(
-                        svc,
-                        format!(
-                            "spec.clusterIP: Invalid value: {ip:?}: provided IP is already allocated"
-                        ),
-                    ));
+                    return Err(fail(svc, format!("spec.clusterIP: Invalid value: {ip:?}: provided IP is already allocated")));
                 }
             }
         }
@@ -119,19 +93,9 @@ pub fn allocate(
                     ));
                 }
                 // The same nodePort on two protocols of one Service is allowed.
-                let same_service = spec
-                    .ports
-                    .iter()
-                    .flatten()
-                    .take(i)
-                    .any(|q| q.node_port == Some(np));
+                let same_service = spec.ports.iter().flatten().take(i).any(|q| q.node_port == Some(np));
                 if !used_ports.insert(np_u16) && !same_service {
-                    return Err(fail(
-                        svc,
-                        format!(
-                            "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated"
-                        ),
-                    ));
+                    return Err(fail(svc, format!("spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated")));
                 }
             }
         }
@@ -156,9 +120,7 @@ pub fn allocate(
             spec.cluster_ip = Some(ip.to_string());
             spec.cluster_ips = Some(vec![ip.to_string()]);
         }
-        if ty == "NodePort"
-            || (ty == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false))
-        {
+        if ty == "NodePort" || (ty == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false)) {
             let (lo, hi) = ranges.node_ports;
             let size = u64::from(hi - lo) + 1;
             let band = port_static_band(size);
@@ -171,12 +133,7 @@ pub fn allocate(
                 let port = (0..span)
                     .map(|k| lo + (band + (start + k) % span) as u16)
                     .find(|port| !used_ports.contains(port))
-                    .ok_or_else(|| {
-                        fail(
-                            svc,
-                            format!("spec.ports[{i}].nodePort: Internal error: range is full"),
-                        )
-                    })?;
+                    .ok_or_else(|| fail(svc, format!("spec.ports[{i}].nodePort: Internal error: range is full")))?;
                 used_ports.insert(port);
                 p.node_port = Some(i32::from(port));
             }
@@ -192,90 +149,46 @@ mod tests {
     use crate::cluster::ClusterState;
 
     fn services(yaml: &str) -> Vec<Namespaced<Service>> {
-        ClusterState::from_objects(&crate::load_str(yaml, std::path::Path::new("t.yaml")).unwrap())
-            .unwrap()
-            .services
+        ClusterState::from_objects(&crate::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap().services
     }
 
     fn svc(name: &str, extra: &str) -> String {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports: [{{port: 80}}]\n{extra}"
-        )
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports: [{{port: 80}}]\n{extra}")
     }
 
     #[test]
     fn missing_cluster_ips_come_from_the_upper_band_and_are_stable() {
         let mut s = services(&format!("{}{}", svc("a", ""), svc("b", "")));
         allocate(&mut s, &Ranges::default()).unwrap();
-        let ips: Vec<Ipv4Addr> = s
-            .iter()
-            .map(|x| {
-                x.object
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .cluster_ip
-                    .as_ref()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
-            .collect();
+        let ips: Vec<Ipv4Addr> = s.iter().map(|x| x.object.spec.as_ref().unwrap().cluster_ip.as_ref().unwrap().parse().unwrap()).collect();
         assert_ne!(ips[0], ips[1]);
         for ip in &ips {
             let o = ip.octets();
             assert_eq!((o[0], o[1]), (10, 96));
-            assert!(
-                u32::from(*ip) - u32::from(Ipv4Addr::new(10, 96, 0, 0)) >= 256,
-                "{ip} is in the static band"
-            );
+            assert!(u32::from(*ip) - u32::from(Ipv4Addr::new(10, 96, 0, 0)) >= 256, "{ip} is in the static band");
         }
         let mut again = services(&format!("{}{}", svc("a", ""), svc("b", "")));
         allocate(&mut again, &Ranges::default()).unwrap();
-        assert_eq!(
-            s[0].object.spec.as_ref().unwrap().cluster_ip,
-            again[0].object.spec.as_ref().unwrap().cluster_ip
-        );
+        assert_eq!(s[0].object.spec.as_ref().unwrap().cluster_ip, again[0].object.spec.as_ref().unwrap().cluster_ip);
     }
 
     #[test]
     fn chosen_addresses_are_kept_and_checked() {
         let mut s = services(&svc("dns", "  clusterIP: 10.96.0.10\n"));
         allocate(&mut s, &Ranges::default()).unwrap();
-        assert_eq!(
-            s[0].object.spec.as_ref().unwrap().cluster_ip.as_deref(),
-            Some("10.96.0.10")
-        );
-        let mut dup = services(&format!(
-            "{}{}",
-            svc("a", "  clusterIP: 10.96.0.10\n"),
-            svc("b", "  clusterIP: 10.96.0.10\n")
-        ));
-        let err = allocate(&mut dup, &Ranges::default())
-            .unwrap_err()
-            .to_string();
+        assert_eq!(s[0].object.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.0.10"));
+        let mut dup = services(&format!("{}{}", svc("a", "  clusterIP: 10.96.0.10\n"), svc("b", "  clusterIP: 10.96.0.10\n")));
+        let err = allocate(&mut dup, &Ranges::default()).unwrap_err().to_string();
         assert!(err.contains("Service shop/b: spec.clusterIP: Invalid value: \"10.96.0.10\": provided IP is already allocated"), "{err}");
         let mut out = services(&svc("a", "  clusterIP: 10.0.0.1\n"));
-        assert!(
-            allocate(&mut out, &Ranges::default())
-                .unwrap_err()
-                .to_string()
-                .contains("not in the valid range")
-        );
+        assert!(allocate(&mut out, &Ranges::default()).unwrap_err().to_string().contains("not in the valid range"));
     }
 
     #[test]
     fn headless_and_external_name_services_get_no_address() {
-        let mut s = services(&format!(
-            "{}{}",
-            svc("h", "  clusterIP: None\n"),
-            svc("x", "  type: ExternalName\n  externalName: example.com\n")
-        ));
+        let mut s = services(&format!("{}{}", svc("h", "  clusterIP: None\n"), svc("x", "  type: ExternalName\n  externalName: example.com\n")));
         allocate(&mut s, &Ranges::default()).unwrap();
-        assert_eq!(
-            s[0].object.spec.as_ref().unwrap().cluster_ip.as_deref(),
-            Some("None")
-        );
+        assert_eq!(s[0].object.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(s[1].object.spec.as_ref().unwrap().cluster_ip, None);
     }
 
@@ -285,35 +198,16 @@ mod tests {
             "{}{}{}",
             svc("np", "  type: NodePort\n"),
             svc("lb", "  type: LoadBalancer\n"),
-            svc("fixed", "  type: NodePort\n").replace(
-                "ports: [{port: 80}]",
-                "ports: [{port: 80, nodePort: 30080}]"
-            )
+            svc("fixed", "  type: NodePort\n").replace("ports: [{port: 80}]", "ports: [{port: 80, nodePort: 30080}]")
         ));
         allocate(&mut s, &Ranges::default()).unwrap();
-        let port = |i: usize| {
-            s[i].object.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
-                .node_port
-                .unwrap()
-        };
-        assert_eq!(
-            port(0),
-            30080,
-            "the chosen one is kept (services are in name order: fixed, lb, np)"
-        );
+        let port = |i: usize| s[i].object.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap();
+        assert_eq!(port(0), 30080, "the chosen one is kept (services are in name order: fixed, lb, np)");
         for i in 1..3 {
             assert!((30128..=32767).contains(&port(i)), "{}", port(i));
         }
         assert_ne!(port(1), port(2));
-        let mut bad = services(
-            &svc("np", "  type: NodePort\n")
-                .replace("ports: [{port: 80}]", "ports: [{port: 80, nodePort: 80}]"),
-        );
-        assert!(
-            allocate(&mut bad, &Ranges::default())
-                .unwrap_err()
-                .to_string()
-                .contains("spec.ports[0].nodePort: Invalid value: 80")
-        );
+        let mut bad = services(&svc("np", "  type: NodePort\n").replace("ports: [{port: 80}]", "ports: [{port: 80, nodePort: 80}]"));
+        assert!(allocate(&mut bad, &Ranges::default()).unwrap_err().to_string().contains("spec.ports[0].nodePort: Invalid value: 80"));
     }
 }

@@ -25,9 +25,7 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// An L4 protocol of a port.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     /// TCP
@@ -63,17 +61,13 @@ impl FromStr for Protocol {
             "TCP" | "tcp" => Ok(Protocol::Tcp),
             "UDP" | "udp" => Ok(Protocol::Udp),
             "SCTP" | "sctp" => Ok(Protocol::Sctp),
-            other => Err(format!(
-                "unsupported protocol {other:?}: supported values: \"TCP\", \"UDP\", \"SCTP\""
-            )),
+            other => Err(format!("unsupported protocol {other:?}: supported values: \"TCP\", \"UDP\", \"SCTP\"")),
         }
     }
 }
 
 /// A declared container port.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ContainerPort {
     /// `name` (an IANA service name), if any.
     pub name: Option<String>,
@@ -152,12 +146,7 @@ impl From<&k8s_openapi::api::core::v1::PodDNSConfig> for DnsConfig {
         DnsConfig {
             nameservers: c.nameservers.clone().unwrap_or_default(),
             searches: c.searches.clone().unwrap_or_default(),
-            options: c
-                .options
-                .iter()
-                .flatten()
-                .filter_map(|o| Some((o.name.clone()?, o.value.clone())))
-                .collect(),
+            options: c.options.iter().flatten().filter_map(|o| Some((o.name.clone()?, o.value.clone()))).collect(),
         }
     }
 }
@@ -176,11 +165,7 @@ pub enum Replicas {
 impl NamespaceInfo {
     /// A namespace with only the `kubernetes.io/metadata.name` label the API server gives every one.
     pub fn named(name: &str, declared: bool) -> NamespaceInfo {
-        NamespaceInfo {
-            name: name.to_owned(),
-            labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]),
-            declared,
-        }
+        NamespaceInfo { name: name.to_owned(), labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]), declared }
     }
 }
 
@@ -192,11 +177,7 @@ impl PodInfo {
 
     /// `namespace/name`, with `[Kind]` for workloads (netpol-analyzer's notation).
     pub fn display_name(&self) -> String {
-        if self.kind == "Pod" {
-            self.key()
-        } else {
-            format!("{}/{}[{}]", self.namespace, self.name, self.kind)
-        }
+        if self.kind == "Pod" { self.key() } else { format!("{}/{}[{}]", self.namespace, self.name, self.kind) }
     }
 
     /// The address other pods see: the first pod IP.
@@ -206,10 +187,7 @@ impl PodInfo {
 
     /// Resolves a named port: the declared number for that name and protocol.
     pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
-        self.ports
-            .iter()
-            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
-            .map(|p| p.port)
+        self.ports.iter().find(|p| p.protocol == protocol && p.name.as_deref() == Some(name)).map(|p| p.port)
     }
 }
 
@@ -284,14 +262,10 @@ impl ClusterState {
         let mut ingresses: BTreeMap<(String, String), Namespaced<Ingress>> = BTreeMap::new();
         let mut ingress_classes: BTreeMap<String, IngressClass> = BTreeMap::new();
         let mut secrets: BTreeMap<(String, String), Namespaced<Secret>> = BTreeMap::new();
-        let mut gateway_classes: BTreeMap<String, crate::gateway_api::GatewayClass> =
-            BTreeMap::new();
-        let mut gateways: BTreeMap<(String, String), Namespaced<crate::gateway_api::Gateway>> =
-            BTreeMap::new();
-        let mut http_routes: BTreeMap<(String, String), Namespaced<crate::gateway_api::HttpRoute>> =
-            BTreeMap::new();
-        let mut grants: BTreeMap<(String, String), Namespaced<crate::gateway_api::ReferenceGrant>> =
-            BTreeMap::new();
+        let mut gateway_classes: BTreeMap<String, crate::gateway_api::GatewayClass> = BTreeMap::new();
+        let mut gateways: BTreeMap<(String, String), Namespaced<crate::gateway_api::Gateway>> = BTreeMap::new();
+        let mut http_routes: BTreeMap<(String, String), Namespaced<crate::gateway_api::HttpRoute>> = BTreeMap::new();
+        let mut grants: BTreeMap<(String, String), Namespaced<crate::gateway_api::ReferenceGrant>> = BTreeMap::new();
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         let mut service_cidrs: Vec<String> = Vec::new();
 
@@ -300,82 +274,32 @@ impl ClusterState {
             match &loaded.object {
                 Object::Namespace(ns) => {
                     let name = ns.metadata.name.clone().unwrap_or_default();
-                    let id = ObjectRef {
-                        kind: "Namespace".into(),
-                        namespace: String::new(),
-                        name: name.clone(),
-                    };
+                    let id = ObjectRef { kind: "Namespace".into(), namespace: String::new(), name: name.clone() };
                     let mut errs: Vec<FieldError> = Vec::new();
                     let name_path = FieldPath::new("metadata").child("name");
                     if name.is_empty() {
-                        errs.push(FieldError::required(
-                            name_path,
-                            "name or generateName is required",
-                        ));
+                        errs.push(FieldError::required(name_path, "name or generateName is required"));
                     } else {
-                        errs.extend(
-                            validation::is_dns1123_label(&name)
-                                .into_iter()
-                                .map(|m| FieldError::invalid_str(name_path.clone(), &name, m)),
-                        );
+                        errs.extend(validation::is_dns1123_label(&name).into_iter().map(|m| FieldError::invalid_str(name_path.clone(), &name, m)));
                     }
                     if let Some(labels) = &ns.metadata.labels {
-                        errs.extend(validation::validate_labels(
-                            labels,
-                            &FieldPath::new("metadata").child("labels"),
-                        ));
+                        errs.extend(validation::validate_labels(labels, &FieldPath::new("metadata").child("labels")));
                     }
                     check(loc, &id, errs)?;
                     let mut labels = ns.metadata.labels.clone().unwrap_or_default();
                     labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
-                    namespaces.insert(
-                        name.clone(),
-                        NamespaceInfo {
-                            name,
-                            labels,
-                            declared: true,
-                        },
-                    );
+                    namespaces.insert(name.clone(), NamespaceInfo { name, labels, declared: true });
                 }
                 Object::Pod(pod) => {
-                    let info = pod_info(
-                        loc,
-                        "Pod",
-                        &pod.metadata,
-                        pod.spec.as_ref(),
-                        pod.status.as_ref(),
-                    )?;
-                    pods.insert(
-                        (info.namespace.clone(), info.name.clone(), info.kind.clone()),
-                        info,
-                    );
+                    let info = pod_info(loc, "Pod", &pod.metadata, pod.spec.as_ref(), pod.status.as_ref())?;
+                    pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
                 }
                 Object::NetworkPolicy(np) => {
                     let namespace = namespace_of(&np.metadata);
                     let name = np.metadata.name.clone().unwrap_or_default();
-                    let id = ObjectRef {
-                        kind: "NetworkPolicy".into(),
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    };
-                    check(
-                        loc,
-                        &id,
-                        validation::validate_object_meta(
-                            Some(&name),
-                            &namespace,
-                            np.metadata.labels.as_ref(),
-                        ),
-                    )?;
-                    policies.insert(
-                        (namespace.clone(), name.clone()),
-                        PolicyObject {
-                            location: loc.clone(),
-                            namespace,
-                            name,
-                            policy: (**np).clone(),
-                        },
-                    );
+                    let id = ObjectRef { kind: "NetworkPolicy".into(), namespace: namespace.clone(), name: name.clone() };
+                    check(loc, &id, validation::validate_object_meta(Some(&name), &namespace, np.metadata.labels.as_ref()))?;
+                    policies.insert((namespace.clone(), name.clone()), PolicyObject { location: loc.clone(), namespace, name, policy: (**np).clone() });
                 }
                 Object::Service(svc) => {
                     let n = namespaced(loc, "Service", &svc.metadata, (**svc).clone())?;
@@ -394,16 +318,10 @@ impl ClusterState {
                     secrets.insert((n.namespace.clone(), n.name.clone()), n);
                 }
                 Object::IngressClass(class) => {
-                    ingress_classes.insert(
-                        class.metadata.name.clone().unwrap_or_default(),
-                        (**class).clone(),
-                    );
+                    ingress_classes.insert(class.metadata.name.clone().unwrap_or_default(), (**class).clone());
                 }
                 Object::GatewayClass(class) => {
-                    gateway_classes.insert(
-                        class.metadata.name.clone().unwrap_or_default(),
-                        (**class).clone(),
-                    );
+                    gateway_classes.insert(class.metadata.name.clone().unwrap_or_default(), (**class).clone());
                 }
                 Object::Gateway(g) => {
                     let n = namespaced(loc, "Gateway", &g.metadata, (**g).clone())?;
@@ -419,57 +337,29 @@ impl ClusterState {
                 }
                 Object::Node(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
-                    let id = ObjectRef {
-                        kind: "Node".into(),
-                        namespace: String::new(),
-                        name: name.clone(),
-                    };
+                    let id = ObjectRef { kind: "Node".into(), namespace: String::new(), name: name.clone() };
                     let name_path = FieldPath::new("metadata").child("name");
                     let mut errs = Vec::new();
                     if name.is_empty() {
-                        errs.push(FieldError::required(
-                            name_path,
-                            "name or generateName is required",
-                        ));
+                        errs.push(FieldError::required(name_path, "name or generateName is required"));
                     } else {
-                        errs.extend(
-                            validation::is_dns1123_subdomain(&name)
-                                .into_iter()
-                                .map(|m| FieldError::invalid_str(name_path.clone(), &name, m)),
-                        );
+                        errs.extend(validation::is_dns1123_subdomain(&name).into_iter().map(|m| FieldError::invalid_str(name_path.clone(), &name, m)));
                     }
                     check(loc, &id, errs)?;
                     nodes.insert(name, (**node).clone());
                 }
                 Object::ServiceCidr(sc) => {
                     let name = sc.metadata.name.clone().unwrap_or_default();
-                    let id = ObjectRef {
-                        kind: "ServiceCIDR".into(),
-                        namespace: String::new(),
-                        name,
-                    };
+                    let id = ObjectRef { kind: "ServiceCIDR".into(), namespace: String::new(), name };
                     let mut errs = Vec::new();
-                    for (i, c) in sc
-                        .spec
-                        .iter()
-                        .flat_map(|s| s.cidrs.iter().flatten())
-                        .enumerate()
-                    {
+                    for (i, c) in sc.spec.iter().flat_map(|s| s.cidrs.iter().flatten()).enumerate() {
                         if c.parse::<ipnet::IpNet>().is_err() {
                             let path = FieldPath::new("spec").child("cidrs").index(i);
-                            errs.push(FieldError::invalid_str(
-                                path,
-                                c,
-                                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
-                            ));
+                            errs.push(FieldError::invalid_str(path, c, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
                         }
                     }
                     check(loc, &id, errs)?;
-                    service_cidrs.extend(
-                        sc.spec
-                            .iter()
-                            .flat_map(|s| s.cidrs.clone().unwrap_or_default()),
-                    );
+                    service_cidrs.extend(sc.spec.iter().flat_map(|s| s.cidrs.clone().unwrap_or_default()));
                 }
                 workload => {
                     let Some((kind, meta, template, replicas)) = workload_template(workload) else {
@@ -480,18 +370,11 @@ impl ClusterState {
                     info.template_hash = Some(template_hash(template));
                     // A StatefulSet's pods are `<name>-<i>` in the subdomain of its governing Service.
                     if let Object::StatefulSet(o) = workload
-                        && let Some(service) = o
-                            .spec
-                            .as_ref()
-                            .map(|s| s.service_name.clone())
-                            .filter(|s| !s.as_deref().unwrap_or_default().is_empty())
+                        && let Some(service) = o.spec.as_ref().map(|s| s.service_name.clone()).filter(|s| !s.as_deref().unwrap_or_default().is_empty())
                     {
                         info.subdomain = service;
                     }
-                    pods.insert(
-                        (info.namespace.clone(), info.name.clone(), info.kind.clone()),
-                        info,
-                    );
+                    pods.insert((info.namespace.clone(), info.name.clone(), info.kind.clone()), info);
                 }
             }
         }
@@ -503,9 +386,7 @@ impl ClusterState {
             .chain(services.values().map(|s| s.namespace.clone()))
             .collect();
         for name in referenced {
-            namespaces
-                .entry(name.clone())
-                .or_insert_with(|| NamespaceInfo::named(&name, false));
+            namespaces.entry(name.clone()).or_insert_with(|| NamespaceInfo::named(&name, false));
         }
 
         Ok(ClusterState {
@@ -528,10 +409,7 @@ impl ClusterState {
 
     /// The namespace with this name.
     pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
-        self.namespaces
-            .binary_search_by(|n| n.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.namespaces[i])
+        self.namespaces.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| &self.namespaces[i])
     }
 }
 
@@ -539,11 +417,7 @@ fn check(location: &Location, id: &ObjectRef, errs: Vec<FieldError>) -> Result<(
     if errs.is_empty() {
         return Ok(());
     }
-    Err(ManifestError {
-        location: location.clone(),
-        object: Some(id.clone()),
-        messages: errs.iter().map(ToString::to_string).collect(),
-    })
+    Err(ManifestError { location: location.clone(), object: Some(id.clone()), messages: errs.iter().map(ToString::to_string).collect() })
 }
 
 impl<T: k8s_openapi::Metadata<Ty = ObjectMeta>> Namespaced<T> {
@@ -551,112 +425,45 @@ impl<T: k8s_openapi::Metadata<Ty = ObjectMeta>> Namespaced<T> {
     /// controller), without a file location; its namespace defaulted as the loader does.
     pub fn from_object(object: T) -> Self {
         let meta = object.metadata();
-        Namespaced {
-            location: Location::default(),
-            namespace: namespace_of(meta),
-            name: meta.name.clone().unwrap_or_default(),
-            object,
-        }
+        Namespaced { location: Location::default(), namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default(), object }
     }
 }
 
 impl<T> Namespaced<T> {
     /// [`Namespaced::from_object`] for objects whose types are not k8s-openapi's (Gateway API's).
     pub fn with_meta(meta: &ObjectMeta, object: T) -> Self {
-        Namespaced {
-            location: Location::default(),
-            namespace: namespace_of(meta),
-            name: meta.name.clone().unwrap_or_default(),
-            object,
-        }
+        Namespaced { location: Location::default(), namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default(), object }
     }
 }
 
 /// A namespaced object with its name and namespace checked.
-fn namespaced<T>(
-    loc: &Location,
-    kind: &str,
-    meta: &ObjectMeta,
-    object: T,
-) -> Result<Namespaced<T>, ManifestError> {
+fn namespaced<T>(loc: &Location, kind: &str, meta: &ObjectMeta, object: T) -> Result<Namespaced<T>, ManifestError> {
     let namespace = namespace_of(meta);
     let name = meta.name.clone().unwrap_or_default();
-    let id = ObjectRef {
-        kind: kind.into(),
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
-    check(
-        loc,
-        &id,
-        validation::validate_object_meta(Some(&name), &namespace, meta.labels.as_ref()),
-    )?;
-    Ok(Namespaced {
-        location: loc.clone(),
-        namespace,
-        name,
-        object,
-    })
+    let id = ObjectRef { kind: kind.into(), namespace: namespace.clone(), name: name.clone() };
+    check(loc, &id, validation::validate_object_meta(Some(&name), &namespace, meta.labels.as_ref()))?;
+    Ok(Namespaced { location: loc.clone(), namespace, name, object })
 }
 
 fn namespace_of(meta: &ObjectMeta) -> String {
-    meta.namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
 /// A workload's kind, metadata, pod template and replica count.
-type WorkloadParts<'a> = (
-    &'static str,
-    &'a ObjectMeta,
-    Option<&'a PodTemplateSpec>,
-    Replicas,
-);
+type WorkloadParts<'a> = (&'static str, &'a ObjectMeta, Option<&'a PodTemplateSpec>, Replicas);
 
 fn workload_template(object: &Object) -> Option<WorkloadParts<'_>> {
     let count = |n: Option<i32>| Replicas::Count(u32::try_from(n.unwrap_or(1)).unwrap_or(0));
     Some(match object {
-        Object::Deployment(o) => (
-            "Deployment",
-            &o.metadata,
-            o.spec.as_ref().map(|s| &s.template),
-            count(o.spec.as_ref().and_then(|s| s.replicas)),
-        ),
-        Object::ReplicaSet(o) => (
-            "ReplicaSet",
-            &o.metadata,
-            o.spec.as_ref().and_then(|s| s.template.as_ref()),
-            count(o.spec.as_ref().and_then(|s| s.replicas)),
-        ),
-        Object::StatefulSet(o) => (
-            "StatefulSet",
-            &o.metadata,
-            o.spec.as_ref().map(|s| &s.template),
-            count(o.spec.as_ref().and_then(|s| s.replicas)),
-        ),
-        Object::DaemonSet(o) => (
-            "DaemonSet",
-            &o.metadata,
-            o.spec.as_ref().map(|s| &s.template),
-            Replicas::PerNode,
-        ),
-        Object::Job(o) => (
-            "Job",
-            &o.metadata,
-            o.spec.as_ref().map(|s| &s.template),
-            count(o.spec.as_ref().and_then(|s| s.parallelism)),
-        ),
+        Object::Deployment(o) => ("Deployment", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.replicas))),
+        Object::ReplicaSet(o) => {
+            ("ReplicaSet", &o.metadata, o.spec.as_ref().and_then(|s| s.template.as_ref()), count(o.spec.as_ref().and_then(|s| s.replicas)))
+        }
+        Object::StatefulSet(o) => ("StatefulSet", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.replicas))),
+        Object::DaemonSet(o) => ("DaemonSet", &o.metadata, o.spec.as_ref().map(|s| &s.template), Replicas::PerNode),
+        Object::Job(o) => ("Job", &o.metadata, o.spec.as_ref().map(|s| &s.template), count(o.spec.as_ref().and_then(|s| s.parallelism))),
         // A CronJob has no pods until its schedule fires.
-        Object::CronJob(o) => (
-            "CronJob",
-            &o.metadata,
-            o.spec
-                .as_ref()
-                .and_then(|s| s.job_template.spec.as_ref())
-                .map(|s| &s.template),
-            Replicas::Count(0),
-        ),
+        Object::CronJob(o) => ("CronJob", &o.metadata, o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).map(|s| &s.template), Replicas::Count(0)),
         Object::Namespace(_)
         | Object::Pod(_)
         | Object::NetworkPolicy(_)
@@ -681,14 +488,9 @@ pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// `pod-template-hash`: FNV-1a of the template (as 32 bits), its decimal digits mapped onto [`NAME_ALPHABET`]
 /// (the controller hashes Go's deep printing of the template; we hash its JSON).
 fn template_hash(template: Option<&PodTemplateSpec>) -> String {
-    let text = template
-        .and_then(|t| serde_json::to_string(t).ok())
-        .unwrap_or_default();
+    let text = template.and_then(|t| serde_json::to_string(t).ok()).unwrap_or_default();
     let h = stable_hash(text.as_bytes()) as u32;
-    h.to_string()
-        .bytes()
-        .map(|d| NAME_ALPHABET[usize::from(d) % NAME_ALPHABET.len()] as char)
-        .collect()
+    h.to_string().bytes().map(|d| NAME_ALPHABET[usize::from(d) % NAME_ALPHABET.len()] as char).collect()
 }
 
 /// FNV-1a of some bytes: stable across runs and releases, for generated names.
@@ -699,33 +501,12 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn workload_info(
-    loc: &Location,
-    kind: &str,
-    meta: &ObjectMeta,
-    template: Option<&PodTemplateSpec>,
-) -> Result<PodInfo, ManifestError> {
-    let mut info = pod_info(
-        loc,
-        kind,
-        meta,
-        template.and_then(|t| t.spec.as_ref()),
-        None,
-    )?;
+fn workload_info(loc: &Location, kind: &str, meta: &ObjectMeta, template: Option<&PodTemplateSpec>) -> Result<PodInfo, ManifestError> {
+    let mut info = pod_info(loc, kind, meta, template.and_then(|t| t.spec.as_ref()), None)?;
     // A workload's pods carry the template's labels, not the workload's own.
-    info.labels = template
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    let id = ObjectRef {
-        kind: kind.into(),
-        namespace: info.namespace.clone(),
-        name: info.name.clone(),
-    };
-    let path = FieldPath::new("spec")
-        .child("template")
-        .child("metadata")
-        .child("labels");
+    info.labels = template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let id = ObjectRef { kind: kind.into(), namespace: info.namespace.clone(), name: info.name.clone() };
+    let path = FieldPath::new("spec").child("template").child("metadata").child("labels");
     check(loc, &id, validation::validate_labels(&info.labels, &path))?;
     Ok(info)
 }
@@ -739,21 +520,13 @@ fn pod_info(
 ) -> Result<PodInfo, ManifestError> {
     let namespace = namespace_of(meta);
     let name = meta.name.clone().unwrap_or_default();
-    let id = ObjectRef {
-        kind: kind.into(),
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
+    let id = ObjectRef { kind: kind.into(), namespace: namespace.clone(), name: name.clone() };
     let mut errs = validation::validate_object_meta(Some(&name), &namespace, meta.labels.as_ref());
 
     let spec_path = if kind == "Pod" {
         FieldPath::new("spec")
     } else if kind == "CronJob" {
-        FieldPath::new("spec")
-            .child("jobTemplate")
-            .child("spec")
-            .child("template")
-            .child("spec")
+        FieldPath::new("spec").child("jobTemplate").child("spec").child("template").child("spec")
     } else {
         FieldPath::new("spec").child("template").child("spec")
     };
@@ -767,11 +540,7 @@ fn pod_info(
             .enumerate()
             .filter(|(_, c)| c.restart_policy.as_deref() == Some("Always"))
             .map(|(i, c)| (spec_path.child("initContainers").index(i), c));
-        let containers = spec
-            .containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (spec_path.child("containers").index(i), c));
+        let containers = spec.containers.iter().enumerate().map(|(i, c)| (spec_path.child("containers").index(i), c));
         for (path, container) in containers.chain(restartable_init) {
             container_ports(container, &path, &mut ports, &mut errs);
         }
@@ -781,30 +550,15 @@ fn pod_info(
     if let Some(status) = status {
         let status_path = FieldPath::new("status");
         let listed: Vec<(FieldPath, &str)> = match &status.pod_ips {
-            Some(list) if !list.is_empty() => list
-                .iter()
-                .enumerate()
-                .map(|(i, ip)| {
-                    (
-                        status_path.child("podIPs").index(i).child("ip"),
-                        ip.ip.as_str(),
-                    )
-                })
-                .collect(),
-            _ => status
-                .pod_ip
-                .iter()
-                .map(|ip| (status_path.child("podIP"), ip.as_str()))
-                .collect(),
+            Some(list) if !list.is_empty() => {
+                list.iter().enumerate().map(|(i, ip)| (status_path.child("podIPs").index(i).child("ip"), ip.ip.as_str())).collect()
+            }
+            _ => status.pod_ip.iter().map(|ip| (status_path.child("podIP"), ip.as_str())).collect(),
         };
         for (path, text) in listed {
             match text.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),
-                Err(_) => errs.push(FieldError::invalid_str(
-                    path,
-                    text,
-                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                )),
+                Err(_) => errs.push(FieldError::invalid_str(path, text, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")),
             }
         }
     }
@@ -817,27 +571,14 @@ fn pod_info(
         ports,
         ips,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-        node_name: spec
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status == "True"),
+        node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        ready: status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| c.status == "True"),
         terminating: meta.deletion_timestamp.is_some(),
-        terminal: status
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|p| p == "Succeeded" || p == "Failed"),
-        hostname: spec
-            .and_then(|s| s.hostname.clone())
-            .filter(|h| !h.is_empty()),
-        subdomain: spec
-            .and_then(|s| s.subdomain.clone())
-            .filter(|h| !h.is_empty()),
+        terminal: status.and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed"),
+        hostname: spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()),
+        subdomain: spec.and_then(|s| s.subdomain.clone()).filter(|h| !h.is_empty()),
         dns_policy: spec.and_then(|s| s.dns_policy.clone()),
-        dns_config: spec
-            .and_then(|s| s.dns_config.as_ref())
-            .map(DnsConfig::from),
+        dns_config: spec.and_then(|s| s.dns_config.as_ref()).map(DnsConfig::from),
         replicas: Replicas::Pod,
         template_hash: None,
         location: loc.clone(),
@@ -848,15 +589,10 @@ fn pod_info(
 fn validate_dns(spec: &PodSpec, path: &FieldPath, errs: &mut Vec<FieldError>) {
     const POLICIES: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
     match spec.dns_policy.as_deref() {
-        Some(p) if !POLICIES.contains(&p) => errs.push(FieldError::not_supported(
-            path.child("dnsPolicy"),
-            p,
-            &POLICIES,
-        )),
-        Some("None") if spec.dns_config.is_none() => errs.push(FieldError::required(
-            path.child("dnsConfig"),
-            "must provide `dnsConfig` when `dnsPolicy` is None",
-        )),
+        Some(p) if !POLICIES.contains(&p) => errs.push(FieldError::not_supported(path.child("dnsPolicy"), p, &POLICIES)),
+        Some("None") if spec.dns_config.is_none() => {
+            errs.push(FieldError::required(path.child("dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None"))
+        }
         _ => {}
     }
     let Some(config) = &spec.dns_config else {
@@ -864,42 +600,22 @@ fn validate_dns(spec: &PodSpec, path: &FieldPath, errs: &mut Vec<FieldError>) {
     };
     let nameservers = config.nameservers.as_deref().unwrap_or_default();
     if spec.dns_policy.as_deref() == Some("None") && nameservers.is_empty() {
-        errs.push(FieldError::required(
-            path.child("dnsConfig").child("nameservers"),
-            "must provide at least one DNS nameserver when `dnsPolicy` is None",
-        ));
+        errs.push(FieldError::required(path.child("dnsConfig").child("nameservers"), "must provide at least one DNS nameserver when `dnsPolicy` is None"));
     }
     if nameservers.len() > 3 {
-        errs.push(FieldError::invalid_str(
-            path.child("dnsConfig").child("nameservers"),
-            &nameservers.join(", "),
-            "must not have more than 3 nameservers",
-        ));
+        errs.push(FieldError::invalid_str(path.child("dnsConfig").child("nameservers"), &nameservers.join(", "), "must not have more than 3 nameservers"));
     }
     for (i, ns) in nameservers.iter().enumerate() {
         if ns.parse::<IpAddr>().is_err() {
-            errs.push(FieldError::invalid_str(
-                path.child("dnsConfig").child("nameservers").index(i),
-                ns,
-                "must be valid IP address",
-            ));
+            errs.push(FieldError::invalid_str(path.child("dnsConfig").child("nameservers").index(i), ns, "must be valid IP address"));
         }
     }
     if config.searches.as_ref().is_some_and(|s| s.len() > 32) {
-        errs.push(FieldError::invalid_str(
-            path.child("dnsConfig").child("searches"),
-            "",
-            "must not have more than 32 search paths",
-        ));
+        errs.push(FieldError::invalid_str(path.child("dnsConfig").child("searches"), "", "must not have more than 32 search paths"));
     }
 }
 
-fn container_ports(
-    container: &Container,
-    path: &FieldPath,
-    out: &mut Vec<ContainerPort>,
-    errs: &mut Vec<FieldError>,
-) {
+fn container_ports(container: &Container, path: &FieldPath, out: &mut Vec<ContainerPort>, errs: &mut Vec<FieldError>) {
     for (i, port) in container.ports.iter().flatten().enumerate() {
         let p = path.child("ports").index(i);
         let protocol = match port.protocol.as_deref() {
@@ -907,11 +623,7 @@ fn container_ports(
             Some(text) => match text.parse::<Protocol>() {
                 Ok(proto) if text == proto.as_str() => proto,
                 _ => {
-                    errs.push(FieldError::not_supported(
-                        p.child("protocol"),
-                        text,
-                        &["SCTP", "TCP", "UDP"],
-                    ));
+                    errs.push(FieldError::not_supported(p.child("protocol"), text, &["SCTP", "TCP", "UDP"]));
                     continue;
                 }
             },
@@ -919,28 +631,17 @@ fn container_ports(
         let number = port.container_port;
         let msgs = validation::is_valid_port_num(i64::from(number));
         if !msgs.is_empty() {
-            errs.extend(
-                msgs.into_iter().map(|m| {
-                    FieldError::invalid_int(p.child("containerPort"), i64::from(number), m)
-                }),
-            );
+            errs.extend(msgs.into_iter().map(|m| FieldError::invalid_int(p.child("containerPort"), i64::from(number), m)));
             continue;
         }
         if let Some(name) = &port.name {
             let msgs = validation::is_valid_port_name(name);
             if !msgs.is_empty() {
-                errs.extend(
-                    msgs.into_iter()
-                        .map(|m| FieldError::invalid_str(p.child("name"), name, m)),
-                );
+                errs.extend(msgs.into_iter().map(|m| FieldError::invalid_str(p.child("name"), name, m)));
                 continue;
             }
         }
-        out.push(ContainerPort {
-            name: port.name.clone(),
-            port: u16::try_from(number).unwrap_or_default(),
-            protocol,
-        });
+        out.push(ContainerPort { name: port.name.clone(), port: u16::try_from(number).unwrap_or_default(), protocol });
     }
 }
 
@@ -963,15 +664,9 @@ mod tests {
         assert_eq!(s.namespaces.len(), 2);
         let other = s.namespace("other").unwrap();
         assert!(!other.declared);
-        assert_eq!(
-            other.labels,
-            Labels::from([(NAMESPACE_NAME_LABEL.into(), "other".into())])
-        );
+        assert_eq!(other.labels, Labels::from([(NAMESPACE_NAME_LABEL.into(), "other".into())]));
         let prod = s.namespace("prod").unwrap();
-        assert_eq!(
-            prod.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str),
-            Some("prod")
-        );
+        assert_eq!(prod.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("prod"));
         assert_eq!(prod.labels.get("env").map(String::as_str), Some("prod"));
     }
 
@@ -983,10 +678,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.pods.len(), 2);
         let api = &s.pods[0];
-        assert_eq!(
-            (api.key().as_str(), api.kind.as_str()),
-            ("prod/api", "Deployment")
-        );
+        assert_eq!((api.key().as_str(), api.kind.as_str()), ("prod/api", "Deployment"));
         assert_eq!(api.display_name(), "prod/api[Deployment]");
         assert_eq!(api.labels, Labels::from([("app".into(), "api".into())]));
         assert_eq!(api.named_port("http", Protocol::Tcp), Some(8080));
@@ -1019,23 +711,11 @@ mod tests {
         )
         .unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("t.yaml: document 1: Pod x/Bad_Name is invalid:"),
-            "{text}"
-        );
-        assert!(
-            text.contains("metadata.name: Invalid value: \"Bad_Name\""),
-            "{text}"
-        );
+        assert!(text.starts_with("t.yaml: document 1: Pod x/Bad_Name is invalid:"), "{text}");
+        assert!(text.contains("metadata.name: Invalid value: \"Bad_Name\""), "{text}");
         assert!(text.contains("spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive"), "{text}");
-        assert!(
-            text.contains("spec.containers[0].ports[1].name: Invalid value: \"HTTP\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("status.podIP: Invalid value: \"10.0.0.300\""),
-            "{text}"
-        );
+        assert!(text.contains("spec.containers[0].ports[1].name: Invalid value: \"HTTP\""), "{text}");
+        assert!(text.contains("status.podIP: Invalid value: \"10.0.0.300\""), "{text}");
     }
 
     #[test]

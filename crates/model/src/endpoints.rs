@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForNode, ForZone,
-};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForNode, ForZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -54,11 +52,7 @@ fn address_types(svc: &Service) -> Vec<&'static str> {
     }
     match s.cluster_ip.as_deref() {
         Some(ip) if !ip.is_empty() && ip != "None" => {
-            vec![if ip.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) {
-                "IPv6"
-            } else {
-                "IPv4"
-            }]
+            vec![if ip.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) { "IPv6" } else { "IPv4" }]
         }
         _ => vec!["IPv4", "IPv6"],
     }
@@ -92,23 +86,12 @@ fn endpoint_ports(svc: &Service, pod: &PodInfo) -> Vec<EndpointPort> {
 }
 
 /// `podToEndpoint`, with the pod's readiness decided by `ready` (the lab's servers, or the status).
-fn pod_to_endpoint(
-    svc: &Service,
-    pod: &PodInfo,
-    address_type: &str,
-    serving: bool,
-    zone: Option<&str>,
-) -> Endpoint {
+fn pod_to_endpoint(svc: &Service, pod: &PodInfo, address_type: &str, serving: bool, zone: Option<&str>) -> Endpoint {
     let publish_not_ready = spec(svc).publish_not_ready_addresses.unwrap_or(false);
     let terminating = pod.terminating;
     let ready = publish_not_ready || (serving && !terminating);
     let want_v6 = address_type == "IPv6";
-    let addresses: Vec<String> = pod
-        .ips
-        .iter()
-        .filter(|ip| ip.is_ipv6() == want_v6)
-        .map(ToString::to_string)
-        .collect();
+    let addresses: Vec<String> = pod.ips.iter().filter(|ip| ip.is_ipv6() == want_v6).map(ToString::to_string).collect();
     let svc_name = svc.metadata.name.clone().unwrap_or_default();
     let hostname = match (&pod.hostname, &pod.subdomain) {
         (Some(h), Some(sub)) if *sub == svc_name => Some(h.clone()),
@@ -116,11 +99,7 @@ fn pod_to_endpoint(
     };
     Endpoint {
         addresses,
-        conditions: Some(EndpointConditions {
-            ready: Some(ready),
-            serving: Some(serving),
-            terminating: Some(terminating),
-        }),
+        conditions: Some(EndpointConditions { ready: Some(ready), serving: Some(serving), terminating: Some(terminating) }),
         hostname,
         node_name: pod.node_name.clone(),
         target_ref: Some(ObjectReference {
@@ -152,11 +131,7 @@ fn add_hints(svc: &Service, endpoints: &mut [Endpoint]) {
     for e in endpoints {
         e.hints = Some(EndpointHints {
             for_zones: e.zone.clone().map(|name| vec![ForZone { name }]),
-            for_nodes: if nodes {
-                e.node_name.clone().map(|name| vec![ForNode { name }])
-            } else {
-                None
-            },
+            for_nodes: if nodes { e.node_name.clone().map(|name| vec![ForNode { name }]) } else { None },
         });
     }
 }
@@ -165,24 +140,13 @@ fn add_hints(svc: &Service, endpoints: &mut [Endpoint]) {
 fn slice_name(svc: &Service, address_type: &str, ports: &[EndpointPort], chunk: usize) -> String {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
-    let seed = format!(
-        "{ns}/{name}/{address_type}/{}/{chunk}",
-        serde_json::to_string(ports).unwrap_or_default()
-    );
+    let seed = format!("{ns}/{name}/{address_type}/{}/{chunk}", serde_json::to_string(ports).unwrap_or_default());
     let h = stable_hash(seed.as_bytes());
-    let suffix: String = (0..5)
-        .map(|i| NAME_ALPHABET[((h >> (i * 5)) % NAME_ALPHABET.len() as u64) as usize] as char)
-        .collect();
+    let suffix: String = (0..5).map(|i| NAME_ALPHABET[((h >> (i * 5)) % NAME_ALPHABET.len() as u64) as usize] as char).collect();
     format!("{name}-{suffix}")
 }
 
-fn new_slice(
-    svc: &Namespaced<Service>,
-    address_type: &str,
-    ports: Vec<EndpointPort>,
-    endpoints: Vec<Endpoint>,
-    chunk: usize,
-) -> EndpointSlice {
+fn new_slice(svc: &Namespaced<Service>, address_type: &str, ports: Vec<EndpointPort>, endpoints: Vec<Endpoint>, chunk: usize) -> EndpointSlice {
     let mut labels: BTreeMap<String, String> = svc
         .object
         .metadata
@@ -222,40 +186,22 @@ fn new_slice(
 /// The Service (namespace, name) an EndpointSlice belongs to, by its `kubernetes.io/service-name` label.
 pub fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
     let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    Some((
-        slice.metadata.namespace.as_deref().unwrap_or("default"),
-        name.as_str(),
-    ))
+    Some((slice.metadata.namespace.as_deref().unwrap_or("default"), name.as_str()))
 }
 
 /// The slices to use besides the given ones: computed (see [`compute`]) for the Services with a
 /// selector that the manifests give no EndpointSlice for. Given slices are used exactly as given.
 pub fn missing(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<EndpointSlice> {
-    let given: std::collections::HashSet<(&str, &str)> = state
-        .endpoint_slices
-        .iter()
-        .filter_map(|s| service_of(&s.object))
-        .collect();
-    compute(state, serving)
-        .into_iter()
-        .filter(|c| service_of(c).is_none_or(|svc| !given.contains(&svc)))
-        .collect()
+    let given: std::collections::HashSet<(&str, &str)> = state.endpoint_slices.iter().filter_map(|s| service_of(&s.object)).collect();
+    compute(state, serving).into_iter().filter(|c| service_of(c).is_none_or(|svc| !given.contains(&svc))).collect()
 }
 
 /// The EndpointSlices of every Service with a selector; `serving` decides a pod's readiness
 /// (for manifests: its Ready condition, absent meaning ready). Services without a selector and
 /// ExternalName Services get none: their slices are the ones given in the manifests.
 pub fn compute(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<EndpointSlice> {
-    let zones: BTreeMap<String, String> = state
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n.metadata.name.clone()?,
-                n.metadata.labels.as_ref()?.get(LABEL_ZONE)?.clone(),
-            ))
-        })
-        .collect();
+    let zones: BTreeMap<String, String> =
+        state.nodes.iter().filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.as_ref()?.get(LABEL_ZONE)?.clone()))).collect();
     let mut out = Vec::new();
     for svc in &state.services {
         let s = spec(&svc.object);
@@ -278,22 +224,14 @@ pub fn compute(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<
             // Group endpoints by the port set they resolve to, as the reconciler does.
             let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
             for pod in &pods {
-                let zone = pod
-                    .node_name
-                    .as_ref()
-                    .and_then(|n| zones.get(n))
-                    .map(String::as_str);
+                let zone = pod.node_name.as_ref().and_then(|n| zones.get(n)).map(String::as_str);
                 let ep = pod_to_endpoint(&svc.object, pod, address_type, serving(pod), zone);
                 if ep.addresses.is_empty() {
                     continue;
                 }
                 let ports = endpoint_ports(&svc.object, pod);
                 let key = serde_json::to_string(&ports).unwrap_or_default();
-                groups
-                    .entry(key)
-                    .or_insert_with(|| (ports, Vec::new()))
-                    .1
-                    .push(ep);
+                groups.entry(key).or_insert_with(|| (ports, Vec::new())).1.push(ep);
             }
             if groups.is_empty() {
                 // A placeholder: the Service has a selector, and nothing matches yet.
@@ -303,13 +241,7 @@ pub fn compute(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<
             for (_, (ports, mut endpoints)) in groups {
                 add_hints(&svc.object, &mut endpoints);
                 for (chunk, part) in endpoints.chunks(MAX_ENDPOINTS_PER_SLICE).enumerate() {
-                    out.push(new_slice(
-                        svc,
-                        address_type,
-                        ports.clone(),
-                        part.to_vec(),
-                        chunk,
-                    ));
+                    out.push(new_slice(svc, address_type, ports.clone(), part.to_vec(), chunk));
                 }
             }
         }
@@ -322,8 +254,7 @@ mod tests {
     use super::*;
 
     fn state(yaml: &str) -> ClusterState {
-        ClusterState::from_objects(&crate::load_str(yaml, std::path::Path::new("t.yaml")).unwrap())
-            .unwrap()
+        ClusterState::from_objects(&crate::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap()
     }
 
     fn pod(name: &str, labels: &str, ip: &str, extra_status: &str) -> String {
@@ -350,104 +281,47 @@ mod tests {
         assert_eq!(slices.len(), 1);
         let sl = &slices[0];
         assert_eq!(sl.address_type, "IPv4");
-        let addrs: Vec<&str> = sl
-            .endpoints
-            .iter()
-            .map(|e| e.addresses[0].as_str())
-            .collect();
+        let addrs: Vec<&str> = sl.endpoints.iter().map(|e| e.addresses[0].as_str()).collect();
         assert_eq!(addrs, ["10.244.0.2", "10.244.0.3"]);
-        let ports: Vec<(Option<&str>, Option<i32>, Option<&str>)> = sl
-            .ports
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref()))
-            .collect();
-        assert_eq!(
-            ports,
-            [
-                (Some("http"), Some(8080), Some("TCP")),
-                (Some("dns"), Some(53), Some("UDP"))
-            ]
-        );
+        let ports: Vec<(Option<&str>, Option<i32>, Option<&str>)> =
+            sl.ports.as_ref().unwrap().iter().map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref())).collect();
+        assert_eq!(ports, [(Some("http"), Some(8080), Some("TCP")), (Some("dns"), Some(53), Some("UDP"))]);
         let labels = sl.metadata.labels.as_ref().unwrap();
-        assert_eq!(
-            labels.get(LABEL_SERVICE_NAME).map(String::as_str),
-            Some("web")
-        );
-        assert_eq!(
-            labels.get(LABEL_MANAGED_BY).map(String::as_str),
-            Some(CONTROLLER_NAME)
-        );
+        assert_eq!(labels.get(LABEL_SERVICE_NAME).map(String::as_str), Some("web"));
+        assert_eq!(labels.get(LABEL_MANAGED_BY).map(String::as_str), Some(CONTROLLER_NAME));
         assert_eq!(labels.get("team").map(String::as_str), Some("a"));
         assert!(sl.metadata.name.as_ref().unwrap().starts_with("web-"));
-        assert_eq!(
-            sl.endpoints[0].target_ref.as_ref().unwrap().name.as_deref(),
-            Some("a")
-        );
+        assert_eq!(sl.endpoints[0].target_ref.as_ref().unwrap().name.as_deref(), Some("a"));
         assert_eq!(sl.endpoints[0].node_name.as_deref(), Some("node-1"));
     }
 
     #[test]
     fn conditions_follow_ready_terminating_and_publish_not_ready() {
         let not_ready = ", conditions: [{type: Ready, status: 'False'}]";
-        let terminating_pod = pod("t", "app: web", "10.244.0.5", "").replace(
-            "metadata: {name: t,",
-            "metadata: {deletionTimestamp: '2026-01-01T00:00:00Z', name: t,",
-        );
-        let s = state(&format!(
-            "{SERVICE}{}{}{terminating_pod}",
-            pod("a", "app: web", "10.244.0.2", ""),
-            pod("n", "app: web", "10.244.0.3", not_ready)
-        ));
+        let terminating_pod =
+            pod("t", "app: web", "10.244.0.5", "").replace("metadata: {name: t,", "metadata: {deletionTimestamp: '2026-01-01T00:00:00Z', name: t,");
+        let s = state(&format!("{SERVICE}{}{}{terminating_pod}", pod("a", "app: web", "10.244.0.2", ""), pod("n", "app: web", "10.244.0.3", not_ready)));
         let slices = compute(&s, ready_from_status);
         let cond = |name: &str| {
-            let e = slices[0]
-                .endpoints
-                .iter()
-                .find(|e| e.target_ref.as_ref().unwrap().name.as_deref() == Some(name))
-                .unwrap();
+            let e = slices[0].endpoints.iter().find(|e| e.target_ref.as_ref().unwrap().name.as_deref() == Some(name)).unwrap();
             let c = e.conditions.clone().unwrap();
             (c.ready.unwrap(), c.serving.unwrap(), c.terminating.unwrap())
         };
         assert_eq!(cond("a"), (true, true, false));
         assert_eq!(cond("n"), (false, false, false));
-        assert_eq!(
-            cond("t"),
-            (false, true, true),
-            "terminating but still serving"
-        );
-        let publish = SERVICE.replace(
-            "  clusterIP: 10.96.0.20\n",
-            "  clusterIP: 10.96.0.20\n  publishNotReadyAddresses: true\n",
-        );
-        let s = state(&format!(
-            "{publish}{}",
-            pod("n", "app: web", "10.244.0.3", not_ready)
-        ));
-        assert_eq!(
-            compute(&s, ready_from_status)[0].endpoints[0]
-                .conditions
-                .clone()
-                .unwrap()
-                .ready,
-            Some(true)
-        );
+        assert_eq!(cond("t"), (false, true, true), "terminating but still serving");
+        let publish = SERVICE.replace("  clusterIP: 10.96.0.20\n", "  clusterIP: 10.96.0.20\n  publishNotReadyAddresses: true\n");
+        let s = state(&format!("{publish}{}", pod("n", "app: web", "10.244.0.3", not_ready)));
+        assert_eq!(compute(&s, ready_from_status)[0].endpoints[0].conditions.clone().unwrap().ready, Some(true));
     }
 
     #[test]
     fn pods_that_cannot_resolve_a_named_port_land_in_another_slice() {
         let other = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: web}}\nspec: {containers: [{name: c, ports: [{name: http, containerPort: 9090}]}]}\nstatus: {podIP: 10.244.0.9}\n";
-        let s = state(&format!(
-            "{SERVICE}{}{other}",
-            pod("a", "app: web", "10.244.0.2", "")
-        ));
+        let s = state(&format!("{SERVICE}{}{other}", pod("a", "app: web", "10.244.0.2", "")));
         let slices = compute(&s, ready_from_status);
         assert_eq!(slices.len(), 2);
-        let c = slices
-            .iter()
-            .find(|s| s.endpoints[0].addresses[0] == "10.244.0.9")
-            .unwrap();
+        let c = slices.iter().find(|s| s.endpoints[0].addresses[0] == "10.244.0.9").unwrap();
         let ports: Vec<Option<i32>> = c.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [Some(9090)], "no port named dns/UDP on c: left out");
     }
@@ -466,32 +340,17 @@ mod tests {
     fn pods_without_ip_and_finished_pods_are_left_out() {
         let pending = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop, labels: {app: web}}\nspec: {containers: []}\n";
         let done = pod("d", "app: web", "10.244.0.7", ", phase: Succeeded");
-        let slices = compute(
-            &state(&format!("{SERVICE}{pending}{done}")),
-            ready_from_status,
-        );
+        let slices = compute(&state(&format!("{SERVICE}{pending}{done}")), ready_from_status);
         assert!(slices[0].endpoints.is_empty());
     }
 
     #[test]
     fn big_services_are_split_into_slices_of_100() {
-        let pods: String = (0..250)
-            .map(|i| {
-                pod(
-                    &format!("p{i:03}"),
-                    "app: web",
-                    &format!("10.244.{}.{}", i / 200, i % 200 + 1),
-                    "",
-                )
-            })
-            .collect();
+        let pods: String = (0..250).map(|i| pod(&format!("p{i:03}"), "app: web", &format!("10.244.{}.{}", i / 200, i % 200 + 1), "")).collect();
         let slices = compute(&state(&format!("{SERVICE}{pods}")), ready_from_status);
         let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
         assert_eq!(sizes, [100, 100, 50]);
-        let mut names: Vec<&String> = slices
-            .iter()
-            .map(|s| s.metadata.name.as_ref().unwrap())
-            .collect();
+        let mut names: Vec<&String> = slices.iter().map(|s| s.metadata.name.as_ref().unwrap()).collect();
         names.dedup();
         assert_eq!(names.len(), 3);
     }
@@ -499,50 +358,26 @@ mod tests {
     #[test]
     fn traffic_distribution_adds_zone_hints_all_or_nothing() {
         let nodes = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1, labels: {topology.kubernetes.io/zone: zone-a}}\n";
-        let svc = SERVICE.replace(
-            "  selector: {app: web}\n",
-            "  selector: {app: web}\n  trafficDistribution: PreferClose\n",
-        );
-        let s = state(&format!(
-            "{svc}{nodes}{}",
-            pod("a", "app: web", "10.244.0.2", "")
-        ));
+        let svc = SERVICE.replace("  selector: {app: web}\n", "  selector: {app: web}\n  trafficDistribution: PreferClose\n");
+        let s = state(&format!("{svc}{nodes}{}", pod("a", "app: web", "10.244.0.2", "")));
         let e = &compute(&s, ready_from_status)[0].endpoints[0];
         assert_eq!(e.zone.as_deref(), Some("zone-a"));
-        assert_eq!(
-            e.hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name,
-            "zone-a"
-        );
+        assert_eq!(e.hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name, "zone-a");
         // Without zones on the node: no hints at all.
         let s = state(&format!("{svc}{}", pod("a", "app: web", "10.244.0.2", "")));
-        assert!(
-            compute(&s, ready_from_status)[0].endpoints[0]
-                .hints
-                .is_none()
-        );
+        assert!(compute(&s, ready_from_status)[0].endpoints[0].hints.is_none());
     }
 
     #[test]
     fn headless_services_get_a_slice_per_family_and_hostnames() {
-        let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}\n";
-        let p = pod("db-0", "app: db", "10.244.0.2", "").replace(
-            "  nodeName: node-1\n",
-            "  nodeName: node-1\n  hostname: db-0\n  subdomain: db\n",
-        );
+        let svc =
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}\n";
+        let p = pod("db-0", "app: db", "10.244.0.2", "").replace("  nodeName: node-1\n", "  nodeName: node-1\n  hostname: db-0\n  subdomain: db\n");
         let slices = compute(&state(&format!("{svc}{p}")), ready_from_status);
         // Both families are tried; the pod has only IPv4, so the IPv6 one is a placeholder.
         let types: Vec<&str> = slices.iter().map(|s| s.address_type.as_str()).collect();
         assert_eq!(types, ["IPv4", "IPv6"]);
         assert_eq!(slices[0].endpoints[0].hostname.as_deref(), Some("db-0"));
-        assert_eq!(
-            slices[0]
-                .metadata
-                .labels
-                .as_ref()
-                .unwrap()
-                .get(LABEL_HEADLESS)
-                .map(String::as_str),
-            Some("")
-        );
+        assert_eq!(slices[0].metadata.labels.as_ref().unwrap().get(LABEL_HEADLESS).map(String::as_str), Some(""));
     }
 }

@@ -37,16 +37,8 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = if self.name.is_empty() {
-            "<unnamed>"
-        } else {
-            &self.name
-        };
-        if self.namespace.is_empty() {
-            write!(f, "{} {name}", self.kind)
-        } else {
-            write!(f, "{} {}/{name}", self.kind, self.namespace)
-        }
+        let name = if self.name.is_empty() { "<unnamed>" } else { &self.name };
+        if self.namespace.is_empty() { write!(f, "{} {name}", self.kind) } else { write!(f, "{} {}/{name}", self.kind, self.namespace) }
     }
 }
 

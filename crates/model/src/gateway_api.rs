@@ -269,11 +269,7 @@ pub struct HttpRouteFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<RequestRedirect>,
     /// For `URLRewrite`.
-    #[serde(
-        default,
-        rename = "urlRewrite",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "urlRewrite", skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<UrlRewrite>,
     /// For `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,10 +17,7 @@ pub mod load;
 pub mod selector;
 pub mod validation;
 
-pub use cluster::{
-    ClusterState, ContainerPort, DnsConfig, NamespaceInfo, Namespaced, PodInfo, PolicyObject,
-    Protocol, Replicas,
-};
+pub use cluster::{ClusterState, ContainerPort, DnsConfig, NamespaceInfo, Namespaced, PodInfo, PolicyObject, Protocol, Replicas};
 pub use error::{LoadError, Location, ManifestError, ObjectRef};
 pub use load::{Loaded, Object, load_paths, load_str};
 pub use selector::{Labels, Selector};

@@ -76,24 +76,12 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Loaded>, LoadError>
         let path = path.as_ref();
         if path == Path::new("-") {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
-                LoadError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                }
-            })?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| LoadError::Io { path: path.to_owned(), source: e })?;
             out.extend(load_str(&text, Path::new("<stdin>"))?);
             continue;
         }
         let meta = std::fs::metadata(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                LoadError::NotFound(path.to_owned())
-            } else {
-                LoadError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                }
-            }
+            if e.kind() == std::io::ErrorKind::NotFound { LoadError::NotFound(path.to_owned()) } else { LoadError::Io { path: path.to_owned(), source: e } }
         })?;
         if meta.is_dir() {
             for file in manifest_files(path)? {
@@ -111,20 +99,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| LoadError::Io {
-            path: d.clone(),
-            source: e,
-        })?;
+        let entries = std::fs::read_dir(&d).map_err(|e| LoadError::Io { path: d.clone(), source: e })?;
         for entry in entries {
-            let entry = entry.map_err(|e| LoadError::Io {
-                path: d.clone(),
-                source: e,
-            })?;
+            let entry = entry.map_err(|e| LoadError::Io { path: d.clone(), source: e })?;
             let p = entry.path();
-            let ty = entry.file_type().map_err(|e| LoadError::Io {
-                path: p.clone(),
-                source: e,
-            })?;
+            let ty = entry.file_type().map_err(|e| LoadError::Io { path: p.clone(), source: e })?;
             if ty.is_dir() {
                 stack.push(p);
             } else if is_manifest(&p) {
@@ -137,17 +116,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 fn is_manifest(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
 fn load_file(path: &Path, out: &mut Vec<Loaded>) -> Result<(), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
-        path: path.to_owned(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io { path: path.to_owned(), source: e })?;
     out.extend(load_str(&text, path)?);
     Ok(())
 }
@@ -156,11 +129,7 @@ fn load_file(path: &Path, out: &mut Vec<Loaded>) -> Result<(), LoadError> {
 pub fn load_str(text: &str, file: &Path) -> Result<Vec<Loaded>, ManifestError> {
     let mut out = Vec::new();
     let is_json = file.extension().is_some_and(|e| e == "json");
-    let at = |document: usize| Location {
-        file: file.to_owned(),
-        document,
-        item: None,
-    };
+    let at = |document: usize| Location { file: file.to_owned(), document, item: None };
     if is_json {
         let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
         for (i, doc) in stream.enumerate() {
@@ -169,8 +138,7 @@ pub fn load_str(text: &str, file: &Path) -> Result<Vec<Loaded>, ManifestError> {
         }
     } else {
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-            let doc = Value::deserialize(doc)
-                .map_err(|e| plain_error(at(i + 1), format!("invalid YAML: {e}")))?;
+            let doc = Value::deserialize(doc).map_err(|e| plain_error(at(i + 1), format!("invalid YAML: {e}")))?;
             decode_document(doc, at(i + 1), &mut out)?;
         }
     }
@@ -178,19 +146,11 @@ pub fn load_str(text: &str, file: &Path) -> Result<Vec<Loaded>, ManifestError> {
 }
 
 fn plain_error(location: Location, message: String) -> ManifestError {
-    ManifestError {
-        location,
-        object: None,
-        messages: vec![message],
-    }
+    ManifestError { location, object: None, messages: vec![message] }
 }
 
 /// One document: nothing (empty), a `List`, or an object.
-fn decode_document(
-    doc: Value,
-    location: Location,
-    out: &mut Vec<Loaded>,
-) -> Result<(), ManifestError> {
+fn decode_document(doc: Value, location: Location, out: &mut Vec<Loaded>) -> Result<(), ManifestError> {
     match doc {
         Value::Null => Ok(()),
         Value::Object(_) => {
@@ -204,47 +164,26 @@ fn decode_document(
                 Ok(())
             }
         }
-        other => Err(plain_error(
-            location,
-            format!("expected a Kubernetes object, found {}", json_type(&other)),
-        )),
+        other => Err(plain_error(location, format!("expected a Kubernetes object, found {}", json_type(&other)))),
     }
 }
 
 /// `kind: List` or a typed list such as `PodList`, whose items may omit `apiVersion`/`kind`.
-fn decode_list(
-    mut doc: Value,
-    location: Location,
-    out: &mut Vec<Loaded>,
-) -> Result<(), ManifestError> {
-    let list_kind = doc
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+fn decode_list(mut doc: Value, location: Location, out: &mut Vec<Loaded>) -> Result<(), ManifestError> {
+    let list_kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
     let api_version = doc.get("apiVersion").cloned();
-    let item_kind = list_kind
-        .strip_suffix("List")
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned);
+    let item_kind = list_kind.strip_suffix("List").filter(|k| !k.is_empty()).map(str::to_owned);
     let items = match doc.get_mut("items").map(Value::take) {
         Some(Value::Array(items)) => items,
         Some(Value::Null) | None => Vec::new(),
         Some(other) => {
-            return Err(plain_error(
-                location,
-                format!("items: expected a list, found {}", json_type(&other)),
-            ));
+            return Err(plain_error(location, format!("items: expected a list, found {}", json_type(&other))));
         }
     };
     for (i, mut item) in items.into_iter().enumerate() {
-        let item_location = Location {
-            item: Some(i),
-            ..location.clone()
-        };
+        let item_location = Location { item: Some(i), ..location.clone() };
         if let (Some(kind), Value::Object(map)) = (&item_kind, &mut item) {
-            map.entry("kind")
-                .or_insert_with(|| Value::String(kind.clone()));
+            map.entry("kind").or_insert_with(|| Value::String(kind.clone()));
             if let Some(v) = &api_version {
                 map.entry("apiVersion").or_insert_with(|| v.clone());
             }
@@ -275,27 +214,17 @@ fn object_ref(doc: &Value) -> ObjectRef {
     if namespace.is_empty() && !matches!(kind.as_str(), "Namespace" | "Node" | "ServiceCIDR") {
         namespace = crate::cluster::DEFAULT_NAMESPACE.to_owned();
     }
-    ObjectRef {
-        kind,
-        namespace,
-        name: s(meta.and_then(|m| m.get("name"))),
-    }
+    ObjectRef { kind, namespace, name: s(meta.and_then(|m| m.get("name"))) }
 }
 
 fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, ManifestError> {
     let id = object_ref(&doc);
-    let fail = |message: String| ManifestError {
-        location: location.clone(),
-        object: Some(id.clone()),
-        messages: vec![message],
-    };
+    let fail = |message: String| ManifestError { location: location.clone(), object: Some(id.clone()), messages: vec![message] };
     let api_version = match doc.get("apiVersion") {
         Some(Value::String(v)) => v.clone(),
         Some(_) => return Err(fail("apiVersion: must be a string".into())),
         None => {
-            return Err(fail(
-                "apiVersion: Required value: apiVersion must be set".into(),
-            ));
+            return Err(fail("apiVersion: Required value: apiVersion must be set".into()));
         }
     };
     let kind = match doc.get("kind") {
@@ -311,9 +240,7 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
     let object = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => Object::Namespace(typed(doc).map_err(fail)?),
         ("v1", "Pod") => Object::Pod(typed(doc).map_err(fail)?),
-        ("networking.k8s.io/v1", "NetworkPolicy") => {
-            Object::NetworkPolicy(typed(doc).map_err(fail)?)
-        }
+        ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(typed(doc).map_err(fail)?),
         ("apps/v1", "Deployment") => Object::Deployment(typed(doc).map_err(fail)?),
         ("apps/v1", "ReplicaSet") => Object::ReplicaSet(typed(doc).map_err(fail)?),
         ("apps/v1", "StatefulSet") => Object::StatefulSet(typed(doc).map_err(fail)?),
@@ -321,27 +248,16 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         ("batch/v1", "Job") => Object::Job(typed(doc).map_err(fail)?),
         ("batch/v1", "CronJob") => Object::CronJob(typed(doc).map_err(fail)?),
         ("v1", "Service") => Object::Service(typed(doc).map_err(fail)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(typed(doc).map_err(fail)?)
-        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(typed(doc).map_err(fail)?),
         ("v1", "Node") => Object::Node(typed(doc).map_err(fail)?),
         ("networking.k8s.io/v1", "ServiceCIDR") => Object::ServiceCidr(typed(doc).map_err(fail)?),
         ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(doc).map_err(fail)?),
         ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(typed(doc).map_err(fail)?),
         ("v1", "Secret") => Object::Secret(typed(doc).map_err(fail)?),
-        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => {
-            Object::GatewayClass(typed(doc).map_err(fail)?)
-        }
-        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
-            Object::Gateway(typed(doc).map_err(fail)?)
-        }
-        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-            Object::HttpRoute(typed(doc).map_err(fail)?)
-        }
-        (
-            "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
-            "ReferenceGrant",
-        ) => Object::ReferenceGrant(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => Object::GatewayClass(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => Object::Gateway(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Object::HttpRoute(typed(doc).map_err(fail)?),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => Object::ReferenceGrant(typed(doc).map_err(fail)?),
         _ => return Ok(None),
     };
     Ok(Some(object))
@@ -349,16 +265,10 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
 
 /// Decodes into a k8s-openapi type; the error names the field path (`spec.containers[0].ports[0].containerPort`).
 fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<Box<T>, String> {
-    serde_path_to_error::deserialize(doc)
-        .map(Box::new)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." || path.is_empty() {
-                e.inner().to_string()
-            } else {
-                format!("{path}: {}", e.inner())
-            }
-        })
+    serde_path_to_error::deserialize(doc).map(Box::new).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+    })
 }
 
 #[cfg(test)]
@@ -421,50 +331,23 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_document() {
-        let err = load("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [\n")
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("t.yaml: document 2: invalid YAML"),
-            "{err}"
-        );
+        let err = load("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [\n").unwrap_err();
+        assert!(err.to_string().starts_with("t.yaml: document 2: invalid YAML"), "{err}");
     }
 
     #[test]
     fn missing_kind_and_scalars_are_errors() {
-        assert!(
-            load("apiVersion: v1\nmetadata: {name: a}\n")
-                .unwrap_err()
-                .to_string()
-                .contains("kind: Required value")
-        );
-        assert!(
-            load("just a string\n")
-                .unwrap_err()
-                .to_string()
-                .contains("expected a Kubernetes object")
-        );
+        assert!(load("apiVersion: v1\nmetadata: {name: a}\n").unwrap_err().to_string().contains("kind: Required value"));
+        assert!(load("just a string\n").unwrap_err().to_string().contains("expected a Kubernetes object"));
     }
 
     #[test]
     fn directories_are_read_recursively_in_order() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(
-            dir.path().join("b.yaml"),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("sub/a.yml"),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("a.json"),
-            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n").unwrap();
+        std::fs::write(dir.path().join("sub/a.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n").unwrap();
+        std::fs::write(dir.path().join("a.json"), r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
         let got = load_paths(&[dir.path()]).unwrap();
         let names: Vec<String> = got
@@ -475,9 +358,6 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert!(matches!(
-            load_paths(&[dir.path().join("nope")]),
-            Err(LoadError::NotFound(_))
-        ));
+        assert!(matches!(load_paths(&[dir.path().join("nope")]), Err(LoadError::NotFound(_))));
     }
 }

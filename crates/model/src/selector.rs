@@ -78,10 +78,7 @@ impl Selector {
 
     /// Builds a selector from `key=value` pairs (matchLabels only).
     pub fn from_labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut requirements: Vec<Requirement> = pairs
-            .into_iter()
-            .map(|(k, v)| Requirement::In(k.to_owned(), vec![v.to_owned()]))
-            .collect();
+        let mut requirements: Vec<Requirement> = pairs.into_iter().map(|(k, v)| Requirement::In(k.to_owned(), vec![v.to_owned()])).collect();
         requirements.sort();
         requirements.dedup();
         Selector { requirements }
@@ -130,10 +127,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn sel(json: serde_json::Value) -> Selector {
@@ -159,15 +153,11 @@ mod tests {
 
     #[test]
     fn not_in_and_does_not_exist_match_objects_without_the_key() {
-        let not_in = sel(
-            serde_json::json!({"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]}),
-        );
+        let not_in = sel(serde_json::json!({"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]}));
         assert!(not_in.matches(&labels(&[])));
         assert!(not_in.matches(&labels(&[("ns", "y")])));
         assert!(!not_in.matches(&labels(&[("ns", "x")])));
-        let dne = sel(
-            serde_json::json!({"matchExpressions": [{"key": "ns", "operator": "DoesNotExist"}]}),
-        );
+        let dne = sel(serde_json::json!({"matchExpressions": [{"key": "ns", "operator": "DoesNotExist"}]}));
         assert!(dne.matches(&labels(&[])));
         assert!(!dne.matches(&labels(&[("ns", "")])));
     }
@@ -190,10 +180,7 @@ mod tests {
 
     #[test]
     fn unknown_operator_is_an_error() {
-        let s: LabelSelector = serde_json::from_value(
-            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Has"}]}),
-        )
-        .unwrap();
+        let s: LabelSelector = serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Has"}]})).unwrap();
         assert_eq!(Selector::from_k8s(&s), Err(BadOperator("Has".into())));
     }
 }

@@ -20,11 +20,7 @@ impl FieldPath {
 
     /// A child field.
     pub fn child(&self, name: &str) -> Self {
-        if self.0.is_empty() {
-            FieldPath(name.to_owned())
-        } else {
-            FieldPath(format!("{}.{name}", self.0))
-        }
+        if self.0.is_empty() { FieldPath(name.to_owned()) } else { FieldPath(format!("{}.{name}", self.0)) }
     }
 
     /// An element of a list.
@@ -57,10 +53,7 @@ pub enum FieldErrorKind {
     /// `Invalid value: <value>`
     Invalid(String),
     /// `Unsupported value: <value>: supported values: ...`
-    NotSupported {
-        value: String,
-        supported: Vec<String>,
-    },
+    NotSupported { value: String, supported: Vec<String> },
     /// `Forbidden`
     Forbidden,
 }
@@ -79,59 +72,36 @@ pub struct FieldError {
 impl FieldError {
     /// `field.Required`
     pub fn required(path: FieldPath, detail: impl Into<String>) -> Self {
-        FieldError {
-            path,
-            kind: FieldErrorKind::Required,
-            detail: detail.into(),
-        }
+        FieldError { path, kind: FieldErrorKind::Required, detail: detail.into() }
     }
 
     /// `field.Invalid` with a string value (quoted like Go's `%q`).
     pub fn invalid_str(path: FieldPath, value: &str, detail: impl Into<String>) -> Self {
-        FieldError {
-            path,
-            kind: FieldErrorKind::Invalid(go_quote(value)),
-            detail: detail.into(),
-        }
+        FieldError { path, kind: FieldErrorKind::Invalid(go_quote(value)), detail: detail.into() }
     }
 
     /// `field.Invalid` with a number value.
     pub fn invalid_int(path: FieldPath, value: i64, detail: impl Into<String>) -> Self {
-        FieldError {
-            path,
-            kind: FieldErrorKind::Invalid(value.to_string()),
-            detail: detail.into(),
-        }
+        FieldError { path, kind: FieldErrorKind::Invalid(value.to_string()), detail: detail.into() }
     }
 
     /// `field.Invalid` with a value printed as given.
     pub fn invalid_raw(path: FieldPath, value: String, detail: impl Into<String>) -> Self {
-        FieldError {
-            path,
-            kind: FieldErrorKind::Invalid(value),
-            detail: detail.into(),
-        }
+        FieldError { path, kind: FieldErrorKind::Invalid(value), detail: detail.into() }
     }
 
     /// `field.NotSupported`
     pub fn not_supported(path: FieldPath, value: &str, supported: &[&str]) -> Self {
         FieldError {
             path,
-            kind: FieldErrorKind::NotSupported {
-                value: value.to_owned(),
-                supported: supported.iter().map(|s| (*s).to_owned()).collect(),
-            },
+            kind: FieldErrorKind::NotSupported { value: value.to_owned(), supported: supported.iter().map(|s| (*s).to_owned()).collect() },
             detail: String::new(),
         }
     }
 
     /// `field.Forbidden`
     pub fn forbidden(path: FieldPath, detail: impl Into<String>) -> Self {
-        FieldError {
-            path,
-            kind: FieldErrorKind::Forbidden,
-            detail: detail.into(),
-        }
+        FieldError { path, kind: FieldErrorKind::Forbidden, detail: detail.into() }
     }
 }
 
@@ -144,12 +114,7 @@ impl fmt::Display for FieldError {
             FieldErrorKind::Invalid(value) => write!(f, "Invalid value: {value}")?,
             FieldErrorKind::NotSupported { value, supported } => {
                 let quoted: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
-                write!(
-                    f,
-                    "Unsupported value: {}: supported values: {}",
-                    go_quote(value),
-                    quoted.join(", ")
-                )?;
+                write!(f, "Unsupported value: {}: supported values: {}", go_quote(value), quoted.join(", "))?;
             }
         }
         if !self.detail.is_empty() {
@@ -200,10 +165,13 @@ fn max_len_error(n: usize) -> String {
 const LABEL_KEY_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_KEY_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
-const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_ERR: &str =
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+const DNS1123_LABEL_ERR: &str =
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_ERR: &str =
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
 /// `^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`
 fn matches_qualified_name_part(s: &str) -> bool {
@@ -211,18 +179,14 @@ fn matches_qualified_name_part(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && alnum(&b[0])
-        && alnum(&b[b.len() - 1])
-        && b.iter().all(|c| alnum(c) || *c == b'-')
+    !b.is_empty() && alnum(&b[0]) && alnum(&b[b.len() - 1]) && b.iter().all(|c| alnum(c) || *c == b'-')
 }
 
 fn matches_dns1123_subdomain(s: &str) -> bool {
@@ -252,11 +216,7 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
         if matches_dns1123_subdomain(value) {
             errs.push("must not contain dots".to_owned());
         } else {
-            errs.push(regex_error(
-                DNS1123_LABEL_ERR,
-                DNS1123_LABEL_FMT,
-                &["my-name", "123-abc"],
-            ));
+            errs.push(regex_error(DNS1123_LABEL_ERR, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
         }
     }
     errs
@@ -272,11 +232,7 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_owned());
             } else {
-                errs.extend(
-                    is_dns1123_subdomain(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             *name
         }
@@ -294,14 +250,7 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
         errs.push(format!("name part {}", max_len_error(63)));
     }
     if !matches_qualified_name_part(name) {
-        errs.push(format!(
-            "name part {}",
-            regex_error(
-                LABEL_KEY_ERR,
-                LABEL_KEY_FMT,
-                &["MyName", "my.name", "123-abc"]
-            )
-        ));
+        errs.push(format!("name part {}", regex_error(LABEL_KEY_ERR, LABEL_KEY_FMT, &["MyName", "my.name", "123-abc"])));
     }
     errs
 }
@@ -313,22 +262,14 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(63));
     }
     if !value.is_empty() && !matches_qualified_name_part(value) {
-        errs.push(regex_error(
-            LABEL_VALUE_ERR,
-            LABEL_VALUE_FMT,
-            &["MyValue", "my_value", "12345"],
-        ));
+        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
     }
     errs
 }
 
 /// `validation.IsValidPortNum`
 pub fn is_valid_port_num(port: i64) -> Vec<String> {
-    if (1..=65535).contains(&port) {
-        Vec::new()
-    } else {
-        vec!["must be between 1 and 65535, inclusive".to_owned()]
-    }
+    if (1..=65535).contains(&port) { Vec::new() } else { vec!["must be between 1 and 65535, inclusive".to_owned()] }
 }
 
 /// `validation.IsValidPortName` (an IANA service name).
@@ -337,14 +278,8 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
     if port.len() > 15 {
         errs.push(max_len_error(15));
     }
-    if port.is_empty()
-        || !port
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    {
-        errs.push(
-            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_owned(),
-        );
+    if port.is_empty() || !port.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_owned());
     }
     if !port.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_owned());
@@ -362,16 +297,8 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
 pub fn validate_labels(labels: &BTreeMap<String, String>, path: &FieldPath) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (k, v) in labels {
-        errs.extend(
-            is_qualified_name(k)
-                .into_iter()
-                .map(|m| FieldError::invalid_str(path.clone(), k, m)),
-        );
-        errs.extend(
-            is_valid_label_value(v)
-                .into_iter()
-                .map(|m| FieldError::invalid_str(path.clone(), v, m)),
-        );
+        errs.extend(is_qualified_name(k).into_iter().map(|m| FieldError::invalid_str(path.clone(), k, m)));
+        errs.extend(is_valid_label_value(v).into_iter().map(|m| FieldError::invalid_str(path.clone(), v, m)));
     }
     errs
 }
@@ -388,37 +315,19 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &FieldPath) -> Ve
         match expr.operator.as_str() {
             "In" | "NotIn" => {
                 if values.is_empty() {
-                    errs.push(FieldError::required(
-                        p.child("values"),
-                        "must be specified when `operator` is 'In' or 'NotIn'",
-                    ));
+                    errs.push(FieldError::required(p.child("values"), "must be specified when `operator` is 'In' or 'NotIn'"));
                 }
             }
             "Exists" | "DoesNotExist" => {
                 if !values.is_empty() {
-                    errs.push(FieldError::forbidden(
-                        p.child("values"),
-                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                    ));
+                    errs.push(FieldError::forbidden(p.child("values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"));
                 }
             }
-            other => errs.push(FieldError::invalid_str(
-                p.child("operator"),
-                other,
-                "not a valid selector operator",
-            )),
+            other => errs.push(FieldError::invalid_str(p.child("operator"), other, "not a valid selector operator")),
         }
-        errs.extend(
-            is_qualified_name(&expr.key)
-                .into_iter()
-                .map(|m| FieldError::invalid_str(p.child("key"), &expr.key, m)),
-        );
+        errs.extend(is_qualified_name(&expr.key).into_iter().map(|m| FieldError::invalid_str(p.child("key"), &expr.key, m)));
         for (vi, value) in values.iter().enumerate() {
-            errs.extend(
-                is_valid_label_value(value)
-                    .into_iter()
-                    .map(|m| FieldError::invalid_str(p.child("values").index(vi), value, m)),
-            );
+            errs.extend(is_valid_label_value(value).into_iter().map(|m| FieldError::invalid_str(p.child("values").index(vi), value, m)));
         }
     }
     errs
@@ -426,29 +335,14 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &FieldPath) -> Ve
 
 /// Name and namespace of an object, as `ValidateObjectMeta` checks them for namespaced kinds
 /// whose names are DNS subdomains (NetworkPolicy, Pod, Deployment, ...).
-pub fn validate_object_meta(
-    name: Option<&str>,
-    namespace: &str,
-    labels: Option<&BTreeMap<String, String>>,
-) -> Vec<FieldError> {
+pub fn validate_object_meta(name: Option<&str>, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> Vec<FieldError> {
     let meta = FieldPath::new("metadata");
     let mut errs = Vec::new();
     match name {
-        None | Some("") => errs.push(FieldError::required(
-            meta.child("name"),
-            "name or generateName is required",
-        )),
-        Some(n) => errs.extend(
-            is_dns1123_subdomain(n)
-                .into_iter()
-                .map(|m| FieldError::invalid_str(meta.child("name"), n, m)),
-        ),
+        None | Some("") => errs.push(FieldError::required(meta.child("name"), "name or generateName is required")),
+        Some(n) => errs.extend(is_dns1123_subdomain(n).into_iter().map(|m| FieldError::invalid_str(meta.child("name"), n, m))),
     }
-    errs.extend(
-        is_dns1123_label(namespace)
-            .into_iter()
-            .map(|m| FieldError::invalid_str(meta.child("namespace"), namespace, m)),
-    );
+    errs.extend(is_dns1123_label(namespace).into_iter().map(|m| FieldError::invalid_str(meta.child("namespace"), namespace, m)));
     if let Some(labels) = labels {
         errs.extend(validate_labels(labels, &meta.child("labels")));
     }
@@ -461,27 +355,14 @@ mod tests {
 
     #[test]
     fn field_errors_print_like_the_api_server() {
-        let p = FieldPath::new("spec")
-            .child("ingress")
-            .index(0)
-            .child("from")
-            .index(1);
+        let p = FieldPath::new("spec").child("ingress").index(0).child("from").index(1);
+        assert_eq!(FieldError::required(p.clone(), "must specify a peer").to_string(), "spec.ingress[0].from[1]: Required value: must specify a peer");
         assert_eq!(
-            FieldError::required(p.clone(), "must specify a peer").to_string(),
-            "spec.ingress[0].from[1]: Required value: must specify a peer"
-        );
-        assert_eq!(
-            FieldError::not_supported(p.child("protocol"), "ICMP", &["TCP", "UDP", "SCTP"])
-                .to_string(),
+            FieldError::not_supported(p.child("protocol"), "ICMP", &["TCP", "UDP", "SCTP"]).to_string(),
             "spec.ingress[0].from[1].protocol: Unsupported value: \"ICMP\": supported values: \"TCP\", \"UDP\", \"SCTP\""
         );
         assert_eq!(
-            FieldError::invalid_int(
-                p.child("port"),
-                70000,
-                "must be between 1 and 65535, inclusive"
-            )
-            .to_string(),
+            FieldError::invalid_int(p.child("port"), 70000, "must be between 1 and 65535, inclusive").to_string(),
             "spec.ingress[0].from[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
         );
     }
@@ -491,10 +372,7 @@ mod tests {
         assert!(is_qualified_name("app").is_empty());
         assert!(is_qualified_name("kubernetes.io/metadata.name").is_empty());
         assert!(is_qualified_name("app.kubernetes.io/name").is_empty());
-        assert_eq!(
-            is_qualified_name("/x"),
-            vec!["prefix part must be non-empty"]
-        );
+        assert_eq!(is_qualified_name("/x"), vec!["prefix part must be non-empty"]);
         assert!(!is_qualified_name("a/b/c").is_empty());
         assert!(!is_qualified_name("-app").is_empty());
         assert!(!is_qualified_name(&"a".repeat(64)).is_empty());
@@ -513,22 +391,10 @@ mod tests {
     fn port_names_are_iana_service_names() {
         assert!(is_valid_port_name("serve-80-tcp").is_empty());
         assert!(is_valid_port_name("http").is_empty());
-        assert_eq!(
-            is_valid_port_name("8080"),
-            vec!["must contain at least one letter (a-z)"]
-        );
-        assert_eq!(
-            is_valid_port_name("a--b"),
-            vec!["must not contain consecutive hyphens"]
-        );
-        assert_eq!(
-            is_valid_port_name("-ab"),
-            vec!["must not begin or end with a hyphen"]
-        );
-        assert_eq!(
-            is_valid_port_name("this-is-too-long-x"),
-            vec!["must be no more than 15 characters"]
-        );
+        assert_eq!(is_valid_port_name("8080"), vec!["must contain at least one letter (a-z)"]);
+        assert_eq!(is_valid_port_name("a--b"), vec!["must not contain consecutive hyphens"]);
+        assert_eq!(is_valid_port_name("-ab"), vec!["must not begin or end with a hyphen"]);
+        assert_eq!(is_valid_port_name("this-is-too-long-x"), vec!["must be no more than 15 characters"]);
         assert!(!is_valid_port_name("HTTP").is_empty());
     }
 
@@ -542,11 +408,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let errs: Vec<String> =
-            validate_label_selector(&sel, &FieldPath::new("spec").child("podSelector"))
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+        let errs: Vec<String> = validate_label_selector(&sel, &FieldPath::new("spec").child("podSelector")).iter().map(ToString::to_string).collect();
         assert_eq!(
             errs,
             vec![

@@ -83,20 +83,9 @@ fn element_text(key: &str, value: &Option<String>) -> String {
     }
 }
 
-fn push_elements(
-    out: &mut String,
-    verb: &str,
-    family: Family,
-    table: &str,
-    set: &str,
-    items: &[String],
-) {
+fn push_elements(out: &mut String, verb: &str, family: Family, table: &str, set: &str, items: &[String]) {
     for chunk in items.chunks(ELEMENTS_PER_COMMAND) {
-        let _ = writeln!(
-            out,
-            "{verb} element {family} {table} {set} {{ {} }}",
-            chunk.join(", ")
-        );
+        let _ = writeln!(out, "{verb} element {family} {table} {set} {{ {} }}", chunk.join(", "));
     }
 }
 
@@ -121,9 +110,7 @@ impl Ruleset {
         for ((family, name), table) in &self.tables {
             let _ = writeln!(out, "add table {family} {name}");
             let _ = writeln!(out, "delete table {family} {name}");
-            table_script(&mut out, *family, name, table, |set| {
-                !netlink::encodable(set)
-            });
+            table_script(&mut out, *family, name, table, |set| !netlink::encodable(set));
         }
         out
     }
@@ -140,30 +127,16 @@ impl Ruleset {
 
     /// Number of set and map elements.
     pub fn element_count(&self) -> usize {
-        self.tables
-            .values()
-            .flat_map(|t| t.sets.values())
-            .map(|s| s.elements.len())
-            .sum()
+        self.tables.values().flat_map(|t| t.sets.values()).map(|s| s.elements.len()).sum()
     }
 }
 
 /// Creates one table with everything in it (it must not exist).
-fn table_script(
-    out: &mut String,
-    family: Family,
-    name: &str,
-    table: &Table,
-    with_elements: impl Fn(&Set) -> bool,
-) {
+fn table_script(out: &mut String, family: Family, name: &str, table: &Table, with_elements: impl Fn(&Set) -> bool) {
     let _ = writeln!(out, "add table {family} {name}");
     for (set_name, set) in &table.sets {
         let kind = if set.is_map { "map" } else { "set" };
-        let _ = writeln!(
-            out,
-            "add {kind} {family} {name} {set_name} {{ {} }}",
-            set.spec
-        );
+        let _ = writeln!(out, "add {kind} {family} {name} {set_name} {{ {} }}", set.spec);
     }
     for (chain_name, chain) in &table.chains {
         match &chain.base {
@@ -183,11 +156,7 @@ fn table_script(
     // Elements after rules: binding a verdict map to its rule walks every element already in
     // it (loop detection), so filling it afterwards saves that walk (~4% of a 30k load).
     for (set_name, set) in table.sets.iter().filter(|(_, set)| with_elements(set)) {
-        let items: Vec<String> = set
-            .elements
-            .iter()
-            .map(|(k, v)| element_text(k, v))
-            .collect();
+        let items: Vec<String> = set.elements.iter().map(|(k, v)| element_text(k, v)).collect();
         push_elements(out, "add", family, name, set_name, &items);
     }
 }
@@ -218,45 +187,27 @@ pub fn transaction(old: &Ruleset, new: &Ruleset) -> Result<String, NeedsFullSync
     Ok(out)
 }
 
-fn table_diff(
-    out: &mut String,
-    family: Family,
-    name: &str,
-    old: &Table,
-    new: &Table,
-) -> Result<(), NeedsFullSync> {
+fn table_diff(out: &mut String, family: Family, name: &str, old: &Table, new: &Table) -> Result<(), NeedsFullSync> {
     for (set_name, set) in &new.sets {
         if let Some(o) = old.sets.get(set_name)
             && (o.spec != set.spec || o.is_map != set.is_map)
         {
-            return Err(NeedsFullSync::Redeclared(format!(
-                "{family} {name} {set_name}"
-            )));
+            return Err(NeedsFullSync::Redeclared(format!("{family} {name} {set_name}")));
         }
     }
     for (chain_name, chain) in &new.chains {
         if let Some(o) = old.chains.get(chain_name)
             && o.base != chain.base
         {
-            return Err(NeedsFullSync::Redeclared(format!(
-                "{family} {name} {chain_name}"
-            )));
+            return Err(NeedsFullSync::Redeclared(format!("{family} {name} {chain_name}")));
         }
     }
     // 1. New sets and chains, empty.
     for (set_name, set) in new.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
         let kind = if set.is_map { "map" } else { "set" };
-        let _ = writeln!(
-            out,
-            "add {kind} {family} {name} {set_name} {{ {} }}",
-            set.spec
-        );
+        let _ = writeln!(out, "add {kind} {family} {name} {set_name} {{ {} }}", set.spec);
     }
-    for (chain_name, chain) in new
-        .chains
-        .iter()
-        .filter(|(n, _)| !old.chains.contains_key(*n))
-    {
+    for (chain_name, chain) in new.chains.iter().filter(|(n, _)| !old.chains.contains_key(*n)) {
         match &chain.base {
             Some(base) => {
                 let _ = writeln!(out, "add chain {family} {name} {chain_name} {{ {base} }}");
@@ -271,20 +222,12 @@ fn table_diff(
         let Some(o) = old.sets.get(set_name) else {
             continue;
         };
-        let gone: Vec<String> = o
-            .elements
-            .iter()
-            .filter(|(k, v)| set.elements.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let gone: Vec<String> = o.elements.iter().filter(|(k, v)| set.elements.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
         push_elements(out, "delete", family, name, set_name, &gone);
     }
     // 3. Chains whose rules changed: flushed and re-filled; new chains filled.
     for (chain_name, chain) in &new.chains {
-        let changed = old
-            .chains
-            .get(chain_name)
-            .is_none_or(|o| o.rules != chain.rules);
+        let changed = old.chains.get(chain_name).is_none_or(|o| o.rules != chain.rules);
         if !changed {
             continue;
         }
@@ -298,12 +241,8 @@ fn table_diff(
     // 4. Elements that come (new sets' elements too).
     for (set_name, set) in &new.sets {
         let before = old.sets.get(set_name);
-        let added: Vec<String> = set
-            .elements
-            .iter()
-            .filter(|(k, v)| before.is_none_or(|o| o.elements.get(*k) != Some(*v)))
-            .map(|(k, v)| element_text(k, v))
-            .collect();
+        let added: Vec<String> =
+            set.elements.iter().filter(|(k, v)| before.is_none_or(|o| o.elements.get(*k) != Some(*v))).map(|(k, v)| element_text(k, v)).collect();
         push_elements(out, "add", family, name, set_name, &added);
     }
     // 5. Chains and sets that go: emptied first, then deleted.
@@ -312,11 +251,7 @@ fn table_diff(
         let _ = writeln!(out, "delete chain {family} {name} {chain_name}");
     }
     for set_name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
-        let kind = if old.sets[set_name].is_map {
-            "map"
-        } else {
-            "set"
-        };
+        let kind = if old.sets[set_name].is_map { "map" } else { "set" };
         let _ = writeln!(out, "delete {kind} {family} {name} {set_name}");
     }
     Ok(())
@@ -330,10 +265,7 @@ mod tests {
         let mut t = Table::default();
         t.chains.insert(
             "services".into(),
-            Chain {
-                base: Some("type nat hook prerouting priority -100; policy accept;".into()),
-                rules: rules.iter().map(|r| (*r).to_owned()).collect(),
-            },
+            Chain { base: Some("type nat hook prerouting priority -100; policy accept;".into()), rules: rules.iter().map(|r| (*r).to_owned()).collect() },
         );
         t.chains.insert("class-1".into(), Chain::default());
         t.sets.insert(
@@ -341,10 +273,7 @@ mod tests {
             Set {
                 is_map: true,
                 spec: "type ipv4_addr . inet_proto . inet_service : verdict;".into(),
-                elements: elements
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned())))
-                    .collect(),
+                elements: elements.iter().map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned()))).collect(),
             },
         );
         let mut r = Ruleset::default();
@@ -354,30 +283,16 @@ mod tests {
 
     #[test]
     fn full_script_replaces_the_table_in_one_transaction() {
-        let r = sample(
-            &[("10.96.0.1 . tcp . 80", "goto class-1")],
-            &["ip daddr . meta l4proto . th dport vmap @svc"],
-        );
+        let r = sample(&[("10.96.0.1 . tcp . 80", "goto class-1")], &["ip daddr . meta l4proto . th dport vmap @svc"]);
         let s = r.full_script();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "add table ip podnet-proxy");
         assert_eq!(lines[1], "delete table ip podnet-proxy");
-        let element = lines
-            .iter()
-            .position(|l| l.starts_with("add element"))
-            .unwrap();
-        let rule = lines
-            .iter()
-            .position(|l| l.starts_with("add rule"))
-            .unwrap();
-        let chain = lines
-            .iter()
-            .position(|l| l.starts_with("add chain ip podnet-proxy class-1"))
-            .unwrap();
+        let element = lines.iter().position(|l| l.starts_with("add element")).unwrap();
+        let rule = lines.iter().position(|l| l.starts_with("add rule")).unwrap();
+        let chain = lines.iter().position(|l| l.starts_with("add chain ip podnet-proxy class-1")).unwrap();
         assert!(chain < rule && rule < element, "{s}");
-        assert!(
-            s.contains("add element ip podnet-proxy svc { 10.96.0.1 . tcp . 80 : goto class-1 }")
-        );
+        assert!(s.contains("add element ip podnet-proxy svc { 10.96.0.1 . tcp . 80 : goto class-1 }"));
     }
 
     #[test]
@@ -388,100 +303,48 @@ mod tests {
 
     #[test]
     fn element_changes_touch_only_those_elements() {
-        let old = sample(
-            &[
-                ("a", "goto class-1"),
-                ("b", "goto class-1"),
-                ("c", "goto class-1"),
-            ],
-            &["r1"],
-        );
-        let new = sample(
-            &[
-                ("a", "goto class-1"),
-                ("b", "goto class-2"),
-                ("d", "goto class-1"),
-            ],
-            &["r1"],
-        );
+        let old = sample(&[("a", "goto class-1"), ("b", "goto class-1"), ("c", "goto class-1")], &["r1"]);
+        let new = sample(&[("a", "goto class-1"), ("b", "goto class-2"), ("d", "goto class-1")], &["r1"]);
         let t = transaction(&old, &new).unwrap();
-        assert_eq!(
-            t,
-            "delete element ip podnet-proxy svc { b, c }\nadd element ip podnet-proxy svc { b : goto class-2, d : goto class-1 }\n"
-        );
+        assert_eq!(t, "delete element ip podnet-proxy svc { b, c }\nadd element ip podnet-proxy svc { b : goto class-2, d : goto class-1 }\n");
     }
 
     #[test]
     fn changed_chains_are_flushed_and_refilled_and_new_objects_come_first() {
         let old = sample(&[], &["r1"]);
         let mut new = sample(&[("a", "goto class-2")], &["r1", "r2"]);
-        new.tables.values_mut().next().unwrap().chains.insert(
-            "class-2".into(),
-            Chain {
-                base: None,
-                rules: vec!["dnat ip to 1.2.3.4".into()],
-            },
-        );
+        new.tables.values_mut().next().unwrap().chains.insert("class-2".into(), Chain { base: None, rules: vec!["dnat ip to 1.2.3.4".into()] });
         let t = transaction(&old, &new).unwrap();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "add chain ip podnet-proxy class-2");
         assert!(lines.contains(&"flush chain ip podnet-proxy services"));
         assert!(lines.contains(&"add rule ip podnet-proxy class-2 dnat ip to 1.2.3.4"));
-        assert_eq!(
-            *lines.last().unwrap(),
-            "add element ip podnet-proxy svc { a : goto class-2 }"
-        );
+        assert_eq!(*lines.last().unwrap(), "add element ip podnet-proxy svc { a : goto class-2 }");
     }
 
     #[test]
     fn removed_chains_go_after_the_elements_that_named_them() {
         let mut old = sample(&[("a", "goto class-2")], &["r1"]);
-        old.tables
-            .values_mut()
-            .next()
-            .unwrap()
-            .chains
-            .insert("class-2".into(), Chain::default());
+        old.tables.values_mut().next().unwrap().chains.insert("class-2".into(), Chain::default());
         let new = sample(&[], &["r1"]);
         let t = transaction(&old, &new).unwrap();
-        assert_eq!(
-            t,
-            "delete element ip podnet-proxy svc { a }\nflush chain ip podnet-proxy class-2\ndelete chain ip podnet-proxy class-2\n"
-        );
+        assert_eq!(t, "delete element ip podnet-proxy svc { a }\nflush chain ip podnet-proxy class-2\ndelete chain ip podnet-proxy class-2\n");
     }
 
     #[test]
     fn a_redeclared_set_asks_for_a_full_sync() {
         let old = sample(&[], &["r1"]);
         let mut new = old.clone();
-        new.tables
-            .values_mut()
-            .next()
-            .unwrap()
-            .sets
-            .get_mut("svc")
-            .unwrap()
-            .spec = "type ipv4_addr : verdict;".into();
-        assert!(matches!(
-            transaction(&old, &new),
-            Err(NeedsFullSync::Redeclared(_))
-        ));
+        new.tables.values_mut().next().unwrap().sets.get_mut("svc").unwrap().spec = "type ipv4_addr : verdict;".into();
+        assert!(matches!(transaction(&old, &new), Err(NeedsFullSync::Redeclared(_))));
     }
 
     #[test]
     fn big_element_lists_are_split_into_several_commands() {
-        let many: Vec<(String, String)> = (0..10_000)
-            .map(|i| (format!("k{i}"), "goto class-1".to_owned()))
-            .collect();
+        let many: Vec<(String, String)> = (0..10_000).map(|i| (format!("k{i}"), "goto class-1".to_owned())).collect();
         let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let r = sample(&refs, &[]);
-        assert_eq!(
-            r.full_script()
-                .lines()
-                .filter(|l| l.starts_with("add element"))
-                .count(),
-            3
-        );
+        assert_eq!(r.full_script().lines().filter(|l| l.starts_with("add element")).count(), 3);
         assert_eq!(r.element_count(), 10_000);
     }
 }

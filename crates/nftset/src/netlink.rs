@@ -146,16 +146,7 @@ fn layout(set: &Set) -> Option<Layout> {
         None => (rest, None),
     };
     let fields = |text: &str| -> Option<Vec<Field>> {
-        text.split(" . ")
-            .map(str::trim)
-            .map(|f| {
-                if typeof_ {
-                    Field::from_expression(f)
-                } else {
-                    Field::from_type(f)
-                }
-            })
-            .collect()
+        text.split(" . ").map(str::trim).map(|f| if typeof_ { Field::from_expression(f) } else { Field::from_type(f) }).collect()
     };
     let data = match data.map(str::trim) {
         None => Data::None,
@@ -165,10 +156,7 @@ fn layout(set: &Set) -> Option<Layout> {
     if set.is_map == (data == Data::None) {
         return None;
     }
-    Some(Layout {
-        key: fields(key)?,
-        data,
-    })
+    Some(Layout { key: fields(key)?, data })
 }
 
 /// Whether a set's elements can go in an element batch.
@@ -260,11 +248,7 @@ pub struct EncodeError {
 
 impl std::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "set {}: cannot encode element {:?}",
-            self.set, self.element
-        )
+        write!(f, "set {}: cannot encode element {:?}", self.set, self.element)
     }
 }
 
@@ -273,52 +257,28 @@ impl std::error::Error for EncodeError {}
 /// One transaction adding the elements of `sets` (each `encodable`) to table `table`: a batch
 /// of `NEWSETELEM` messages, the last asking for an acknowledgement, so that the sender knows
 /// when the kernel has committed it. Message sequence numbers start at `seq`.
-pub fn element_batch<'a>(
-    family: Family,
-    table: &str,
-    sets: impl IntoIterator<Item = (&'a str, &'a Set)>,
-    seq: u32,
-) -> Result<Vec<u8>, EncodeError> {
+pub fn element_batch<'a>(family: Family, table: &str, sets: impl IntoIterator<Item = (&'a str, &'a Set)>, seq: u32) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
     let mut seq = seq;
     let subsys = NFNL_SUBSYS_NFTABLES;
-    let begin = message(
-        &mut out,
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        0,
-        subsys,
-    );
+    let begin = message(&mut out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, subsys);
     finish(&mut out, begin);
     let mut last_message = None;
     for (name, set) in sets {
-        let bad = |element: &str| EncodeError {
-            set: name.to_owned(),
-            element: element.to_owned(),
-        };
+        let bad = |element: &str| EncodeError { set: name.to_owned(), element: element.to_owned() };
         let Some(layout) = layout(set) else {
             return Err(bad("(the set's declaration)"));
         };
         let mut elements = set.elements.iter().peekable();
         while elements.peek().is_some() {
             seq += 1;
-            let at = message(
-                &mut out,
-                (subsys << 8) | NFT_MSG_NEWSETELEM,
-                NLM_F_REQUEST | NLM_F_CREATE,
-                seq,
-                nfproto(family),
-                0,
-            );
+            let at = message(&mut out, (subsys << 8) | NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, nfproto(family), 0);
             last_message = Some(at);
             let mut a = Attrs(&mut out);
             a.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
             a.put_str(NFTA_SET_ELEM_LIST_SET, name);
             let list = a.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-            while let Some((key, value)) =
-                elements.next_if(|_| a.0.len() - list < ELEMENTS_PER_MESSAGE_BYTES)
-            {
+            while let Some((key, value)) = elements.next_if(|_| a.0.len() - list < ELEMENTS_PER_MESSAGE_BYTES) {
                 let element = a.begin(NFTA_LIST_ELEM);
                 let key_bytes = encode_fields(&layout.key, key).ok_or_else(|| bad(key))?;
                 let k = a.begin(NFTA_SET_ELEM_KEY);
@@ -355,14 +315,7 @@ pub fn element_batch<'a>(
         let flags = u16::from_ne_bytes([out[at + 6], out[at + 7]]) | NLM_F_ACK;
         out[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
     }
-    let end = message(
-        &mut out,
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq + 1,
-        0,
-        subsys,
-    );
+    let end = message(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, 0, subsys);
     finish(&mut out, end);
     Ok(out)
 }
@@ -370,14 +323,7 @@ pub fn element_batch<'a>(
 /// A `GETTABLE` request for one table: the answer is the table, or an error (`ENOENT`).
 pub fn get_table(family: Family, table: &str, seq: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let at = message(
-        &mut out,
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        nfproto(family),
-        0,
-    );
+    let at = message(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, nfproto(family), 0);
     Attrs(&mut out).put_str(NFTA_TABLE_NAME, table);
     finish(&mut out, at);
     out
@@ -388,14 +334,7 @@ pub fn get_table(family: Family, table: &str, seq: u32) -> Vec<u8> {
 /// "has anyone touched the rules?" check costs the same for a table of any size.
 pub fn get_generation(seq: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let at = message(
-        &mut out,
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-        NLM_F_REQUEST,
-        seq,
-        0,
-        0,
-    );
+    let at = message(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0, 0);
     finish(&mut out, at);
     out
 }
@@ -414,8 +353,7 @@ pub fn parse_generation(answer: &[u8]) -> Option<u32> {
             let mut a = at + 20;
             while a + 4 <= at + len {
                 let alen = usize::from(u16::from_ne_bytes(answer[a..a + 2].try_into().ok()?));
-                let akind =
-                    u16::from_ne_bytes(answer[a + 2..a + 4].try_into().ok()?) & !NLA_F_NESTED;
+                let akind = u16::from_ne_bytes(answer[a + 2..a + 4].try_into().ok()?) & !NLA_F_NESTED;
                 if alen < 4 || a + alen > at + len {
                     return None;
                 }
@@ -454,68 +392,36 @@ mod tests {
         Set {
             is_map: elements.first().is_some_and(|(_, v)| v.is_some()) || spec.contains(" : "),
             spec: spec.into(),
-            elements: elements
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
-                .collect(),
+            elements: elements.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect(),
         }
     }
 
     #[test]
     fn layouts_come_from_type_and_typeof_declarations() {
         let frontends = set("type ipv4_addr . inet_proto . inet_service : verdict;", &[]);
-        assert_eq!(
-            layout(&frontends),
-            Some(Layout {
-                key: vec![Field::Ipv4, Field::Protocol, Field::Service],
-                data: Data::Verdict
-            })
-        );
-        let endpoints = set(
-            "typeof ip6 daddr . meta l4proto . th dport . numgen random mod 1 : ip6 daddr . th dport;",
-            &[],
-        );
+        assert_eq!(layout(&frontends), Some(Layout { key: vec![Field::Ipv4, Field::Protocol, Field::Service], data: Data::Verdict }));
+        let endpoints = set("typeof ip6 daddr . meta l4proto . th dport . numgen random mod 1 : ip6 daddr . th dport;", &[]);
         assert_eq!(
             layout(&endpoints),
-            Some(Layout {
-                key: vec![Field::Ipv6, Field::Protocol, Field::Service, Field::Host32],
-                data: Data::Fields(vec![Field::Ipv6, Field::Service])
-            })
+            Some(Layout { key: vec![Field::Ipv6, Field::Protocol, Field::Service, Field::Host32], data: Data::Fields(vec![Field::Ipv6, Field::Service]) })
         );
         assert!(encodable(&set("type ipv4_addr;", &[])));
         // Left to nft: intervals, timeouts, unknown types.
         assert!(!encodable(&set("type ipv4_addr; flags interval;", &[])));
-        assert!(!encodable(&set(
-            "type ipv4_addr . ipv4_addr : ipv4_addr . inet_service; flags timeout;",
-            &[]
-        )));
+        assert!(!encodable(&set("type ipv4_addr . ipv4_addr : ipv4_addr . inet_service; flags timeout;", &[])));
         assert!(!encodable(&set("type ether_addr;", &[])));
     }
 
     #[test]
     fn concatenations_pad_each_field_to_a_register() {
-        let key = encode_fields(
-            &[Field::Ipv4, Field::Protocol, Field::Service, Field::Host32],
-            "10.96.0.1 . tcp . 80 . 3",
-        )
-        .unwrap();
+        let key = encode_fields(&[Field::Ipv4, Field::Protocol, Field::Service, Field::Host32], "10.96.0.1 . tcp . 80 . 3").unwrap();
         let mut want = vec![10, 96, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0];
         want.extend(3u32.to_ne_bytes());
         assert_eq!(key, want);
         // A single field is its own size.
-        assert_eq!(
-            encode_fields(&[Field::Service], "443").unwrap(),
-            vec![1, 187]
-        );
-        assert_eq!(
-            encode_fields(&[Field::Host32], "0x10").unwrap(),
-            16u32.to_ne_bytes().to_vec()
-        );
-        assert_eq!(
-            encode_fields(&[Field::Ipv4, Field::Service], "10.0.0.1"),
-            None,
-            "too few fields"
-        );
+        assert_eq!(encode_fields(&[Field::Service], "443").unwrap(), vec![1, 187]);
+        assert_eq!(encode_fields(&[Field::Host32], "0x10").unwrap(), 16u32.to_ne_bytes().to_vec());
+        assert_eq!(encode_fields(&[Field::Ipv4, Field::Service], "10.0.0.1"), None, "too few fields");
         assert_eq!(encode_fields(&[Field::Ipv4], "10.0.0.300"), None);
     }
 
@@ -523,10 +429,7 @@ mod tests {
     fn a_batch_is_framed_and_its_last_message_asks_for_an_ack() {
         let s = set(
             "type ipv4_addr . inet_proto . inet_service : verdict;",
-            &[
-                ("10.96.0.1 . tcp . 80", Some("goto cluster-1")),
-                ("10.96.0.2 . udp . 53", Some("drop")),
-            ],
+            &[("10.96.0.1 . tcp . 80", Some("goto cluster-1")), ("10.96.0.2 . udp . 53", Some("drop"))],
         );
         let bytes = element_batch(Family::Ip, "podnet-proxy", [("frontends", &s)], 7).unwrap();
         // Walk the messages: begin, one NEWSETELEM, end.
@@ -540,25 +443,15 @@ mod tests {
             at += len;
         }
         assert_eq!(at, bytes.len());
-        assert_eq!(
-            kinds,
-            [(0x10, false, 0), (0x0a0c, true, 2), (0x11, false, 0)]
-        );
+        assert_eq!(kinds, [(0x10, false, 0), (0x0a0c, true, 2), (0x11, false, 0)]);
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            text.contains("podnet-proxy\0")
-                && text.contains("frontends\0")
-                && text.contains("cluster-1\0")
-        );
+        assert!(text.contains("podnet-proxy\0") && text.contains("frontends\0") && text.contains("cluster-1\0"));
     }
 
     #[test]
     fn large_sets_are_split_over_messages_and_bad_elements_are_named() {
-        let elements: Vec<(String, Option<&str>)> = (0..10_000)
-            .map(|i| (format!("10.96.{}.{}", i / 256, i % 256), None))
-            .collect();
-        let refs: Vec<(&str, Option<&str>)> =
-            elements.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let elements: Vec<(String, Option<&str>)> = (0..10_000).map(|i| (format!("10.96.{}.{}", i / 256, i % 256), None)).collect();
+        let refs: Vec<(&str, Option<&str>)> = elements.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let s = set("type ipv4_addr;", &refs);
         let bytes = element_batch(Family::Ip, "t", [("cluster-ips", &s)], 1).unwrap();
         let mut messages = 0;
@@ -571,12 +464,6 @@ mod tests {
         }
         assert!(messages > 3, "{messages}");
         let bad = set("type ipv4_addr;", &[("10.0.0.1", None), ("nonsense", None)]);
-        assert_eq!(
-            element_batch(Family::Ip, "t", [("s", &bad)], 1).unwrap_err(),
-            EncodeError {
-                set: "s".into(),
-                element: "nonsense".into()
-            }
-        );
+        assert_eq!(element_batch(Family::Ip, "t", [("s", &bad)], 1).unwrap_err(), EncodeError { set: "s".into(), element: "nonsense".into() });
     }
 }

@@ -9,16 +9,12 @@ pub struct PodSet {
 impl PodSet {
     /// The empty set over `n` pods.
     pub fn empty(n: usize) -> Self {
-        PodSet {
-            words: vec![0; n.div_ceil(64)],
-        }
+        PodSet { words: vec![0; n.div_ceil(64)] }
     }
 
     /// The set of all `n` pods.
     pub fn full(n: usize) -> Self {
-        let mut s = PodSet {
-            words: vec![u64::MAX; n.div_ceil(64)],
-        };
+        let mut s = PodSet { words: vec![u64::MAX; n.div_ceil(64)] };
         if !n.is_multiple_of(64)
             && let Some(last) = s.words.last_mut()
         {

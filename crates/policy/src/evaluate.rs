@@ -62,22 +62,10 @@ pub struct RuleMatch {
 impl RuleMatch {
     /// `ns/name ingress[0] (from[1], ports[0])`
     pub fn describe(&self) -> String {
-        let peers_field = if self.direction == "ingress" {
-            "from"
-        } else {
-            "to"
-        };
-        let peer = self.peer.map_or_else(
-            || format!("any {peers_field}"),
-            |i| format!("{peers_field}[{i}]"),
-        );
-        let port = self
-            .port
-            .map_or_else(|| "any port".to_owned(), |i| format!("ports[{i}]"));
-        format!(
-            "{} {}[{}] ({peer}, {port})",
-            self.policy, self.direction, self.rule
-        )
+        let peers_field = if self.direction == "ingress" { "from" } else { "to" };
+        let peer = self.peer.map_or_else(|| format!("any {peers_field}"), |i| format!("{peers_field}[{i}]"));
+        let port = self.port.map_or_else(|| "any port".to_owned(), |i| format!("ports[{i}]"));
+        format!("{} {}[{}] ({peer}, {port})", self.policy, self.direction, self.rule)
     }
 }
 
@@ -201,8 +189,7 @@ impl<'a> Evaluator<'a> {
             return v;
         };
         if pod.host_network {
-            v.note =
-                Some("hostNetwork pod: no policy selects it; its traffic is the node's".into());
+            v.note = Some("hostNetwork pod: no policy selects it; its traffic is the node's".into());
             return v;
         }
         for policy in &self.policies.policies {
@@ -221,12 +208,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// What one policy says about one side of a connection.
-    pub fn policy_verdict(
-        &self,
-        policy: &Policy,
-        direction: Direction,
-        c: &Connection<'_>,
-    ) -> PolicyVerdict {
+    pub fn policy_verdict(&self, policy: &Policy, direction: Direction, c: &Connection<'_>) -> PolicyVerdict {
         let (subject, peer) = match direction {
             Direction::Egress => (c.from, c.to),
             Direction::Ingress => (c.to, c.from),
@@ -245,19 +227,10 @@ impl<'a> Evaluator<'a> {
             };
             let peer_index = match &rule.peers {
                 None => Some(None),
-                Some(peers) => peers
-                    .iter()
-                    .position(|p| self.peer_matches(p, peer))
-                    .map(Some),
+                Some(peers) => peers.iter().position(|p| self.peer_matches(p, peer)).map(Some),
             };
             if let Some(peer_index) = peer_index {
-                return PolicyVerdict::Allow(RuleMatch {
-                    policy: policy.key(),
-                    direction: direction.field(),
-                    rule: ri,
-                    peer: peer_index,
-                    port,
-                });
+                return PolicyVerdict::Allow(RuleMatch { policy: policy.key(), direction: direction.field(), rule: ri, peer: peer_index, port });
             }
         }
         PolicyVerdict::NoMatch
@@ -276,10 +249,7 @@ impl<'a> Evaluator<'a> {
                 }
                 match namespaces {
                     NamespaceScope::Own(ns) => &pod.namespace == ns,
-                    NamespaceScope::Matching(sel) => self
-                        .state
-                        .namespace(&pod.namespace)
-                        .is_some_and(|ns| sel.matches(&ns.labels)),
+                    NamespaceScope::Matching(sel) => self.state.namespace(&pod.namespace).is_some_and(|ns| sel.matches(&ns.labels)),
                 }
             }
         }
@@ -292,15 +262,10 @@ fn always_allowed(c: &Connection<'_>) -> Option<String> {
     let (Endpoint::Pod(from), Endpoint::Pod(to)) = (c.from, c.to) else {
         return None;
     };
-    if std::ptr::eq(from, to)
-        || (from.namespace == to.namespace && from.name == to.name && from.kind == to.kind)
-    {
+    if std::ptr::eq(from, to) || (from.namespace == to.namespace && from.name == to.name && from.kind == to.kind) {
         return Some("a pod may always connect to itself".into());
     }
-    if (from.host_network || to.host_network)
-        && from.node_name.is_some()
-        && from.node_name == to.node_name
-    {
+    if (from.host_network || to.host_network) && from.node_name.is_some() && from.node_name == to.node_name {
         return Some("traffic between a pod and its own node is always allowed (hostNetwork pods are node traffic)".into());
     }
     None

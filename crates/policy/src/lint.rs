@@ -6,9 +6,7 @@ use model::{ClusterState, Location, Protocol};
 use serde::Serialize;
 
 use crate::matrix::PodIndex;
-use crate::spec::{
-    Direction, NamespaceScope, Peer, Policy, PolicySet, PortSpec, Rule, parse_cidr_sloppy,
-};
+use crate::spec::{Direction, NamespaceScope, Peer, Policy, PolicySet, PortSpec, Rule, parse_cidr_sloppy};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -55,12 +53,7 @@ pub fn lint(state: &ClusterState, policies: &PolicySet) -> Vec<Finding> {
     let mut index = PodIndex::new(state);
     let mut out = Vec::new();
     for policy in &policies.policies {
-        PolicyLint {
-            state,
-            policy,
-            out: &mut out,
-        }
-        .run(&mut index);
+        PolicyLint { state, policy, out: &mut out }.run(&mut index);
     }
     out
 }
@@ -84,24 +77,17 @@ impl<'s> PolicyLint<'s, '_> {
 
     fn run(mut self, index: &mut PodIndex<'s>) {
         let policy = self.policy;
-        let selected = index
-            .selected(&policy.namespace, &policy.pod_selector)
-            .clone();
+        let selected = index.selected(&policy.namespace, &policy.pod_selector).clone();
         if selected.is_empty() {
             self.warn(
                 Some("spec.podSelector".into()),
-                format!(
-                    "selects no pod in namespace {} ({}): the policy has no effect",
-                    policy.namespace, policy.pod_selector
-                ),
+                format!("selects no pod in namespace {} ({}): the policy has no effect", policy.namespace, policy.pod_selector),
             );
         }
         for direction in &policy.ignored_rules {
             self.warn(
                 Some(format!("spec.{}", direction.field())),
-                format!(
-                    "rules are ignored: spec.policyTypes does not include {direction}, so these rules can never match"
-                ),
+                format!("rules are ignored: spec.policyTypes does not include {direction}, so these rules can never match"),
             );
         }
         for direction in [Direction::Ingress, Direction::Egress] {
@@ -122,15 +108,9 @@ impl<'s> PolicyLint<'s, '_> {
             return;
         };
         let opens = |rule: &Rule, protocol: Protocol| {
-            rule.ports.as_ref().is_some_and(|ports| {
-                ports
-                    .iter()
-                    .any(|p| p.protocol == protocol && p.matches(53, protocol, None))
-            })
+            rule.ports.as_ref().is_some_and(|ports| ports.iter().any(|p| p.protocol == protocol && p.matches(53, protocol, None)))
         };
-        let tcp_anywhere = rules
-            .iter()
-            .any(|r| r.ports.is_none() || opens(r, Protocol::Tcp));
+        let tcp_anywhere = rules.iter().any(|r| r.ports.is_none() || opens(r, Protocol::Tcp));
         if tcp_anywhere {
             return;
         }
@@ -138,20 +118,14 @@ impl<'s> PolicyLint<'s, '_> {
             if opens(rule, Protocol::Udp) {
                 self.warn(
                     Some(format!("spec.egress[{ri}]")),
-                    "allows DNS on 53/UDP but not 53/TCP: resolvers retry truncated answers over TCP, which stays blocked unless another policy allows it".into(),
+                    "allows DNS on 53/UDP but not 53/TCP: resolvers retry truncated answers over TCP, which stays blocked unless another policy allows it"
+                        .into(),
                 );
             }
         }
     }
 
-    fn lint_rule(
-        &mut self,
-        index: &mut PodIndex<'s>,
-        direction: Direction,
-        rule: &'s Rule,
-        rule_path: &str,
-        selected: &crate::bitset::PodSet,
-    ) {
+    fn lint_rule(&mut self, index: &mut PodIndex<'s>, direction: Direction, rule: &'s Rule, rule_path: &str, selected: &crate::bitset::PodSet) {
         let mut matches_anything = true;
         if let Some(peers) = &rule.peers {
             let mut any_peer = false;
@@ -161,13 +135,7 @@ impl<'s> PolicyLint<'s, '_> {
                     Peer::Pods { namespaces, pods } => {
                         if index.peer(peer).is_empty() {
                             let message = match namespaces {
-                                NamespaceScope::Matching(nss)
-                                    if !self
-                                        .state
-                                        .namespaces
-                                        .iter()
-                                        .any(|n| nss.matches(&n.labels)) =>
-                                {
+                                NamespaceScope::Matching(nss) if !self.state.namespaces.iter().any(|n| nss.matches(&n.labels)) => {
                                     format!("namespaceSelector {nss} selects no namespace")
                                 }
                                 NamespaceScope::Own(ns) => {
@@ -212,13 +180,7 @@ impl<'s> PolicyLint<'s, '_> {
                         Direction::Ingress => "no selected pod",
                         Direction::Egress => "no destination pod",
                     };
-                    self.warn(
-                        Some(path),
-                        format!(
-                            "named port {name:?} ({}): {whose} declares it, so it matches nothing",
-                            port.protocol
-                        ),
-                    );
+                    self.warn(Some(path), format!("named port {name:?} ({}): {whose} declares it, so it matches nothing", port.protocol));
                 }
             }
             if !any_port {
@@ -226,20 +188,11 @@ impl<'s> PolicyLint<'s, '_> {
             }
         }
         if !matches_anything {
-            self.warn(
-                Some(rule_path.to_owned()),
-                "this rule can never match".into(),
-            );
+            self.warn(Some(rule_path.to_owned()), "this rule can never match".into());
         }
     }
 
-    fn lint_ip_block(
-        &mut self,
-        index: &mut PodIndex<'s>,
-        peer: &'s Peer,
-        block: &crate::spec::IpBlock,
-        path: &str,
-    ) {
+    fn lint_ip_block(&mut self, index: &mut PodIndex<'s>, peer: &'s Peer, block: &crate::spec::IpBlock, path: &str) {
         let covered = index.peer(peer).clone();
         if let Some(first) = covered.iter().next() {
             self.warn(
@@ -252,36 +205,22 @@ impl<'s> PolicyLint<'s, '_> {
             );
         }
         // The API server's warnings for non-canonical CIDRs.
-        let written = std::iter::once((format!("{path}.ipBlock.cidr"), &block.cidr_text)).chain(
-            block
-                .except_text
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (format!("{path}.ipBlock.except[{i}]"), t)),
-        );
+        let written = std::iter::once((format!("{path}.ipBlock.cidr"), &block.cidr_text))
+            .chain(block.except_text.iter().enumerate().map(|(i, t)| (format!("{path}.ipBlock.except[{i}]"), t)));
         for (field, text) in written {
             if let Some(net) = parse_cidr_sloppy(text)
                 && let Some((addr, _)) = text.split_once('/')
                 && addr.parse::<std::net::IpAddr>().ok() != Some(net.network())
             {
                 let single = format!("{}/{}", addr, net.max_prefix_len());
-                self.warn(
-                    Some(field),
-                    format!("CIDR value {text:?} is ambiguous in this context (should be \"{net}\" or {single:?}?)"),
-                );
+                self.warn(Some(field), format!("CIDR value {text:?} is ambiguous in this context (should be \"{net}\" or {single:?}?)"));
             }
         }
     }
 }
 
-fn declares(
-    state: &ClusterState,
-    pods: &crate::bitset::PodSet,
-    name: &str,
-    protocol: Protocol,
-) -> bool {
-    pods.iter()
-        .any(|i| state.pods[i].named_port(name, protocol).is_some())
+fn declares(state: &ClusterState, pods: &crate::bitset::PodSet, name: &str, protocol: Protocol) -> bool {
+    pods.iter().any(|i| state.pods[i].named_port(name, protocol).is_some())
 }
 
 /// `file: document N`

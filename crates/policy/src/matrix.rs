@@ -37,11 +37,7 @@ impl Matrix {
 
 /// Every (containerPort, protocol) some pod declares, by port then protocol.
 pub fn declared_ports(state: &ClusterState) -> Vec<PortKey> {
-    let set: BTreeSet<PortKey> = state
-        .pods
-        .iter()
-        .flat_map(|p| p.ports.iter().map(|cp| (cp.port, cp.protocol)))
-        .collect();
+    let set: BTreeSet<PortKey> = state.pods.iter().flat_map(|p| p.ports.iter().map(|cp| (cp.port, cp.protocol))).collect();
     set.into_iter().collect()
 }
 
@@ -58,17 +54,9 @@ impl<'a> PodIndex<'a> {
     pub(crate) fn new(state: &'a ClusterState) -> Self {
         let mut by_namespace: HashMap<&str, Range<usize>> = HashMap::new();
         for (i, pod) in state.pods.iter().enumerate() {
-            by_namespace
-                .entry(pod.namespace.as_str())
-                .and_modify(|r| r.end = i + 1)
-                .or_insert(i..i + 1);
+            by_namespace.entry(pod.namespace.as_str()).and_modify(|r| r.end = i + 1).or_insert(i..i + 1);
         }
-        PodIndex {
-            state,
-            by_namespace,
-            peer_cache: HashMap::new(),
-            selected_cache: HashMap::new(),
-        }
+        PodIndex { state, by_namespace, peer_cache: HashMap::new(), selected_cache: HashMap::new() }
     }
 
     fn n(&self) -> usize {
@@ -111,20 +99,9 @@ impl<'a> PodIndex<'a> {
     fn compute_peer(&self, peer: &Peer) -> PodSet {
         let mut set = PodSet::empty(self.n());
         match peer {
-            Peer::Pods {
-                namespaces: NamespaceScope::Own(ns),
-                pods,
-            } => self.pods_in(ns, pods, &mut set),
-            Peer::Pods {
-                namespaces: NamespaceScope::Matching(nss),
-                pods,
-            } => {
-                for ns in self
-                    .state
-                    .namespaces
-                    .iter()
-                    .filter(|ns| nss.matches(&ns.labels))
-                {
+            Peer::Pods { namespaces: NamespaceScope::Own(ns), pods } => self.pods_in(ns, pods, &mut set),
+            Peer::Pods { namespaces: NamespaceScope::Matching(nss), pods } => {
+                for ns in self.state.namespaces.iter().filter(|ns| nss.matches(&ns.labels)) {
                     self.pods_in(&ns.name, pods, &mut set);
                 }
             }
@@ -192,9 +169,7 @@ pub fn compute(state: &ClusterState, policies: &PolicySet, ports: &[PortKey]) ->
     let mut out_to = vec![vec![PodSet::empty(n); n]; cols];
 
     for policy in &policies.policies {
-        let selected = index
-            .selected(&policy.namespace, &policy.pod_selector)
-            .clone();
+        let selected = index.selected(&policy.namespace, &policy.pod_selector).clone();
         if selected.is_empty() {
             continue;
         }
@@ -263,10 +238,7 @@ pub fn compute(state: &ClusterState, policies: &PolicySet, ports: &[PortKey]) ->
         }
         allowed.push(rows);
     }
-    Matrix {
-        ports: ports.to_vec(),
-        allowed,
-    }
+    Matrix { ports: ports.to_vec(), allowed }
 }
 
 /// Pairs of pods on the same node where one is hostNetwork: node traffic, always allowed.

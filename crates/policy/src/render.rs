@@ -24,12 +24,7 @@ pub enum Format {
 
 /// Renders a matrix over `pods` (the snapshot's pods, in matrix order) into a writer; wrap
 /// stdout in a `BufWriter`, outputs grow with pods² × ports.
-pub fn render(
-    matrix: &Matrix,
-    pods: &[PodInfo],
-    format: Format,
-    w: &mut dyn Write,
-) -> io::Result<()> {
+pub fn render(matrix: &Matrix, pods: &[PodInfo], format: Format, w: &mut dyn Write) -> io::Result<()> {
     match format {
         Format::Table => table(matrix, pods, w),
         Format::Json => json(matrix, pods, w),
@@ -64,14 +59,7 @@ pub fn table(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result
         for (i, from) in names.iter().enumerate() {
             w.write_all(from.as_bytes())?;
             for j in 0..pods.len() {
-                w.write_all(
-                    if matrix.allowed(c, i, j) {
-                        "\t."
-                    } else {
-                        "\tX"
-                    }
-                    .as_bytes(),
-                )?;
+                w.write_all(if matrix.allowed(c, i, j) { "\t." } else { "\tX" }.as_bytes())?;
             }
             w.write_all(b"\n")?;
         }
@@ -95,10 +83,7 @@ pub fn json(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<
             w.write_all(b",")?;
         }
         let (port, protocol) = matrix.ports[c];
-        write!(
-            w,
-            "{{\"port\":{port},\"protocol\":\"{protocol}\",\"allowed\":["
-        )?;
+        write!(w, "{{\"port\":{port},\"protocol\":\"{protocol}\",\"allowed\":[")?;
         // One buffer per row: a few large writes instead of n² small ones.
         let mut row = Vec::with_capacity(n * 6 + 2);
         for i in 0..n {
@@ -111,11 +96,7 @@ pub fn json(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<
                 if j > 0 {
                     row.push(b',');
                 }
-                row.extend_from_slice(if matrix.allowed(c, i, j) {
-                    b"true"
-                } else {
-                    b"false"
-                });
+                row.extend_from_slice(if matrix.allowed(c, i, j) { b"true" } else { b"false" });
             }
             row.push(b']');
             w.write_all(&row)?;
@@ -143,14 +124,7 @@ pub fn markdown(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Res
         for (i, from) in names.iter().enumerate() {
             write!(w, "| **{from}** |")?;
             for j in 0..pods.len() {
-                w.write_all(
-                    if matrix.allowed(c, i, j) {
-                        " ✅ |"
-                    } else {
-                        " ❌ |"
-                    }
-                    .as_bytes(),
-                )?;
+                w.write_all(if matrix.allowed(c, i, j) { " ✅ |" } else { " ❌ |" }.as_bytes())?;
             }
             w.write_all(b"\n")?;
         }
@@ -160,10 +134,7 @@ pub fn markdown(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Res
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Contiguous runs of pods in the same namespace: `(namespace, start, len)`.
@@ -203,24 +174,12 @@ th.ns{{background:#e3e9f3}}.sep{{border-left:3px solid #555}}.legend span{{displ
         writeln!(w, "<h2>{title}</h2>\n<table>")?;
         w.write_all("<tr><th rowspan=\"2\">from \\ to</th>".as_bytes())?;
         for (ns, _, len) in &groups {
-            write!(
-                w,
-                "<th class=\"ns sep\" colspan=\"{len}\">{}</th>",
-                xml_escape(ns)
-            )?;
+            write!(w, "<th class=\"ns sep\" colspan=\"{len}\">{}</th>", xml_escape(ns))?;
         }
         w.write_all("</tr>\n<tr>".as_bytes())?;
         for (j, p) in pods.iter().enumerate() {
-            let sep = if group_start.contains(&j) {
-                " class=\"sep\""
-            } else {
-                ""
-            };
-            let label = if p.kind == "Pod" {
-                p.name.clone()
-            } else {
-                format!("{}[{}]", p.name, p.kind)
-            };
+            let sep = if group_start.contains(&j) { " class=\"sep\"" } else { "" };
+            let label = if p.kind == "Pod" { p.name.clone() } else { format!("{}[{}]", p.name, p.kind) };
             write!(w, "<th{sep}>{}</th>", xml_escape(&label))?;
         }
         w.write_all("</tr>\n".as_bytes())?;
@@ -266,10 +225,7 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
         w,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">"
     )?;
-    writeln!(
-        w,
-        "<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>"
-    )?;
+    writeln!(w, "<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>")?;
     writeln!(
         w,
         "<text x=\"10\" y=\"18\" font-size=\"12\">rows connect to columns: <tspan fill=\"{ALLOWED_COLOUR}\">■ allowed</tspan> <tspan fill=\"{BLOCKED_COLOUR}\">■ blocked</tspan></text>"
@@ -278,35 +234,16 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
         let top = 30 + c * block_h;
         let gx = label_w;
         let gy = top + 30 + header_h;
-        writeln!(
-            w,
-            "<text x=\"10\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
-            top + 20,
-            port_title(matrix, c)
-        )?;
+        writeln!(w, "<text x=\"10\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>", top + 20, port_title(matrix, c))?;
         for (j, name) in names.iter().enumerate() {
             let x = gx + j * CELL + CELL / 2 + 4;
             let y = gy - 6;
-            writeln!(
-                w,
-                "<text x=\"{x}\" y=\"{y}\" transform=\"rotate(-90 {x} {y})\">{}</text>",
-                xml_escape(name)
-            )?;
+            writeln!(w, "<text x=\"{x}\" y=\"{y}\" transform=\"rotate(-90 {x} {y})\">{}</text>", xml_escape(name))?;
         }
         for (i, name) in names.iter().enumerate() {
-            writeln!(
-                w,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-                gx - 6,
-                gy + i * CELL + CELL - 4,
-                xml_escape(name)
-            )?;
+            writeln!(w, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", gx - 6, gy + i * CELL + CELL - 4, xml_escape(name))?;
             for (j, to) in names.iter().enumerate() {
-                let fill = if matrix.allowed(c, i, j) {
-                    ALLOWED_COLOUR
-                } else {
-                    BLOCKED_COLOUR
-                };
+                let fill = if matrix.allowed(c, i, j) { ALLOWED_COLOUR } else { BLOCKED_COLOUR };
                 writeln!(
                     w,
                     "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" stroke=\"white\"><title>{} → {}</title></rect>",

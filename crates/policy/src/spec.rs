@@ -5,14 +5,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-};
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use model::validation::{self, FieldError, FieldPath};
-use model::{
-    ClusterState, Location, ManifestError, ObjectRef, PodInfo, PolicyObject, Protocol, Selector,
-};
+use model::{ClusterState, Location, ManifestError, ObjectRef, PodInfo, PolicyObject, Protocol, Selector};
 
 /// The two directions a policy can isolate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,14 +108,8 @@ pub enum Peer {
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Peer::Pods {
-                namespaces: NamespaceScope::Own(ns),
-                pods,
-            } => write!(f, "pods {pods} in namespace {ns}"),
-            Peer::Pods {
-                namespaces: NamespaceScope::Matching(nss),
-                pods,
-            } => {
+            Peer::Pods { namespaces: NamespaceScope::Own(ns), pods } => write!(f, "pods {pods} in namespace {ns}"),
+            Peer::Pods { namespaces: NamespaceScope::Matching(nss), pods } => {
                 write!(f, "pods {pods} in namespaces {nss}")
             }
             Peer::IpBlock(b) => write!(f, "ipBlock {b}"),
@@ -158,9 +148,7 @@ impl PortRule {
         match &self.port {
             PortSpec::All => true,
             PortSpec::Range(lo, hi) => (*lo..=*hi).contains(&port),
-            PortSpec::Named(name) => {
-                destination.and_then(|d| d.named_port(name, protocol)) == Some(port)
-            }
+            PortSpec::Named(name) => destination.and_then(|d| d.named_port(name, protocol)) == Some(port),
         }
     }
 }
@@ -187,18 +175,10 @@ pub struct Rule {
 
 impl Rule {
     /// Index of the first port entry that matches, or `Some(None)` when the rule has no port list.
-    pub fn matching_port(
-        &self,
-        port: u16,
-        protocol: Protocol,
-        destination: Option<&PodInfo>,
-    ) -> Option<Option<usize>> {
+    pub fn matching_port(&self, port: u16, protocol: Protocol, destination: Option<&PodInfo>) -> Option<Option<usize>> {
         match &self.ports {
             None => Some(None),
-            Some(ports) => ports
-                .iter()
-                .position(|p| p.matches(port, protocol, destination))
-                .map(Some),
+            Some(ports) => ports.iter().position(|p| p.matches(port, protocol, destination)).map(Some),
         }
     }
 }
@@ -239,9 +219,7 @@ impl Policy {
     /// Whether the policy selects this pod. hostNetwork pods are never selected: their
     /// traffic is the node's.
     pub fn selects(&self, pod: &PodInfo) -> bool {
-        !pod.host_network
-            && pod.namespace == self.namespace
-            && self.pod_selector.matches(&pod.labels)
+        !pod.host_network && pod.namespace == self.namespace && self.pod_selector.matches(&pod.labels)
     }
 }
 
@@ -263,11 +241,7 @@ impl PolicySet {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(PolicySet { policies })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(PolicySet { policies }) } else { Err(errors) }
     }
 }
 
@@ -278,27 +252,14 @@ pub fn compile(object: &PolicyObject) -> Result<Policy, ManifestError> {
     if !errors.is_empty() {
         return Err(ManifestError {
             location: object.location.clone(),
-            object: Some(ObjectRef {
-                kind: "NetworkPolicy".into(),
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-            }),
+            object: Some(ObjectRef { kind: "NetworkPolicy".into(), namespace: object.namespace.clone(), name: object.name.clone() }),
             messages: errors.iter().map(ToString::to_string).collect(),
         });
     }
 
     // Defaulting (v1/defaults.go): no policyTypes means Ingress, plus Egress iff egress rules exist.
     let types: Vec<Direction> = match spec.policy_types.as_deref() {
-        Some(list) if !list.is_empty() => list
-            .iter()
-            .map(|t| {
-                if t == "Egress" {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                }
-            })
-            .collect(),
+        Some(list) if !list.is_empty() => list.iter().map(|t| if t == "Egress" { Direction::Egress } else { Direction::Ingress }).collect(),
         _ => {
             let mut t = vec![Direction::Ingress];
             if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
@@ -308,18 +269,8 @@ pub fn compile(object: &PolicyObject) -> Result<Policy, ManifestError> {
         }
     };
     let ns = &object.namespace;
-    let ingress: Vec<Rule> = spec
-        .ingress
-        .iter()
-        .flatten()
-        .map(|r| compile_rule(r.from.as_deref(), r.ports.as_deref(), ns))
-        .collect();
-    let egress: Vec<Rule> = spec
-        .egress
-        .iter()
-        .flatten()
-        .map(|r| compile_rule(r.to.as_deref(), r.ports.as_deref(), ns))
-        .collect();
+    let ingress: Vec<Rule> = spec.ingress.iter().flatten().map(|r| compile_rule(r.from.as_deref(), r.ports.as_deref(), ns)).collect();
+    let egress: Vec<Rule> = spec.egress.iter().flatten().map(|r| compile_rule(r.to.as_deref(), r.ports.as_deref(), ns)).collect();
     let mut ignored_rules = Vec::new();
     if !types.contains(&Direction::Ingress) && !ingress.is_empty() {
         ignored_rules.push(Direction::Ingress);
@@ -338,72 +289,38 @@ pub fn compile(object: &PolicyObject) -> Result<Policy, ManifestError> {
     })
 }
 
-fn compile_selector(
-    s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-) -> Selector {
+fn compile_selector(s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> Selector {
     // Validation has rejected unknown operators already.
-    s.map(|s| Selector::from_k8s(s).unwrap_or_default())
-        .unwrap_or_default()
+    s.map(|s| Selector::from_k8s(s).unwrap_or_default()).unwrap_or_default()
 }
 
-fn compile_rule(
-    peers: Option<&[NetworkPolicyPeer]>,
-    ports: Option<&[NetworkPolicyPort]>,
-    ns: &str,
-) -> Rule {
-    let peers = peers
-        .filter(|p| !p.is_empty())
-        .map(|p| p.iter().map(|peer| compile_peer(peer, ns)).collect());
-    let ports = ports
-        .filter(|p| !p.is_empty())
-        .map(|p| p.iter().map(compile_port).collect());
+fn compile_rule(peers: Option<&[NetworkPolicyPeer]>, ports: Option<&[NetworkPolicyPort]>, ns: &str) -> Rule {
+    let peers = peers.filter(|p| !p.is_empty()).map(|p| p.iter().map(|peer| compile_peer(peer, ns)).collect());
+    let ports = ports.filter(|p| !p.is_empty()).map(|p| p.iter().map(compile_port).collect());
     Rule { peers, ports }
 }
 
 fn compile_peer(peer: &NetworkPolicyPeer, ns: &str) -> Peer {
     if let Some(block) = &peer.ip_block {
         let cidr = parse_cidr_sloppy(&block.cidr).unwrap_or_else(|| IpNet::V4(Default::default()));
-        let except = block
-            .except
-            .iter()
-            .flatten()
-            .filter_map(|e| parse_cidr_sloppy(e))
-            .collect();
-        return Peer::IpBlock(IpBlock {
-            cidr,
-            except,
-            cidr_text: block.cidr.clone(),
-            except_text: block.except.clone().unwrap_or_default(),
-        });
+        let except = block.except.iter().flatten().filter_map(|e| parse_cidr_sloppy(e)).collect();
+        return Peer::IpBlock(IpBlock { cidr, except, cidr_text: block.cidr.clone(), except_text: block.except.clone().unwrap_or_default() });
     }
     let pods = compile_selector(peer.pod_selector.as_ref());
     match &peer.namespace_selector {
-        Some(nss) => Peer::Pods {
-            namespaces: NamespaceScope::Matching(compile_selector(Some(nss))),
-            pods,
-        },
-        None => Peer::Pods {
-            namespaces: NamespaceScope::Own(ns.to_owned()),
-            pods,
-        },
+        Some(nss) => Peer::Pods { namespaces: NamespaceScope::Matching(compile_selector(Some(nss))), pods },
+        None => Peer::Pods { namespaces: NamespaceScope::Own(ns.to_owned()), pods },
     }
 }
 
 fn compile_port(port: &NetworkPolicyPort) -> PortRule {
-    let protocol = port
-        .protocol
-        .as_deref()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(Protocol::Tcp);
+    let protocol = port.protocol.as_deref().and_then(|p| p.parse().ok()).unwrap_or(Protocol::Tcp);
     let port = match &port.port {
         None => PortSpec::All,
         Some(IntOrString::String(name)) => PortSpec::Named(name.clone()),
         Some(IntOrString::Int(n)) => {
             let lo = u16::try_from(*n).unwrap_or_default();
-            let hi = port
-                .end_port
-                .and_then(|e| u16::try_from(e).ok())
-                .unwrap_or(lo);
+            let hi = port.end_port.and_then(|e| u16::try_from(e).ok()).unwrap_or(lo);
             PortSpec::Range(lo, hi)
         }
     };
@@ -444,28 +361,15 @@ fn sloppy_ipv4(text: &str) -> Option<IpAddr> {
 pub fn validate_spec(spec: &NetworkPolicySpec, path: &FieldPath) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if let Some(sel) = &spec.pod_selector {
-        errs.extend(validation::validate_label_selector(
-            sel,
-            &path.child("podSelector"),
-        ));
+        errs.extend(validation::validate_label_selector(sel, &path.child("podSelector")));
     }
     for (i, rule) in spec.ingress.iter().flatten().enumerate() {
         let rule_path = path.child("ingress").index(i);
-        errs.extend(validate_rule(
-            rule.ports.as_deref(),
-            rule.from.as_deref(),
-            &rule_path,
-            "from",
-        ));
+        errs.extend(validate_rule(rule.ports.as_deref(), rule.from.as_deref(), &rule_path, "from"));
     }
     for (i, rule) in spec.egress.iter().flatten().enumerate() {
         let rule_path = path.child("egress").index(i);
-        errs.extend(validate_rule(
-            rule.ports.as_deref(),
-            rule.to.as_deref(),
-            &rule_path,
-            "to",
-        ));
+        errs.extend(validate_rule(rule.ports.as_deref(), rule.to.as_deref(), &rule_path, "to"));
     }
     let types = spec.policy_types.as_deref().unwrap_or_default();
     if types.len() > 2 {
@@ -479,23 +383,14 @@ pub fn validate_spec(spec: &NetworkPolicySpec, path: &FieldPath) -> Vec<FieldErr
     }
     for (i, t) in types.iter().enumerate() {
         if t != "Ingress" && t != "Egress" {
-            errs.push(FieldError::not_supported(
-                path.child("policyTypes").index(i),
-                t,
-                &["Ingress", "Egress"],
-            ));
+            errs.push(FieldError::not_supported(path.child("policyTypes").index(i), t, &["Ingress", "Egress"]));
         }
     }
     errs
 }
 
 /// One ingress or egress rule: its ports, then its peers (upstream's order of errors).
-fn validate_rule(
-    ports: Option<&[NetworkPolicyPort]>,
-    peers: Option<&[NetworkPolicyPeer]>,
-    path: &FieldPath,
-    peers_field: &str,
-) -> Vec<FieldError> {
+fn validate_rule(ports: Option<&[NetworkPolicyPort]>, peers: Option<&[NetworkPolicyPeer]>, path: &FieldPath, peers_field: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (j, port) in ports.into_iter().flatten().enumerate() {
         errs.extend(validate_port(port, &path.child("ports").index(j)));
@@ -512,57 +407,29 @@ fn validate_port(port: &NetworkPolicyPort, path: &FieldPath) -> Vec<FieldError> 
     if let Some(p) = &port.protocol
         && !matches!(p.as_str(), "TCP" | "UDP" | "SCTP")
     {
-        errs.push(FieldError::not_supported(
-            path.child("protocol"),
-            p,
-            &["TCP", "UDP", "SCTP"],
-        ));
+        errs.push(FieldError::not_supported(path.child("protocol"), p, &["TCP", "UDP", "SCTP"]));
     }
     match &port.port {
         Some(IntOrString::Int(n)) => {
             let n = i64::from(*n);
-            errs.extend(
-                validation::is_valid_port_num(n)
-                    .into_iter()
-                    .map(|m| FieldError::invalid_int(path.child("port"), n, m)),
-            );
+            errs.extend(validation::is_valid_port_num(n).into_iter().map(|m| FieldError::invalid_int(path.child("port"), n, m)));
             if let Some(end) = port.end_port {
                 let end = i64::from(end);
                 if end < n {
-                    errs.push(FieldError::invalid_int(
-                        path.child("endPort"),
-                        end,
-                        "must be greater than or equal to `port`",
-                    ));
+                    errs.push(FieldError::invalid_int(path.child("endPort"), end, "must be greater than or equal to `port`"));
                 }
-                errs.extend(
-                    validation::is_valid_port_num(end)
-                        .into_iter()
-                        .map(|m| FieldError::invalid_int(path.child("endPort"), end, m)),
-                );
+                errs.extend(validation::is_valid_port_num(end).into_iter().map(|m| FieldError::invalid_int(path.child("endPort"), end, m)));
             }
         }
         Some(IntOrString::String(name)) => {
             if let Some(end) = port.end_port {
-                errs.push(FieldError::invalid_int(
-                    path.child("endPort"),
-                    i64::from(end),
-                    "may not be specified when `port` is non-numeric",
-                ));
+                errs.push(FieldError::invalid_int(path.child("endPort"), i64::from(end), "may not be specified when `port` is non-numeric"));
             }
-            errs.extend(
-                validation::is_valid_port_name(name)
-                    .into_iter()
-                    .map(|m| FieldError::invalid_str(path.child("port"), name, m)),
-            );
+            errs.extend(validation::is_valid_port_name(name).into_iter().map(|m| FieldError::invalid_str(path.child("port"), name, m)));
         }
         None => {
             if let Some(end) = port.end_port {
-                errs.push(FieldError::invalid_int(
-                    path.child("endPort"),
-                    i64::from(end),
-                    "may not be specified when `port` is not specified",
-                ));
+                errs.push(FieldError::invalid_int(path.child("endPort"), i64::from(end), "may not be specified when `port` is not specified"));
             }
         }
     }
@@ -575,17 +442,11 @@ fn validate_peer(peer: &NetworkPolicyPeer, path: &FieldPath) -> Vec<FieldError> 
     let mut count = 0;
     if let Some(sel) = &peer.pod_selector {
         count += 1;
-        errs.extend(validation::validate_label_selector(
-            sel,
-            &path.child("podSelector"),
-        ));
+        errs.extend(validation::validate_label_selector(sel, &path.child("podSelector")));
     }
     if let Some(sel) = &peer.namespace_selector {
         count += 1;
-        errs.extend(validation::validate_label_selector(
-            sel,
-            &path.child("namespaceSelector"),
-        ));
+        errs.extend(validation::validate_label_selector(sel, &path.child("namespaceSelector")));
     }
     if let Some(block) = &peer.ip_block {
         count += 1;
@@ -594,10 +455,7 @@ fn validate_peer(peer: &NetworkPolicyPeer, path: &FieldPath) -> Vec<FieldError> 
     if count == 0 {
         errs.push(FieldError::required(path.clone(), "must specify a peer"));
     } else if count > 1 && peer.ip_block.is_some() {
-        errs.push(FieldError::forbidden(
-            path.clone(),
-            "may not specify both ipBlock and another peer",
-        ));
+        errs.push(FieldError::forbidden(path.clone(), "may not specify both ipBlock and another peer"));
     }
     errs
 }
@@ -612,11 +470,7 @@ fn validate_ip_block(block: &IPBlock, path: &FieldPath) -> Vec<FieldError> {
         return errs;
     }
     let Some(cidr) = parse_cidr_sloppy(&block.cidr) else {
-        errs.push(FieldError::invalid_str(
-            path.child("cidr"),
-            &block.cidr,
-            CIDR_MESSAGE,
-        ));
+        errs.push(FieldError::invalid_str(path.child("cidr"), &block.cidr, CIDR_MESSAGE));
         return errs;
     };
     for (i, text) in block.except.iter().flatten().enumerate() {
@@ -626,11 +480,7 @@ fn validate_ip_block(block: &IPBlock, path: &FieldPath) -> Vec<FieldError> {
             continue;
         };
         if !cidr.contains(&except.network()) || cidr.prefix_len() >= except.prefix_len() {
-            errs.push(FieldError::invalid_str(
-                p,
-                text,
-                "must be a strict subset of `cidr`",
-            ));
+            errs.push(FieldError::invalid_str(p, text, "must be a strict subset of `cidr`"));
         }
     }
     errs
@@ -643,10 +493,7 @@ mod tests {
 
     fn errors(spec: serde_json::Value) -> Vec<String> {
         let spec: NetworkPolicySpec = serde_json::from_value(spec).unwrap();
-        validate_spec(&spec, &FieldPath::new("spec"))
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        validate_spec(&spec, &FieldPath::new("spec")).iter().map(ToString::to_string).collect()
     }
 
     fn policy(spec: serde_json::Value) -> Policy {
@@ -654,28 +501,20 @@ mod tests {
             location: Location::default(),
             namespace: "x".into(),
             name: "p".into(),
-            policy: serde_json::from_value(
-                json!({"metadata": {"name": "p", "namespace": "x"}, "spec": spec}),
-            )
-            .unwrap(),
+            policy: serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "x"}, "spec": spec})).unwrap(),
         };
         compile(&object).unwrap()
     }
 
     #[test]
     fn a_peer_needs_a_selector_or_an_ip_block() {
-        assert_eq!(
-            errors(json!({"ingress": [{"from": [{}]}]})),
-            ["spec.ingress[0].from[0]: Required value: must specify a peer"]
-        );
+        assert_eq!(errors(json!({"ingress": [{"from": [{}]}]})), ["spec.ingress[0].from[0]: Required value: must specify a peer"]);
     }
 
     #[test]
     fn ip_block_must_stand_alone() {
         assert_eq!(
-            errors(
-                json!({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]})
-            ),
+            errors(json!({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]})),
             ["spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer"]
         );
     }
@@ -683,19 +522,14 @@ mod tests {
     #[test]
     fn except_must_be_a_strict_subset_of_cidr() {
         assert_eq!(
-            errors(
-                json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/16", "10.1.0.0/24", "10.0.1.0/24", "bogus"]}}]}]})
-            ),
+            errors(json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/16", "10.1.0.0/24", "10.0.1.0/24", "bogus"]}}]}]})),
             [
                 "spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.0.0.0/16\": must be a strict subset of `cidr`",
                 "spec.ingress[0].from[0].ipBlock.except[1]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`",
                 "spec.ingress[0].from[0].ipBlock.except[3]: Invalid value: \"bogus\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
             ]
         );
-        assert_eq!(
-            errors(json!({"ingress": [{"from": [{"ipBlock": {"cidr": ""}}]}]})),
-            ["spec.ingress[0].from[0].ipBlock.cidr: Required value"]
-        );
+        assert_eq!(errors(json!({"ingress": [{"from": [{"ipBlock": {"cidr": ""}}]}]})), ["spec.ingress[0].from[0].ipBlock.cidr: Required value"]);
     }
 
     #[test]
@@ -721,9 +555,7 @@ mod tests {
     #[test]
     fn protocols_and_policy_types_are_checked() {
         assert_eq!(
-            errors(
-                json!({"ingress": [{"ports": [{"protocol": "tcp", "port": 80}]}], "policyTypes": ["Ingress", "egress"]})
-            ),
+            errors(json!({"ingress": [{"ports": [{"protocol": "tcp", "port": 80}]}], "policyTypes": ["Ingress", "egress"]})),
             [
                 "spec.ingress[0].ports[0].protocol: Unsupported value: \"tcp\": supported values: \"TCP\", \"UDP\", \"SCTP\"",
                 "spec.policyTypes[1]: Unsupported value: \"egress\": supported values: \"Ingress\", \"Egress\"",
@@ -731,9 +563,7 @@ mod tests {
         );
         assert_eq!(
             errors(json!({"policyTypes": ["Ingress", "Egress", "Ingress"]})),
-            [
-                "spec.policyTypes: Invalid value: []networking.PolicyType{\"Ingress\", \"Egress\", \"Ingress\"}: may not specify more than two policyTypes"
-            ]
+            ["spec.policyTypes: Invalid value: []networking.PolicyType{\"Ingress\", \"Egress\", \"Ingress\"}: may not specify more than two policyTypes"]
         );
     }
 
@@ -741,18 +571,13 @@ mod tests {
     fn named_port_must_be_an_iana_service_name() {
         assert_eq!(
             errors(json!({"egress": [{"ports": [{"port": "80"}]}]})),
-            [
-                "spec.egress[0].ports[0].port: Invalid value: \"80\": must contain at least one letter (a-z)"
-            ]
+            ["spec.egress[0].ports[0].port: Invalid value: \"80\": must contain at least one letter (a-z)"]
         );
     }
 
     #[test]
     fn selector_syntax_is_checked_in_peers() {
-        assert_eq!(
-            errors(json!({"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"bad key!": "x"}}}]}]})).len(),
-            1
-        );
+        assert_eq!(errors(json!({"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"bad key!": "x"}}}]}]})).len(), 1);
     }
 
     #[test]
@@ -771,25 +596,13 @@ mod tests {
     #[test]
     fn protocol_defaults_to_tcp() {
         let p = policy(json!({"ingress": [{"ports": [{"port": 80}]}]}));
-        assert_eq!(
-            p.ingress.unwrap()[0].ports.as_ref().unwrap()[0],
-            PortRule {
-                protocol: Protocol::Tcp,
-                port: PortSpec::Range(80, 80)
-            }
-        );
+        assert_eq!(p.ingress.unwrap()[0].ports.as_ref().unwrap()[0], PortRule { protocol: Protocol::Tcp, port: PortSpec::Range(80, 80) });
     }
 
     #[test]
     fn empty_peer_and_port_lists_mean_all() {
         let p = policy(json!({"ingress": [{"from": [], "ports": []}]}));
-        assert_eq!(
-            p.ingress.unwrap()[0],
-            Rule {
-                peers: None,
-                ports: None
-            }
-        );
+        assert_eq!(p.ingress.unwrap()[0], Rule { peers: None, ports: None });
     }
 
     #[test]
@@ -800,43 +613,16 @@ mod tests {
             {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {}}
         ]}]}));
         let peers = p.ingress.unwrap()[0].peers.clone().unwrap();
-        assert_eq!(
-            peers[0],
-            Peer::Pods {
-                namespaces: NamespaceScope::Own("x".into()),
-                pods: Selector::from_labels([("a", "b")])
-            }
-        );
-        assert_eq!(
-            peers[1],
-            Peer::Pods {
-                namespaces: NamespaceScope::Matching(Selector::everything()),
-                pods: Selector::everything()
-            }
-        );
-        assert_eq!(
-            peers[2],
-            Peer::Pods {
-                namespaces: NamespaceScope::Matching(Selector::from_labels([("ns", "y")])),
-                pods: Selector::everything()
-            }
-        );
+        assert_eq!(peers[0], Peer::Pods { namespaces: NamespaceScope::Own("x".into()), pods: Selector::from_labels([("a", "b")]) });
+        assert_eq!(peers[1], Peer::Pods { namespaces: NamespaceScope::Matching(Selector::everything()), pods: Selector::everything() });
+        assert_eq!(peers[2], Peer::Pods { namespaces: NamespaceScope::Matching(Selector::from_labels([("ns", "y")])), pods: Selector::everything() });
     }
 
     #[test]
     fn cidrs_are_parsed_sloppily_like_the_api_server() {
-        assert_eq!(
-            parse_cidr_sloppy("10.0.0.1/24").unwrap().to_string(),
-            "10.0.0.0/24"
-        );
-        assert_eq!(
-            parse_cidr_sloppy("010.000.001.000/24").unwrap().to_string(),
-            "10.0.1.0/24"
-        );
-        assert_eq!(
-            parse_cidr_sloppy("fd00::1/64").unwrap().to_string(),
-            "fd00::/64"
-        );
+        assert_eq!(parse_cidr_sloppy("10.0.0.1/24").unwrap().to_string(), "10.0.0.0/24");
+        assert_eq!(parse_cidr_sloppy("010.000.001.000/24").unwrap().to_string(), "10.0.1.0/24");
+        assert_eq!(parse_cidr_sloppy("fd00::1/64").unwrap().to_string(), "fd00::/64");
         assert!(parse_cidr_sloppy("10.0.0.0").is_none());
         assert!(parse_cidr_sloppy("10.0.0.0/33").is_none());
         assert!(parse_cidr_sloppy("10.0.0.0/+8").is_none());

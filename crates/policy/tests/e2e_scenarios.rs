@@ -28,27 +28,12 @@ fn check(state: &ClusterState, port: u16, protocol: Protocol, expected: &TruthTa
     for (i, a) in state.pods.iter().enumerate() {
         for (j, b) in state.pods.iter().enumerate() {
             from_matrix.values[i][j] = matrix.allowed(0, i, j);
-            let c = Connection {
-                from: Endpoint::Pod(a),
-                to: Endpoint::Pod(b),
-                port,
-                protocol,
-            };
+            let c = Connection { from: Endpoint::Pod(a), to: Endpoint::Pod(b), port, protocol };
             from_evaluator.values[i][j] = evaluator.allowed(&c);
         }
     }
-    assert!(
-        from_matrix == expected,
-        "matrix on {port}/{protocol}\nexpected:\n{}\ngot:\n{}",
-        expected.pretty(),
-        from_matrix.pretty()
-    );
-    assert!(
-        from_evaluator == expected,
-        "evaluator on {port}/{protocol}\nexpected:\n{}\ngot:\n{}",
-        expected.pretty(),
-        from_evaluator.pretty()
-    );
+    assert!(from_matrix == expected, "matrix on {port}/{protocol}\nexpected:\n{}\ngot:\n{}", expected.pretty(), from_matrix.pretty());
+    assert!(from_evaluator == expected, "evaluator on {port}/{protocol}\nexpected:\n{}\ngot:\n{}", expected.pretty(), from_evaluator.pretty());
 }
 
 fn all_allowed() -> TruthTable {
@@ -61,11 +46,7 @@ fn ns_label(ns: &str) -> Value {
 
 #[test]
 fn default_deny_ingress_blocks_everything_into_the_namespace() {
-    let s = e2e_with(&[(
-        "x",
-        "deny-ingress",
-        json!({"podSelector": {}, "ingress": []}),
-    )]);
+    let s = e2e_with(&[("x", "deny-ingress", json!({"podSelector": {}, "ingress": []}))]);
     let mut want = all_allowed();
     want.set("*/*", "x/*", false);
     check(&s, 80, TCP, &want);
@@ -73,11 +54,7 @@ fn default_deny_ingress_blocks_everything_into_the_namespace() {
 
 #[test]
 fn default_deny_all_blocks_both_directions() {
-    let s = e2e_with(&[(
-        "x",
-        "deny-all",
-        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-    )]);
+    let s = e2e_with(&[("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))]);
     let mut want = all_allowed();
     want.set("*/*", "x/*", false).set("x/*", "*/*", false);
     check(&s, 80, TCP, &want);
@@ -100,11 +77,7 @@ fn pod_selector_alone_means_the_policy_namespace() {
 fn deny_all_plus_allow_all_to_one_target_is_a_union() {
     let s = e2e_with(&[
         ("x", "deny-all", json!({"podSelector": {}, "ingress": []})),
-        (
-            "x",
-            "allow-all-to-a",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {}, "namespaceSelector": {}}]}]}),
-        ),
+        ("x", "allow-all-to-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {}, "namespaceSelector": {}}]}]})),
     ]);
     let mut want = all_allowed();
     want.set_all_to("x/b", false).set_all_to("x/c", false);
@@ -128,11 +101,7 @@ fn namespace_selector_alone_allows_every_pod_of_matching_namespaces() {
         json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["y"]}]}),
         json!({"matchLabels": {"ns": "y"}}),
     ] {
-        let s = e2e_with(&[(
-            "x",
-            "allow-y",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": selector}]}]}),
-        )]);
+        let s = e2e_with(&[("x", "allow-y", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": selector}]}]}))]);
         let mut want = all_allowed();
         want.set("x/*", "x/a", false).set("z/*", "x/a", false);
         check(&s, 80, TCP, &want);
@@ -177,9 +146,7 @@ fn namespace_and_pod_selector_in_one_peer_are_anded() {
         ]}]}),
     )]);
     let mut want = all_allowed();
-    want.set_all_to("x/a", false)
-        .set("y/b", "x/a", true)
-        .set("z/b", "x/a", true);
+    want.set_all_to("x/a", false).set("y/b", "x/a", true).set("z/b", "x/a", true);
     check(&s, 80, TCP, &want);
 }
 
@@ -194,9 +161,7 @@ fn multiple_values_in_anded_selectors() {
         ]}]}),
     )]);
     let mut want = all_allowed();
-    want.set("x/*", "x/a", false)
-        .set("y/a", "x/a", false)
-        .set("z/a", "x/a", false);
+    want.set("x/*", "x/a", false).set("y/a", "x/a", false).set("z/a", "x/a", false);
     check(&s, 80, TCP, &want);
 }
 
@@ -210,9 +175,7 @@ fn several_pod_selector_peers() {
         ]}]}),
     )]);
     let mut want = all_allowed();
-    want.set_all_to("x/a", false)
-        .set("x/b", "x/a", true)
-        .set("x/c", "x/a", true);
+    want.set_all_to("x/a", false).set("x/b", "x/a", true).set("x/c", "x/a", true);
     check(&s, 80, TCP, &want);
 }
 
@@ -267,11 +230,7 @@ fn stacked_policies_add_up_per_port() {
 
 #[test]
 fn an_empty_ingress_rule_allows_everything() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-all",
-        json!({"podSelector": {}, "ingress": [{}]}),
-    )]);
+    let s = e2e_with(&[("x", "allow-all", json!({"podSelector": {}, "ingress": [{}]}))]);
     check(&s, 80, TCP, &all_allowed());
     check(&s, 81, TCP, &all_allowed());
     check(&s, 80, SCTP, &all_allowed());
@@ -279,11 +238,7 @@ fn an_empty_ingress_rule_allows_everything() {
 
 #[test]
 fn a_named_port_in_an_ingress_rule() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-81-named",
-        json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
-    )]);
+    let s = e2e_with(&[("x", "allow-81-named", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))]);
     check(&s, 81, TCP, &all_allowed());
     let mut on_80 = all_allowed();
     on_80.set("*/*", "x/*", false);
@@ -309,11 +264,7 @@ fn a_named_port_from_one_namespace() {
 
 #[test]
 fn a_named_port_in_an_egress_rule_is_resolved_on_the_destination() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-egress-80",
-        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "serve-80-tcp"}]}]}),
-    )]);
+    let s = e2e_with(&[("x", "allow-egress-80", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "serve-80-tcp"}]}]}))]);
     check(&s, 80, TCP, &all_allowed());
     let mut on_81 = all_allowed();
     on_81.set("x/*", "*/*", false);
@@ -341,11 +292,7 @@ fn an_egress_allow_all_rule_takes_precedence_over_a_narrower_one() {
         "allow-to-y-a",
         json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": ns_label("y")}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
     );
-    let all = (
-        "x",
-        "allow-all-egress",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}),
-    );
+    let all = ("x", "allow-all-egress", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}));
     let s = e2e_with(&[narrow, all]);
     check(&s, 80, TCP, &all_allowed());
 }
@@ -354,11 +301,7 @@ fn an_egress_allow_all_rule_takes_precedence_over_a_narrower_one() {
 fn an_ingress_allow_all_rule_takes_precedence_over_a_narrower_one() {
     let s = e2e_with(&[
         allow_y_on_port_81(),
-        (
-            "x",
-            "allow-all-ingress",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}], "policyTypes": ["Ingress"]}),
-        ),
+        ("x", "allow-all-ingress", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}], "policyTypes": ["Ingress"]})),
     ]);
     check(&s, 80, TCP, &all_allowed());
     check(&s, 81, TCP, &all_allowed());
@@ -397,11 +340,7 @@ fn except_is_not_a_deny_another_policy_may_allow_the_address() {
             "allow-cluster-except-x-b",
             json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [x_b.clone()]}}]}]}),
         ),
-        (
-            "x",
-            "allow-x-b",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": x_b}}]}]}),
-        ),
+        ("x", "allow-x-b", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": x_b}}]}]})),
     ]);
     check(&s, 80, TCP, &all_allowed());
 }
@@ -414,25 +353,15 @@ fn ingress_from_a_cidr_block_matches_pod_ips() {
         json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.2.0/24", "except": ["10.244.2.3/32"]}}]}]}),
     )]);
     let mut want = all_allowed();
-    want.set_all_to("x/a", false)
-        .set("y/a", "x/a", true)
-        .set("y/b", "x/a", true);
+    want.set_all_to("x/a", false).set("y/a", "x/a", true).set("y/b", "x/a", true);
     check(&s, 80, TCP, &want);
 }
 
 #[test]
 fn ingress_and_egress_are_controlled_independently() {
     let s = e2e_with(&[
-        (
-            "x",
-            "deny-egress-a",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}),
-        ),
-        (
-            "x",
-            "allow-all-ingress-a",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}]}),
-        ),
+        ("x", "deny-egress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]})),
+        ("x", "allow-all-ingress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}]})),
     ]);
     let mut want = all_allowed();
     want.set_all_from("x/a", false);
@@ -441,11 +370,8 @@ fn ingress_and_egress_are_controlled_independently() {
 
 #[test]
 fn a_udp_rule_never_opens_tcp() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-udp-81",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]}),
-    )]);
+    let s =
+        e2e_with(&[("x", "allow-udp-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]}))]);
     check(&s, 81, UDP, &all_allowed());
     let mut tcp = all_allowed();
     tcp.set_all_to("x/a", false);
@@ -454,11 +380,8 @@ fn a_udp_rule_never_opens_tcp() {
 
 #[test]
 fn an_sctp_only_policy_still_isolates_and_never_opens_tcp_or_udp() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-sctp-80",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]}),
-    )]);
+    let s =
+        e2e_with(&[("x", "allow-sctp-80", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]}))]);
     check(&s, 80, SCTP, &all_allowed());
     let mut other = all_allowed();
     other.set_all_to("x/a", false);
@@ -469,11 +392,7 @@ fn an_sctp_only_policy_still_isolates_and_never_opens_tcp_or_udp() {
 
 #[test]
 fn a_protocol_without_port_allows_every_port_of_that_protocol() {
-    let s = e2e_with(&[(
-        "x",
-        "allow-any-udp",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"protocol": "UDP"}]}]}),
-    )]);
+    let s = e2e_with(&[("x", "allow-any-udp", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"protocol": "UDP"}]}]}))]);
     check(&s, 80, UDP, &all_allowed());
     check(&s, 81, UDP, &all_allowed());
     let mut tcp = all_allowed();
@@ -519,16 +438,8 @@ fn multiple_end_port_ranges_and_single_ports_combine() {
 #[test]
 fn client_side_egress_deny_wins_over_server_side_allow() {
     let s = e2e_with(&[
-        (
-            "x",
-            "deny-egress",
-            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": []}),
-        ),
-        (
-            "y",
-            "allow-ingress",
-            json!({"podSelector": {}, "ingress": [{}]}),
-        ),
+        ("x", "deny-egress", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": []})),
+        ("y", "allow-ingress", json!({"podSelector": {}, "ingress": [{}]})),
     ]);
     let mut want = all_allowed();
     want.set_all_from("x/a", false);
@@ -555,11 +466,7 @@ fn ingress_and_egress_specified_together() {
 
 #[test]
 fn egress_only_to_dns_blocks_everything_else() {
-    let s = e2e_with(&[(
-        "x",
-        "dns-only",
-        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}),
-    )]);
+    let s = e2e_with(&[("x", "dns-only", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}))]);
     let mut want = all_allowed();
     want.set("x/*", "*/*", false);
     check(&s, 80, TCP, &want);
@@ -598,11 +505,7 @@ fn rules_are_never_cross_multiplied() {
 
 #[test]
 fn a_policy_in_one_namespace_never_selects_pods_of_another() {
-    let s = e2e_with(&[(
-        "y",
-        "deny-y",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}}),
-    )]);
+    let s = e2e_with(&[("y", "deny-y", json!({"podSelector": {"matchLabels": {"pod": "a"}}}))]);
     let mut want = all_allowed();
     want.set_all_to("y/a", false);
     check(&s, 80, TCP, &want);
@@ -611,11 +514,7 @@ fn a_policy_in_one_namespace_never_selects_pods_of_another() {
 #[test]
 fn egress_rules_without_policy_types_also_isolate_ingress() {
     // Defaulting: no policyTypes means Ingress, plus Egress because egress rules exist.
-    let s = e2e_with(&[(
-        "x",
-        "egress-rules-only",
-        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "egress": [{}]}),
-    )]);
+    let s = e2e_with(&[("x", "egress-rules-only", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "egress": [{}]}))]);
     let mut want = all_allowed();
     want.set_all_to("x/a", false);
     check(&s, 80, TCP, &want);

@@ -10,30 +10,15 @@ use testkit::{cluster, namespace, network_policy, pod};
 fn warnings(policies: Vec<Value>) -> Vec<String> {
     let mut objects = vec![
         namespace("prod", json!({"env": "prod"})),
-        pod(
-            "prod",
-            "web",
-            json!({"app": "web"}),
-            &[("http", 8080, "TCP")],
-            Some("10.244.1.10"),
-        ),
-        pod(
-            "prod",
-            "db",
-            json!({"app": "db"}),
-            &[("pg", 5432, "TCP")],
-            Some("10.244.2.12"),
-        ),
+        pod("prod", "web", json!({"app": "web"}), &[("http", 8080, "TCP")], Some("10.244.1.10")),
+        pod("prod", "db", json!({"app": "db"}), &[("pg", 5432, "TCP")], Some("10.244.2.12")),
     ];
     objects.extend(policies);
     let state = cluster(&objects);
     let compiled = PolicySet::compile(&state).unwrap();
     let findings = lint(&state, &compiled);
     assert!(findings.iter().all(|f| f.severity == Severity::Warning));
-    findings
-        .iter()
-        .map(|f| format!("{}: {}", f.field.clone().unwrap_or_default(), f.message))
-        .collect()
+    findings.iter().map(|f| format!("{}: {}", f.field.clone().unwrap_or_default(), f.message)).collect()
 }
 
 #[test]
@@ -48,17 +33,8 @@ fn a_clean_policy_has_no_warnings() {
 
 #[test]
 fn a_policy_that_selects_no_pod() {
-    let w = warnings(vec![network_policy(
-        "prod",
-        "ghost",
-        json!({"podSelector": {"matchLabels": {"app": "ghost"}}}),
-    )]);
-    assert_eq!(
-        w,
-        [
-            "spec.podSelector: selects no pod in namespace prod (app=ghost): the policy has no effect"
-        ]
-    );
+    let w = warnings(vec![network_policy("prod", "ghost", json!({"podSelector": {"matchLabels": {"app": "ghost"}}}))]);
+    assert_eq!(w, ["spec.podSelector: selects no pod in namespace prod (app=ghost): the policy has no effect"]);
 }
 
 #[test]
@@ -88,10 +64,7 @@ fn a_rule_whose_peers_all_select_nothing_can_never_match() {
         "db",
         json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "wbe"}}}]}]}),
     )]);
-    assert_eq!(
-        w.last().unwrap(),
-        "spec.ingress[0]: this rule can never match"
-    );
+    assert_eq!(w.last().unwrap(), "spec.ingress[0]: this rule can never match");
 }
 
 #[test]
@@ -150,25 +123,14 @@ fn non_canonical_cidrs_get_the_api_server_warning() {
     )]);
     assert_eq!(
         w,
-        [
-            "spec.egress[0].to[0].ipBlock.cidr: CIDR value \"192.0.2.1/24\" is ambiguous in this context (should be \"192.0.2.0/24\" or \"192.0.2.1/32\"?)"
-        ]
+        ["spec.egress[0].to[0].ipBlock.cidr: CIDR value \"192.0.2.1/24\" is ambiguous in this context (should be \"192.0.2.0/24\" or \"192.0.2.1/32\"?)"]
     );
 }
 
 #[test]
 fn rules_of_a_direction_left_out_of_policy_types() {
-    let w = warnings(vec![network_policy(
-        "prod",
-        "db",
-        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"], "egress": [{}]}),
-    )]);
-    assert_eq!(
-        w,
-        [
-            "spec.egress: rules are ignored: spec.policyTypes does not include Egress, so these rules can never match"
-        ]
-    );
+    let w = warnings(vec![network_policy("prod", "db", json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"], "egress": [{}]}))]);
+    assert_eq!(w, ["spec.egress: rules are ignored: spec.policyTypes does not include Egress, so these rules can never match"]);
 }
 
 #[test]

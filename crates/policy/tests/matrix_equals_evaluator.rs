@@ -36,12 +36,9 @@ fn selector() -> impl Strategy<Value = Value> {
 fn ns_selector() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(json!({})),
-        (0..3usize)
-            .prop_map(|i| json!({"matchLabels": {"kubernetes.io/metadata.name": NAMESPACES[i]}})),
+        (0..3usize).prop_map(|i| json!({"matchLabels": {"kubernetes.io/metadata.name": NAMESPACES[i]}})),
         Just(json!({"matchLabels": {"env": "prod"}})),
-        Just(
-            json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]})
-        ),
+        Just(json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]})),
     ]
 }
 
@@ -49,8 +46,7 @@ fn peer() -> impl Strategy<Value = Value> {
     prop_oneof![
         selector().prop_map(|s| json!({"podSelector": s})),
         ns_selector().prop_map(|n| json!({"namespaceSelector": n})),
-        (selector(), ns_selector())
-            .prop_map(|(s, n)| json!({"podSelector": s, "namespaceSelector": n})),
+        (selector(), ns_selector()).prop_map(|(s, n)| json!({"podSelector": s, "namespaceSelector": n})),
         (0..3u8, proptest::bool::ANY).prop_map(|(third, except)| {
             let mut b = json!({"ipBlock": {"cidr": format!("10.244.{third}.0/24")}});
             if except {
@@ -67,18 +63,14 @@ fn port() -> impl Strategy<Value = Value> {
         proto.clone().prop_map(|p| json!({"protocol": p})),
         (proto.clone(), 79..82u16).prop_map(|(p, n)| json!({"protocol": p, "port": n})),
         (79..81u16, 0..3u16).prop_map(|(n, w)| json!({"port": n, "endPort": n + w})),
-        prop_oneof![Just("http"), Just("dns"), Just("metrics")]
-            .prop_map(|name| json!({"port": name})),
+        prop_oneof![Just("http"), Just("dns"), Just("metrics")].prop_map(|name| json!({"port": name})),
         Just(json!({"port": "dns", "protocol": "UDP"})),
     ]
 }
 
 fn rule(peer_key: &'static str) -> impl Strategy<Value = Value> {
-    (
-        proptest::option::of(proptest::collection::vec(peer(), 0..3)),
-        proptest::option::of(proptest::collection::vec(port(), 0..3)),
-    )
-        .prop_map(move |(peers, ports)| {
+    (proptest::option::of(proptest::collection::vec(peer(), 0..3)), proptest::option::of(proptest::collection::vec(port(), 0..3))).prop_map(
+        move |(peers, ports)| {
             let mut r = json!({});
             if let Some(p) = peers {
                 r[peer_key] = json!(p);
@@ -87,22 +79,13 @@ fn rule(peer_key: &'static str) -> impl Strategy<Value = Value> {
                 r["ports"] = json!(p);
             }
             r
-        })
+        },
+    )
 }
 
 fn policy_spec() -> impl Strategy<Value = Value> {
-    let types = prop_oneof![
-        Just(None),
-        Just(Some(json!(["Ingress"]))),
-        Just(Some(json!(["Egress"]))),
-        Just(Some(json!(["Ingress", "Egress"]))),
-    ];
-    (
-        selector(),
-        proptest::option::of(proptest::collection::vec(rule("from"), 0..3)),
-        proptest::option::of(proptest::collection::vec(rule("to"), 0..3)),
-        types,
-    )
+    let types = prop_oneof![Just(None), Just(Some(json!(["Ingress"]))), Just(Some(json!(["Egress"]))), Just(Some(json!(["Ingress", "Egress"]))),];
+    (selector(), proptest::option::of(proptest::collection::vec(rule("from"), 0..3)), proptest::option::of(proptest::collection::vec(rule("to"), 0..3)), types)
         .prop_map(|(sel, ingress, egress, types)| {
             let mut s = json!({"podSelector": sel});
             if let Some(i) = ingress {
@@ -137,24 +120,13 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
         proptest::bool::weighted(0.15),
         proptest::option::of(0..2u8),
     )
-        .prop_map(|(ns, labels, ports, ip, host_network, node)| PodSpec {
-            ns,
-            labels,
-            ports,
-            ip,
-            host_network,
-            node,
-        })
+        .prop_map(|(ns, labels, ports, ip, host_network, node)| PodSpec { ns, labels, ports, ip, host_network, node })
 }
 
 fn build(pods: &[PodSpec], prod_ns: usize, policies: &[(usize, Value)]) -> Vec<Value> {
     let mut objects = Vec::new();
     for (i, ns) in NAMESPACES.iter().enumerate() {
-        let labels = if i == prod_ns {
-            json!({"env": "prod"})
-        } else {
-            json!({})
-        };
+        let labels = if i == prod_ns { json!({"env": "prod"}) } else { json!({}) };
         objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}));
     }
     for (i, p) in pods.iter().enumerate() {

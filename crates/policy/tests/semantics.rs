@@ -12,20 +12,9 @@ fn allowed(state: &ClusterState, from: &str, to: &str, port: u16, protocol: Prot
     let ev = Evaluator::new(state, &policies);
     let endpoint = |s: &str| match s.parse() {
         Ok(ip) => Endpoint::External(ip),
-        Err(_) => Endpoint::Pod(
-            state
-                .pods
-                .iter()
-                .find(|p| p.key() == s)
-                .unwrap_or_else(|| panic!("no pod {s}")),
-        ),
+        Err(_) => Endpoint::Pod(state.pods.iter().find(|p| p.key() == s).unwrap_or_else(|| panic!("no pod {s}"))),
     };
-    let c = Connection {
-        from: endpoint(from),
-        to: endpoint(to),
-        port,
-        protocol,
-    };
+    let c = Connection { from: endpoint(from), to: endpoint(to), port, protocol };
     let by_evaluator = ev.allowed(&c);
     // The matrix must agree wherever both ends are pods.
     if let (Endpoint::Pod(a), Endpoint::Pod(b)) = (c.from, c.to) {
@@ -40,38 +29,16 @@ fn allowed(state: &ClusterState, from: &str, to: &str, port: u16, protocol: Prot
 fn base(extra: Vec<Value>) -> ClusterState {
     let mut objects = vec![
         namespace("prod", json!({"env": "prod"})),
-        pod(
-            "prod",
-            "web",
-            json!({"app": "web"}),
-            &[("http", 8080, "TCP")],
-            Some("10.244.1.10"),
-        ),
-        pod(
-            "prod",
-            "api",
-            json!({"app": "api"}),
-            &[("http", 8080, "TCP"), ("metrics", 9090, "TCP")],
-            Some("10.244.1.11"),
-        ),
-        pod(
-            "prod",
-            "db",
-            json!({"app": "db"}),
-            &[("pg", 5432, "TCP")],
-            Some("10.244.2.12"),
-        ),
+        pod("prod", "web", json!({"app": "web"}), &[("http", 8080, "TCP")], Some("10.244.1.10")),
+        pod("prod", "api", json!({"app": "api"}), &[("http", 8080, "TCP"), ("metrics", 9090, "TCP")], Some("10.244.1.11")),
+        pod("prod", "db", json!({"app": "db"}), &[("pg", 5432, "TCP")], Some("10.244.2.12")),
     ];
     objects.extend(extra);
     cluster(&objects)
 }
 
 fn deny_all(ns: &str) -> Value {
-    network_policy(
-        ns,
-        "deny-all",
-        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-    )
+    network_policy(ns, "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
 }
 
 #[test]
@@ -109,33 +76,16 @@ fn both_ends_must_allow() {
 
 #[test]
 fn named_ports_need_name_protocol_and_number_to_agree_on_the_destination() {
-    let s = base(vec![network_policy(
-        "prod",
-        "http-only",
-        json!({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}),
-    )]);
+    let s = base(vec![network_policy("prod", "http-only", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}))]);
     assert!(allowed(&s, "prod/web", "prod/api", 8080, Protocol::Tcp));
-    assert!(
-        !allowed(&s, "prod/web", "prod/api", 9090, Protocol::Tcp),
-        "another number"
-    );
-    assert!(
-        !allowed(&s, "prod/web", "prod/api", 8080, Protocol::Udp),
-        "another protocol"
-    );
-    assert!(
-        !allowed(&s, "prod/web", "prod/db", 8080, Protocol::Tcp),
-        "db declares no port named http"
-    );
+    assert!(!allowed(&s, "prod/web", "prod/api", 9090, Protocol::Tcp), "another number");
+    assert!(!allowed(&s, "prod/web", "prod/api", 8080, Protocol::Udp), "another protocol");
+    assert!(!allowed(&s, "prod/web", "prod/db", 8080, Protocol::Tcp), "db declares no port named http");
 }
 
 #[test]
 fn an_egress_named_port_never_matches_an_address_outside_the_cluster() {
-    let s = base(vec![network_policy(
-        "prod",
-        "out-http",
-        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "http"}]}]}),
-    )]);
+    let s = base(vec![network_policy("prod", "out-http", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "http"}]}]}))]);
     assert!(allowed(&s, "prod/web", "prod/api", 8080, Protocol::Tcp));
     assert!(!allowed(&s, "prod/web", "192.0.2.1", 8080, Protocol::Tcp));
 }
@@ -148,10 +98,7 @@ fn ip_blocks_match_pod_ips_and_outside_addresses() {
         json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.1.0/24", "except": ["10.244.1.10/32"]}}, {"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}),
     )]);
     assert!(allowed(&s, "prod/api", "prod/db", 5432, Protocol::Tcp));
-    assert!(
-        !allowed(&s, "prod/web", "prod/db", 5432, Protocol::Tcp),
-        "excepted"
-    );
+    assert!(!allowed(&s, "prod/web", "prod/db", 5432, Protocol::Tcp), "excepted");
     assert!(allowed(&s, "192.0.2.7", "prod/db", 5432, Protocol::Tcp));
     assert!(!allowed(&s, "198.51.100.1", "prod/db", 5432, Protocol::Tcp));
 }
@@ -169,11 +116,7 @@ fn selectors_never_match_outside_addresses() {
 
 #[test]
 fn an_empty_peer_list_admits_outside_addresses_too() {
-    let s = base(vec![network_policy(
-        "prod",
-        "db-any",
-        json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"port": 5432}]}]}),
-    )]);
+    let s = base(vec![network_policy("prod", "db-any", json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"port": 5432}]}]}))]);
     assert!(allowed(&s, "192.0.2.7", "prod/db", 5432, Protocol::Tcp));
     assert!(!allowed(&s, "192.0.2.7", "prod/db", 5433, Protocol::Tcp));
 }
@@ -213,13 +156,7 @@ fn a_namespace_only_referenced_carries_just_its_name_label() {
 
 #[test]
 fn host_network_pods_are_not_selected_and_not_matched_by_selectors() {
-    let mut host = pod(
-        "prod",
-        "agent",
-        json!({"app": "web"}),
-        &[],
-        Some("172.18.0.2"),
-    );
+    let mut host = pod("prod", "agent", json!({"app": "web"}), &[], Some("172.18.0.2"));
     host["spec"]["hostNetwork"] = json!(true);
     host["spec"]["nodeName"] = json!("node-1");
     let s = base(vec![
@@ -237,18 +174,9 @@ fn host_network_pods_are_not_selected_and_not_matched_by_selectors() {
         ),
     ]);
     // deny-all selects everything in prod but the hostNetwork pod: its egress is open.
-    assert!(
-        allowed(&s, "prod/agent", "prod/api", 8080, Protocol::Tcp),
-        "ipBlock matches the node IP"
-    );
-    assert!(
-        !allowed(&s, "prod/agent", "prod/db", 5432, Protocol::Tcp),
-        "podSelector app=web does not match a hostNetwork pod"
-    );
-    assert!(
-        !allowed(&s, "prod/web", "prod/agent", 1, Protocol::Tcp),
-        "web's egress is denied"
-    );
+    assert!(allowed(&s, "prod/agent", "prod/api", 8080, Protocol::Tcp), "ipBlock matches the node IP");
+    assert!(!allowed(&s, "prod/agent", "prod/db", 5432, Protocol::Tcp), "podSelector app=web does not match a hostNetwork pod");
+    assert!(!allowed(&s, "prod/web", "prod/agent", 1, Protocol::Tcp), "web's egress is denied");
 }
 
 #[test]
@@ -261,27 +189,9 @@ fn traffic_between_a_pod_and_its_own_node_is_always_allowed() {
     let mut remote = pod("prod", "remote", json!({}), &[], Some("10.244.2.5"));
     remote["spec"]["nodeName"] = json!("node-2");
     let s = cluster(&[host, local, remote, deny_all("prod")]);
-    assert!(allowed(
-        &s,
-        "kube-system/agent",
-        "prod/local",
-        80,
-        Protocol::Tcp
-    ));
-    assert!(allowed(
-        &s,
-        "prod/local",
-        "kube-system/agent",
-        80,
-        Protocol::Tcp
-    ));
-    assert!(!allowed(
-        &s,
-        "kube-system/agent",
-        "prod/remote",
-        80,
-        Protocol::Tcp
-    ));
+    assert!(allowed(&s, "kube-system/agent", "prod/local", 80, Protocol::Tcp));
+    assert!(allowed(&s, "prod/local", "kube-system/agent", 80, Protocol::Tcp));
+    assert!(!allowed(&s, "kube-system/agent", "prod/remote", 80, Protocol::Tcp));
 }
 
 #[test]
@@ -293,39 +203,19 @@ fn explain_names_the_isolating_policies_and_the_allowing_rule() {
             "api-in",
             json!({"podSelector": {"matchLabels": {"app": "api"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "db"}}}, {"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": 9090}, {"port": "http"}]}]}),
         ),
-        network_policy(
-            "prod",
-            "web-out",
-            json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [{}]}),
-        ),
+        network_policy("prod", "web-out", json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [{}]})),
     ]);
     let policies = PolicySet::compile(&s).unwrap();
     let ev = Evaluator::new(&s, &policies);
     let web = s.pods.iter().find(|p| p.name == "web").unwrap();
     let api = s.pods.iter().find(|p| p.name == "api").unwrap();
-    let e = ev.explain(&Connection {
-        from: Endpoint::Pod(web),
-        to: Endpoint::Pod(api),
-        port: 8080,
-        protocol: Protocol::Tcp,
-    });
+    let e = ev.explain(&Connection { from: Endpoint::Pod(web), to: Endpoint::Pod(api), port: 8080, protocol: Protocol::Tcp });
     assert!(e.allowed);
     assert_eq!(e.ingress.selected_by, ["prod/api-in", "prod/deny-all"]);
     assert_eq!(e.ingress.allowed_by.len(), 1);
-    assert_eq!(
-        e.ingress.allowed_by[0].describe(),
-        "prod/api-in ingress[0] (from[1], ports[1])"
-    );
-    assert_eq!(
-        e.egress.allowed_by[0].describe(),
-        "prod/web-out egress[0] (any to, any port)"
-    );
-    let e = ev.explain(&Connection {
-        from: Endpoint::Pod(api),
-        to: Endpoint::Pod(web),
-        port: 8080,
-        protocol: Protocol::Tcp,
-    });
+    assert_eq!(e.ingress.allowed_by[0].describe(), "prod/api-in ingress[0] (from[1], ports[1])");
+    assert_eq!(e.egress.allowed_by[0].describe(), "prod/web-out egress[0] (any to, any port)");
+    let e = ev.explain(&Connection { from: Endpoint::Pod(api), to: Endpoint::Pod(web), port: 8080, protocol: Protocol::Tcp });
     assert!(!e.allowed);
     assert!(e.egress.isolated && e.egress.allowed_by.is_empty());
 }
@@ -338,8 +228,5 @@ fn invalid_policies_fail_compilation_with_every_error() {
     ]);
     let errs = PolicySet::compile(&s).unwrap_err();
     assert_eq!(errs.len(), 2);
-    assert_eq!(
-        errs[0].to_string(),
-        "testkit.json: document 5: NetworkPolicy prod/bad-1: spec.ingress[0].from[0]: Required value: must specify a peer"
-    );
+    assert_eq!(errs[0].to_string(), "testkit.json: document 5: NetworkPolicy prod/bad-1: spec.ingress[0].from[0]: Required value: must specify a peer");
 }

@@ -91,11 +91,7 @@ impl NodePlan {
                 };
                 let mut current = p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port());
                 let dnated = (f.reply_src, f.reply_sport) != (f.orig_dst, f.orig_dport);
-                if dnated {
-                    !current.any(|ep| ep == (f.reply_src, f.reply_sport))
-                } else {
-                    current.next().is_some()
-                }
+                if dnated { !current.any(|ep| ep == (f.reply_src, f.reply_sport)) } else { current.next().is_some() }
             })
             .cloned()
             .collect()
@@ -115,10 +111,7 @@ conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.\n";
 
     fn node_plan() -> NodePlan {
         let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: x}\nspec: {clusterIP: 10.96.0.10, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}, {name: tcp, port: 53, protocol: TCP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {clusterIP: 10.96.0.11, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: dns}}\nspec: {nodeName: node-2, containers: [{name: c}]}\nstatus: {podIP: 10.244.1.2}\n";
-        let s = model::ClusterState::from_objects(
-            &model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap(),
-        )
-        .unwrap();
+        let s = model::ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
         plan(&s, "node-1", &ProxyConfig::default()).unwrap()
     }
 
@@ -128,10 +121,7 @@ conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.\n";
         assert_eq!(flows.len(), 4);
         assert_eq!(flows[0].reply_src, "10.244.1.2".parse::<IpAddr>().unwrap());
         assert_eq!((flows[2].orig_dport, flows[2].reply_sport), (53, 53));
-        assert_eq!(
-            flows[0].delete_args().join(" "),
-            "-p udp --orig-src 10.244.0.9 --orig-dst 10.96.0.10 --sport 40000 --dport 53"
-        );
+        assert_eq!(flows[0].delete_args().join(" "), "-p udp --orig-src 10.244.0.9 --orig-dst 10.96.0.10 --sport 40000 --dport 53");
     }
 
     #[test]

@@ -15,12 +15,7 @@ pub struct Histogram {
 
 impl Histogram {
     fn new(bounds: Vec<f64>) -> Histogram {
-        Histogram {
-            counts: vec![0; bounds.len()],
-            bounds,
-            sum: 0.0,
-            count: 0,
-        }
+        Histogram { counts: vec![0; bounds.len()], bounds, sum: 0.0, count: 0 }
     }
 
     /// Records one observation.
@@ -39,11 +34,7 @@ impl Histogram {
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-            self.count, self.sum, self.count
-        );
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", self.count, self.sum, self.count);
     }
 }
 
@@ -81,13 +72,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let sync = || Histogram::new(exponential(0.001, 2.0, 15));
-        let programming = [
-            linear(0.25, 0.25, 2),
-            linear(1.0, 1.0, 59),
-            linear(60.0, 5.0, 12),
-            linear(120.0, 30.0, 7),
-        ]
-        .concat();
+        let programming = [linear(0.25, 0.25, 2), linear(1.0, 1.0, 59), linear(60.0, 5.0, 12), linear(120.0, 30.0, 7)].concat();
         Metrics {
             sync_duration: sync(),
             full_sync_duration: sync(),
@@ -107,12 +92,7 @@ impl Metrics {
     /// `seconds`, programming changes first queued at `queued`.
     pub fn synced(&mut self, now: f64, seconds: f64, full: bool, queued: f64, elements: usize) {
         self.sync_duration.observe(seconds);
-        if full {
-            &mut self.full_sync_duration
-        } else {
-            &mut self.partial_sync_duration
-        }
-        .observe(seconds);
+        if full { &mut self.full_sync_duration } else { &mut self.partial_sync_duration }.observe(seconds);
         self.network_programming.observe((now - queued).max(0.0));
         self.last_sync_timestamp = now;
         self.elements = elements;
@@ -121,31 +101,16 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        self.sync_duration.write(
-            &mut out,
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-        );
-        self.full_sync_duration.write(
-            &mut out,
-            "kubeproxy_sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
-        );
+        self.sync_duration.write(&mut out, "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds");
+        self.full_sync_duration.write(&mut out, "kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs");
         self.partial_sync_duration.write(
             &mut out,
             "kubeproxy_sync_partial_proxy_rules_duration_seconds",
             "SyncProxyRules latency in seconds for partial resyncs",
         );
-        self.network_programming.write(
-            &mut out,
-            "kubeproxy_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds",
-        );
+        self.network_programming.write(&mut out, "kubeproxy_network_programming_duration_seconds", "In Cluster Network Programming Latency in seconds");
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
         gauge(
             &mut out,
@@ -168,17 +133,8 @@ impl Metrics {
             "counter",
             self.sync_failures.to_string(),
         );
-        gauge(
-            &mut out,
-            "podnet_proxy_nftables_elements",
-            "Set and map elements in the proxy's tables",
-            "gauge",
-            self.elements.to_string(),
-        );
-        for (probe, help) in [
-            ("healthz", "Cumulative proxy healthz HTTP status"),
-            ("livez", "Cumulative proxy livez HTTP status"),
-        ] {
+        gauge(&mut out, "podnet_proxy_nftables_elements", "Set and map elements in the proxy's tables", "gauge", self.elements.to_string());
+        for (probe, help) in [("healthz", "Cumulative proxy healthz HTTP status"), ("livez", "Cumulative proxy livez HTTP status")] {
             let name = format!("kubeproxy_proxy_{probe}_total");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((_, code), n) in self.probes.iter().filter(|((p, _), _)| *p == probe) {
@@ -203,29 +159,15 @@ impl Health {
     /// The status code and JSON body of `/healthz` (`livez: false`) or `/livez` at `now`.
     /// `/healthz` also says whether the node is eligible for traffic (a node being deleted is
     /// not); `/livez` leaves that out.
-    pub fn report(
-        &self,
-        now: f64,
-        timeout: f64,
-        node_eligible: bool,
-        livez: bool,
-    ) -> (u16, String) {
-        let healthy = self
-            .oldest_pending
-            .is_none_or(|queued| now - queued < timeout);
+    pub fn report(&self, now: f64, timeout: f64, node_eligible: bool, livez: bool) -> (u16, String) {
+        let healthy = self.oldest_pending.is_none_or(|queued| now - queued < timeout);
         let stamp = |t: f64| {
             let secs = t.max(0.0) as i64;
             let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
             let (y, m, d) = civil_from_days(days);
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
+            format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
         };
-        let mut body =
-            serde_json::json!({"lastUpdated": stamp(self.last_updated), "currentTime": stamp(now)});
+        let mut body = serde_json::json!({"lastUpdated": stamp(self.last_updated), "currentTime": stamp(now)});
         if !livez {
             body["nodeEligible"] = serde_json::Value::Bool(node_eligible);
         }
@@ -255,15 +197,9 @@ mod tests {
     fn buckets_are_kube_proxys() {
         let m = Metrics::default();
         assert_eq!(m.sync_duration.bounds.len(), 15);
-        assert_eq!(
-            (m.sync_duration.bounds[0], m.sync_duration.bounds[14]),
-            (0.001, 16.384)
-        );
+        assert_eq!((m.sync_duration.bounds[0], m.sync_duration.bounds[14]), (0.001, 16.384));
         let p = &m.network_programming.bounds;
-        assert_eq!(
-            (p.len(), p[0], p[1], p[2], p[60], p[61], p[72], p[79]),
-            (80, 0.25, 0.5, 1.0, 59.0, 60.0, 115.0, 300.0)
-        );
+        assert_eq!((p.len(), p[0], p[1], p[2], p[60], p[61], p[72], p[79]), (80, 0.25, 0.5, 1.0, 59.0, 60.0, 115.0, 300.0));
     }
 
     #[test]
@@ -271,38 +207,22 @@ mod tests {
         let mut m = Metrics::default();
         m.synced(1000.0, 0.003, false, 999.9, 42);
         let text = m.render();
-        assert!(
-            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.002\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1")
-        );
+        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.002\"} 0"), "{text}");
+        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1"));
         assert!(text.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1"));
         assert!(text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 0"));
-        assert!(
-            text.contains("kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"} 1")
-        );
+        assert!(text.contains("kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"} 1"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds 1000"));
         assert!(text.contains("podnet_proxy_nftables_elements 42"));
     }
 
     #[test]
     fn health_fails_when_a_change_waits_past_the_timeout() {
-        let h = Health {
-            last_updated: 1_700_000_000.0,
-            oldest_pending: None,
-        };
+        let h = Health { last_updated: 1_700_000_000.0, oldest_pending: None };
         let (code, body) = h.report(1_700_000_100.0, 60.0, true, false);
         assert_eq!(code, 200);
-        assert_eq!(
-            body,
-            r#"{"currentTime":"2023-11-14T22:15:00Z","lastUpdated":"2023-11-14T22:13:20Z","nodeEligible":true}"#
-        );
-        let pending = Health {
-            oldest_pending: Some(1_700_000_000.0),
-            ..h.clone()
-        };
+        assert_eq!(body, r#"{"currentTime":"2023-11-14T22:15:00Z","lastUpdated":"2023-11-14T22:13:20Z","nodeEligible":true}"#);
+        let pending = Health { oldest_pending: Some(1_700_000_000.0), ..h.clone() };
         assert_eq!(pending.report(1_700_000_030.0, 60.0, true, false).0, 200);
         assert_eq!(pending.report(1_700_000_061.0, 60.0, true, false).0, 503);
         // A node being deleted fails /healthz but not /livez.

@@ -37,8 +37,7 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// Reads a `KubeProxyConfiguration` document.
     pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_norway::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+        let v: serde_json::Value = serde_norway::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
         if v.get("kind").and_then(|k| k.as_str()) != Some("KubeProxyConfiguration") {
             return Err("expected kind: KubeProxyConfiguration".into());
         }
@@ -84,10 +83,7 @@ impl PortPlan {
 
     /// The endpoints of `ip`'s family in `endpoints` (one of `cluster` / `local`).
     pub fn same_family(endpoints: &[Endpoint], ip: IpAddr) -> impl Iterator<Item = &Endpoint> {
-        endpoints.iter().filter(move |e| {
-            e.ip_port()
-                .is_some_and(|(a, _)| a.is_ipv6() == ip.is_ipv6())
-        })
+        endpoints.iter().filter(move |e| e.ip_port().is_some_and(|(a, _)| a.is_ipv6() == ip.is_ipv6()))
     }
 }
 
@@ -119,34 +115,12 @@ impl std::fmt::Display for PlanError {
 impl std::error::Error for PlanError {}
 
 fn node_view(state: &ClusterState, name: &str) -> Result<NodeView, PlanError> {
-    let node = state
-        .nodes
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(name))
-        .ok_or_else(|| {
-            let names: Vec<String> = state
-                .nodes
-                .iter()
-                .filter_map(|n| n.metadata.name.clone())
-                .collect();
-            PlanError(format!(
-                "node {name:?} is not among the manifests' Nodes ({})",
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })?;
-    let mut view = NodeView {
-        name: name.to_owned(),
-        ..Default::default()
-    };
-    for a in node
-        .status
-        .iter()
-        .flat_map(|s| s.addresses.iter().flatten())
-    {
+    let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)).ok_or_else(|| {
+        let names: Vec<String> = state.nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        PlanError(format!("node {name:?} is not among the manifests' Nodes ({})", if names.is_empty() { "none".into() } else { names.join(", ") }))
+    })?;
+    let mut view = NodeView { name: name.to_owned(), ..Default::default() };
+    for a in node.status.iter().flat_map(|s| s.addresses.iter().flatten()) {
         let Ok(ip) = a.address.parse::<IpAddr>() else {
             continue;
         };
@@ -158,18 +132,9 @@ fn node_view(state: &ClusterState, name: &str) -> Result<NodeView, PlanError> {
         }
     }
     let spec = node.spec.clone().unwrap_or_default();
-    let cidrs = spec
-        .pod_cidrs
-        .clone()
-        .unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
+    let cidrs = spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
     view.pod_cidrs = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
-    view.zone = node
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(model::endpoints::LABEL_ZONE))
-        .cloned()
-        .unwrap_or_default();
+    view.zone = node.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_ZONE)).cloned().unwrap_or_default();
     Ok(view)
 }
 
@@ -181,32 +146,14 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
     // The given slices by reference (they can be many), and computed ones for Services with a
     // selector that the manifests give none for.
     let computed = model::endpoints::missing(state, |p| p.ready.unwrap_or(true));
-    let slices: Vec<&EndpointSlice> = state
-        .endpoint_slices
-        .iter()
-        .map(|s| &s.object)
-        .chain(&computed)
-        .collect();
+    let slices: Vec<&EndpointSlice> = state.endpoint_slices.iter().map(|s| &s.object).chain(&computed).collect();
     let mut cluster_cidrs = Vec::new();
-    for c in config
-        .cluster_cidr
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
-        cluster_cidrs.push(
-            c.parse::<IpNet>()
-                .map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?,
-        );
+    for c in config.cluster_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?);
     }
-    let service_cidrs = state
-        .service_cidrs
-        .iter()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let service_cidrs = state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
     // Slices by Service, so that each port looks only at its own.
-    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> =
-        std::collections::HashMap::new();
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = std::collections::HashMap::new();
     for s in slices {
         if let Some(svc) = model::endpoints::service_of(s) {
             by_service.entry(svc).or_default().push(s);
@@ -216,44 +163,22 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
         .services
         .iter()
         .flat_map(|svc| {
-            let own = by_service
-                .get(&(svc.namespace.as_str(), svc.name.as_str()))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let own = by_service.get(&(svc.namespace.as_str(), svc.name.as_str())).map(Vec::as_slice).unwrap_or_default();
             service_plan(&svc.object, own, &node)
         })
         .collect();
-    Ok(NodePlan {
-        node,
-        config: config.clone(),
-        ports,
-        service_cidrs,
-        cluster_cidrs,
-    })
+    Ok(NodePlan { node, config: config.clone(), ports, service_cidrs, cluster_cidrs })
 }
 
 /// One Service's ports as `node` programs them, from that Service's EndpointSlices.
-pub fn service_plan(
-    svc: &k8s_openapi::api::core::v1::Service,
-    slices: &[&EndpointSlice],
-    node: &NodeView,
-) -> Vec<PortPlan> {
+pub fn service_plan(svc: &k8s_openapi::api::core::v1::Service, slices: &[&EndpointSlice], node: &NodeView) -> Vec<PortPlan> {
     crate::service::ports_of(svc)
         .into_iter()
         .map(|port| {
             let eps = endpoints_for(&port, slices.iter().copied(), &node.name);
-            let mut plan = PortPlan {
-                cluster: Vec::new(),
-                local: Vec::new(),
-                has_any: [false; 2],
-                port,
-            };
+            let mut plan = PortPlan { cluster: Vec::new(), local: Vec::new(), has_any: [false; 2], port };
             for v6 in [false, true] {
-                let family: Vec<Endpoint> = eps
-                    .iter()
-                    .filter(|e| e.ip_port().is_some_and(|(ip, _)| ip.is_ipv6() == v6))
-                    .cloned()
-                    .collect();
+                let family: Vec<Endpoint> = eps.iter().filter(|e| e.ip_port().is_some_and(|(ip, _)| ip.is_ipv6() == v6)).cloned().collect();
                 let c = categorize(&family, plan.port.policies, &node.name, &node.zone);
                 plan.cluster.extend(c.cluster.unwrap_or_default());
                 plan.local.extend(c.local.unwrap_or_default());
@@ -276,11 +201,7 @@ pub struct Trace {
 }
 
 fn verdict(v: &'static str) -> Trace {
-    Trace {
-        verdict: v,
-        endpoints: Vec::new(),
-        masquerade: false,
-    }
+    Trace { verdict: v, endpoints: Vec::new(), masquerade: false }
 }
 
 /// How a packet reaches a service port.
@@ -292,30 +213,17 @@ pub(crate) enum Frontend {
 impl NodePlan {
     /// Whether `ip` is where this node's NodePorts listen.
     pub(crate) fn node_port_address(&self, ip: IpAddr) -> bool {
-        let primary = self.config.node_port_addresses.is_empty()
-            || self
-                .config
-                .node_port_addresses
-                .iter()
-                .any(|a| a == "primary");
+        let primary = self.config.node_port_addresses.is_empty() || self.config.node_port_addresses.iter().any(|a| a == "primary");
         if primary && self.node.primary.contains(&ip) {
             return true;
         }
-        self.config
-            .node_port_addresses
-            .iter()
-            .filter_map(|a| a.parse::<IpNet>().ok())
-            .any(|n| n.contains(&ip) && self.node.ips.contains(&ip))
+        self.config.node_port_addresses.iter().filter_map(|a| a.parse::<IpNet>().ok()).any(|n| n.contains(&ip) && self.node.ips.contains(&ip))
     }
 
     /// The CIDRs whose sources are pods ("local" in kube-proxy's detect-local sense) in one
     /// family. None: kube-proxy's no-op detector for that family, which tells nothing apart.
     pub(crate) fn local_cidrs(&self, v6: bool) -> impl Iterator<Item = &IpNet> {
-        let cidrs = if self.config.detect_local_mode == "NodeCIDR" {
-            &self.node.pod_cidrs
-        } else {
-            &self.cluster_cidrs
-        };
+        let cidrs = if self.config.detect_local_mode == "NodeCIDR" { &self.node.pod_cidrs } else { &self.cluster_cidrs };
         cidrs.iter().filter(move |c| c.addr().is_ipv6() == v6)
     }
 
@@ -325,49 +233,24 @@ impl NodePlan {
     }
 
     /// The service port, and which of its frontends, that a packet to `dst:dport` reaches.
-    pub(crate) fn frontend(
-        &self,
-        dst: IpAddr,
-        dport: u16,
-        protocol: Protocol,
-    ) -> Option<(&PortPlan, Frontend)> {
+    pub(crate) fn frontend(&self, dst: IpAddr, dport: u16, protocol: Protocol) -> Option<(&PortPlan, Frontend)> {
         self.ports.iter().find_map(|p| {
             let port = &p.port;
             // A Service is served in the families of its ClusterIPs only.
-            if port.protocol != protocol
-                || !port
-                    .cluster_ips
-                    .iter()
-                    .any(|ip| ip.is_ipv4() == dst.is_ipv4())
-            {
+            if port.protocol != protocol || !port.cluster_ips.iter().any(|ip| ip.is_ipv4() == dst.is_ipv4()) {
                 return None;
             }
             if port.port == dport && port.cluster_ips.contains(&dst) {
                 return Some((p, Frontend::ClusterIp));
             }
             if port.port == dport && port.external_ips.contains(&dst) {
-                return Some((
-                    p,
-                    Frontend::External {
-                        load_balancer: false,
-                    },
-                ));
+                return Some((p, Frontend::External { load_balancer: false }));
             }
             if port.port == dport && port.load_balancer_ips.contains(&dst) {
-                return Some((
-                    p,
-                    Frontend::External {
-                        load_balancer: true,
-                    },
-                ));
+                return Some((p, Frontend::External { load_balancer: true }));
             }
             if port.node_port == Some(dport) && self.node_port_address(dst) {
-                return Some((
-                    p,
-                    Frontend::External {
-                        load_balancer: false,
-                    },
-                ));
+                return Some((p, Frontend::External { load_balancer: false }));
             }
             None
         })
@@ -394,22 +277,14 @@ impl NodePlan {
         let from_node = self.node.ips.contains(&src);
         let (endpoints, mut masquerade) = match frontend {
             Frontend::ClusterIp => {
-                let eps = if port.policies.internal_local {
-                    &p.local
-                } else {
-                    &p.cluster
-                };
+                let eps = if port.policies.internal_local { &p.local } else { &p.cluster };
                 // Off-cluster sources are masqueraded so replies come back through this node.
                 let off_cluster = self.local_cidrs(dst.is_ipv6()).next().is_some() && !from_pod;
                 (eps, self.config.masquerade_all || off_cluster)
             }
             Frontend::External { load_balancer } => {
                 if load_balancer && !port.load_balancer_source_ranges.is_empty() && !from_node {
-                    let allowed = port
-                        .load_balancer_source_ranges
-                        .iter()
-                        .filter_map(|r| r.parse::<IpNet>().ok())
-                        .any(|r| r.contains(&src));
+                    let allowed = port.load_balancer_source_ranges.iter().filter_map(|r| r.parse::<IpNet>().ok()).any(|r| r.contains(&src));
                     if !allowed {
                         return verdict("DROP");
                     }
@@ -434,19 +309,12 @@ impl NodePlan {
             return verdict("DROP");
         }
         // Hairpin: a pod reaching itself through its Service is masqueraded.
-        if endpoints
-            .iter()
-            .any(|e| e.ip_port().is_some_and(|(ip, _)| ip == src))
-        {
+        if endpoints.iter().any(|e| e.ip_port().is_some_and(|(ip, _)| ip == src)) {
             masquerade = true;
         }
         let mut list: Vec<String> = endpoints.iter().map(|e| e.addr.clone()).collect();
         list.sort();
-        Trace {
-            verdict: "DNAT",
-            endpoints: list,
-            masquerade,
-        }
+        Trace { verdict: "DNAT", endpoints: list, masquerade }
     }
 }
 
@@ -463,11 +331,7 @@ mod tests {
                 if ready { "True" } else { "False" }
             )
         };
-        format!(
-            "{}{}",
-            pod("a", "node-1", "10.244.0.2", true),
-            pod("b", "node-2", "10.244.1.2", true)
-        )
+        format!("{}{}", pod("a", "node-1", "10.244.0.2", true), pod("b", "node-2", "10.244.1.2", true))
     }
 
     fn service(extra: &str) -> String {
@@ -477,15 +341,8 @@ mod tests {
     }
 
     fn plan_for(yaml: &str, node: &str, config: &str) -> NodePlan {
-        let s = ClusterState::from_objects(
-            &model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap(),
-        )
-        .unwrap();
-        let cfg = if config.is_empty() {
-            ProxyConfig::default()
-        } else {
-            ProxyConfig::from_yaml(config).unwrap()
-        };
+        let s = ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        let cfg = if config.is_empty() { ProxyConfig::default() } else { ProxyConfig::from_yaml(config).unwrap() };
         plan(&s, node, &cfg).unwrap()
     }
 
@@ -502,62 +359,30 @@ mod tests {
         assert_eq!((t.verdict, t.masquerade), ("DNAT", false));
         assert_eq!(t.endpoints, ["10.244.0.2:8080", "10.244.1.2:8080"]);
         // From off the cluster: masqueraded.
-        assert!(
-            p.trace(ip("192.0.2.1"), ip("10.96.0.20"), 80, Protocol::Tcp)
-                .masquerade
-        );
+        assert!(p.trace(ip("192.0.2.1"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
         // masqueradeAll: always.
-        let all = plan_for(
-            &format!("{NODES}{}{}", pods(), service("")),
-            "node-1",
-            &format!("{CFG}masqueradeAll: true\n"),
-        );
-        assert!(
-            all.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp)
-                .masquerade
-        );
+        let all = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", &format!("{CFG}masqueradeAll: true\n"));
+        assert!(all.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
     }
 
     #[test]
     fn unknown_ports_unallocated_addresses_and_other_traffic() {
         let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);
-        assert_eq!(
-            p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 81, Protocol::Tcp)
-                .verdict,
-            "REJECT"
-        );
-        assert_eq!(
-            p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Udp)
-                .verdict,
-            "REJECT"
-        );
-        assert_eq!(
-            p.trace(ip("10.244.0.9"), ip("10.96.5.5"), 80, Protocol::Tcp)
-                .verdict,
-            "DROP"
-        );
-        assert_eq!(
-            p.trace(ip("10.244.0.9"), ip("10.244.1.2"), 8080, Protocol::Tcp)
-                .verdict,
-            "ACCEPT"
-        );
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 81, Protocol::Tcp).verdict, "REJECT");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Udp).verdict, "REJECT");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.5.5"), 80, Protocol::Tcp).verdict, "DROP");
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.244.1.2"), 8080, Protocol::Tcp).verdict, "ACCEPT");
     }
 
     #[test]
     fn each_family_has_its_own_endpoints_rejection_and_local_detection() {
         // A dual-stack Service whose pods have IPv4 addresses only, and a clusterCIDR for IPv4 only.
-        let dual = service(
-            "  clusterIPs: [10.96.0.20, 'fd00:10:96::20']\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
-        );
+        let dual = service("  clusterIPs: [10.96.0.20, 'fd00:10:96::20']\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n");
         let p = plan_for(&format!("{NODES}{}{dual}", pods()), "node-1", CFG);
         let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
         assert_eq!((t.verdict, t.endpoints.len()), ("DNAT", 2));
         // IPv6 has no endpoint: REJECT there, as kube-proxy's IPv6 proxier would.
-        assert_eq!(
-            p.trace(ip("fd00::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp)
-                .verdict,
-            "REJECT"
-        );
+        assert_eq!(p.trace(ip("fd00::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp).verdict, "REJECT");
 
         // With an IPv6 endpoint, each ClusterIP DNATs to its own family only.
         let v6_pod = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIPs: [{ip: 10.244.1.3}, {ip: 'fd00:10:244::2'}]}\n";
@@ -569,25 +394,9 @@ mod tests {
         assert!(!t.masquerade);
         let t4 = p.trace(ip("192.0.2.1"), ip("10.96.0.20"), 80, Protocol::Tcp);
         assert_eq!((t4.endpoints.len(), t4.masquerade), (3, true));
-        let both = plan_for(
-            &format!("{NODES}{}{dual}{v6_pod}", pods()),
-            "node-1",
-            &CFG.replace("10.244.0.0/16", "10.244.0.0/16,fd00:10:244::/56"),
-        );
-        assert!(
-            both.trace(ip("2001:db8::1"), ip("fd00:10:96::20"), 80, Protocol::Tcp)
-                .masquerade
-        );
-        assert!(
-            !both
-                .trace(
-                    ip("fd00:10:244::9"),
-                    ip("fd00:10:96::20"),
-                    80,
-                    Protocol::Tcp
-                )
-                .masquerade
-        );
+        let both = plan_for(&format!("{NODES}{}{dual}{v6_pod}", pods()), "node-1", &CFG.replace("10.244.0.0/16", "10.244.0.0/16,fd00:10:244::/56"));
+        assert!(both.trace(ip("2001:db8::1"), ip("fd00:10:96::20"), 80, Protocol::Tcp).masquerade);
+        assert!(!both.trace(ip("fd00:10:244::9"), ip("fd00:10:96::20"), 80, Protocol::Tcp).masquerade);
     }
 
     #[test]
@@ -595,148 +404,66 @@ mod tests {
         let p = plan_for(&format!("{NODES}{}", service("")), "node-1", CFG);
         let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
         assert_eq!((t.verdict, t.endpoints.len()), ("REJECT", 0));
-        assert_eq!(
-            p.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp)
-                .verdict,
-            "REJECT"
-        );
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp).verdict, "REJECT");
     }
 
     #[test]
     fn node_ports_listen_on_the_primary_address_and_masquerade_with_cluster_policy() {
-        let p = plan_for(
-            &format!("{NODES}{}{}", pods(), service("  type: NodePort\n")),
-            "node-1",
-            CFG,
-        );
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service("  type: NodePort\n")), "node-1", CFG);
         let t = p.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp);
-        assert_eq!(
-            (t.verdict, t.masquerade, t.endpoints.len()),
-            ("DNAT", true, 2)
-        );
+        assert_eq!((t.verdict, t.masquerade, t.endpoints.len()), ("DNAT", true, 2));
         // Another node's address is not this node's NodePort.
-        assert_eq!(
-            p.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp)
-                .verdict,
-            "ACCEPT"
-        );
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp).verdict, "ACCEPT");
     }
 
     #[test]
     fn external_traffic_policy_local_keeps_the_source_and_stays_on_the_node() {
-        let yaml = format!(
-            "{NODES}{}{}",
-            pods(),
-            service("  type: NodePort\n  externalTrafficPolicy: Local\n")
-        );
+        let yaml = format!("{NODES}{}{}", pods(), service("  type: NodePort\n  externalTrafficPolicy: Local\n"));
         let n1 = plan_for(&yaml, "node-1", CFG);
         let t = n1.trace(ip("192.0.2.1"), ip("172.18.0.2"), 30080, Protocol::Tcp);
         assert_eq!((t.verdict, t.masquerade), ("DNAT", false));
         assert_eq!(t.endpoints, ["10.244.0.2:8080"], "only the local endpoint");
         // Pods short-circuit to all endpoints.
-        assert_eq!(
-            n1.trace(ip("10.244.1.9"), ip("172.18.0.2"), 30080, Protocol::Tcp)
-                .endpoints
-                .len(),
-            2
-        );
+        assert_eq!(n1.trace(ip("10.244.1.9"), ip("172.18.0.2"), 30080, Protocol::Tcp).endpoints.len(), 2);
         // A node without a local endpoint drops outside traffic.
-        let without_local = format!(
-            "{NODES}{}",
-            pods().replace("nodeName: node-2", "nodeName: node-1")
-        );
-        let n2 = plan_for(
-            &format!(
-                "{without_local}{}",
-                service("  type: NodePort\n  externalTrafficPolicy: Local\n")
-            ),
-            "node-2",
-            CFG,
-        );
-        assert_eq!(
-            n2.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp)
-                .verdict,
-            "DROP"
-        );
+        let without_local = format!("{NODES}{}", pods().replace("nodeName: node-2", "nodeName: node-1"));
+        let n2 = plan_for(&format!("{without_local}{}", service("  type: NodePort\n  externalTrafficPolicy: Local\n")), "node-2", CFG);
+        assert_eq!(n2.trace(ip("192.0.2.1"), ip("172.18.0.3"), 30080, Protocol::Tcp).verdict, "DROP");
     }
 
     #[test]
     fn internal_traffic_policy_local_uses_local_endpoints_or_drops() {
-        let yaml = format!(
-            "{NODES}{}{}",
-            pods(),
-            service("  internalTrafficPolicy: Local\n")
-        );
-        assert_eq!(
-            plan_for(&yaml, "node-1", CFG)
-                .trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp)
-                .endpoints,
-            ["10.244.0.2:8080"]
-        );
-        let yaml = format!(
-            "{NODES}{}{}",
-            pods().replace("nodeName: node-2", "nodeName: node-1"),
-            service("  internalTrafficPolicy: Local\n")
-        );
-        assert_eq!(
-            plan_for(&yaml, "node-2", CFG)
-                .trace(ip("10.244.1.9"), ip("10.96.0.20"), 80, Protocol::Tcp)
-                .verdict,
-            "DROP"
-        );
+        let yaml = format!("{NODES}{}{}", pods(), service("  internalTrafficPolicy: Local\n"));
+        assert_eq!(plan_for(&yaml, "node-1", CFG).trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).endpoints, ["10.244.0.2:8080"]);
+        let yaml = format!("{NODES}{}{}", pods().replace("nodeName: node-2", "nodeName: node-1"), service("  internalTrafficPolicy: Local\n"));
+        assert_eq!(plan_for(&yaml, "node-2", CFG).trace(ip("10.244.1.9"), ip("10.96.0.20"), 80, Protocol::Tcp).verdict, "DROP");
     }
 
     #[test]
     fn load_balancer_source_ranges_and_external_ips() {
         let lb = "  type: LoadBalancer\n  externalIPs: [198.51.100.7]\n  loadBalancerSourceRanges: [203.0.113.0/24]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n";
         let p = plan_for(&format!("{NODES}{}{}", pods(), service(lb)), "node-1", CFG);
-        assert_eq!(
-            p.trace(ip("203.0.113.5"), ip("198.51.100.1"), 80, Protocol::Tcp)
-                .verdict,
-            "DNAT"
-        );
-        assert_eq!(
-            p.trace(ip("192.0.2.1"), ip("198.51.100.1"), 80, Protocol::Tcp)
-                .verdict,
-            "DROP"
-        );
+        assert_eq!(p.trace(ip("203.0.113.5"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DNAT");
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DROP");
         let t = p.trace(ip("192.0.2.1"), ip("198.51.100.7"), 80, Protocol::Tcp);
-        assert_eq!(
-            (t.verdict, t.masquerade),
-            ("DNAT", true),
-            "externalIPs are not subject to source ranges"
-        );
+        assert_eq!((t.verdict, t.masquerade), ("DNAT", true), "externalIPs are not subject to source ranges");
     }
 
     #[test]
     fn hairpin_is_masqueraded() {
         let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);
-        assert!(
-            p.trace(ip("10.244.0.2"), ip("10.96.0.20"), 80, Protocol::Tcp)
-                .masquerade
-        );
+        assert!(p.trace(ip("10.244.0.2"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade);
     }
 
     #[test]
     fn terminating_endpoints_serve_when_nothing_else_does() {
         let terminating = pods()
             .replace("status: 'True'", "status: 'False'")
-            .replace(
-                "metadata: {name: a,",
-                "metadata: {deletionTimestamp: '2026-01-01T00:00:00Z', name: a,",
-            )
+            .replace("metadata: {name: a,", "metadata: {deletionTimestamp: '2026-01-01T00:00:00Z', name: a,")
             .replacen("status: 'False'", "status: 'True'", 1);
-        let p = plan_for(
-            &format!("{NODES}{terminating}{}", service("")),
-            "node-1",
-            CFG,
-        );
+        let p = plan_for(&format!("{NODES}{terminating}{}", service("")), "node-1", CFG);
         let t = p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp);
-        assert_eq!(
-            t.endpoints,
-            ["10.244.0.2:8080"],
-            "the serving-terminating one"
-        );
+        assert_eq!(t.endpoints, ["10.244.0.2:8080"], "the serving-terminating one");
     }
 
     #[test]
@@ -751,15 +478,7 @@ mod tests {
 
     #[test]
     fn unknown_nodes_are_an_error() {
-        let s = ClusterState::from_objects(
-            &model::load_str(NODES, std::path::Path::new("t.yaml")).unwrap(),
-        )
-        .unwrap();
-        assert!(
-            plan(&s, "node-9", &ProxyConfig::default())
-                .unwrap_err()
-                .0
-                .contains("node-1, node-2")
-        );
+        let s = ClusterState::from_objects(&model::load_str(NODES, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        assert!(plan(&s, "node-9", &ProxyConfig::default()).unwrap_err().0.contains("node-1, node-2"));
     }
 }

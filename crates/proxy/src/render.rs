@@ -41,18 +41,8 @@ struct Fam {
     v6: bool,
 }
 
-const V4: Fam = Fam {
-    family: Family::Ip,
-    proto: "ip",
-    addr: "ipv4_addr",
-    v6: false,
-};
-const V6: Fam = Fam {
-    family: Family::Ip6,
-    proto: "ip6",
-    addr: "ipv6_addr",
-    v6: true,
-};
+const V4: Fam = Fam { family: Family::Ip, proto: "ip", addr: "ipv4_addr", v6: false };
+const V6: Fam = Fam { family: Family::Ip6, proto: "ip6", addr: "ipv6_addr", v6: true };
 
 impl Fam {
     fn has(&self, ip: &IpAddr) -> bool {
@@ -155,9 +145,7 @@ struct Fragment {
 impl Elements {
     fn into_fragment(self) -> Fragment {
         let mut elements = Vec::new();
-        let mut maps = |name: &'static str, m: BTreeMap<String, String>| {
-            elements.extend(m.into_iter().map(|(k, v)| (name, k, Some(v))))
-        };
+        let mut maps = |name: &'static str, m: BTreeMap<String, String>| elements.extend(m.into_iter().map(|(k, v)| (name, k, Some(v))));
         maps(FRONTENDS, self.frontends);
         maps(CLUSTER_FRONTENDS, self.cluster_frontends);
         maps(LOCAL_FRONTENDS, self.local_frontends);
@@ -176,28 +164,14 @@ impl Elements {
         ] {
             elements.extend(set.into_iter().map(|k| (name, k, None)));
         }
-        Fragment {
-            elements,
-            classes: self.classes,
-            timeouts: self.timeouts,
-        }
+        Fragment { elements, classes: self.classes, timeouts: self.timeouts }
     }
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
     /// the endpoint elements and the class chain it needs.
-    fn dnat(
-        &mut self,
-        fam: &Fam,
-        frontend: &str,
-        pool: Pool,
-        endpoints: &[Endpoint],
-        external: bool,
-    ) -> String {
-        let values: Vec<(IpAddr, String, bool)> = endpoints
-            .iter()
-            .filter_map(|e| endpoint_value(e).map(|(ip, v)| (ip, v, e.local)))
-            .filter(|(ip, _, _)| fam.has(ip))
-            .collect();
+    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint], external: bool) -> String {
+        let values: Vec<(IpAddr, String, bool)> =
+            endpoints.iter().filter_map(|e| endpoint_value(e).map(|(ip, v)| (ip, v, e.local))).filter(|(ip, _, _)| fam.has(ip)).collect();
         if values.is_empty() {
             return "drop".into();
         }
@@ -231,24 +205,15 @@ impl Elements {
             seed.push_str(&e.addr);
         }
         let id = (model::cluster::stable_hash(seed.as_bytes()) as u32) | 1;
-        self.affinity_ids
-            .insert(frontend.to_owned(), id.to_string());
+        self.affinity_ids.insert(frontend.to_owned(), id.to_string());
         let proto = p.port.protocol.as_str().to_ascii_lowercase();
-        self.affinity_keys.insert(
-            format!("{ip} . {proto} . {id}"),
-            format!("jump affinity-{timeout}"),
-        );
+        self.affinity_keys.insert(format!("{ip} . {proto} . {id}"), format!("jump affinity-{timeout}"));
         self.timeouts.insert(timeout);
     }
 
     fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr]) {
         let port = &p.port;
-        let mine = |ips: &[IpAddr]| {
-            ips.iter()
-                .copied()
-                .filter(|ip| fam.has(ip))
-                .collect::<Vec<_>>()
-        };
+        let mine = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| fam.has(ip)).collect::<Vec<_>>();
         if mine(&port.cluster_ips).is_empty() {
             return; // a Service is served in the families of its ClusterIPs only
         }
@@ -262,11 +227,7 @@ impl Elements {
                 self.no_endpoints.insert(k);
                 continue;
             }
-            let (pool, eps) = if port.policies.internal_local {
-                (Pool::Local, &p.local)
-            } else {
-                (Pool::Cluster, &p.cluster)
-            };
+            let (pool, eps) = if port.policies.internal_local { (Pool::Local, &p.local) } else { (Pool::Cluster, &p.cluster) };
             let verdict = self.dnat(fam, &k, pool, eps, false);
             if verdict != "drop" {
                 self.affinity(ip, p, &k);
@@ -274,16 +235,8 @@ impl Elements {
             self.frontends.insert(k, verdict);
         }
         let mut external: Vec<(IpAddr, u16, bool)> = Vec::new();
-        external.extend(
-            mine(&port.external_ips)
-                .into_iter()
-                .map(|ip| (ip, port.port, false)),
-        );
-        external.extend(
-            mine(&port.load_balancer_ips)
-                .into_iter()
-                .map(|ip| (ip, port.port, true)),
-        );
+        external.extend(mine(&port.external_ips).into_iter().map(|ip| (ip, port.port, false)));
+        external.extend(mine(&port.load_balancer_ips).into_iter().map(|ip| (ip, port.port, true)));
         if let Some(node_port) = port.node_port {
             external.extend(node_port_ips.iter().map(|ip| (*ip, node_port, false)));
         }
@@ -298,14 +251,9 @@ impl Elements {
             }
             if load_balancer && !port.load_balancer_source_ranges.is_empty() {
                 self.firewall.insert(k.clone());
-                for range in port
-                    .load_balancer_source_ranges
-                    .iter()
-                    .filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok())
-                {
+                for range in port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()) {
                     if range.addr().is_ipv6() == fam.v6 {
-                        self.firewall_allow
-                            .insert(format!("{k} . {}", range.trunc()));
+                        self.firewall_allow.insert(format!("{k} . {}", range.trunc()));
                     }
                 }
             }
@@ -326,26 +274,15 @@ impl Elements {
 }
 
 fn set(spec: String, elements: impl IntoIterator<Item = String>) -> Set {
-    Set {
-        is_map: false,
-        spec,
-        elements: elements.into_iter().map(|e| (e, None)).collect(),
-    }
+    Set { is_map: false, spec, elements: elements.into_iter().map(|e| (e, None)).collect() }
 }
 
 fn map(spec: String, elements: BTreeMap<String, String>) -> Set {
-    Set {
-        is_map: true,
-        spec,
-        elements: elements.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-    }
+    Set { is_map: true, spec, elements: elements.into_iter().map(|(k, v)| (k, Some(v))).collect() }
 }
 
 fn base(hook: &str) -> Chain {
-    Chain {
-        base: Some(hook.to_owned()),
-        rules: Vec::new(),
-    }
+    Chain { base: Some(hook.to_owned()), rules: Vec::new() }
 }
 
 fn chain(rules: Vec<String>) -> Chain {
@@ -355,13 +292,7 @@ fn chain(rules: Vec<String>) -> Chain {
 impl NodePlan {
     /// The addresses of one family where this node's NodePorts listen.
     fn node_port_ips(&self, fam: &Fam) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self
-            .node
-            .ips
-            .iter()
-            .copied()
-            .filter(|ip| fam.has(ip) && self.node_port_address(*ip))
-            .collect();
+        let mut ips: Vec<IpAddr> = self.node.ips.iter().copied().filter(|ip| fam.has(ip) && self.node_port_address(*ip)).collect();
         ips.dedup();
         ips
     }
@@ -378,112 +309,47 @@ impl NodePlan {
         let (ip, addr) = (fam.proto, fam.addr);
         let frontend_type = format!("type {addr} . inet_proto . inet_service;");
         let frontend_map = format!("type {addr} . inet_proto . inet_service : verdict;");
-        let endpoint_map = format!(
-            "typeof {ip} daddr . meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;"
-        );
+        let endpoint_map = format!("typeof {ip} daddr . meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;");
         let frontend = format!("{ip} daddr . meta l4proto . th dport");
         let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
 
         let mut t = Table::default();
-        let pod_cidrs: Vec<String> = self
-            .local_cidrs(fam.v6)
-            .map(|c| c.trunc().to_string())
-            .collect();
+        let pod_cidrs: Vec<String> = self.local_cidrs(fam.v6).map(|c| c.trunc().to_string()).collect();
         let detects_local = !pod_cidrs.is_empty();
-        let service_cidrs: Vec<String> = self
-            .service_cidrs
-            .iter()
-            .filter(|c| c.addr().is_ipv6() == fam.v6)
-            .map(|c| c.trunc().to_string())
-            .collect();
-        t.sets.insert(
-            "pod-cidrs".into(),
-            set(format!("type {addr}; flags interval;"), pod_cidrs),
-        );
-        t.sets.insert(
-            "service-cidrs".into(),
-            set(format!("type {addr}; flags interval;"), service_cidrs),
-        );
-        t.sets
-            .insert(CLUSTER_IPS.into(), set(format!("type {addr};"), []));
-        t.sets
-            .insert(NO_ENDPOINTS.into(), set(frontend_type.clone(), []));
-        t.sets
-            .insert(MASQUERADE_FRONTENDS.into(), set(frontend_type.clone(), []));
+        let service_cidrs: Vec<String> = self.service_cidrs.iter().filter(|c| c.addr().is_ipv6() == fam.v6).map(|c| c.trunc().to_string()).collect();
+        t.sets.insert("pod-cidrs".into(), set(format!("type {addr}; flags interval;"), pod_cidrs));
+        t.sets.insert("service-cidrs".into(), set(format!("type {addr}; flags interval;"), service_cidrs));
+        t.sets.insert(CLUSTER_IPS.into(), set(format!("type {addr};"), []));
+        t.sets.insert(NO_ENDPOINTS.into(), set(frontend_type.clone(), []));
+        t.sets.insert(MASQUERADE_FRONTENDS.into(), set(frontend_type.clone(), []));
         t.sets.insert(FIREWALL.into(), set(frontend_type, []));
-        t.sets.insert(
-            FIREWALL_ALLOW.into(),
-            set(
-                format!("type {addr} . inet_proto . inet_service . {addr}; flags interval;"),
-                [],
-            ),
-        );
-        t.sets
-            .insert(HAIRPIN.into(), set(format!("type {addr} . {addr};"), []));
-        t.sets
-            .insert(FRONTENDS.into(), map(frontend_map.clone(), BTreeMap::new()));
-        t.sets.insert(
-            CLUSTER_FRONTENDS.into(),
-            map(frontend_map.clone(), BTreeMap::new()),
-        );
-        t.sets
-            .insert(LOCAL_FRONTENDS.into(), map(frontend_map, BTreeMap::new()));
+        t.sets.insert(FIREWALL_ALLOW.into(), set(format!("type {addr} . inet_proto . inet_service . {addr}; flags interval;"), []));
+        t.sets.insert(HAIRPIN.into(), set(format!("type {addr} . {addr};"), []));
+        t.sets.insert(FRONTENDS.into(), map(frontend_map.clone(), BTreeMap::new()));
+        t.sets.insert(CLUSTER_FRONTENDS.into(), map(frontend_map.clone(), BTreeMap::new()));
+        t.sets.insert(LOCAL_FRONTENDS.into(), map(frontend_map, BTreeMap::new()));
         for pool in [Pool::Cluster, Pool::Local] {
-            t.sets.insert(
-                pool.endpoints_map().into(),
-                map(endpoint_map.clone(), BTreeMap::new()),
-            );
+            t.sets.insert(pool.endpoints_map().into(), map(endpoint_map.clone(), BTreeMap::new()));
         }
         if has_affinity(fam) {
-            t.sets.insert(
-                AFFINITY_IDS.into(),
-                map(
-                    format!("type {addr} . inet_proto . inet_service : mark;"),
-                    BTreeMap::new(),
-                ),
-            );
-            t.sets.insert(
-                AFFINITY_KEYS.into(),
-                map(
-                    format!("type {addr} . inet_proto . mark : verdict;"),
-                    BTreeMap::new(),
-                ),
-            );
+            t.sets.insert(AFFINITY_IDS.into(), map(format!("type {addr} . inet_proto . inet_service : mark;"), BTreeMap::new()));
+            t.sets.insert(AFFINITY_KEYS.into(), map(format!("type {addr} . inet_proto . mark : verdict;"), BTreeMap::new()));
             t.sets.insert(AFFINITY.into(), map(format!("type {addr} . {addr} . inet_proto . mark : {addr} . inet_service; flags timeout;"), BTreeMap::new()));
         }
 
         // Hooks. nft 1.0.6 takes `dstnat` only on prerouting, so priorities are numbers.
         let hooked = |hook: &str, priority: i32, target: &str| {
-            let mut c = base(&format!(
-                "type {} hook {hook} priority {priority}; policy accept;",
-                if priority == -100 || priority == 100 {
-                    "nat"
-                } else {
-                    "filter"
-                }
-            ));
+            let mut c =
+                base(&format!("type {} hook {hook} priority {priority}; policy accept;", if priority == -100 || priority == 100 { "nat" } else { "filter" }));
             c.rules.push(target.to_owned());
             c
         };
-        t.chains.insert(
-            "nat-prerouting".into(),
-            hooked("prerouting", -100, "jump services"),
-        );
+        t.chains.insert("nat-prerouting".into(), hooked("prerouting", -100, "jump services"));
+        t.chains.insert("nat-output".into(), hooked("output", -100, "jump services"));
         t.chains
-            .insert("nat-output".into(), hooked("output", -100, "jump services"));
-        t.chains.insert(
-            "filter-prerouting".into(),
-            hooked(
-                "prerouting",
-                -110,
-                &format!("{frontend} @firewall {frontend} . {ip} saddr != @firewall-allow drop"),
-            ),
-        );
+            .insert("filter-prerouting".into(), hooked("prerouting", -110, &format!("{frontend} @firewall {frontend} . {ip} saddr != @firewall-allow drop")));
         for hook in ["input", "forward", "output"] {
-            t.chains.insert(
-                format!("filter-{hook}"),
-                hooked(hook, -5, "ct state new jump checks"),
-            );
+            t.chains.insert(format!("filter-{hook}"), hooked(hook, -5, "ct state new jump checks"));
         }
         let mut postrouting = base("type nat hook postrouting priority 100; policy accept;");
         if has_affinity(fam) {
@@ -503,9 +369,7 @@ impl NodePlan {
             services.push(format!("{ip} daddr @cluster-ips {mark}"));
         } else if detects_local {
             // Off-cluster sources are masqueraded so that replies come back through this node.
-            services.push(format!(
-                "{ip} daddr @cluster-ips {ip} saddr != @pod-cidrs {mark}"
-            ));
+            services.push(format!("{ip} daddr @cluster-ips {ip} saddr != @pod-cidrs {mark}"));
         }
         services.push(format!("{frontend} @masquerade-frontends {mark}"));
         if has_affinity(fam) {
@@ -515,11 +379,7 @@ impl NodePlan {
         }
         services.push(format!("{frontend} vmap @frontends"));
         t.chains.insert("services".into(), chain(services));
-        let pod_mark = if self.config.masquerade_all {
-            format!(" {mark}")
-        } else {
-            String::new()
-        };
+        let pod_mark = if self.config.masquerade_all { format!(" {mark}") } else { String::new() };
         t.chains.insert(
             "external-local".into(),
             chain(vec![
@@ -541,13 +401,7 @@ impl NodePlan {
         // TCP is refused with a reset: an ICMP error that reaches a client while its connect()
         // still holds the socket (a pod on this very host) is dropped by IPv6 TCP, and the
         // client would wait for a timeout instead of seeing "connection refused".
-        t.chains.insert(
-            "refuse".into(),
-            chain(vec![
-                "meta l4proto tcp reject with tcp reset".into(),
-                "reject".into(),
-            ]),
-        );
+        t.chains.insert("refuse".into(), chain(vec!["meta l4proto tcp reject with tcp reset".into(), "reject".into()]));
         t
     }
 }
@@ -572,12 +426,7 @@ enum Write {
 impl Merged {
     fn add(&mut self, f: &Fragment, out: &mut Vec<Write>) {
         for (set, k, v) in &f.elements {
-            let claims = self
-                .sets
-                .entry(set)
-                .or_default()
-                .entry(k.clone())
-                .or_default();
+            let claims = self.sets.entry(set).or_default().entry(k.clone()).or_default();
             match claims.iter_mut().find(|(value, _)| value == v) {
                 Some(claim) => claim.1 += 1,
                 None => {
@@ -664,15 +513,9 @@ impl Programmer {
         let tables = FAMS
             .iter()
             .map(|fam| {
-                let present = !fam.v6
-                    || plan.node.ips.iter().any(|ip| fam.has(ip))
-                    || plan
-                        .ports
-                        .iter()
-                        .any(|p| p.port.cluster_ips.iter().any(|ip| fam.has(ip)));
-                let fixed = [Pool::Cluster, Pool::Local]
-                    .into_iter()
-                    .flat_map(|pool| (1..=FIXED_CLASSES).map(move |n| (pool, n)));
+                let present =
+                    !fam.v6 || plan.node.ips.iter().any(|ip| fam.has(ip)) || plan.ports.iter().any(|p| p.port.cluster_ips.iter().any(|ip| fam.has(ip)));
+                let fixed = [Pool::Cluster, Pool::Local].into_iter().flat_map(|pool| (1..=FIXED_CLASSES).map(move |n| (pool, n)));
                 let mut t = FamilyTable {
                     fam,
                     node_port_ips: plan.node_port_ips(fam),
@@ -680,28 +523,17 @@ impl Programmer {
                     merged: Merged::default(),
                     fragments: HashMap::new(),
                     classes: fixed.collect(),
-                    timeouts: FIXED_TIMEOUTS
-                        .into_iter()
-                        .filter(|_| has_affinity(fam))
-                        .collect(),
+                    timeouts: FIXED_TIMEOUTS.into_iter().filter(|_| has_affinity(fam)).collect(),
                     present,
                 };
                 let mut ignored = Vec::new();
-                for ports in plan.ports.chunk_by(|a, b| {
-                    (&a.port.namespace, &a.port.service) == (&b.port.namespace, &b.port.service)
-                }) {
+                for ports in plan.ports.chunk_by(|a, b| (&a.port.namespace, &a.port.service) == (&b.port.namespace, &b.port.service)) {
                     let f = fragment(fam, ports, &t.node_port_ips);
                     t.merged.add(&f, &mut ignored);
                     t.classes.extend(f.classes.iter().copied());
                     t.timeouts.extend(f.timeouts.iter().copied());
                     ignored.clear();
-                    t.fragments.insert(
-                        (
-                            ports[0].port.namespace.clone(),
-                            ports[0].port.service.clone(),
-                        ),
-                        f,
-                    );
+                    t.fragments.insert((ports[0].port.namespace.clone(), ports[0].port.service.clone()), f);
                 }
                 t
             })
@@ -716,41 +548,21 @@ impl Programmer {
             let mut table = t.base.clone();
             for (name, keys) in &t.merged.sets {
                 if let Some(set) = table.sets.get_mut(*name) {
-                    set.elements
-                        .extend(keys.iter().filter_map(|(k, claims)| {
-                            Some((k.clone(), claims.first()?.0.clone()))
-                        }));
+                    set.elements.extend(keys.iter().filter_map(|(k, claims)| Some((k.clone(), claims.first()?.0.clone()))));
                 }
             }
             let ip = t.fam.proto;
             for &(pool, count) in &t.classes {
-                let rule = format!(
-                    "dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {count} map @{}",
-                    pool.endpoints_map()
-                );
-                table.chains.insert(
-                    pool.chain(count),
-                    Chain {
-                        base: None,
-                        rules: vec![rule],
-                    },
-                );
+                let rule = format!("dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {count} map @{}", pool.endpoints_map());
+                table.chains.insert(pool.chain(count), Chain { base: None, rules: vec![rule] });
             }
             for timeout in &t.timeouts {
                 let rule = format!(
                     "update @{AFFINITY} {{ {ip} saddr . ct original {ip} daddr . meta l4proto . ct mark timeout {timeout}s : {ip} daddr . th dport }} ct mark set 0"
                 );
-                table.chains.insert(
-                    format!("affinity-{timeout}"),
-                    Chain {
-                        base: None,
-                        rules: vec![rule],
-                    },
-                );
+                table.chains.insert(format!("affinity-{timeout}"), Chain { base: None, rules: vec![rule] });
             }
-            ruleset
-                .tables
-                .insert((t.fam.family, TABLE.to_owned()), table);
+            ruleset.tables.insert((t.fam.family, TABLE.to_owned()), table);
         }
         ruleset
     }
@@ -761,46 +573,19 @@ impl Programmer {
         let mut script = String::new();
         for t in &mut self.tables {
             let new = fragment(t.fam, ports, &t.node_port_ips);
-            let old = t
-                .fragments
-                .remove(&(namespace.to_owned(), name.to_owned()))
-                .unwrap_or_default();
+            let old = t.fragments.remove(&(namespace.to_owned(), name.to_owned())).unwrap_or_default();
             if new == old {
-                t.fragments
-                    .insert((namespace.to_owned(), name.to_owned()), old);
+                t.fragments.insert((namespace.to_owned(), name.to_owned()), old);
                 continue;
             }
             // Only what differs is written: elements in both stay as they are.
-            let kept: std::collections::HashSet<&(&'static str, String, Option<String>)> = old
-                .elements
-                .iter()
-                .filter(|e| new.elements.contains(e))
-                .collect();
-            let gone = Fragment {
-                elements: old
-                    .elements
-                    .iter()
-                    .filter(|e| !kept.contains(e))
-                    .cloned()
-                    .collect(),
-                ..Fragment::default()
-            };
-            let came = Fragment {
-                elements: new
-                    .elements
-                    .iter()
-                    .filter(|e| !kept.contains(e))
-                    .cloned()
-                    .collect(),
-                ..Fragment::default()
-            };
+            let kept: std::collections::HashSet<&(&'static str, String, Option<String>)> = old.elements.iter().filter(|e| new.elements.contains(e)).collect();
+            let gone = Fragment { elements: old.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
+            let came = Fragment { elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
             let mut writes = Vec::new();
             t.merged.remove(&gone, &mut writes);
             t.merged.add(&came, &mut writes);
-            if !new.classes.is_subset(&t.classes)
-                || !new.timeouts.is_subset(&t.timeouts)
-                || (!t.present && !new.elements.is_empty())
-            {
+            if !new.classes.is_subset(&t.classes) || !new.timeouts.is_subset(&t.timeouts) || (!t.present && !new.elements.is_empty()) {
                 // nft cannot add rules that use the endpoint maps to a loaded table.
                 t.classes.extend(new.classes.iter().copied());
                 t.timeouts.extend(new.timeouts.iter().copied());
@@ -808,16 +593,11 @@ impl Programmer {
                 full = true;
             }
             if !new.elements.is_empty() {
-                t.fragments
-                    .insert((namespace.to_owned(), name.to_owned()), new);
+                t.fragments.insert((namespace.to_owned(), name.to_owned()), new);
             }
             write_script(&mut script, t.fam.family, &writes);
         }
-        if full {
-            Update::Full
-        } else {
-            Update::Elements(script)
-        }
+        if full { Update::Full } else { Update::Elements(script) }
     }
 }
 
@@ -826,12 +606,7 @@ impl Programmer {
 fn write_script(out: &mut String, family: Family, writes: &[Write]) {
     use std::fmt::Write as _;
     let text = |w: &Write| match w {
-        Write::Add(set, k, v) | Write::Delete(set, k, v) => (
-            matches!(w, Write::Add(..)),
-            *set,
-            v.as_ref()
-                .map_or_else(|| k.clone(), |v| format!("{k} : {v}")),
-        ),
+        Write::Add(set, k, v) | Write::Delete(set, k, v) => (matches!(w, Write::Add(..)), *set, v.as_ref().map_or_else(|| k.clone(), |v| format!("{k} : {v}"))),
     };
     let mut i = 0;
     while i < writes.len() {
@@ -845,12 +620,7 @@ fn write_script(out: &mut String, family: Family, writes: &[Write]) {
             items.push(item);
             i += 1;
         }
-        let _ = writeln!(
-            out,
-            "{} element {family} {TABLE} {set} {{ {} }}",
-            if add { "add" } else { "delete" },
-            items.join(", ")
-        );
+        let _ = writeln!(out, "{} element {family} {TABLE} {set} {{ {} }}", if add { "add" } else { "delete" }, items.join(", "));
     }
 }
 
@@ -862,31 +632,13 @@ mod tests {
     const MANIFESTS: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}, {type: InternalIP, address: 'fd00::2'}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, labels: {app: web}}\nspec: {nodeName: node-2, containers: [{name: c}]}\nstatus: {podIP: 10.244.1.2}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.20\n  externalTrafficPolicy: Local\n  loadBalancerSourceRanges: [203.0.113.0/24]\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: shop}\nspec: {clusterIP: 10.96.0.30, selector: {app: none}, ports: [{port: 53, protocol: UDP}]}\n";
 
     fn table(family: Family) -> Option<Table> {
-        let s = model::ClusterState::from_objects(
-            &model::load_str(MANIFESTS, std::path::Path::new("t.yaml")).unwrap(),
-        )
-        .unwrap();
-        let p = plan(
-            &s,
-            "node-1",
-            &ProxyConfig {
-                cluster_cidr: "10.244.0.0/16".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let s = model::ClusterState::from_objects(&model::load_str(MANIFESTS, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        let p = plan(&s, "node-1", &ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() }).unwrap();
         p.render().tables.remove(&(family, TABLE.to_owned()))
     }
 
     fn elements(t: &Table, set: &str) -> Vec<String> {
-        t.sets[set]
-            .elements
-            .iter()
-            .map(|(k, v)| {
-                v.as_ref()
-                    .map_or_else(|| k.clone(), |v| format!("{k} : {v}"))
-            })
-            .collect()
+        t.sets[set].elements.iter().map(|(k, v)| v.as_ref().map_or_else(|| k.clone(), |v| format!("{k} : {v}"))).collect()
     }
 
     #[test]
@@ -894,30 +646,14 @@ mod tests {
         let t = table(Family::Ip).unwrap();
         assert_eq!(
             elements(&t, "frontends"),
-            [
-                "10.96.0.20 . tcp . 80 : goto cluster-1",
-                "172.18.0.2 . tcp . 30080 : goto external-local",
-                "198.51.100.1 . tcp . 80 : goto external-local"
-            ]
+            ["10.96.0.20 . tcp . 80 : goto cluster-1", "172.18.0.2 . tcp . 30080 : goto external-local", "198.51.100.1 . tcp . 80 : goto external-local"]
         );
         // No endpoint on this node: outside traffic is dropped, pods and the node reach node-2's.
-        assert_eq!(
-            elements(&t, "local-frontends"),
-            [
-                "172.18.0.2 . tcp . 30080 : drop",
-                "198.51.100.1 . tcp . 80 : drop"
-            ]
-        );
+        assert_eq!(elements(&t, "local-frontends"), ["172.18.0.2 . tcp . 30080 : drop", "198.51.100.1 . tcp . 80 : drop"]);
         assert_eq!(elements(&t, "cluster-frontends").len(), 2);
         assert_eq!(elements(&t, "firewall"), ["198.51.100.1 . tcp . 80"]);
-        assert_eq!(
-            elements(&t, "firewall-allow"),
-            ["198.51.100.1 . tcp . 80 . 203.0.113.0/24"]
-        );
-        assert!(
-            elements(&t, "masquerade-frontends").is_empty(),
-            "Local policy keeps the source"
-        );
+        assert_eq!(elements(&t, "firewall-allow"), ["198.51.100.1 . tcp . 80 . 203.0.113.0/24"]);
+        assert!(elements(&t, "masquerade-frontends").is_empty(), "Local policy keeps the source");
         assert_eq!(elements(&t, "no-endpoints"), ["10.96.0.30 . udp . 53"]);
     }
 
@@ -925,25 +661,12 @@ mod tests {
     fn class_chains_exist_for_every_count_in_use_and_an_ipv6_node_gets_an_ip6_table() {
         let t = table(Family::Ip).unwrap();
         for n in 1..=FIXED_CLASSES {
-            assert!(
-                t.chains.contains_key(&format!("cluster-{n}"))
-                    && t.chains.contains_key(&format!("local-{n}"))
-            );
+            assert!(t.chains.contains_key(&format!("cluster-{n}")) && t.chains.contains_key(&format!("local-{n}")));
         }
-        assert_eq!(
-            t.chains["cluster-2"].rules,
-            [
-                "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints"
-            ]
-        );
+        assert_eq!(t.chains["cluster-2"].rules, ["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints"]);
         let t6 = table(Family::Ip6).expect("the node has an IPv6 address");
         assert!(elements(&t6, "frontends").is_empty());
-        assert!(
-            t6.chains["services"]
-                .rules
-                .iter()
-                .all(|r| !r.contains("ip daddr") || r.contains("ip6 daddr"))
-        );
+        assert!(t6.chains["services"].rules.iter().all(|r| !r.contains("ip daddr") || r.contains("ip6 daddr")));
     }
 
     /// Applies to `from` every Service's ports of `to`, one Service at a time.
@@ -954,31 +677,15 @@ mod tests {
         }
         keys.iter()
             .map(|(ns, name)| {
-                let ports: Vec<PortPlan> = to
-                    .ports
-                    .iter()
-                    .filter(|q| (&q.port.namespace, &q.port.service) == (ns, name))
-                    .cloned()
-                    .collect();
+                let ports: Vec<PortPlan> = to.ports.iter().filter(|q| (&q.port.namespace, &q.port.service) == (ns, name)).cloned().collect();
                 p.update(ns, name, &ports)
             })
             .collect()
     }
 
     fn plan_of(yaml: &str) -> NodePlan {
-        let s = model::ClusterState::from_objects(
-            &model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap(),
-        )
-        .unwrap();
-        plan(
-            &s,
-            "node-1",
-            &ProxyConfig {
-                cluster_cidr: "10.244.0.0/16".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap()
+        let s = model::ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
+        plan(&s, "node-1", &ProxyConfig { cluster_cidr: "10.244.0.0/16".into(), ..Default::default() }).unwrap()
     }
 
     #[test]
@@ -1013,39 +720,15 @@ mod tests {
         let mut p = Programmer::new(&a);
         assert_eq!(p.ruleset(), a.render());
         let done = updates(&mut p, &a, &b);
-        assert!(
-            done.iter().all(|u| matches!(u, Update::Elements(_))),
-            "{done:?}"
-        );
+        assert!(done.iter().all(|u| matches!(u, Update::Elements(_))), "{done:?}");
         assert_eq!(p.ruleset(), b.render());
         // The writes: web2 and gone deleted, new added, web's endpoint list grew.
-        let script: String = done
-            .iter()
-            .map(|u| {
-                if let Update::Elements(s) = u {
-                    s.as_str()
-                } else {
-                    ""
-                }
-            })
-            .collect();
+        let script: String = done.iter().map(|u| if let Update::Elements(s) = u { s.as_str() } else { "" }).collect();
         assert!(script.contains("delete element ip podnet-proxy frontends { 10.96.0.21 . tcp . 80 : goto cluster-1 }"), "{script}");
-        assert!(
-            script.contains(
-                "add element ip podnet-proxy frontends { 10.96.0.40 . tcp . 80 : goto cluster-2 }"
-            ),
-            "{script}"
-        );
-        assert!(
-            !script.contains("hairpin { 10.244.1.2 . 10.244.1.2 }"),
-            "a shared element stays: {script}"
-        );
+        assert!(script.contains("add element ip podnet-proxy frontends { 10.96.0.40 . tcp . 80 : goto cluster-2 }"), "{script}");
+        assert!(!script.contains("hairpin { 10.244.1.2 . 10.244.1.2 }"), "a shared element stays: {script}");
         // Nothing changed: nothing written.
-        assert!(
-            updates(&mut p, &b, &b)
-                .iter()
-                .all(|u| *u == Update::Elements(String::new()))
-        );
+        assert!(updates(&mut p, &b, &b).iter().all(|u| *u == Update::Elements(String::new())));
     }
 
     #[test]
@@ -1081,15 +764,8 @@ mod tests {
             pod("near", "inner", "node-1", "10.244.0.2"),
             pod("far2", "outer", "node-2", "10.244.1.3")
         ));
-        let t = p
-            .render()
-            .tables
-            .remove(&(Family::Ip, TABLE.to_owned()))
-            .unwrap();
+        let t = p.render().tables.remove(&(Family::Ip, TABLE.to_owned())).unwrap();
         // A ClusterIP's remote endpoint cannot be its own client here; an external address's can.
-        assert_eq!(
-            elements(&t, "hairpin"),
-            ["10.244.0.2 . 10.244.0.2", "10.244.1.3 . 10.244.1.3"]
-        );
+        assert_eq!(elements(&t, "hairpin"), ["10.244.0.2 . 10.244.0.2", "10.244.1.3 . 10.244.1.3"]);
     }
 }

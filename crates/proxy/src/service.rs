@@ -51,10 +51,7 @@ impl ServicePort {
 }
 
 fn parse_ips(list: Option<&Vec<String>>) -> Vec<IpAddr> {
-    list.into_iter()
-        .flatten()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    list.into_iter().flatten().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The proxy's service ports, in namespace, name and port order.
@@ -70,18 +67,12 @@ pub fn service_ports(state: &ClusterState) -> Vec<ServicePort> {
 pub fn ports_of(svc: &Service) -> Vec<ServicePort> {
     let spec = svc.spec.clone().unwrap_or_default();
     let labels = svc.metadata.labels.clone().unwrap_or_default();
-    if labels.contains_key(LABEL_SERVICE_PROXY_NAME)
-        || spec.type_.as_deref() == Some("ExternalName")
-    {
+    if labels.contains_key(LABEL_SERVICE_PROXY_NAME) || spec.type_.as_deref() == Some("ExternalName") {
         return Vec::new();
     }
     let mut cluster_ips = parse_ips(spec.cluster_ips.as_ref());
     if cluster_ips.is_empty() {
-        cluster_ips = spec
-            .cluster_ip
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        cluster_ips = spec.cluster_ip.iter().filter_map(|s| s.parse().ok()).collect();
     }
     if cluster_ips.is_empty() {
         return Vec::new(); // headless (or not allocated)
@@ -110,16 +101,9 @@ pub fn ports_of(svc: &Service) -> Vec<ServicePort> {
         .iter()
         .flatten()
         .filter_map(|p| {
-            let node_port = p
-                .node_port
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n != 0);
+            let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
             Some(ServicePort {
-                namespace: svc
-                    .metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
+                namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
                 service: svc.metadata.name.clone().unwrap_or_default(),
                 port_name: p.name.clone().unwrap_or_default(),
                 protocol: p.protocol.as_deref().unwrap_or("TCP").parse().ok()?,
@@ -127,22 +111,13 @@ pub fn ports_of(svc: &Service) -> Vec<ServicePort> {
                 cluster_ips: cluster_ips.clone(),
                 node_port,
                 external_ips: external_ips.clone(),
-                load_balancer_ips: if is_lb {
-                    load_balancer_ips.clone()
-                } else {
-                    Vec::new()
-                },
-                load_balancer_source_ranges: spec
-                    .load_balancer_source_ranges
-                    .clone()
-                    .unwrap_or_default(),
+                load_balancer_ips: if is_lb { load_balancer_ips.clone() } else { Vec::new() },
+                load_balancer_source_ranges: spec.load_balancer_source_ranges.clone().unwrap_or_default(),
                 affinity_timeout,
                 policies: Policies {
                     internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
                     external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-                    externally_accessible: node_port.is_some()
-                        || !external_ips.is_empty()
-                        || (is_lb && !load_balancer_ips.is_empty()),
+                    externally_accessible: node_port.is_some() || !external_ips.is_empty() || (is_lb && !load_balancer_ips.is_empty()),
                 },
             })
         })
@@ -151,27 +126,20 @@ pub fn ports_of(svc: &Service) -> Vec<ServicePort> {
 
 /// The endpoints of a service port, from the slices labelled with its Service, as seen on `node`
 /// (absent conditions mean ready, and serving as ready, as kube-proxy reads them).
-pub fn endpoints_for<'a>(
-    port: &ServicePort,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
-    node: &str,
-) -> Vec<Endpoint> {
+pub fn endpoints_for<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &str) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::new();
     for slice in slices {
         if slice.metadata.namespace.as_deref().unwrap_or("default") != port.namespace
-            || slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME))
-                != Some(&port.service)
+            || slice.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)) != Some(&port.service)
         {
             continue;
         }
-        let Some(target) = slice.ports.iter().flatten().find(|p| {
-            p.name.clone().unwrap_or_default() == port.port_name
-                && p.protocol.as_deref().unwrap_or("TCP") == port.protocol.as_str()
-        }) else {
+        let Some(target) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.clone().unwrap_or_default() == port.port_name && p.protocol.as_deref().unwrap_or("TCP") == port.protocol.as_str())
+        else {
             continue;
         };
         let Some(target_port) = target.port else {
@@ -195,18 +163,8 @@ pub fn endpoints_for<'a>(
                     ready,
                     serving: c.serving.unwrap_or(ready),
                     terminating: c.terminating.unwrap_or(false),
-                    zone_hints: hints
-                        .for_zones
-                        .iter()
-                        .flatten()
-                        .map(|z| z.name.clone())
-                        .collect::<BTreeSet<_>>(),
-                    node_hints: hints
-                        .for_nodes
-                        .iter()
-                        .flatten()
-                        .map(|n| n.name.clone())
-                        .collect::<BTreeSet<_>>(),
+                    zone_hints: hints.for_zones.iter().flatten().map(|z| z.name.clone()).collect::<BTreeSet<_>>(),
+                    node_hints: hints.for_nodes.iter().flatten().map(|n| n.name.clone()).collect::<BTreeSet<_>>(),
                 });
             }
         }
@@ -220,8 +178,7 @@ mod tests {
     use super::*;
 
     fn state(yaml: &str) -> ClusterState {
-        ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap())
-            .unwrap()
+        ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap()
     }
 
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.20\n  externalTrafficPolicy: Local\n  sessionAffinity: ClientIP\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: 8080, nodePort: 30080}\n  - {name: dns, port: 53, protocol: UDP}\n";
@@ -231,10 +188,7 @@ mod tests {
         let ports = service_ports(&state(SVC));
         assert_eq!(ports.len(), 2);
         let http = &ports[0];
-        assert_eq!(
-            (http.key().as_str(), http.port, http.node_port),
-            ("shop/web:http", 80, Some(30080))
-        );
+        assert_eq!((http.key().as_str(), http.port, http.node_port), ("shop/web:http", 80, Some(30080)));
         assert_eq!(http.cluster_ips, ["10.96.0.20".parse::<IpAddr>().unwrap()]);
         assert!(http.policies.external_local && http.policies.externally_accessible);
         assert_eq!(http.affinity_timeout, Some(10_800));
@@ -257,16 +211,7 @@ mod tests {
         let slices = model::endpoints::compute(&s, |p| p.ready.unwrap_or(true));
         let ports = service_ports(&s);
         let eps = endpoints_for(&ports[0], &slices, "node-1");
-        let got: Vec<(&str, bool, bool)> = eps
-            .iter()
-            .map(|e| (e.addr.as_str(), e.local, e.ready))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("10.244.0.2:8080", true, true),
-                ("10.244.1.2:8080", false, false)
-            ]
-        );
+        let got: Vec<(&str, bool, bool)> = eps.iter().map(|e| (e.addr.as_str(), e.local, e.ready)).collect();
+        assert_eq!(got, [("10.244.0.2:8080", true, true), ("10.244.1.2:8080", false, false)]);
     }
 }

@@ -27,10 +27,7 @@ impl Endpoint {
     /// Its address and port (`addr` is `ip:port`, or `[ip]:port` for IPv6).
     pub fn ip_port(&self) -> Option<(std::net::IpAddr, u16)> {
         let (ip, port) = self.addr.rsplit_once(':')?;
-        Some((
-            ip.trim_matches(['[', ']']).parse().ok()?,
-            port.parse().ok()?,
-        ))
+        Some((ip.trim_matches(['[', ']']).parse().ok()?, port.parse().ok()?))
     }
 }
 
@@ -85,14 +82,10 @@ fn topology_mode(endpoints: &[Endpoint], node: &str, zone: &str) -> TopologyMode
     if ready.is_empty() {
         return TopologyMode::None;
     }
-    if ready.iter().all(|e| !e.node_hints.is_empty())
-        && ready.iter().any(|e| e.node_hints.contains(node))
-    {
+    if ready.iter().all(|e| !e.node_hints.is_empty()) && ready.iter().any(|e| e.node_hints.contains(node)) {
         return TopologyMode::SameNode;
     }
-    if ready.iter().all(|e| !e.zone_hints.is_empty())
-        && ready.iter().any(|e| e.zone_hints.contains(zone))
-    {
+    if ready.iter().all(|e| !e.zone_hints.is_empty()) && ready.iter().any(|e| e.zone_hints.contains(zone)) {
         return TopologyMode::SameZone;
     }
     TopologyMode::None
@@ -107,12 +100,7 @@ fn available(e: &Endpoint, mode: TopologyMode, node: &str, zone: &str) -> bool {
 }
 
 /// `CategorizeEndpoints` for a node named `node` in zone `zone` (empty when unlabelled).
-pub fn categorize(
-    endpoints: &[Endpoint],
-    policies: Policies,
-    node: &str,
-    zone: &str,
-) -> Categorized {
+pub fn categorize(endpoints: &[Endpoint], policies: Policies, node: &str, zone: &str) -> Categorized {
     let mut out = Categorized::default();
     if endpoints.is_empty() {
         return out;
@@ -120,18 +108,10 @@ pub fn categorize(
     let mut mode = TopologyMode::None;
     if policies.uses_cluster_endpoints() {
         mode = topology_mode(endpoints, node, zone);
-        let mut cluster: Vec<Endpoint> = endpoints
-            .iter()
-            .filter(|e| e.ready && available(e, mode, node, zone))
-            .cloned()
-            .collect();
+        let mut cluster: Vec<Endpoint> = endpoints.iter().filter(|e| e.ready && available(e, mode, node, zone)).cloned().collect();
         if cluster.is_empty() {
             // No ready endpoint anywhere (topology already fell back): serving-terminating ones.
-            cluster = endpoints
-                .iter()
-                .filter(|e| e.serving && e.terminating)
-                .cloned()
-                .collect();
+            cluster = endpoints.iter().filter(|e| e.serving && e.terminating).cloned().collect();
         }
         out.has_any = !cluster.is_empty();
         out.cluster = Some(cluster);
@@ -152,18 +132,10 @@ pub fn categorize(
     }
     let mut use_terminating = false;
     let local: Vec<Endpoint> = if local_ready {
-        endpoints
-            .iter()
-            .filter(|e| e.local && e.ready)
-            .cloned()
-            .collect()
+        endpoints.iter().filter(|e| e.local && e.ready).cloned().collect()
     } else if local_terminating {
         use_terminating = true;
-        endpoints
-            .iter()
-            .filter(|e| e.local && e.serving && e.terminating)
-            .cloned()
-            .collect()
+        endpoints.iter().filter(|e| e.local && e.serving && e.terminating).cloned().collect()
     } else {
         Vec::new()
     };
@@ -189,15 +161,7 @@ mod tests {
     use super::*;
 
     fn ep(addr: &str, local: bool, ready: bool, serving: bool, terminating: bool) -> Endpoint {
-        Endpoint {
-            addr: addr.into(),
-            local,
-            ready,
-            serving,
-            terminating,
-            zone_hints: BTreeSet::new(),
-            node_hints: BTreeSet::new(),
-        }
+        Endpoint { addr: addr.into(), local, ready, serving, terminating, zone_hints: BTreeSet::new(), node_hints: BTreeSet::new() }
     }
 
     fn zoned(mut e: Endpoint, zone: &str) -> Endpoint {
@@ -206,24 +170,14 @@ mod tests {
     }
 
     fn addrs(v: &Option<Vec<Endpoint>>) -> Vec<&str> {
-        v.as_ref()
-            .map(|v| v.iter().map(|e| e.addr.as_str()).collect())
-            .unwrap_or_default()
+        v.as_ref().map(|v| v.iter().map(|e| e.addr.as_str()).collect()).unwrap_or_default()
     }
 
-    const CLUSTER: Policies = Policies {
-        internal_local: false,
-        external_local: false,
-        externally_accessible: false,
-    };
+    const CLUSTER: Policies = Policies { internal_local: false, external_local: false, externally_accessible: false };
 
     #[test]
     fn cluster_policy_uses_every_ready_endpoint() {
-        let eps = [
-            ep("10.0.0.1:80", true, true, true, false),
-            ep("10.0.1.1:80", false, true, true, false),
-            ep("10.0.1.2:80", false, false, false, false),
-        ];
+        let eps = [ep("10.0.0.1:80", true, true, true, false), ep("10.0.1.1:80", false, true, true, false), ep("10.0.1.2:80", false, false, false, false)];
         let c = categorize(&eps, CLUSTER, "node-1", "");
         assert_eq!(addrs(&c.cluster), ["10.0.0.1:80", "10.0.1.1:80"]);
         assert_eq!(c.local, None, "Cluster policy never uses the Local set");
@@ -232,33 +186,18 @@ mod tests {
 
     #[test]
     fn no_ready_endpoint_falls_back_to_serving_terminating_ones() {
-        let eps = [
-            ep("10.0.0.1:80", false, false, true, true),
-            ep("10.0.0.2:80", false, false, false, true),
-            ep("10.0.0.3:80", false, false, false, false),
-        ];
+        let eps = [ep("10.0.0.1:80", false, false, true, true), ep("10.0.0.2:80", false, false, false, true), ep("10.0.0.3:80", false, false, false, false)];
         let c = categorize(&eps, CLUSTER, "node-1", "");
         assert_eq!(addrs(&c.cluster), ["10.0.0.1:80"]);
         assert!(c.has_any);
-        let none = categorize(
-            &[ep("10.0.0.3:80", false, false, false, false)],
-            CLUSTER,
-            "node-1",
-            "",
-        );
+        let none = categorize(&[ep("10.0.0.3:80", false, false, false, false)], CLUSTER, "node-1", "");
         assert!(!none.has_any && none.all_reachable.is_empty());
     }
 
     #[test]
     fn internal_local_uses_this_nodes_endpoints_only() {
-        let p = Policies {
-            internal_local: true,
-            ..CLUSTER
-        };
-        let eps = [
-            ep("10.0.0.1:80", true, true, true, false),
-            ep("10.0.1.1:80", false, true, true, false),
-        ];
+        let p = Policies { internal_local: true, ..CLUSTER };
+        let eps = [ep("10.0.0.1:80", true, true, true, false), ep("10.0.1.1:80", false, true, true, false)];
         let c = categorize(&eps, p, "node-1", "");
         assert_eq!(c.cluster, None);
         assert_eq!(addrs(&c.local), ["10.0.0.1:80"]);
@@ -272,15 +211,8 @@ mod tests {
     fn fallback_is_decided_separately_for_cluster_and_local() {
         // A remote ready endpoint and a local terminating one: Cluster uses the ready one,
         // Local falls back to the terminating one.
-        let p = Policies {
-            internal_local: false,
-            external_local: true,
-            externally_accessible: true,
-        };
-        let eps = [
-            ep("10.0.1.1:80", false, true, true, false),
-            ep("10.0.0.1:80", true, false, true, true),
-        ];
+        let p = Policies { internal_local: false, external_local: true, externally_accessible: true };
+        let eps = [ep("10.0.1.1:80", false, true, true, false), ep("10.0.0.1:80", true, false, true, true)];
         let c = categorize(&eps, p, "node-1", "");
         assert_eq!(addrs(&c.cluster), ["10.0.1.1:80"]);
         assert_eq!(addrs(&c.local), ["10.0.0.1:80"]);
@@ -290,41 +222,19 @@ mod tests {
 
     #[test]
     fn external_local_without_external_access_is_plain_cluster() {
-        let p = Policies {
-            internal_local: false,
-            external_local: true,
-            externally_accessible: false,
-        };
+        let p = Policies { internal_local: false, external_local: true, externally_accessible: false };
         assert!(!p.uses_local_endpoints() && p.uses_cluster_endpoints());
     }
 
     #[test]
     fn zone_hints_are_used_only_when_every_ready_endpoint_has_one_and_one_matches() {
-        let eps = [
-            zoned(ep("10.0.0.1:80", false, true, true, false), "a"),
-            zoned(ep("10.0.1.1:80", false, true, true, false), "b"),
-        ];
-        assert_eq!(
-            addrs(&categorize(&eps, CLUSTER, "node-1", "a").cluster),
-            ["10.0.0.1:80"]
-        );
+        let eps = [zoned(ep("10.0.0.1:80", false, true, true, false), "a"), zoned(ep("10.0.1.1:80", false, true, true, false), "b")];
+        assert_eq!(addrs(&categorize(&eps, CLUSTER, "node-1", "a").cluster), ["10.0.0.1:80"]);
         // A zone no endpoint is hinted for: hints ignored.
-        assert_eq!(
-            categorize(&eps, CLUSTER, "node-1", "c")
-                .cluster
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(categorize(&eps, CLUSTER, "node-1", "c").cluster.unwrap().len(), 2);
         // One ready endpoint without hints: all or nothing.
         let partial = [eps[0].clone(), ep("10.0.2.1:80", false, true, true, false)];
-        assert_eq!(
-            categorize(&partial, CLUSTER, "node-1", "a")
-                .cluster
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(categorize(&partial, CLUSTER, "node-1", "a").cluster.unwrap().len(), 2);
     }
 
     #[test]
@@ -333,9 +243,6 @@ mod tests {
         a.node_hints.insert("node-1".into());
         let mut b = zoned(ep("10.0.0.2:80", false, true, true, false), "a");
         b.node_hints.insert("node-2".into());
-        assert_eq!(
-            addrs(&categorize(&[a, b], CLUSTER, "node-1", "a").cluster),
-            ["10.0.0.1:80"]
-        );
+        assert_eq!(addrs(&categorize(&[a, b], CLUSTER, "node-1", "a").cluster), ["10.0.0.1:80"]);
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! Objects go through the real loader ([`model::load_str`]), so fixtures exercise it too.
 
+pub mod graph;
+
 use std::path::Path;
 
 use model::ClusterState;
@@ -22,11 +24,7 @@ pub const PODS: [&str; 3] = ["a", "b", "c"];
 
 /// The IP of an e2e model pod (see the address plan).
 pub fn pod_ip(ns: &str, pod: &str) -> String {
-    let n = NAMESPACES
-        .iter()
-        .position(|x| *x == ns)
-        .expect("e2e namespace")
-        + 1;
+    let n = NAMESPACES.iter().position(|x| *x == ns).expect("e2e namespace") + 1;
     let p = PODS.iter().position(|x| *x == pod).expect("e2e pod") + 1;
     format!("10.244.{n}.{p}")
 }
@@ -37,13 +35,7 @@ pub fn namespace(name: &str, labels: Value) -> Value {
 }
 
 /// A Pod object with labels, container ports (`(name, port, protocol)`) and an IP.
-pub fn pod(
-    ns: &str,
-    name: &str,
-    labels: Value,
-    ports: &[(&str, u16, &str)],
-    ip: Option<&str>,
-) -> Value {
+pub fn pod(ns: &str, name: &str, labels: Value, ports: &[(&str, u16, &str)], ip: Option<&str>) -> Value {
     let ports: Vec<Value> = ports
         .iter()
         .map(|(n, p, proto)| {
@@ -73,17 +65,9 @@ pub fn network_policy(ns: &str, name: &str, spec: Value) -> Value {
 /// The e2e model's objects: namespaces x/y/z, pods a/b/c serving 80/81 on TCP/UDP/SCTP.
 pub fn e2e_objects() -> Vec<Value> {
     let mut out = Vec::new();
-    let ports: Vec<(String, u16, &str)> = [80u16, 81]
-        .iter()
-        .flat_map(|p| {
-            ["TCP", "UDP", "SCTP"]
-                .map(|proto| (format!("serve-{p}-{}", proto.to_lowercase()), *p, proto))
-        })
-        .collect();
-    let ports: Vec<(&str, u16, &str)> = ports
-        .iter()
-        .map(|(n, p, proto)| (n.as_str(), *p, *proto))
-        .collect();
+    let ports: Vec<(String, u16, &str)> =
+        [80u16, 81].iter().flat_map(|p| ["TCP", "UDP", "SCTP"].map(|proto| (format!("serve-{p}-{}", proto.to_lowercase()), *p, proto))).collect();
+    let ports: Vec<(&str, u16, &str)> = ports.iter().map(|(n, p, proto)| (n.as_str(), *p, *proto)).collect();
     for ns in NAMESPACES {
         out.push(namespace(ns, json!({"ns": ns})));
         for p in PODS {
@@ -103,11 +87,7 @@ pub fn cluster(objects: &[Value]) -> ClusterState {
 /// The e2e model plus the given policies (`(namespace, name, spec)`).
 pub fn e2e_with(policies: &[(&str, &str, Value)]) -> ClusterState {
     let mut objects = e2e_objects();
-    objects.extend(
-        policies
-            .iter()
-            .map(|(ns, name, spec)| network_policy(ns, name, spec.clone())),
-    );
+    objects.extend(policies.iter().map(|(ns, name, spec)| network_policy(ns, name, spec.clone())));
     cluster(&objects)
 }
 
@@ -124,22 +104,13 @@ pub struct TruthTable {
 impl TruthTable {
     /// A table over the e2e model's nine pods with every value `init`.
     pub fn e2e(init: bool) -> Self {
-        let pods: Vec<String> = NAMESPACES
-            .iter()
-            .flat_map(|ns| PODS.iter().map(move |p| format!("{ns}/{p}")))
-            .collect();
+        let pods: Vec<String> = NAMESPACES.iter().flat_map(|ns| PODS.iter().map(move |p| format!("{ns}/{p}"))).collect();
         let n = pods.len();
-        TruthTable {
-            pods,
-            values: vec![vec![init; n]; n],
-        }
+        TruthTable { pods, values: vec![vec![init; n]; n] }
     }
 
     fn idx(&self, pod: &str) -> usize {
-        self.pods
-            .iter()
-            .position(|p| p == pod)
-            .unwrap_or_else(|| panic!("no pod {pod} in the table"))
+        self.pods.iter().position(|p| p == pod).unwrap_or_else(|| panic!("no pod {pod} in the table"))
     }
 
     fn matching(&self, spec: &str) -> Vec<usize> {
@@ -193,10 +164,7 @@ impl TruthTable {
     pub fn pretty(&self) -> String {
         let mut out = format!("-\t{}\n", self.pods.join("\t"));
         for (i, from) in self.pods.iter().enumerate() {
-            let marks: Vec<&str> = self.values[i]
-                .iter()
-                .map(|v| if *v { "." } else { "X" })
-                .collect();
+            let marks: Vec<&str> = self.values[i].iter().map(|v| if *v { "." } else { "X" }).collect();
             out.push_str(&format!("{from}\t{}\n", marks.join("\t")));
         }
         out

@@ -54,10 +54,7 @@ fn ip_value(ip: IpAddr) -> u128 {
 impl Range {
     /// Canonicalizes a configured range; the messages are the reference plugin's.
     pub fn from_config(c: &RangeConfig) -> Result<Self, String> {
-        let subnet: IpNet = c
-            .subnet
-            .parse()
-            .map_err(|_| format!("invalid CIDR address: {}", c.subnet))?;
+        let subnet: IpNet = c.subnet.parse().map_err(|_| format!("invalid CIDR address: {}", c.subnet))?;
         let subnet = subnet.trunc();
         if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
             return Err(format!("Network {subnet} too small to allocate from"));
@@ -68,12 +65,7 @@ impl Range {
             Some(gw) if subnet.contains(&gw) => gw,
             Some(gw) => return Err(format!("gateway {gw} not in network {subnet}")),
         };
-        let mut r = Range {
-            subnet,
-            start: first,
-            end: last_ip(&subnet),
-            gateway,
-        };
+        let mut r = Range { subnet, start: first, end: last_ip(&subnet), gateway };
         if let Some(start) = c.range_start {
             r.check_in_subnet(start)?;
             r.start = start;
@@ -87,10 +79,7 @@ impl Range {
 
     fn check_in_subnet(&self, ip: IpAddr) -> Result<(), String> {
         if ip.is_ipv4() != self.subnet.addr().is_ipv4() {
-            return Err(format!(
-                "IP {ip} is not the same protocol as subnet {}",
-                self.subnet
-            ));
+            return Err(format!("IP {ip} is not the same protocol as subnet {}", self.subnet));
         }
         if !self.subnet.contains(&ip) {
             return Err(format!("{ip} not in network {}", self.subnet));
@@ -100,25 +89,17 @@ impl Range {
 
     /// Whether `ip` is an allocatable address of this range (inside start..=end).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.subnet.contains(&ip)
-            && ip_value(ip) >= ip_value(self.start)
-            && ip_value(ip) <= ip_value(self.end)
+        self.subnet.contains(&ip) && ip_value(ip) >= ip_value(self.start) && ip_value(ip) <= ip_value(self.end)
     }
 
     /// Checks a requested address the way `IPInRange` does.
     pub fn check_requested(&self, ip: IpAddr) -> Result<(), String> {
         self.check_in_subnet(ip)?;
         if ip_value(ip) < ip_value(self.start) {
-            return Err(format!(
-                "{ip} is in network {} but before start {}",
-                self.subnet, self.start
-            ));
+            return Err(format!("{ip} is in network {} but before start {}", self.subnet, self.start));
         }
         if ip_value(ip) > ip_value(self.end) {
-            return Err(format!(
-                "{ip} is in network {} but after end {}",
-                self.subnet, self.end
-            ));
+            return Err(format!("{ip} is in network {} but after end {}", self.subnet, self.end));
         }
         Ok(())
     }
@@ -147,10 +128,7 @@ pub fn range_set(configs: &[RangeConfig]) -> Result<RangeSet, String> {
     if configs.is_empty() {
         return Err("empty range set".into());
     }
-    let set: RangeSet = configs
-        .iter()
-        .map(Range::from_config)
-        .collect::<Result<_, _>>()?;
+    let set: RangeSet = configs.iter().map(Range::from_config).collect::<Result<_, _>>()?;
     for (i, a) in set.iter().enumerate() {
         for b in &set[i + 1..] {
             if a.overlaps(b) {
@@ -166,10 +144,7 @@ mod tests {
     use super::*;
 
     fn cfg(subnet: &str) -> RangeConfig {
-        RangeConfig {
-            subnet: subnet.into(),
-            ..Default::default()
-        }
+        RangeConfig { subnet: subnet.into(), ..Default::default() }
     }
 
     #[test]
@@ -184,16 +159,10 @@ mod tests {
 
     #[test]
     fn bad_ranges_are_rejected() {
-        assert_eq!(
-            Range::from_config(&cfg("10.0.0.0/31")).unwrap_err(),
-            "Network 10.0.0.0/31 too small to allocate from"
-        );
+        assert_eq!(Range::from_config(&cfg("10.0.0.0/31")).unwrap_err(), "Network 10.0.0.0/31 too small to allocate from");
         let mut c = cfg("10.0.0.0/24");
         c.gateway = Some("10.0.1.1".parse().unwrap());
-        assert_eq!(
-            Range::from_config(&c).unwrap_err(),
-            "gateway 10.0.1.1 not in network 10.0.0.0/24"
-        );
+        assert_eq!(Range::from_config(&c).unwrap_err(), "gateway 10.0.1.1 not in network 10.0.0.0/24");
         let mut c = cfg("10.0.0.0/24");
         c.range_start = Some("fd00::1".parse().unwrap());
         assert!(Range::from_config(&c).is_err());

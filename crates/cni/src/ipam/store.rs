@@ -48,20 +48,10 @@ impl DiskStore {
     }
 
     /// [`DiskStore::open`] with a given wait for the lock.
-    pub fn open_waiting(
-        data_dir: &Path,
-        network: &str,
-        wait: std::time::Duration,
-    ) -> io::Result<Self> {
+    pub fn open_waiting(data_dir: &Path, network: &str, wait: std::time::Duration) -> io::Result<Self> {
         let dir = data_dir.join(network);
         fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o750)
-            .open(dir.join("lock"))?;
+        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o750).open(dir.join("lock"))?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             match lock.try_lock() {
@@ -70,10 +60,7 @@ impl DiskStore {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 Err(fs::TryLockError::WouldBlock) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        format!("{} is locked by another process", dir.display()),
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("{} is locked by another process", dir.display())));
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
@@ -103,13 +90,7 @@ fn owner_matches(content: &str, id: &str, ifname: &str) -> bool {
 impl LeaseStore for DiskStore {
     fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, set: usize) -> io::Result<bool> {
         let path = self.dir.join(ip.to_string());
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-        {
+        let mut f = match OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e),
@@ -118,27 +99,16 @@ impl LeaseStore for DiskStore {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        fs::write(
-            self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}")),
-            ip.to_string(),
-        )?;
+        fs::write(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}")), ip.to_string())?;
         Ok(true)
     }
 
     fn last_reserved(&self, set: usize) -> Option<IpAddr> {
-        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"))).ok()?.trim().parse().ok()
     }
 
     fn leases_of(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
-        self.lease_files()
-            .into_iter()
-            .filter(|(_, c)| owner_matches(c, id, ifname))
-            .map(|(ip, _)| ip)
-            .collect()
+        self.lease_files().into_iter().filter(|(_, c)| owner_matches(c, id, ifname)).map(|(ip, _)| ip).collect()
     }
 
     fn release(&mut self, id: &str, ifname: &str) -> io::Result<()> {
@@ -187,11 +157,7 @@ impl LeaseStore for MemStore {
     }
 
     fn leases_of(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
-        self.leases
-            .iter()
-            .filter(|(_, (i, n))| i == id && n == ifname)
-            .map(|(ip, _)| *ip)
-            .collect()
+        self.leases.iter().filter(|(_, (i, n))| i == id && n == ifname).map(|(ip, _)| *ip).collect()
     }
 
     fn release(&mut self, id: &str, ifname: &str) -> io::Result<()> {
@@ -200,10 +166,7 @@ impl LeaseStore for MemStore {
     }
 
     fn all(&self) -> Vec<(IpAddr, String, String)> {
-        self.leases
-            .iter()
-            .map(|(ip, (i, n))| (*ip, i.clone(), n.clone()))
-            .collect()
+        self.leases.iter().map(|(ip, (i, n))| (*ip, i.clone(), n.clone())).collect()
     }
 }
 
@@ -221,33 +184,16 @@ mod tests {
         assert!(s.reserve("abc", "eth0", ip, 0).unwrap());
         assert!(!s.reserve("other", "eth0", ip, 0).unwrap());
         let net = dir.path().join("podnet");
-        assert_eq!(
-            fs::read_to_string(net.join("10.244.1.2")).unwrap(),
-            "abc\r\neth0"
-        );
-        assert_eq!(
-            fs::metadata(net.join("10.244.1.2"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o644
-        );
-        assert_eq!(
-            fs::read_to_string(net.join("last_reserved_ip.0")).unwrap(),
-            "10.244.1.2"
-        );
+        assert_eq!(fs::read_to_string(net.join("10.244.1.2")).unwrap(), "abc\r\neth0");
+        assert_eq!(fs::metadata(net.join("10.244.1.2")).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(fs::read_to_string(net.join("last_reserved_ip.0")).unwrap(), "10.244.1.2");
         assert!(net.join("lock").exists());
         assert_eq!(s.last_reserved(0), Some(ip));
         assert_eq!(s.leases_of("abc", "eth0"), [ip]);
         assert_eq!(s.all(), [(ip, "abc".to_owned(), "eth0".to_owned())]);
         s.release("abc", "eth0").unwrap();
         assert!(!net.join("10.244.1.2").exists());
-        assert_eq!(
-            s.last_reserved(0),
-            Some(ip),
-            "the round-robin cursor survives a release"
-        );
+        assert_eq!(s.last_reserved(0), Some(ip), "the round-robin cursor survives a release");
     }
 
     #[test]

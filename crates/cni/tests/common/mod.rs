@@ -32,32 +32,14 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(pods: usize) -> Lab {
-        let id = format!(
-            "pnc{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = format!("pnc{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         let node = NamedNetns::new(&format!("{id}-node")).unwrap();
-        let pods = (0..pods)
-            .map(|i| NamedNetns::new(&format!("{id}-p{i}")).unwrap())
-            .collect();
-        Lab {
-            node,
-            pods,
-            data: tempfile::tempdir().unwrap(),
-        }
+        let pods = (0..pods).map(|i| NamedNetns::new(&format!("{id}-p{i}")).unwrap()).collect();
+        Lab { node, pods, data: tempfile::tempdir().unwrap() }
     }
 
     /// Runs `binary` for `command` in the node namespace; returns (success, stdout as JSON).
-    pub fn exec(
-        &self,
-        binary: &Path,
-        command: &str,
-        pod: Option<usize>,
-        container: &str,
-        cni_path: &str,
-        conf: &Value,
-    ) -> (bool, Value) {
+    pub fn exec(&self, binary: &Path, command: &str, pod: Option<usize>, container: &str, cni_path: &str, conf: &Value) -> (bool, Value) {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.node.name()])
             .arg(binary)
@@ -71,18 +53,10 @@ impl Lab {
             cmd.env("CNI_NETNS", self.pods[p].path());
         }
         let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
-        (
-            out.status.success(),
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+        (out.status.success(), serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Files of the lease directory of `network`: name and content, sorted.
@@ -91,12 +65,7 @@ impl Lab {
         let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
             .map(|d| {
                 d.filter_map(Result::ok)
-                    .map(|e| {
-                        (
-                            e.file_name().to_string_lossy().into_owned(),
-                            std::fs::read_to_string(e.path()).unwrap_or_default(),
-                        )
-                    })
+                    .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap_or_default()))
                     .collect()
             })
             .unwrap_or_default();
