@@ -303,6 +303,13 @@ impl ClusterState {
                 }
                 Object::Service(svc) => {
                     let n = namespaced(loc, "Service", &svc.metadata, (**svc).clone())?;
+                    if let Some(spec) = &svc.spec {
+                        check(
+                            loc,
+                            &ObjectRef { kind: "Service".into(), namespace: n.namespace.clone(), name: n.name.clone() },
+                            validation::validate_service_ports(spec),
+                        )?;
+                    }
                     services.insert((n.namespace.clone(), n.name.clone()), n);
                 }
                 Object::EndpointSlice(es) => {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod endpoints;
 pub mod error;
 pub mod gateway_api;
+pub mod kinds;
 pub mod load;
 pub mod selector;
 pub mod validation;

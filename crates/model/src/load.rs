@@ -137,12 +137,84 @@ pub fn load_str(text: &str, file: &Path) -> Result<Vec<Loaded>, ManifestError> {
             decode_document(doc, at(i + 1), &mut out)?;
         }
     } else {
+        // The YAML parser takes time quadratic in the nesting of flow collections (`[[[[…`) before
+        // it reaches its own depth limit; refuse such a file first, in one linear pass.
+        if let Some(line) = too_deep_flow(text, MAX_NESTING) {
+            return Err(plain_error(at(1), format!("invalid YAML: collections nested deeper than {MAX_NESTING} levels at line {line}")));
+        }
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let doc = Value::deserialize(doc).map_err(|e| plain_error(at(i + 1), format!("invalid YAML: {e}")))?;
             decode_document(doc, at(i + 1), &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// The deepest nesting a manifest may have (the YAML parser's own recursion limit).
+pub const MAX_NESTING: usize = 128;
+
+/// The line where flow collections (`[`, `{`) nest deeper than `limit`, if they do. Brackets
+/// count where YAML opens a collection (at a line's start, after `:`, `-`, `?`, `,` or another
+/// bracket); quoted scalars, comments and block scalars (`|`, `>`) are skipped.
+fn too_deep_flow(text: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_scalar {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let bytes = line.as_bytes();
+        let mut structural = true; // at a position where a collection or a quoted scalar may start
+        let mut i = indent;
+        while i < bytes.len() {
+            let c = bytes[i];
+            match c {
+                b' ' | b'\t' => {}
+                b'#' if i == 0 || bytes[i - 1] == b' ' || bytes[i - 1] == b'\t' => break,
+                b'[' | b'{' if structural => {
+                    depth += 1;
+                    if depth > limit {
+                        return Some(n + 1);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b'"' | b'\'' if structural => {
+                    // Skip to the closing quote on this line ('' and \" escape).
+                    i += 1;
+                    while i < bytes.len() {
+                        if bytes[i] == b'\\' && c == b'"' {
+                            i += 1;
+                        } else if bytes[i] == c {
+                            if c == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                                i += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                        i += 1;
+                    }
+                    structural = false;
+                }
+                b'|' | b'>' if structural && depth == 0 => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => {}
+            }
+            // Indicators keep (or make) the next position structural; anything else is text.
+            structural = match c {
+                b' ' | b'\t' | b'[' | b'{' | b'"' | b'\'' => structural && !matches!(c, b'"' | b'\''),
+                b':' | b'-' | b'?' | b',' => true,
+                _ => false,
+            };
+            i += 1;
+        }
+    }
+    None
 }
 
 fn plain_error(location: Location, message: String) -> ManifestError {
@@ -211,13 +283,13 @@ fn object_ref(doc: &Value) -> ObjectRef {
     let kind = s(doc.get("kind"));
     let mut namespace = s(meta.and_then(|m| m.get("namespace")));
     // Namespaced objects without a namespace land in the default one, as with kubectl.
-    if namespace.is_empty() && !matches!(kind.as_str(), "Namespace" | "Node" | "ServiceCIDR") {
+    if namespace.is_empty() && crate::kinds::is_namespaced(&kind) {
         namespace = crate::cluster::DEFAULT_NAMESPACE.to_owned();
     }
     ObjectRef { kind, namespace, name: s(meta.and_then(|m| m.get("name"))) }
 }
 
-fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, ManifestError> {
+fn decode_object(mut doc: Value, location: &Location) -> Result<Option<Object>, ManifestError> {
     let id = object_ref(&doc);
     let fail = |message: String| ManifestError { location: location.clone(), object: Some(id.clone()), messages: vec![message] };
     let api_version = match doc.get("apiVersion") {
@@ -236,6 +308,23 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
     };
     if !doc.get("metadata").is_none_or(Value::is_object) {
         return Err(fail("metadata: must be an object".into()));
+    }
+    match crate::kinds::served(&api_version, &kind) {
+        crate::kinds::Served::Yes => {}
+        crate::kinds::Served::Custom => return Ok(None),
+        crate::kinds::Served::No => return Err(fail(format!("no matches for kind {kind:?} in version {api_version:?} (ensure CRDs are installed first)"))),
+    }
+    if let Some(message) = annotations_too_long(&doc) {
+        return Err(fail(message));
+    }
+    // The object itself carries its namespace from here on (`default` when the manifest has
+    // none, as kubectl applies it), so every consumer of the object sees the same one.
+    if crate::kinds::is_namespaced(&kind)
+        && let Some(meta) = doc.as_object_mut().map(|d| d.entry("metadata").or_insert_with(|| Value::Object(Default::default())))
+        && let Some(meta) = meta.as_object_mut()
+        && meta.get("namespace").is_none_or(|n| n.is_null() || n.as_str() == Some(""))
+    {
+        meta.insert("namespace".into(), Value::String(id.namespace.clone()));
     }
     let object = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => Object::Namespace(typed(doc).map_err(fail)?),
@@ -261,6 +350,16 @@ fn decode_object(doc: Value, location: &Location) -> Result<Option<Object>, Mani
         _ => return Ok(None),
     };
     Ok(Some(object))
+}
+
+/// The API server's limit on an object's annotations: keys and values together (apimachinery's
+/// `TotalAnnotationSizeLimitB`).
+pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
+
+fn annotations_too_long(doc: &Value) -> Option<String> {
+    let annotations = doc.get("metadata")?.get("annotations")?.as_object()?;
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    (total > TOTAL_ANNOTATION_SIZE_LIMIT).then(|| format!("metadata.annotations: Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"))
 }
 
 /// Decodes into a k8s-openapi type; the error names the field path (`spec.containers[0].ports[0].containerPort`).
@@ -289,6 +388,60 @@ mod tests {
         assert!(matches!(got[0].object, Object::Namespace(_)));
         assert!(matches!(got[1].object, Object::Pod(_)));
         assert_eq!(got[1].location.document, 4);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_in_linear_time() {
+        let deep = |n: usize| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata: {}{}\n", "[".repeat(n), "]".repeat(n));
+        let started = std::time::Instant::now();
+        let err = load(&deep(200_000)).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 128 levels at line 4"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        let err = load(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata:\n  k: {}x{}\n", "{a: ".repeat(5000), "}".repeat(5000)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 128 levels"), "{err}");
+        // Brackets that open nothing: in plain scalars, quotes, comments and block scalars.
+        let fine = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}} # {0}\ndata:\n  a: x{0}\n  b: \"{0}\"\n  c: '{0}'\n  d: |\n    {0}\n    {0}\n  e: [[1], {{f: [2]}}]\n",
+            "[".repeat(300)
+        );
+        assert!(load(&fine).is_ok(), "{:?}", load(&fine).err());
+        assert!(load(&deep(100)).is_ok());
+    }
+
+    #[test]
+    fn kinds_no_cluster_serves_are_errors_naming_the_document() {
+        for (doc, kind, version) in [
+            ("apiVersion: v1\nkind: Podd\nmetadata: {name: x}\n", "Podd", "v1"),
+            ("apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: x}\n", "Deployment", "apps/v1beta1"),
+            ("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: x}\n", "Ingress", "extensions/v1beta1"),
+        ] {
+            let err = load(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n{doc}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("no matches for kind \"{kind}\" in version \"{version}\"")), "{err}");
+            assert!(err.contains("t.yaml") && err.contains('2'), "names the file and document: {err}");
+        }
+    }
+
+    #[test]
+    fn namespaced_objects_without_a_namespace_get_default_in_the_object_itself() {
+        let got = load("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: t, namespace: \"\"}\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\n").unwrap();
+        let Object::Service(svc) = &got[0].object else { panic!("{:?}", got[0].object) };
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("default"));
+        let Object::Secret(secret) = &got[1].object else { panic!() };
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("default"));
+        let Object::IngressClass(class) = &got[2].object else { panic!() };
+        assert_eq!(class.metadata.namespace, None, "cluster-scoped kinds get no namespace");
+    }
+
+    #[test]
+    fn annotations_over_the_api_servers_limit_are_refused() {
+        let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
+        let err =
+            load(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: {big}}}}}\nspec: {{containers: []}}\n")).unwrap_err().to_string();
+        assert!(err.contains("metadata.annotations: Too long: may not be more than 262144 bytes"), "{}", &err[..200.min(err.len())]);
+        let fits = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT - 1);
+        assert!(load(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: {fits}}}}}\nspec: {{containers: []}}\n")).is_ok());
     }
 
     #[test]

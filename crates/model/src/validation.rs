@@ -56,6 +56,8 @@ pub enum FieldErrorKind {
     NotSupported { value: String, supported: Vec<String> },
     /// `Forbidden`
     Forbidden,
+    /// `Duplicate value: <value>`
+    Duplicate(String),
 }
 
 /// One validation error: a field, what is wrong with it and why.
@@ -111,6 +113,7 @@ impl fmt::Display for FieldError {
         match &self.kind {
             FieldErrorKind::Required => f.write_str("Required value")?,
             FieldErrorKind::Forbidden => f.write_str("Forbidden")?,
+            FieldErrorKind::Duplicate(value) => write!(f, "Duplicate value: {value}")?,
             FieldErrorKind::Invalid(value) => write!(f, "Invalid value: {value}")?,
             FieldErrorKind::NotSupported { value, supported } => {
                 let quoted: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
@@ -293,6 +296,59 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
     errs
 }
 
+/// A Service's ports as the API server checks them (`ValidateService`): each port a valid
+/// number, a numeric targetPort too (an absent one defaults to the port), a named one an IANA
+/// service name, names required when there are several and unique, and no two ports with the
+/// same port and protocol.
+pub fn validate_service_ports(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<FieldError> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut errs = Vec::new();
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let root = FieldPath::new("spec").child("ports");
+    let mut names: Vec<&str> = Vec::new();
+    let mut keys: Vec<(String, i32)> = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let path = root.index(i);
+        let name = p.name.as_deref().unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            errs.push(FieldError::required(path.child("name"), ""));
+        } else if !name.is_empty() {
+            errs.extend(is_dns1123_label(name).into_iter().map(|m| FieldError::invalid_str(path.child("name"), name, m)));
+            if names.contains(&name) {
+                errs.push(FieldError { path: path.child("name"), kind: FieldErrorKind::Duplicate(go_quote(name)), detail: String::new() });
+            }
+            names.push(name);
+        }
+        errs.extend(is_valid_port_num(i64::from(p.port)).into_iter().map(|m| FieldError::invalid_int(path.child("port"), i64::from(p.port), m)));
+        match &p.target_port {
+            None | Some(IntOrString::Int(0)) => {
+                errs.extend(is_valid_port_num(i64::from(p.port)).into_iter().map(|m| FieldError::invalid_int(path.child("targetPort"), i64::from(p.port), m)))
+            }
+            Some(IntOrString::Int(t)) => {
+                errs.extend(is_valid_port_num(i64::from(*t)).into_iter().map(|m| FieldError::invalid_int(path.child("targetPort"), i64::from(*t), m)))
+            }
+            Some(IntOrString::String(t)) => errs.extend(is_valid_port_name(t).into_iter().map(|m| FieldError::invalid_str(path.child("targetPort"), t, m))),
+        }
+        if let Some(np) = p.node_port
+            && np != 0
+        {
+            errs.extend(is_valid_port_num(i64::from(np)).into_iter().map(|m| FieldError::invalid_int(path.child("nodePort"), i64::from(np), m)));
+        }
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+        if !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+            errs.push(FieldError::not_supported(path.child("protocol"), &protocol, &["SCTP", "TCP", "UDP"]));
+        }
+        let key = (protocol, p.port);
+        if keys.contains(&key) {
+            // As apimachinery prints the duplicated `core.ServicePort{Protocol, Port}` (JSON since 1.34).
+            let value = format!(r#"{{"Name":"","Protocol":{},"AppProtocol":null,"Port":{},"TargetPort":0,"NodePort":0}}"#, go_quote(&key.0), key.1);
+            errs.push(FieldError { path: path.clone(), kind: FieldErrorKind::Duplicate(value), detail: String::new() });
+        }
+        keys.push(key);
+    }
+    errs
+}
+
 /// `ValidateLabels`: every key a qualified name, every value a label value.
 pub fn validate_labels(labels: &BTreeMap<String, String>, path: &FieldPath) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -352,6 +408,34 @@ pub fn validate_object_meta(name: Option<&str>, namespace: &str, labels: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service_errors(ports: &str) -> Vec<String> {
+        let spec: k8s_openapi::api::core::v1::ServiceSpec = serde_json::from_str(&format!(r#"{{"ports": {ports}}}"#)).unwrap();
+        validate_service_ports(&spec).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn service_ports_are_checked_like_the_api_server() {
+        assert_eq!(
+            service_errors(r#"[{"port": 0}]"#),
+            [
+                "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"
+            ]
+        );
+        assert_eq!(
+            service_errors(r#"[{"name": "a", "port": 80}, {"name": "b", "port": 80}]"#),
+            [r#"spec.ports[1]: Duplicate value: {"Name":"","Protocol":"TCP","AppProtocol":null,"Port":80,"TargetPort":0,"NodePort":0}"#]
+        );
+        assert!(service_errors(r#"[{"name": "a", "port": 80}, {"name": "b", "port": 80, "protocol": "UDP"}]"#).is_empty(), "same port, other protocol");
+        assert_eq!(service_errors(r#"[{"name": "http", "port": 80}, {"name": "http", "port": 81}]"#), [r#"spec.ports[1].name: Duplicate value: "http""#]);
+        assert_eq!(service_errors(r#"[{"port": 80}, {"port": 81}]"#), ["spec.ports[0].name: Required value", "spec.ports[1].name: Required value"]);
+        assert_eq!(
+            service_errors(r#"[{"port": 80, "targetPort": 70000}]"#),
+            ["spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive"]
+        );
+        assert!(service_errors(r#"[{"port": 53, "targetPort": "dns", "protocol": "UDP"}]"#).is_empty());
+    }
 
     #[test]
     fn field_errors_print_like_the_api_server() {
