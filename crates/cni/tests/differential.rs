@@ -206,12 +206,18 @@ fn the_same_bad_input_gives_the_same_error_codes() {
     unnamed["name"] = json!("");
     let mut future = good.clone();
     future["cniVersion"] = json!("9.9.9");
+    let mut backwards = good.clone();
+    backwards["ipam"]["ranges"] = json!([[{"subnet": "10.78.0.0/24", "rangeStart": "10.78.0.50", "rangeEnd": "10.78.0.40"}]]);
+    let mut outside = good.clone();
+    outside["ipam"]["ranges"] = json!([[{"subnet": "10.78.0.0/24", "rangeEnd": "10.78.1.4"}]]);
     let cases: Vec<(&str, Option<usize>, Value)> = vec![
         ("bad JSON", Some(0), json!("{bad")),
         ("unsupported version", Some(0), future),
         ("missing network name", Some(0), unnamed),
         ("missing CNI_NETNS", None, good.clone()),
         ("subnet too small", Some(0), tiny),
+        ("rangeStart after rangeEnd", Some(0), backwards),
+        ("rangeEnd outside the subnet", Some(0), outside),
     ];
     for (what, pod, c) in cases {
         let ours_conf = {
@@ -229,6 +235,9 @@ fn the_same_bad_input_gives_the_same_error_codes() {
         let (ok_o, e_o) = run_raw(&lab, &ours(), pod, &stdin(&ours_conf));
         assert!(!ok_r && !ok_o, "{what}: both must fail");
         assert_eq!(e_o["code"], e_r["code"], "{what}: ours {e_o} reference {e_r}");
+        if what.starts_with("range") {
+            assert_eq!(e_o["msg"], e_r["msg"], "{what}: the reference's words");
+        }
     }
 }
 

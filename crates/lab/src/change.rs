@@ -107,6 +107,15 @@ fn merge<'a, T: Clone + 'a>(kept: &mut Vec<T>, applied: impl IntoIterator<Item =
 }
 
 fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &mut Change) -> Result<(), LabError> {
+    // A pod of the lab that an applied object of another kind or owner would also make is
+    // refused before anything changes.
+    for w in &wanted.pods {
+        if let Some(p) = st.plan.pods.iter().find(|p| p.key() == w.key())
+            && (&p.owner, &p.owner_kind) != (&w.owner, &w.owner_kind)
+        {
+            return Err(plan_error(plan::PlanError::Duplicate { pod: w.key(), first: p.made_by(), second: w.made_by() }));
+        }
+    }
     // Scale-down: pods of an applied workload that the new plan does not have.
     let gone: Vec<usize> = (0..st.plan.pods.len())
         .filter(|&i| {

@@ -139,6 +139,14 @@ impl PodPlan {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// What made the pod: `Pod ns/name` or `StatefulSet ns/db`.
+    pub fn made_by(&self) -> String {
+        match &self.owner {
+            Some(owner) => format!("{} {}/{owner}", self.owner_kind, self.namespace),
+            None => format!("Pod {}", self.key()),
+        }
+    }
 }
 
 /// Everything a lab is made of.
@@ -171,6 +179,16 @@ impl LabPlan {
 /// A plan that cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// Two objects make a pod of the same name (a Pod `db-0` beside StatefulSet `db`'s).
+    #[error("pod {pod} would be made twice: by {first} and by {second}; rename one of them")]
+    Duplicate {
+        /// `ns/name`
+        pod: String,
+        /// One maker.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// Bad settings.
     #[error("{0}")]
     Config(String),
@@ -248,6 +266,9 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
         }
     }
     wanted.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+    if let Some(pair) = wanted.windows(2).find(|w| w[0].0.key() == w[1].0.key()) {
+        return Err(PlanError::Duplicate { pod: pair[0].0.key(), first: pair[0].0.made_by(), second: pair[1].0.made_by() });
+    }
 
     // Pinned pods first, then spread the rest over the least loaded nodes.
     let mut load: BTreeMap<String, usize> = node_names.iter().map(|n| (n.clone(), 0)).collect();
@@ -316,6 +337,13 @@ mod tests {
     }
 
     const SHOP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: shop}\nspec:\n  replicas: 2\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {hostNetwork: true, containers: [{name: c}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: pinned, namespace: shop}\nspec: {nodeName: node-2, containers: []}\n";
+
+    #[test]
+    fn a_pod_named_like_a_statefulset_pod_is_refused_before_anything_is_made() {
+        let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-1, namespace: shop}\nspec: {containers: []}\n";
+        let err = plan(&LabConfig::new(&demo(), 2, Mode::HostGw), &state(&format!("{SHOP}{extra}"))).unwrap_err();
+        assert_eq!(err.to_string(), "pod shop/db-1 would be made twice: by StatefulSet shop/db and by Pod shop/db-1; rename one of them");
+    }
 
     #[test]
     fn nodes_get_addresses_and_pod_cidrs_by_convention() {

@@ -65,13 +65,22 @@ impl Range {
             Some(gw) if subnet.contains(&gw) => gw,
             Some(gw) => return Err(format!("gateway {gw} not in network {subnet}")),
         };
+        // As the reference's Canonicalize: each bound must lie in the subnet and within the
+        // other bound as given, so a rangeStart after rangeEnd is "not in network".
+        let same_family = |ip: IpAddr| ip.is_ipv4() == subnet.addr().is_ipv4();
+        let start_ok = |ip: IpAddr| same_family(ip) && subnet.contains(&ip) && c.range_end.is_none_or(|end| ip_value(ip) <= ip_value(end));
+        let end_ok = |ip: IpAddr| same_family(ip) && subnet.contains(&ip) && c.range_start.is_none_or(|start| ip_value(ip) >= ip_value(start));
         let mut r = Range { subnet, start: first, end: last_ip(&subnet), gateway };
         if let Some(start) = c.range_start {
-            r.check_in_subnet(start)?;
+            if !start_ok(start) {
+                return Err(format!("RangeStart {start} not in network {subnet}"));
+            }
             r.start = start;
         }
         if let Some(end) = c.range_end {
-            r.check_in_subnet(end)?;
+            if !end_ok(end) {
+                return Err(format!("RangeEnd {end} not in network {subnet}"));
+            }
             r.end = end;
         }
         Ok(r)
@@ -165,7 +174,15 @@ mod tests {
         assert_eq!(Range::from_config(&c).unwrap_err(), "gateway 10.0.1.1 not in network 10.0.0.0/24");
         let mut c = cfg("10.0.0.0/24");
         c.range_start = Some("fd00::1".parse().unwrap());
-        assert!(Range::from_config(&c).is_err());
+        assert_eq!(Range::from_config(&c).unwrap_err(), "RangeStart fd00::1 not in network 10.0.0.0/24");
+        // The reference's range_test: a start after the end is not in the network's range.
+        let mut c = cfg("192.0.2.0/24");
+        c.range_start = Some("192.0.2.50".parse().unwrap());
+        c.range_end = Some("192.0.2.40".parse().unwrap());
+        assert_eq!(Range::from_config(&c).unwrap_err(), "RangeStart 192.0.2.50 not in network 192.0.2.0/24");
+        let mut c = cfg("192.0.2.0/24");
+        c.range_end = Some("192.0.4.0".parse().unwrap());
+        assert_eq!(Range::from_config(&c).unwrap_err(), "RangeEnd 192.0.4.0 not in network 192.0.2.0/24");
         assert!(range_set(&[cfg("10.0.0.0/24"), cfg("10.0.0.0/25")]).is_err());
         assert!(range_set(&[cfg("10.0.0.0/24"), cfg("10.0.1.0/24")]).is_ok());
     }
