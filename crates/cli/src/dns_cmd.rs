@@ -56,7 +56,7 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode> {
 }
 
 fn build(paths: &[PathBuf], zone: &ZoneConfig, serial: u32) -> Result<View> {
-    let state = model::load_cluster(paths)?;
+    let state = model::load_cluster_served(paths)?;
     let view = View::build(&state, zone, serial)?;
     drop(state);
     // The manifests' parse trees were many times the view's size.

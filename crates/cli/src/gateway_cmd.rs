@@ -186,7 +186,7 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
 }
 
 fn build(paths: &[PathBuf], controller: &str, gateway_controller: &str) -> Result<Snapshot> {
-    let state = model::load_cluster(paths)?;
+    let state = model::load_cluster_served(paths)?;
     let snapshot = Snapshot::build(&state, controller, gateway_controller);
     for p in &snapshot.problems {
         eprintln!("podnet gateway: {p}");

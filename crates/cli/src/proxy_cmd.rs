@@ -41,7 +41,7 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn plan(&self) -> Result<proxy::NodePlan> {
-        let state = model::load_cluster(&self.paths)?;
+        let state = model::load_cluster_served(&self.paths)?;
         let config = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -184,3 +184,31 @@ fn health_ready_and_coredns_metrics() {
     }
     assert!(metrics.contains("# TYPE coredns_cache_hits_total counter"));
 }
+
+/// The seed's shop declares its Services without a ClusterIP: the offline server answers with the
+/// address the lab gives each (one deterministic allocator for both), and `proxy render` has a
+/// frontend for it, instead of NXDOMAIN and a silently missing Service.
+#[test]
+fn services_without_a_cluster_ip_get_the_address_the_lab_gives_them() {
+    if !have_dig() {
+        eprintln!("skipped: no dig");
+        return;
+    }
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
+    let (services, _) = lab::up::lab_services(&model::load_cluster(&[&shop]).unwrap()).unwrap();
+    let lab_ip = services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("order-service"))
+        .and_then(|s| s.spec.as_ref()?.cluster_ip.clone())
+        .unwrap();
+    let s = serve(&shop, &[]);
+    assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]), ("NOERROR".into(), vec![lab_ip.clone()]));
+    let nodes = tempfile::tempdir().unwrap();
+    std::fs::write(nodes.path().join("node.yaml"), "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n").unwrap();
+    let render = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["proxy", "render", "-f", shop.to_str().unwrap(), nodes.path().to_str().unwrap(), "--node", "node-1"])
+        .output()
+        .unwrap();
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    assert!(String::from_utf8_lossy(&render.stdout).contains(&lab_ip), "proxy render has no frontend for {lab_ip}");
+}

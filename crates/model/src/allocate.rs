@@ -30,6 +30,17 @@ impl Default for Ranges {
     }
 }
 
+impl Ranges {
+    /// The defaults, with the service CIDR of the snapshot's first IPv4 ServiceCIDR if it has one.
+    pub fn for_cluster(state: &crate::ClusterState) -> Ranges {
+        let mut ranges = Ranges::default();
+        if let Some(cidr) = state.service_cidrs.iter().find_map(|c| c.parse::<Ipv4Net>().ok()) {
+            ranges.service_cidr = cidr.trunc();
+        }
+        ranges
+    }
+}
+
 fn size(cidr: &Ipv4Net) -> u64 {
     1u64 << (32 - u32::from(cidr.prefix_len()))
 }

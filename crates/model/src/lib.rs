@@ -28,3 +28,14 @@ pub fn load_cluster<P: AsRef<std::path::Path>>(paths: &[P]) -> Result<ClusterSta
     let objects = load_paths(paths)?;
     Ok(ClusterState::from_objects(&objects)?)
 }
+
+/// [`load_cluster`], then every Service given the ClusterIP and NodePorts the API server would
+/// give it (the same deterministic allocator as the lab's, so an offline command and a lab
+/// made from the same files agree on every address): what `dns serve`, `proxy trace/render`
+/// and `gateway serve` read.
+pub fn load_cluster_served<P: AsRef<std::path::Path>>(paths: &[P]) -> Result<ClusterState, LoadError> {
+    let mut state = load_cluster(paths)?;
+    let ranges = allocate::Ranges::for_cluster(&state);
+    allocate::allocate(&mut state.services, &ranges)?;
+    Ok(state)
+}
