@@ -684,9 +684,34 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
             pod.netns.clone()
         }
     };
+    // As a shell: 127 for a command that is not there, 126 for one that cannot run (`ip netns
+    // exec` would exit 1 for both, like a failing command).
+    if let Err((code, why)) = runnable(&a.command[0]) {
+        eprintln!("podnet lab exec: {:?}: {why}", a.command[0]);
+        return Ok(ExitCode::from(code));
+    }
     // `ip netns exec` mounts /etc/netns/<netns>/* over /etc: the pod's resolv.conf and hosts.
     let err = Command::new("ip").args(["netns", "exec", &target]).args(&a.command).exec();
     Err(anyhow!("running `ip netns exec`: {err}"))
+}
+
+/// Whether `command` names an executable file (as given with a `/`, else on `PATH`); else the
+/// shell's exit code and why.
+fn runnable(command: &str) -> std::result::Result<(), (u8, &'static str)> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if command.contains('/') {
+        vec![PathBuf::from(command)]
+    } else {
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join(command)).collect()).unwrap_or_default()
+    };
+    let found: Vec<&PathBuf> = candidates.iter().filter(|p| p.is_file()).collect();
+    if found.is_empty() {
+        return Err((127, "command not found"));
+    }
+    if !found.iter().any(|p| p.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0)) {
+        return Err((126, "permission denied (not executable)"));
+    }
+    Ok(())
 }
 
 /// One TCP exchange with a pod's echo server from inside a namespace: what the server saw.
@@ -704,16 +729,42 @@ fn probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<serde_js
     Ok(serde_json::from_str(text.trim())?)
 }
 
+/// One HTTP/1.1 GET from inside a namespace: the response's status code.
+fn http_probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16, path: &str) -> Result<u16> {
+    let addr = std::net::SocketAddr::from((ip, port));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: podnet-lab-check\r\nConnection: close\r\n\r\n");
+    let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        std::io::Write::write_all(&mut s, request.as_bytes())?;
+        let mut head = [0u8; 64];
+        let n = s.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    })??;
+    text.strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3)?.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", text.lines().next().unwrap_or_default()))
+}
+
+/// A TCP connection from inside a namespace, accepted.
+fn tcp_connect(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<()> {
+    let addr = std::net::SocketAddr::from((ip, port));
+    netns::run_in(&netns::path_of(from_netns), move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop))??;
+    Ok(())
+}
+
 fn check(a: NameArg) -> Result<ExitCode> {
     need_root()?;
     let lab = which(&a)?;
     let st = state::load(&lab)?;
     lab::daemon::require_running(&lab)?;
     let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
-    // Echo servers answer the TCP probes (the cluster DNS's pods have their own check).
+    // Echo servers answer the TCP probes (the cluster DNS's and the ingress controller's pods
+    // have their own checks: their ports are their servers', not echo servers).
     let servers: Vec<(usize, &lab::PodPlan, u16)> = pods
         .iter()
-        .filter(|(_, p)| !lab::system::is_dns_pod(p))
+        .filter(|(_, p)| !lab::system::is_dns_pod(p) && !lab::system::is_ingress_controller_pod(p))
         .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
         .collect();
     if servers.is_empty() {
@@ -770,6 +821,18 @@ fn check(a: NameArg) -> Result<ExitCode> {
             }
         }
     }
+    // The ingress controller's pods answer their health endpoint (ingress-nginx's /healthz on
+    // 10254), from another node's pod.
+    for (j, controller) in pods.iter().filter(|(_, p)| lab::system::is_ingress_controller_pod(p)) {
+        let Some(ip) = st.pod_ips[*j] else { continue };
+        let client = pods.iter().find(|(_, p)| p.node != controller.node && !lab::system::is_ingress_controller_pod(p)).or(pods.first());
+        let Some((_, client)) = client else { continue };
+        let what = format!("{} ({}) → ingress controller {} ({ip}:{})/healthz", client.key(), client.node, controller.key(), lab::system::INGRESS_METRICS_PORT);
+        match http_probe(&client.netns, ip, lab::system::INGRESS_METRICS_PORT, "/healthz") {
+            Ok(status) => line(status == 200, format!("{what}: HTTP {status}")),
+            Err(e) => line(false, format!("{what}: {e}")),
+        }
+    }
     // Services: from a pod, each ClusterIP's TCP ports reach one of its endpoints, which sees the
     // pod's own address (the node's proxy DNATs without SNAT); without endpoints: rejected.
     if let Some((i, client)) = pods.first()
@@ -784,6 +847,16 @@ fn check(a: NameArg) -> Result<ExitCode> {
             };
             let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
             let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
+            // The ingress controller's Service: its pods speak HTTP(S), so a connection that is
+            // accepted (and, on plain HTTP, answered) is the proof.
+            if p.port.namespace == lab::system::INGRESS_NAMESPACE && p.port.service == lab::system::INGRESS_CONTROLLER {
+                let probed = if p.port.port == 443 { tcp_connect(&client.netns, vip, p.port.port).map(|()| "accepted".to_owned()) } else { http_probe(&client.netns, vip, p.port.port, "/").map(|s| format!("HTTP {s}")) };
+                match probed {
+                    Ok(how) => line(!endpoints.is_empty(), format!("{what}: {how} by the ingress controller")),
+                    Err(e) => line(false, format!("{what}: {e}")),
+                }
+                continue;
+            }
             match (probe(&client.netns, vip, p.port.port), endpoints.is_empty()) {
                 (Ok(v), false) => {
                     let (ip, seen) = (v["ip"].as_str().unwrap_or_default(), v["client_ip"].as_str().unwrap_or_default());

@@ -195,6 +195,47 @@ fn proxy_worker(first: LabState, proxies: Proxies, requests: std::sync::mpsc::Re
     Ok(())
 }
 
+/// Puts a UTC timestamp before every line the process writes to stderr (the lab's log): its
+/// own messages, its components' and a panic's alike. stderr becomes a pipe read by a thread
+/// that writes the stamped lines where stderr went before.
+fn timestamp_stderr() -> io::Result<()> {
+    use std::io::BufRead;
+    use std::os::fd::AsFd;
+    let log = std::fs::File::from(io::stderr().as_fd().try_clone_to_owned()?);
+    let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
+    nix::unistd::dup2_stderr(&write).map_err(io::Error::from)?;
+    drop(write);
+    std::thread::Builder::new().name("log".into()).spawn(move || {
+        let mut log = io::LineWriter::new(log);
+        for line in io::BufReader::new(std::fs::File::from(read)).lines() {
+            let Ok(line) = line else { return };
+            let _ = writeln!(log, "{} {line}", utc_now());
+        }
+    })?;
+    Ok(())
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-12-03T13:50:01.123Z`).
+fn utc_now() -> String {
+    let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default();
+    rfc3339(now.as_secs(), now.subsec_millis())
+}
+
+/// Unix seconds as a UTC date and time (Howard Hinnant's days-to-civil).
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Runs `f`, turning a panic into an error (logged with what was running).
 fn guarded<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
@@ -242,6 +283,7 @@ impl Components {
 /// Serves the lab's pods until killed. Prints `ready` on stdout once every port listens; then
 /// answers `reload` on the control socket by re-reading the state.
 pub fn run(lab: &LabName) -> io::Result<()> {
+    timestamp_stderr()?;
     let st: LabState = state::load(lab)?;
     std::fs::write(state::pid_file(lab), std::process::id().to_string())?;
     let proxies = Proxies::default();
@@ -421,4 +463,14 @@ pub fn require_running(lab: &LabName) -> io::Result<()> {
         return Err(not_running(lab, "no process"));
     }
     ask(lab, "ping", std::time::Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_796_305_801, 123), "2026-12-03T13:50:01.123Z");
+        assert_eq!(super::rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    }
 }
