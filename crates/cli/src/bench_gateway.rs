@@ -82,7 +82,7 @@ fn ingress(i: usize, path: &str) -> String {
 
 fn manifests(routes: usize, tls: Option<(&str, &str)>, changed_path: &str) -> String {
     let mut out = String::from(
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: podnet.io/ingress-controller}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: k8s.io/ingress-nginx}\n",
     );
     out.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: backend, namespace: bench}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}\naddressType: IPv4\nendpoints: [{addresses: [127.0.0.1]}]\nports: [{name: http, port: 18080}]\n");
     // The measured route: host bench.local, path /api, over TLS too (no redirect).

@@ -12,7 +12,9 @@ use clap::{Args, Subcommand};
 use gateway::server::{Shared, Snapshot};
 
 /// The controller name podnet answers to by default (IngressClass `spec.controller`).
-pub const DEFAULT_INGRESS_CONTROLLER: &str = "podnet.io/ingress-controller";
+pub const DEFAULT_INGRESS_CONTROLLER: &str = "k8s.io/ingress-nginx";
+/// ingress-nginx's default `--ingress-class`.
+pub const DEFAULT_INGRESS_CLASS: &str = "nginx";
 /// The Gateway API controller name (GatewayClass `spec.controllerName`).
 pub const DEFAULT_GATEWAY_CONTROLLER: &str = "podnet.io/gateway-controller";
 
@@ -52,9 +54,13 @@ pub struct ServeArgs {
     /// HTTPS address (certificates by SNI from the Ingresses' TLS Secrets).
     #[arg(long, value_name = "ADDR:PORT")]
     https: Option<SocketAddr>,
-    /// Act for IngressClasses whose spec.controller is this.
+    /// Act for IngressClasses whose spec.controller is this (ingress-nginx's `--controller-class`).
     #[arg(long, default_value = DEFAULT_INGRESS_CONTROLLER)]
     ingress_controller: String,
+    /// Also serve Ingresses of this class name when no IngressClass of that name exists
+    /// (ingress-nginx's `--ingress-class`, whose IngressClass its chart makes).
+    #[arg(long, default_value = DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
     /// Act for GatewayClasses whose spec.controllerName is this.
     #[arg(long, default_value = DEFAULT_GATEWAY_CONTROLLER)]
     gateway_controller: String,
@@ -185,9 +191,18 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn build(paths: &[PathBuf], controller: &str, gateway_controller: &str) -> Result<Snapshot> {
+fn build(paths: &[PathBuf], ingress: gateway::ingress::Controller<'_>, gateway_controller: &str, announce: bool) -> Result<Snapshot> {
     let state = model::load_cluster_served(paths)?;
-    let snapshot = Snapshot::build(&state, controller, gateway_controller);
+    if announce {
+        // Which Ingresses are served, and why the others are not, once at start.
+        for ing in &state.ingresses {
+            match gateway::ingress::selected(&state, ingress, ing) {
+                Ok(()) => eprintln!("podnet gateway: serving Ingress {}/{}", ing.namespace, ing.name),
+                Err(why) => eprintln!("podnet gateway: ignoring Ingress {}/{}: {why}", ing.namespace, ing.name),
+            }
+        }
+    }
+    let snapshot = Snapshot::build(&state, ingress, gateway_controller);
     for p in &snapshot.problems {
         eprintln!("podnet gateway: {p}");
     }
@@ -198,7 +213,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.http.is_none() && a.https.is_none() {
         bail!("give --http ADDR:PORT, --https ADDR:PORT or both");
     }
-    let shared = Shared::new(build(&a.paths, &a.ingress_controller, &a.gateway_controller)?);
+    let ingress = gateway::ingress::Controller { controller: &a.ingress_controller, class: &a.ingress_class };
+    let shared = Shared::new(build(&a.paths, ingress, &a.gateway_controller, true)?);
     shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
     shared.client_header_timeout_ms.store(a.client_header_timeout * 1000, std::sync::atomic::Ordering::Relaxed);
     // One core, as the benchmark compares it with one nginx worker.
@@ -222,7 +238,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             servers.spawn(gateway::server::serve_metrics(l, Arc::clone(&shared)));
         }
         eprintln!("podnet gateway: serving on {}", listening.join(" "));
-        let (paths, controller, gateway_controller) = (a.paths.clone(), a.ingress_controller.clone(), a.gateway_controller.clone());
+        let (paths, controller, class, gateway_controller) =
+            (a.paths.clone(), a.ingress_controller.clone(), a.ingress_class.clone(), a.gateway_controller.clone());
         let watcher = Arc::clone(&shared);
         servers.spawn(async move {
             let mut seen = crate::watch::fingerprint(&paths);
@@ -234,12 +251,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                 }
                 seen = now;
                 // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
-                let (p, c, g) = (paths.clone(), controller.clone(), gateway_controller.clone());
-                match tokio::task::spawn_blocking(move || build(&p, &c, &g)).await {
-                    Ok(Ok(snapshot)) => {
-                        watcher.swap(snapshot);
-                        watcher.last_reload_ok.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
+                let (p, c, k, g) = (paths.clone(), controller.clone(), class.clone(), gateway_controller.clone());
+                match tokio::task::spawn_blocking(move || build(&p, gateway::ingress::Controller { controller: &c, class: &k }, &g, false)).await {
+                    // A snapshot with a broken certificate is served, but not a successful reload.
+                    Ok(Ok(snapshot)) => watcher.swap(snapshot),
                     Ok(Err(e)) => {
                         watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
                         eprintln!("podnet gateway: keeping the last good objects: {e:#}");

@@ -850,7 +850,11 @@ fn check(a: NameArg) -> Result<ExitCode> {
             // The ingress controller's Service: its pods speak HTTP(S), so a connection that is
             // accepted (and, on plain HTTP, answered) is the proof.
             if p.port.namespace == lab::system::INGRESS_NAMESPACE && p.port.service == lab::system::INGRESS_CONTROLLER {
-                let probed = if p.port.port == 443 { tcp_connect(&client.netns, vip, p.port.port).map(|()| "accepted".to_owned()) } else { http_probe(&client.netns, vip, p.port.port, "/").map(|s| format!("HTTP {s}")) };
+                let probed = if p.port.port == 443 {
+                    tcp_connect(&client.netns, vip, p.port.port).map(|()| "accepted".to_owned())
+                } else {
+                    http_probe(&client.netns, vip, p.port.port, "/").map(|s| format!("HTTP {s}"))
+                };
                 match probed {
                     Ok(how) => line(!endpoints.is_empty(), format!("{what}: {how} by the ingress controller")),
                     Err(e) => line(false, format!("{what}: {e}")),

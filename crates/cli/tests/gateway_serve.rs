@@ -74,6 +74,8 @@ struct Gateway {
     http: String,
     https: String,
     metrics: String,
+    /// What it logged before it served.
+    started: Vec<String>,
 }
 
 impl Drop for Gateway {
@@ -95,13 +97,14 @@ fn serve_with(dir: &Path, args: &[&str]) -> Gateway {
         Command::new(env!("CARGO_BIN_EXE_podnet")).args(["gateway", "serve", "-f", dir.to_str().unwrap()]).args(args).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut started = Vec::new();
     while !line.contains("serving on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
+        started.push(std::mem::take(&mut line));
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited: {started:?}");
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
     let addr = |prefix: &str| line.split_whitespace().find_map(|w| w.strip_prefix(prefix)).unwrap_or_default().to_owned();
-    Gateway { http: addr("http://"), https: addr("https://"), metrics: addr("metrics=http://"), child }
+    Gateway { http: addr("http://"), https: addr("https://"), metrics: addr("metrics=http://"), child, started }
 }
 
 fn cert(dir: &Path, host: &str) -> (String, String) {
@@ -146,7 +149,7 @@ fn have_tools() -> bool {
 
 fn manifests(orders: SocketAddr, api: SocketAddr, crts: &[(String, String, &str)], order_path: &str) -> String {
     let mut out = String::from(
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: podnet.io/ingress-controller}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: k8s.io/ingress-nginx}\n",
     );
     out.push_str(&format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app-ingress\n  namespace: production\n  annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: 'true', nginx.ingress.kubernetes.io/proxy-body-size: 10m}}\nspec:\n  tls:\n  - {{hosts: [api.example.com], secretName: api-tls}}\n  - {{hosts: [shop.example.com], secretName: shop-tls}}\n  rules:\n  - host: api.example.com\n    http:\n      paths:\n      - {{path: {order_path}, pathType: Prefix, backend: {{service: {{name: order-service, port: {{number: 80}}}}}}}}\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: api-service, port: {{name: http}}}}}}}}\n      - {{path: /empty, pathType: Exact, backend: {{service: {{name: empty, port: {{number: 80}}}}}}}}\n  - host: shop.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: api-service, port: {{number: 80}}}}}}}}\n"
@@ -503,7 +506,7 @@ fn framing_backend() -> SocketAddr {
 /// at `tls.example.com` with `backend-protocol: HTTPS`).
 fn framing_manifests(dir: &Path, backend: SocketAddr, tls_backend: Option<u16>) {
     let mut out = String::from(
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: podnet.io/ingress-controller}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: podnet, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}\nspec: {controller: k8s.io/ingress-nginx}\n",
     );
     let mut service = |name: &str, port: u16, host: &str, annotations: &str| {
         out.push_str(&format!(
@@ -818,7 +821,7 @@ fn grpcs_backends_get_http2_over_tls() {
     std::fs::write(
         dir.path().join("m.yaml"),
         format!(
-            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: podnet, annotations: {{ingressclass.kubernetes.io/is-default-class: 'true'}}}}\nspec: {{controller: podnet.io/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: grpc, namespace: t}}\nspec: {{ports: [{{name: grpc, port: 443}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: grpc-1, namespace: t, labels: {{kubernetes.io/service-name: grpc}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {inner_port}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: grpc, namespace: t, annotations: {{nginx.ingress.kubernetes.io/backend-protocol: GRPCS}}}}\nspec:\n  rules:\n  - host: framing.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: grpc, port: {{number: 443}}}}}}}}]\n"
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: podnet, annotations: {{ingressclass.kubernetes.io/is-default-class: 'true'}}}}\nspec: {{controller: k8s.io/ingress-nginx}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: grpc, namespace: t}}\nspec: {{ports: [{{name: grpc, port: 443}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: grpc-1, namespace: t, labels: {{kubernetes.io/service-name: grpc}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {inner_port}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: grpc, namespace: t, annotations: {{nginx.ingress.kubernetes.io/backend-protocol: GRPCS}}}}\nspec:\n  rules:\n  - host: framing.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: grpc, port: {{number: 443}}}}}}}}]\n"
         ),
     )
     .unwrap();
@@ -875,4 +878,78 @@ fn slow_clients_are_cut_off_and_hold_no_one_else_up() {
     drop(g);
     assert_eq!(closed, slow.len(), "every slow connection is closed");
     assert!(rss < 64 * 1024, "bounded memory: {rss} kB");
+}
+
+/// With no flags, `gateway serve` acts as ingress-nginx does by default: Ingresses of class
+/// `nginx` are served without an IngressClass object, and at start it says which Ingresses it
+/// serves and why it ignores the others.
+#[test]
+fn ingress_nginx_class_by_default_and_ignored_ingresses_are_named() {
+    let b = backend("web");
+    let dir = tempfile::tempdir().unwrap();
+    let service = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: t, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n",
+            b.port()
+        )
+    };
+    let ingress = |name: &str, class: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: t}}\nspec:\n{class}  rules:\n  - host: {name}.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]\n"
+        )
+    };
+    let yaml =
+        [service("web"), ingress("plain", "  ingressClassName: nginx\n"), ingress("other", "  ingressClassName: traefik\n"), ingress("classless", "")].concat();
+    std::fs::write(dir.path().join("all.yaml"), yaml).unwrap();
+    let g = serve_with(dir.path(), &["--http", "127.0.0.1:0"]);
+    let (code, body) = curl(&["-H", "Host: plain.example.com", &format!("http://{}/x", g.http)]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.starts_with("web GET /x"), "{body}");
+    assert_eq!(curl(&["-H", "Host: other.example.com", &format!("http://{}/x", g.http)]).0, "404");
+    let log = g.started.concat();
+    assert!(log.contains("serving Ingress t/plain"), "{log}");
+    assert!(log.contains("ignoring Ingress t/other: ingressClassName \"traefik\": no IngressClass traefik"), "{log}");
+    assert!(log.contains("ignoring Ingress t/classless: no ingressClassName"), "{log}");
+}
+
+/// A TLS Secret whose certificate does not match its key (or does not parse) is reported, the
+/// reload is not successful, and its host gets the default certificate (ingress-nginx's fake
+/// one) rather than a failed handshake.
+#[test]
+fn a_broken_tls_secret_falls_back_to_the_fake_certificate() {
+    let b = backend("web");
+    let dir = tempfile::tempdir().unwrap();
+    let (crt_a, _) = cert(dir.path(), "a.example.com");
+    let (_, key_b) = cert(dir.path(), "b.example.com");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: t}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: t, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mismatched, namespace: t}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: garbage, namespace: t}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: tls, namespace: t}}\nspec:\n  ingressClassName: nginx\n  tls:\n  - {{hosts: [a.example.com], secretName: mismatched}}\n  - {{hosts: [c.example.com], secretName: garbage}}\n  rules:\n  - host: a.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]\n",
+        b.port(),
+        b64(&crt_a),
+        b64(&key_b),
+        // A PEM block whose contents are not a certificate.
+        b64_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"),
+        b64(&key_b),
+    );
+    std::fs::write(dir.path().join("all.yaml"), yaml).unwrap();
+    let g = serve_with(dir.path(), &["--https", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let log = g.started.concat();
+    assert!(log.contains("Secret t/mismatched: certificate and private key does not have a matching public key"), "{log}");
+    assert!(log.contains("Secret t/garbage"), "{log}");
+    let port = g.https.rsplit(':').next().unwrap().to_owned();
+    let out = Command::new("curl")
+        .args(["-s", "-k", "-v", "--max-time", "5", "--resolve", &format!("a.example.com:{port}:127.0.0.1"), &format!("https://a.example.com:{port}/x")])
+        .output()
+        .unwrap();
+    let (body, verbose) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(body.starts_with("web GET /x"), "{body}{verbose}");
+    assert!(verbose.contains("Kubernetes Ingress Controller Fake Certificate"), "{verbose}");
+    let metrics = curl(&[&format!("http://{}/metrics", g.metrics)]).1;
+    assert!(metrics.lines().any(|l| l.starts_with("nginx_ingress_controller_config_last_reload_successful") && l.ends_with(" 0")), "{metrics}");
+}
+
+fn b64_text(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    std::fs::write(&path, text).unwrap();
+    b64(path.to_str().unwrap())
 }

@@ -51,25 +51,44 @@ fn is_default(class: &IngressClass) -> bool {
     class.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true")
 }
 
-/// The Ingresses a controller named `controller` acts for.
-pub fn ours<'a>(state: &'a ClusterState, controller: &str) -> Vec<&'a Namespaced<Ingress>> {
-    let classes: Vec<&IngressClass> =
-        state.ingress_classes.iter().filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller)).collect();
-    let named = |name: &str| classes.iter().any(|c| c.metadata.name.as_deref() == Some(name));
-    let has_default = classes.iter().any(|c| is_default(c));
-    state
-        .ingresses
-        .iter()
-        .filter(|ing| {
-            let spec_class = ing.object.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
-            let legacy = ing.object.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)).map(String::as_str);
-            match (spec_class, legacy) {
-                (Some(c), _) => named(c),
-                (None, Some(c)) => named(c),
-                (None, None) => has_default,
-            }
-        })
-        .collect()
+/// Which Ingresses a controller acts for: those of the IngressClasses whose `spec.controller`
+/// is `controller`, and (as ingress-nginx's `--ingress-class`, whose IngressClass its chart
+/// makes) those naming `class` when no IngressClass of that name exists.
+#[derive(Clone, Copy, Debug)]
+pub struct Controller<'a> {
+    /// `spec.controller` of our IngressClasses (ingress-nginx: `k8s.io/ingress-nginx`).
+    pub controller: &'a str,
+    /// The class name we answer to without an IngressClass object (ingress-nginx: `nginx`).
+    pub class: &'a str,
+}
+
+/// Whether the controller serves an Ingress, and if not, why.
+pub fn selected(state: &ClusterState, controller: Controller<'_>, ing: &Namespaced<Ingress>) -> Result<(), String> {
+    let ours = |c: &IngressClass| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller.controller);
+    let class_named = |name: &str| state.ingress_classes.iter().find(|c| c.metadata.name.as_deref() == Some(name));
+    let by_name = |name: &str, how: &str| match class_named(name) {
+        Some(c) if ours(c) => Ok(()),
+        Some(c) => Err(format!(
+            "{how} {name:?}: IngressClass {name} is for controller {:?}, not {:?}",
+            c.spec.as_ref().and_then(|s| s.controller.as_deref()).unwrap_or_default(),
+            controller.controller
+        )),
+        None if name == controller.class => Ok(()),
+        None => Err(format!("{how} {name:?}: no IngressClass {name}, and this controller's class is {:?}", controller.class)),
+    };
+    let spec_class = ing.object.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+    let legacy = ing.object.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)).map(String::as_str);
+    match (spec_class, legacy) {
+        (Some(c), _) => by_name(c, "ingressClassName"),
+        (None, Some(c)) => by_name(c, LEGACY_CLASS_ANNOTATION),
+        (None, None) if state.ingress_classes.iter().any(|c| ours(c) && is_default(c)) => Ok(()),
+        (None, None) => Err("no ingressClassName, and no IngressClass of this controller is the default".to_owned()),
+    }
+}
+
+/// The Ingresses a controller acts for.
+pub fn ours<'a>(state: &'a ClusterState, controller: Controller<'_>) -> Vec<&'a Namespaced<Ingress>> {
+    state.ingresses.iter().filter(|ing| selected(state, controller, ing).is_ok()).collect()
 }
 
 fn backend(ns: &str, b: &IngressBackend) -> Backend {
@@ -151,7 +170,7 @@ fn host_entry<'a>(table: &'a mut RouteTable, host: &Option<String>) -> &'a mut H
 }
 
 /// The route table of the Ingresses a controller acts for.
-pub fn routes(state: &ClusterState, controller: &str) -> IngressRoutes {
+pub fn routes(state: &ClusterState, controller: Controller<'_>) -> IngressRoutes {
     let mut out = IngressRoutes::default();
     let mut ingresses = ours(state, controller);
     ingresses.sort_by_key(|i| source(i));

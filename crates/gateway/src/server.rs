@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub certs: Certificates,
     /// What was wrong with the objects (each names its object).
     pub problems: Vec<String>,
+    /// TLS Secrets that could not be used (their hosts get the default certificate); a
+    /// snapshot with any is not a successful reload (`config_last_reload_successful` 0).
+    pub broken_certificates: usize,
     /// Gateway API: our Gateways' listeners and the HTTPRoutes attached to them.
     pub gateway: crate::httproute::Compiled,
 }
@@ -55,9 +58,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot of the Ingresses whose class's controller is `ingress_controller` and of
     /// the Gateways whose class's controller is `gateway_controller`.
-    pub fn build(state: &ClusterState, ingress_controller: &str, gateway_controller: &str) -> Snapshot {
+    pub fn build(state: &ClusterState, ingress_controller: ingress::Controller<'_>, gateway_controller: &str) -> Snapshot {
         let ing = ingress::routes(state, ingress_controller);
         let mut problems = ing.problems;
+        let before = problems.len();
         let mut certs = Certificates::build(&ing.tls, state, &mut problems);
         let gateway = crate::httproute::compile(state, gateway_controller);
         for l in gateway.listeners.iter().filter(|l| l.listener.protocol == "HTTPS") {
@@ -69,6 +73,7 @@ impl Snapshot {
                 }
             }
         }
+        let broken_certificates = problems.len() - before;
         for ((ns, name), parents) in &gateway.status.routes {
             for (parent, conditions) in parents {
                 for c in conditions.iter().filter(|c| !c.status) {
@@ -76,7 +81,7 @@ impl Snapshot {
                 }
             }
         }
-        Snapshot { routes: ing.table, backends: Backends::build(state), certs, problems, gateway }
+        Snapshot { routes: ing.table, backends: Backends::build(state), certs, problems, broken_certificates, gateway }
     }
 }
 
@@ -170,6 +175,7 @@ impl Shared {
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        let reload_ok = snapshot.broken_certificates == 0;
         Arc::new(Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             pool: crate::upstream::Pool::default(),
@@ -179,7 +185,7 @@ impl Shared {
             rates: Mutex::new(HashMap::new()),
             access_log: AtomicBool::new(true),
             client_header_timeout_ms: AtomicU64::new(60_000),
-            last_reload_ok: AtomicBool::new(true),
+            last_reload_ok: AtomicBool::new(reload_ok),
             connections: AtomicU64::new(0),
             requests: Mutex::new(HashMap::default()),
         })
@@ -192,6 +198,7 @@ impl Shared {
 
     /// Swaps in a new snapshot; requests in flight keep theirs.
     pub fn swap(&self, snapshot: Snapshot) {
+        self.last_reload_ok.store(snapshot.broken_certificates == 0, Ordering::Relaxed);
         let new = Arc::new(snapshot);
         match self.snapshot.write() {
             Ok(mut s) => *s = new,

@@ -34,8 +34,30 @@ pub(crate) fn load(state: &ClusterState, namespace: &str, name: &str) -> Result<
         return Err(format!("Secret {namespace}/{name}: tls.crt has no certificate"));
     }
     let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("Secret {namespace}/{name}: tls.key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+    // The certificate parsed as X.509 and its public key the private key's, as ingress-nginx's
+    // CreateSSLCert checks, so a broken pair is a problem report instead of a broken handshake.
+    match CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()) {
+        Ok(k) => Ok(Arc::new(k)),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(format!("Secret {namespace}/{name}: certificate and private key does not have a matching public key")),
+        Err(e) => Err(format!("Secret {namespace}/{name}: {e}")),
+    }
+}
+
+/// ingress-nginx's "Kubernetes Ingress Controller Fake Certificate" (O "Acme Co", for
+/// `ingress.local`): self-signed, made once per process, served to a TLS client whose name has
+/// no certificate of its own when no Ingress gave a default.
+pub fn fake_certificate() -> Option<Arc<CertifiedKey>> {
+    static FAKE: std::sync::OnceLock<Option<Arc<CertifiedKey>>> = std::sync::OnceLock::new();
+    FAKE.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().ok()?;
+        let mut params = rcgen::CertificateParams::new(vec!["ingress.local".to_owned()]).ok()?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Kubernetes Ingress Controller Fake Certificate");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Acme Co");
+        let cert = params.self_signed(&key).ok()?;
+        let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        CertifiedKey::from_der(vec![cert.der().clone()], der, &rustls::crypto::ring::default_provider()).ok().map(Arc::new)
+    })
+    .clone()
 }
 
 impl Certificates {
@@ -101,7 +123,7 @@ impl Certificates {
                 return Some(Arc::clone(k));
             }
         }
-        self.default.clone()
+        self.default.clone().or_else(fake_certificate)
     }
 
     /// Whether any certificate is known.

@@ -16,7 +16,7 @@ fn build(yaml: &str) -> IngressRoutes {
         "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: podnet, annotations: {{ingressclass.kubernetes.io/is-default-class: 'true'}}}}\nspec: {{controller: {CONTROLLER}}}\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: other}}\nspec: {{controller: example.com/other}}\n---\n"
     );
     let objects = model::load_str(&format!("{classes}{yaml}"), Path::new("t.yaml")).unwrap();
-    ingress::routes(&model::ClusterState::from_objects(&objects).unwrap(), CONTROLLER)
+    ingress::routes(&model::ClusterState::from_objects(&objects).unwrap(), ingress::Controller { controller: CONTROLLER, class: "nginx" })
 }
 
 fn ingress(name: &str, created: &str, extra_meta: &str, spec: &str) -> String {
@@ -107,10 +107,12 @@ fn classes_decide_which_ingresses_are_ours() {
         ingress("defaulted", "2026-01-01T00:00:00Z", "", &spec("defaulted")),
         ingress("theirs", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: other\n{}", spec("theirs"))),
         ingress("unknown", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: nope\n{}", spec("unknown"))),
+        // ingress-nginx's `--ingress-class`: the name it answers to with no IngressClass object.
+        ingress("nginx", "2026-01-01T00:00:00Z", "", &format!("  ingressClassName: nginx\n{}", spec("nginx"))),
     ]
     .concat();
     let r = build(&yaml);
-    for ours in ["by-name", "legacy", "defaulted"] {
+    for ours in ["by-name", "legacy", "defaulted", "nginx"] {
         assert_eq!(to(&r, &format!("{ours}.test"), "/"), format!("{ours}:80"));
     }
     for theirs in ["theirs", "unknown"] {

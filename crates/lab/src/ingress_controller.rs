@@ -83,7 +83,8 @@ impl IngressControllers {
     /// Serves the lab as it now is: every controller pod's snapshot swapped, proxies started in
     /// new controller pods and stopped in removed ones.
     pub fn sync(&mut self, st: &LabState) -> io::Result<()> {
-        let snapshot = Snapshot::build(&view(st), system::INGRESS_CONTROLLER_CLASS, system::GATEWAY_CONTROLLER);
+        let controller = gateway::ingress::Controller { controller: system::INGRESS_CONTROLLER_CLASS, class: system::INGRESS_CLASS };
+        let snapshot = Snapshot::build(&view(st), controller, system::GATEWAY_CONTROLLER);
         for p in &snapshot.problems {
             eprintln!("ingress: {p}");
         }

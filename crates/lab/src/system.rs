@@ -94,6 +94,8 @@ pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
 pub const INGRESS_CONTROLLER: &str = "ingress-nginx-controller";
 /// The controller name podnet's ingress controller acts for in the lab: ingress-nginx's.
 pub const INGRESS_CONTROLLER_CLASS: &str = "k8s.io/ingress-nginx";
+/// The IngressClass name the lab's controller answers to (ingress-nginx's `--ingress-class`).
+pub const INGRESS_CLASS: &str = "nginx";
 /// ingress-nginx's metrics and health port.
 pub const INGRESS_METRICS_PORT: u16 = 10254;
 /// The Gateway API controller name of the lab's controller pods (GatewayClass `controllerName`).
