@@ -865,8 +865,12 @@ fn check(a: NameArg) -> Result<ExitCode> {
                 (Ok(v), false) => {
                     let (ip, seen) = (v["ip"].as_str().unwrap_or_default(), v["client_ip"].as_str().unwrap_or_default());
                     let port = v["port"].as_u64().unwrap_or_default();
-                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str()) && seen == cip.to_string();
-                    line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}", v["pod"].as_str().unwrap_or_default()));
+                    // A pod that reaches itself through its Service is masqueraded (hairpin, as
+                    // kube-proxy does), so that its reply comes back through the node.
+                    let hairpin = ip == cip.to_string();
+                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str()) && (seen == cip.to_string() || hairpin);
+                    let note = if hairpin { " (hairpin: itself, masqueraded)" } else { "" };
+                    line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}{note}", v["pod"].as_str().unwrap_or_default()));
                 }
                 (Err(e), true) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) => {
                     line(true, format!("{what}: no endpoints, rejected"));

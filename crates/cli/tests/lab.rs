@@ -393,7 +393,7 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
     assert!((0..10).all(|_| try_tcp(&client_ns, sticky, 80).unwrap()["pod"] == first));
     std::thread::sleep(lab::daemon::SYNC_PERIOD * 2 + Duration::from_millis(300));
     assert!((0..5).all(|_| try_tcp(&client_ns, sticky, 80).unwrap()["pod"] == first));
-    let log = std::fs::read_to_string(lab::daemon::log_file(&lab.name)).unwrap();
+    let log = std::fs::read_to_string(lab::daemon::log_file(&lab.name.parse().unwrap())).unwrap();
     assert!(!log.contains("re-syncing"), "{log}");
 
     // An unknown port of a live ClusterIP is rejected; an unallocated service address dropped.
@@ -688,6 +688,11 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
     let out = podnet(&["lab", "exec", "--name", &lab.name, "-n", "ingress-nginx", &controller, "--", "curl", "-s", "http://127.0.0.1:10254/metrics"]);
     let metrics = String::from_utf8_lossy(&out.stdout);
     assert!(metrics.contains("nginx_ingress_controller_requests{host=\"api.example.com\",ingress=\"app-ingress\",method=\"GET\",namespace=\"production\",path=\"/\",service=\"production-api-service-80\",status=\"200\"} 1"), "{metrics}");
+    // `lab check` knows the controller's ports are the proxy's, not echo servers.
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(text.contains("/healthz: HTTP 200") && text.contains("by the ingress controller"), "{text}");
 }
 
 #[test]
@@ -789,4 +794,159 @@ fn the_seeds_api_route_through_a_gateway_applied_to_a_running_lab() {
     let out = podnet(&["lab", "delete", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
     assert!(out.status.success());
     assert!(curl("/v1/orders").ends_with("\n404"));
+}
+
+/// Every lab command parses `--name` as a lab name before anything else: a path is refused, and
+/// nothing outside `/run/podnet/<lab>` is touched (`lab down --name ../../x` once deleted x).
+#[test]
+fn a_name_that_is_not_a_lab_name_is_refused_by_every_command() {
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("keep"), "x").unwrap();
+    let bad = format!("../..{}", victim.path().display());
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["lab", "down", "--name", &bad],
+        vec!["lab", "up", "--name", &bad],
+        vec!["lab", "get", "pods", "--name", &bad],
+        vec!["lab", "check", "--name", &bad],
+        vec!["lab", "mark", "p", "ready", "--name", &bad],
+        vec!["lab", "apply", "-f", "x.yaml", "--name", &bad],
+        vec!["lab", "delete", "-f", "x.yaml", "--name", &bad],
+        vec!["lab", "exec", "p", "--name", &bad, "--", "true"],
+        vec!["lab", "restart", "--name", &bad],
+        vec!["gateway", "status", "--lab", &bad],
+    ];
+    for args in commands {
+        let out = podnet(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid lab name"), "{args:?}: {err}");
+    }
+    assert!(victim.path().join("keep").exists());
+}
+
+const LOOPS: &str = "---\napiVersion: v1\nkind: Service\nmetadata: {name: self, namespace: demo}\nspec: {type: ExternalName, externalName: self.demo.svc.cluster.local}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ping, namespace: demo}\nspec: {type: ExternalName, externalName: pong.demo.svc.cluster.local}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: pong, namespace: demo}\nspec: {type: ExternalName, externalName: ping.demo.svc.cluster.local}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: bare}\nspec:\n  selector: {app: loner}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: loner, labels: {app: loner}}\nspec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
+
+/// ExternalNames that name themselves or each other once overflowed the DNS's stack on the first
+/// query and took the whole lab process down; now the query is answered and every other part of
+/// the lab keeps serving. A Service without a namespace is in `default`, as kubectl puts it.
+#[test]
+fn external_name_loops_are_answered_and_the_lab_keeps_serving() {
+    let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{LOOPS}"), &["--nodes", "2"]) else {
+        return;
+    };
+    for name in ["self.demo.svc.cluster.local", "ping.demo.svc.cluster.local", "pong"] {
+        let (ok, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+tries=1", "+time=2", "+search", name, "A"]);
+        assert!(ok && out.contains("status: NOERROR"), "{name}: {out}");
+    }
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // The namespace-less Service: listed in default, with endpoints, and in the DNS.
+    let svc = String::from_utf8(podnet(&["lab", "get", "endpoints", "bare", "--name", &lab.name]).stdout).unwrap();
+    assert!(svc.contains("bare") && svc.contains(":8080"), "{svc}");
+    let (ok, out) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "bare.default.svc.cluster.local"]);
+    assert!(ok && out.trim().starts_with("10.96."), "{out}");
+    let log = std::fs::read_to_string(format!("/run/podnet/{}/lab.log", lab.name)).unwrap();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.len() > 24 && first.as_bytes()[4] == b'-' && first.as_bytes()[10] == b'T' && first[..24].ends_with('Z'),
+        "lab.log lines start with a UTC time: {first}"
+    );
+}
+
+/// Changes made at the same time are applied one after the other (a lock on the lab's state):
+/// four parallel applies keep every pod, parallel deletes remove them all, marks are not lost.
+#[test]
+fn parallel_applies_deletes_and_marks_lose_nothing() {
+    let Some((lab, _m)) = demo_lab() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> = (0..4)
+        .map(|i| {
+            let path = dir.path().join(format!("p{i}.yaml"));
+            std::fs::write(&path, format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: extra-{i}, namespace: demo, labels: {{app: server}}}}\nspec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\n")).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let run_all = |verb: &str| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let (verb, f, name) = (verb.to_owned(), f.clone(), lab.name.clone());
+                std::thread::spawn(move || podnet(&["lab", &verb, "--name", &name, "-f", &f]))
+            })
+            .collect();
+        for h in handles {
+            let out = h.join().unwrap();
+            assert!(out.status.success(), "{verb}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    run_all("apply");
+    let pods = |lab: &Lab| -> Vec<String> { lab.state()["plan"]["pods"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect() };
+    for i in 0..4 {
+        assert!(pods(&lab).contains(&format!("extra-{i}")), "extra-{i} kept: {:?}", pods(&lab));
+        let (netns, ip) = lab.pod("demo", &format!("extra-{i}"));
+        assert!(Path::new(&format!("/run/netns/{netns}")).exists());
+        let (client, _) = lab.pod("demo", "client");
+        let v: Value = serde_json::from_str(tcp_from(&client, ip, 8080, b"hi\n").trim()).unwrap();
+        assert_eq!(v["pod"], format!("demo/extra-{i}"));
+    }
+    // Parallel marks of different pods: each one sticks.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let name = lab.name.clone();
+            std::thread::spawn(move || podnet(&["lab", "mark", "-n", "demo", &format!("extra-{i}"), "not-ready", "--name", &name]))
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().status.success());
+    }
+    let st = lab.state();
+    let not_ready = st["plan"]["pods"].as_array().unwrap().iter().filter(|p| p["name"].as_str().unwrap().starts_with("extra-") && p["ready"] == false).count();
+    assert_eq!(not_ready, 4);
+    run_all("delete");
+    assert!(!pods(&lab).iter().any(|p| p.starts_with("extra-")), "{:?}", pods(&lab));
+    assert!(
+        !std::fs::read_dir("/run/netns").unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("podnet.{}.demo.extra-", lab.name)))
+    );
+}
+
+/// After the lab process is killed, commands say so and how to fix it, a change is refused
+/// before anything is made, and `lab restart` brings it back from the saved state.
+#[test]
+fn a_killed_lab_process_is_named_and_restart_brings_it_back() {
+    let Some((lab, _m)) = demo_lab() else {
+        return;
+    };
+    let pid: i32 = std::fs::read_to_string(format!("/run/podnet/{}/lab.pid", lab.name)).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && err.contains("the lab process is not running") && err.contains(&format!("podnet lab restart --name {}", lab.name)),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: demo}\nspec: {containers: []}\n").unwrap();
+    let apply = podnet(&["lab", "apply", "--name", &lab.name, "-f", dir.path().to_str().unwrap()]);
+    assert!(!apply.status.success() && String::from_utf8_lossy(&apply.stderr).contains("not running"));
+    assert!(!Path::new(&format!("/run/netns/podnet.{}.demo.late", lab.name)).exists(), "nothing half-applied");
+    let restart = podnet(&["lab", "restart", "--name", &lab.name]);
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // The other small things: a missing command, a lab that is not up, two labs without --name.
+    let exec = podnet(&["lab", "exec", "--name", &lab.name, "-n", "demo", "client", "--", "no-such-command"]);
+    assert_eq!(exec.status.code(), Some(127));
+    let down = podnet(&["lab", "down", "--name", "never-made-lab"]);
+    assert!(down.status.success() && String::from_utf8_lossy(&down.stdout).contains("is not up"));
+    let Some((other, _m2)) = demo_lab() else {
+        return;
+    };
+    let list = podnet(&["lab", "get", "pods"]);
+    let err = String::from_utf8_lossy(&list.stderr);
+    assert!(!list.status.success() && err.contains("labs are up (") && err.contains(&other.name) && err.contains("pass --name"), "{err}");
+    let again = podnet(&["lab", "up", "--name", &lab.name]);
+    assert!(!again.status.success() && again.stdout.is_empty(), "a running lab is refused before any progress is printed");
 }
