@@ -23,7 +23,7 @@ spec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}, {nam
 apiVersion: v1
 kind: Service
 metadata: {name: order-service, namespace: production}
-spec: {clusterIP: 10.96.0.50, selector: {app: order}, ports: [{name: http, port: 80, targetPort: 8080}, {port: 9090}]}
+spec: {clusterIP: 10.96.0.50, selector: {app: order}, ports: [{name: http, port: 80, targetPort: 8080}, {name: metrics, port: 9090}]}
 ---
 apiVersion: v1
 kind: Pod

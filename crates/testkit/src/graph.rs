@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn the_same_bytes_make_the_same_graph_and_every_graph_loads() {
         for seed in 0u8..=255 {
-            let data: Vec<u8> = (0..64).map(|i| seed.wrapping_mul(31).wrapping_add(i * 7)).collect();
+            let data: Vec<u8> = (0u8..64).map(|i| seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7))).collect();
             let (a, b) = (super::from_bytes(&data), super::from_bytes(&data));
             assert_eq!(a.objects, b.objects);
             crate::cluster(&a.objects);
