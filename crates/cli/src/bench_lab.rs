@@ -53,15 +53,99 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
             .and_then(|pid| crate::bench::proc_status_kib(pid.trim(), "VmRSS"))
             .unwrap_or(f64::NAN);
         let check = timed(&exe, &["lab", "check", "--name", &name])?;
-        Ok((up, rss, check))
+        let dns = dns_while_syncing(&exe, &lab_name)?;
+        Ok((up, rss, check, dns))
     });
     let down = timed(&exe, &["lab", "down", "--name", &name]);
-    let (up, rss, check) = result?;
+    let (up, rss, check, dns) = result?;
     let down = down?;
     outln!("lab bench: {} nodes x {} pods ({} mode), real commands:", a.nodes, a.pods_per_node, a.mode);
     outln!("  lab up        {:8.3} s   (goal < 3 s; kind needs 33 s, k3d 20 s to a working cluster)", up);
     outln!("  lab check     {:8.3} s   (pod-to-pod across nodes + node-to-pod, real TCP)", check);
     outln!("  lab down      {:8.3} s   (goal < 2 s)", down);
     outln!("  lab process   {:8.1} MB RSS (goal < 100 MB)", rss / 1024.0);
+    outln!(
+        "  DNS from a pod, {} queries each: idle p50 {:.2} ms p99 {:.2} ms | during {} `lab mark`s (each a DNS view and {} node proxies re-synced) p50 {:.2} ms p99 {:.2} ms; {} unanswered",
+        dns.queries,
+        dns.idle.0,
+        dns.idle.1,
+        dns.marks,
+        a.nodes,
+        dns.busy.0,
+        dns.busy.1,
+        dns.lost
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// DNS latency from a pod, idle and while `lab mark` keeps the lab process re-syncing.
+struct DnsUnderSync {
+    queries: usize,
+    idle: (f64, f64),
+    busy: (f64, f64),
+    marks: usize,
+    lost: usize,
+}
+
+/// p50 and p99 of `n` sequential A queries to the cluster DNS from inside `netns`, in ms.
+fn dns_latencies(netns: &str, n: usize) -> Result<(Vec<f64>, usize)> {
+    let server = std::net::SocketAddr::from(([10, 96, 0, 10], 53));
+    let path = dataplane::netns::path_of(netns);
+    let (mut took, lost) = dataplane::netns::run_in(&path, move || {
+        let mut took = Vec::with_capacity(n);
+        let mut lost = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            match dns::client::lookup_a(server, "kubernetes.default.svc.cluster.local.", std::time::Duration::from_secs(1)) {
+                Ok(_) => took.push(t.elapsed().as_secs_f64() * 1e3),
+                Err(_) => lost += 1,
+            }
+        }
+        (took, lost)
+    })?;
+    took.sort_by(f64::total_cmp);
+    Ok((took, lost))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn dns_while_syncing(exe: &std::path::Path, lab: &lab::LabName) -> Result<DnsUnderSync> {
+    let st = lab::state::load(lab)?;
+    let client = st.plan.pods.iter().find(|p| !p.host_network && !lab::system::is_dns_pod(p)).context("no pod to ask from")?;
+    let marked = st.plan.pods.iter().rev().find(|p| !p.host_network && !lab::system::is_dns_pod(p)).context("no pod to mark")?;
+    let queries = 2000;
+    let (idle, lost_idle) = dns_latencies(&client.netns, queries)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let marker = {
+        let (stop, exe, lab, ns, pod) = (std::sync::Arc::clone(&stop), exe.to_owned(), lab.to_string(), marked.namespace.clone(), marked.name.clone());
+        std::thread::spawn(move || {
+            let mut marks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = if marks % 2 == 0 { "not-ready" } else { "ready" };
+                let _ = Command::new(&exe).args(["lab", "mark", "--name", &lab, "-n", &ns, &pod, state]).output();
+                marks += 1;
+            }
+            // Leave it as it was.
+            if marks % 2 == 1 {
+                let _ = Command::new(&exe).args(["lab", "mark", "--name", &lab, "-n", &ns, &pod, "ready"]).output();
+            }
+            marks
+        })
+    };
+    let busy = dns_latencies(&client.netns, queries);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let marks = marker.join().map_err(|_| anyhow::anyhow!("the marking thread panicked"))?;
+    let (busy, lost_busy) = busy?;
+    Ok(DnsUnderSync {
+        queries,
+        idle: (percentile(&idle, 0.5), percentile(&idle, 0.99)),
+        busy: (percentile(&busy, 0.5), percentile(&busy, 0.99)),
+        marks,
+        lost: lost_idle + lost_busy,
+    })
 }

@@ -229,7 +229,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
     let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
-    outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name, plan.nodes.len(), plan.pods.len(), services.len());
+    outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name.as_str(), plan.nodes.len(), plan.pods.len(), services.len());
     let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
     st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
     st.ingress_classes.clone_from(&cluster.ingress_classes);
@@ -251,7 +251,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
         }
     };
     outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
-    outln!("Lab {:?} is up in {:.2} s.\n", a.name, started.elapsed().as_secs_f64());
+    outln!("Lab {:?} is up in {:.2} s.\n", a.name.as_str(), started.elapsed().as_secs_f64());
     out!("{}", pods_table(&st, None, true));
     outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
     Ok(ExitCode::SUCCESS)

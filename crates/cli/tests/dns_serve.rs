@@ -62,7 +62,7 @@ fn dig(server: &Server, args: &[&str]) -> (String, Vec<String>) {
 #[test]
 fn records_over_udp_and_tcp_and_changes_within_100_ms() {
     if !have_dig() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -91,7 +91,7 @@ fn records_over_udp_and_tcp_and_changes_within_100_ms() {
 #[test]
 fn other_names_are_forwarded_cached_and_fail_fast_without_upstream() {
     if !have_dig() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     // The upstream: another podnet serving the zone `upstream.test`.
@@ -123,7 +123,7 @@ fn other_names_are_forwarded_cached_and_fail_fast_without_upstream() {
 #[test]
 fn no_open_resolver_and_garbage_is_answered_harmlessly() {
     if !have_dig() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +159,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 #[test]
 fn health_ready_and_coredns_metrics() {
     if !have_dig() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +191,7 @@ fn health_ready_and_coredns_metrics() {
 #[test]
 fn services_without_a_cluster_ip_get_the_address_the_lab_gives_them() {
     if !have_dig() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");

@@ -180,7 +180,7 @@ fn shop_without_tls() -> (tempfile::TempDir, SocketAddr, SocketAddr) {
 #[test]
 fn the_seeds_ingress_over_http_and_https() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -265,7 +265,7 @@ fn the_seeds_ingress_over_http_and_https() {
 #[test]
 fn route_changes_under_load_fail_no_request() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let (dir, orders, api) = shop_without_tls();
@@ -316,7 +316,7 @@ fn route_changes_under_load_fail_no_request() {
 #[test]
 fn gateway_api_routes_with_their_filters() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -378,7 +378,7 @@ fn raw(addr: &str, bytes: &[u8]) -> String {
 #[test]
 fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let (dir, _, _) = shop_without_tls();
@@ -418,7 +418,7 @@ fn bad_requests_get_clean_errors_and_the_proxy_keeps_serving() {
 #[test]
 fn metrics_and_healthz_on_ingress_nginx_names() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let (dir, _, _) = shop_without_tls();
@@ -441,7 +441,7 @@ fn metrics_and_healthz_on_ingress_nginx_names() {
 #[test]
 fn an_https_listener_serves_its_certificate_refs() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -532,7 +532,7 @@ fn framing_manifests(dir: &Path, backend: SocketAddr, tls_backend: Option<u16>) 
 /// kept), or `None` (the test skipped) without curl and openssl.
 fn framing_gateway() -> Option<(tempfile::TempDir, Gateway)> {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -638,7 +638,7 @@ fn large_bodies_are_streamed_within_their_limit() {
 #[test]
 fn timeouts_answer_504_and_zero_disables_them() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -729,7 +729,7 @@ fn websockets_are_tunnelled_after_the_backend_s_101() {
 #[test]
 fn https_backends_and_http2_clients() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -797,7 +797,7 @@ fn https_backends_and_http2_clients() {
 #[test]
 fn grpcs_backends_get_http2_over_tls() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     // The backend: a second proxy serving HTTPS (ALPN h2) with a certificate for every name,
@@ -837,7 +837,7 @@ fn grpcs_backends_get_http2_over_tls() {
 #[test]
 fn slow_clients_are_cut_off_and_hold_no_one_else_up() {
     if !have_tools() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -96,7 +96,7 @@ fn demo_lab() -> Option<(Lab, tempfile::TempDir)> {
 /// `yaml` up as a lab; `None` (the test is skipped) without root.
 fn lab_of(yaml: &str, extra: &[&str]) -> Option<(Lab, tempfile::TempDir)> {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +175,7 @@ fn check_the_three_rules(mode: &str) {
 #[test]
 fn host_gw_lab_proves_the_three_rules() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     check_the_three_rules("host-gw");
@@ -184,7 +184,7 @@ fn host_gw_lab_proves_the_three_rules() {
 #[test]
 fn vxlan_lab_proves_the_three_rules_with_flannel_layout() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     check_the_three_rules("vxlan");
@@ -210,7 +210,7 @@ fn vxlan_lab_proves_the_three_rules_with_flannel_layout() {
 #[test]
 fn down_cleans_up_after_an_up_killed_halfway() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +253,7 @@ fn down_cleans_up_after_an_up_killed_halfway() {
 #[test]
 fn bad_input_makes_nothing() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -479,7 +479,7 @@ fn node_ports_from_the_external_host_follow_external_traffic_policy() {
 #[test]
 fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
     if Command::new("conntrack").arg("--version").output().is_err() {
-        eprintln!("skipped: needs conntrack");
+        testkit::skip("needs conntrack");
         return;
     }
     let dns = |name: &str| {
@@ -574,7 +574,7 @@ fn exec_in_pod(lab: &Lab, ns: &str, pod: &str, command: &[&str]) -> (bool, Strin
 #[test]
 fn cluster_dns_answers_pods_through_the_service_proxy() {
     if Command::new("dig").arg("-v").output().is_err() {
-        eprintln!("skipped: no dig");
+        testkit::skip("no dig");
         return;
     }
     let extra = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  clusterIP: 10.96.0.80\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: demo}\nspec:\n  clusterIP: None\n  selector: {app: server}\n  ports: [{name: http, port: 8080}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: custom, namespace: demo}\nspec:\n  dnsPolicy: None\n  dnsConfig: {nameservers: [192.0.2.53], searches: [example.test], options: [{name: ndots, value: '2'}]}\n  containers: [{name: c}]\n";
@@ -624,7 +624,7 @@ fn cluster_dns_answers_pods_through_the_service_proxy() {
 #[test]
 fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
     if Command::new("curl").arg("--version").output().is_err() || Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: needs curl and openssl");
+        testkit::skip("needs curl and openssl");
         return;
     }
     let certs = tempfile::tempdir().unwrap();
@@ -698,7 +698,7 @@ fn the_seeds_ingress_from_the_external_host_through_the_load_balancer() {
 #[test]
 fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("skipped: needs curl");
+        testkit::skip("needs curl");
         return;
     }
     let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: demo}\nspec:\n  selector: {app: server}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
@@ -740,7 +740,7 @@ fn an_ingress_applied_to_a_running_lab_brings_its_controller() {
 #[test]
 fn the_seeds_api_route_through_a_gateway_applied_to_a_running_lab() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("skipped: needs curl");
+        testkit::skip("needs curl");
         return;
     }
     let api = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api-service, namespace: production}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api-service, namespace: production}\nspec: {selector: {app: api}, ports: [{port: 80, targetPort: http}]}\n";

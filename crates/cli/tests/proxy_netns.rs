@@ -208,7 +208,7 @@ fn traced(plan: &proxy::NodePlan, src: &str, dst: &str) -> proxy::Trace {
 #[test]
 fn the_rendered_rules_do_what_the_tracer_says_with_real_packets() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let t = Topology::new();
@@ -283,7 +283,7 @@ fn the_rendered_rules_do_what_the_tracer_says_with_real_packets() {
 #[test]
 fn an_incremental_sync_lands_where_a_full_load_does() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let t = Topology::new();
@@ -331,7 +331,7 @@ fn an_incremental_sync_lands_where_a_full_load_does() {
 #[test]
 fn internal_traffic_policy_local_and_masquerade_all_with_real_packets() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let t = Topology::new();
@@ -356,7 +356,7 @@ fn internal_traffic_policy_local_and_masquerade_all_with_real_packets() {
 #[test]
 fn a_dual_stack_service_serves_each_family_through_its_own_table() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let t = Topology::new();
@@ -399,7 +399,7 @@ fn a_dual_stack_service_serves_each_family_through_its_own_table() {
 #[test]
 fn a_first_load_over_netlink_makes_the_tables_an_nft_text_load_makes() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let tag = format!("pnproxy{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));

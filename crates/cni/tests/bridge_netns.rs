@@ -45,7 +45,7 @@ fn tcp_roundtrip(server: &Path, client: &Path, ip: &str) -> String {
 #[test]
 fn add_check_del_with_real_packets() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let lab = Lab::new(2);
@@ -100,7 +100,7 @@ fn add_check_del_with_real_packets() {
 #[test]
 fn del_succeeds_when_the_netns_is_gone() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let mut lab = Lab::new(1);
@@ -129,7 +129,7 @@ fn del_succeeds_when_the_netns_is_gone() {
 #[test]
 fn older_versions_get_their_result_shape_and_errors_go_to_stdout() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        testkit::skip("needs root");
         return;
     }
     let lab = Lab::new(1);
@@ -151,7 +151,7 @@ fn older_versions_get_their_result_shape_and_errors_go_to_stdout() {
 #[test]
 fn ip_masq_rewrites_traffic_leaving_the_pod_network_only() {
     if !is_root() || std::process::Command::new("nft").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and nft");
+        testkit::skip("needs root and nft");
         return;
     }
     let lab = Lab::new(2);

@@ -22,7 +22,7 @@ fn reference(plugin: &str) -> PathBuf {
 
 fn ready() -> bool {
     if !is_root() || !reference("bridge").is_file() {
-        eprintln!("skipped: needs root and {REFERENCE_DIR} (apt-get install containernetworking-plugins)");
+        testkit::skip(&format!("needs root and {REFERENCE_DIR} (apt-get install containernetworking-plugins)"));
         return false;
     }
     true

@@ -4,6 +4,7 @@
 
 pub mod link;
 pub mod masquerade;
+pub mod neighbour;
 pub mod netns;
 pub mod nfnetlink;
 pub mod nft;

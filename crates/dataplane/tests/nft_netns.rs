@@ -8,7 +8,7 @@ use nftset::{Chain, Family, Ruleset, Set, Table};
 fn ready() -> bool {
     let ok = nix::unistd::geteuid().is_root() && std::process::Command::new("nft").arg("--version").output().is_ok();
     if !ok {
-        eprintln!("skipped: needs root and nft");
+        testkit::skip("needs root and nft");
     }
     ok
 }

@@ -40,6 +40,11 @@ pub fn apply(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Cha
     let wanted = plan::plan(&st.plan.config, cluster).map_err(plan_error)?;
     merge_services(&mut st, cluster)?;
     let mut change = Change::default();
+    let mut room = st.plan.clone();
+    room.pods.extend(wanted.pods.iter().cloned());
+    if let Some((old, new)) = crate::up::make_neighbour_room(&room)? {
+        eprintln!("raised the kernel's ARP table limit (gc_thresh3) from {old} to {new} for the lab's pods");
+    }
     let done = apply_plan(&mut st, wanted, plugin, &mut change);
     finish(&locked, st, change, done)
 }

@@ -132,6 +132,57 @@ fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
     }
 }
 
+/// How many nodes' kernel work runs at once.
+const PARALLEL_NODES: usize = 8;
+
+/// One node's sync, planned: what its namespace's thread applies.
+struct NodeJob {
+    plan: proxy::NodePlan,
+    rules: Ruleset,
+    old: Option<Applied>,
+    socket: Option<dataplane::nfnetlink::Socket>,
+    known_mac: Option<String>,
+    pod_cidr: String,
+}
+
+/// What a node's thread did.
+struct Applied2 {
+    synced: Synced,
+    generation: Option<u32>,
+    rules: Ruleset,
+    socket: dataplane::nfnetlink::Socket,
+    mac: Option<String>,
+}
+
+/// A node's kernel work, in its namespace: the bridge table once the pod bridge exists, the
+/// rules as a difference from what was applied (in full when the ruleset generation moved
+/// behind our back), stale UDP flows cleared when the rules changed.
+fn apply_node(job: NodeJob) -> io::Result<Applied2> {
+    let NodeJob { plan, mut rules, old, socket, known_mac, pod_cidr } = job;
+    let mut socket = match socket {
+        Some(s) => s,
+        None => dataplane::nfnetlink::Socket::open()?,
+    };
+    // The pod bridge exists once the first pod of the node is attached.
+    let mac = match known_mac {
+        Some(mac) => Some(mac),
+        None => dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac),
+    };
+    if let Some(mac) = &mac {
+        rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(mac, &pod_cidr));
+    }
+    let now = socket.generation().ok();
+    let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
+    let changed = trusted.as_ref() != Some(&rules);
+    let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
+    let generation = socket.generation().ok();
+    // Stale UDP flows come only from changed rules.
+    if changed {
+        clear_stale_udp_flows(&plan);
+    }
+    Ok(Applied2 { synced, generation, rules, socket, mac })
+}
+
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
     status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -148,80 +199,79 @@ impl Proxies {
         self.applied.clear();
     }
 
-    /// Brings every node's rules to what `st` asks for.
+    /// Brings every node's rules to what `st` asks for: each node planned (pure), then the
+    /// kernel work of a few nodes at a time, each in its own namespace, in parallel (most of it
+    /// is waiting for `nft` and `conntrack` processes).
     pub fn sync(&mut self, st: &LabState) -> io::Result<Vec<NodeSync>> {
         let view = proxy_view(st);
         let config = proxy_config(st);
         let mut done = Vec::new();
         let mut wanted = BTreeMap::new();
-        for node in &st.plan.nodes {
-            let started = Instant::now();
-            let queued = unix_now();
-            {
-                let mut status = status_of(&self.status);
-                let status = status.entry(node.name.clone()).or_default();
-                status.0.last_queued_timestamp = queued;
-                status.1.oldest_pending.get_or_insert(queued);
+        let mut first_error = None;
+        for chunk in st.plan.nodes.chunks(PARALLEL_NODES) {
+            let mut jobs = Vec::with_capacity(chunk.len());
+            for node in chunk {
+                let queued = unix_now();
+                {
+                    let mut status = status_of(&self.status);
+                    let status = status.entry(node.name.clone()).or_default();
+                    status.0.last_queued_timestamp = queued;
+                    status.1.oldest_pending.get_or_insert(queued);
+                }
+                let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
+                announce(&mut wanted, &plan, node.ip);
+                let job = NodeJob {
+                    rules: plan.render(),
+                    plan,
+                    old: self.applied.remove(&node.name),
+                    socket: self.sockets.remove(&node.name),
+                    known_mac: self.bridge_macs.get(&node.name).cloned(),
+                    pod_cidr: node.pod_cidr.to_string(),
+                };
+                jobs.push((node, queued, Instant::now(), Some(job)));
             }
-            let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
-            announce(&mut wanted, &plan, node.ip);
-            let mut rules = plan.render();
-            let old = self.applied.remove(&node.name);
-            let socket = self.sockets.remove(&node.name);
-            let known_mac = self.bridge_macs.get(&node.name).cloned();
-            let pod_cidr = node.pod_cidr.to_string();
-            let applied = netns::run_in(&netns::path_of(&node.netns), move || -> io::Result<_> {
-                let mut socket = match socket {
-                    Some(s) => s,
-                    None => dataplane::nfnetlink::Socket::open()?,
-                };
-                // The pod bridge exists once the first pod of the node is attached.
-                let mac = match known_mac {
-                    Some(mac) => Some(mac),
-                    None => dataplane::link::Netlink::connect()?.link(crate::up::POD_BRIDGE)?.and_then(|l| l.mac),
-                };
-                if let Some(mac) = &mac {
-                    rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(mac, &pod_cidr));
-                }
-                // A ruleset changed behind our back (flushed, edited: the generation moved) is
-                // re-made in full.
-                let now = socket.generation().ok();
-                let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
-                let changed = trusted.as_ref() != Some(&rules);
-                let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
-                let generation = socket.generation().ok();
-                // Stale UDP flows come only from changed rules.
-                if changed {
-                    clear_stale_udp_flows(&plan);
-                }
-                Ok((synced, generation, rules, socket, mac))
-            })
-            .and_then(|r| r);
-            let (synced, generation, rules) = match applied {
-                Ok((synced, generation, rules, socket, mac)) => {
-                    self.sockets.insert(node.name.clone(), socket);
-                    if let Some(mac) = mac {
-                        self.bridge_macs.insert(node.name.clone(), mac);
+            let results: Vec<io::Result<Applied2>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .iter_mut()
+                    .filter_map(|(node, _, _, job)| {
+                        let job = job.take()?;
+                        let path = netns::path_of(&node.netns);
+                        Some(scope.spawn(move || netns::run_in(&path, move || apply_node(job)).and_then(|r| r)))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a node's proxy sync panicked")))).collect()
+            });
+            for ((node, queued, started, _), result) in jobs.into_iter().zip(results) {
+                let (synced, generation, rules) = match result {
+                    Ok(Applied2 { synced, generation, rules, socket, mac }) => {
+                        self.sockets.insert(node.name.clone(), socket);
+                        if let Some(mac) = mac {
+                            self.bridge_macs.insert(node.name.clone(), mac);
+                        }
+                        (synced, generation, rules)
                     }
-                    (synced, generation, rules)
+                    Err(e) => {
+                        status_of(&self.status).entry(node.name.clone()).or_default().0.sync_failures += 1;
+                        first_error.get_or_insert(io::Error::new(e.kind(), format!("{}: {e}", node.name)));
+                        continue;
+                    }
+                };
+                let now = unix_now();
+                {
+                    let mut status = status_of(&self.status);
+                    let (metrics, health) = status.entry(node.name.clone()).or_default();
+                    metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
+                    *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
                 }
-                Err(e) => {
-                    status_of(&self.status).entry(node.name.clone()).or_default().0.sync_failures += 1;
-                    return Err(e);
-                }
-            };
-            let now = unix_now();
-            {
-                let mut status = status_of(&self.status);
-                let (metrics, health) = status.entry(node.name.clone()).or_default();
-                metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
-                *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
+                self.applied.insert(node.name.clone(), Applied { rules, generation });
             }
-            done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
-            self.applied.insert(node.name.clone(), Applied { rules, generation });
         }
         self.route_from_external_host(st, wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect());
-        Ok(done)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
     /// Points the external host's /32 routes at the chosen nodes.

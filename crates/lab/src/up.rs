@@ -157,6 +157,9 @@ fn make(
         std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default()).map_err(ctx(format!("writing {}", path.display())))?;
     }
 
+    if let Some((old, new)) = make_neighbour_room(plan)? {
+        progress(Step { what: &format!("ARP table room: gc_thresh3 {old} → {new}"), took: Duration::ZERO });
+    }
     timed(progress, "underlay network", || make_underlay(plan))?;
     let what = format!(
         "{} node(s), {} routing",
@@ -179,6 +182,26 @@ fn make(
     st.created = std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or_default();
     locked.save(&st).map_err(ctx("saving the lab state"))?;
     Ok(st)
+}
+
+/// Neighbour entries a lab may hold at once: two per pod (the pod's entry for its gateway, the
+/// node's for the pod) and one per pair of underlay hosts (nodes and the external host).
+fn neighbours_needed(plan: &LabPlan) -> u64 {
+    let pods = plan.pods.iter().filter(|p| !p.host_network).count() as u64;
+    let hosts = plan.nodes.len() as u64 + 1;
+    2 * pods + hosts * hosts
+}
+
+/// Makes room in the kernel's one ARP table (shared by every namespace: see
+/// `dataplane::neighbour`) for this lab on top of what is there now; the old and new limit
+/// when it was raised.
+pub(crate) fn make_neighbour_room(plan: &LabPlan) -> Result<Option<(u64, u64)>, LabError> {
+    let in_use = std::fs::read_to_string("/proc/net/stat/arp_cache")
+        .ok()
+        .and_then(|t| t.lines().nth(1).and_then(|l| l.split_whitespace().next()).and_then(|h| u64::from_str_radix(h, 16).ok()))
+        .unwrap_or(0);
+    dataplane::neighbour::make_room(in_use + neighbours_needed(plan))
+        .map_err(ctx("raising the kernel's neighbour table limits (net.ipv4.neigh.default.gc_thresh*)"))
 }
 
 fn panicked(what: &str) -> LabError {
