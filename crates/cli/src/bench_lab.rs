@@ -13,7 +13,7 @@ pub struct LabBenchArgs {
     /// Nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Pods per node (each declares 80/TCP and 53/UDP).
+    /// Pods per node (each declares 80/TCP and 53/UDP; ten Services select them).
     #[arg(long, default_value_t = 30)]
     pods_per_node: usize,
     /// Routing mode.
@@ -41,6 +41,13 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
             i % 10
         );
     }
+    // A Service per app: a pod marked (not) ready changes every node's rules.
+    for app in 0..10 {
+        let _ = write!(
+            yaml,
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: app-{app}, namespace: bench}}\nspec: {{selector: {{app: app-{app}}}, ports: [{{name: http, port: 80}}, {{name: dns, port: 53, protocol: UDP}}]}}\n"
+        );
+    }
     std::fs::write(dir.path().join("pods.yaml"), yaml)?;
     let name = format!("bench{}", std::process::id() % 100_000);
     let lab_name: lab::LabName = name.parse()?;
@@ -65,11 +72,12 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     outln!("  lab down      {:8.3} s   (goal < 2 s)", down);
     outln!("  lab process   {:8.1} MB RSS (goal < 100 MB)", rss / 1024.0);
     outln!(
-        "  DNS from a pod, {} queries each: idle p50 {:.2} ms p99 {:.2} ms | during {} `lab mark`s (each a DNS view and {} node proxies re-synced) p50 {:.2} ms p99 {:.2} ms; {} unanswered",
+        "  DNS from a pod, {} queries each: idle p50 {:.2} ms p99 {:.2} ms | during {} `lab mark`s ({:.0} ms each: a DNS view and {} node proxies re-synced) p50 {:.2} ms p99 {:.2} ms; {} unanswered",
         dns.queries,
         dns.idle.0,
         dns.idle.1,
         dns.marks,
+        dns.per_mark_ms,
         a.nodes,
         dns.busy.0,
         dns.busy.1,
@@ -84,19 +92,22 @@ struct DnsUnderSync {
     idle: (f64, f64),
     busy: (f64, f64),
     marks: usize,
+    per_mark_ms: f64,
     lost: usize,
 }
 
-/// p50 and p99 of `n` sequential A queries to the cluster DNS from inside `netns`, in ms.
-fn dns_latencies(netns: &str, n: usize) -> Result<(Vec<f64>, usize)> {
+/// Sequential A queries to the cluster DNS from inside `netns`, until `n` were asked or `until`
+/// is set (after at least one): their latencies in ms, sorted, and how many got no answer.
+fn dns_latencies(netns: &str, n: usize, until: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Result<(Vec<f64>, usize)> {
     let server = std::net::SocketAddr::from(([10, 96, 0, 10], 53));
     let path = dataplane::netns::path_of(netns);
     let (mut took, lost) = dataplane::netns::run_in(&path, move || {
-        let mut took = Vec::with_capacity(n);
+        let mut took = Vec::new();
         let mut lost = 0;
-        for _ in 0..n {
+        let done = || until.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
+        while took.len() + lost < n && !(done() && !took.is_empty()) {
             let t = Instant::now();
-            match dns::client::lookup_a(server, "kubernetes.default.svc.cluster.local.", std::time::Duration::from_secs(1)) {
+            match dns::client::lookup_a(server, "app-1.bench.svc.cluster.local.", std::time::Duration::from_secs(1)) {
                 Ok(_) => took.push(t.elapsed().as_secs_f64() * 1e3),
                 Err(_) => lost += 1,
             }
@@ -114,38 +125,39 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// How many `lab mark`s the busy phase makes.
+const MARKS: usize = 20;
+
 fn dns_while_syncing(exe: &std::path::Path, lab: &lab::LabName) -> Result<DnsUnderSync> {
     let st = lab::state::load(lab)?;
     let client = st.plan.pods.iter().find(|p| !p.host_network && !lab::system::is_dns_pod(p)).context("no pod to ask from")?;
     let marked = st.plan.pods.iter().rev().find(|p| !p.host_network && !lab::system::is_dns_pod(p)).context("no pod to mark")?;
-    let queries = 2000;
-    let (idle, lost_idle) = dns_latencies(&client.netns, queries)?;
+    // Busy: queries for as long as the marks take (each mark re-syncs the DNS view and every
+    // node's proxy); then as many queries idle.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let marker = {
         let (stop, exe, lab, ns, pod) = (std::sync::Arc::clone(&stop), exe.to_owned(), lab.to_string(), marked.namespace.clone(), marked.name.clone());
         std::thread::spawn(move || {
-            let mut marks = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if marks % 2 == 0 { "not-ready" } else { "ready" };
+            let started = Instant::now();
+            for i in 0..MARKS {
+                let state = if i % 2 == 0 { "not-ready" } else { "ready" };
                 let _ = Command::new(&exe).args(["lab", "mark", "--name", &lab, "-n", &ns, &pod, state]).output();
-                marks += 1;
             }
-            // Leave it as it was.
-            if marks % 2 == 1 {
-                let _ = Command::new(&exe).args(["lab", "mark", "--name", &lab, "-n", &ns, &pod, "ready"]).output();
-            }
-            marks
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            started.elapsed().as_secs_f64() / MARKS as f64
         })
     };
-    let busy = dns_latencies(&client.netns, queries);
+    let busy = dns_latencies(&client.netns, usize::MAX, Some(std::sync::Arc::clone(&stop)));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let marks = marker.join().map_err(|_| anyhow::anyhow!("the marking thread panicked"))?;
+    let per_mark = marker.join().map_err(|_| anyhow::anyhow!("the marking thread panicked"))?;
     let (busy, lost_busy) = busy?;
+    let (idle, lost_idle) = dns_latencies(&client.netns, busy.len(), None)?;
     Ok(DnsUnderSync {
-        queries,
+        queries: busy.len(),
         idle: (percentile(&idle, 0.5), percentile(&idle, 0.99)),
         busy: (percentile(&busy, 0.5), percentile(&busy, 0.99)),
-        marks,
+        marks: MARKS,
+        per_mark_ms: per_mark * 1e3,
         lost: lost_idle + lost_busy,
     })
 }

@@ -15,8 +15,10 @@ use nftset::{Family, Ruleset};
 
 use crate::state::LabState;
 
-/// What one node's proxy applied last, and the node's ruleset generation right after.
+/// What one node's proxy applied last (the plan and its rules), and the node's ruleset
+/// generation right after.
 struct Applied {
+    plan: proxy::NodePlan,
     rules: Ruleset,
     generation: Option<u32>,
 }
@@ -147,6 +149,7 @@ struct NodeJob {
 
 /// What a node's thread did.
 struct Applied2 {
+    plan: proxy::NodePlan,
     synced: Synced,
     generation: Option<u32>,
     rules: Ruleset,
@@ -172,15 +175,14 @@ fn apply_node(job: NodeJob) -> io::Result<Applied2> {
         rules.tables.insert((Family::Bridge, L3_TABLE.to_owned()), same_node_through_node(mac, &pod_cidr));
     }
     let now = socket.generation().ok();
+    let stale_possible = plan.may_leave_stale_udp_flows(old.as_ref().map(|o| &o.plan));
     let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
-    let changed = trusted.as_ref() != Some(&rules);
     let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
     let generation = socket.generation().ok();
-    // Stale UDP flows come only from changed rules.
-    if changed {
+    if stale_possible {
         clear_stale_udp_flows(&plan);
     }
-    Ok(Applied2 { synced, generation, rules, socket, mac })
+    Ok(Applied2 { synced, generation, rules, socket, mac, plan })
 }
 
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
@@ -242,13 +244,13 @@ impl Proxies {
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a node's proxy sync panicked")))).collect()
             });
             for ((node, queued, started, _), result) in jobs.into_iter().zip(results) {
-                let (synced, generation, rules) = match result {
-                    Ok(Applied2 { synced, generation, rules, socket, mac }) => {
+                let (synced, generation, rules, plan) = match result {
+                    Ok(Applied2 { synced, generation, rules, socket, mac, plan }) => {
                         self.sockets.insert(node.name.clone(), socket);
                         if let Some(mac) = mac {
                             self.bridge_macs.insert(node.name.clone(), mac);
                         }
-                        (synced, generation, rules)
+                        (synced, generation, rules, plan)
                     }
                     Err(e) => {
                         status_of(&self.status).entry(node.name.clone()).or_default().0.sync_failures += 1;
@@ -264,7 +266,7 @@ impl Proxies {
                     *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
                 }
                 done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
-                self.applied.insert(node.name.clone(), Applied { rules, generation });
+                self.applied.insert(node.name.clone(), Applied { plan, rules, generation });
             }
         }
         self.route_from_external_host(st, wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect());

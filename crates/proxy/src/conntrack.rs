@@ -78,6 +78,31 @@ fn parse_line(line: &str) -> Option<Flow> {
 }
 
 impl NodePlan {
+    /// Whether going from `old` to this plan can leave stale UDP flows (see [`stale_flows`]): a
+    /// UDP service port lost an endpoint, or had none and has some now; without an old plan,
+    /// always. Listing a node's flows walks the kernel's whole conntrack table, so it is done
+    /// only when this says so (as kube-proxy cleans up only for the endpoints a sync removed).
+    ///
+    /// [`stale_flows`]: NodePlan::stale_flows
+    pub fn may_leave_stale_udp_flows(&self, old: Option<&NodePlan>) -> bool {
+        let Some(old) = old else { return true };
+        let udp = |plan: &NodePlan| -> std::collections::BTreeMap<(String, String, u16), std::collections::BTreeSet<(IpAddr, u16)>> {
+            plan.ports
+                .iter()
+                .filter(|p| p.port.protocol == Protocol::Udp)
+                .map(|p| {
+                    ((p.port.namespace.clone(), p.port.service.clone(), p.port.port), p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port()).collect())
+                })
+                .collect()
+        };
+        let (before, after) = (udp(old), udp(self));
+        after.iter().any(|(port, now)| match before.get(port) {
+            // Gained its first endpoints: flows that missed the DNAT must go.
+            None => !now.is_empty(),
+            Some(was) => (was.is_empty() && !now.is_empty()) || was.iter().any(|ep| !now.contains(ep)),
+        }) || before.iter().any(|(port, was)| !was.is_empty() && !after.contains_key(port))
+    }
+
     /// The UDP flows to delete: those DNATed to an endpoint the service port no longer uses,
     /// and those that reached a frontend without DNAT (it had no endpoints) when it has some now.
     pub fn stale_flows(&self, flows: &[Flow]) -> Vec<Flow> {
@@ -113,6 +138,21 @@ conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.\n";
         let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: x}\nspec: {clusterIP: 10.96.0.10, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}, {name: tcp, port: 53, protocol: TCP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: x}\nspec: {clusterIP: 10.96.0.11, selector: {app: dns}, ports: [{port: 53, protocol: UDP, targetPort: 5353}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: dns}}\nspec: {nodeName: node-2, containers: [{name: c}]}\nstatus: {podIP: 10.244.1.2}\n";
         let s = model::ClusterState::from_objects(&model::load_str(yaml, std::path::Path::new("t.yaml")).unwrap()).unwrap();
         plan(&s, "node-1", &ProxyConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn flows_are_listed_only_when_a_udp_port_lost_an_endpoint_or_gained_its_first() {
+        let now = node_plan();
+        assert!(now.may_leave_stale_udp_flows(None));
+        assert!(!now.may_leave_stale_udp_flows(Some(&now)), "nothing changed");
+        let mut fewer = now.clone();
+        let dns = fewer.ports.iter_mut().find(|p| p.port.service == "dns" && p.port.protocol == Protocol::Udp).unwrap();
+        dns.cluster.clear();
+        assert!(fewer.may_leave_stale_udp_flows(Some(&now)), "an endpoint left");
+        assert!(now.may_leave_stale_udp_flows(Some(&fewer)), "the first endpoint came");
+        let mut tcp_only = now.clone();
+        tcp_only.ports.iter_mut().filter(|p| p.port.protocol == Protocol::Tcp).for_each(|p| p.cluster.clear());
+        assert!(!tcp_only.may_leave_stale_udp_flows(Some(&now)), "TCP changes leave no stale UDP flows");
     }
 
     #[test]
