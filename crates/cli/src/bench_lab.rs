@@ -105,7 +105,7 @@ fn dns_latencies(netns: &str, n: usize, until: Option<std::sync::Arc<std::sync::
         let mut took = Vec::new();
         let mut lost = 0;
         let done = || until.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
-        while took.len() + lost < n && !(done() && !took.is_empty()) {
+        while took.len() + lost < n && (took.is_empty() || !done()) {
             let t = Instant::now();
             match dns::client::lookup_a(server, "app-1.bench.svc.cluster.local.", std::time::Duration::from_secs(1)) {
                 Ok(_) => took.push(t.elapsed().as_secs_f64() * 1e3),
