@@ -220,6 +220,40 @@ fn split_target(target: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
     Some((path, query, authority))
 }
 
+/// A parsed request head checked as this handler checks it: a target it can route, exactly one
+/// Host in HTTP/1.1 (RFC 9112 §3.2; an absolute target may stand in), one unambiguous framing.
+/// The head, its framing and its `Connection` values, or the status it is refused with.
+fn checked_head<'b>(buf: &'b [u8], parsed: &Parsed) -> Result<(RequestHead<'b>, Framing, Vec<&'b [u8]>), StatusCode> {
+    let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
+    let (path, query, authority) = split_target(text(&parsed.target)).ok_or(StatusCode::BAD_REQUEST)?;
+    let head =
+        RequestHead { method: text(&parsed.first), path, query, authority, headers: parsed.headers.iter().map(|(n, v)| (text(n), &buf[v.clone()])).collect() };
+    let hosts = head.values("host").count();
+    if hosts > 1 || (hosts == 0 && parsed.minor == 1 && authority.is_none()) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let framing = request_framing(&head, parsed.minor)?;
+    let connection: Vec<&[u8]> = head.values("connection").collect();
+    Ok((head, framing, connection))
+}
+
+/// How a request head at the front of `buf` is read: `Ok(None)` while incomplete, else the
+/// status it is refused with, or its method, path and body framing (`none`, `length N`,
+/// `chunked`). Pure, for the `http1_head` fuzz target: any bytes get one of these, never a panic.
+pub fn read_request_head(buf: &[u8]) -> Result<Option<(String, String, String)>, u16> {
+    let Some(parsed) = parse_request(buf).map_err(|s| s.as_u16())? else {
+        return if buf.len() >= MAX_HEAD { Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16()) } else { Ok(None) };
+    };
+    let (head, framing, _) = checked_head(buf, &parsed).map_err(|s| s.as_u16())?;
+    let framing = match framing {
+        Framing::None => "none".to_owned(),
+        Framing::Length(n) => format!("length {n}"),
+        Framing::Chunked => "chunked".to_owned(),
+        Framing::UntilClose => "until close".to_owned(),
+    };
+    Ok(Some((head.method.to_owned(), head.path.to_owned(), framing)))
+}
+
 /// What is known of a request after its head, owned (the head's buffer moves on).
 struct Request {
     method: http::Method,
@@ -266,28 +300,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, io: &
 
     // Everything that needs the head, while it is in the buffer.
     let (request, plan) = {
-        let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
-        let target = text(&parsed.target);
-        let Some((path, query, authority)) = split_target(target) else {
-            return reject(io, scratch, StatusCode::BAD_REQUEST).await;
-        };
-        let head = RequestHead {
-            method: text(&parsed.first),
-            path,
-            query,
-            authority,
-            headers: parsed.headers.iter().map(|(n, v)| (text(n), &buf[v.clone()])).collect(),
-        };
-        let hosts = head.values("host").count();
-        // RFC 9112 §3.2: HTTP/1.1 needs exactly one Host (an absolute target may stand in).
-        if hosts > 1 || (hosts == 0 && parsed.minor == 1 && authority.is_none()) {
-            return reject(io, scratch, StatusCode::BAD_REQUEST).await;
-        }
-        let framing = match request_framing(&head, parsed.minor) {
-            Ok(f) => f,
+        let (head, framing, connection) = match checked_head(buf, &parsed) {
+            Ok(h) => h,
             Err(status) => return reject(io, scratch, status).await,
         };
-        let connection: Vec<&[u8]> = head.values("connection").collect();
+        let target = std::str::from_utf8(&buf[parsed.target.clone()]).unwrap_or("");
         let keep_alive = if parsed.minor == 0 { has_token(connection.iter().copied(), "keep-alive") } else { !has_token(connection.iter().copied(), "close") };
         let request = Request {
             method: http::Method::from_bytes(head.method.as_bytes()).unwrap_or(http::Method::GET),
@@ -1019,6 +1036,20 @@ mod tests {
             headers: p.headers.iter().map(|(n, v)| (text(n), &buf[v.clone()])).collect(),
         };
         request_framing(&head, p.minor)
+    }
+
+    #[test]
+    fn request_heads_are_read_refused_or_awaited() {
+        assert_eq!(super::read_request_head(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"), Ok(Some(("GET".into(), "/a".into(), "none".into()))));
+        assert_eq!(
+            super::read_request_head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"),
+            Ok(Some(("POST".into(), "/".into(), "length 3".into())))
+        );
+        assert_eq!(super::read_request_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+        assert_eq!(super::read_request_head(b"GET / HTTP/1.1\r\n\r\n"), Err(400), "no Host");
+        assert_eq!(super::read_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), Err(400), "two Hosts");
+        assert_eq!(super::read_request_head(b"\x00\x01 junk\r\n\r\n"), Err(400));
+        assert_eq!(super::read_request_head(&vec![b'a'; super::MAX_HEAD]), Err(431), "a head that never ends");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod annotations;
 pub mod backends;
 mod chunked;
 mod h1;
+pub use h1::read_request_head;
 pub mod httproute;
 pub mod ingress;
 pub mod plan;
