@@ -328,21 +328,36 @@ fn gateway_api_routes_with_their_filters() {
         )
     };
     let yaml = format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: podnet}}\nspec: {{controllerName: podnet.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: main-gateway, namespace: production}}\nspec:\n  gatewayClassName: podnet\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: api-route, namespace: production, generation: 2}}\nspec:\n  parentRefs: [{{name: main-gateway}}]\n  hostnames: [\"api.example.com\"]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /v1}}}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Env, value: lab}}], remove: [X-Drop]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: X-Served-By, value: podnet}}]}}}}\n    backendRefs: [{{name: api-service, port: 80, weight: 1}}, {{name: other-service, port: 80, weight: 0}}]\n  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 301}}}}]\n  - matches: [{{path: {{type: PathPrefix, value: /rewrite/me}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{hostname: internal.example, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}}}]\n    backendRefs: [{{name: other-service, port: 80}}]\n  - matches: [{{path: {{type: Exact, value: /broken}}}}]\n    backendRefs: [{{name: missing, port: 80}}]\n{}{}",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: podnet}}\nspec: {{controllerName: podnet.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: main-gateway, namespace: production}}\nspec:\n  gatewayClassName: podnet\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: api-route, namespace: production, generation: 2}}\nspec:\n  parentRefs: [{{name: main-gateway}}]\n  hostnames: [\"api.example.com\"]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /v1}}}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Env, value: lab}}], add: [{{name: X-Trace, value: gw}}, {{name: X-New, value: a}}], remove: [X-Drop]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: X-Served-By, value: podnet}}]}}}}\n    backendRefs: [{{name: api-service, port: 80, weight: 1}}, {{name: other-service, port: 80, weight: 0}}]\n  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 301}}}}]\n  - matches: [{{path: {{type: PathPrefix, value: /rewrite/me}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{hostname: internal.example, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}}}]\n    backendRefs: [{{name: other-service, port: 80}}]\n  - matches: [{{path: {{type: Exact, value: /broken}}}}]\n    backendRefs: [{{name: missing, port: 80}}]\n{}{}",
         svc("api-service", api),
         svc("other-service", other)
     );
+    // Ingresses beside the Gateway: one for a host of an attached route (never reached: the
+    // Gateway takes that host), one for a host no Gateway listener or route names.
+    let ingress = |name: &str, host: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: production}}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: other-service, port: {{number: 80}}}}}}}}]\n"
+        )
+    };
+    let yaml = format!("{yaml}{}{}", ingress("shadowed", "api.example.com"), ingress("elsewhere", "web.example.com"));
     std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
     let g = serve(dir.path());
     let url = |path: &str| format!("http://{}{path}", g.http);
+    assert_eq!(curl(&["-H", "Host: api.example.com", &url("/v2")]).0, "404", "the Gateway's host: its 404, not the Ingress's route");
+    let (code, body) = curl(&["-H", "Host: web.example.com", &url("/v2")]);
+    assert!(code == "200" && body.starts_with("other GET /v2"), "a host the Gateway does not take goes to the Ingresses: {code} {body}");
     // The seed's api-route, with header modifiers both ways; weight 0 never takes a request.
     for _ in 0..5 {
-        let out = Command::new("curl").args(["-s", "-i", "-H", "Host: api.example.com", "-H", "X-Drop: me", &url("/v1/users")]).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-i", "-H", "Host: api.example.com", "-H", "X-Drop: me", "-H", "X-Trace: client", &url("/v1/users")])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
         assert!(text.contains("x-served-by: podnet") && text.contains("\napi get /v1/users\n"), "{text}");
         assert!(text.contains("x-env: lab") && !text.contains("x-drop"), "{text}");
+        // `add` appends to the client's value, in one field; a header the client did not send is added.
+        assert!(text.contains("\nx-trace: client,gw\n") && text.matches("x-trace").count() == 1 && text.contains("\nx-new: a\n"), "{text}");
     }
-    assert_eq!(curl(&["-H", "Host: api.example.com", &url("/v2")]).0, "404", "no route: on to the Ingresses, which have none");
     // RequestRedirect: scheme https, 301, the well-known port left out.
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: api.example.com", &url("/old/page?x=1")])

@@ -380,14 +380,32 @@ fn upstream_head(out: &mut Vec<u8>, head: &RequestHead<'_>, f: &Forward, connect
     out.push(b' ');
     out.extend_from_slice(f.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let kept = |name: &str| {
+        !(is_hop_by_hop(name, connection) || name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("expect") || f.request.drops(name))
+    };
+    // A header the route adds to is sent once, its values and the added ones joined (Gateway
+    // API's `add`: `X-Trace: client,gw`).
+    let added_to = |name: &str| f.request.add.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name));
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name, connection) || name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("expect") || f.request.drops(name) {
+        if kept(name) && !added_to(name) {
+            push_header(out, name.as_bytes(), value);
+        }
+    }
+    for (name, value) in f.request.set.iter().filter(|(n, _)| !added_to(n.as_str())) {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let mut done: Vec<&http::HeaderName> = Vec::new();
+    for (name, _) in &f.request.add {
+        if done.contains(&name) {
             continue;
         }
-        push_header(out, name.as_bytes(), value);
-    }
-    for (name, value) in f.request.set.iter().chain(&f.request.add) {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        done.push(name);
+        let client = head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_str()) && kept(n)).map(|(_, v)| *v);
+        let set = f.request.set.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes());
+        let mut values: Vec<&[u8]> = client.chain(set).collect();
+        values.extend(f.request.add.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes()));
+        let (last, rest) = values.split_last().map(|(l, r)| (*l, r.to_vec())).unwrap_or((b"".as_slice(), Vec::new()));
+        push_header(out, name.as_str().as_bytes(), &crate::plan::append_value(rest.into_iter(), last));
     }
     if upgrade {
         for value in head.values("upgrade") {

@@ -509,6 +509,16 @@ impl Compiled {
         self.select_among(|l| l.listener.protocol == protocol, host, request)
     }
 
+    /// Whether a Gateway listener of `protocol` takes requests for `host`: by its own
+    /// hostname, or by the hostname of a route attached to it. A request for such a host that
+    /// no rule matches is the Gateway's 404; it never falls through to the Ingresses.
+    pub fn claims(&self, protocol: &str, host: &str) -> bool {
+        self.listeners.iter().filter(|l| l.listener.protocol == protocol).any(|l| match &l.listener.hostname {
+            Some(h) => host_match(h, host).is_some(),
+            None => l.entries.iter().any(|e| e.hostnames.iter().any(|h| host_match(h, host).is_some())),
+        })
+    }
+
     fn select_among(&self, which: impl Fn(&ListenerRoutes) -> bool, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
         let mut best: Option<(usize, &Entry)> = None;
         for l in self.listeners.iter().filter(|l| which(l)) {

@@ -135,10 +135,32 @@ impl Edits {
         for (n, v) in &self.set {
             headers.insert(n.clone(), v.clone());
         }
+        // Gateway API: `add` appends to the values already there (`my-header: foo,bar`), in
+        // one field as the spec's example shows it.
         for (n, v) in &self.add {
-            headers.append(n.clone(), v.clone());
+            let joined = append_value(headers.get_all(n).iter().map(HeaderValue::as_bytes), v.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(value) => {
+                    headers.insert(n.clone(), value);
+                }
+                Err(_) => {
+                    headers.append(n.clone(), v.clone());
+                }
+            }
         }
     }
+}
+
+/// The existing values of a header and one more, joined with `,` (RFC 9110 §5.3).
+pub fn append_value<'v>(existing: impl Iterator<Item = &'v [u8]>, added: &'v [u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in existing.chain(std::iter::once(added)) {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(v);
+    }
+    out
 }
 
 /// Where a request came in: one per connection.
@@ -181,7 +203,7 @@ pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: 
     let Ok(path) = crate::request::normalized_path(head.path) else {
         return answer(StatusCode::BAD_REQUEST, "400 Bad Request: invalid path\n");
     };
-    // Gateway API routes first; what none of them takes goes on to the Ingresses.
+    // Gateway API routes first; a host no Gateway listener takes goes on to the Ingresses.
     let protocol = if at.https { "HTTPS" } else { "HTTP" };
     if snapshot.gateway.listeners.iter().any(|l| l.listener.protocol == protocol) {
         let query = head.query_pairs();
@@ -189,6 +211,9 @@ pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: 
         let view = crate::httproute::RequestView { method: head.method, path: &path, headers: &lookup, query: &query };
         if let Some(entry) = snapshot.gateway.select_for(protocol, host, &view) {
             return plan_httproute(shared, snapshot, head, &path, entry, at, host);
+        }
+        if snapshot.gateway.claims(protocol, host) {
+            return answer(StatusCode::NOT_FOUND, "404 Not Found: no route of the Gateway matches\n");
         }
     }
     plan_ingress(shared, snapshot, head, &path, at, host)
