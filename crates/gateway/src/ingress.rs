@@ -159,6 +159,17 @@ fn paths_of(ing: &Namespaced<Ingress>, problems: &mut Vec<String>) -> Vec<(Optio
     out
 }
 
+/// Whether an older Ingress already named `host`.
+fn host_known(table: &RouteTable, host: &Option<String>) -> bool {
+    match host {
+        None => true,
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix) => table.wildcards.contains_key(suffix),
+            None => table.hosts.contains_key(h),
+        },
+    }
+}
+
 fn host_entry<'a>(table: &'a mut RouteTable, host: &Option<String>) -> &'a mut HostRoutes {
     match host {
         None => &mut table.any_host,
@@ -182,6 +193,27 @@ pub fn routes(state: &ClusterState, controller: Controller<'_>) -> IngressRoutes
         let mut notes = Vec::new();
         let settings = annotations::settings(annotations, &mut notes);
         out.problems.extend(notes.into_iter().map(|n| format!("Ingress {}/{}: {n}", ing.namespace, ing.name)));
+        // ingress-nginx's scope of `spec.defaultBackend`: the root of every host this Ingress is
+        // the first to name, or, for an Ingress without rules, the catch-all server.
+        let default_route = ing.object.spec.as_ref().and_then(|s| s.default_backend.as_ref()).map(|b| PathRoute {
+            kind: PathKind::Prefix,
+            path: "/".into(),
+            backend: backend(&ing.namespace, b),
+            source: source(ing),
+            settings: settings.clone(),
+            canaries: Vec::new(),
+            regex: None,
+        });
+        let rules = ing.object.spec.as_ref().and_then(|s| s.rules.as_deref()).unwrap_or_default();
+        for host in rules.iter().filter_map(|r| r.host.as_deref()).filter(|h| !h.is_empty()) {
+            let host = Some(host.to_ascii_lowercase());
+            if !host_known(&out.table, &host) {
+                host_entry(&mut out.table, &host).default = default_route.clone();
+            }
+        }
+        if rules.is_empty() && out.table.default_backend.is_none() {
+            out.table.default_backend = default_route;
+        }
         for (host, kind, path, backend) in paths_of(ing, &mut out.problems) {
             let regex = match settings.use_regex {
                 true => match regex::Regex::new(&format!("(?i)^{path}")) {
@@ -204,19 +236,6 @@ pub fn routes(state: &ClusterState, controller: Controller<'_>) -> IngressRoutes
                     lost.kind
                 ));
             }
-        }
-        if out.table.default_backend.is_none()
-            && let Some(b) = ing.object.spec.as_ref().and_then(|s| s.default_backend.as_ref())
-        {
-            out.table.default_backend = Some(PathRoute {
-                kind: PathKind::Prefix,
-                path: "/".into(),
-                backend: backend(&ing.namespace, b),
-                source: source(ing),
-                settings: settings.clone(),
-                canaries: Vec::new(),
-                regex: None,
-            });
         }
         for tls in ing.object.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
             let hosts: Vec<String> = tls.hosts.iter().flatten().map(|h| h.to_ascii_lowercase()).collect();

@@ -138,6 +138,11 @@ impl Edits {
         // Gateway API: `add` appends to the values already there (`my-header: foo,bar`), in
         // one field as the spec's example shows it.
         for (n, v) in &self.add {
+            // Set-Cookie is the one header whose values cannot share a field (RFC 9110 §5.3).
+            if n == http::header::SET_COOKIE {
+                headers.append(n.clone(), v.clone());
+                continue;
+            }
             let joined = append_value(headers.get_all(n).iter().map(HeaderValue::as_bytes), v.as_bytes());
             match HeaderValue::from_bytes(&joined) {
                 Ok(value) => {
@@ -599,8 +604,14 @@ mod tests {
         h.insert("x-b", HeaderValue::from_static("0"));
         h.insert("x-c", HeaderValue::from_static("c"));
         e.apply(&mut h);
-        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["2", "3"]);
+        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["2,3"], "add appends to the value in one field");
         assert!(h.get("x-b").is_none() && h.get("x-c").is_some());
         assert!(e.drops("X-A") && e.drops("x-b") && !e.drops("x-c"));
+        let mut cookies = Edits::default();
+        cookies.add(http::header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        let mut h = HeaderMap::new();
+        h.insert(http::header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        cookies.apply(&mut h);
+        assert_eq!(h.get_all(http::header::SET_COOKIE).iter().collect::<Vec<_>>(), ["b=2", "a=1"], "cookies stay apart");
     }
 }

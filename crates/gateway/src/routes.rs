@@ -111,6 +111,9 @@ pub struct HostRoutes {
     /// The host is served over TLS (an Ingress lists it under `tls`): HTTP redirects to HTTPS
     /// unless `ssl-redirect: "false"`.
     pub tls: bool,
+    /// Where its unmatched paths go: the `defaultBackend` of the oldest Ingress naming the host,
+    /// as ingress-nginx roots that Ingress's servers there (none: the controller's 404).
+    pub default: Option<PathRoute>,
 }
 
 impl HostRoutes {
@@ -149,7 +152,9 @@ pub struct RouteTable {
     pub wildcards: HashMap<String, HostRoutes, fnv::FnvBuildHasher>,
     /// Rules without a host.
     pub any_host: HostRoutes,
-    /// The oldest Ingress's `defaultBackend`.
+    /// The catch-all: the `defaultBackend` of the oldest Ingress that has one and no rules
+    /// (ingress-nginx's default server), for hosts no Ingress names and the unmatched paths of
+    /// host-less rules; none: the controller's default backend (404).
     pub default_backend: Option<PathRoute>,
 }
 
@@ -176,11 +181,16 @@ impl RouteTable {
 
     /// Routes one request.
     pub fn route(&self, host: &str, path: &str) -> Decision<'_> {
-        let routes = self.host(host).unwrap_or(&self.any_host);
+        let named = self.host(host);
+        let routes = named.unwrap_or(&self.any_host);
         if let Some(r) = routes.route(path) {
             return Decision::Route(r, routes);
         }
-        match &self.default_backend {
+        let fallback = match named {
+            Some(h) => h.default.as_ref(),
+            None => self.default_backend.as_ref(),
+        };
+        match fallback {
             Some(d) => Decision::Route(d, routes),
             None => Decision::NotFound,
         }

@@ -124,7 +124,7 @@ fn classes_decide_which_ingresses_are_ours() {
 fn default_backend_tls_and_unavailable_backends() {
     let spec = "  defaultBackend: {service: {name: fallback, port: {name: http}}}\n  tls:\n  - {hosts: [secure.test], secretName: secure-tls}\n  rules:\n  - host: secure.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {resource: {apiGroup: k8s.example.com, kind: StorageBucket, name: static}}}\n";
     let r = build(&ingress("i", "2026-01-01T00:00:00Z", "", spec));
-    assert_eq!(to(&r, "nowhere.test", "/x"), "fallback:http");
+    assert_eq!(to(&r, "nowhere.test", "/x"), "404", "a host no Ingress names: the controller's default backend");
     assert!(to(&r, "secure.test", "/").starts_with("503"));
     assert!(r.table.host("secure.test").unwrap().tls);
     assert_eq!(r.tls[0].secret, ("shop".into(), "secure-tls".into()));
@@ -158,4 +158,47 @@ fn a_canary_shadows_its_main_path_and_bad_input_is_reported() {
     assert_eq!((p.canaries[0].weight, p.canaries[0].by_header.clone()), ((20, 100), Some(("X-Canary".to_owned(), None))));
     assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
     assert!(r.problems.iter().all(|p| p.starts_with("Ingress shop/bad: spec.rules[")), "{:?}", r.problems);
+}
+
+/// ingress-nginx's scope of `spec.defaultBackend` (`createServers`): the root of each host the
+/// Ingress is the first to name; an Ingress with a default backend and no rules is the
+/// catch-all server's; hosts no Ingress names and unmatched paths of host-less rules go to the
+/// catch-all (the controller's 404 without one).
+#[test]
+fn default_backends_serve_their_own_ingresses_hosts() {
+    let with_default = |svc: &str, rules: &str| format!("  defaultBackend: {{service: {{name: {svc}, port: {{number: 80}}}}}}\n{rules}");
+    let yaml = [
+        ingress("first", "2026-01-01T00:00:00Z", "", &with_default("first-default", &format!("  rules:\n{}", rule("a.test", &[("Prefix", "/app", "app")])))),
+        // Names a.test too, later: its default backend does not take a.test's unmatched paths.
+        ingress(
+            "second",
+            "2026-01-02T00:00:00Z",
+            "",
+            &with_default(
+                "second-default",
+                &format!("  rules:\n{}{}", rule("a.test", &[("Prefix", "/more", "more")]), rule("b.test", &[("Exact", "/b", "b")])),
+            ),
+        ),
+        ingress(
+            "hostless",
+            "2026-01-03T00:00:00Z",
+            "",
+            &format!(
+                "  rules:\n  - http:\n      paths:\n      - {{path: /shared, pathType: Prefix, backend: {{service: {{name: shared, port: {{number: 80}}}}}}}}\n"
+            ),
+        ),
+    ]
+    .concat();
+    let r = build(&yaml);
+    assert_eq!(to(&r, "a.test", "/app/x"), "app:80");
+    assert_eq!(to(&r, "a.test", "/more"), "more:80");
+    assert_eq!(to(&r, "a.test", "/elsewhere"), "first-default:80", "the oldest Ingress naming the host roots it");
+    assert_eq!(to(&r, "b.test", "/nope"), "second-default:80");
+    assert_eq!(to(&r, "c.test", "/shared/1"), "shared:80", "host-less rules serve any host");
+    assert_eq!(to(&r, "c.test", "/nope"), "404", "no catch-all: the controller's default backend");
+    // An Ingress with a default backend and no rules becomes the catch-all.
+    let catch_all = ingress("catch-all", "2026-01-04T00:00:00Z", "", "  defaultBackend: {service: {name: catch, port: {number: 80}}}\n");
+    let r = build(&format!("{yaml}{catch_all}"));
+    assert_eq!(to(&r, "c.test", "/nope"), "catch:80");
+    assert_eq!(to(&r, "a.test", "/elsewhere"), "first-default:80", "named hosts keep their own");
 }
