@@ -183,9 +183,7 @@ fn default_backends_serve_their_own_ingresses_hosts() {
             "hostless",
             "2026-01-03T00:00:00Z",
             "",
-            &format!(
-                "  rules:\n  - http:\n      paths:\n      - {{path: /shared, pathType: Prefix, backend: {{service: {{name: shared, port: {{number: 80}}}}}}}}\n"
-            ),
+            "  rules:\n  - http:\n      paths:\n      - {path: /shared, pathType: Prefix, backend: {service: {name: shared, port: {number: 80}}}}\n",
         ),
     ]
     .concat();
