@@ -968,3 +968,46 @@ fn b64_text(text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     b64(path.to_str().unwrap())
 }
+
+/// Requests are balanced per request over every ready endpoint, also over one keep-alive client
+/// connection (ingress-nginx's round robin), for Ingress backends and HTTPRoute backends alike,
+/// and whatever else the proxy counts between them (canary rolls, weighted choices).
+#[test]
+fn every_request_takes_the_next_endpoint_over_one_connection() {
+    if !have_tools() {
+        testkit::skip("needs curl and openssl");
+        return;
+    }
+    let names = ["e1", "e2", "e3", "e4"];
+    let addrs: Vec<SocketAddr> = names.iter().map(|n| backend(n)).collect();
+    let slices = |svc: &str, eps: &[SocketAddr]| -> String {
+        eps.iter()
+            .enumerate()
+            .map(|(i, a)| format!("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{i}, namespace: t, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {}}}]\n", a.port()))
+            .collect()
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: three, namespace: t}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: one, namespace: t}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: rr, namespace: t}}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: rr.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: three, port: {{number: 80}}}}}}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: podnet}}\nspec: {{controllerName: podnet.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: t}}\nspec:\n  gatewayClassName: podnet\n  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: route.example.com}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: split, namespace: t}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: three, port: 80, weight: 1}}, {{name: one, port: 80, weight: 1}}]\n",
+        slices("three", &addrs[..2]),
+        slices("one", &addrs[2..]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), yaml).unwrap();
+    let g = serve_with(dir.path(), &["--http", "127.0.0.1:0", "--no-access-log"]);
+    // One curl, one connection, twelve requests.
+    let answered = |host: &str| -> Vec<String> {
+        let urls: Vec<String> = (0..12).map(|i| format!("http://{}/r{i}", g.http)).collect();
+        let out = Command::new("curl").args(["-s", "-H", &format!("Host: {host}")]).args(&urls).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" GET /r")).map(|l| l.split(' ').next().unwrap().to_owned()).collect()
+    };
+    let ingress = answered("rr.example.com");
+    assert_eq!(ingress.len(), 12, "{ingress:?}");
+    for n in &names[..2] {
+        assert_eq!(ingress.iter().filter(|a| a == n).count(), 6, "{n} takes its turn: {ingress:?}");
+    }
+    let route = answered("route.example.com");
+    assert_eq!(route.len(), 12, "{route:?}");
+    for n in names {
+        assert!(route.iter().any(|a| a == n), "{n} never answered the route: {route:?}");
+    }
+}

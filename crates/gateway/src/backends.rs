@@ -9,12 +9,15 @@ use model::ClusterState;
 
 use crate::routes::ServicePort;
 
-/// One Service port: its number and name, and the ready endpoints behind it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One Service port: its number and name, the ready endpoints behind it, and where its round
+/// robin is (each request takes the next endpoint, as ingress-nginx balances per request, also
+/// over one keep-alive client connection).
+#[derive(Clone, Debug, Default)]
 struct Port {
     number: u16,
     name: String,
     endpoints: Vec<SocketAddr>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Ready endpoint addresses per Service port.
@@ -58,15 +61,26 @@ impl Backends {
                 }
                 endpoints.sort();
                 endpoints.dedup();
-                ports.push(Port { number: u16::try_from(p.port).unwrap_or(0), name, endpoints });
+                ports.push(Port { number: u16::try_from(p.port).unwrap_or(0), name, endpoints, next: Default::default() });
             }
             services.entry(key.0).or_default().insert(key.1, ports);
         }
         Backends { services }
     }
 
+    /// The endpoint the next request to a Service port goes to (round robin over its ready
+    /// endpoints); `Err` says why there is none.
+    pub fn next_endpoint(&self, namespace: &str, service: &str, port: &ServicePort) -> Result<SocketAddr, String> {
+        let p = self.port(namespace, service, port)?;
+        Ok(p.endpoints[p.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % p.endpoints.len()])
+    }
+
     /// The endpoints of a Service port; `Err` says why there are none to send to.
     pub fn endpoints(&self, namespace: &str, service: &str, port: &ServicePort) -> Result<&[SocketAddr], String> {
+        self.port(namespace, service, port).map(|p| p.endpoints.as_slice())
+    }
+
+    fn port(&self, namespace: &str, service: &str, port: &ServicePort) -> Result<&Port, String> {
         let ports = self.services.get(namespace).and_then(|s| s.get(service)).ok_or_else(|| format!("service {namespace}/{service} does not exist"))?;
         let p = ports
             .iter()
@@ -78,6 +92,6 @@ impl Backends {
         if p.endpoints.is_empty() {
             return Err(format!("service {namespace}/{service} has no ready endpoints"));
         }
-        Ok(&p.endpoints)
+        Ok(p)
     }
 }

@@ -260,7 +260,13 @@ fn plan_ingress(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, pa
     // Cookie affinity keeps a client on the endpoint its cookie names.
     let affinity = s.affinity.as_ref();
     let sticky = affinity.and_then(|a| head.cookie(&a.cookie)).and_then(|v| endpoints.iter().find(|e| endpoint_cookie(e) == v));
-    let endpoint = *sticky.unwrap_or_else(|| &endpoints[shared.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()]);
+    let endpoint = match sticky {
+        Some(e) => *e,
+        None => match snapshot.backends.next_endpoint(namespace, service, service_port) {
+            Ok(e) => e,
+            Err(why) => return answer(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Temporarily Unavailable: {why}\n")),
+        },
+    };
     let target = match rewrite(route, path) {
         Some(new) => match head.query {
             Some(q) => format!("{new}?{q}"),
@@ -382,7 +388,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
             return answer(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error: no backend\n");
         }
     };
-    let endpoints = match snapshot.backends.endpoints(namespace, name, service_port) {
+    let endpoint = match snapshot.backends.next_endpoint(namespace, name, service_port) {
         Ok(e) => e,
         Err(why) => {
             return answer(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {why}\n"));
@@ -391,7 +397,7 @@ fn plan_httproute(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, 
     Plan::Forward(Box::new(Forward {
         upstream: upstream_name(namespace, name, service_port),
         route: format!("httproute\u{1}{}\u{1}{}\u{1}{}", entry.source.namespace, entry.source.name, entry.position.0),
-        endpoint: endpoints[roll % endpoints.len()],
+        endpoint,
         protocol: BackendProtocol::Http,
         target,
         request,
