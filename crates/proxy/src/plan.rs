@@ -269,10 +269,24 @@ impl NodePlan {
             }
             return verdict("ACCEPT");
         };
+        let port = &p.port;
+        // kube-proxy's firewall: a load balancer IP with source ranges takes only those sources
+        // (and, when a range holds the node's own address, the load balancer IPs themselves, as
+        // a node reaching its own VIP comes from it), from outside and from the node alike; it
+        // is checked before DNAT, so a client it refuses is dropped even without endpoints.
+        if let Frontend::External { load_balancer: true } = frontend
+            && !port.load_balancer_source_ranges.is_empty()
+        {
+            let ranges: Vec<IpNet> = port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<IpNet>().ok()).collect();
+            let node_in_ranges = ranges.iter().any(|r| self.node.ips.iter().any(|ip| r.contains(ip)));
+            let allowed = ranges.iter().any(|r| r.contains(&src)) || (node_in_ranges && port.load_balancer_ips.contains(&src));
+            if !allowed {
+                return verdict("DROP");
+            }
+        }
         if !p.has_endpoints_for(dst) {
             return verdict("REJECT");
         }
-        let port = &p.port;
         let from_pod = self.is_pod_source(src);
         let from_node = self.node.ips.contains(&src);
         let (endpoints, mut masquerade) = match frontend {
@@ -282,17 +296,12 @@ impl NodePlan {
                 let off_cluster = self.local_cidrs(dst.is_ipv6()).next().is_some() && !from_pod;
                 (eps, self.config.masquerade_all || off_cluster)
             }
-            Frontend::External { load_balancer } => {
-                if load_balancer && !port.load_balancer_source_ranges.is_empty() && !from_node {
-                    let allowed = port.load_balancer_source_ranges.iter().filter_map(|r| r.parse::<IpNet>().ok()).any(|r| r.contains(&src));
-                    if !allowed {
-                        return verdict("DROP");
-                    }
-                }
+            Frontend::External { .. } => {
                 if port.policies.external_local {
                     if from_pod {
-                        // Pods short-circuit to every endpoint, as if they used the ClusterIP.
-                        (&p.cluster, self.config.masquerade_all)
+                        // Pods short-circuit to every endpoint, as if they used the ClusterIP;
+                        // masqueradeAll marks traffic to the ClusterIP only, not to this address.
+                        (&p.cluster, false)
                     } else if from_node {
                         (&p.cluster, true)
                     } else {
@@ -447,6 +456,51 @@ mod tests {
         assert_eq!(p.trace(ip("192.0.2.1"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DROP");
         let t = p.trace(ip("192.0.2.1"), ip("198.51.100.7"), 80, Protocol::Tcp);
         assert_eq!((t.verdict, t.masquerade), ("DNAT", true), "externalIPs are not subject to source ranges");
+    }
+
+    /// kube-proxy's firewall (nftables proxier): several ranges and several load balancer IPs;
+    /// the node itself only when a range holds its address, and then the load balancer IPs as
+    /// sources too (a node reaching its own VIP); checked before the no-endpoints REJECT.
+    #[test]
+    fn load_balancer_source_ranges_as_kube_proxy_applies_them() {
+        let lb = |ranges: &str| {
+            format!(
+                "  type: LoadBalancer\n  loadBalancerSourceRanges: [{ranges}]\nstatus: {{loadBalancer: {{ingress: [{{ip: 198.51.100.1}}, {{ip: 198.51.100.2}}]}}}}\n"
+            )
+        };
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service(&lb("203.0.113.0/25, 192.0.2.0/24"))), "node-1", CFG);
+        for (src, dst, want) in [
+            ("203.0.113.5", "198.51.100.1", "DNAT"),
+            ("203.0.113.5", "198.51.100.2", "DNAT"),
+            ("192.0.2.77", "198.51.100.2", "DNAT"),
+            ("203.0.113.200", "198.51.100.1", "DROP"),
+            ("172.18.0.2", "198.51.100.1", "DROP"),
+            ("198.51.100.1", "198.51.100.1", "DROP"),
+            ("10.244.0.9", "198.51.100.1", "DROP"),
+        ] {
+            assert_eq!(p.trace(ip(src), ip(dst), 80, Protocol::Tcp).verdict, want, "{src} -> {dst}");
+        }
+        // A range with the node's address: the node, and the VIPs as sources, are allowed.
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service(&lb("203.0.113.0/25, 172.18.0.0/24"))), "node-1", CFG);
+        for (src, want) in [("172.18.0.2", "DNAT"), ("198.51.100.1", "DNAT"), ("198.51.100.2", "DNAT"), ("192.0.2.77", "DROP")] {
+            assert_eq!(p.trace(ip(src), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, want, "{src}");
+        }
+        // Without endpoints: a refused client is dropped, an allowed one rejected.
+        let p = plan_for(&format!("{NODES}{}", service(&lb("203.0.113.0/25"))), "node-1", CFG);
+        assert_eq!(p.trace(ip("192.0.2.1"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "DROP");
+        assert_eq!(p.trace(ip("203.0.113.1"), ip("198.51.100.1"), 80, Protocol::Tcp).verdict, "REJECT");
+    }
+
+    /// masqueradeAll marks traffic to ClusterIPs; a pod reaching an `externalTrafficPolicy:
+    /// Local` load balancer IP short-circuits to every endpoint without masquerade.
+    #[test]
+    fn masquerade_all_with_external_local_from_a_pod() {
+        let lb = "  type: LoadBalancer\n  externalTrafficPolicy: Local\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n";
+        let cfg = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\nmasqueradeAll: true\n";
+        let p = plan_for(&format!("{NODES}{}{}", pods(), service(lb)), "node-1", cfg);
+        let t = p.trace(ip("10.244.0.9"), ip("198.51.100.1"), 80, Protocol::Tcp);
+        assert_eq!((t.verdict, t.masquerade), ("DNAT", false));
+        assert!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade, "the ClusterIP is masqueraded");
     }
 
     #[test]

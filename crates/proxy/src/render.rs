@@ -211,7 +211,7 @@ impl Elements {
         self.timeouts.insert(timeout);
     }
 
-    fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr]) {
+    fn port(&mut self, fam: &Fam, p: &PortPlan, node_port_ips: &[IpAddr], node_ips: &[IpAddr]) {
         let port = &p.port;
         let mine = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| fam.has(ip)).collect::<Vec<_>>();
         if mine(&port.cluster_ips).is_empty() {
@@ -245,17 +245,24 @@ impl Elements {
             if self.frontends.contains_key(&k) || self.no_endpoints.contains(&k) {
                 continue;
             }
+            // kube-proxy's firewall: checked before DNAT (and before the no-endpoints REJECT),
+            // with or without endpoints; when a range holds the node's own address, the load
+            // balancer IPs are allowed sources too (a node reaching its own VIP comes from it).
+            if load_balancer && !port.load_balancer_source_ranges.is_empty() {
+                self.firewall.insert(k.clone());
+                let ranges: Vec<ipnet::IpNet> = port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()).collect();
+                for range in ranges.iter().filter(|r| r.addr().is_ipv6() == fam.v6) {
+                    self.firewall_allow.insert(format!("{k} . {}", range.trunc()));
+                }
+                if ranges.iter().any(|r| node_ips.iter().any(|n| r.contains(n))) {
+                    for lb in mine(&port.load_balancer_ips) {
+                        self.firewall_allow.insert(format!("{k} . {}", ipnet::IpNet::from(lb)));
+                    }
+                }
+            }
             if !p.has_endpoints_for(ip) {
                 self.no_endpoints.insert(k);
                 continue;
-            }
-            if load_balancer && !port.load_balancer_source_ranges.is_empty() {
-                self.firewall.insert(k.clone());
-                for range in port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()) {
-                    if range.addr().is_ipv6() == fam.v6 {
-                        self.firewall_allow.insert(format!("{k} . {}", range.trunc()));
-                    }
-                }
             }
             self.affinity(ip, p, &k);
             if port.policies.external_local {
@@ -346,8 +353,10 @@ impl NodePlan {
         };
         t.chains.insert("nat-prerouting".into(), hooked("prerouting", -100, "jump services"));
         t.chains.insert("nat-output".into(), hooked("output", -100, "jump services"));
-        t.chains
-            .insert("filter-prerouting".into(), hooked("prerouting", -110, &format!("{frontend} @firewall {frontend} . {ip} saddr != @firewall-allow drop")));
+        // The firewall, before DNAT, for traffic from outside and from the node itself.
+        let firewall = format!("{frontend} @firewall {frontend} . {ip} saddr != @firewall-allow drop");
+        t.chains.insert("filter-prerouting".into(), hooked("prerouting", -110, &firewall));
+        t.chains.insert("filter-output-firewall".into(), hooked("output", -110, &firewall));
         for hook in ["input", "forward", "output"] {
             t.chains.insert(format!("filter-{hook}"), hooked(hook, -5, "ct state new jump checks"));
         }
@@ -473,6 +482,8 @@ impl Merged {
 struct FamilyTable {
     fam: &'static Fam,
     node_port_ips: Vec<IpAddr>,
+    /// The node's own addresses (for the firewall's allow-from-node).
+    node_ips: Vec<IpAddr>,
     base: Table,
     merged: Merged,
     fragments: HashMap<(String, String), Fragment>,
@@ -498,10 +509,10 @@ pub struct Programmer {
     tables: Vec<FamilyTable>,
 }
 
-fn fragment(fam: &Fam, ports: &[PortPlan], node_port_ips: &[IpAddr]) -> Fragment {
+fn fragment(fam: &Fam, ports: &[PortPlan], node_port_ips: &[IpAddr], node_ips: &[IpAddr]) -> Fragment {
     let mut el = Elements::default();
     for p in ports {
-        el.port(fam, p, node_port_ips);
+        el.port(fam, p, node_port_ips, node_ips);
     }
     el.into_fragment()
 }
@@ -519,6 +530,7 @@ impl Programmer {
                 let mut t = FamilyTable {
                     fam,
                     node_port_ips: plan.node_port_ips(fam),
+                    node_ips: plan.node.ips.clone(),
                     base: plan.base_table(fam),
                     merged: Merged::default(),
                     fragments: HashMap::new(),
@@ -528,7 +540,7 @@ impl Programmer {
                 };
                 let mut ignored = Vec::new();
                 for ports in plan.ports.chunk_by(|a, b| (&a.port.namespace, &a.port.service) == (&b.port.namespace, &b.port.service)) {
-                    let f = fragment(fam, ports, &t.node_port_ips);
+                    let f = fragment(fam, ports, &t.node_port_ips, &t.node_ips);
                     t.merged.add(&f, &mut ignored);
                     t.classes.extend(f.classes.iter().copied());
                     t.timeouts.extend(f.timeouts.iter().copied());
@@ -572,7 +584,7 @@ impl Programmer {
         let mut full = false;
         let mut script = String::new();
         for t in &mut self.tables {
-            let new = fragment(t.fam, ports, &t.node_port_ips);
+            let new = fragment(t.fam, ports, &t.node_port_ips, &t.node_ips);
             let old = t.fragments.remove(&(namespace.to_owned(), name.to_owned())).unwrap_or_default();
             if new == old {
                 t.fragments.insert((namespace.to_owned(), name.to_owned()), old);
