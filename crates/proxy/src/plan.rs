@@ -503,6 +503,31 @@ mod tests {
         assert!(p.trace(ip("10.244.0.9"), ip("10.96.0.20"), 80, Protocol::Tcp).masquerade, "the ClusterIP is masqueraded");
     }
 
+    /// kube-proxy's EndpointSlice cache: an address in two slices of a Service (a pod moving
+    /// between them) counts once, as the running endpoint when one slice has it ready and the
+    /// other terminating, whichever slice comes first; only an endpoint's first address is used.
+    #[test]
+    fn an_address_in_two_slices_counts_once_as_the_running_endpoint() {
+        let svc =
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: moved, namespace: shop}\nspec: {clusterIP: 10.96.0.21, ports: [{name: http, port: 80}]}\n";
+        let slice = |name: &str, conditions: &str, addresses: &str| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: moved}}}}\naddressType: IPv4\nendpoints: [{{addresses: [{addresses}], conditions: {conditions}}}]\nports: [{{name: http, port: 8080}}]\n"
+            )
+        };
+        let terminating = "{ready: false, serving: true, terminating: true}";
+        let ready = "{ready: true, serving: true, terminating: false}";
+        for (a, b) in [(terminating, ready), (ready, terminating)] {
+            let yaml = format!("{NODES}{svc}{}{}", slice("moved-a", a, "10.244.1.9"), slice("moved-b", b, "10.244.1.9"));
+            let p = plan_for(&yaml, "node-1", CFG);
+            let port = p.ports.iter().find(|p| p.port.service == "moved").unwrap();
+            assert_eq!(port.cluster.len(), 1, "{:?}", port.cluster);
+            assert!(port.cluster[0].ready && !port.cluster[0].terminating, "{:?}", port.cluster[0]);
+        }
+        let p = plan_for(&format!("{NODES}{svc}{}", slice("moved-a", ready, "10.244.1.9, 10.244.1.10")), "node-1", CFG);
+        assert_eq!(p.trace(ip("10.244.0.9"), ip("10.96.0.21"), 80, Protocol::Tcp).endpoints, ["10.244.1.9:8080"], "the first address only");
+    }
+
     #[test]
     fn hairpin_is_masqueraded() {
         let p = plan_for(&format!("{NODES}{}{}", pods(), service("")), "node-1", CFG);

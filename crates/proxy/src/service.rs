@@ -149,23 +149,32 @@ pub fn endpoints_for<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'
             let c = e.conditions.clone().unwrap_or_default();
             let ready = c.ready.unwrap_or(true);
             let hints = e.hints.clone().unwrap_or_default();
-            for a in &e.addresses {
-                let addr = match a.parse::<IpAddr>() {
-                    Ok(IpAddr::V6(v6)) => format!("[{v6}]:{target_port}"),
-                    _ => format!("{a}:{target_port}"),
-                };
-                if out.iter().any(|o| o.addr == addr) {
-                    continue; // the same endpoint in two slices counts once
-                }
-                out.push(Endpoint {
-                    addr,
-                    local: e.node_name.as_deref() == Some(node),
-                    ready,
-                    serving: c.serving.unwrap_or(ready),
-                    terminating: c.terminating.unwrap_or(false),
-                    zone_hints: hints.for_zones.iter().flatten().map(|z| z.name.clone()).collect::<BTreeSet<_>>(),
-                    node_hints: hints.for_nodes.iter().flatten().map(|n| n.name.clone()).collect::<BTreeSet<_>>(),
-                });
+            // kube-proxy uses an endpoint's first address only (the others are fungible).
+            let Some(a) = e.addresses.first() else {
+                continue;
+            };
+            let addr = match a.parse::<IpAddr>() {
+                Ok(IpAddr::V6(v6)) => format!("[{v6}]:{target_port}"),
+                Ok(IpAddr::V4(v4)) => format!("{v4}:{target_port}"),
+                Err(_) => continue,
+            };
+            let endpoint = Endpoint {
+                addr,
+                local: e.node_name.as_deref() == Some(node),
+                ready,
+                serving: c.serving.unwrap_or(ready),
+                terminating: c.terminating.unwrap_or(false),
+                zone_hints: hints.for_zones.iter().flatten().map(|z| z.name.clone()).collect::<BTreeSet<_>>(),
+                node_hints: hints.for_nodes.iter().flatten().map(|n| n.name.clone()).collect::<BTreeSet<_>>(),
+            };
+            // The same address in two slices (a pod moving between them) counts once, as the
+            // better of the two: local, then ready, then serving, then not terminating (as
+            // kube-proxy's EndpointSlice cache now prefers the running endpoint).
+            let rank = |e: &Endpoint| (e.local, e.ready, e.serving, !e.terminating);
+            match out.iter_mut().find(|o| o.addr == endpoint.addr) {
+                Some(o) if rank(&endpoint) > rank(o) => *o = endpoint,
+                Some(_) => {}
+                None => out.push(endpoint),
             }
         }
     }
