@@ -244,7 +244,7 @@ impl View {
             pod.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
         };
         let Some(ip) = ip else { return Found::Missing };
-        if self.pods == PodsMode::Verified && !self.pod_ips.get(&ip).is_some_and(|namespaces| namespaces.contains(ns)) {
+        if self.pods == PodsMode::Verified && !self.live_pod_ips.get(&ip).is_some_and(|namespaces| namespaces.contains(ns)) {
             return Found::Missing;
         }
         Found::Records(vec![Target::Address { ip, port: None, holder: self.zone.clone() }])

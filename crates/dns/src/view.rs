@@ -125,8 +125,11 @@ pub struct View {
     pub services: HashMap<(String, String), Service>,
     /// PTR targets by address: Services' ClusterIPs, then endpoints' names.
     pub reverse: HashMap<IpAddr, Vec<Name>>,
-    /// Pod addresses and the namespaces that have a pod with it (for `pods verified`).
+    /// Pod addresses and the namespaces that have a pod with it (for autopath's search path).
     pub pod_ips: HashMap<IpAddr, HashSet<String>>,
+    /// The same for pods that are not terminating (for `pods verified`: CoreDNS excludes pods
+    /// in the process of termination).
+    pub live_pod_ips: HashMap<IpAddr, HashSet<String>>,
     /// The DNS Service's ClusterIPs (`ns.dns.<zone>`).
     pub nameservers: Vec<IpAddr>,
     /// Networks whose reverse names are this zone's: ServiceCIDRs and pod CIDRs. Other reverse
@@ -231,6 +234,7 @@ impl View {
             services: HashMap::new(),
             reverse: HashMap::new(),
             pod_ips: HashMap::new(),
+            live_pod_ips: HashMap::new(),
             nameservers: Vec::new(),
             reverse_networks: state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
             autopath: config
@@ -245,6 +249,9 @@ impl View {
         for pod in &state.pods {
             for ip in &pod.ips {
                 view.pod_ips.entry(*ip).or_default().insert(pod.namespace.to_ascii_lowercase());
+                if !pod.terminating {
+                    view.live_pod_ips.entry(*ip).or_default().insert(pod.namespace.to_ascii_lowercase());
+                }
             }
         }
         let mut endpoint_names: Vec<(IpAddr, Name)> = Vec::new();

@@ -413,3 +413,17 @@ fn external_name_chains_are_followed_up_to_coredns_limit() {
     assert_eq!(ask(&v, "s29.default.svc.cluster.local.", RecordType::A).1.len(), 0);
     assert_eq!(ask(&v, "s30.default.svc.cluster.local.", RecordType::A).1.len(), 12);
 }
+
+/// CoreDNS's `pods verified` leaves out pods in the process of termination (a deletionTimestamp):
+/// their address answers NXDOMAIN, as a pod that does not exist.
+#[test]
+fn verified_pod_records_leave_out_terminating_pods() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: going, namespace: production, deletionTimestamp: '2026-01-01T00:00:00Z'}\nspec: {containers: [{name: c}]}\nstatus: {podIP: 10.244.3.3}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: staying, namespace: production}\nspec: {containers: [{name: c}]}\nstatus: {podIP: 10.244.3.4}\n";
+    let objects = model::load_str(yaml, Path::new("pods.yaml")).unwrap();
+    let state = model::ClusterState::from_objects(&objects).unwrap();
+    let verified = View::build(&state, &ZoneConfig { pods: PodsMode::Verified, ..Default::default() }, 1).unwrap();
+    assert_eq!(ask(&verified, "10-244-3-3.production.pod.cluster.local.", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(ask(&verified, "10-244-3-4.production.pod.cluster.local.", RecordType::A).1, ["10-244-3-4.production.pod.cluster.local. 5 IN A 10.244.3.4"]);
+    let insecure = View::build(&state, &ZoneConfig { pods: PodsMode::Insecure, ..Default::default() }, 1).unwrap();
+    assert_eq!(ask(&insecure, "10-244-3-3.production.pod.cluster.local.", RecordType::A).0, ResponseCode::NoError, "insecure answers any address");
+}
