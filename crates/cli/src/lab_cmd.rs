@@ -109,14 +109,16 @@ pub struct UpArgs {
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Resource {
     /// Pods.
+    #[value(alias = "po", alias = "pod")]
     Pods,
     /// Nodes.
+    #[value(alias = "no", alias = "node")]
     Nodes,
     /// Services.
     #[value(alias = "svc", alias = "service")]
     Services,
     /// Endpoints (the ready addresses and ports of each Service, from its EndpointSlices).
-    #[value(alias = "ep")]
+    #[value(alias = "ep", alias = "endpoint")]
     Endpoints,
     /// EndpointSlices.
     #[value(alias = "endpointslice")]
@@ -252,7 +254,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     };
     outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
     outln!("Lab {:?} is up in {:.2} s.\n", a.name.as_str(), started.elapsed().as_secs_f64());
-    out!("{}", pods_table(&st, None, true));
+    out!("{}", pods_table(&st, None, None, true));
     outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -385,7 +387,7 @@ pub(crate) fn align(text: &str) -> String {
     out
 }
 
-fn pods_table(st: &LabState, namespace: Option<&str>, wide: bool) -> String {
+fn pods_table(st: &LabState, namespace: Option<&str>, name: Option<&str>, wide: bool) -> String {
     let mut out = String::new();
     let all = namespace.is_none();
     if all {
@@ -394,15 +396,21 @@ fn pods_table(st: &LabState, namespace: Option<&str>, wide: bool) -> String {
     out.push_str("NAME\tREADY\tSTATUS\tIP\tNODE");
     out.push_str(if wide { "\tOWNER\tNETNS\n" } else { "\n" });
     for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-        if namespace.is_some_and(|n| n != pod.namespace) {
+        if namespace.is_some_and(|n| n != pod.namespace) || name.is_some_and(|n| n != pod.name) {
             continue;
         }
         if all {
             let _ = write!(out, "{}\t", pod.namespace);
         }
         let ip = ip.map(|i| i.to_string()).unwrap_or_else(|| "<none>".into());
-        let status = if ip == "<none>" { "Pending" } else { "Running" };
-        let ready = if status == "Running" { "1/1" } else { "0/1" };
+        // As kubectl shows them: READY from readiness (`lab mark`), STATUS Terminating for a
+        // pod marked so.
+        let status = match (ip.as_str(), pod.terminating) {
+            ("<none>", _) => "Pending",
+            (_, true) => "Terminating",
+            _ => "Running",
+        };
+        let ready = if status != "Pending" && pod.ready { "1/1" } else { "0/1" };
         let _ = write!(out, "{}\t{ready}\t{status}\t{ip}\t{}", pod.name, pod.node);
         if wide {
             let owner = pod.owner.as_ref().map(|o| format!("{}/{o}", pod.owner_kind)).unwrap_or_else(|| "<none>".into());
@@ -418,6 +426,35 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     let st = state::load(&lab)?;
     warn_if_stopped(&lab);
     let namespace = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
+    let name = a.object.as_deref();
+    // kubectl's answers for nothing to show: a named object that is not there is an error, an
+    // empty list is said on stderr.
+    let (kind, namespaced) = match a.resource {
+        Resource::Pods => ("pods", true),
+        Resource::Nodes => ("nodes", false),
+        Resource::Services => ("services", true),
+        Resource::Endpoints => ("endpoints", true),
+        Resource::Endpointslices => ("endpointslices.discovery.k8s.io", true),
+    };
+    let found = match a.resource {
+        Resource::Pods => st.plan.pods.iter().filter(|p| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name)).count(),
+        Resource::Nodes => st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)).count(),
+        Resource::Services | Resource::Endpoints => st.services.iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata)).count(),
+        Resource::Endpointslices => st.endpoint_slices().iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata)).count(),
+    };
+    if found == 0 {
+        if let Some(n) = name {
+            eprintln!("Error from server (NotFound): {kind} {n:?} not found");
+            return Ok(ExitCode::FAILURE);
+        }
+        match (&namespace, namespaced) {
+            (Some(ns), true) => eprintln!("No resources found in {ns} namespace."),
+            _ => eprintln!("No resources found"),
+        }
+        if !matches!(a.output, Some(GetFormat::Json | GetFormat::Yaml)) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let text = match (a.resource, a.output) {
         (Resource::Pods, Some(GetFormat::Json | GetFormat::Yaml)) => {
             let items: Vec<serde_json::Value> = st
@@ -425,25 +462,35 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .pods
                 .iter()
                 .zip(&st.pod_ips)
-                .filter(|(p, _)| namespace.as_deref().is_none_or(|n| n == p.namespace))
+                .filter(|(p, _)| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name))
                 .map(|(p, ip)| {
+                    let owner = p.owner.as_ref().map(|o| vec![serde_json::json!({"kind": p.owner_kind, "name": o, "controller": true})]);
+                    let node_ip = st.plan.nodes.iter().find(|n| n.name == p.node).map(|n| n.ip.to_string());
+                    let condition = |t: &str, ok: bool| serde_json::json!({"type": t, "status": if ok { "True" } else { "False" }});
+                    let ports: Vec<serde_json::Value> =
+                        p.ports.iter().map(|c| serde_json::json!({"containerPort": c.port, "protocol": c.protocol.as_str(), "name": c.name})).collect();
                     serde_json::json!({
                         "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
-                        "spec": {"nodeName": p.node, "hostNetwork": p.host_network},
+                        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels, "ownerReferences": owner},
+                        "spec": {"nodeName": p.node, "hostNetwork": p.host_network, "hostname": p.hostname, "subdomain": p.subdomain,
+                                 "containers": [{"name": "main", "ports": ports}]},
                         "status": {"phase": if ip.is_some() { "Running" } else { "Pending" },
+                                   "hostIP": node_ip,
+                                   "conditions": [condition("PodScheduled", true), condition("Initialized", true),
+                                                  condition("ContainersReady", p.ready), condition("Ready", p.ready)],
                                    "podIP": ip, "podIPs": ip.map(|i| vec![serde_json::json!({"ip": i})]).unwrap_or_default()}
                     })
                 })
                 .collect();
-            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
+            render(&object_or_list(&items, "pods", name)?, a.output)?
         }
-        (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), matches!(f, Some(GetFormat::Wide))),
+        (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), name, matches!(f, Some(GetFormat::Wide))),
         (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => {
             let items: Vec<serde_json::Value> = st
                 .plan
                 .nodes
                 .iter()
+                .filter(|n| name.is_none_or(|want| want == n.name))
                 .map(|n| {
                     serde_json::json!({
                         "apiVersion": "v1", "kind": "Node",
@@ -454,7 +501,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            render(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}), a.output)?
+            render(&object_or_list(&items, "nodes", name)?, a.output)?
         }
         (Resource::Services, f) => services_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Endpoints, f) => endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
@@ -465,7 +512,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
             } else {
                 "NAME\tSTATUS\tINTERNAL-IP\tPOD-CIDR\tPODS\n"
             });
-            for n in &st.plan.nodes {
+            for n in st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)) {
                 let pods = st.plan.pods.iter().filter(|p| p.node == n.name).count();
                 let _ = write!(out, "{}\tReady\t{}\t{}\t{pods}", n.name, n.ip, n.pod_cidr);
                 if matches!(f, Some(GetFormat::Wide)) {

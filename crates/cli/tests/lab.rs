@@ -312,6 +312,26 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
     let table = podnet(&["lab", "get", "pods", "-n", "demo", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NAME") && text.contains("client") && text.contains("Running"), "{text}");
+    // kubectl's habits: aliases, a named object (the object itself with -o json), NotFound and
+    // "No resources found", READY and STATUS after `lab mark`.
+    let one = podnet(&["lab", "get", "po", "client", "-n", "demo", "-o", "json", "--name", &lab.name]);
+    let v: Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!((v["kind"].as_str(), v["metadata"]["name"].as_str()), (Some("Pod"), Some("client")));
+    assert!(v["spec"]["containers"][0]["ports"][0]["containerPort"] == 7000 && v["status"]["hostIP"] == "172.18.0.2", "{v}");
+    let missing = podnet(&["lab", "get", "pods", "nope", "-n", "demo", "--name", &lab.name]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "Error from server (NotFound): pods \"nope\" not found");
+    let empty = podnet(&["lab", "get", "pods", "-n", "nothing-here", "--name", &lab.name]);
+    assert!(empty.status.success() && empty.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&empty.stderr).trim(), "No resources found in nothing-here namespace.");
+    let node = String::from_utf8(podnet(&["lab", "get", "no", "node-2", "--name", &lab.name]).stdout).unwrap();
+    assert!(node.contains("node-2") && !node.contains("node-1"), "{node}");
+    assert!(podnet(&["lab", "mark", "-n", "demo", "client", "not-ready", "--name", &lab.name]).status.success());
+    let row = String::from_utf8(podnet(&["lab", "get", "pods", "client", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(row.contains(" 0/1 ") && row.contains("Running"), "{row}");
+    assert!(podnet(&["lab", "mark", "-n", "demo", "client", "terminating", "--name", &lab.name]).status.success());
+    let row = String::from_utf8(podnet(&["lab", "get", "pods", "client", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(row.contains("Terminating"), "{row}");
 }
 
 #[test]
