@@ -3,7 +3,7 @@
 //! grouping by port set and address type, at most 100 endpoints per slice, a placeholder slice
 //! for a selector that matches nothing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort};
@@ -202,6 +202,21 @@ pub fn missing(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<
 pub fn compute(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<EndpointSlice> {
     let zones: BTreeMap<String, String> =
         state.nodes.iter().filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.as_ref()?.get(LABEL_ZONE)?.clone()))).collect();
+    // The pods a Service may select, indexed by (namespace, label key, value): a selector is
+    // looked up by its rarest pair instead of walking every pod for every Service (10k Services
+    // over 40k pods took most of 17 s that way).
+    let candidates: Vec<&PodInfo> = state
+        .pods
+        .iter()
+        // `ShouldPodBeInEndpoints(pod, includeTerminating=true)`.
+        .filter(|p| p.kind == "Pod" && !p.terminal && !p.ips.is_empty())
+        .collect();
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, p) in candidates.iter().enumerate() {
+        for (k, v) in &p.labels {
+            by_label.entry((p.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+        }
+    }
     let mut out = Vec::new();
     for svc in &state.services {
         let s = spec(&svc.object);
@@ -211,14 +226,12 @@ pub fn compute(state: &ClusterState, serving: impl Fn(&PodInfo) -> bool) -> Vec<
         let Some(selector) = s.selector.as_ref().filter(|m| !m.is_empty()) else {
             continue;
         };
-        let mut pods: Vec<&PodInfo> = state
-            .pods
+        let rarest = selector
             .iter()
-            .filter(|p| p.kind == "Pod" && p.namespace == svc.namespace)
-            .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-            // `ShouldPodBeInEndpoints(pod, includeTerminating=true)`.
-            .filter(|p| !p.terminal && !p.ips.is_empty())
-            .collect();
+            .map(|(k, v)| by_label.get(&(svc.namespace.as_str(), k.as_str(), v.as_str())).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|l| l.len());
+        let mut pods: Vec<&PodInfo> =
+            rarest.unwrap_or_default().iter().map(|&i| candidates[i]).filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))).collect();
         pods.sort_by(|a, b| a.name.cmp(&b.name));
         for address_type in address_types(&svc.object) {
             // Group endpoints by the port set they resolve to, as the reconciler does.
