@@ -76,6 +76,7 @@ fn matrix_html_and_svg_draw_every_cell() {
     let html = stdout(&["policy", "matrix", "-f", "examples/", "-o", "html", "--port", "8080/TCP"]);
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(html.matches("<td class=\"a").count() + html.matches("<td class=\"b").count(), 36);
+    assert_eq!(html.matches(": allowed\">.</td>").count() + html.matches(": blocked\">X</td>").count(), 36, "every cell has a symbol, not colour alone");
     assert!(html.contains("title=\"production/web-service[Deployment] → production/api-service[Deployment] on 8080/TCP: allowed\""));
     let svg = stdout(&["policy", "matrix", "-f", "examples/", "-o", "svg", "--port", "8080/TCP", "--port", "53/UDP"]);
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));

@@ -160,13 +160,13 @@ pub fn html(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<
         w,
         "body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin-bottom:2em}}\
 th,td{{border:1px solid #ccc;padding:0;font-size:12px}}th{{background:#f4f4f4;padding:2px 6px;white-space:nowrap}}\
-td.a{{background:{ALLOWED_COLOUR}}}td.b{{background:{BLOCKED_COLOUR}}}td{{width:18px;height:18px}}\
+td.a{{background:{ALLOWED_COLOUR}}}td.b{{background:{BLOCKED_COLOUR}}}td{{width:18px;height:18px;text-align:center;font-family:monospace}}\
 th.ns{{background:#e3e9f3}}.sep{{border-left:3px solid #555}}.legend span{{display:inline-block;width:14px;height:14px;vertical-align:middle;margin:0 4px 0 12px}}"
     )?;
     w.write_all("</style></head><body>\n<h1>Pod connectivity</h1>\n".as_bytes())?;
     writeln!(
         w,
-        "<p class=\"legend\">Rows connect to columns.<span style=\"background:{ALLOWED_COLOUR}\"></span>allowed<span style=\"background:{BLOCKED_COLOUR}\"></span>blocked</p>"
+        "<p class=\"legend\">Rows connect to columns.<span style=\"background:{ALLOWED_COLOUR}\">.</span>allowed<span style=\"background:{BLOCKED_COLOUR}\">X</span>blocked</p>"
     )?;
     let group_start: std::collections::BTreeSet<usize> = groups.iter().map(|g| g.1).collect();
     for c in 0..matrix.ports.len() {
@@ -193,10 +193,12 @@ th.ns{{background:#e3e9f3}}.sep{{border-left:3px solid #555}}.legend span{{displ
                     (false, false) => "b",
                     (false, true) => "b sep",
                 };
-                let verdict = if ok { "allowed" } else { "blocked" };
+                // A symbol as well as a colour (the upstream e2e truth table's `.` and `X`), so
+                // that the matrix reads without colour too.
+                let (verdict, symbol) = if ok { ("allowed", ".") } else { ("blocked", "X") };
                 write!(
                     w,
-                    "<td class=\"{class}\" title=\"{} → {} on {title}: {verdict}\"></td>",
+                    "<td class=\"{class}\" title=\"{} → {} on {title}: {verdict}\">{symbol}</td>",
                     xml_escape(&from.display_name()),
                     xml_escape(&to.display_name())
                 )?;
@@ -228,7 +230,7 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
     writeln!(w, "<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>")?;
     writeln!(
         w,
-        "<text x=\"10\" y=\"18\" font-size=\"12\">rows connect to columns: <tspan fill=\"{ALLOWED_COLOUR}\">■ allowed</tspan> <tspan fill=\"{BLOCKED_COLOUR}\">■ blocked</tspan></text>"
+        "<text x=\"10\" y=\"18\" font-size=\"12\">rows connect to columns: <tspan fill=\"{ALLOWED_COLOUR}\">■ . allowed</tspan> <tspan fill=\"{BLOCKED_COLOUR}\">■ X blocked</tspan></text>"
     )?;
     for c in 0..matrix.ports.len() {
         let top = 30 + c * block_h;
@@ -243,7 +245,7 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
         for (i, name) in names.iter().enumerate() {
             writeln!(w, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", gx - 6, gy + i * CELL + CELL - 4, xml_escape(name))?;
             for (j, to) in names.iter().enumerate() {
-                let fill = if matrix.allowed(c, i, j) { ALLOWED_COLOUR } else { BLOCKED_COLOUR };
+                let (fill, symbol) = if matrix.allowed(c, i, j) { (ALLOWED_COLOUR, ".") } else { (BLOCKED_COLOUR, "X") };
                 writeln!(
                     w,
                     "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" stroke=\"white\"><title>{} → {}</title></rect>",
@@ -253,6 +255,13 @@ pub fn svg(matrix: &Matrix, pods: &[PodInfo], w: &mut dyn Write) -> io::Result<(
                     CELL,
                     xml_escape(name),
                     xml_escape(to)
+                )?;
+                // The symbol too, so that the matrix reads without colour.
+                writeln!(
+                    w,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"white\">{symbol}</text>",
+                    gx + j * CELL + CELL / 2,
+                    gy + i * CELL + CELL - 5
                 )?;
             }
         }
