@@ -81,6 +81,7 @@ fn matrix_html_and_svg_draw_every_cell() {
     let svg = stdout(&["policy", "matrix", "-f", "examples/", "-o", "svg", "--port", "8080/TCP", "--port", "53/UDP"]);
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert_eq!(svg.matches("<title>").count(), 72);
+    assert_eq!(svg.matches("fill=\"white\">.</text>").count() + svg.matches("fill=\"white\">X</text>").count(), 72, "a symbol in every cell");
 }
 
 #[test]
