@@ -133,6 +133,8 @@ pub enum GetFormat {
     Json,
     /// YAML.
     Yaml,
+    /// `kind/name` per object, as kubectl's `-o name`.
+    Name,
 }
 
 #[derive(Args)]
@@ -454,6 +456,35 @@ fn get(a: GetArgs) -> Result<ExitCode> {
         if !matches!(a.output, Some(GetFormat::Json | GetFormat::Yaml)) {
             return Ok(ExitCode::SUCCESS);
         }
+    }
+    if let Some(GetFormat::Name) = a.output {
+        let scoped = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| in_scope(namespace.as_deref(), name, m);
+        let names: Vec<String> = match a.resource {
+            Resource::Pods => st
+                .plan
+                .pods
+                .iter()
+                .filter(|p| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name))
+                .map(|p| format!("pod/{}", p.name))
+                .collect(),
+            Resource::Nodes => st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)).map(|n| format!("node/{}", n.name)).collect(),
+            Resource::Services => {
+                st.services.iter().filter(|s| scoped(&s.metadata)).map(|s| format!("service/{}", s.metadata.name.as_deref().unwrap_or_default())).collect()
+            }
+            Resource::Endpoints => {
+                st.services.iter().filter(|s| scoped(&s.metadata)).map(|s| format!("endpoints/{}", s.metadata.name.as_deref().unwrap_or_default())).collect()
+            }
+            Resource::Endpointslices => st
+                .endpoint_slices()
+                .iter()
+                .filter(|s| scoped(&s.metadata))
+                .map(|s| format!("endpointslice.discovery.k8s.io/{}", s.metadata.name.as_deref().unwrap_or_default()))
+                .collect(),
+        };
+        for n in names {
+            outln!("{n}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let text = match (a.resource, a.output) {
         (Resource::Pods, Some(GetFormat::Json | GetFormat::Yaml)) => {

@@ -324,6 +324,8 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
     let empty = podnet(&["lab", "get", "pods", "-n", "nothing-here", "--name", &lab.name]);
     assert!(empty.status.success() && empty.stdout.is_empty());
     assert_eq!(String::from_utf8_lossy(&empty.stderr).trim(), "No resources found in nothing-here namespace.");
+    let names = String::from_utf8(podnet(&["lab", "get", "po", "-n", "demo", "-o", "name", "--name", &lab.name]).stdout).unwrap();
+    assert!(names.lines().count() == 3 && names.lines().all(|l| l.starts_with("pod/")) && names.contains("pod/client\n"), "{names}");
     let node = String::from_utf8(podnet(&["lab", "get", "no", "node-2", "--name", &lab.name]).stdout).unwrap();
     assert!(node.contains("node-2") && !node.contains("node-1"), "{node}");
     assert!(podnet(&["lab", "mark", "-n", "demo", "client", "not-ready", "--name", &lab.name]).status.success());
