@@ -426,11 +426,9 @@ pub(crate) fn unix_seconds() -> u64 {
     std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())
 }
 
-/// nginx's `$time_local` in UTC: `24/Nov/2026:17:42:24 +0000`.
-fn local_time(unix: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    // Howard Hinnant's civil_from_days.
+/// The UTC date of a day counted from the Unix epoch: (year, month 1-12, day 1-31), by Howard
+/// Hinnant's `civil_from_days`.
+pub fn civil_from_days(days: u64) -> (i64, usize, i64) {
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -439,8 +437,15 @@ fn local_time(unix: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], secs / 3600, secs / 60 % 60, secs % 60)
+    (yoe + era * 400 + i64::from(month <= 2), month as usize, day)
+}
+
+/// nginx's `$time_local` in UTC: `24/Nov/2026:17:42:24 +0000`.
+fn local_time(unix: u64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[month - 1], secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 thread_local! {
