@@ -402,10 +402,8 @@ fn upstream_head(out: &mut Vec<u8>, head: &RequestHead<'_>, f: &Forward, connect
         done.push(name);
         let client = head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_str()) && kept(n)).map(|(_, v)| *v);
         let set = f.request.set.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes());
-        let mut values: Vec<&[u8]> = client.chain(set).collect();
-        values.extend(f.request.add.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes()));
-        let (last, rest) = values.split_last().map(|(l, r)| (*l, r.to_vec())).unwrap_or((b"".as_slice(), Vec::new()));
-        push_header(out, name.as_str().as_bytes(), &crate::plan::append_value(rest.into_iter(), last));
+        let added = f.request.add.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes());
+        push_header(out, name.as_str().as_bytes(), &crate::plan::join_values(client.chain(set).chain(added)));
     }
     if upgrade {
         for value in head.values("upgrade") {

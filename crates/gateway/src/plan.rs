@@ -143,7 +143,7 @@ impl Edits {
                 headers.append(n.clone(), v.clone());
                 continue;
             }
-            let joined = append_value(headers.get_all(n).iter().map(HeaderValue::as_bytes), v.as_bytes());
+            let joined = join_values(headers.get_all(n).iter().map(HeaderValue::as_bytes).chain([v.as_bytes()]));
             match HeaderValue::from_bytes(&joined) {
                 Ok(value) => {
                     headers.insert(n.clone(), value);
@@ -156,10 +156,10 @@ impl Edits {
     }
 }
 
-/// The existing values of a header and one more, joined with `,` (RFC 9110 §5.3).
-pub fn append_value<'v>(existing: impl Iterator<Item = &'v [u8]>, added: &'v [u8]) -> Vec<u8> {
+/// A header's values joined in one field with `,` (RFC 9110 §5.3).
+pub fn join_values<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
-    for v in existing.chain(std::iter::once(added)) {
+    for v in values {
         if !out.is_empty() {
             out.push(b',');
         }
