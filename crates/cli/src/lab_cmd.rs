@@ -227,7 +227,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
         ModeArg::Vxlan => Mode::Vxlan,
     };
     // A lab that is up is refused before anything is printed or made.
-    if state::dir(&a.name).exists() || !lab::up::lab_namespaces(&a.name).is_empty() {
+    if lab::up::exists(&a.name) {
         bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
     let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;

@@ -105,7 +105,8 @@ pub fn up(
         what: format!("lab {:?}", lab.as_str()),
         source: io::Error::new(io::ErrorKind::AlreadyExists, format!("it is already up; remove it with `podnet lab down --name {lab}`")),
     };
-    if !lab_namespaces(lab).is_empty() {
+    // Namespaces left by a crash count too; the directory is claimed atomically below.
+    if exists(lab) {
         return Err(already());
     }
     let locked = state::create(lab).map_err(|e| if e.kind() == io::ErrorKind::AlreadyExists { already() } else { ctx(format!("lab {lab}"))(e) })?;
@@ -448,6 +449,11 @@ fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
     std::fs::write(dir.join("hosts"), hosts)
 }
 
+/// Whether anything of the lab is there: its state directory or a namespace with its prefix.
+pub fn exists(lab: &LabName) -> bool {
+    state::dir(lab).exists() || !lab_namespaces(lab).is_empty()
+}
+
 /// Namespaces whose names say they belong to `lab`.
 pub fn lab_namespaces(lab: &LabName) -> Vec<String> {
     let prefix = lab.netns_prefix();
@@ -472,7 +478,7 @@ pub enum Down {
 /// names alone, so it also cleans up after an `up` that was killed halfway. Waits for a change
 /// in progress (`apply`, `mark`) to finish first.
 pub fn down(lab: &LabName) -> Result<Down, LabError> {
-    if !state::dir(lab).exists() && lab_namespaces(lab).is_empty() {
+    if !exists(lab) {
         return Ok(Down::NotUp);
     }
     // Held until the directory (and the lock file in it) is gone; a state directory whose lock
