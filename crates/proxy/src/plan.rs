@@ -275,14 +275,10 @@ impl NodePlan {
         // a node reaching its own VIP comes from it), from outside and from the node alike; it
         // is checked before DNAT, so a client it refuses is dropped even without endpoints.
         if let Frontend::External { load_balancer: true } = frontend
-            && !port.load_balancer_source_ranges.is_empty()
+            && let Some(allowed) = port.firewall_sources(&self.node.ips)
+            && !allowed.iter().any(|n| n.contains(&src))
         {
-            let ranges: Vec<IpNet> = port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<IpNet>().ok()).collect();
-            let node_in_ranges = ranges.iter().any(|r| self.node.ips.iter().any(|ip| r.contains(ip)));
-            let allowed = ranges.iter().any(|r| r.contains(&src)) || (node_in_ranges && port.load_balancer_ips.contains(&src));
-            if !allowed {
-                return verdict("DROP");
-            }
+            return verdict("DROP");
         }
         if !p.has_endpoints_for(dst) {
             return verdict("REJECT");

@@ -248,16 +248,10 @@ impl Elements {
             // kube-proxy's firewall: checked before DNAT (and before the no-endpoints REJECT),
             // with or without endpoints; when a range holds the node's own address, the load
             // balancer IPs are allowed sources too (a node reaching its own VIP comes from it).
-            if load_balancer && !port.load_balancer_source_ranges.is_empty() {
+            if load_balancer && let Some(allowed) = port.firewall_sources(node_ips) {
                 self.firewall.insert(k.clone());
-                let ranges: Vec<ipnet::IpNet> = port.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()).collect();
-                for range in ranges.iter().filter(|r| r.addr().is_ipv6() == fam.v6) {
-                    self.firewall_allow.insert(format!("{k} . {}", range.trunc()));
-                }
-                if ranges.iter().any(|r| node_ips.iter().any(|n| r.contains(n))) {
-                    for lb in mine(&port.load_balancer_ips) {
-                        self.firewall_allow.insert(format!("{k} . {}", ipnet::IpNet::from(lb)));
-                    }
+                for source in allowed.iter().filter(|n| n.addr().is_ipv6() == fam.v6) {
+                    self.firewall_allow.insert(format!("{k} . {source}"));
                 }
             }
             if !p.has_endpoints_for(ip) {

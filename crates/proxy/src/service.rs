@@ -44,6 +44,21 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// kube-proxy's firewall for this port's load balancer IPs: `None` without source ranges,
+    /// else the sources it lets in — the ranges, and when one holds an address of the node,
+    /// the load balancer IPs themselves (a node reaching its own VIP comes from it).
+    pub fn firewall_sources(&self, node_ips: &[IpAddr]) -> Option<Vec<ipnet::IpNet>> {
+        if self.load_balancer_source_ranges.is_empty() {
+            return None;
+        }
+        let mut allowed: Vec<ipnet::IpNet> =
+            self.load_balancer_source_ranges.iter().filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok()).map(|n| n.trunc()).collect();
+        if allowed.iter().any(|r| node_ips.iter().any(|ip| r.contains(ip))) {
+            allowed.extend(self.load_balancer_ips.iter().map(|ip| ipnet::IpNet::from(*ip)));
+        }
+        Some(allowed)
+    }
+
     /// `ns/name:port-name` (kube-proxy's ServicePortName).
     pub fn key(&self) -> String {
         format!("{}/{}:{}", self.namespace, self.service, self.port_name)
