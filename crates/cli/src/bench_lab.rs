@@ -76,7 +76,7 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
         dns.queries,
         dns.idle.0,
         dns.idle.1,
-        dns.marks,
+        MARKS,
         dns.per_mark_ms,
         a.nodes,
         dns.busy.0,
@@ -91,7 +91,6 @@ struct DnsUnderSync {
     queries: usize,
     idle: (f64, f64),
     busy: (f64, f64),
-    marks: usize,
     per_mark_ms: f64,
     lost: usize,
 }
@@ -156,7 +155,6 @@ fn dns_while_syncing(exe: &std::path::Path, lab: &lab::LabName) -> Result<DnsUnd
         queries: busy.len(),
         idle: (percentile(&idle, 0.5), percentile(&idle, 0.99)),
         busy: (percentile(&busy, 0.5), percentile(&busy, 0.99)),
-        marks: MARKS,
         per_mark_ms: per_mark * 1e3,
         lost: lost_idle + lost_busy,
     })

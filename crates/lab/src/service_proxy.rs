@@ -148,7 +148,7 @@ struct NodeJob {
 }
 
 /// What a node's thread did.
-struct Applied2 {
+struct NodeSynced {
     plan: proxy::NodePlan,
     synced: Synced,
     generation: Option<u32>,
@@ -160,7 +160,7 @@ struct Applied2 {
 /// A node's kernel work, in its namespace: the bridge table once the pod bridge exists, the
 /// rules as a difference from what was applied (in full when the ruleset generation moved
 /// behind our back), stale UDP flows cleared when the rules changed.
-fn apply_node(job: NodeJob) -> io::Result<Applied2> {
+fn apply_node(job: NodeJob) -> io::Result<NodeSynced> {
     let NodeJob { plan, mut rules, old, socket, known_mac, pod_cidr } = job;
     let mut socket = match socket {
         Some(s) => s,
@@ -182,7 +182,7 @@ fn apply_node(job: NodeJob) -> io::Result<Applied2> {
     if stale_possible {
         clear_stale_udp_flows(&plan);
     }
-    Ok(Applied2 { synced, generation, rules, socket, mac, plan })
+    Ok(NodeSynced { synced, generation, rules, socket, mac, plan })
 }
 
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
@@ -232,7 +232,7 @@ impl Proxies {
                 };
                 jobs.push((node, queued, Instant::now(), Some(job)));
             }
-            let results: Vec<io::Result<Applied2>> = std::thread::scope(|scope| {
+            let results: Vec<io::Result<NodeSynced>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = jobs
                     .iter_mut()
                     .filter_map(|(node, _, _, job)| {
@@ -245,7 +245,7 @@ impl Proxies {
             });
             for ((node, queued, started, _), result) in jobs.into_iter().zip(results) {
                 let (synced, generation, rules, plan) = match result {
-                    Ok(Applied2 { synced, generation, rules, socket, mac, plan }) => {
+                    Ok(NodeSynced { synced, generation, rules, socket, mac, plan }) => {
                         self.sockets.insert(node.name.clone(), socket);
                         if let Some(mac) = mac {
                             self.bridge_macs.insert(node.name.clone(), mac);
