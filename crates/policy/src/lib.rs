@@ -4,11 +4,13 @@
 //! - [`evaluate`]: the reference evaluator, one connection at a time, with reasons (`explain`);
 //! - [`matrix`]: the connectivity matrix computed on sets of pods (`matrix`);
 //! - [`lint`]: warnings about policies that do not do what they seem to;
-//! - [`render`]: the matrix as a truth table, JSON, Markdown, HTML and SVG.
+//! - [`render`]: the matrix as a truth table, JSON, Markdown, HTML and SVG;
+//! - [`enforce`]: the policies compiled into each node's nftables table.
 
 #![forbid(unsafe_code)]
 
 pub mod bitset;
+pub mod enforce;
 pub mod evaluate;
 pub mod lint;
 pub mod matrix;

@@ -1,6 +1,7 @@
 //! The scenarios of upstream `test/e2e/network/netpol/network_policy.go`, re-expressed as truth
 //! tables over the same model (namespaces x/y/z, pods a/b/c serving 80/81 on TCP/UDP/SCTP; see
-//! `testkit`). Each expectation is checked against both the matrix and the reference evaluator.
+//! `testkit`). Each expectation is checked against the matrix, the reference evaluator and the
+//! rules compiled for the kernel (`enforce`), decided on addresses as a node decides them.
 //! Unlike the e2e suite, loopback is not ignored: a pod may always reach itself.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
@@ -23,17 +24,27 @@ fn check(state: &ClusterState, port: u16, protocol: Protocol, expected: &TruthTa
     let evaluator = Evaluator::new(state, &policies);
     let names: Vec<String> = state.pods.iter().map(|p| p.key()).collect();
     assert_eq!(names, expected.pods, "the model's pods");
+    let enforcement = policy::enforce::Enforcement::new(state, &policies);
     let mut from_matrix = expected.clone();
     let mut from_evaluator = expected.clone();
+    let mut from_kernel_rules = expected.clone();
     for (i, a) in state.pods.iter().enumerate() {
         for (j, b) in state.pods.iter().enumerate() {
             from_matrix.values[i][j] = matrix.allowed(0, i, j);
             let c = Connection { from: Endpoint::Pod(a), to: Endpoint::Pod(b), port, protocol };
             from_evaluator.values[i][j] = evaluator.allowed(&c);
+            let (ip_a, ip_b) = (policy::enforce::pod_ipv4(a).unwrap(), policy::enforce::pod_ipv4(b).unwrap());
+            from_kernel_rules.values[i][j] = enforcement.allows(ip_a, ip_b, Some(protocol), port);
         }
     }
     assert!(from_matrix == expected, "matrix on {port}/{protocol}\nexpected:\n{}\ngot:\n{}", expected.pretty(), from_matrix.pretty());
     assert!(from_evaluator == expected, "evaluator on {port}/{protocol}\nexpected:\n{}\ngot:\n{}", expected.pretty(), from_evaluator.pretty());
+    assert!(
+        from_kernel_rules == expected,
+        "compiled kernel rules on {port}/{protocol}\nexpected:\n{}\ngot:\n{}",
+        expected.pretty(),
+        from_kernel_rules.pretty()
+    );
 }
 
 fn all_allowed() -> TruthTable {

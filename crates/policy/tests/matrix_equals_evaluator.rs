@@ -182,6 +182,7 @@ proptest! {
         let ports = [(80, Protocol::Tcp), (81, Protocol::Udp), (80, Protocol::Sctp), (79, Protocol::Tcp)];
         let matrix = policy::compute(&state, &compiled, &ports);
         let evaluator = Evaluator::new(&state, &compiled);
+        let enforcement = policy::enforce::Enforcement::new(&state, &compiled);
         for (c, (port, protocol)) in ports.iter().enumerate() {
             for (i, a) in state.pods.iter().enumerate() {
                 for (j, b) in state.pods.iter().enumerate() {
@@ -191,6 +192,17 @@ proptest! {
                         evaluator.allowed(&conn),
                         "{} -> {} on {}/{}: {:#?}", a.key(), b.key(), port, protocol, evaluator.explain(&conn)
                     );
+                    // The kernel judges addresses on a node's forward hook: pods with an address
+                    // that are not the node's own traffic.
+                    if let (Some(ip_a), Some(ip_b)) = (policy::enforce::pod_ipv4(a), policy::enforce::pod_ipv4(b))
+                        && !a.host_network && !b.host_network && i != j
+                    {
+                        prop_assert_eq!(
+                            enforcement.allows(ip_a, ip_b, Some(*protocol), *port),
+                            evaluator.allowed(&conn),
+                            "kernel rules: {} -> {} on {}/{}: {:#?}", a.key(), b.key(), port, protocol, evaluator.explain(&conn)
+                        );
+                    }
                 }
             }
         }
