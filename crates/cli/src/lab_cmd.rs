@@ -1,7 +1,7 @@
 //! `podnet lab ...`: a cluster's pod network as namespaces on this machine.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use dataplane::netns;
 use lab::LabName;
 use lab::plan::{LabConfig, Mode};
 use lab::state::{self, LabState};
@@ -184,7 +183,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::List => list(),
         LabCommand::Get(a) => get(a),
         LabCommand::Exec(a) => exec(a),
-        LabCommand::Check(a) => check(a),
+        LabCommand::Check(a) => crate::lab_check::check(&which(&a)?),
         LabCommand::Mark(a) => mark(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
@@ -208,7 +207,7 @@ fn warn_if_stopped(lab: &LabName) {
     }
 }
 
-fn need_root() -> Result<()> {
+pub(crate) fn need_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("podnet lab makes network namespaces: run it as root");
     }
@@ -219,6 +218,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     need_root()?;
     let started = Instant::now();
     let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
+    require_valid_policies(&cluster)?;
     lab::system::add_cluster_dns(&mut cluster);
     lab::system::add_kubernetes_service(&mut cluster);
     lab::system::add_ingress_controller(&mut cluster);
@@ -242,6 +242,8 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     st.gateways = cluster.gateways.iter().map(|g| g.object.clone()).collect();
     st.http_routes = cluster.http_routes.iter().map(|r| r.object.clone()).collect();
     st.reference_grants = cluster.reference_grants.iter().map(|r| r.object.clone()).collect();
+    st.namespaces = lab::change::given_namespaces(&cluster);
+    st.network_policies = cluster.policies.iter().map(|p| p.policy.clone()).collect();
     let started_daemon = locked.save(&st).map_err(anyhow::Error::from).and_then(|()| {
         let t = Instant::now();
         start_daemon(&a.name, &exe).map(|()| t)
@@ -293,6 +295,9 @@ fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     need_root()?;
     let lab = which(&a.name)?;
     let mut cluster = model::load_cluster(&a.paths)?;
+    if apply {
+        require_valid_policies(&cluster)?;
+    }
     // Ingresses applied to a lab without an ingress controller bring ingress-nginx's pieces, as at `up`.
     if apply && !state::load(&lab)?.plan.pods.iter().any(lab::system::is_ingress_controller_pod) {
         lab::system::add_ingress_controller(&mut cluster);
@@ -308,10 +313,28 @@ fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     for p in &c.removed {
         outln!("pod/{p} deleted");
     }
-    if c.added.is_empty() && c.updated.is_empty() && c.removed.is_empty() {
+    for line in &c.objects {
+        outln!("{line}");
+    }
+    for missing in &c.not_found {
+        eprintln!("Error from server (NotFound): {missing}");
+    }
+    if !c.not_found.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if c.added.is_empty() && c.updated.is_empty() && c.removed.is_empty() && c.objects.is_empty() {
         outln!("no change");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses invalid NetworkPolicies before anything changes, with the API server's messages.
+fn require_valid_policies(cluster: &model::ClusterState) -> Result<()> {
+    if let Err(errors) = policy::PolicySet::compile(cluster) {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("invalid NetworkPolicy:\n{}", text.join("\n"));
+    }
+    Ok(())
 }
 
 fn down(a: NameArg) -> Result<ExitCode> {
@@ -790,195 +813,4 @@ fn runnable(command: &str) -> std::result::Result<(), (u8, &'static str)> {
         return Err((126, "permission denied (not executable)"));
     }
     Ok(())
-}
-
-/// One TCP exchange with a pod's echo server from inside a namespace: what the server saw.
-fn probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<serde_json::Value> {
-    let addr = std::net::SocketAddr::from((ip, port));
-    let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        // Say something, so the echo server answers at once instead of waiting for a request.
-        std::io::Write::write_all(&mut s, b"podnet lab check\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
-    Ok(serde_json::from_str(text.trim())?)
-}
-
-/// One HTTP/1.1 GET from inside a namespace: the response's status code.
-fn http_probe(from_netns: &str, ip: std::net::Ipv4Addr, port: u16, path: &str) -> Result<u16> {
-    let addr = std::net::SocketAddr::from((ip, port));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: podnet-lab-check\r\nConnection: close\r\n\r\n");
-    let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        std::io::Write::write_all(&mut s, request.as_bytes())?;
-        let mut head = [0u8; 64];
-        let n = s.read(&mut head)?;
-        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
-    })??;
-    text.strip_prefix("HTTP/1.1 ")
-        .or_else(|| text.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3)?.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", text.lines().next().unwrap_or_default()))
-}
-
-/// A TCP connection from inside a namespace, accepted.
-fn tcp_connect(from_netns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<()> {
-    let addr = std::net::SocketAddr::from((ip, port));
-    netns::run_in(&netns::path_of(from_netns), move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop))??;
-    Ok(())
-}
-
-fn check(a: NameArg) -> Result<ExitCode> {
-    need_root()?;
-    let lab = which(&a)?;
-    let st = state::load(&lab)?;
-    lab::daemon::require_running(&lab)?;
-    let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
-    // Echo servers answer the TCP probes (the cluster DNS's and the ingress controller's pods
-    // have their own checks: their ports are their servers', not echo servers).
-    let servers: Vec<(usize, &lab::PodPlan, u16)> = pods
-        .iter()
-        .filter(|(_, p)| !lab::system::is_dns_pod(p) && !lab::system::is_ingress_controller_pod(p))
-        .filter_map(|(i, p)| p.ports.iter().find(|c| c.protocol == model::Protocol::Tcp).map(|c| (*i, *p, c.port)))
-        .collect();
-    if servers.is_empty() {
-        outln!("No pod declares a TCP port: nothing to connect to.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut failures = 0;
-    let mut line = |ok: bool, text: String| {
-        if !ok {
-            failures += 1;
-        }
-        outln!(" {} {text}", if ok { "✓" } else { "✗" });
-    };
-    outln!("Connectivity in lab \"{lab}\" (real TCP connections to the pods' echo servers):");
-    // Every pod reaches a pod on another node (or its own, with one node), and the server sees
-    // the client's pod IP: no NAT.
-    for (i, client) in &pods {
-        let Some(cip) = st.pod_ips[*i] else { continue };
-        // Spread the targets: the k-th client asks the k-th server on another node.
-        let others: Vec<&(usize, &lab::PodPlan, u16)> = servers.iter().filter(|(_, s, _)| s.node != client.node).collect();
-        let target = if others.is_empty() { servers.iter().find(|(j, _, _)| j != i) } else { Some(others[*i % others.len()]) };
-        let Some((j, server, port)) = target else {
-            continue;
-        };
-        let Some(sip) = st.pod_ips[*j] else { continue };
-        match probe(&client.netns, sip, *port) {
-            Ok(v) => {
-                let seen = v["client_ip"].as_str().unwrap_or_default().to_owned();
-                line(
-                    seen == cip.to_string(),
-                    format!(
-                        "{} ({}) → {} ({}, {sip}:{port}): answered, saw client {seen}{}",
-                        client.key(),
-                        client.node,
-                        server.key(),
-                        server.node,
-                        if seen == cip.to_string() { " (no NAT)" } else { " (NAT!)" }
-                    ),
-                );
-            }
-            Err(e) => line(false, format!("{} → {} ({sip}:{port}): {e}", client.key(), server.key())),
-        }
-    }
-    // Agents on a node reach every pod on that node.
-    for node in &st.plan.nodes {
-        for (j, server, port) in servers.iter().filter(|(_, s, _)| s.node == node.name).take(1) {
-            let Some(sip) = st.pod_ips[*j] else { continue };
-            match probe(&node.netns, sip, *port) {
-                Ok(v) => line(
-                    true,
-                    format!("node {} → {} ({sip}:{port}): answered, saw client {}", node.name, server.key(), v["client_ip"].as_str().unwrap_or_default()),
-                ),
-                Err(e) => line(false, format!("node {} → {} ({sip}:{port}): {e}", node.name, server.key())),
-            }
-        }
-    }
-    // The ingress controller's pods answer their health endpoint (ingress-nginx's /healthz on
-    // 10254), from another node's pod.
-    for (j, controller) in pods.iter().filter(|(_, p)| lab::system::is_ingress_controller_pod(p)) {
-        let Some(ip) = st.pod_ips[*j] else { continue };
-        let client = pods.iter().find(|(_, p)| p.node != controller.node && !lab::system::is_ingress_controller_pod(p)).or(pods.first());
-        let Some((_, client)) = client else { continue };
-        let what = format!("{} ({}) → ingress controller {} ({ip}:{})/healthz", client.key(), client.node, controller.key(), lab::system::INGRESS_METRICS_PORT);
-        match http_probe(&client.netns, ip, lab::system::INGRESS_METRICS_PORT, "/healthz") {
-            Ok(status) => line(status == 200, format!("{what}: HTTP {status}")),
-            Err(e) => line(false, format!("{what}: {e}")),
-        }
-    }
-    // Services: from a pod, each ClusterIP's TCP ports reach one of its endpoints, which sees the
-    // pod's own address (the node's proxy DNATs without SNAT); without endpoints: rejected.
-    if let Some((i, client)) = pods.first()
-        && let Some(cip) = st.pod_ips[*i]
-    {
-        let view = lab::service_proxy::proxy_view(&st);
-        let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(&st))?;
-        let is_dns = |p: &proxy::plan::PortPlan| p.port.namespace == lab::system::SYSTEM_NAMESPACE && p.port.service == lab::system::DNS_SERVICE;
-        for p in node_plan.ports.iter().filter(|p| p.port.protocol == model::Protocol::Tcp && !is_dns(p)) {
-            let Some(std::net::IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else {
-                continue;
-            };
-            let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
-            let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
-            // The ingress controller's Service: its pods speak HTTP(S), so a connection that is
-            // accepted (and, on plain HTTP, answered) is the proof.
-            if p.port.namespace == lab::system::INGRESS_NAMESPACE && p.port.service == lab::system::INGRESS_CONTROLLER {
-                let probed = if p.port.port == 443 {
-                    tcp_connect(&client.netns, vip, p.port.port).map(|()| "accepted".to_owned())
-                } else {
-                    http_probe(&client.netns, vip, p.port.port, "/").map(|s| format!("HTTP {s}"))
-                };
-                match probed {
-                    Ok(how) => line(!endpoints.is_empty(), format!("{what}: {how} by the ingress controller")),
-                    Err(e) => line(false, format!("{what}: {e}")),
-                }
-                continue;
-            }
-            match (probe(&client.netns, vip, p.port.port), endpoints.is_empty()) {
-                (Ok(v), false) => {
-                    let (ip, seen) = (v["ip"].as_str().unwrap_or_default(), v["client_ip"].as_str().unwrap_or_default());
-                    let port = v["port"].as_u64().unwrap_or_default();
-                    // A pod that reaches itself through its Service is masqueraded (hairpin, as
-                    // kube-proxy does), so that its reply comes back through the node.
-                    let hairpin = ip == cip.to_string();
-                    let ok = endpoints.contains(&format!("{ip}:{port}").as_str()) && (seen == cip.to_string() || hairpin);
-                    let note = if hairpin { " (hairpin: itself, masqueraded)" } else { "" };
-                    line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}{note}", v["pod"].as_str().unwrap_or_default()));
-                }
-                (Err(e), true) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) => {
-                    line(true, format!("{what}: no endpoints, rejected"));
-                }
-                (Ok(_), true) => line(false, format!("{what}: answered without endpoints")),
-                (Err(e), _) => line(false, format!("{what}: {e}")),
-            }
-        }
-    }
-    // Cluster DNS: from a pod, every Service's name resolves to its ClusterIP through kube-dns.
-    if let Some((_, client)) = pods.first() {
-        let dns_ip: std::net::IpAddr = lab::system::DNS_CLUSTER_IP.parse()?;
-        for svc in st.services.iter().filter(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| ip != "None")) {
-            let (ns, name) = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
-            let want: std::net::IpAddr = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or_default().parse()?;
-            let fqdn = format!("{name}.{ns}.svc.{}.", lab::system::CLUSTER_DOMAIN);
-            let asked = fqdn.clone();
-            let answer = dataplane::netns::run_in(&dataplane::netns::path_of(&client.netns), move || {
-                dns::client::lookup_a((dns_ip, 53).into(), &asked, Duration::from_secs(2))
-            })?;
-            match answer {
-                Ok((rcode, ips)) => line(ips.contains(&want), format!("{} → DNS {dns_ip}: {fqdn} A → {rcode} {ips:?}", client.key())),
-                Err(e) => line(false, format!("{} → DNS {dns_ip}: {fqdn}: {e}", client.key())),
-            }
-        }
-    }
-    if failures > 0 {
-        outln!("{failures} check(s) failed.");
-        return Ok(ExitCode::FAILURE);
-    }
-    outln!("All checks passed.");
-    Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ mod bench_lab;
 mod bench_proxy;
 mod dns_cmd;
 mod gateway_cmd;
+mod lab_check;
 mod lab_cmd;
 mod policy_cmd;
 mod proxy_cmd;

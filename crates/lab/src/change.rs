@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::ClusterState;
 
@@ -23,6 +25,84 @@ pub struct Change {
     pub updated: Vec<String>,
     /// Pods removed.
     pub removed: Vec<String>,
+    /// Other objects, as kubectl reports them: `networkpolicy.networking.k8s.io/deny-all created`.
+    pub objects: Vec<String>,
+    /// Objects a delete named that the lab does not have, as kubectl says it:
+    /// `networkpolicies.networking.k8s.io "deny-all" not found`.
+    pub not_found: Vec<String>,
+}
+
+/// The Namespaces the manifests declare, as objects with their labels.
+pub fn given_namespaces(cluster: &ClusterState) -> Vec<Namespace> {
+    cluster
+        .namespaces
+        .iter()
+        .filter(|n| n.declared)
+        .map(|n| Namespace { metadata: ObjectMeta { name: Some(n.name.clone()), labels: Some(n.labels.clone()), ..Default::default() }, ..Default::default() })
+        .collect()
+}
+
+/// How kubectl names a kind in what it prints: `networkpolicy.networking.k8s.io`, and its
+/// resource for "not found": `networkpolicies.networking.k8s.io`.
+struct KindNames {
+    singular: &'static str,
+    resource: &'static str,
+    namespaced: bool,
+}
+
+const NAMESPACE: KindNames = KindNames { singular: "namespace", resource: "namespaces", namespaced: false };
+const NETWORK_POLICY: KindNames = KindNames { singular: "networkpolicy.networking.k8s.io", resource: "networkpolicies.networking.k8s.io", namespaced: true };
+const SERVICE: KindNames = KindNames { singular: "service", resource: "services", namespaced: true };
+
+/// Reports applied (or deleted) objects of one kind against what the lab had before, as kubectl
+/// does: created, configured, unchanged; deleted or not found.
+fn report<'a, T: serde::Serialize + 'a>(
+    names: &KindNames,
+    before: &[T],
+    given: impl IntoIterator<Item = &'a T>,
+    meta: fn(&T) -> &ObjectMeta,
+    deleting: bool,
+    change: &mut Change,
+) {
+    let key = |m: &ObjectMeta| {
+        let ns = names.namespaced.then(|| m.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()));
+        (ns, m.name.clone().unwrap_or_default())
+    };
+    for object in given {
+        let k = key(meta(object));
+        let old = before.iter().find(|b| key(meta(b)) == k);
+        let line = match (old, deleting) {
+            (Some(_), true) => "deleted",
+            (None, true) => {
+                let in_ns = k.0.as_ref().map(|ns| format!(" in namespace {ns:?}")).unwrap_or_default();
+                change.not_found.push(format!("{} {:?} not found{in_ns}", names.resource, k.1));
+                continue;
+            }
+            (None, false) => "created",
+            (Some(o), false) if serde_json::to_value(o).ok() == serde_json::to_value(object).ok() => "unchanged",
+            (Some(_), false) => "configured",
+        };
+        change.objects.push(format!("{}/{} {line}", names.singular, k.1));
+    }
+}
+
+/// Namespaces and NetworkPolicies: applied ones replace those of the same name (a namespace's
+/// labels are what the manifest says); with `remove`, the named ones go.
+fn merge_policy_objects(st: &mut LabState, cluster: &ClusterState, remove: bool, change: &mut Change) {
+    let namespaces = given_namespaces(cluster);
+    report(&NAMESPACE, &st.namespaces, &namespaces, |o| &o.metadata, remove, change);
+    let policies: Vec<NetworkPolicy> = cluster.policies.iter().map(|p| p.policy.clone()).collect();
+    report(&NETWORK_POLICY, &st.network_policies, &policies, |o| &o.metadata, remove, change);
+    merge(&mut st.namespaces, &namespaces, |o| &o.metadata, false, remove);
+    merge(&mut st.network_policies, &policies, |o| &o.metadata, true, remove);
+    if remove {
+        // A namespace deleted takes its objects with it.
+        let gone: Vec<String> = namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let in_gone = |m: &ObjectMeta| gone.iter().any(|g| m.namespace.as_deref().unwrap_or("default") == g);
+        st.network_policies.retain(|p| !in_gone(&p.metadata));
+        st.services.retain(|s| !in_gone(&s.metadata));
+        st.given_slices.retain(|s| !in_gone(&s.metadata));
+    }
 }
 
 fn plan_error(e: plan::PlanError) -> LabError {
@@ -38,8 +118,11 @@ fn same_owner(a: &PodPlan, b: &PodPlan) -> bool {
 pub fn apply(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
     let (locked, mut st) = open(lab)?;
     let wanted = plan::plan(&st.plan.config, cluster).map_err(plan_error)?;
-    merge_services(&mut st, cluster)?;
     let mut change = Change::default();
+    let services_before = st.services.clone();
+    merge_services(&mut st, cluster)?;
+    report(&SERVICE, &services_before, cluster.services.iter().map(|s| &s.object), |o| &o.metadata, false, &mut change);
+    merge_policy_objects(&mut st, cluster, false, &mut change);
     let mut room = st.plan.clone();
     room.pods.extend(wanted.pods.iter().cloned());
     if let Some((old, new)) = crate::up::make_neighbour_room(&room)? {
@@ -161,6 +244,11 @@ pub fn delete(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Ch
         })
         .collect();
     let mut change = Change::default();
+    let services_before = st.services.clone();
+    report(&SERVICE, &services_before, cluster.services.iter().map(|s| &s.object), |o| &o.metadata, true, &mut change);
+    merge_policy_objects(&mut st, cluster, true, &mut change);
+    let gone_namespaces: Vec<String> = given_namespaces(cluster).into_iter().filter_map(|n| n.metadata.name).collect();
+    let doomed: Vec<usize> = (0..st.plan.pods.len()).filter(|&i| doomed.contains(&i) || gone_namespaces.contains(&st.plan.pods[i].namespace)).collect();
     let named_services: Vec<(String, String)> = cluster.services.iter().map(|n| (n.namespace.clone(), n.name.clone())).collect();
     st.services.retain(|s| !named_services.contains(&(s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())));
     st.given_slices.retain(|s| {

@@ -254,6 +254,14 @@ impl Components {
     /// sync.
     fn sync(&mut self, st: &LabState) -> io::Result<()> {
         let mut failed = Vec::new();
+        // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
+        // servers listen.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let proxied = match self.proxy.send((st.clone(), tx)) {
+            Ok(()) => rx.recv().unwrap_or_else(|_| Err(io::Error::other("the proxy worker is gone"))),
+            Err(_) => Err(io::Error::other("the proxy worker is gone")),
+        };
+        proxied.unwrap_or_else(|e| failed.push(format!("proxy: {e}")));
         guarded("echo servers", || {
             self.echo.sync(st);
             Ok(())
@@ -262,12 +270,6 @@ impl Components {
         let dns_runtime = self.dns_runtime.clone();
         guarded("cluster DNS", || self.dns.sync(st, &dns_runtime)).unwrap_or_else(|e| failed.push(format!("cluster DNS: {e}")));
         guarded("ingress controller", || self.ingress.sync(st)).unwrap_or_else(|e| failed.push(format!("ingress controller: {e}")));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let proxied = match self.proxy.send((st.clone(), tx)) {
-            Ok(()) => rx.recv().unwrap_or_else(|_| Err(io::Error::other("the proxy worker is gone"))),
-            Err(_) => Err(io::Error::other("the proxy worker is gone")),
-        };
-        proxied.unwrap_or_else(|e| failed.push(format!("proxy: {e}")));
         if failed.is_empty() { Ok(()) } else { Err(io::Error::other(failed.join("; "))) }
     }
 }

@@ -16,6 +16,7 @@ pub mod echo;
 pub mod ingress_controller;
 pub mod load_balancer;
 pub mod name;
+pub mod network_policy;
 pub mod plan;
 pub mod resolv;
 pub mod service_proxy;

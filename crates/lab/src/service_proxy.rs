@@ -134,6 +134,11 @@ fn clear_stale_udp_flows(plan: &proxy::NodePlan) {
     }
 }
 
+/// A node's NetworkPolicy table among its rules.
+fn policy_table(rules: &Ruleset) -> Option<&nftset::Table> {
+    rules.tables.get(&(Family::Inet, policy::enforce::TABLE.to_owned()))
+}
+
 /// How many nodes' kernel work runs at once.
 const PARALLEL_NODES: usize = 8;
 
@@ -207,9 +212,15 @@ impl Proxies {
     pub fn sync(&mut self, st: &LabState) -> io::Result<Vec<NodeSync>> {
         let view = proxy_view(st);
         let config = proxy_config(st);
+        let policies = crate::network_policy::compile(&view);
+        let enforcement = policy::enforce::Enforcement::new(&view, &policies);
         let mut done = Vec::new();
         let mut wanted = BTreeMap::new();
         let mut first_error = None;
+        // What each node enforced before, to tell whose policy table changes.
+        let old_policy_tables: BTreeMap<String, Option<nftset::Table>> =
+            self.applied.iter().map(|(n, a)| (n.clone(), policy_table(&a.rules).cloned())).collect();
+        let old_policy: BTreeMap<&str, Option<&nftset::Table>> = old_policy_tables.iter().map(|(n, t)| (n.as_str(), t.as_ref())).collect();
         for chunk in st.plan.nodes.chunks(PARALLEL_NODES) {
             let mut jobs = Vec::with_capacity(chunk.len());
             for node in chunk {
@@ -222,8 +233,10 @@ impl Proxies {
                 }
                 let plan = proxy::plan(&view, &node.name, &config).map_err(|e| io::Error::other(e.to_string()))?;
                 announce(&mut wanted, &plan, node.ip);
+                let mut rules = plan.render();
+                rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), enforcement.node_table(&node.name));
                 let job = NodeJob {
-                    rules: plan.render(),
+                    rules,
                     plan,
                     old: self.applied.remove(&node.name),
                     socket: self.sockets.remove(&node.name),
@@ -264,6 +277,10 @@ impl Proxies {
                     let (metrics, health) = status.entry(node.name.clone()).or_default();
                     metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
                     *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                }
+                let policy_changed = synced == Synced::Full || policy_table(&rules) != old_policy.get(node.name.as_str()).copied().flatten();
+                if policy_changed {
+                    crate::network_policy::cut_denied_flows(node, &enforcement);
                 }
                 done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
                 self.applied.insert(node.name.clone(), Applied { plan, rules, generation });

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{ClusterState, NamespaceInfo, Namespaced, PodInfo, Replicas};
+use model::{ClusterState, NamespaceInfo, Namespaced, PodInfo, PolicyObject, Replicas};
 use serde::{Deserialize, Serialize};
 
 use crate::name::LabName;
@@ -51,6 +51,12 @@ pub struct LabState {
     /// See `gateway_classes`.
     #[serde(default)]
     pub reference_grants: Vec<model::gateway_api::ReferenceGrant>,
+    /// Namespaces given in the manifests or labelled in the lab, with their labels.
+    #[serde(default)]
+    pub namespaces: Vec<k8s_openapi::api::core::v1::Namespace>,
+    /// NetworkPolicies, enforced on every node (`docs/policy.md`).
+    #[serde(default)]
+    pub network_policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 impl LabState {
@@ -85,14 +91,45 @@ impl LabState {
             })
             .collect();
         let services: Vec<Namespaced<Service>> = self.services.iter().cloned().map(Namespaced::from_object).collect();
-        // Every namespace in use, and the two every cluster has.
-        let mut names: Vec<&str> = self.plan.pods.iter().map(|p| p.namespace.as_str()).chain(services.iter().map(|s| s.namespace.as_str())).collect();
+        let policies: Vec<PolicyObject> = self
+            .network_policies
+            .iter()
+            .map(|p| PolicyObject {
+                location: Default::default(),
+                namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                name: p.metadata.name.clone().unwrap_or_default(),
+                policy: p.clone(),
+            })
+            .collect();
+        // Every namespace in use, and the two every cluster has; given ones with their labels
+        // (and the name label the API server adds).
+        let mut names: Vec<&str> = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| p.namespace.as_str())
+            .chain(services.iter().map(|s| s.namespace.as_str()))
+            .chain(policies.iter().map(|p| p.namespace.as_str()))
+            .chain(self.namespaces.iter().filter_map(|n| n.metadata.name.as_deref()))
+            .collect();
         names.extend(["default", crate::system::SYSTEM_NAMESPACE]);
         names.sort_unstable();
         names.dedup();
+        let namespaces = names
+            .into_iter()
+            .map(|n| {
+                let mut info = NamespaceInfo::named(n, true);
+                if let Some(given) = self.namespaces.iter().find(|g| g.metadata.name.as_deref() == Some(n)) {
+                    info.labels.extend(given.metadata.labels.clone().unwrap_or_default());
+                    info.labels.insert(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), n.to_owned());
+                }
+                info
+            })
+            .collect();
         ClusterState {
-            namespaces: names.into_iter().map(|n| NamespaceInfo::named(n, true)).collect(),
+            namespaces,
             pods,
+            policies,
             services,
             endpoint_slices: self.given_slices.iter().cloned().map(Namespaced::from_object).collect(),
             service_cidrs: vec![model::allocate::Ranges::default().service_cidr.to_string()],

@@ -151,6 +151,8 @@ fn make(
         gateways: Vec::new(),
         http_routes: Vec::new(),
         reference_grants: Vec::new(),
+        namespaces: Vec::new(),
+        network_policies: Vec::new(),
     };
     locked.save(&st).map_err(ctx("saving the lab state"))?;
     for node in &plan.nodes {
