@@ -33,6 +33,11 @@ pub enum LabCommand {
     Check(NameArg),
     /// Mark a pod ready, not ready or terminating (its EndpointSlice conditions follow).
     Mark(MarkArgs),
+    /// Connect every ordered pair of pods on every port (real packets) and print the truth table.
+    Probe(ProbeArgs),
+    /// Add, change or remove labels of a pod or namespace (`key=value`, `key-`), as
+    /// `kubectl label --overwrite` does.
+    Label(LabelArgs),
     /// Start the lab process again from the saved state (after it died or was killed); pods,
     /// addresses and rules are kept.
     Restart(NameArg),
@@ -45,7 +50,7 @@ pub enum LabCommand {
 pub struct NameArg {
     /// The lab (default: the only one up, else `podnet`).
     #[arg(long)]
-    name: Option<LabName>,
+    pub(crate) name: Option<LabName>,
 }
 
 #[derive(Args)]
@@ -55,6 +60,73 @@ pub struct ManifestArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     name: NameArg,
+}
+
+/// How `lab probe` reaches a pod.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// Its pod IP.
+    Pod,
+    /// A ClusterIP Service whose only endpoint on that port is the pod.
+    Service,
+}
+
+/// `lab probe` output.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProbeFormat {
+    /// Upstream's truth tables (`.` reached, `X` blocked), one per port.
+    Table,
+    /// `podnet policy matrix -o json`'s shape.
+    Json,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Only the pods of these namespaces (repeatable; default: every non-hostNetwork pod).
+    #[arg(short = 'n', long = "namespace")]
+    pub(crate) namespaces: Vec<String>,
+    /// Ports to probe, `80/TCP` or `53/UDP` (repeatable; default: every declared container port).
+    #[arg(long = "port", value_parser = crate::policy_cmd::parse_port)]
+    pub(crate) ports: Vec<policy::PortKey>,
+    /// Connect to the pod IP, or through a ClusterIP Service selecting that pod.
+    #[arg(long, value_enum, default_value = "pod")]
+    pub(crate) via: Via,
+    /// Milliseconds to wait for an answer before a connection counts as blocked.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) timeout: u64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub(crate) output: ProbeFormat,
+    #[command(flatten)]
+    pub(crate) name: NameArg,
+}
+
+/// What `lab label` relabels.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelKind {
+    /// A pod.
+    #[value(alias = "pods", alias = "po")]
+    Pod,
+    /// A namespace.
+    #[value(alias = "namespaces", alias = "ns")]
+    Namespace,
+}
+
+#[derive(Args)]
+pub struct LabelArgs {
+    /// pod or namespace.
+    #[arg(value_enum)]
+    pub(crate) kind: LabelKind,
+    /// Its name.
+    pub(crate) object: String,
+    /// `key=value` to set (overwriting), `key-` to remove.
+    #[arg(required = true, num_args = 1..)]
+    pub(crate) changes: Vec<String>,
+    /// The pod's namespace (default: default).
+    #[arg(short = 'n', long, default_value = "default")]
+    pub(crate) namespace: String,
+    #[command(flatten)]
+    pub(crate) name: NameArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -185,6 +257,8 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Exec(a) => exec(a),
         LabCommand::Check(a) => crate::lab_check::check(&which(&a)?),
         LabCommand::Mark(a) => mark(a),
+        LabCommand::Probe(a) => crate::lab_probe::probe(a),
+        LabCommand::Label(a) => crate::lab_probe::label(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;
@@ -195,7 +269,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
 }
 
 /// The lab a command means (`--name`, else the only one up, else `podnet`).
-fn which(a: &NameArg) -> Result<LabName> {
+pub(crate) fn which(a: &NameArg) -> Result<LabName> {
     Ok(state::resolve_name(a.name.as_ref())?)
 }
 

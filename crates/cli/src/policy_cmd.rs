@@ -28,8 +28,11 @@ pub enum PolicyCommand {
 #[derive(Args)]
 pub struct Manifests {
     /// Manifest files or directories (recursively *.yaml, *.yml, *.json), like `kubectl apply -f`; `-` is stdin.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required_unless_present = "lab", num_args = 1..)]
     pub paths: Vec<PathBuf>,
+    /// Read a running lab's pods (with their addresses), namespaces and policies instead.
+    #[arg(long, value_name = "NAME", conflicts_with = "paths")]
+    pub lab: Option<lab::LabName>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -111,8 +114,16 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
 }
 
 /// Loads manifests and compiles the policies; invalid policies are all reported, nothing else printed.
+/// The snapshot the manifests or the lab (`--lab`) describe.
+fn snapshot(m: &Manifests) -> Result<ClusterState> {
+    Ok(match &m.lab {
+        Some(lab) => lab::state::load(lab).with_context(|| format!("lab {lab}"))?.cluster_view(),
+        None => model::load_cluster(&m.paths)?,
+    })
+}
+
 fn load(m: &Manifests) -> Result<(ClusterState, PolicySet)> {
-    let state = model::load_cluster(&m.paths)?;
+    let state = snapshot(m)?;
     let policies = PolicySet::compile(&state).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("{} invalid NetworkPolic{}:\n{}", errors.len(), if errors.len() == 1 { "y" } else { "ies" }, text.join("\n"))
@@ -242,7 +253,7 @@ fn rule_detail(policies: &PolicySet, m: &RuleMatch) -> Option<String> {
 }
 
 fn lint(args: LintArgs) -> Result<ExitCode> {
-    let state = model::load_cluster(&args.manifests.paths)?;
+    let state = snapshot(&args.manifests)?;
     let mut findings: Vec<Finding> = Vec::new();
     let mut valid = Vec::new();
     for object in &state.policies {

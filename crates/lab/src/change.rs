@@ -282,3 +282,89 @@ fn finish(locked: &state::Locked, mut st: LabState, change: Change, done: Result
     crate::daemon::reload(locked.lab()).map_err(|e| LabError { what: "reloading the lab process".into(), source: e })?;
     done.map(|()| change)
 }
+
+/// What `lab label` relabels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labelled {
+    /// A pod, by namespace and name.
+    Pod,
+    /// A namespace.
+    Namespace,
+}
+
+/// One edit of `kubectl label`: `key=value` sets (overwriting), `key-` removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelEdit {
+    /// Set `key` to `value`.
+    Set(String, String),
+    /// Remove `key`.
+    Remove(String),
+}
+
+impl std::str::FromStr for LabelEdit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let invalid = |what: &str, errs: Vec<String>| if errs.is_empty() { Ok(()) } else { Err(format!("invalid label {what} {s:?}: {}", errs.join("; "))) };
+        if let Some((key, value)) = s.split_once('=') {
+            invalid("key in", model::validation::is_qualified_name(key))?;
+            invalid("value in", model::validation::is_valid_label_value(value))?;
+            return Ok(LabelEdit::Set(key.to_owned(), value.to_owned()));
+        }
+        if let Some(key) = s.strip_suffix('-') {
+            invalid("key in", model::validation::is_qualified_name(key))?;
+            return Ok(LabelEdit::Remove(key.to_owned()));
+        }
+        Err(format!("invalid label change {s:?}: expected key=value to set or key- to remove"))
+    }
+}
+
+fn edit_labels(labels: &mut model::Labels, edits: &[LabelEdit]) -> bool {
+    let before = labels.clone();
+    for e in edits {
+        match e {
+            LabelEdit::Set(k, v) => {
+                labels.insert(k.clone(), v.clone());
+            }
+            LabelEdit::Remove(k) => {
+                labels.remove(k);
+            }
+        }
+    }
+    *labels != before
+}
+
+/// Relabels a pod or namespace of a running lab; whether anything changed. Everything that
+/// selects by labels (EndpointSlices, NetworkPolicy on every node) follows before it returns.
+pub fn label(lab: &LabName, what: Labelled, namespace: &str, name: &str, edits: &[LabelEdit]) -> Result<bool, LabError> {
+    let (locked, mut st) = open(lab)?;
+    let not_found = |resource: &str| LabError {
+        what: format!("lab {lab}"),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{resource} {name:?} not found")),
+    };
+    let changed = match what {
+        Labelled::Pod => {
+            let pod = st.plan.pods.iter_mut().find(|p| p.namespace == namespace && p.name == name).ok_or_else(|| not_found("pods"))?;
+            edit_labels(&mut pod.labels, edits)
+        }
+        Labelled::Namespace => {
+            if !st.cluster_view().namespaces.iter().any(|n| n.name == name) {
+                return Err(not_found("namespaces"));
+            }
+            let index = match st.namespaces.iter().position(|n| n.metadata.name.as_deref() == Some(name)) {
+                Some(i) => i,
+                None => {
+                    st.namespaces.push(Namespace { metadata: ObjectMeta { name: Some(name.to_owned()), ..Default::default() }, ..Default::default() });
+                    st.namespaces.len() - 1
+                }
+            };
+            let labels = st.namespaces[index].metadata.labels.get_or_insert_with(Default::default);
+            labels.insert(model::cluster::NAMESPACE_NAME_LABEL.to_owned(), name.to_owned());
+            edit_labels(labels, edits)
+        }
+    };
+    if changed {
+        finish(&locked, st, Change::default(), Ok(()))?;
+    }
+    Ok(changed)
+}

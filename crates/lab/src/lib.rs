@@ -18,6 +18,7 @@ pub mod load_balancer;
 pub mod name;
 pub mod network_policy;
 pub mod plan;
+pub mod probe;
 pub mod resolv;
 pub mod service_proxy;
 pub mod state;

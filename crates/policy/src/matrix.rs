@@ -33,6 +33,23 @@ impl Matrix {
     pub fn row(&self, port_index: usize, from: usize) -> &PodSet {
         &self.allowed[port_index][from]
     }
+
+    /// A matrix observed rather than computed (`lab probe`): `cells[c][from][to]`.
+    pub fn from_cells(ports: Vec<PortKey>, cells: &[Vec<Vec<bool>>]) -> Matrix {
+        let allowed = cells
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        let mut set = PodSet::empty(row.len());
+                        row.iter().enumerate().filter(|(_, ok)| **ok).for_each(|(j, _)| set.insert(j));
+                        set
+                    })
+                    .collect()
+            })
+            .collect();
+        Matrix { ports, allowed }
+    }
 }
 
 /// Every (containerPort, protocol) some pod declares, by port then protocol.

@@ -1,0 +1,139 @@
+//! `podnet lab probe` (the connectivity truth table, from real packets) and `podnet lab label`.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use lab::change::{LabelEdit, Labelled};
+use lab::probe::Target;
+use lab::state;
+use model::{PodInfo, Protocol};
+use policy::PortKey;
+
+use crate::lab_cmd::{LabelArgs, LabelKind, ProbeArgs, ProbeFormat, Via};
+
+pub(crate) fn probe(a: ProbeArgs) -> Result<ExitCode> {
+    crate::lab_cmd::need_root()?;
+    let lab = crate::lab_cmd::which(&a.name)?;
+    let st = state::load(&lab)?;
+    lab::daemon::require_running(&lab)?;
+    let view = st.cluster_view();
+    for ns in &a.namespaces {
+        if !view.namespaces.iter().any(|n| &n.name == ns) {
+            bail!("namespace {ns:?} not found in lab {lab}");
+        }
+    }
+    // The pods probed: every non-hostNetwork pod with an address, of the namespaces asked for.
+    let chosen: Vec<usize> = (0..view.pods.len())
+        .filter(|&i| {
+            let p = &view.pods[i];
+            !p.host_network && policy::enforce::pod_ipv4(p).is_some() && (a.namespaces.is_empty() || a.namespaces.contains(&p.namespace))
+        })
+        .collect();
+    if chosen.is_empty() {
+        bail!("no pod to probe in lab {lab}{}", if a.namespaces.is_empty() { String::new() } else { format!(" in {}", a.namespaces.join(", ")) });
+    }
+    let ports: Vec<PortKey> = if a.ports.is_empty() {
+        let declared: BTreeSet<PortKey> = chosen.iter().flat_map(|&i| view.pods[i].ports.iter().map(|p| (p.port, p.protocol))).collect();
+        let (sctp, probed): (Vec<PortKey>, Vec<PortKey>) = declared.into_iter().partition(|(_, p)| *p == Protocol::Sctp);
+        if !sctp.is_empty() {
+            eprintln!("note: SCTP ports are not probed (this kernel has no SCTP sockets)");
+        }
+        probed
+    } else {
+        if let Some((port, _)) = a.ports.iter().find(|(_, p)| *p == Protocol::Sctp) {
+            bail!("--port {port}/SCTP: this kernel has no SCTP sockets to probe with");
+        }
+        a.ports.clone()
+    };
+    if ports.is_empty() {
+        bail!("the pods declare no TCP or UDP port: give one with --port PORT/PROTO");
+    }
+    let ips: Vec<Ipv4Addr> = chosen.iter().filter_map(|&i| policy::enforce::pod_ipv4(&view.pods[i])).collect();
+    // targets[c * n + j]: pod j on port c (`None`: no Service of its own to go through).
+    let mut targets: Vec<Option<Target>> = Vec::with_capacity(ports.len() * ips.len());
+    let mut without_service = Vec::new();
+    let frontends = if a.via == Via::Service { service_frontends(&st)? } else { Vec::new() };
+    for &(port, protocol) in &ports {
+        for (j, &ip) in ips.iter().enumerate() {
+            let target = match a.via {
+                Via::Pod => Some(Target { ip, port, protocol }),
+                Via::Service => {
+                    let found = frontends.iter().find(|f| f.endpoint == (ip, port) && f.protocol == protocol);
+                    if found.is_none() {
+                        without_service.push(format!("{} {port}/{protocol}", view.pods[chosen[j]].key()));
+                    }
+                    found.map(|f| Target { ip: f.vip, port: f.port, protocol })
+                }
+            };
+            targets.push(target);
+        }
+    }
+    if !without_service.is_empty() {
+        eprintln!("note: no ClusterIP Service has only this pod as its endpoint, shown as blocked: {}", without_service.join(", "));
+    }
+    let sources: Vec<String> = chosen.iter().map(|&i| st.plan.pods[i].netns.clone()).collect();
+    let probed: Vec<Target> = targets.iter().flatten().copied().collect();
+    let reached = lab::probe::run(&sources, &probed, Duration::from_millis(a.timeout))?;
+    let n = ips.len();
+    let mut cells = vec![vec![vec![false; n]; n]; ports.len()];
+    for (s, row) in reached.iter().enumerate() {
+        let mut answers = row.iter();
+        for (t, target) in targets.iter().enumerate() {
+            if target.is_some() {
+                cells[t / n][s][t % n] = answers.next().copied().unwrap_or(false);
+            }
+        }
+    }
+    let matrix = policy::Matrix::from_cells(ports, &cells);
+    let pods: Vec<PodInfo> = chosen.iter().map(|&i| view.pods[i].clone()).collect();
+    let format = match a.output {
+        ProbeFormat::Table => policy::render::Format::Table,
+        ProbeFormat::Json => policy::render::Format::Json,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    policy::render::render(&matrix, &pods, format, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ClusterIP frontend whose only endpoint is one pod port.
+struct Frontend {
+    vip: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+    endpoint: (Ipv4Addr, u16),
+}
+
+/// Every Service port with exactly one ready endpoint: the way to one pod through a Service.
+fn service_frontends(st: &lab::state::LabState) -> Result<Vec<Frontend>> {
+    let view = lab::service_proxy::proxy_view(st);
+    let Some(node) = st.plan.nodes.first() else { return Ok(Vec::new()) };
+    let plan = proxy::plan(&view, &node.name, &lab::service_proxy::proxy_config(st))?;
+    Ok(plan
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let [only] = p.cluster.as_slice() else { return None };
+            let (IpAddr::V4(ip), port) = only.ip_port()? else { return None };
+            let Some(IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else { return None };
+            Some(Frontend { vip, port: p.port.port, protocol: p.port.protocol, endpoint: (ip, port) })
+        })
+        .collect())
+}
+
+pub(crate) fn label(a: LabelArgs) -> Result<ExitCode> {
+    crate::lab_cmd::need_root()?;
+    let lab = crate::lab_cmd::which(&a.name)?;
+    let edits: Vec<LabelEdit> = a.changes.iter().map(|c| c.parse()).collect::<Result<_, String>>().map_err(anyhow::Error::msg)?;
+    let (what, kind) = match a.kind {
+        LabelKind::Pod => (Labelled::Pod, "pod"),
+        LabelKind::Namespace => (Labelled::Namespace, "namespace"),
+    };
+    let changed = lab::change::label(&lab, what, &a.namespace, &a.object, &edits)?;
+    outln!("{kind}/{} {}", a.object, if changed { "labeled" } else { "not labeled" });
+    Ok(ExitCode::SUCCESS)
+}
