@@ -1,0 +1,435 @@
+//! NetworkPolicy enforced in a lab, with real packets (root): upstream's netpol e2e model
+//! (namespaces x/y/z, pods a/b/c serving 80 and 81 on TCP and UDP under the names
+//! `serve-80-tcp` …, one Service per pod), the scenarios of `test/e2e/network/netpol/
+//! network_policy.go` applied one after the other to a running lab, and for each the matrix
+//! probed by pod IP and through the Services equal to the engine's (`policy matrix --lab`) on
+//! every cell. The engine's answers themselves are held against upstream's truth tables in
+//! `crates/policy/tests/e2e_scenarios.rs`; this proves the kernel does what the engine says.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PORTS: [&str; 4] = ["80/TCP", "81/TCP", "80/UDP", "81/UDP"];
+
+fn podnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podnet")).args(args).output().unwrap()
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A lab removed on drop.
+struct Lab {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = podnet(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+/// The e2e model as manifests: namespaces, pods spread over the nodes, a Service per pod.
+fn model_manifests() -> String {
+    let mut docs = Vec::new();
+    let ports: Vec<Value> = [80, 81]
+        .iter()
+        .flat_map(|p| ["TCP", "UDP"].map(|proto| json!({"name": format!("serve-{p}-{}", proto.to_lowercase()), "containerPort": p, "protocol": proto})))
+        .collect();
+    for (n, ns) in ["x", "y", "z"].iter().enumerate() {
+        docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"ns": ns}}}));
+        for (k, pod) in ["a", "b", "c"].iter().enumerate() {
+            let node = format!("node-{}", (n + k) % 3 + 1);
+            docs.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": ns, "labels": {"pod": pod}},
+                "spec": {"nodeName": node, "containers": [{"name": "cont", "ports": ports}]}
+            }));
+            let service_ports: Vec<Value> =
+                ports.iter().map(|p| json!({"name": p["name"], "port": p["containerPort"], "protocol": p["protocol"], "targetPort": p["name"]})).collect();
+            docs.push(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": format!("s-{pod}"), "namespace": ns},
+                "spec": {"selector": {"pod": pod}, "ports": service_ports}
+            }));
+        }
+    }
+    docs.iter().map(|d| format!("---\n{d}\n")).collect()
+}
+
+impl Lab {
+    fn up() -> Lab {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("np{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.yaml");
+        std::fs::write(&model, model_manifests()).unwrap();
+        let lab = Lab { name, dir };
+        ok(&podnet(&["lab", "up", "--name", &lab.name, "--nodes", "3", "-f", model.to_str().unwrap()]), "lab up");
+        lab
+    }
+
+    /// Pod IPs by `ns/name`.
+    fn ips(&self) -> BTreeMap<String, String> {
+        let out = ok(&podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &self.name]), "lab get pods");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                let key = format!("{}/{}", p["metadata"]["namespace"].as_str()?, p["metadata"]["name"].as_str()?);
+                Some((key, p["status"]["podIP"].as_str()?.to_owned()))
+            })
+            .collect()
+    }
+
+    fn write(&self, file: &str, objects: &[Value]) -> String {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, objects.iter().map(|d| format!("---\n{d}\n")).collect::<String>()).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// The probed matrix (`--via pod|service`) and the engine's, over the model's nine pods.
+    fn matrices(&self, via: &str) -> (Value, Value) {
+        let mut probe = vec!["lab", "probe", "--name", &self.name, "-n", "x", "-n", "y", "-n", "z", "--via", via, "--timeout", "400", "-o", "json"];
+        let mut matrix = vec!["policy", "matrix", "--lab", &self.name, "-o", "json"];
+        for p in PORTS {
+            probe.extend(["--port", p]);
+            matrix.extend(["--port", p]);
+        }
+        let probed: Value = serde_json::from_str(&ok(&podnet(&probe), "lab probe")).unwrap();
+        let engine: Value = serde_json::from_str(&ok(&podnet(&matrix), "policy matrix --lab")).unwrap();
+        (probed, engine)
+    }
+}
+
+/// Cells where the probed matrix differs from the engine's (matched by pod name).
+fn differences(probed: &Value, engine: &Value) -> Vec<String> {
+    let names = |v: &Value| -> Vec<String> { v["pods"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect() };
+    let (pp, ep) = (names(probed), names(engine));
+    let mut out = Vec::new();
+    for (c, m) in probed["matrices"].as_array().unwrap().iter().enumerate() {
+        let e = &engine["matrices"][c];
+        assert_eq!((&m["port"], &m["protocol"]), (&e["port"], &e["protocol"]));
+        for (i, from) in pp.iter().enumerate() {
+            for (j, to) in pp.iter().enumerate() {
+                let (ei, ej) = (ep.iter().position(|p| p == from).unwrap(), ep.iter().position(|p| p == to).unwrap());
+                let (got, want) = (m["allowed"][i][j].as_bool().unwrap(), e["allowed"][ei][ej].as_bool().unwrap());
+                if got != want {
+                    out.push(format!("{from} -> {to} {}/{}: probed {got}, engine {want}", m["port"], m["protocol"].as_str().unwrap()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn policy(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn ns_is(ns: &str) -> Value {
+    json!({"matchLabels": {"kubernetes.io/metadata.name": ns}})
+}
+
+fn pod_is(pod: &str) -> Value {
+    json!({"matchLabels": {"pod": pod}})
+}
+
+/// Upstream's scenarios (in our words), each as the policies it applies; `ip` gives a pod's
+/// address in this lab for the ipBlock ones.
+fn scenarios(ip: &dyn Fn(&str) -> String) -> Vec<(&'static str, Vec<Value>)> {
+    let a_in_x = || json!({"matchLabels": {"pod": "a"}});
+    vec![
+        ("default deny ingress", vec![policy("x", "deny-ingress", json!({"podSelector": {}, "ingress": []}))]),
+        ("default deny all", vec![policy("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))]),
+        (
+            "pod selector alone: own namespace",
+            vec![policy("x", "allow-b", json!({"podSelector": a_in_x(), "ingress": [{"from": [{"podSelector": pod_is("b")}]}]}))],
+        ),
+        (
+            "deny all plus allow all to one target",
+            vec![
+                policy("x", "deny-all", json!({"podSelector": {}, "ingress": []})),
+                policy("x", "allow-all-to-a", json!({"podSelector": a_in_x(), "ingress": [{}]})),
+            ],
+        ),
+        (
+            "empty namespace selector: every namespace",
+            vec![policy("x", "allow-ns", json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": {}}]}]}))],
+        ),
+        (
+            "namespace selector alone",
+            vec![policy("x", "allow-y", json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}]}]}))],
+        ),
+        (
+            "match expressions",
+            vec![policy(
+                "x",
+                "allow-not-y",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["y"]}]}}]}]}),
+            )],
+        ),
+        (
+            "two peers are ORed",
+            vec![policy(
+                "x",
+                "allow-two",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"podSelector": pod_is("b")}, {"namespaceSelector": ns_is("z")}]}]}),
+            )],
+        ),
+        (
+            "namespace and pod selector in one peer are ANDed",
+            vec![policy(
+                "x",
+                "allow-y-b",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y"), "podSelector": pod_is("b")}]}]}),
+            )],
+        ),
+        (
+            "several values in ANDed selectors",
+            vec![policy(
+                "x",
+                "allow-yz-bc",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{
+                    "namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["y", "z"]}]},
+                    "podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]}
+                }]}]}),
+            )],
+        ),
+        (
+            "ports restrict a rule",
+            vec![policy(
+                "x",
+                "allow-y-81",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": 81}]}]}),
+            )],
+        ),
+        (
+            "stacked policies add up per port",
+            vec![
+                policy(
+                    "x",
+                    "allow-y-81",
+                    json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": 81}]}]}),
+                ),
+                policy(
+                    "x",
+                    "allow-z-80",
+                    json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("z")}], "ports": [{"port": 80, "protocol": "UDP"}]}]}),
+                ),
+            ],
+        ),
+        ("named port in an ingress rule", vec![policy("x", "allow-81-named", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))]),
+        (
+            "named UDP port from one namespace",
+            vec![policy(
+                "x",
+                "allow-y-named",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": "serve-80-udp", "protocol": "UDP"}]}]}),
+            )],
+        ),
+        (
+            "named port in an egress rule: resolved on the destination",
+            vec![policy("x", "egress-80-named", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "serve-80-tcp"}]}]}))],
+        ),
+        (
+            "egress to one pod of another namespace",
+            vec![policy(
+                "x",
+                "to-y-a",
+                json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": ns_is("y"), "podSelector": pod_is("a")}]}]}),
+            )],
+        ),
+        (
+            "egress to a /32 ipBlock",
+            vec![policy(
+                "x",
+                "to-y-b",
+                json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", ip("y/b"))}}]}]}),
+            )],
+        ),
+        (
+            "except carves a pod out of an egress ipBlock",
+            vec![policy(
+                "x",
+                "cidr-except",
+                json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [format!("{}/32", ip("x/b"))]}}]}]}),
+            )],
+        ),
+        (
+            "except is not a deny: another policy may allow the address",
+            vec![
+                policy(
+                    "x",
+                    "cidr-except",
+                    json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [format!("{}/32", ip("x/b"))]}}]}]}),
+                ),
+                policy(
+                    "x",
+                    "allow-x-b",
+                    json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", ip("x/b"))}}]}]}),
+                ),
+            ],
+        ),
+        (
+            "ingress from an ipBlock matches pod IPs",
+            vec![policy(
+                "x",
+                "from-cidr",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [format!("{}/32", ip("z/c")), format!("{}/31", ip("y/a"))]}}]}]}),
+            )],
+        ),
+        (
+            "ingress and egress controlled independently",
+            vec![
+                policy("x", "deny-egress-a", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"]})),
+                policy("y", "deny-ingress-b", json!({"podSelector": pod_is("b"), "policyTypes": ["Ingress"]})),
+            ],
+        ),
+        (
+            "a UDP rule never opens TCP",
+            vec![policy("x", "udp-81", json!({"podSelector": a_in_x(), "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]}))],
+        ),
+        (
+            "an SCTP-only policy still isolates",
+            vec![policy("x", "sctp-80", json!({"podSelector": a_in_x(), "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]}))],
+        ),
+        (
+            "a protocol without port: every port of it",
+            vec![policy("x", "any-udp", json!({"podSelector": a_in_x(), "ingress": [{"ports": [{"protocol": "UDP"}]}]}))],
+        ),
+        (
+            "endPort ranges are inclusive",
+            vec![
+                policy("x", "in-80-81", json!({"podSelector": pod_is("b"), "ingress": [{"ports": [{"port": 80, "endPort": 81, "protocol": "TCP"}]}]})),
+                policy("x", "out-81-85", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 81, "endPort": 85}]}]})),
+            ],
+        ),
+        (
+            "client-side egress deny wins over a server-side allow",
+            vec![
+                policy("x", "deny-egress", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"]})),
+                policy("y", "allow-all", json!({"podSelector": {}, "ingress": [{}]})),
+            ],
+        ),
+        (
+            "ingress and egress in one policy",
+            vec![policy(
+                "x",
+                "both",
+                json!({"podSelector": a_in_x(), "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": [{"namespaceSelector": ns_is("z")}]}], "egress": [{"to": [{"namespaceSelector": ns_is("y")}]}]}),
+            )],
+        ),
+        (
+            "egress only to DNS",
+            vec![policy("x", "dns-only", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}))],
+        ),
+        (
+            "rules are never cross-multiplied",
+            vec![policy(
+                "x",
+                "two-rules",
+                json!({"podSelector": a_in_x(), "ingress": [
+                    {"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": 80}]},
+                    {"from": [{"namespaceSelector": ns_is("z")}], "ports": [{"port": 81, "protocol": "UDP"}]}
+                ]}),
+            )],
+        ),
+        ("egress rules without policyTypes also isolate ingress", vec![policy("x", "egress-only-rules", json!({"podSelector": a_in_x(), "egress": [{}]}))]),
+    ]
+}
+
+#[test]
+fn every_upstream_scenario_enforced_by_the_kernel_equals_the_engine_by_pod_ip_and_by_service() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let lab = Lab::up();
+    let ips = lab.ips();
+    let ip = |pod: &str| ips.get(pod).cloned().unwrap_or_else(|| panic!("no pod {pod}"));
+    let mut failures = Vec::new();
+    let list = scenarios(&ip);
+    for (i, (name, policies)) in list.iter().enumerate() {
+        let file = lab.write(&format!("scenario-{i}.yaml"), policies);
+        ok(&podnet(&["lab", "apply", "--name", &lab.name, "-f", &file]), name);
+        for via in ["pod", "service"] {
+            let (probed, engine) = lab.matrices(via);
+            let diff = differences(&probed, &engine);
+            if !diff.is_empty() {
+                failures.push(format!("{name} (via {via}):\n  {}", diff.join("\n  ")));
+            }
+        }
+        ok(&podnet(&["lab", "delete", "--name", &lab.name, "-f", &file]), name);
+    }
+    assert!(failures.is_empty(), "{} of {} scenarios differ:\n{}", failures.len(), list.len(), failures.join("\n"));
+}
+
+#[test]
+fn label_changes_are_enforced_within_100_ms_and_cut_established_flows() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let lab = Lab::up();
+    let ips = lab.ips();
+    // x/a accepts only pods labelled role=client, from namespaces labelled team=blue.
+    let allow = policy(
+        "x",
+        "clients-only",
+        json!({"podSelector": pod_is("a"), "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}, "podSelector": {"matchLabels": {"role": "client"}}}]}]}),
+    );
+    let file = lab.write("allow.yaml", &[allow]);
+    ok(&podnet(&["lab", "apply", "--name", &lab.name, "-f", &file]), "apply");
+    let reach = |from: &str, to: &str, port: &str| -> bool {
+        let out = ok(&podnet(&["lab", "probe", "--name", &lab.name, "-n", "x", "-n", "y", "--port", port, "--timeout", "300", "-o", "json"]), "probe");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let pods: Vec<&str> = v["pods"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let (i, j) = (pods.iter().position(|p| *p == from).unwrap(), pods.iter().position(|p| *p == to).unwrap());
+        v["matrices"][0]["allowed"][i][j].as_bool().unwrap()
+    };
+    assert!(!reach("y/b", "x/a", "80/TCP"));
+    // A UDP flow from y/b to x/a opened while it is allowed, then cut by a relabel.
+    let ns_label = |args: &[&str]| ok(&podnet(&[&["lab", "label", "--name", &lab.name][..], args].concat()), "lab label");
+    assert_eq!(ns_label(&["namespace", "y", "team=blue"]).trim(), "namespace/y labeled");
+    let started = Instant::now();
+    assert_eq!(ns_label(&["pod", "-n", "y", "b", "role=client"]).trim(), "pod/b labeled");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1000), "lab label took {took:?}");
+    assert!(reach("y/b", "x/a", "80/TCP"), "allowed once both labels match");
+    assert!(!reach("y/c", "x/a", "80/TCP"), "y/c has no role=client");
+    let netns = format!("podnet.{}.y.b", lab.name);
+    let target: std::net::SocketAddr = (ips["x/a"].parse::<Ipv4Addr>().unwrap(), 80).into();
+    let socket = dataplane::netns::run_in(&dataplane::netns::path_of(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    socket.connect(target).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 2048];
+    socket.send(b"hello\n").unwrap();
+    assert!(socket.recv(&mut buf).is_ok(), "the flow answers while allowed");
+    // The pod loses its label: new connections and the established flow stop.
+    assert_eq!(ns_label(&["pod", "-n", "y", "b", "role-"]).trim(), "pod/b labeled");
+    socket.send(b"again\n").unwrap();
+    assert!(socket.recv(&mut buf).is_err(), "the established UDP flow must be cut by the relabel");
+    assert!(!reach("y/b", "x/a", "80/TCP"));
+    // The same label again on the namespace side: removing team=blue denies too.
+    ns_label(&["pod", "-n", "y", "b", "role=client"]);
+    assert!(reach("y/b", "x/a", "80/UDP"));
+    ns_label(&["namespace", "y", "team-"]);
+    assert!(!reach("y/b", "x/a", "80/UDP"));
+    // An unknown pod is NotFound, a bad label refused; nothing changes.
+    let out = podnet(&["lab", "label", "--name", &lab.name, "pod", "-n", "y", "nope", "a=b"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = podnet(&["lab", "label", "--name", &lab.name, "pod", "-n", "y", "b", "bad key=x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid label"), "{}", String::from_utf8_lossy(&out.stderr));
+}
