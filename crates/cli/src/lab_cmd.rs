@@ -35,6 +35,8 @@ pub enum LabCommand {
     Mark(MarkArgs),
     /// Connect every ordered pair of pods on every port (real packets) and print the truth table.
     Probe(ProbeArgs),
+    /// The lab process's log, or (`--drops`) the packets NetworkPolicy drops, as they happen.
+    Logs(LogsArgs),
     /// Add, change or remove labels of a pod or namespace (`key=value`, `key-`), as
     /// `kubectl label --overwrite` does.
     Label(LabelArgs),
@@ -97,6 +99,36 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub(crate) output: ProbeFormat,
+    #[command(flatten)]
+    pub(crate) name: NameArg,
+}
+
+/// `lab logs` output.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per drop for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The packets the nodes' NetworkPolicy rules drop (followed as they happen).
+    #[arg(long)]
+    pub(crate) drops: bool,
+    /// Only drops from or to pods of these namespaces (repeatable).
+    #[arg(short = 'n', long = "namespace", requires = "drops")]
+    pub(crate) namespaces: Vec<String>,
+    /// Output format of `--drops`.
+    #[arg(short = 'o', long, value_enum, default_value = "text", requires = "drops")]
+    pub(crate) output: LogFormat,
+    /// Print what is recorded and stop, instead of following (`--drops` follows by default).
+    #[arg(long, conflicts_with = "follow")]
+    pub(crate) no_follow: bool,
+    /// Follow the lab process's log.
+    #[arg(short = 'f', long)]
+    pub(crate) follow: bool,
     #[command(flatten)]
     pub(crate) name: NameArg,
 }
@@ -259,6 +291,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Mark(a) => mark(a),
         LabCommand::Probe(a) => crate::lab_probe::probe(a),
         LabCommand::Label(a) => crate::lab_probe::label(a),
+        LabCommand::Logs(a) => crate::lab_probe::logs(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;

@@ -1,4 +1,5 @@
-//! `podnet lab probe` (the connectivity truth table, from real packets) and `podnet lab label`.
+//! `podnet lab probe` (the connectivity truth table, from real packets), `podnet lab label` and
+//! `podnet lab logs`.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -13,7 +14,7 @@ use lab::state;
 use model::{PodInfo, Protocol};
 use policy::PortKey;
 
-use crate::lab_cmd::{LabelArgs, LabelKind, ProbeArgs, ProbeFormat, Via};
+use crate::lab_cmd::{LabelArgs, LabelKind, LogFormat, LogsArgs, ProbeArgs, ProbeFormat, Via};
 
 pub(crate) fn probe(a: ProbeArgs) -> Result<ExitCode> {
     crate::lab_cmd::need_root()?;
@@ -136,4 +137,111 @@ pub(crate) fn label(a: LabelArgs) -> Result<ExitCode> {
     let changed = lab::change::label(&lab, what, &a.namespace, &a.object, &edits)?;
     outln!("{kind}/{} {}", a.object, if changed { "labeled" } else { "not labeled" });
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn logs(a: LogsArgs) -> Result<ExitCode> {
+    let lab = crate::lab_cmd::which(&a.name)?;
+    if !state::dir(&lab).exists() {
+        bail!("no lab named {:?} is up (see `podnet lab list`)", lab.as_str());
+    }
+    let (path, follow) = if a.drops { (lab::drops::log_file(&lab), !a.no_follow) } else { (lab::daemon::log_file(&lab), a.follow) };
+    let show = |line: &str| -> Option<String> {
+        if !a.drops {
+            return Some(line.to_owned());
+        }
+        let d: lab::drops::Drop = serde_json::from_str(line).ok()?;
+        let in_ns = |pod: &Option<String>| pod.as_deref().is_some_and(|p| a.namespaces.iter().any(|ns| p.starts_with(&format!("{ns}/"))));
+        if !a.namespaces.is_empty() && !in_ns(&d.src_pod) && !in_ns(&d.dst_pod) {
+            return None;
+        }
+        Some(match a.output {
+            LogFormat::Json => line.to_owned(),
+            LogFormat::Text => {
+                let end = |pod: &Option<String>, ip: &str, port: u16| {
+                    let at = if port == 0 { ip.to_owned() } else { format!("{ip}:{port}") };
+                    pod.as_ref().map_or(at.clone(), |p| format!("{p} ({at})"))
+                };
+                format!(
+                    "{} DROP {:<7} {} → {} {} on {} by {}",
+                    d.time,
+                    d.direction,
+                    end(&d.src_pod, &d.src_ip, d.src_port),
+                    end(&d.dst_pod, &d.dst_ip, d.dst_port),
+                    d.protocol,
+                    d.node,
+                    d.policy
+                )
+            }
+        })
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut reader = LogReader::open(&path, follow)?;
+    if follow && a.drops {
+        eprintln!("Watching the packets NetworkPolicy drops in lab {lab} (Ctrl-C to stop)...");
+    }
+    loop {
+        match reader.next_line()? {
+            Some(line) => {
+                if let Some(text) = show(&line)
+                    && writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err()
+                {
+                    return Ok(ExitCode::SUCCESS); // the reader went away (`| head`)
+                }
+            }
+            None if follow => std::thread::sleep(Duration::from_millis(100)),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Reads a log line by line; when following, from its end, across the lab process starting a
+/// new file.
+struct LogReader {
+    path: std::path::PathBuf,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    partial: String,
+}
+
+impl LogReader {
+    fn open(path: &std::path::Path, from_end: bool) -> Result<LogReader> {
+        use std::io::Seek;
+        let reader = match std::fs::File::open(path) {
+            Ok(mut f) => {
+                if from_end {
+                    f.seek(std::io::SeekFrom::End(0))?;
+                }
+                Some(std::io::BufReader::new(f))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LogReader { path: path.to_owned(), reader, partial: String::new() })
+    }
+
+    /// The next whole line, or `None` when there is none yet.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        use std::io::{BufRead, Seek};
+        let Some(reader) = &mut self.reader else {
+            // Not there yet: it is made by the first drop.
+            if let Ok(f) = std::fs::File::open(&self.path) {
+                self.reader = Some(std::io::BufReader::new(f));
+            }
+            return Ok(None);
+        };
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            // Started anew (rotated): read the new file from its start.
+            let pos = reader.stream_position()?;
+            if std::fs::metadata(&self.path).is_ok_and(|m| m.len() < pos) {
+                self.reader = std::fs::File::open(&self.path).ok().map(std::io::BufReader::new);
+            }
+            return Ok(None);
+        }
+        self.partial.push_str(&line);
+        if !self.partial.ends_with('\n') {
+            return Ok(None);
+        }
+        let whole = std::mem::take(&mut self.partial);
+        Ok(Some(whole.trim_end().to_owned()))
+    }
 }

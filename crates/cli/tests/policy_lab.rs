@@ -433,3 +433,145 @@ fn label_changes_are_enforced_within_100_ms_and_cut_established_flows() {
     let out = podnet(&["lab", "label", "--name", &lab.name, "pod", "-n", "y", "b", "bad key=x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid label"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Sends one datagram from a socket in a pod's namespace and says whether a reply came.
+fn udp_exchange(socket: &UdpSocket) -> bool {
+    let mut buf = [0u8; 2048];
+    socket.send(b"ping\n").is_ok() && socket.recv(&mut buf).is_ok()
+}
+
+/// A UDP socket in a pod's namespace, connected to `to`.
+fn udp_socket_in(lab: &Lab, pod: &str, to: std::net::SocketAddr, timeout: Duration) -> UdpSocket {
+    let (ns, name) = pod.split_once('/').unwrap();
+    let netns = format!("podnet.{}.{ns}.{name}", lab.name);
+    let socket = dataplane::netns::run_in(&dataplane::netns::path_of(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    socket.connect(to).unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    socket
+}
+
+fn nft_in_node(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", &format!("podnet.{}.{node}", lab.name), "nft"]).args(args).output().unwrap()
+}
+
+#[test]
+fn tables_removed_by_hand_come_back_and_a_restart_never_lapses_isolation() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let lab = Lab::up();
+    let ips = lab.ips();
+    let deny = policy("x", "deny-ingress", json!({"podSelector": pod_is("a"), "policyTypes": ["Ingress"]}));
+    let file = lab.write("deny.yaml", &[deny]);
+    ok(&podnet(&["lab", "apply", "--name", &lab.name, "-f", &file]), "apply");
+    let target: std::net::SocketAddr = (ips["x/a"].parse::<Ipv4Addr>().unwrap(), 80).into();
+    let node_of_x_a = "node-1"; // x is namespace 0, a pod 0: node-((0+0)%3+1)
+    let probe = udp_socket_in(&lab, "y/b", target, Duration::from_millis(300));
+    assert!(!udp_exchange(&probe), "denied before anything is removed");
+    for removal in [["flush", "table", "inet", "podnet-policy"], ["delete", "table", "inet", "podnet-policy"]] {
+        let out = nft_in_node(&lab, node_of_x_a, &removal);
+        assert!(out.status.success(), "nft {removal:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // While the rules are gone a flow gets through (and is remembered by conntrack)...
+        let during = udp_socket_in(&lab, "y/b", target, Duration::from_millis(300));
+        assert!(udp_exchange(&during), "with the table {removal:?}ed by hand the packets pass until it is restored");
+        // ...until the lab process notices (one check period) and restores the rules, and cuts it.
+        let started = Instant::now();
+        while !String::from_utf8_lossy(&nft_in_node(&lab, node_of_x_a, &["list", "chain", "inet", "podnet-policy", "forward-ingress"]).stdout).contains("vmap")
+        {
+            assert!(started.elapsed() < Duration::from_secs(5), "the table was not restored after {removal:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!udp_exchange(&during), "the flow opened while the table was {removal:?}ed must be cut once it is restored");
+        assert!(!udp_exchange(&probe), "denied again after {removal:?}");
+    }
+    // The lab process killed, then restarted: isolation holds all along (a prober in the
+    // background never gets an answer).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let prober = {
+        let (stop, answered) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&answered));
+        let sockets: Vec<UdpSocket> = (0..20).map(|_| udp_socket_in(&lab, "y/b", target, Duration::from_millis(50))).collect();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if udp_exchange(&sockets[i % sockets.len()]) {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                i += 1;
+            }
+        })
+    };
+    let pid: i32 = std::fs::read_to_string(format!("/run/podnet/{}/lab.pid", lab.name)).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&podnet(&["lab", "restart", "--name", &lab.name]), "lab restart");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    prober.join().unwrap();
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0, "a denied flow got an answer while the lab process was down or restarting");
+    assert!(!udp_exchange(&probe), "denied after the restart");
+}
+
+#[test]
+fn every_drop_is_logged_with_its_pods_and_policy() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let lab = Lab::up();
+    let deny = policy("x", "only-from-y", json!({"podSelector": pod_is("a"), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}]}]}));
+    let file = lab.write("policy.yaml", &[deny]);
+    ok(&podnet(&["lab", "apply", "--name", &lab.name, "-f", &file]), "apply");
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(["lab", "logs", "--drops", "-o", "json", "-n", "x", "--name", &lab.name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says when it watches.
+    let mut said = String::new();
+    let mut stderr = std::io::BufReader::new(watcher.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    assert!(said.contains("Watching"), "{said}");
+    // z/b is denied (TCP 80, UDP 81); y/b is allowed; neither is reset.
+    let probe = |from: &str, port: &str| {
+        ok(&podnet(&["lab", "probe", "--name", &lab.name, "-n", "x", "-n", "y", "-n", "z", "--port", port, "--timeout", "300", "-o", "json"]), from)
+    };
+    probe("z", "80/TCP");
+    probe("z", "81/UDP");
+    // Read what the watcher prints until both drops are there (or 5 s pass).
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let reader = {
+        let (stdout, lines) = (watcher.stdout.take().unwrap(), std::sync::Arc::clone(&lines));
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                lines.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+            }
+        })
+    };
+    let started = Instant::now();
+    let has = |lines: &[Value], proto: &str| lines.iter().any(|d| d["src_pod"] == "z/b" && d["dst_pod"] == "x/a" && d["protocol"] == proto);
+    while !(has(&lines.lock().unwrap(), "TCP") && has(&lines.lock().unwrap(), "UDP")) && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("drops seen after {:?}", started.elapsed());
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+    reader.join().unwrap();
+    let drops = lines.lock().unwrap().clone();
+    let find = |src: &str, proto: &str, port: u64| {
+        drops.iter().find(|d| d["src_pod"] == src && d["dst_pod"] == "x/a" && d["protocol"] == proto && d["dst_port"] == port).cloned()
+    };
+    let tcp = find("z/b", "TCP", 80).unwrap_or_else(|| panic!("no drop of z/b -> x/a 80/TCP in {drops:#?}"));
+    assert_eq!(tcp["direction"], "ingress");
+    assert_eq!(tcp["verdict"], "drop");
+    assert_eq!(tcp["policy"], "x/only-from-y");
+    assert_eq!(tcp["src_ip"], lab.ips()["z/b"].as_str());
+    assert!(tcp["time"].as_str().unwrap().ends_with('Z'));
+    assert!(find("z/b", "UDP", 81).is_some(), "the UDP drop is logged too");
+    assert!(find("y/b", "TCP", 80).is_none(), "allowed connections are not drops");
+    // -n x keeps only drops that touch namespace x.
+    assert!(drops.iter().all(|d| [&d["src_pod"], &d["dst_pod"]].iter().any(|p| p.as_str().is_some_and(|p| p.starts_with("x/")))));
+}

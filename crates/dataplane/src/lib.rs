@@ -6,6 +6,7 @@ pub mod link;
 pub mod masquerade;
 pub mod neighbour;
 pub mod netns;
+pub mod nflog;
 pub mod nfnetlink;
 pub mod nft;
 

@@ -216,13 +216,13 @@ fn timestamp_stderr() -> io::Result<()> {
 }
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-12-03T13:50:01.123Z`).
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default();
     rfc3339(now.as_secs(), now.subsec_millis())
 }
 
 /// Unix seconds as a UTC date and time.
-fn rfc3339(secs: u64, millis: u32) -> String {
+pub(crate) fn rfc3339(secs: u64, millis: u32) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = gateway::server::civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
@@ -247,6 +247,8 @@ struct Components {
     dns_runtime: tokio::runtime::Handle,
     ingress: crate::ingress_controller::IngressControllers,
     proxy: std::sync::mpsc::Sender<ProxyRequest>,
+    /// Pod names by address, for the drop log.
+    pods_by_ip: crate::drops::PodsByIp,
 }
 
 impl Components {
@@ -254,6 +256,7 @@ impl Components {
     /// sync.
     fn sync(&mut self, st: &LabState) -> io::Result<()> {
         let mut failed = Vec::new();
+        *self.pods_by_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::pods_by_ip(st);
         // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
         // servers listen.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -290,7 +293,9 @@ pub fn run(lab: &LabName) -> io::Result<()> {
         dns_runtime: component_runtime("dns")?,
         ingress: crate::ingress_controller::IngressControllers::default(),
         proxy: proxy_tx,
+        pods_by_ip: Default::default(),
     };
+    crate::drops::start(lab, &st, &components.pods_by_ip)?;
     components.sync(&st)?;
     serve_proxy_endpoints(&st, &status, &component_runtime("proxy-http")?)?;
     let sock = control_socket(lab);

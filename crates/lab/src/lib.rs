@@ -12,6 +12,7 @@
 pub mod change;
 pub mod cluster_dns;
 pub mod daemon;
+pub mod drops;
 pub mod echo;
 pub mod ingress_controller;
 pub mod load_balancer;

@@ -1,0 +1,133 @@
+//! Every packet a node's NetworkPolicy rules drop and log (NFLOG, rate-limited in the kernel),
+//! written by the lab process as one JSON line each to `/run/podnet/<lab>/drops.log`, with the
+//! pods behind the addresses: what `podnet lab logs --drops` prints.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dataplane::netns;
+use dataplane::nflog::{Listener, Logged};
+use serde::{Deserialize, Serialize};
+
+use crate::name::LabName;
+use crate::state::LabState;
+
+/// The log file is started anew past this size (the old one kept as `drops.log.1`).
+const MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// One dropped packet, as `lab logs --drops -o json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drop {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The node whose rules dropped it.
+    pub node: String,
+    /// The source pod (`ns/name`), if the address is a pod's.
+    pub src_pod: Option<String>,
+    /// Source address.
+    pub src_ip: String,
+    /// Source port (0 without ports).
+    pub src_port: u16,
+    /// The destination pod, if any.
+    pub dst_pod: Option<String>,
+    /// Destination address (after Service DNAT).
+    pub dst_ip: String,
+    /// Destination port.
+    pub dst_port: u16,
+    /// `TCP`, `UDP`, `SCTP`, `ICMP` or the number.
+    pub protocol: String,
+    /// `ingress` (the destination's policies) or `egress` (the source's).
+    pub direction: String,
+    /// Always `drop`: NetworkPolicy never resets.
+    pub verdict: String,
+    /// The policies isolating the pod on that side (`ns/name,...`), none of whose rules allowed it.
+    pub policy: String,
+}
+
+/// `/run/podnet/<lab>/drops.log`
+pub fn log_file(lab: &LabName) -> std::path::PathBuf {
+    crate::state::dir(lab).join("drops.log")
+}
+
+/// Pod names by address, shared with the listeners and refreshed on every change.
+pub type PodsByIp = Arc<Mutex<BTreeMap<Ipv4Addr, String>>>;
+
+/// The pods of a lab state by address.
+pub fn pods_by_ip(st: &LabState) -> BTreeMap<Ipv4Addr, String> {
+    st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, _)| !p.host_network).filter_map(|(p, ip)| ip.map(|ip| (ip, p.key()))).collect()
+}
+
+fn protocol_name(n: u8) -> String {
+    match n {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A logged packet as a drop record; `None` for anything our rules did not log.
+pub fn record(node: &str, logged: &Logged, pods: &BTreeMap<Ipv4Addr, String>, now: impl Fn() -> String) -> Option<Drop> {
+    let (direction, policy) = policy::enforce::parse_drop_prefix(&logged.prefix)?;
+    let p = logged.packet?;
+    Some(Drop {
+        time: logged.time.map_or_else(&now, |(secs, usecs)| crate::daemon::rfc3339(secs, usecs / 1000)),
+        node: node.to_owned(),
+        src_pod: pods.get(&p.src).cloned(),
+        src_ip: p.src.to_string(),
+        src_port: p.src_port,
+        dst_pod: pods.get(&p.dst).cloned(),
+        dst_ip: p.dst.to_string(),
+        dst_port: p.dst_port,
+        protocol: protocol_name(p.protocol),
+        direction: direction.to_owned(),
+        verdict: "drop".into(),
+        policy,
+    })
+}
+
+/// Appends records to the log, starting it anew when it grew too big.
+struct Writer {
+    path: std::path::PathBuf,
+}
+
+impl Writer {
+    fn write(&self, drops: &[Drop]) {
+        if drops.is_empty() {
+            return;
+        }
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+        }
+        let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) else { return };
+        let text: String = drops.iter().filter_map(|d| serde_json::to_string(d).ok()).map(|l| l + "\n").collect();
+        let _ = file.write_all(text.as_bytes());
+    }
+}
+
+/// Listens on every node's NFLOG group, each on a thread in the node's namespace.
+pub fn start(lab: &LabName, st: &LabState, pods: &PodsByIp) -> std::io::Result<()> {
+    let writer = Arc::new(Mutex::new(Writer { path: log_file(lab) }));
+    for node in &st.plan.nodes {
+        let (pods, writer, name) = (Arc::clone(pods), Arc::clone(&writer), node.name.clone());
+        netns::spawn_in(&netns::path_of(&node.netns), move || -> std::io::Result<()> {
+            let listener = Listener::bind(policy::enforce::LOG_GROUP)?;
+            loop {
+                let logged = listener.receive(Duration::from_secs(5))?;
+                if logged.is_empty() {
+                    continue;
+                }
+                let drops: Vec<Drop> = {
+                    let pods = pods.lock().unwrap_or_else(PoisonError::into_inner);
+                    logged.iter().filter_map(|l| record(&name, l, &pods, crate::daemon::utc_now)).collect()
+                };
+                writer.lock().unwrap_or_else(PoisonError::into_inner).write(&drops);
+            }
+        })?;
+    }
+    Ok(())
+}
