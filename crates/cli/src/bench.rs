@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Dns(crate::bench_dns::DnsBenchArgs),
     /// The HTTP(S) proxy under wrk beside nginx and haproxy, and at 1000 Ingresses (root).
     Gateway(crate::bench_gateway::GatewayBenchArgs),
+    /// NetworkPolicy in the kernel: change to enforced, first-packet cost, rule set size (root).
+    PolicyEnforce(crate::bench_policy_enforce::PolicyEnforceBenchArgs),
 }
 
 #[derive(Args)]
@@ -53,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
         BenchCommand::Dns(args) => crate::bench_dns::run(args),
         BenchCommand::Gateway(args) => crate::bench_gateway::run(args),
+        BenchCommand::PolicyEnforce(args) => crate::bench_policy_enforce::run(args),
     }
 }
 

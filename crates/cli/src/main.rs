@@ -23,6 +23,7 @@ mod bench_cni;
 mod bench_dns;
 mod bench_gateway;
 mod bench_lab;
+mod bench_policy_enforce;
 mod bench_proxy;
 mod dns_cmd;
 mod gateway_cmd;

@@ -101,6 +101,8 @@ pub struct Enforcement<'a> {
     sides: [BTreeMap<usize, CompiledSide>; 2],
     /// Per direction, per pod index: the policies selecting it (its selection).
     selections: [Vec<Vec<usize>>; 2],
+    /// Non-hostNetwork pods by address.
+    by_ip: std::collections::HashMap<Ipv4Addr, usize>,
 }
 
 fn direction_index(d: Direction) -> usize {
@@ -260,7 +262,8 @@ impl<'a> Enforcement<'a> {
                 sides[d].insert(pi, CompiledSide { namespace: policy.namespace.clone(), name: policy.name.clone(), rules });
             }
         }
-        Enforcement { state, sides, selections }
+        let by_ip = state.pods.iter().enumerate().filter(|(_, p)| !p.host_network).filter_map(|(i, p)| pod_ipv4(p).map(|ip| (ip, i))).collect();
+        Enforcement { state, sides, selections, by_ip }
     }
 
     /// The pods of a node whose traffic its table judges: not hostNetwork, with an address.
@@ -384,7 +387,7 @@ impl<'a> Enforcement<'a> {
 
     /// The non-hostNetwork pod with this address.
     fn pod_at(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.state.pods.iter().position(|p| !p.host_network && pod_ipv4(p) == Some(ip))
+        self.by_ip.get(&ip).copied()
     }
 }
 
