@@ -193,11 +193,7 @@ pub fn run(a: PolicyEnforceBenchArgs) -> Result<ExitCode> {
         }
     }
     let log = std::fs::read_to_string(lab::daemon::log_file(&with)).unwrap_or_default();
-    let full_ms: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("Full sync"))
-        .filter_map(|l| l.rsplit(", ").next()?.strip_suffix(" ms")?.parse().ok())
-        .collect();
+    let full_ms: Vec<f64> = log.lines().filter(|l| l.contains("Full sync")).filter_map(|l| l.rsplit(", ").next()?.strip_suffix(" ms")?.parse().ok()).collect();
     let rss = |lab: &lab::LabName| {
         std::fs::read_to_string(lab::state::pid_file(lab)).ok().and_then(|pid| crate::bench::proc_status_kib(pid.trim(), "VmRSS")).unwrap_or(f64::NAN) / 1024.0
     };

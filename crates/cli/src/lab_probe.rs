@@ -61,20 +61,23 @@ pub(crate) fn probe(a: ProbeArgs) -> Result<ExitCode> {
     for &(port, protocol) in &ports {
         for (j, &ip) in ips.iter().enumerate() {
             let target = match a.via {
-                Via::Pod => Some(Target { ip, port, protocol }),
+                Via::Pod => Some(Target { ip, port, protocol, answered_by: None }),
                 Via::Service => {
-                    let found = frontends.iter().find(|f| f.endpoint == (ip, port) && f.protocol == protocol);
+                    // A Service of its own if there is one, else one it shares: then the pod
+                    // must be the one that answers.
+                    let serving: Vec<&Frontend> = frontends.iter().filter(|f| f.endpoints.contains(&(ip, port)) && f.protocol == protocol).collect();
+                    let found = serving.iter().min_by_key(|f| f.endpoints.len());
                     if found.is_none() {
                         without_service.push(format!("{} {port}/{protocol}", view.pods[chosen[j]].key()));
                     }
-                    found.map(|f| Target { ip: f.vip, port: f.port, protocol })
+                    found.map(|f| Target { ip: f.vip, port: f.port, protocol, answered_by: (f.endpoints.len() > 1).then_some((ip, 10 * f.endpoints.len())) })
                 }
             };
             targets.push(target);
         }
     }
     if !without_service.is_empty() {
-        eprintln!("note: no ClusterIP Service has only this pod as its endpoint, shown as blocked: {}", without_service.join(", "));
+        eprintln!("note: no ClusterIP Service has these pods as endpoints, shown as blocked: {}", without_service.join(", "));
     }
     let sources: Vec<String> = chosen.iter().map(|&i| st.plan.pods[i].netns.clone()).collect();
     let probed: Vec<Target> = targets.iter().flatten().copied().collect();
@@ -101,15 +104,15 @@ pub(crate) fn probe(a: ProbeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A ClusterIP frontend whose only endpoint is one pod port.
+/// A ClusterIP frontend and its ready endpoints.
 struct Frontend {
     vip: Ipv4Addr,
     port: u16,
     protocol: Protocol,
-    endpoint: (Ipv4Addr, u16),
+    endpoints: Vec<(Ipv4Addr, u16)>,
 }
 
-/// Every Service port with exactly one ready endpoint: the way to one pod through a Service.
+/// Every ClusterIP Service port with its endpoints: the ways to pods through Services.
 fn service_frontends(st: &lab::state::LabState) -> Result<Vec<Frontend>> {
     let view = lab::service_proxy::proxy_view(st);
     let Some(node) = st.plan.nodes.first() else { return Ok(Vec::new()) };
@@ -118,10 +121,16 @@ fn service_frontends(st: &lab::state::LabState) -> Result<Vec<Frontend>> {
         .ports
         .iter()
         .filter_map(|p| {
-            let [only] = p.cluster.as_slice() else { return None };
-            let (IpAddr::V4(ip), port) = only.ip_port()? else { return None };
             let Some(IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else { return None };
-            Some(Frontend { vip, port: p.port.port, protocol: p.port.protocol, endpoint: (ip, port) })
+            let endpoints = p
+                .cluster
+                .iter()
+                .filter_map(|e| match e.ip_port()? {
+                    (IpAddr::V4(ip), port) => Some((ip, port)),
+                    _ => None,
+                })
+                .collect();
+            Some(Frontend { vip, port: p.port.port, protocol: p.port.protocol, endpoints })
         })
         .collect())
 }

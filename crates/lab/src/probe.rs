@@ -21,6 +21,10 @@ pub struct Target {
     pub port: u16,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// Through a Service with several endpoints: the pod that must answer (its echo server
+    /// names its address), and how many connections to open at once so that the proxy's random
+    /// choice lands on it at least once (with 10 per endpoint, missing it has odds e^-10).
+    pub answered_by: Option<(Ipv4Addr, usize)>,
 }
 
 /// How many source namespaces are probed at once (each on its own thread).
@@ -57,8 +61,59 @@ fn from_here(targets: &[Target], timeout: Duration) -> io::Result<Vec<bool>> {
     })
 }
 
-/// Whether the destination answered in any way.
+/// Whether the destination answered in any way (through a Service with several endpoints: whether
+/// the wanted pod answered one of several connections).
 async fn attempt(t: Target) -> bool {
+    let Some((pod, tries)) = t.answered_by else {
+        return reached(t).await;
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tries {
+        set.spawn(answering_pod(t));
+    }
+    while let Some(answer) = set.join_next().await {
+        if answer.ok().flatten() == Some(pod) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The address of the echo server that answered one request.
+async fn answering_pod(t: Target) -> Option<Ipv4Addr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = SocketAddr::from((t.ip, t.port));
+    let mut buf = vec![0u8; 4096];
+    let n = match t.protocol {
+        Protocol::Tcp => {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"podnet lab probe\n").await.ok()?;
+            let mut n = 0;
+            while n < buf.len() {
+                match s.read(&mut buf[n..]).await.ok()? {
+                    0 => break,
+                    k => n += k,
+                }
+                if buf[..n].contains(&b'\n') {
+                    break;
+                }
+            }
+            n
+        }
+        Protocol::Udp => {
+            let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+            socket.connect(addr).await.ok()?;
+            socket.send(b"podnet lab probe\n").await.ok()?;
+            socket.recv(&mut buf).await.ok()?
+        }
+        Protocol::Sctp => return None,
+    };
+    let answer: serde_json::Value = serde_json::from_slice(buf[..n].split(|b| *b == b'\n').next()?).ok()?;
+    answer["ip"].as_str()?.parse().ok()
+}
+
+/// Whether the destination answered in any way.
+async fn reached(t: Target) -> bool {
     let addr = SocketAddr::from((t.ip, t.port));
     let answered = |e: &io::Error| e.kind() == io::ErrorKind::ConnectionRefused;
     match t.protocol {
