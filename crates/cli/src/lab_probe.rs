@@ -92,6 +92,13 @@ pub(crate) fn probe(a: ProbeArgs) -> Result<ExitCode> {
             }
         }
     }
+    // A pod may always reach itself (upstream's truth tables ignore the diagonal): it is
+    // probed like the rest, and allowed whatever a port or Service made of it.
+    for matrix in &mut cells {
+        for (i, row) in matrix.iter_mut().enumerate() {
+            row[i] = true;
+        }
+    }
     let matrix = policy::Matrix::from_cells(ports, &cells);
     let pods: Vec<PodInfo> = chosen.iter().map(|&i| view.pods[i].clone()).collect();
     let format = match a.output {

@@ -347,6 +347,16 @@ fn scenarios(ip: &dyn Fn(&str) -> String) -> Vec<(&'static str, Vec<Value>)> {
             )],
         ),
         ("egress rules without policyTypes also isolate ingress", vec![policy("x", "egress-only-rules", json!({"podSelector": a_in_x(), "egress": [{}]}))]),
+        ("deny egress of one pod", vec![policy("x", "deny-egress-a", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"]}))]),
+        ("deny egress of a whole namespace", vec![policy("y", "deny-egress", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": []}))]),
+        (
+            "egress to pods of a namespace on one named port",
+            vec![policy(
+                "x",
+                "egress-y-named",
+                json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": "serve-81-udp", "protocol": "UDP"}]}]}),
+            )],
+        ),
     ]
 }
 
@@ -427,6 +437,26 @@ fn label_changes_are_enforced_within_100_ms_and_cut_established_flows() {
     assert!(reach("y/b", "x/a", "80/UDP"));
     ns_label(&["namespace", "y", "team-"]);
     assert!(!reach("y/b", "x/a", "80/UDP"));
+    // The policy updated in place (same name, now only UDP 81): configured, and in force.
+    let narrowed = policy(
+        "x",
+        "clients-only",
+        json!({"podSelector": pod_is("a"), "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}], "ports": [{"port": 81, "protocol": "UDP"}]}]}),
+    );
+    let updated = lab.write("narrowed.yaml", &[narrowed]);
+    let said = ok(&podnet(&["lab", "apply", "--name", &lab.name, "-f", &updated]), "apply update");
+    assert!(said.contains("networkpolicy.networking.k8s.io/clients-only configured"), "{said}");
+    assert!(reach("y/b", "x/a", "81/UDP"));
+    assert!(!reach("y/b", "x/a", "80/UDP"));
+    // A pod relabelled into a policy's selection is isolated at once.
+    ns_label(&["pod", "-n", "x", "c", "pod=a"]);
+    assert!(!reach("y/c", "x/c", "80/TCP"), "x/c now carries pod=a and is isolated");
+    // Deleted: no longer enforced; a second delete is NotFound.
+    ok(&podnet(&["lab", "delete", "--name", &lab.name, "-f", &updated]), "delete");
+    assert!(reach("y/c", "x/a", "80/TCP"));
+    let again = podnet(&["lab", "delete", "--name", &lab.name, "-f", &updated]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Error from server (NotFound): networkpolicies.networking.k8s.io \"clients-only\" not found"));
     // An unknown pod is NotFound, a bad label refused; nothing changes.
     let out = podnet(&["lab", "label", "--name", &lab.name, "pod", "-n", "y", "nope", "a=b"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
