@@ -29,6 +29,9 @@ pub struct PolicyEnforceBenchArgs {
     /// Connections per contender for the first-packet comparison.
     #[arg(long, default_value_t = 2000)]
     connects: usize,
+    /// Leave both labs up afterwards (to look at their tables and logs).
+    #[arg(long)]
+    keep: bool,
 }
 
 const NAMESPACES: usize = 20;
@@ -95,7 +98,9 @@ struct BenchLab {
 
 impl Drop for BenchLab {
     fn drop(&mut self) {
-        let _ = podnet(&self.exe, &["lab", "down", "--name", &self.name]);
+        if !self.name.is_empty() {
+            let _ = podnet(&self.exe, &["lab", "down", "--name", &self.name]);
+        }
     }
 }
 
@@ -207,10 +212,13 @@ pub fn run(a: PolicyEnforceBenchArgs) -> Result<ExitCode> {
     let probers = [Prober::start(&client_with)?, Prober::start(&client_none)?];
     let targets = [SocketAddr::from((server_with, 80)), SocketAddr::from((server_none, 80))];
     let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut lost = [0usize; 2];
     for i in 0..a.connects * 2 {
         let k = i % 2;
-        let d = probers[k].connect(targets[k], Duration::from_secs(1)).with_context(|| format!("connect in lab {}", labs[k].name))?;
-        took[k].push(d.as_secs_f64() * 1e6);
+        match probers[k].connect(targets[k], Duration::from_secs(1)) {
+            Some(d) => took[k].push(d.as_secs_f64() * 1e6),
+            None => lost[k] += 1,
+        }
     }
     took.iter_mut().for_each(|t| t.sort_by(f64::total_cmp));
     // New connections per second, 1 s blocks alternating, 3 each.
@@ -278,12 +286,15 @@ pub fn run(a: PolicyEnforceBenchArgs) -> Result<ExitCode> {
     );
     outln!("  lab process        {:8.1} MB RSS with the policies, {:.1} MB without", rss(&with), rss(&none));
     outln!(
-        "  first packet       TCP connect p50 {:.1} µs p99 {:.1} µs with the policies | {:.1} µs / {:.1} µs without: ratio p50 {:.3} (goal ≤ 1.1)",
+        "  first packet       TCP connect p50 {:.1} µs p99 {:.1} µs with the policies | {:.1} µs / {:.1} µs without: ratio p50 {:.3} (goal ≤ 1.1); {} and {} of {} timed out",
         percentile(&took[0], 0.5),
         percentile(&took[0], 0.99),
         percentile(&took[1], 0.5),
         percentile(&took[1], 0.99),
-        percentile(&took[0], 0.5) / percentile(&took[1], 0.5)
+        percentile(&took[0], 0.5) / percentile(&took[1], 0.5),
+        lost[0],
+        lost[1],
+        a.connects
     );
     outln!(
         "  new connections    {:8.0}/s to an isolated pod with the policies, {:.0}/s without (one prober, sequential; {} and {} failed)",
@@ -297,6 +308,10 @@ pub fn run(a: PolicyEnforceBenchArgs) -> Result<ExitCode> {
         outln!("  {kind:<18} to enforced: p50 {:6.1} ms p99 {:6.1} ms ({} samples)", percentile(v, 0.5), percentile(v, 0.99), v.len());
     }
     outln!("  every change       to enforced: p50 {:6.1} ms p99 {:6.1} ms (goal p99 < 100 ms)", percentile(&all, 0.5), percentile(&all, 0.99));
+    if a.keep {
+        outln!("  kept: labs {} and {} (podnet lab down --name NAME removes them)", labs[0].name, labs[1].name);
+        labs.iter_mut().for_each(|l| l.name.clear());
+    }
     drop(labs);
     Ok(ExitCode::SUCCESS)
 }

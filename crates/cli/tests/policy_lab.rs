@@ -347,6 +347,57 @@ fn scenarios(ip: &dyn Fn(&str) -> String) -> Vec<(&'static str, Vec<Value>)> {
             )],
         ),
         ("egress rules without policyTypes also isolate ingress", vec![policy("x", "egress-only-rules", json!({"podSelector": a_in_x(), "egress": [{}]}))]),
+        (
+            "several podSelector peers",
+            vec![policy(
+                "x",
+                "allow-b-c",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"podSelector": pod_is("b")}, {"podSelector": pod_is("c")}]}]}),
+            )],
+        ),
+        (
+            "one pod of another namespace",
+            vec![policy(
+                "x",
+                "allow-y-a",
+                json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y"), "podSelector": pod_is("a")}]}]}),
+            )],
+        ),
+        (
+            "an egress allow-all rule takes precedence over a narrower one",
+            vec![
+                policy(
+                    "x",
+                    "to-y-a",
+                    json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": ns_is("y"), "podSelector": pod_is("a")}]}]}),
+                ),
+                policy("x", "all-egress", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"], "egress": [{}]})),
+            ],
+        ),
+        (
+            "an ingress allow-all rule takes precedence over a narrower one",
+            vec![
+                policy(
+                    "x",
+                    "allow-y-81",
+                    json!({"podSelector": a_in_x(), "ingress": [{"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": 81}]}]}),
+                ),
+                policy("x", "all-ingress", json!({"podSelector": a_in_x(), "policyTypes": ["Ingress"], "ingress": [{}]})),
+            ],
+        ),
+        (
+            "several endPort ranges and single ports combine",
+            vec![policy(
+                "x",
+                "ranges",
+                json!({"podSelector": a_in_x(), "ingress": [{"ports": [{"port": 79, "endPort": 80, "protocol": "TCP"}, {"port": 81, "protocol": "UDP"}, {"port": 70, "endPort": 75, "protocol": "UDP"}]}]}),
+            )],
+        ),
+        (
+            "policyTypes leave out the other direction's rules",
+            vec![policy("x", "ingress-only", json!({"podSelector": a_in_x(), "policyTypes": ["Ingress"], "egress": [{}]}))],
+        ),
+        ("a policy never selects pods of another namespace", vec![policy("y", "deny-y-a", json!({"podSelector": a_in_x()}))]),
         ("deny egress of one pod", vec![policy("x", "deny-egress-a", json!({"podSelector": a_in_x(), "policyTypes": ["Egress"]}))]),
         ("deny egress of a whole namespace", vec![policy("y", "deny-egress", json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": []}))]),
         (

@@ -86,6 +86,30 @@ fn first_load(ruleset: &Ruleset) -> io::Result<bool> {
     Ok(true)
 }
 
+/// `sync` through a long-lived `nft -i` session for the differences (no process started, no
+/// wait for the kernel to free deleted elements when it exits: what most of a small change
+/// costs); started on first use, dropped after a failure so that the next one starts afresh.
+pub fn sync_in_session(session: &mut Option<Session>, old: Option<&Ruleset>, new: &Ruleset) -> io::Result<Synced> {
+    if let Some(Ok(script)) = old.map(|o| nftset::transaction(o, new)) {
+        if script.is_empty() {
+            return Ok(Synced::Incremental);
+        }
+        let applied = match session {
+            Some(s) => s.apply(&script),
+            None => Session::start().and_then(|mut s| {
+                let r = s.apply(&script);
+                *session = Some(s);
+                r
+            }),
+        };
+        if applied.is_ok() {
+            return Ok(Synced::Incremental);
+        }
+        *session = None;
+    }
+    load(new).map(|_| Synced::Full)
+}
+
 /// `nft list table` output, or `None` when the table does not exist.
 pub fn list_table(family: Family, name: &str) -> io::Result<Option<String>> {
     let out = Command::new("nft").args(["list", "table", &family.to_string(), name]).output()?;

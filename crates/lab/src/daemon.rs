@@ -142,6 +142,10 @@ fn bind_here(port: u16, protocol: Protocol) -> io::Result<Bound> {
     Ok(match protocol {
         Protocol::Tcp => {
             let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+            // std listens with a backlog of 128: one echo thread serves every pod, so bursts of
+            // new connections (a probe of every pair, a benchmark) queue up; give them room.
+            let backlog = nix::sys::socket::Backlog::new(4096).map_err(io::Error::from)?;
+            nix::sys::socket::listen(&l, backlog).map_err(io::Error::from)?;
             l.set_nonblocking(true)?;
             Bound::Tcp(l)
         }
@@ -256,6 +260,7 @@ impl Components {
     /// sync.
     fn sync(&mut self, st: &LabState) -> io::Result<()> {
         let mut failed = Vec::new();
+        let started = std::time::Instant::now();
         *self.pods_by_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::pods_by_ip(st);
         // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
         // servers listen.
@@ -265,6 +270,7 @@ impl Components {
             Err(_) => Err(io::Error::other("the proxy worker is gone")),
         };
         proxied.unwrap_or_else(|e| failed.push(format!("proxy: {e}")));
+        let rules = started.elapsed();
         guarded("echo servers", || {
             self.echo.sync(st);
             Ok(())
@@ -273,6 +279,7 @@ impl Components {
         let dns_runtime = self.dns_runtime.clone();
         guarded("cluster DNS", || self.dns.sync(st, &dns_runtime)).unwrap_or_else(|e| failed.push(format!("cluster DNS: {e}")));
         guarded("ingress controller", || self.ingress.sync(st)).unwrap_or_else(|e| failed.push(format!("ingress controller: {e}")));
+        eprintln!("synced: node rules in {:.1} ms, everything in {:.1} ms", rules.as_secs_f64() * 1e3, started.elapsed().as_secs_f64() * 1e3);
         if failed.is_empty() { Ok(()) } else { Err(io::Error::other(failed.join("; "))) }
     }
 }

@@ -33,6 +33,8 @@ pub struct Proxies {
     applied: BTreeMap<String, Applied>,
     /// A netfilter socket in each node's namespace, for its ruleset generation.
     sockets: BTreeMap<String, dataplane::nfnetlink::Socket>,
+    /// An `nft -i` session in each node's namespace, for the differences.
+    sessions: BTreeMap<String, dataplane::nft::Session>,
     /// Each node's pod bridge MAC, once its first pod made the bridge.
     bridge_macs: BTreeMap<String, String>,
     status: std::sync::Arc<std::sync::Mutex<ProxyStatus>>,
@@ -148,6 +150,7 @@ struct NodeJob {
     rules: Ruleset,
     old: Option<Applied>,
     socket: Option<dataplane::nfnetlink::Socket>,
+    session: Option<dataplane::nft::Session>,
     known_mac: Option<String>,
     pod_cidr: String,
 }
@@ -159,6 +162,7 @@ struct NodeSynced {
     generation: Option<u32>,
     rules: Ruleset,
     socket: dataplane::nfnetlink::Socket,
+    session: Option<dataplane::nft::Session>,
     mac: Option<String>,
 }
 
@@ -166,7 +170,7 @@ struct NodeSynced {
 /// rules as a difference from what was applied (in full when the ruleset generation moved
 /// behind our back), stale UDP flows cleared when the rules changed.
 fn apply_node(job: NodeJob) -> io::Result<NodeSynced> {
-    let NodeJob { plan, mut rules, old, socket, known_mac, pod_cidr } = job;
+    let NodeJob { plan, mut rules, old, socket, mut session, known_mac, pod_cidr } = job;
     let mut socket = match socket {
         Some(s) => s,
         None => dataplane::nfnetlink::Socket::open()?,
@@ -182,12 +186,12 @@ fn apply_node(job: NodeJob) -> io::Result<NodeSynced> {
     let now = socket.generation().ok();
     let stale_possible = plan.may_leave_stale_udp_flows(old.as_ref().map(|o| &o.plan));
     let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
-    let synced = dataplane::nft::sync(trusted.as_ref(), &rules)?;
+    let synced = dataplane::nft::sync_in_session(&mut session, trusted.as_ref(), &rules)?;
     let generation = socket.generation().ok();
     if stale_possible {
         clear_stale_udp_flows(&plan);
     }
-    Ok(NodeSynced { synced, generation, rules, socket, mac, plan })
+    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan })
 }
 
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
@@ -240,6 +244,7 @@ impl Proxies {
                     plan,
                     old: self.applied.remove(&node.name),
                     socket: self.sockets.remove(&node.name),
+                    session: self.sessions.remove(&node.name),
                     known_mac: self.bridge_macs.get(&node.name).cloned(),
                     pod_cidr: node.pod_cidr.to_string(),
                 };
@@ -258,8 +263,11 @@ impl Proxies {
             });
             for ((node, queued, started, _), result) in jobs.into_iter().zip(results) {
                 let (synced, generation, rules, plan) = match result {
-                    Ok(NodeSynced { synced, generation, rules, socket, mac, plan }) => {
+                    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan }) => {
                         self.sockets.insert(node.name.clone(), socket);
+                        if let Some(session) = session {
+                            self.sessions.insert(node.name.clone(), session);
+                        }
                         if let Some(mac) = mac {
                             self.bridge_macs.insert(node.name.clone(), mac);
                         }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
+use model::selector::Requirement;
 use model::{ClusterState, Protocol, Selector};
 
 use crate::bitset::PodSet;
@@ -65,6 +66,10 @@ pub(crate) struct PodIndex<'a> {
     by_namespace: HashMap<&'a str, Range<usize>>,
     peer_cache: HashMap<&'a Peer, PodSet>,
     selected_cache: HashMap<(&'a str, &'a Selector), PodSet>,
+    /// Pods carrying each `key=value`, ascending: a selector with an `In` requirement looks
+    /// only at those, not at every pod of the namespace (1,000 policies over 1,000 pods: a
+    /// million label matches otherwise).
+    postings: HashMap<(&'a str, &'a str), Vec<usize>>,
 }
 
 impl<'a> PodIndex<'a> {
@@ -73,7 +78,13 @@ impl<'a> PodIndex<'a> {
         for (i, pod) in state.pods.iter().enumerate() {
             by_namespace.entry(pod.namespace.as_str()).and_modify(|r| r.end = i + 1).or_insert(i..i + 1);
         }
-        PodIndex { state, by_namespace, peer_cache: HashMap::new(), selected_cache: HashMap::new() }
+        let mut postings: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, pod) in state.pods.iter().enumerate() {
+            for (k, v) in &pod.labels {
+                postings.entry((k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
+        PodIndex { state, by_namespace, peer_cache: HashMap::new(), selected_cache: HashMap::new(), postings }
     }
 
     fn n(&self) -> usize {
@@ -86,11 +97,26 @@ impl<'a> PodIndex<'a> {
 
     /// Pods of `ns` matching `selector`, never hostNetwork ones.
     fn pods_in(&self, ns: &str, selector: &Selector, into: &mut PodSet) {
-        for i in self.namespace_pods(ns) {
+        let range = self.namespace_pods(ns);
+        let mut check = |i: usize| {
             let pod = &self.state.pods[i];
             if !pod.host_network && selector.matches(&pod.labels) {
                 into.insert(i);
             }
+        };
+        let narrowest = selector.requirements().iter().find_map(|r| match r {
+            Requirement::In(key, values) => Some((key, values)),
+            _ => None,
+        });
+        match narrowest {
+            Some((key, values)) => {
+                for value in values {
+                    let Some(pods) = self.postings.get(&(key.as_str(), value.as_str())) else { continue };
+                    let from = pods.partition_point(|&i| i < range.start);
+                    pods[from..].iter().take_while(|&&i| i < range.end).for_each(|&i| check(i));
+                }
+            }
+            None => range.for_each(check),
         }
     }
 
