@@ -303,7 +303,12 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
 
 /// The lab a command means (`--name`, else the only one up, else `podnet`).
 pub(crate) fn which(a: &NameArg) -> Result<LabName> {
-    Ok(state::resolve_name(a.name.as_ref())?)
+    which_lab(a.name.as_ref())
+}
+
+/// The lab a `--name` means (else the only one up, else `podnet`).
+pub(crate) fn which_lab(name: Option<&LabName>) -> Result<LabName> {
+    Ok(state::resolve_name(name)?)
 }
 
 /// Warns (on stderr) when the lab process is not running: what a command shows may be stale

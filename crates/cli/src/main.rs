@@ -32,6 +32,7 @@ mod lab_cmd;
 mod lab_probe;
 mod policy_cmd;
 mod proxy_cmd;
+mod trace_cmd;
 mod watch;
 
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Why FROM cannot reach TO (or that it can): DNS, endpoints, proxy rules, NetworkPolicy and
+    /// the pod, in the seed's order, answered by the lab's kernel (or, with -f, from manifests).
+    Trace(trace_cmd::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Trace(args) => trace_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Proxy(cmd) => proxy_cmd::run(cmd),
         Command::Dns(cmd) => dns_cmd::run(cmd),

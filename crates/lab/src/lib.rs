@@ -18,6 +18,7 @@ pub mod ingress_controller;
 pub mod load_balancer;
 pub mod name;
 pub mod network_policy;
+pub mod nftrace;
 pub mod plan;
 pub mod probe;
 pub mod resolv;
