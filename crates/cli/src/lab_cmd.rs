@@ -37,6 +37,8 @@ pub enum LabCommand {
     Probe(ProbeArgs),
     /// The lab process's log, or (`--drops`) the packets NetworkPolicy drops, as they happen.
     Logs(LogsArgs),
+    /// Describe an object as kubectl does (`describe networkpolicy NAME -n NS`).
+    Describe(DescribeArgs),
     /// Add, change or remove labels of a pod or namespace (`key=value`, `key-`), as
     /// `kubectl label --overwrite` does.
     Label(LabelArgs),
@@ -129,6 +131,28 @@ pub struct LogsArgs {
     /// Follow the lab process's log.
     #[arg(short = 'f', long)]
     pub(crate) follow: bool,
+    #[command(flatten)]
+    pub(crate) name: NameArg,
+}
+
+/// What `lab describe` describes.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DescribeKind {
+    /// A NetworkPolicy.
+    #[value(alias = "networkpolicies", alias = "netpol", alias = "networkpolicy.networking.k8s.io")]
+    Networkpolicy,
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    /// The kind.
+    #[arg(value_enum)]
+    pub(crate) kind: DescribeKind,
+    /// Its name.
+    pub(crate) object: String,
+    /// Its namespace (default: default).
+    #[arg(short = 'n', long, default_value = "default")]
+    pub(crate) namespace: String,
     #[command(flatten)]
     pub(crate) name: NameArg,
 }
@@ -292,6 +316,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Probe(a) => crate::lab_probe::probe(a),
         LabCommand::Label(a) => crate::lab_probe::label(a),
         LabCommand::Logs(a) => crate::lab_probe::logs(a),
+        LabCommand::Describe(a) => crate::lab_describe::describe(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;

@@ -29,6 +29,7 @@ mod dns_cmd;
 mod gateway_cmd;
 mod lab_check;
 mod lab_cmd;
+mod lab_describe;
 mod lab_probe;
 mod policy_cmd;
 mod proxy_cmd;
