@@ -613,7 +613,11 @@ fn pod_at(view: &ClusterState, ip: IpAddr) -> Option<&PodInfo> {
 fn denial_fix(e: &Explanation, protocol: Protocol, port: u16) -> String {
     let side = if !e.egress.allowed { &e.egress } else { &e.ingress };
     let (subject, other) = if !e.egress.allowed { (&e.from, &e.to) } else { (&e.to, &e.from) };
-    let policies = if side.selected_by.len() == 1 { format!("policy {} isolates", side.selected_by[0]) } else { format!("policies {} isolate", side.selected_by.join(", ")) };
+    let policies = if side.selected_by.len() == 1 {
+        format!("policy {} isolates", side.selected_by[0])
+    } else {
+        format!("policies {} isolate", side.selected_by.join(", "))
+    };
     format!(
         "{policies} {subject} for {}; no rule allows {protocol} {port} {} {other}: add a rule to one of them",
         side.direction.to_ascii_lowercase(),
