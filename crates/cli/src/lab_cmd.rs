@@ -39,6 +39,8 @@ pub enum LabCommand {
     Logs(LogsArgs),
     /// Describe an object as kubectl does (`describe networkpolicy NAME -n NS`).
     Describe(DescribeArgs),
+    /// A Service's rules and elements as the node's kernel holds them (`iptables-save | grep SVC`).
+    Rules(RulesArgs),
     /// Add, change or remove labels of a pod or namespace (`key=value`, `key-`), as
     /// `kubectl label --overwrite` does.
     Label(LabelArgs),
@@ -131,6 +133,20 @@ pub struct LogsArgs {
     /// Follow the lab process's log.
     #[arg(short = 'f', long)]
     pub(crate) follow: bool,
+    #[command(flatten)]
+    pub(crate) name: NameArg,
+}
+
+#[derive(Args)]
+pub struct RulesArgs {
+    /// Only this Service (default: every Service of the namespace).
+    pub(crate) service: Option<String>,
+    /// Only this node (default: every node).
+    #[arg(long)]
+    pub(crate) node: Option<String>,
+    /// The Services' namespace (default: default).
+    #[arg(short = 'n', long, default_value = "default")]
+    pub(crate) namespace: String,
     #[command(flatten)]
     pub(crate) name: NameArg,
 }
@@ -317,6 +333,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Label(a) => crate::lab_probe::label(a),
         LabCommand::Logs(a) => crate::lab_probe::logs(a),
         LabCommand::Describe(a) => crate::lab_describe::describe(a),
+        LabCommand::Rules(a) => crate::lab_rules::rules(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;

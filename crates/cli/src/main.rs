@@ -31,6 +31,7 @@ mod lab_check;
 mod lab_cmd;
 mod lab_describe;
 mod lab_probe;
+mod lab_rules;
 mod policy_cmd;
 mod proxy_cmd;
 mod trace_cmd;

@@ -29,8 +29,11 @@ pub struct RenderArgs {
 #[derive(Args)]
 pub struct NodeArgs {
     /// Manifests: Nodes, ServiceCIDRs, Services, EndpointSlices, Pods (files or directories).
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required_unless_present = "lab", num_args = 1..)]
     paths: Vec<PathBuf>,
+    /// A running lab's Services, pods and nodes instead (with its proxy configuration).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["paths", "config"])]
+    lab: Option<lab::LabName>,
     /// The node whose proxy it is.
     #[arg(long)]
     node: String,
@@ -41,6 +44,10 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn plan(&self) -> Result<proxy::NodePlan> {
+        if let Some(name) = &self.lab {
+            let st = lab::state::load(name).with_context(|| format!("lab {name}"))?;
+            return Ok(proxy::plan(&lab::service_proxy::proxy_view(&st), &self.node, &lab::service_proxy::proxy_config(&st))?);
+        }
         let state = model::load_cluster_served(&self.paths)?;
         let config = match &self.config {
             Some(path) => {

@@ -137,6 +137,16 @@ fn trace_names_exactly_the_broken_step() {
     assert_eq!((code, r["broken"].as_str()), (1, Some("pod")), "{r:#}");
     assert!(summary(&r, "pod").contains("nothing listens"), "{r:#}");
 
+    // The seed's `iptables-save | grep web`: the Service's elements and chains, read back.
+    let rules = podnet(&["lab", "rules", "--name", &lab.name, "--node", "node-1", "-n", "shop", "web"]);
+    let text = String::from_utf8_lossy(&rules.stdout);
+    assert!(rules.status.success(), "{}", String::from_utf8_lossy(&rules.stderr));
+    assert!(text.contains("shop/web:http 80/TCP") && text.contains(&format!("map frontends                {web_ip} . tcp . 80 : goto cluster-2")), "{text}");
+    assert_eq!(text.matches("map cluster-endpoints").count(), 2, "{text}");
+    assert!(text.contains("chain cluster-2              dnat ip to"), "{text}");
+    assert!(text.contains("vmap @frontends"), "{text}");
+    assert_eq!(podnet(&["lab", "rules", "--name", &lab.name, "-n", "shop", "nosuch"]).status.code(), Some(1));
+
     // 3. The client node's proxy table flushed by hand (right after a change, so that the lab
     // process's 2 s check has not restored it yet when the packet goes).
     let label = podnet(&["lab", "label", "--name", &lab.name, "pod", "-n", "shop", "client", "touched=yes"]);
@@ -147,6 +157,10 @@ fn trace_names_exactly_the_broken_step() {
     // (By its ClusterIP: with the table gone, the cluster DNS's own ClusterIP fails too.)
     let (code, r) = trace(&lab, &["client", &web_ip]);
     assert_eq!((code, r["broken"].as_str()), (1, Some("proxy")), "{r:#}");
+    // `lab rules` reads the kernel: the elements are there, the rules that use them are not.
+    let gone = podnet(&["lab", "rules", "--name", &lab.name, "--node", "node-1", "-n", "shop", "web"]);
+    let text = String::from_utf8_lossy(&gone.stdout);
+    assert!(text.contains("(no rule: no Service address is translated on this node)") && !text.contains("dnat ip to"), "{text}");
     assert_eq!(status(&r, "dns"), "skipped", "{r:#}");
     assert_eq!(status(&r, "endpoints"), "ok", "{r:#}");
 
