@@ -296,6 +296,12 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum)]
     output: Option<GetFormat>,
+    /// Only objects whose labels match (`app=web,tier in (a,b),!legacy`), as kubectl's `-l`.
+    #[arg(short = 'l', long = "selector", value_parser = model::selector::parse)]
+    selector: Option<model::Selector>,
+    /// A LABELS column with every label (pods).
+    #[arg(long)]
+    show_labels: bool,
     #[command(flatten)]
     name: NameArg,
 }
@@ -412,7 +418,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     };
     outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
     outln!("Lab {:?} is up in {:.2} s.\n", a.name.as_str(), started.elapsed().as_secs_f64());
-    out!("{}", pods_table(&st, None, None, true));
+    out!("{}", pods_table(&st, &PodFilter { wide: true, ..Default::default() }));
     outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -566,16 +572,38 @@ pub(crate) fn align(text: &str) -> String {
     out
 }
 
-fn pods_table(st: &LabState, namespace: Option<&str>, name: Option<&str>, wide: bool) -> String {
+/// Which pods `lab get pods` shows, and how.
+#[derive(Default)]
+struct PodFilter<'a> {
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    selector: Option<&'a model::Selector>,
+    wide: bool,
+    show_labels: bool,
+}
+
+impl PodFilter<'_> {
+    fn keeps(&self, pod: &lab::PodPlan) -> bool {
+        self.namespace.is_none_or(|n| n == pod.namespace) && self.name.is_none_or(|n| n == pod.name) && self.selector.is_none_or(|s| s.matches(&pod.labels))
+    }
+}
+
+fn labels_text(labels: &model::Labels) -> String {
+    if labels.is_empty() { "<none>".into() } else { labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",") }
+}
+
+fn pods_table(st: &LabState, filter: &PodFilter<'_>) -> String {
     let mut out = String::new();
-    let all = namespace.is_none();
+    let all = filter.namespace.is_none();
+    let wide = filter.wide;
     if all {
         out.push_str("NAMESPACE\t");
     }
     out.push_str("NAME\tREADY\tSTATUS\tIP\tNODE");
-    out.push_str(if wide { "\tOWNER\tNETNS\n" } else { "\n" });
+    out.push_str(if wide { "\tOWNER\tNETNS" } else { "" });
+    out.push_str(if filter.show_labels { "\tLABELS\n" } else { "\n" });
     for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-        if namespace.is_some_and(|n| n != pod.namespace) || name.is_some_and(|n| n != pod.name) {
+        if !filter.keeps(pod) {
             continue;
         }
         if all {
@@ -595,6 +623,9 @@ fn pods_table(st: &LabState, namespace: Option<&str>, name: Option<&str>, wide: 
             let owner = pod.owner.as_ref().map(|o| format!("{}/{o}", pod.owner_kind)).unwrap_or_else(|| "<none>".into());
             let _ = write!(out, "\t{owner}\t{}", pod.netns);
         }
+        if filter.show_labels {
+            let _ = write!(out, "\t{}", labels_text(&pod.labels));
+        }
         out.push('\n');
     }
     align(&out)
@@ -606,6 +637,15 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     warn_if_stopped(&lab);
     let namespace = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
     let name = a.object.as_deref();
+    let pod_filter = PodFilter {
+        namespace: namespace.as_deref(),
+        name,
+        selector: a.selector.as_ref(),
+        wide: matches!(a.output, Some(GetFormat::Wide)),
+        show_labels: a.show_labels,
+    };
+    let labelled =
+        |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| a.selector.as_ref().is_none_or(|s| s.matches(&m.labels.clone().unwrap_or_default()));
     // kubectl's answers for nothing to show: a named object that is not there is an error, an
     // empty list is said on stderr.
     let (kind, namespaced) = match a.resource {
@@ -616,9 +656,11 @@ fn get(a: GetArgs) -> Result<ExitCode> {
         Resource::Endpointslices => ("endpointslices.discovery.k8s.io", true),
     };
     let found = match a.resource {
-        Resource::Pods => st.plan.pods.iter().filter(|p| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name)).count(),
+        Resource::Pods => st.plan.pods.iter().filter(|p| pod_filter.keeps(p)).count(),
         Resource::Nodes => st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)).count(),
-        Resource::Services | Resource::Endpoints => st.services.iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata)).count(),
+        Resource::Services | Resource::Endpoints => {
+            st.services.iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata) && labelled(&s.metadata)).count()
+        }
         Resource::Endpointslices => st.endpoint_slices().iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata)).count(),
     };
     if found == 0 {
@@ -637,13 +679,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     if let Some(GetFormat::Name) = a.output {
         let scoped = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| in_scope(namespace.as_deref(), name, m);
         let names: Vec<String> = match a.resource {
-            Resource::Pods => st
-                .plan
-                .pods
-                .iter()
-                .filter(|p| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name))
-                .map(|p| format!("pod/{}", p.name))
-                .collect(),
+            Resource::Pods => st.plan.pods.iter().filter(|p| pod_filter.keeps(p)).map(|p| format!("pod/{}", p.name)).collect(),
             Resource::Nodes => st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)).map(|n| format!("node/{}", n.name)).collect(),
             Resource::Services => {
                 st.services.iter().filter(|s| scoped(&s.metadata)).map(|s| format!("service/{}", s.metadata.name.as_deref().unwrap_or_default())).collect()
@@ -670,7 +706,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .pods
                 .iter()
                 .zip(&st.pod_ips)
-                .filter(|(p, _)| namespace.as_deref().is_none_or(|n| n == p.namespace) && name.is_none_or(|n| n == p.name))
+                .filter(|(p, _)| pod_filter.keeps(p))
                 .map(|(p, ip)| {
                     let owner = p.owner.as_ref().map(|o| vec![serde_json::json!({"kind": p.owner_kind, "name": o, "controller": true})]);
                     let node_ip = st.plan.nodes.iter().find(|n| n.name == p.node).map(|n| n.ip.to_string());
@@ -692,7 +728,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .collect();
             render(&object_or_list(&items, "pods", name)?, a.output)?
         }
-        (Resource::Pods, f) => pods_table(&st, namespace.as_deref(), name, matches!(f, Some(GetFormat::Wide))),
+        (Resource::Pods, _) => pods_table(&st, &pod_filter),
         (Resource::Nodes, Some(GetFormat::Json | GetFormat::Yaml)) => {
             let items: Vec<serde_json::Value> = st
                 .plan
@@ -711,8 +747,8 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .collect();
             render(&object_or_list(&items, "nodes", name)?, a.output)?
         }
-        (Resource::Services, f) => services_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
-        (Resource::Endpoints, f) => endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Services, f) => services_view(&labelled_services(&st, &labelled), namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Endpoints, f) => endpoints_view(&labelled_services(&st, &labelled), namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Endpointslices, f) => slices_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Nodes, f) => {
             let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
@@ -733,6 +769,13 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     };
     out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lab with only the Services `-l` keeps (Endpoints are named after their Services).
+fn labelled_services(st: &LabState, keep: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool) -> LabState {
+    let mut scoped = st.clone();
+    scoped.services.retain(|s| keep(&s.metadata));
+    scoped
 }
 
 fn in_scope(ns: Option<&str>, name: Option<&str>, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {

@@ -116,6 +116,17 @@ fn trace_names_exactly_the_broken_step() {
     assert!(summary(&r, "proxy").contains("DNAT to"), "{r:#}");
     let web_ip = r["steps"][0]["details"]["answers"][0].as_str().unwrap().to_owned();
 
+    // kubectl's -l and --show-labels.
+    let got = podnet(&["lab", "get", "pods", "--name", &lab.name, "-n", "shop", "-l", "app in (web, solo),app!=solo", "--show-labels"]);
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.lines().next().unwrap().ends_with("LABELS"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("web-") && l.ends_with("app=web")).count(), 2, "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let none = podnet(&["lab", "get", "pods", "--name", &lab.name, "-n", "shop", "-l", "app=nothing"]);
+    assert_eq!(String::from_utf8_lossy(&none.stderr).trim(), "No resources found in shop namespace.");
+    let svc = podnet(&["lab", "get", "services", "--name", &lab.name, "-n", "shop", "-l", "tier=none", "-o", "name"]);
+    assert!(svc.stdout.is_empty());
+
     // 1. A name that does not exist.
     let (code, r) = trace(&lab, &["client", "nosuch"]);
     assert_eq!((code, r["broken"].as_str()), (1, Some("dns")), "{r:#}");

@@ -122,6 +122,71 @@ impl fmt::Display for Selector {
     }
 }
 
+/// A `-l` selector as kubectl parses it (`labels.Parse`): comma-separated requirements
+/// `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`.
+pub fn parse(text: &str) -> Result<Selector, String> {
+    let mut requirements = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        // One requirement: up to the next comma outside parentheses.
+        let mut depth = 0usize;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                c == ',' && depth == 0
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let part = rest[..end].trim();
+        rest = rest.get(end + 1..).unwrap_or("").trim();
+        if part.is_empty() {
+            return Err(format!("invalid selector {text:?}: empty requirement"));
+        }
+        let set = |values: &str| -> Result<Vec<String>, String> {
+            let inner = values
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| format!("invalid selector {text:?}: expected (values) in {part:?}"))?;
+            let mut vs: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
+            vs.sort();
+            vs.dedup();
+            Ok(vs)
+        };
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let requirement = if let Some(key) = part.strip_prefix('!') {
+            Requirement::DoesNotExist(key.trim().to_owned())
+        } else if let Some((k, v)) = part.split_once("!=") {
+            Requirement::NotIn(k.trim().to_owned(), vec![v.trim().to_owned()])
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Requirement::In(k.trim().to_owned(), vec![v.trim().to_owned()])
+        } else if words.len() >= 2 && words[1] == "in" {
+            Requirement::In(words[0].to_owned(), set(part[part.find(" in ").map_or(0, |i| i + 4)..].trim())?)
+        } else if words.len() >= 2 && words[1] == "notin" {
+            Requirement::NotIn(words[0].to_owned(), set(part[part.find(" notin ").map_or(0, |i| i + 7)..].trim())?)
+        } else if words.len() == 1 {
+            Requirement::Exists(words[0].to_owned())
+        } else {
+            return Err(format!("invalid selector {text:?}: cannot read {part:?}"));
+        };
+        let key = match &requirement {
+            Requirement::In(k, _) | Requirement::NotIn(k, _) | Requirement::Exists(k) | Requirement::DoesNotExist(k) => k,
+        };
+        let errors = crate::validation::is_qualified_name(key);
+        if !errors.is_empty() {
+            return Err(format!("invalid selector {text:?}: key {key:?}: {}", errors.join("; ")));
+        }
+        requirements.push(requirement);
+    }
+    requirements.sort();
+    requirements.dedup();
+    Ok(Selector { requirements })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +247,21 @@ mod tests {
     fn unknown_operator_is_an_error() {
         let s: LabelSelector = serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Has"}]})).unwrap();
         assert_eq!(Selector::from_k8s(&s), Err(BadOperator("Has".into())));
+    }
+
+    #[test]
+    fn kubectl_selectors_parse() {
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Labels>();
+        let web = labels(&[("app", "web"), ("tier", "front")]);
+        assert!(parse("app=web").unwrap().matches(&web));
+        assert!(parse("app==web,tier").unwrap().matches(&web));
+        assert!(!parse("app!=web").unwrap().matches(&web));
+        assert!(parse("tier in (front, back),!legacy").unwrap().matches(&web));
+        assert!(!parse("tier notin (front)").unwrap().matches(&web));
+        assert!(parse("").unwrap().is_everything());
+        assert!(parse("app=").unwrap().matches(&labels(&[("app", "")])));
+        assert!(parse("bad key=x").is_err());
+        assert!(parse("a,,b").is_err());
+        assert!(parse("tier in front").is_err());
     }
 }
