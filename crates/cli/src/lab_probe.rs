@@ -212,14 +212,14 @@ pub(crate) fn logs(a: LogsArgs) -> Result<ExitCode> {
 
 /// Reads a log line by line; when following, from its end, across the lab process starting a
 /// new file.
-struct LogReader {
+pub(crate) struct LogReader {
     path: std::path::PathBuf,
     reader: Option<std::io::BufReader<std::fs::File>>,
     partial: String,
 }
 
 impl LogReader {
-    fn open(path: &std::path::Path, from_end: bool) -> Result<LogReader> {
+    pub(crate) fn open(path: &std::path::Path, from_end: bool) -> Result<LogReader> {
         use std::io::Seek;
         let reader = match std::fs::File::open(path) {
             Ok(mut f) => {
@@ -235,7 +235,7 @@ impl LogReader {
     }
 
     /// The next whole line, or `None` when there is none yet.
-    fn next_line(&mut self) -> Result<Option<String>> {
+    pub(crate) fn next_line(&mut self) -> Result<Option<String>> {
         use std::io::{BufRead, Seek};
         let Some(reader) = &mut self.reader else {
             // Not there yet: it is made by the first drop.

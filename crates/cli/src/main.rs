@@ -32,6 +32,7 @@ mod lab_cmd;
 mod lab_describe;
 mod lab_probe;
 mod lab_rules;
+mod observe_cmd;
 mod policy_cmd;
 mod proxy_cmd;
 mod trace_cmd;
@@ -72,6 +73,9 @@ enum Command {
     /// Why FROM cannot reach TO (or that it can): DNS, endpoints, proxy rules, NetworkPolicy and
     /// the pod, in the seed's order, answered by the lab's kernel (or, with -f, from manifests).
     Trace(trace_cmd::TraceArgs),
+    /// Every connection in the lab with its verdict (forwarded, or dropped by which policy), as
+    /// Hubble's observe shows flows.
+    Observe(observe_cmd::ObserveArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Trace(args) => trace_cmd::run(args),
+        Command::Observe(args) => observe_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Proxy(cmd) => proxy_cmd::run(cmd),
         Command::Dns(cmd) => dns_cmd::run(cmd),

@@ -186,6 +186,23 @@ fn trace_names_exactly_the_broken_step() {
     assert!(summary(&r, "policy").contains("shop/web-from-nobody") && summary(&r, "policy").contains("kernel: dropped"), "{r:#}");
     assert_eq!(status(&r, "pod"), "ok", "the pod answers from its node: {r:#}");
 
+    // `podnet observe`: the client's connections with their verdicts, in Hubble's field names.
+    let seen = podnet(&["observe", "--name", &lab.name, "--pod", "shop/client", "--since", "5m", "-o", "json"]);
+    assert!(seen.status.success(), "{}", String::from_utf8_lossy(&seen.stderr));
+    let flows: Vec<Value> = String::from_utf8_lossy(&seen.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let forwarded = flows.iter().find(|f| f["verdict"] == "FORWARDED" && f["destination_service"]["name"] == "web").unwrap_or_else(|| panic!("{flows:#?}"));
+    assert_eq!(forwarded["source"]["pod_name"], "client");
+    assert!(forwarded["destination"]["pod_name"].as_str().unwrap().starts_with("web-"));
+    assert_eq!(forwarded["l4"]["TCP"]["destination_port"], 8080);
+    let dropped = flows.iter().find(|f| f["verdict"] == "DROPPED").unwrap_or_else(|| panic!("{flows:#?}"));
+    assert_eq!(
+        (&dropped["policy"], &dropped["drop_reason_desc"], &dropped["traffic_direction"]),
+        (&Value::from("shop/web-from-nobody"), &Value::from("POLICY_DENIED"), &Value::from("INGRESS"))
+    );
+    let only_dropped = podnet(&["observe", "--name", &lab.name, "-n", "shop", "--verdict", "dropped", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&only_dropped.stdout).lines().all(|l| l.contains("\"verdict\":\"DROPPED\"")));
+    assert_eq!(podnet(&["observe", "--name", &lab.name, "--since", "5x"]).status.code(), Some(2));
+
     // Text output names the broken step and a fix; bad input exits 2.
     let out = podnet(&["trace", "--name", &lab.name, "-n", "shop", "client", "web"]);
     let text = String::from_utf8_lossy(&out.stdout);

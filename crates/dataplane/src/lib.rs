@@ -2,6 +2,7 @@
 //! addresses and routes over rtnetlink ([`link`]), nftables transactions ([`nft`]) and pod
 //! source NAT on them ([`masquerade`]). It knows nothing of Kubernetes.
 
+pub mod ctevents;
 pub mod link;
 pub mod masquerade;
 pub mod neighbour;

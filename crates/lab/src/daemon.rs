@@ -222,11 +222,12 @@ fn timestamp_stderr() -> io::Result<()> {
 /// Now as RFC 3339 UTC with milliseconds (`2026-12-03T13:50:01.123Z`).
 pub(crate) fn utc_now() -> String {
     let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default();
-    rfc3339(now.as_secs(), now.subsec_millis())
+    rfc3339_utc(now.as_secs(), now.subsec_millis())
 }
 
 /// Unix seconds as a UTC date and time.
-pub(crate) fn rfc3339(secs: u64, millis: u32) -> String {
+/// Unix seconds as the lab's logs write them (`2026-12-03T13:50:01.123Z`).
+pub fn rfc3339_utc(secs: u64, millis: u32) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = gateway::server::civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
@@ -253,6 +254,8 @@ struct Components {
     proxy: std::sync::mpsc::Sender<ProxyRequest>,
     /// Pod names by address, for the drop log.
     pods_by_ip: crate::drops::PodsByIp,
+    /// Pod, node and Service names by address, for the flow log.
+    names: Arc<Mutex<crate::drops::Names>>,
 }
 
 impl Components {
@@ -262,6 +265,7 @@ impl Components {
         let mut failed = Vec::new();
         let started = std::time::Instant::now();
         *self.pods_by_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::pods_by_ip(st);
+        *self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::names(st);
         // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
         // servers listen.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -301,8 +305,10 @@ pub fn run(lab: &LabName) -> io::Result<()> {
         ingress: crate::ingress_controller::IngressControllers::default(),
         proxy: proxy_tx,
         pods_by_ip: Default::default(),
+        names: Default::default(),
     };
     crate::drops::start(lab, &st, &components.pods_by_ip)?;
+    crate::drops::record_flows(lab, &st, &components.names)?;
     components.sync(&st)?;
     serve_proxy_endpoints(&st, &status, &component_runtime("proxy-http")?)?;
     let sock = control_socket(lab);
@@ -475,8 +481,8 @@ pub fn require_running(lab: &LabName) -> io::Result<()> {
 mod tests {
     #[test]
     fn log_timestamps_are_rfc3339_utc() {
-        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_796_305_801, 123), "2026-12-03T13:50:01.123Z");
-        assert_eq!(super::rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(super::rfc3339_utc(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_utc(1_796_305_801, 123), "2026-12-03T13:50:01.123Z");
+        assert_eq!(super::rfc3339_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
     }
 }

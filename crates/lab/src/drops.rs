@@ -75,7 +75,7 @@ pub fn record(node: &str, logged: &Logged, pods: &BTreeMap<Ipv4Addr, String>, no
     let (direction, policy) = policy::enforce::parse_drop_prefix(&logged.prefix)?;
     let p = logged.packet?;
     Some(Drop {
-        time: logged.time.map_or_else(&now, |(secs, usecs)| crate::daemon::rfc3339(secs, usecs / 1000)),
+        time: logged.time.map_or_else(&now, |(secs, usecs)| crate::daemon::rfc3339_utc(secs, usecs / 1000)),
         node: node.to_owned(),
         src_pod: pods.get(&p.src).cloned(),
         src_ip: p.src.to_string(),
@@ -97,14 +97,19 @@ struct Writer {
 
 impl Writer {
     fn write(&self, drops: &[Drop]) {
-        if drops.is_empty() {
+        let lines: Vec<String> = drops.iter().filter_map(|d| serde_json::to_string(d).ok()).collect();
+        self.write_lines(&lines);
+    }
+
+    fn write_lines(&self, lines: &[String]) {
+        if lines.is_empty() {
             return;
         }
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
             let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
         }
         let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) else { return };
-        let text: String = drops.iter().filter_map(|d| serde_json::to_string(d).ok()).map(|l| l + "\n").collect();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         let _ = file.write_all(text.as_bytes());
     }
 }
@@ -126,6 +131,118 @@ pub fn start(lab: &LabName, st: &LabState, pods: &PodsByIp) -> std::io::Result<(
                     logged.iter().filter_map(|l| record(&name, l, &pods, crate::daemon::utc_now)).collect()
                 };
                 writer.lock().unwrap_or_else(PoisonError::into_inner).write(&drops);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// A forwarded connection, as `podnet observe` prints it (written by the lab process to
+/// `flows.log`, one JSON line each).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The node that saw it first (the client's, or for outside clients the endpoint's).
+    pub node: String,
+    /// The client pod, if any.
+    pub src_pod: Option<String>,
+    /// Client address.
+    pub src_ip: String,
+    /// Client port.
+    pub src_port: u16,
+    /// The address the client asked for (a Service's, or the pod's own).
+    pub dst_ip: String,
+    /// The port it asked for.
+    pub dst_port: u16,
+    /// The Service behind `dst_ip`, if any (`ns/name`).
+    pub service: Option<String>,
+    /// The pod that took the connection (after DNAT), if any.
+    pub dst_pod: Option<String>,
+    /// Its address.
+    pub endpoint_ip: String,
+    /// Its port.
+    pub endpoint_port: u16,
+    /// `TCP`, `UDP`, `SCTP` or the number.
+    pub protocol: String,
+}
+
+/// `/run/podnet/<lab>/flows.log`
+pub fn flows_file(lab: &LabName) -> std::path::PathBuf {
+    crate::state::dir(lab).join("flows.log")
+}
+
+/// What the flow recorder needs to know about the lab, refreshed on every change.
+#[derive(Default)]
+pub struct Names {
+    /// Pods by address.
+    pub pods: BTreeMap<Ipv4Addr, String>,
+    /// Each pod's node, by address.
+    pub nodes: BTreeMap<Ipv4Addr, String>,
+    /// Services by ClusterIP.
+    pub services: BTreeMap<Ipv4Addr, String>,
+}
+
+/// The names of a lab state.
+pub fn names(st: &LabState) -> Names {
+    let mut n = Names { pods: pods_by_ip(st), ..Default::default() };
+    for (p, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
+        if let (Some(ip), false) = (ip, p.host_network) {
+            n.nodes.insert(*ip, p.node.clone());
+        }
+    }
+    for s in &st.services {
+        for ip in s.spec.as_ref().and_then(|sp| sp.cluster_ips.clone()).unwrap_or_default() {
+            if let Ok(ip) = ip.parse() {
+                n.services.insert(ip, format!("{}/{}", s.metadata.namespace.as_deref().unwrap_or("default"), s.metadata.name.as_deref().unwrap_or_default()));
+            }
+        }
+    }
+    n
+}
+
+/// A node's new connection as a record, when this node is the one to record it: the client
+/// pod's node, or for a client that is no pod, the endpoint pod's node.
+pub fn forwarded(node: &str, flow: &dataplane::ctevents::NewFlow, names: &Names, now: &str) -> Option<Forwarded> {
+    let (src, dst, endpoint) = (flow.original.src?, flow.original.dst?, flow.reply.src?);
+    let recorder = names.nodes.get(&src).or_else(|| names.nodes.get(&endpoint))?;
+    if recorder != node {
+        return None;
+    }
+    Some(Forwarded {
+        time: now.to_owned(),
+        node: node.to_owned(),
+        src_pod: names.pods.get(&src).cloned(),
+        src_ip: src.to_string(),
+        src_port: flow.original.src_port,
+        dst_ip: dst.to_string(),
+        dst_port: flow.original.dst_port,
+        service: names.services.get(&dst).cloned(),
+        dst_pod: names.pods.get(&endpoint).cloned(),
+        endpoint_ip: endpoint.to_string(),
+        endpoint_port: flow.reply.src_port,
+        protocol: protocol_name(flow.original.protocol),
+    })
+}
+
+/// Records every node's new connections, each node on a thread in its namespace.
+pub fn record_flows(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> std::io::Result<()> {
+    let writer = Arc::new(Mutex::new(Writer { path: flows_file(lab) }));
+    for node in &st.plan.nodes {
+        let (names, writer, name) = (Arc::clone(names), Arc::clone(&writer), node.name.clone());
+        netns::spawn_in(&netns::path_of(&node.netns), move || -> std::io::Result<()> {
+            let listener = dataplane::ctevents::Listener::bind()?;
+            loop {
+                let flows = listener.receive(Duration::from_secs(5))?;
+                if flows.is_empty() {
+                    continue;
+                }
+                let now = crate::daemon::utc_now();
+                let records: Vec<String> = {
+                    let names = names.lock().unwrap_or_else(PoisonError::into_inner);
+                    flows.iter().filter_map(|f| forwarded(&name, f, &names, &now)).filter_map(|r| serde_json::to_string(&r).ok()).collect()
+                };
+                writer.lock().unwrap_or_else(PoisonError::into_inner).write_lines(&records);
             }
         })?;
     }
