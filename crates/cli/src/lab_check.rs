@@ -12,7 +12,7 @@ use dataplane::netns;
 use lab::LabName;
 use lab::state;
 use model::{ClusterState, Protocol};
-use policy::{Connection, Endpoint, Evaluator, Explanation};
+use policy::{Connection, Endpoint, Evaluator};
 
 /// How long a connection is given to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,20 +65,6 @@ fn timed_out(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|e| matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock))
 }
 
-/// Why the policies deny a connection, in words.
-fn denial(e: &Explanation) -> String {
-    let mut parts = Vec::new();
-    for side in [&e.egress, &e.ingress].into_iter().filter(|s| !s.allowed) {
-        parts.push(format!(
-            "{} of {} is isolated by {} and no rule allows it",
-            side.direction.to_ascii_lowercase(),
-            side.endpoint,
-            side.selected_by.join(", ")
-        ));
-    }
-    parts.join("; ")
-}
-
 /// The NetworkPolicy verdicts the lab must show.
 struct Verdicts<'a> {
     view: &'a ClusterState,
@@ -96,7 +82,7 @@ impl Verdicts<'_> {
             protocol: Protocol::Tcp,
         };
         let e = self.evaluator.explain(&c);
-        if e.allowed { Ok(()) } else { Err(denial(&e)) }
+        if e.allowed { Ok(()) } else { Err(e.denial()) }
     }
 }
 

@@ -676,16 +676,7 @@ fn policy_step(
         });
         step("policy", Status::Ok, format!("{} → {} {eport}/{protocol}: {why}{confirmed}", e.from, e.to), details)
     } else {
-        let mut parts = Vec::new();
-        for side in [&e.egress, &e.ingress].into_iter().filter(|s| !s.allowed) {
-            parts.push(format!(
-                "{} of {} is isolated by {} and no rule allows it",
-                side.direction.to_ascii_lowercase(),
-                side.endpoint,
-                side.selected_by.join(", ")
-            ));
-        }
-        let mut s = step("policy", Status::Broken, format!("{} → {} {eport}/{protocol} denied: {}{confirmed}", e.from, e.to, parts.join("; ")), details);
+        let mut s = step("policy", Status::Broken, format!("{} → {} {eport}/{protocol} denied: {}{confirmed}", e.from, e.to, e.denial()), details);
         s.fix = Some(denial_fix(&e, protocol, eport));
         s
     }

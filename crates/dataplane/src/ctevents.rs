@@ -73,20 +73,7 @@ impl Listener {
     }
 }
 
-/// Netlink attributes: `(type, payload)` pairs.
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((kind, &b[4..len]));
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-    }
-    out
-}
+use crate::nlmsg::attributes as attrs;
 
 fn tuple(b: &[u8]) -> Tuple {
     let mut t = Tuple::default();
@@ -120,30 +107,21 @@ fn tuple(b: &[u8]) -> Tuple {
 
 /// The NEW events in a buffer of netlink messages (IPv4 ones; others have no addresses here).
 pub fn parse(buf: &[u8]) -> Vec<NewFlow> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        if kind == (SUBSYS_CTNETLINK << 8) | MSG_CT_NEW && len >= 20 {
+    crate::nlmsg::messages(buf)
+        .filter(|(kind, _)| *kind == (SUBSYS_CTNETLINK << 8) | MSG_CT_NEW)
+        .map(|(_, payload)| {
             let mut flow = NewFlow::default();
-            for (k, v) in attrs(&buf[at + 20..at + len]) {
+            for (k, v) in attrs(payload) {
                 match k {
                     TUPLE_ORIG => flow.original = tuple(v),
                     TUPLE_REPLY => flow.reply = tuple(v),
                     _ => {}
                 }
             }
-            if flow.original.src.is_some() {
-                out.push(flow);
-            }
-        }
-        at += len.next_multiple_of(4);
-    }
-    out
+            flow
+        })
+        .filter(|flow| flow.original.src.is_some())
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod nflog;
 pub mod nfnetlink;
 pub mod nft;
+pub mod nlmsg;
 
 pub use link::{LinkInfo, Netlink, RouteInfo, VxlanSpec};
 

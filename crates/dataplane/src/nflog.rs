@@ -130,31 +130,12 @@ impl AsFd for Listener {
 
 /// The logged packets in a buffer of netlink messages.
 pub fn parse(buf: &[u8]) -> Vec<Logged> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        if kind == (SUBSYS_ULOG << 8) | MSG_PACKET && len >= 20 {
-            out.push(parse_packet_message(&buf[at + 20..at + len]));
-        }
-        at += len.next_multiple_of(4);
-    }
-    out
+    crate::nlmsg::messages(buf).filter(|(kind, _)| *kind == (SUBSYS_ULOG << 8) | MSG_PACKET).map(|(_, attrs)| parse_packet_message(attrs)).collect()
 }
 
-fn parse_packet_message(mut attrs: &[u8]) -> Logged {
+fn parse_packet_message(attrs: &[u8]) -> Logged {
     let mut logged = Logged { prefix: String::new(), time: None, packet: None };
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let value = &attrs[4..len];
+    for (kind, value) in crate::nlmsg::attributes(attrs) {
         match kind {
             ATTR_PREFIX => logged.prefix = String::from_utf8_lossy(value.split(|b| *b == 0).next().unwrap_or_default()).into_owned(),
             ATTR_TIMESTAMP if value.len() >= 16 => {
@@ -165,7 +146,6 @@ fn parse_packet_message(mut attrs: &[u8]) -> Logged {
             ATTR_PAYLOAD => logged.packet = parse_ipv4(value),
             _ => {}
         }
-        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
     }
     logged
 }

@@ -141,6 +141,19 @@ pub struct Explanation {
     pub ingress: SideVerdict,
 }
 
+impl Explanation {
+    /// Why the connection is denied, in words (empty when it is allowed): each denying side,
+    /// `ingress of ns/pod is isolated by ns/a, ns/b and no rule allows it`.
+    pub fn denial(&self) -> String {
+        let parts: Vec<String> = [&self.egress, &self.ingress]
+            .into_iter()
+            .filter(|s| !s.allowed && self.always_allowed.is_none())
+            .map(|s| format!("{} of {} is isolated by {} and no rule allows it", s.direction.to_ascii_lowercase(), s.endpoint, s.selected_by.join(", ")))
+            .collect();
+        parts.join("; ")
+    }
+}
+
 impl<'a> Evaluator<'a> {
     /// An evaluator over a snapshot and its compiled policies.
     pub fn new(state: &'a ClusterState, policies: &'a PolicySet) -> Self {
