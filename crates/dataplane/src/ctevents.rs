@@ -65,11 +65,20 @@ impl Listener {
     pub fn receive(&self, timeout: std::time::Duration) -> io::Result<Vec<NewFlow>> {
         socket::setsockopt(&self.fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64))?;
         let mut buf = vec![0u8; 1 << 16];
-        match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(n) => Ok(parse(&buf[..n])),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR | nix::errno::Errno::ENOBUFS) => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
+        let mut flows = match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => parse(&buf[..n]),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR | nix::errno::Errno::ENOBUFS) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        // Take what else is queued now, so that a burst of connections costs one wake-up and
+        // one write, not one each.
+        for _ in 0..256 {
+            match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => flows.extend(parse(&buf[..n])),
+                Err(_) => break,
+            }
         }
+        Ok(flows)
     }
 }
 
