@@ -464,15 +464,7 @@ fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     let c = if apply { lab::change::apply(&lab, &cluster, &exe)? } else { lab::change::delete(&lab, &cluster, &exe)? };
-    for p in &c.added {
-        outln!("pod/{p} created");
-    }
-    for p in &c.updated {
-        outln!("pod/{p} configured");
-    }
-    for p in &c.removed {
-        outln!("pod/{p} deleted");
-    }
+    // As kubectl reports them: each object of the manifests (a workload, not each of its pods).
     for line in &c.objects {
         outln!("{line}");
     }

@@ -86,6 +86,48 @@ fn report<'a, T: serde::Serialize + 'a>(
     }
 }
 
+/// kubectl's name for a kind in what it prints (`deployment.apps`), and its resource for "not
+/// found" (`deployments.apps`).
+fn workload_names(kind: &str) -> (String, String) {
+    let group = match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => ".apps",
+        "Job" | "CronJob" => ".batch",
+        _ => "",
+    };
+    let lower = kind.to_ascii_lowercase();
+    (format!("{lower}{group}"), format!("{lower}s{group}"))
+}
+
+/// Reports the manifests' Pods and workloads as kubectl does, from the pods the lab had before
+/// and has after: created, configured (pods added, removed, relabelled), unchanged; deleted or
+/// not found.
+fn report_workloads(before: &[PodPlan], after: &[PodPlan], cluster: &ClusterState, deleting: bool, change: &mut Change) {
+    for object in &cluster.pods {
+        let made = |p: &&PodPlan| {
+            p.namespace == object.namespace
+                && if object.kind == "Pod" {
+                    p.owner.is_none() && p.name == object.name
+                } else {
+                    p.owner.as_deref() == Some(object.name.as_str()) && p.owner_kind == object.kind
+                }
+        };
+        let shape = |pods: &[PodPlan]| pods.iter().filter(made).map(|p| (p.key(), p.labels.clone(), p.ports.clone())).collect::<Vec<_>>();
+        let (old, new) = (shape(before), shape(after));
+        let (singular, resource) = workload_names(&object.kind);
+        let verb = match (old.is_empty(), deleting) {
+            (true, true) => {
+                change.not_found.push(format!("{resource} {:?} not found in namespace {:?}", object.name, object.namespace));
+                continue;
+            }
+            (false, true) => "deleted",
+            (true, false) => "created",
+            (false, false) if old == new => "unchanged",
+            (false, false) => "configured",
+        };
+        change.objects.push(format!("{singular}/{} {verb}", object.name));
+    }
+}
+
 /// Namespaces and NetworkPolicies: applied ones replace those of the same name (a namespace's
 /// labels are what the manifest says); with `remove`, the named ones go.
 fn merge_policy_objects(st: &mut LabState, cluster: &ClusterState, remove: bool, change: &mut Change) {
@@ -128,7 +170,9 @@ pub fn apply(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Cha
     if let Some((old, new)) = crate::up::make_neighbour_room(&room)? {
         eprintln!("raised the kernel's ARP table limit (gc_thresh3) from {old} to {new} for the lab's pods");
     }
+    let before = st.plan.pods.clone();
     let done = apply_plan(&mut st, wanted, plugin, &mut change);
+    report_workloads(&before, &st.plan.pods, cluster, false, &mut change);
     finish(&locked, st, change, done)
 }
 
@@ -258,7 +302,9 @@ pub fn delete(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Ch
             .any(|g| s.metadata.namespace.as_deref() == Some(g.namespace.as_str()) && s.metadata.name.as_deref() == Some(g.name.as_str()))
     });
     merge_routing(&mut st, cluster, true);
+    let before = st.plan.pods.clone();
     let done = remove(&mut st, &doomed, plugin, &mut change);
+    report_workloads(&before, &st.plan.pods, cluster, true, &mut change);
     finish(&locked, st, change, done)
 }
 
