@@ -17,9 +17,10 @@ use lab::state::{self, LabState};
 pub enum LabCommand {
     /// Make a lab: nodes, the underlay, and every pod of the manifests.
     Up(UpArgs),
-    /// Add or update the manifests' pods in a running lab (and scale workloads).
+    /// Add or update the manifests' objects in a running lab: pods and workloads (scaled),
+    /// Services, Namespaces (labels), NetworkPolicies, Ingresses, Gateway API objects.
     Apply(ManifestArgs),
-    /// Remove the manifests' pods from a running lab.
+    /// Remove the manifests' objects from a running lab (a Namespace takes its objects with it).
     Delete(ManifestArgs),
     /// Remove a lab and everything it made (also after a crash).
     Down(NameArg),
@@ -29,7 +30,8 @@ pub enum LabCommand {
     Get(GetArgs),
     /// Run a command in a pod's network namespace (with its resolv.conf and hosts).
     Exec(ExecArgs),
-    /// Check pod-to-pod and node-to-pod connectivity with real packets.
+    /// Check pod-to-pod and node-to-pod connectivity, Services and DNS with real packets, each
+    /// connection held against the NetworkPolicy verdict (allowed answers, denied times out).
     Check(NameArg),
     /// Mark a pod ready, not ready or terminating (its EndpointSlice conditions follow).
     Mark(MarkArgs),

@@ -52,10 +52,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// NetworkPolicy: connectivity matrix, explanations and lint, offline from manifests.
+    /// NetworkPolicy: connectivity matrix, explanations and lint, from manifests or a lab (--lab).
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
-    /// The service proxy: what it does with a packet, offline.
+    /// The service proxy: what it does with a packet, from manifests or a lab (--lab).
     #[command(subcommand)]
     Proxy(proxy_cmd::ProxyCommand),
     /// The cluster DNS.
