@@ -287,7 +287,11 @@ impl Proxies {
                     *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
                 }
                 let policy_changed = synced == Synced::Full || policy_table(&rules) != old_policy.get(node.name.as_str()).copied().flatten();
-                if policy_changed {
+                // A node that isolates none of its pods denies nothing itself (the other end's
+                // node cuts what it denies): no conntrack listing there.
+                let isolates = policy_table(&rules)
+                    .is_some_and(|t| ["ingress-pods", "egress-pods"].iter().any(|m| t.sets.get(*m).is_some_and(|s| !s.elements.is_empty())));
+                if policy_changed && isolates {
                     crate::network_policy::cut_denied_flows(node, &enforcement);
                 }
                 done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });
