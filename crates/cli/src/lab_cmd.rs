@@ -852,42 +852,104 @@ fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<
 }
 
 /// `kubectl get endpoints`: each Service's ready addresses × ports, from its EndpointSlices.
-fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
-    let slices = st.endpoint_slices();
-    let mut rows = Vec::new();
-    for svc in st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)) {
-        let svc_name = svc.metadata.name.clone().unwrap_or_default();
-        let svc_ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let mut addrs = Vec::new();
-        for sl in slices.iter().filter(|sl| {
-            sl.metadata.namespace.as_deref() == Some(svc_ns.as_str())
-                && sl.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)).map(String::as_str) == Some(svc_name.as_str())
-        }) {
-            for ep in sl.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)) {
-                for a in &ep.addresses {
-                    for p in sl.ports.iter().flatten() {
-                        addrs.push(format!("{a}:{}", p.port.unwrap_or_default()));
-                    }
+/// A Service's v1 Endpoints, as the endpoints controller makes them from its EndpointSlices:
+/// one subset per set of ports, ready addresses apart from not-ready ones (terminating pods
+/// left out), addresses sorted by IP.
+fn endpoints_object(
+    svc: &k8s_openapi::api::core::v1::Service,
+    slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+) -> k8s_openapi::api::core::v1::Endpoints {
+    use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference};
+    let (name, ns) = (svc.metadata.name.clone().unwrap_or_default(), svc.metadata.namespace.clone().unwrap_or_default());
+    let mut subsets: Vec<EndpointSubset> = Vec::new();
+    for sl in slices.iter().filter(|sl| {
+        sl.metadata.namespace.as_deref() == Some(ns.as_str())
+            && sl.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_SERVICE_NAME)) == Some(&name)
+    }) {
+        let mut ports: Vec<EndpointPort> = sl
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| EndpointPort {
+                name: p.name.clone(),
+                port: p.port.unwrap_or_default(),
+                protocol: p.protocol.clone(),
+                app_protocol: p.app_protocol.clone(),
+            })
+            .collect();
+        ports.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+        let index = match subsets.iter().position(|s| s.ports.as_ref() == Some(&ports)) {
+            Some(i) => i,
+            None => {
+                subsets.push(EndpointSubset { ports: Some(ports), ..Default::default() });
+                subsets.len() - 1
+            }
+        };
+        for ep in &sl.endpoints {
+            let conditions = ep.conditions.clone().unwrap_or_default();
+            if conditions.terminating == Some(true) {
+                continue;
+            }
+            let target = ep.target_ref.clone().map(|r| ObjectReference { kind: r.kind, name: r.name, namespace: r.namespace, ..Default::default() });
+            for ip in &ep.addresses {
+                let address = EndpointAddress { ip: ip.clone(), node_name: ep.node_name.clone(), target_ref: target.clone(), ..Default::default() };
+                let list = if conditions.ready.unwrap_or(true) { &mut subsets[index].addresses } else { &mut subsets[index].not_ready_addresses };
+                list.get_or_insert_with(Vec::new).push(address);
+            }
+        }
+    }
+    for s in &mut subsets {
+        for list in [&mut s.addresses, &mut s.not_ready_addresses].into_iter().flatten() {
+            list.sort_by_key(|a| a.ip.parse::<std::net::IpAddr>().ok());
+        }
+    }
+    subsets.retain(|s| s.addresses.is_some() || s.not_ready_addresses.is_some());
+    let labels = svc.metadata.labels.clone();
+    Endpoints {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some(name), namespace: Some(ns), labels, ..Default::default() },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    }
+}
+
+/// kubectl's ENDPOINTS column: `ip:port` per port and ready address, three at most, then
+/// `+ N more...`.
+fn endpoints_column(e: &k8s_openapi::api::core::v1::Endpoints) -> String {
+    let mut all = Vec::new();
+    for s in e.subsets.iter().flatten() {
+        let addresses = s.addresses.clone().unwrap_or_default();
+        match s.ports.as_deref().filter(|p| !p.is_empty()) {
+            None => all.extend(addresses.iter().map(|a| a.ip.clone())),
+            Some(ports) => {
+                for p in ports {
+                    all.extend(addresses.iter().map(|a| format!("{}:{}", a.ip, p.port)));
                 }
             }
         }
-        rows.push((svc_ns, svc_name, addrs));
     }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n > 3 => format!("{} + {} more...", all[..3].join(","), n - 3),
+        _ => all.join(","),
+    }
+}
+
+fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+    let slices = st.endpoint_slices();
+    let items: Vec<k8s_openapi::api::core::v1::Endpoints> =
+        st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).map(|svc| endpoints_object(svc, &slices)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
-        let items: Vec<serde_json::Value> = rows.iter().map(|(n, s, a)| serde_json::json!({"namespace": n, "name": s, "endpoints": a})).collect();
-        return render(&serde_json::json!({"items": items}), f);
+        return render(&object_or_list(&items, "endpoints", name)?, f);
     }
     let mut out = String::new();
     if ns.is_none() {
         out.push_str("NAMESPACE\t");
     }
     out.push_str("NAME\tENDPOINTS\n");
-    for (n, s, a) in rows {
+    for e in &items {
         if ns.is_none() {
-            let _ = write!(out, "{n}\t");
+            let _ = write!(out, "{}\t", e.metadata.namespace.as_deref().unwrap_or_default());
         }
-        let list = if a.is_empty() { "<none>".to_owned() } else { a.join(",") };
-        let _ = writeln!(out, "{s}\t{list}");
+        let _ = writeln!(out, "{}\t{}", e.metadata.name.as_deref().unwrap_or_default(), endpoints_column(e));
     }
     Ok(align(&out))
 }

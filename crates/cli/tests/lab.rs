@@ -364,6 +364,13 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
         .to_owned();
     assert!(podnet(&["lab", "mark", "-n", "demo", &server_pod, "not-ready", "--name", &lab.name]).status.success());
     assert_eq!(ep(&lab).matches(":8080").count(), 1, "one left after marking one not ready");
+    // As a v1 Endpoints object: the not-ready pod under notReadyAddresses, with its pod named.
+    let json: Value = serde_json::from_slice(&podnet(&["lab", "get", "endpoints", "server", "-n", "demo", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    assert_eq!((&json["apiVersion"], &json["kind"]), (&Value::from("v1"), &Value::from("Endpoints")));
+    let subset = &json["subsets"][0];
+    assert_eq!(subset["addresses"].as_array().unwrap().len(), 1, "{json:#}");
+    assert_eq!(subset["notReadyAddresses"][0]["targetRef"]["name"], server_pod.as_str(), "{json:#}");
+    assert_eq!((&subset["ports"][0]["name"], &subset["ports"][0]["port"]), (&Value::from("http"), &Value::from(8080)));
     let slices: Value = serde_json::from_slice(&podnet(&["lab", "get", "endpointslices", "-n", "demo", "-o", "json", "--name", &lab.name]).stdout).unwrap();
     let conditions: Vec<bool> = slices["items"][0]["endpoints"].as_array().unwrap().iter().map(|e| e["conditions"]["ready"].as_bool().unwrap()).collect();
     assert_eq!(conditions.iter().filter(|r| !**r).count(), 1);
