@@ -164,6 +164,8 @@ struct NodeSynced {
     socket: dataplane::nfnetlink::Socket,
     session: Option<dataplane::nft::Session>,
     mac: Option<String>,
+    /// Whether its NetworkPolicy table may now deny what it let through before.
+    policy_changed: bool,
 }
 
 /// A node's kernel work, in its namespace: the bridge table once the pod bridge exists, the
@@ -185,13 +187,15 @@ fn apply_node(job: NodeJob) -> io::Result<NodeSynced> {
     }
     let now = socket.generation().ok();
     let stale_possible = plan.may_leave_stale_udp_flows(old.as_ref().map(|o| &o.plan));
+    let policy_differs = old.as_ref().is_none_or(|o| policy_table(&o.rules) != policy_table(&rules));
     let trusted = old.filter(|o| o.generation.is_some() && o.generation == now).map(|o| o.rules);
     let synced = dataplane::nft::sync_in_session(&mut session, trusted.as_ref(), &rules)?;
     let generation = socket.generation().ok();
     if stale_possible {
         clear_stale_udp_flows(&plan);
     }
-    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan })
+    let policy_changed = synced == Synced::Full || policy_differs;
+    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan, policy_changed })
 }
 
 fn status_of(status: &std::sync::Mutex<ProxyStatus>) -> std::sync::MutexGuard<'_, ProxyStatus> {
@@ -221,10 +225,6 @@ impl Proxies {
         let mut done = Vec::new();
         let mut wanted = BTreeMap::new();
         let mut first_error = None;
-        // What each node enforced before, to tell whose policy table changes.
-        let old_policy_tables: BTreeMap<String, Option<nftset::Table>> =
-            self.applied.iter().map(|(n, a)| (n.clone(), policy_table(&a.rules).cloned())).collect();
-        let old_policy: BTreeMap<&str, Option<&nftset::Table>> = old_policy_tables.iter().map(|(n, t)| (n.as_str(), t.as_ref())).collect();
         for chunk in st.plan.nodes.chunks(PARALLEL_NODES) {
             let mut jobs = Vec::with_capacity(chunk.len());
             for node in chunk {
@@ -262,8 +262,8 @@ impl Proxies {
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a node's proxy sync panicked")))).collect()
             });
             for ((node, queued, started, _), result) in jobs.into_iter().zip(results) {
-                let (synced, generation, rules, plan) = match result {
-                    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan }) => {
+                let (synced, generation, rules, plan, policy_changed) = match result {
+                    Ok(NodeSynced { synced, generation, rules, socket, session, mac, plan, policy_changed }) => {
                         self.sockets.insert(node.name.clone(), socket);
                         if let Some(session) = session {
                             self.sessions.insert(node.name.clone(), session);
@@ -271,7 +271,7 @@ impl Proxies {
                         if let Some(mac) = mac {
                             self.bridge_macs.insert(node.name.clone(), mac);
                         }
-                        (synced, generation, rules, plan)
+                        (synced, generation, rules, plan, policy_changed)
                     }
                     Err(e) => {
                         status_of(&self.status).entry(node.name.clone()).or_default().0.sync_failures += 1;
@@ -286,12 +286,9 @@ impl Proxies {
                     metrics.synced(now, started.elapsed().as_secs_f64(), synced == Synced::Full, queued, rules.element_count());
                     *health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
                 }
-                let policy_changed = synced == Synced::Full || policy_table(&rules) != old_policy.get(node.name.as_str()).copied().flatten();
                 // A node that isolates none of its pods denies nothing itself (the other end's
                 // node cuts what it denies): no conntrack listing there.
-                let isolates = policy_table(&rules)
-                    .is_some_and(|t| ["ingress-pods", "egress-pods"].iter().any(|m| t.sets.get(*m).is_some_and(|s| !s.elements.is_empty())));
-                if policy_changed && isolates {
+                if policy_changed && policy_table(&rules).is_some_and(policy::enforce::isolates_any) {
                     crate::network_policy::cut_denied_flows(node, &enforcement);
                 }
                 done.push(NodeSync { node: node.name.clone(), synced, elements: rules.element_count(), seconds: started.elapsed().as_secs_f64() });

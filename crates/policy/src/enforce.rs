@@ -231,6 +231,20 @@ fn drop_prefix(direction: Direction, namespace: &str, policies: &[&str]) -> Stri
     text
 }
 
+/// The verdict map that dispatches a direction's isolated pods to their selection's chain.
+fn dispatch_map(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Egress => "egress-pods",
+        Direction::Ingress => "ingress-pods",
+    }
+}
+
+/// Whether a node's table isolates any pod (in either direction): one that does not denies
+/// nothing.
+pub fn isolates_any(table: &Table) -> bool {
+    [Direction::Egress, Direction::Ingress].iter().any(|d| table.sets.get(dispatch_map(*d)).is_some_and(|s| !s.elements.is_empty()))
+}
+
 /// A drop log prefix read back: `(direction, "namespace/policy,...")`.
 pub fn parse_drop_prefix(prefix: &str) -> Option<(&str, String)> {
     let rest = prefix.strip_prefix(LOG_PREFIX)?.trim_start();
@@ -281,7 +295,7 @@ impl<'a> Enforcement<'a> {
         let mut t = Table::default();
         let mut egress = base("type filter hook forward priority -10; policy accept;");
         let mut ingress = base("type filter hook forward priority 0; policy accept;");
-        for (chain, map, addr) in [(&mut egress, "egress-pods", "ip saddr"), (&mut ingress, "ingress-pods", "ip daddr")] {
+        for (chain, map, addr) in [(&mut egress, dispatch_map(Direction::Egress), "ip saddr"), (&mut ingress, dispatch_map(Direction::Ingress), "ip daddr")] {
             chain.rules = vec![
                 "ct state established,related accept".into(),
                 "ip saddr . ip daddr @self accept".into(),
@@ -325,7 +339,7 @@ impl<'a> Enforcement<'a> {
             used_policies.extend(selection.iter().copied());
         }
         t.chains.extend(selection_chains);
-        t.sets.insert(format!("{field}-pods"), Set { is_map: true, spec: "type ipv4_addr : verdict;".into(), elements: dispatch });
+        t.sets.insert(dispatch_map(direction).to_owned(), Set { is_map: true, spec: "type ipv4_addr : verdict;".into(), elements: dispatch });
         let local_ips: BTreeSet<Ipv4Addr> = local.iter().map(|&(_, ip)| ip).collect();
         for pi in used_policies {
             let Some(side) = self.sides[d].get(&pi) else { continue };
