@@ -252,9 +252,7 @@ struct Components {
     dns_runtime: tokio::runtime::Handle,
     ingress: crate::ingress_controller::IngressControllers,
     proxy: std::sync::mpsc::Sender<ProxyRequest>,
-    /// Pod names by address, for the drop log.
-    pods_by_ip: crate::drops::PodsByIp,
-    /// Pod, node and Service names by address, for the flow log.
+    /// Pod, node and Service names by address, for the drop and flow logs.
     names: Arc<Mutex<crate::drops::Names>>,
 }
 
@@ -264,7 +262,6 @@ impl Components {
     fn sync(&mut self, st: &LabState) -> io::Result<()> {
         let mut failed = Vec::new();
         let started = std::time::Instant::now();
-        *self.pods_by_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::pods_by_ip(st);
         *self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::names(st);
         // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
         // servers listen.
@@ -304,10 +301,9 @@ pub fn run(lab: &LabName) -> io::Result<()> {
         dns_runtime: component_runtime("dns")?,
         ingress: crate::ingress_controller::IngressControllers::default(),
         proxy: proxy_tx,
-        pods_by_ip: Default::default(),
         names: Default::default(),
     };
-    crate::drops::start(lab, &st, &components.pods_by_ip)?;
+    crate::drops::start(lab, &st, &components.names)?;
     crate::drops::record_flows(lab, &st, &components.names)?;
     components.sync(&st)?;
     serve_proxy_endpoints(&st, &status, &component_runtime("proxy-http")?)?;

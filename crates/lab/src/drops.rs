@@ -52,14 +52,6 @@ pub fn log_file(lab: &LabName) -> std::path::PathBuf {
     crate::state::dir(lab).join("drops.log")
 }
 
-/// Pod names by address, shared with the listeners and refreshed on every change.
-pub type PodsByIp = Arc<Mutex<BTreeMap<Ipv4Addr, String>>>;
-
-/// The pods of a lab state by address.
-pub fn pods_by_ip(st: &LabState) -> BTreeMap<Ipv4Addr, String> {
-    st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, _)| !p.host_network).filter_map(|(p, ip)| ip.map(|ip| (ip, p.key()))).collect()
-}
-
 fn protocol_name(n: u8) -> String {
     match n {
         1 => "ICMP".into(),
@@ -131,10 +123,10 @@ impl Writer {
 }
 
 /// Listens on every node's NFLOG group, each on a thread in the node's namespace.
-pub fn start(lab: &LabName, st: &LabState, pods: &PodsByIp) -> std::io::Result<()> {
+pub fn start(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> std::io::Result<()> {
     let writer = Arc::new(Mutex::new(Writer::new(log_file(lab))));
     for node in &st.plan.nodes {
-        let (pods, writer, name) = (Arc::clone(pods), Arc::clone(&writer), node.name.clone());
+        let (names, writer, name) = (Arc::clone(names), Arc::clone(&writer), node.name.clone());
         netns::spawn_in(&netns::path_of(&node.netns), move || -> std::io::Result<()> {
             let listener = Listener::bind(policy::enforce::LOG_GROUP)?;
             loop {
@@ -143,8 +135,8 @@ pub fn start(lab: &LabName, st: &LabState, pods: &PodsByIp) -> std::io::Result<(
                     continue;
                 }
                 let drops: Vec<Drop> = {
-                    let pods = pods.lock().unwrap_or_else(PoisonError::into_inner);
-                    logged.iter().filter_map(|l| record(&name, l, &pods, crate::daemon::utc_now)).collect()
+                    let names = names.lock().unwrap_or_else(PoisonError::into_inner);
+                    logged.iter().filter_map(|l| record(&name, l, &names.pods, crate::daemon::utc_now)).collect()
                 };
                 writer.lock().unwrap_or_else(PoisonError::into_inner).write(&drops);
             }
@@ -188,7 +180,8 @@ pub fn flows_file(lab: &LabName) -> std::path::PathBuf {
     crate::state::dir(lab).join("flows.log")
 }
 
-/// What the flow recorder needs to know about the lab, refreshed on every change.
+/// What the drop log and the flow recorder need to know about the lab, shared with their
+/// listeners and refreshed on every change.
 #[derive(Default)]
 pub struct Names {
     /// Pods by address.
@@ -201,9 +194,10 @@ pub struct Names {
 
 /// The names of a lab state.
 pub fn names(st: &LabState) -> Names {
-    let mut n = Names { pods: pods_by_ip(st), ..Default::default() };
+    let mut n = Names::default();
     for (p, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
         if let (Some(ip), false) = (ip, p.host_network) {
+            n.pods.insert(*ip, p.key());
             n.nodes.insert(*ip, p.node.clone());
         }
     }
