@@ -300,28 +300,6 @@ fn candidates(name: &str, searches: &[String], ndots: usize) -> Vec<String> {
     out
 }
 
-/// The pod's resolv.conf: nameservers, search path, ndots.
-fn resolv_of(netns: &str) -> (Vec<IpAddr>, Vec<String>, usize) {
-    let text = std::fs::read_to_string(format!("/etc/netns/{netns}/resolv.conf")).unwrap_or_default();
-    let (mut servers, mut search, mut ndots) = (Vec::new(), Vec::new(), 1);
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => servers.extend(words.next().and_then(|w| w.parse::<IpAddr>().ok())),
-            Some("search") => search = words.map(str::to_owned).collect(),
-            Some("options") => {
-                for w in words {
-                    if let Some(n) = w.strip_prefix("ndots:").and_then(|n| n.parse().ok()) {
-                        ndots = n;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    (servers, search, ndots)
-}
-
 fn service_with_ip(view: &ClusterState, ip: IpAddr) -> Option<&model::Namespaced<Service>> {
     view.services.iter().find(|s| s.object.spec.as_ref().and_then(|sp| sp.cluster_ip.as_deref()).and_then(|c| c.parse::<IpAddr>().ok()) == Some(ip))
 }
@@ -340,8 +318,9 @@ fn dns_step<'a>(cluster: &Cluster, view: &'a ClusterState, client: &PodInfo, tex
     let answered: Option<(String, Vec<IpAddr>, String)> = match cluster {
         Cluster::Lab { st, .. } => {
             let netns = st.plan.pods.iter().find(|p| p.namespace == client.namespace && p.name == client.name).map(|p| p.netns.clone()).unwrap_or_default();
-            let (servers, search, ndots) = resolv_of(&netns);
-            let server = servers.first().copied().unwrap_or(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)));
+            let resolv = lab::resolv::parse(&std::fs::read_to_string(format!("/etc/netns/{netns}/resolv.conf")).unwrap_or_default());
+            let (search, ndots) = (resolv.searches.clone(), resolv.ndots());
+            let server = resolv.nameservers.iter().find_map(|n| n.parse().ok()).unwrap_or(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)));
             let mut found = None;
             for name in candidates(text, if search.is_empty() { &default_search } else { &search }, ndots) {
                 let asked_name = name.clone();
@@ -368,8 +347,9 @@ fn dns_step<'a>(cluster: &Cluster, view: &'a ClusterState, client: &PodInfo, tex
         }
         Cluster::Offline => {
             let mut found = None;
+            let records = dns::View::build(view, &dns::ZoneConfig::default(), 1).ok();
             for name in candidates(text, &default_search, 5) {
-                let ips: Vec<IpAddr> = offline_a(view, &name);
+                let ips: Vec<IpAddr> = records.as_ref().map(|r| offline_a(r, &name)).unwrap_or_default();
                 asked.push(json!({"name": name, "answers": ips}));
                 if !ips.is_empty() {
                     found = Some((name, ips, "the cluster's records (offline)".to_owned()));
@@ -414,10 +394,9 @@ fn dns_step<'a>(cluster: &Cluster, view: &'a ClusterState, client: &PodInfo, tex
     }
 }
 
-/// The A records the cluster DNS would give for a name, from the records of the snapshot.
-fn offline_a(view: &ClusterState, fqdn: &str) -> Vec<IpAddr> {
+/// The A records the cluster DNS gives for a name, from the cluster's records.
+fn offline_a(built: &dns::View, fqdn: &str) -> Vec<IpAddr> {
     use hickory_proto::rr::{Name, RData, RecordType};
-    let Ok(built) = dns::View::build(view, &dns::ZoneConfig::default(), 1) else { return Vec::new() };
     let Ok(name) = Name::from_ascii(fqdn) else { return Vec::new() };
     match built.lookup(&name, RecordType::A) {
         dns::lookup::Lookup::Answer(a) => a

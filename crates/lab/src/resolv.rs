@@ -19,15 +19,26 @@ pub struct ClusterDns {
 const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCHES: usize = 32;
 
+/// A resolv.conf, read.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Resolv {
-    nameservers: Vec<String>,
-    searches: Vec<String>,
-    options: Vec<String>,
+pub struct Resolv {
+    /// `nameserver` lines, in order.
+    pub nameservers: Vec<String>,
+    /// The search path.
+    pub searches: Vec<String>,
+    /// `options`, as written (`ndots:5`).
+    pub options: Vec<String>,
+}
+
+impl Resolv {
+    /// The `ndots` option (the resolver's default, 1, when absent).
+    pub fn ndots(&self) -> usize {
+        self.options.iter().filter_map(|o| o.strip_prefix("ndots:")?.parse().ok()).next_back().unwrap_or(1)
+    }
 }
 
 /// A resolv.conf's nameservers, search path (the last `search` or `domain` line) and options.
-fn parse(text: &str) -> Resolv {
+pub fn parse(text: &str) -> Resolv {
     let mut r = Resolv::default();
     for line in text.lines().map(|l| l.split(['#', ';']).next().unwrap_or("").trim()) {
         let mut words = line.split_whitespace();
