@@ -73,14 +73,9 @@ struct Verdicts<'a> {
 
 impl Verdicts<'_> {
     /// Pod `from` (an index of the lab's pods) to an address: allowed, or why not.
-    fn judge(&self, from: usize, to: Ipv4Addr, port: u16) -> Result<(), String> {
+    fn judge(&self, from: usize, to: Ipv4Addr, port: u16, protocol: Protocol) -> Result<(), String> {
         let to_pod = self.view.pods.iter().find(|p| !p.host_network && policy::enforce::pod_ipv4(p) == Some(to));
-        let c = Connection {
-            from: Endpoint::Pod(&self.view.pods[from]),
-            to: to_pod.map_or(Endpoint::External(IpAddr::V4(to)), Endpoint::Pod),
-            port,
-            protocol: Protocol::Tcp,
-        };
+        let c = Connection { from: Endpoint::Pod(&self.view.pods[from]), to: to_pod.map_or(Endpoint::External(IpAddr::V4(to)), Endpoint::Pod), port, protocol };
         let e = self.evaluator.explain(&c);
         if e.allowed { Ok(()) } else { Err(e.denial()) }
     }
@@ -151,7 +146,7 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
         let Some(spread) = target else { continue };
         // A server the policies let this client reach, when the spread one is denied: both
         // answers and drops are checked.
-        let reachable = |(j, _, port): &&(usize, &lab::PodPlan, u16)| st.pod_ips[*j].is_some_and(|ip| verdicts.judge(*i, ip, *port).is_ok());
+        let reachable = |(j, _, port): &&(usize, &lab::PodPlan, u16)| st.pod_ips[*j].is_some_and(|ip| verdicts.judge(*i, ip, *port, Protocol::Tcp).is_ok());
         let allowed = others.iter().copied().filter(|t| t.0 != *i).find(reachable).or_else(|| servers.iter().filter(|t| t.0 != *i).find(reachable));
         let mut targets = vec![spread];
         targets.extend(allowed.filter(|a| a.0 != spread.0));
@@ -163,7 +158,7 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
                 client_ip: Some(cip),
                 ip: sip,
                 port: *port,
-                verdict: verdicts.judge(*i, sip, *port),
+                verdict: verdicts.judge(*i, sip, *port, Protocol::Tcp),
             });
         }
     }
@@ -209,7 +204,7 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
         let client = pods.iter().find(|(_, p)| p.node != controller.node && !lab::system::is_ingress_controller_pod(p)).or(pods.first());
         let Some((ci, client)) = client else { continue };
         let what = format!("{} ({}) → ingress controller {} ({ip}:{})/healthz", client.key(), client.node, controller.key(), lab::system::INGRESS_METRICS_PORT);
-        match verdicts.judge(*ci, ip, lab::system::INGRESS_METRICS_PORT) {
+        match verdicts.judge(*ci, ip, lab::system::INGRESS_METRICS_PORT, Protocol::Tcp) {
             Ok(()) => match http_probe(&client.netns, ip, lab::system::INGRESS_METRICS_PORT, "/healthz", ANSWER_TIMEOUT) {
                 Ok(status) => report.line(status == 200, format!("{what}: HTTP {status}")),
                 Err(e) => report.line(false, format!("{what}: {e}")),
@@ -249,7 +244,7 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
         let mut denied = Vec::new();
         for e in &endpoints {
             let parsed: Option<std::net::SocketAddrV4> = e.parse().ok();
-            match parsed.map(|a| verdicts.judge(*i, *a.ip(), a.port())) {
+            match parsed.map(|a| verdicts.judge(*i, *a.ip(), a.port(), Protocol::Tcp)) {
                 Some(Ok(())) | None => allowed.push(*e),
                 Some(Err(why)) => denied.push(why),
             }
@@ -307,14 +302,7 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
 /// to its ClusterIP through kube-dns.
 fn check_dns(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], verdicts: &Verdicts<'_>, report: &mut Report) -> Result<()> {
     let dns_pods: Vec<Ipv4Addr> = st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, _)| lab::system::is_dns_pod(p)).filter_map(|(_, ip)| *ip).collect();
-    let may_ask = |i: usize| {
-        let pod = &verdicts.view.pods[i];
-        dns_pods.iter().all(|&d| {
-            let to = verdicts.view.pods.iter().find(|p| policy::enforce::pod_ipv4(p) == Some(d));
-            let c = Connection { from: Endpoint::Pod(pod), to: to.map_or(Endpoint::External(IpAddr::V4(d)), Endpoint::Pod), port: 53, protocol: Protocol::Udp };
-            verdicts.evaluator.allowed(&c)
-        })
-    };
+    let may_ask = |i: usize| dns_pods.iter().all(|&d| verdicts.judge(i, d, 53, Protocol::Udp).is_ok());
     let Some((_, client)) = pods.iter().find(|(i, _)| may_ask(*i)) else {
         if !pods.is_empty() {
             report.line(true, "DNS: not checked: NetworkPolicy denies every pod's DNS queries".into());

@@ -110,6 +110,42 @@ fn peer_lines(out: &mut String, indent: &str, heading: &str, peers: Option<&Vec<
     }
 }
 
+/// One rule's ports and peers.
+type Rules<'a> = (Option<&'a Vec<NetworkPolicyPort>>, Option<&'a Vec<NetworkPolicyPeer>>);
+
+/// kubectl's words for one direction.
+struct DirectionWords {
+    policy_type: &'static str,
+    field: &'static str,
+    peer: &'static str,
+    any_peer: &'static str,
+}
+
+const DESCRIBE_INGRESS: DirectionWords =
+    DirectionWords { policy_type: "Ingress", field: "ingress", peer: "From", any_peer: "traffic not restricted by source" };
+const DESCRIBE_EGRESS: DirectionWords =
+    DirectionWords { policy_type: "Egress", field: "egress", peer: "To", any_peer: "traffic not restricted by destination" };
+
+/// kubectl's `printNetworkPolicySpecIngressFrom` / `…EgressTo`, under its heading.
+fn direction_lines(out: &mut String, types: &[String], words: &DirectionWords, rules: &[Rules<'_>]) {
+    let indent = "    ";
+    if !types.iter().any(|t| t == words.policy_type) {
+        let _ = writeln!(out, "  Not affecting {} traffic", words.field);
+        return;
+    }
+    let _ = writeln!(out, "  Allowing {} traffic:", words.field);
+    if rules.is_empty() {
+        let _ = writeln!(out, "{indent}<none> (Selected pods are isolated for {} connectivity)", words.field);
+    }
+    for (i, (ports, peers)) in rules.iter().enumerate() {
+        port_lines(out, indent, *ports);
+        peer_lines(out, indent, words.peer, *peers, words.any_peer);
+        if i + 1 != rules.len() {
+            let _ = writeln!(out, "{indent}----------");
+        }
+    }
+}
+
 /// kubectl's description of a NetworkPolicy.
 pub(crate) fn network_policy(np: &NetworkPolicy, created: &str) -> String {
     let mut out = String::new();
@@ -151,39 +187,10 @@ pub(crate) fn network_policy(np: &NetworkPolicy, created: &str) -> String {
             t
         }
     };
-    let indent = "    ";
-    if types.iter().any(|t| t == "Ingress") {
-        let _ = writeln!(out, "  Allowing ingress traffic:");
-        let rules = spec.ingress.clone().unwrap_or_default();
-        if rules.is_empty() {
-            let _ = writeln!(out, "{indent}<none> (Selected pods are isolated for ingress connectivity)");
-        }
-        for (i, r) in rules.iter().enumerate() {
-            port_lines(&mut out, indent, r.ports.as_ref());
-            peer_lines(&mut out, indent, "From", r.from.as_ref(), "traffic not restricted by source");
-            if i + 1 != rules.len() {
-                let _ = writeln!(out, "{indent}----------");
-            }
-        }
-    } else {
-        let _ = writeln!(out, "  Not affecting ingress traffic");
-    }
-    if types.iter().any(|t| t == "Egress") {
-        let _ = writeln!(out, "  Allowing egress traffic:");
-        let rules = spec.egress.clone().unwrap_or_default();
-        if rules.is_empty() {
-            let _ = writeln!(out, "{indent}<none> (Selected pods are isolated for egress connectivity)");
-        }
-        for (i, r) in rules.iter().enumerate() {
-            port_lines(&mut out, indent, r.ports.as_ref());
-            peer_lines(&mut out, indent, "To", r.to.as_ref(), "traffic not restricted by destination");
-            if i + 1 != rules.len() {
-                let _ = writeln!(out, "{indent}----------");
-            }
-        }
-    } else {
-        let _ = writeln!(out, "  Not affecting egress traffic");
-    }
+    let ingress: Vec<Rules<'_>> = spec.ingress.iter().flatten().map(|r| (r.ports.as_ref(), r.from.as_ref())).collect();
+    let egress: Vec<Rules<'_>> = spec.egress.iter().flatten().map(|r| (r.ports.as_ref(), r.to.as_ref())).collect();
+    direction_lines(&mut out, &types, &DESCRIBE_INGRESS, &ingress);
+    direction_lines(&mut out, &types, &DESCRIBE_EGRESS, &egress);
     let _ = writeln!(out, "  Policy Types: {}", types.join(", "));
     out
 }
