@@ -741,8 +741,8 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .collect();
             render(&object_or_list(&items, "nodes", name)?, a.output)?
         }
-        (Resource::Services, f) => services_view(&labelled_services(&st, &labelled), namespace.as_deref(), a.object.as_deref(), f)?,
-        (Resource::Endpoints, f) => endpoints_view(&labelled_services(&st, &labelled), namespace.as_deref(), a.object.as_deref(), f)?,
+        (Resource::Services, f) => services_view(&st, namespace.as_deref(), a.object.as_deref(), &labelled, f)?,
+        (Resource::Endpoints, f) => endpoints_view(&st, namespace.as_deref(), a.object.as_deref(), &labelled, f)?,
         (Resource::Endpointslices, f) => slices_view(&st, namespace.as_deref(), a.object.as_deref(), f)?,
         (Resource::Nodes, f) => {
             let mut out = String::from(if matches!(f, Some(GetFormat::Wide)) {
@@ -765,12 +765,8 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lab with only the Services `-l` keeps (Endpoints are named after their Services).
-fn labelled_services(st: &LabState, keep: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool) -> LabState {
-    let mut scoped = st.clone();
-    scoped.services.retain(|s| keep(&s.metadata));
-    scoped
-}
+/// What `-l` keeps (Endpoints go by their Service's labels).
+type Labelled<'a> = &'a dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool;
 
 fn in_scope(ns: Option<&str>, name: Option<&str>, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
     ns.is_none_or(|n| meta.namespace.as_deref() == Some(n)) && name.is_none_or(|n| meta.name.as_deref() == Some(n))
@@ -790,8 +786,8 @@ fn object_or_list<T: serde::Serialize>(items: &[T], kind: &str, name: Option<&st
 }
 
 /// `kubectl get services`: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) (and SELECTOR with -o wide).
-fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
-    let items: Vec<&k8s_openapi::api::core::v1::Service> = st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).collect();
+fn services_view(st: &LabState, ns: Option<&str>, name: Option<&str>, labelled: Labelled<'_>, f: Option<GetFormat>) -> Result<String> {
+    let items: Vec<&k8s_openapi::api::core::v1::Service> = st.services.iter().filter(|s| in_scope(ns, name, &s.metadata) && labelled(&s.metadata)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
         return render(&object_or_list(&items, "services", name)?, f);
     }
@@ -933,10 +929,10 @@ fn endpoints_column(e: &k8s_openapi::api::core::v1::Endpoints) -> String {
     }
 }
 
-fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<GetFormat>) -> Result<String> {
+fn endpoints_view(st: &LabState, ns: Option<&str>, name: Option<&str>, labelled: Labelled<'_>, f: Option<GetFormat>) -> Result<String> {
     let slices = st.endpoint_slices();
     let items: Vec<k8s_openapi::api::core::v1::Endpoints> =
-        st.services.iter().filter(|s| in_scope(ns, name, &s.metadata)).map(|svc| endpoints_object(svc, &slices)).collect();
+        st.services.iter().filter(|s| in_scope(ns, name, &s.metadata) && labelled(&s.metadata)).map(|svc| endpoints_object(svc, &slices)).collect();
     if let Some(GetFormat::Json | GetFormat::Yaml) = f {
         return render(&object_or_list(&items, "endpoints", name)?, f);
     }
