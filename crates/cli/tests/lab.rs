@@ -352,8 +352,22 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
     let Some((lab, _m)) = lab_of(&format!("{MANIFESTS}{svc}"), &["--nodes", "2"]) else {
         return;
     };
-    let svc = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
-    assert!(svc.contains("server") && svc.contains("10.96.") && svc.contains("80/TCP"), "{svc}");
+    let table = String::from_utf8(podnet(&["lab", "get", "svc", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
+    assert!(table.contains("server") && table.contains("10.96.") && table.contains("80/TCP"), "{table}");
+    // The object as the API server stores it: its defaults filled in.
+    let object: Value = serde_json::from_slice(&podnet(&["lab", "get", "svc", "server", "-n", "demo", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let spec = &object["spec"];
+    assert_eq!(
+        (&spec["sessionAffinity"], &spec["internalTrafficPolicy"], &spec["ipFamilyPolicy"]),
+        (&Value::from("None"), &Value::from("Cluster"), &Value::from("SingleStack"))
+    );
+    assert_eq!((&spec["ipFamilies"], &spec["ports"][0]["protocol"]), (&serde_json::json!(["IPv4"]), &Value::from("TCP")), "{object:#}");
+    assert_eq!(spec["clusterIPs"][0], spec["clusterIP"]);
+    // Applying the same Service again changes nothing, and says so as kubectl does.
+    let again = tempfile::tempdir().unwrap();
+    std::fs::write(again.path().join("svc.yaml"), svc).unwrap();
+    let out = podnet(&["lab", "apply", "--name", &lab.name, "-f", again.path().to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "service/server unchanged", "{}", String::from_utf8_lossy(&out.stderr));
     let ep = |lab: &Lab| String::from_utf8(podnet(&["lab", "get", "endpoints", "server", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
     let before = ep(&lab);
     assert_eq!(before.matches(":8080").count(), 2, "two ready server pods: {before}");

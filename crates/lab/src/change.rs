@@ -163,7 +163,14 @@ pub fn apply(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Cha
     let mut change = Change::default();
     let services_before = st.services.clone();
     merge_services(&mut st, cluster)?;
-    report(&SERVICE, &services_before, cluster.services.iter().map(|s| &s.object), |o| &o.metadata, false, &mut change);
+    // Each applied Service as stored (defaulted, its addresses kept), so that applying the same
+    // manifest again is "unchanged", as kubectl says.
+    let stored = cluster.services.iter().filter_map(|given| {
+        st.services
+            .iter()
+            .find(|s| s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str()))
+    });
+    report(&SERVICE, &services_before, stored, |o| &o.metadata, false, &mut change);
     merge_policy_objects(&mut st, cluster, false, &mut change);
     let mut room = st.plan.clone();
     room.pods.extend(wanted.pods.iter().cloned());

@@ -110,8 +110,14 @@ pub fn allocate(services: &mut [Namespaced<Service>], ranges: &Ranges) -> Result
                 }
             }
         }
+        if let Some(hc) = spec.health_check_node_port.filter(|n| *n != 0)
+            && !used_ports.insert(u16::try_from(hc).unwrap_or(0))
+        {
+            return Err(fail(svc, format!("spec.healthCheckNodePort: Invalid value: {hc}: provided port is already allocated")));
+        }
     }
     for svc in services.iter_mut() {
+        crate::defaults::service(&mut svc.object);
         let key = format!("{}/{}", svc.namespace, svc.name);
         let mut spec = svc.object.spec.clone().unwrap_or_default();
         let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
@@ -131,23 +137,36 @@ pub fn allocate(services: &mut [Namespaced<Service>], ranges: &Ranges) -> Result
             spec.cluster_ip = Some(ip.to_string());
             spec.cluster_ips = Some(vec![ip.to_string()]);
         }
+        let (lo, hi) = ranges.node_ports;
+        let port_span = u64::from(hi - lo) + 1;
+        let band = port_static_band(port_span);
+        let span = port_span - band;
+        let mut next = |what: &str, salt: String| {
+            let start = stable_hash(salt.as_bytes()) % span;
+            let port = (0..span)
+                .map(|k| lo + (band + (start + k) % span) as u16)
+                .find(|port| !used_ports.contains(port))
+                .ok_or_else(|| fail(svc, format!("{what}: Internal error: range is full")))?;
+            used_ports.insert(port);
+            Ok::<i32, ManifestError>(i32::from(port))
+        };
         if ty == "NodePort" || (ty == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false)) {
-            let (lo, hi) = ranges.node_ports;
-            let size = u64::from(hi - lo) + 1;
-            let band = port_static_band(size);
-            let span = size - band;
-            for (i, p) in spec.ports.iter_mut().flatten().enumerate() {
-                if p.node_port.is_some_and(|n| n != 0) {
+            let ports = spec.ports.get_or_insert_with(Vec::new);
+            for i in 0..ports.len() {
+                if ports[i].node_port.is_some_and(|n| n != 0) {
                     continue;
                 }
-                let start = stable_hash(format!("{key}/{i}").as_bytes()) % span;
-                let port = (0..span)
-                    .map(|k| lo + (band + (start + k) % span) as u16)
-                    .find(|port| !used_ports.contains(port))
-                    .ok_or_else(|| fail(svc, format!("spec.ports[{i}].nodePort: Internal error: range is full")))?;
-                used_ports.insert(port);
-                p.node_port = Some(i32::from(port));
+                // The same port number on another protocol shares its NodePort (`initNodePorts`).
+                let shared = ports.iter().filter(|q| q.port == ports[i].port).find_map(|q| q.node_port.filter(|n| *n != 0));
+                ports[i].node_port = Some(match shared {
+                    Some(n) => n,
+                    None => next(&format!("spec.ports[{i}].nodePort"), format!("{key}/{i}"))?,
+                });
             }
+        }
+        // A load balancer that keeps clients' addresses is health-checked on a NodePort of its own.
+        if ty == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local") && spec.health_check_node_port.is_none_or(|n| n == 0) {
+            spec.health_check_node_port = Some(next("spec.healthCheckNodePort", format!("{key}/health"))?);
         }
         svc.object.spec = Some(spec);
     }
@@ -218,6 +237,16 @@ mod tests {
             assert!((30128..=32767).contains(&port(i)), "{}", port(i));
         }
         assert_ne!(port(1), port(2));
+        let mut shared = services(
+            &svc("dns", "  type: LoadBalancer\n  externalTrafficPolicy: Local\n")
+                .replace("ports: [{port: 80}]", "ports: [{port: 53, protocol: UDP}, {port: 53}]"),
+        );
+        allocate(&mut shared, &Ranges::default()).unwrap();
+        let spec = shared[0].object.spec.as_ref().unwrap();
+        let ports = spec.ports.as_ref().unwrap();
+        assert_eq!(ports[0].node_port, ports[1].node_port, "one port number, one NodePort for both protocols");
+        let health = spec.health_check_node_port.unwrap();
+        assert!((30128..=32767).contains(&health) && Some(health) != ports[0].node_port, "{health}");
         let mut bad = services(&svc("np", "  type: NodePort\n").replace("ports: [{port: 80}]", "ports: [{port: 80, nodePort: 80}]"));
         assert!(allocate(&mut bad, &Ranges::default()).unwrap_err().to_string().contains("spec.ports[0].nodePort: Invalid value: 80"));
     }

@@ -4,12 +4,14 @@
 //! - [`cluster`]: [`ClusterState`], the snapshot every planner computes from;
 //! - [`endpoints`]: the EndpointSlice controller as a pure function;
 //! - [`allocate`]: ClusterIPs and NodePorts, as the API server allocates them;
+//! - [`defaults`]: the fields the API server fills in on a Service;
 //! - [`selector`]: label selectors compiled for matching;
 //! - [`validation`]: field checks with the API server's messages;
 //! - [`error`]: errors that name file, document, object and field.
 
 pub mod allocate;
 pub mod cluster;
+pub mod defaults;
 pub mod endpoints;
 pub mod error;
 pub mod gateway_api;
