@@ -28,7 +28,10 @@ fn text(v: &Value) -> String {
                 return format!("{}/{}", text(&p["addr"]), text(&p["len"]));
             }
             if let Some(e) = o.get("elem") {
-                return text(&e["val"]);
+                return match e.get("comment").and_then(Value::as_str) {
+                    Some(c) => format!("{} comment \"{c}\"", text(&e["val"])),
+                    None => text(&e["val"]),
+                };
             }
             for verdict in ["goto", "jump"] {
                 if let Some(t) = o.get(verdict) {
@@ -127,11 +130,16 @@ pub(crate) fn rules(a: RulesArgs) -> Result<ExitCode> {
                     frontends.push(format!("{} . {proto} . {np}", node.ip));
                 }
                 let port_name = port.name.clone().unwrap_or_default();
-                outln!("  {ns}/{name}:{port_name} {}/{}", port.port, proto.to_ascii_uppercase());
+                // kube-proxy's name of the port, which the proxy writes as each element's comment.
+                let named = if port_name.is_empty() { format!("{ns}/{name}") } else { format!("{ns}/{name}:{port_name}") };
+                let comment = format!(" comment \"{named}\"");
+                outln!("  {named} {}/{}", port.port, proto.to_ascii_uppercase());
                 let mut chains = BTreeSet::new();
                 let mut any = false;
                 for (set, element) in &table.elements {
-                    if frontends.iter().any(|f| element == f || element.starts_with(&format!("{f} ")) || element.starts_with(&format!("{f} :"))) {
+                    let by_name = element.contains(&comment);
+                    let by_frontend = frontends.iter().any(|f| element == f || element.starts_with(&format!("{f} ")));
+                    if by_name || by_frontend {
                         outln!("    {set:<28} {element}");
                         any = true;
                         if let Some((_, verdict)) = element.rsplit_once(" : ")
@@ -171,6 +179,8 @@ mod tests {
         assert_eq!(text(&map_elem), "10.96.83.212 . tcp . 80 : goto cluster-2");
         let endpoint = serde_json::json!([{"concat": ["10.96.83.212", "tcp", 80, 0]}, {"concat": ["10.244.2.3", 8080]}]);
         assert_eq!(text(&endpoint), "10.96.83.212 . tcp . 80 . 0 : 10.244.2.3 . 8080");
+        let commented = serde_json::json!([{"elem": {"val": {"concat": ["10.96.0.1", "tcp", 443]}, "comment": "default/kubernetes:https"}}, {"goto": {"target": "cluster-1"}}]);
+        assert_eq!(text(&commented), "10.96.0.1 . tcp . 443 comment \"default/kubernetes:https\" : goto cluster-1");
         let with_counter = serde_json::json!({"elem": {"val": {"concat": ["10.96.0.1", "tcp", 443]}, "counter": {"packets": 0}}});
         assert_eq!(text(&with_counter), "10.96.0.1 . tcp . 443");
         assert_eq!(text(&serde_json::json!({"prefix": {"addr": "10.0.0.0", "len": 8}})), "10.0.0.0/8");

@@ -152,7 +152,11 @@ fn trace_names_exactly_the_broken_step() {
     let rules = podnet(&["lab", "rules", "--name", &lab.name, "--node", "node-1", "-n", "shop", "web"]);
     let text = String::from_utf8_lossy(&rules.stdout);
     assert!(rules.status.success(), "{}", String::from_utf8_lossy(&rules.stderr));
-    assert!(text.contains("shop/web:http 80/TCP") && text.contains(&format!("map frontends                {web_ip} . tcp . 80 : goto cluster-2")), "{text}");
+    assert!(
+        text.contains("shop/web:http 80/TCP")
+            && text.contains(&format!("map frontends                {web_ip} . tcp . 80 comment \"shop/web:http\" : goto cluster-2")),
+        "{text}"
+    );
     assert_eq!(text.matches("map cluster-endpoints").count(), 2, "{text}");
     assert!(text.contains("chain cluster-2              dnat ip to"), "{text}");
     assert!(text.contains("vmap @frontends"), "{text}");

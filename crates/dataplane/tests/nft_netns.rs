@@ -30,6 +30,7 @@ fn ruleset(elements: &[(&str, &str)]) -> Ruleset {
             is_map: true,
             spec: "type ipv4_addr . inet_proto . inet_service : verdict;".into(),
             elements: elements.iter().map(|(vip, _)| (format!("{vip} . tcp . 80"), Some("goto class-1".to_owned()))).collect(),
+            comments: elements.iter().map(|(vip, _)| (format!("{vip} . tcp . 80"), format!("shop/svc-{vip}:http"))).collect(),
         },
     );
     t.sets.insert(
@@ -38,6 +39,7 @@ fn ruleset(elements: &[(&str, &str)]) -> Ruleset {
             is_map: true,
             spec: "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;".into(),
             elements: elements.iter().map(|(vip, ep)| (format!("{vip} . tcp . 80 . 0"), Some(format!("{ep} . 8080")))).collect(),
+            ..Default::default()
         },
     );
     let mut r = Ruleset::default();
@@ -56,11 +58,11 @@ fn full_sync_then_differences_reach_the_kernel() {
         let v1 = ruleset(&[("10.96.0.10", "10.244.0.2"), ("10.96.0.11", "10.244.0.3")]);
         dataplane::nft::sync(None, &v1).unwrap();
         let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
-        assert!(listed.contains("10.96.0.10 . tcp . 80 : goto class-1"), "{listed}");
+        assert!(listed.contains("10.96.0.10 . tcp . 80 comment \"shop/svc-10.96.0.10:http\" : goto class-1"), "{listed}");
         let v2 = ruleset(&[("10.96.0.10", "10.244.0.9"), ("10.96.0.12", "10.244.0.4")]);
         dataplane::nft::sync(Some(&v1), &v2).unwrap();
         let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
-        assert!(listed.contains("10.96.0.12 . tcp . 80 : goto class-1") && !listed.contains("10.96.0.11"), "{listed}");
+        assert!(listed.contains("10.96.0.12 . tcp . 80 comment \"shop/svc-10.96.0.12:http\" : goto class-1") && !listed.contains("10.96.0.11"), "{listed}");
         assert!(listed.contains("10.244.0.9 . 8080") && !listed.contains("10.244.0.2 . 8080"), "{listed}");
         // A full re-sync over an existing table replaces it.
         dataplane::nft::sync(None, &v1).unwrap();
@@ -68,6 +70,11 @@ fn full_sync_then_differences_reach_the_kernel() {
         assert!(listed.contains("10.96.0.11") && !listed.contains("10.96.0.12"), "{listed}");
         dataplane::nft::apply(&v1.delete_script()).unwrap();
         assert!(dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().is_none());
+        // The first load's netlink element batches carry the comments too.
+        assert_eq!(dataplane::nft::load(&v2).unwrap(), dataplane::nft::Loaded::Batched);
+        let listed = dataplane::nft::list_table(Family::Ip, "podnet-test").unwrap().unwrap();
+        assert!(listed.contains("10.96.0.12 . tcp . 80 comment \"shop/svc-10.96.0.12:http\" : goto class-1"), "{listed}");
+        dataplane::nft::apply(&v2.delete_script()).unwrap();
     })
     .unwrap();
 }

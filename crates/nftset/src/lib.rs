@@ -55,6 +55,21 @@ pub struct Set {
     pub spec: String,
     /// Elements: key to value (`None` for sets).
     pub elements: BTreeMap<String, Option<String>>,
+    /// Comments of elements, by key (what `nft list` shows beside them; kube-proxy names the
+    /// Service port an element is for this way). A comment alone never makes a change.
+    pub comments: BTreeMap<String, String>,
+}
+
+/// nft's longest comment (`NFTNL_UDATA_COMMENT_MAXLEN`).
+pub const COMMENT_MAX: usize = 128;
+
+/// `comment` cut to what nft takes, on a character boundary.
+pub fn clip_comment(comment: &str) -> &str {
+    let mut end = comment.len().min(COMMENT_MAX);
+    while !comment.is_char_boundary(end) {
+        end -= 1;
+    }
+    &comment[..end]
 }
 
 /// A table.
@@ -76,10 +91,22 @@ pub struct Ruleset {
 /// Elements per `add element` command: long enough to be few, short enough for nft's parser.
 const ELEMENTS_PER_COMMAND: usize = 4096;
 
-fn element_text(key: &str, value: &Option<String>) -> String {
-    match value {
-        Some(v) => format!("{key} : {v}"),
-        None => key.to_owned(),
+/// One element as `nft` text: `key comment "c" : value`.
+pub fn element_text(key: &str, value: Option<&str>, comment: Option<&str>) -> String {
+    let mut out = key.to_owned();
+    if let Some(c) = comment {
+        out.push_str(&format!(" comment \"{}\"", clip_comment(c)));
+    }
+    if let Some(v) = value {
+        out.push_str(" : ");
+        out.push_str(v);
+    }
+    out
+}
+
+impl Set {
+    fn text_of(&self, key: &str, value: &Option<String>) -> String {
+        element_text(key, value.as_deref(), self.comments.get(key).map(String::as_str))
     }
 }
 
@@ -156,7 +183,7 @@ fn table_script(out: &mut String, family: Family, name: &str, table: &Table, wit
     // Elements after rules: binding a verdict map to its rule walks every element already in
     // it (loop detection), so filling it afterwards saves that walk (~4% of a 30k load).
     for (set_name, set) in table.sets.iter().filter(|(_, set)| with_elements(set)) {
-        let items: Vec<String> = set.elements.iter().map(|(k, v)| element_text(k, v)).collect();
+        let items: Vec<String> = set.elements.iter().map(|(k, v)| set.text_of(k, v)).collect();
         push_elements(out, "add", family, name, set_name, &items);
     }
 }
@@ -242,7 +269,7 @@ fn table_diff(out: &mut String, family: Family, name: &str, old: &Table, new: &T
     for (set_name, set) in &new.sets {
         let before = old.sets.get(set_name);
         let added: Vec<String> =
-            set.elements.iter().filter(|(k, v)| before.is_none_or(|o| o.elements.get(*k) != Some(*v))).map(|(k, v)| element_text(k, v)).collect();
+            set.elements.iter().filter(|(k, v)| before.is_none_or(|o| o.elements.get(*k) != Some(*v))).map(|(k, v)| set.text_of(k, v)).collect();
         push_elements(out, "add", family, name, set_name, &added);
     }
     // 5. Chains and sets that go: emptied first, then deleted.
@@ -274,6 +301,7 @@ mod tests {
                 is_map: true,
                 spec: "type ipv4_addr . inet_proto . inet_service : verdict;".into(),
                 elements: elements.iter().map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned()))).collect(),
+                comments: BTreeMap::new(),
             },
         );
         let mut r = Ruleset::default();
@@ -293,6 +321,18 @@ mod tests {
         let chain = lines.iter().position(|l| l.starts_with("add chain ip podnet-proxy class-1")).unwrap();
         assert!(chain < rule && rule < element, "{s}");
         assert!(s.contains("add element ip podnet-proxy svc { 10.96.0.1 . tcp . 80 : goto class-1 }"));
+    }
+
+    #[test]
+    fn comments_go_with_their_elements_and_alone_change_nothing() {
+        let mut r = sample(&[("10.96.0.1 . tcp . 80", "goto class-1")], &[]);
+        let set = r.tables.values_mut().next().unwrap().sets.get_mut("svc").unwrap();
+        set.comments.insert("10.96.0.1 . tcp . 80".into(), "shop/web:http".into());
+        assert!(r.full_script().contains("svc { 10.96.0.1 . tcp . 80 comment \"shop/web:http\" : goto class-1 }"), "{}", r.full_script());
+        let mut renamed = r.clone();
+        renamed.tables.values_mut().next().unwrap().sets.get_mut("svc").unwrap().comments.insert("10.96.0.1 . tcp . 80".into(), "x".into());
+        assert_eq!(transaction(&r, &renamed).unwrap(), "");
+        assert_eq!(clip_comment(&"é".repeat(100)).len(), 128);
     }
 
     #[test]

@@ -32,6 +32,9 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// libnftnl's type of an element comment in its user data (`NFTNL_UDATA_SET_ELEM_COMMENT`).
+const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -305,6 +308,14 @@ pub fn element_batch<'a>(family: Family, table: &str, sets: impl IntoIterator<It
                     }
                     _ => return Err(bad(key)),
                 }
+                if let Some(comment) = set.comments.get(key) {
+                    // libnftnl's user data: type, length, the string with its NUL.
+                    let text = crate::clip_comment(comment).as_bytes();
+                    let mut udata = vec![NFTNL_UDATA_SET_ELEM_COMMENT, (text.len() + 1) as u8];
+                    udata.extend(text);
+                    udata.push(0);
+                    a.put(NFTA_SET_ELEM_USERDATA, &udata);
+                }
                 a.end(element);
             }
             a.end(list);
@@ -393,6 +404,7 @@ mod tests {
             is_map: elements.first().is_some_and(|(_, v)| v.is_some()) || spec.contains(" : "),
             spec: spec.into(),
             elements: elements.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect(),
+            ..Default::default()
         }
     }
 

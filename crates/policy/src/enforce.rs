@@ -206,7 +206,7 @@ fn base(hook_line: &str) -> Chain {
 }
 
 fn set(spec: &str, elements: impl IntoIterator<Item = String>) -> Set {
-    Set { is_map: false, spec: spec.to_owned(), elements: elements.into_iter().map(|e| (e, None)).collect() }
+    Set { is_map: false, spec: spec.to_owned(), elements: elements.into_iter().map(|e| (e, None)).collect(), ..Default::default() }
 }
 
 /// The drop log prefix of a selection: direction, namespace and the policies that isolate the
@@ -339,7 +339,10 @@ impl<'a> Enforcement<'a> {
             used_policies.extend(selection.iter().copied());
         }
         t.chains.extend(selection_chains);
-        t.sets.insert(dispatch_map(direction).to_owned(), Set { is_map: true, spec: "type ipv4_addr : verdict;".into(), elements: dispatch });
+        t.sets.insert(
+            dispatch_map(direction).to_owned(),
+            Set { is_map: true, spec: "type ipv4_addr : verdict;".into(), elements: dispatch, ..Default::default() },
+        );
         let local_ips: BTreeSet<Ipv4Addr> = local.iter().map(|&(_, ip)| ip).collect();
         for pi in used_policies {
             let Some(side) = self.sides[d].get(&pi) else { continue };

@@ -131,6 +131,8 @@ struct Elements {
     affinity_ids: BTreeMap<String, String>,
     affinity_keys: BTreeMap<String, String>,
     timeouts: BTreeSet<u32>,
+    /// The Service port each key is for (`namespace/name:port`, kube-proxy's comments).
+    comments: BTreeMap<String, String>,
 }
 
 /// One Service's share of a family's table: its set and map elements, and the class chains
@@ -138,6 +140,8 @@ struct Elements {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Fragment {
     elements: Vec<(&'static str, String, Option<String>)>,
+    /// The Service port of each key.
+    comments: BTreeMap<String, String>,
     classes: BTreeSet<(Pool, usize)>,
     timeouts: BTreeSet<u32>,
 }
@@ -164,7 +168,19 @@ impl Elements {
         ] {
             elements.extend(set.into_iter().map(|k| (name, k, None)));
         }
-        Fragment { elements, classes: self.classes, timeouts: self.timeouts }
+        Fragment { elements, comments: self.comments, classes: self.classes, timeouts: self.timeouts }
+    }
+
+    /// Names the keys no port has named yet after `port` (the one just added).
+    fn name_new_keys(&mut self, port: &str) {
+        let maps = [&self.frontends, &self.cluster_frontends, &self.local_frontends, &self.affinity_ids, &self.affinity_keys]
+            .into_iter()
+            .chain(self.endpoints.values())
+            .flat_map(BTreeMap::keys);
+        let sets =
+            [&self.no_endpoints, &self.masquerade_frontends, &self.firewall, &self.firewall_allow, &self.hairpin, &self.cluster_ips].into_iter().flatten();
+        let new: Vec<String> = maps.chain(sets).filter(|k| !self.comments.contains_key(*k)).cloned().collect();
+        self.comments.extend(new.into_iter().map(|k| (k, port.to_owned())));
     }
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
@@ -275,11 +291,11 @@ impl Elements {
 }
 
 fn set(spec: String, elements: impl IntoIterator<Item = String>) -> Set {
-    Set { is_map: false, spec, elements: elements.into_iter().map(|e| (e, None)).collect() }
+    Set { is_map: false, spec, elements: elements.into_iter().map(|e| (e, None)).collect(), ..Default::default() }
 }
 
 fn map(spec: String, elements: BTreeMap<String, String>) -> Set {
-    Set { is_map: true, spec, elements: elements.into_iter().map(|(k, v)| (k, Some(v))).collect() }
+    Set { is_map: true, spec, elements: elements.into_iter().map(|(k, v)| (k, Some(v))).collect(), ..Default::default() }
 }
 
 fn base(hook: &str) -> Chain {
@@ -417,12 +433,13 @@ struct Merged {
     sets: BTreeMap<&'static str, HashMap<String, Claims>>,
 }
 
-/// The values Services give one key, first claim first, each with how many give it.
-type Claims = Vec<(Option<String>, u32)>;
+/// The values Services give one key, first claim first, each with how many give it and the
+/// Service port of the first.
+type Claims = Vec<(Option<String>, u32, Option<String>)>;
 
-/// An element written to the kernel.
+/// An element written to the kernel (added with its comment).
 enum Write {
-    Add(&'static str, String, Option<String>),
+    Add(&'static str, String, Option<String>, Option<String>),
     Delete(&'static str, String, Option<String>),
 }
 
@@ -430,12 +447,13 @@ impl Merged {
     fn add(&mut self, f: &Fragment, out: &mut Vec<Write>) {
         for (set, k, v) in &f.elements {
             let claims = self.sets.entry(set).or_default().entry(k.clone()).or_default();
-            match claims.iter_mut().find(|(value, _)| value == v) {
+            match claims.iter_mut().find(|(value, _, _)| value == v) {
                 Some(claim) => claim.1 += 1,
                 None => {
-                    claims.push((v.clone(), 1));
+                    let comment = f.comments.get(k).cloned();
+                    claims.push((v.clone(), 1, comment.clone()));
                     if claims.len() == 1 {
-                        out.push(Write::Add(set, k.clone(), v.clone()));
+                        out.push(Write::Add(set, k.clone(), v.clone(), comment));
                     }
                 }
             }
@@ -450,7 +468,7 @@ impl Merged {
             let Some(claims) = keys.get_mut(k) else {
                 continue;
             };
-            let Some(i) = claims.iter().position(|(value, _)| value == v) else {
+            let Some(i) = claims.iter().position(|(value, _, _)| value == v) else {
                 continue;
             };
             claims[i].1 -= 1;
@@ -460,8 +478,8 @@ impl Merged {
             claims.remove(i);
             if i == 0 {
                 out.push(Write::Delete(set, k.clone(), v.clone()));
-                if let Some((next, _)) = claims.first() {
-                    out.push(Write::Add(set, k.clone(), next.clone()));
+                if let Some((next, _, comment)) = claims.first() {
+                    out.push(Write::Add(set, k.clone(), next.clone(), comment.clone()));
                 }
             }
             if claims.is_empty() {
@@ -507,6 +525,7 @@ fn fragment(fam: &Fam, ports: &[PortPlan], node_port_ips: &[IpAddr], node_ips: &
     let mut el = Elements::default();
     for p in ports {
         el.port(fam, p, node_port_ips, node_ips);
+        el.name_new_keys(&p.port.to_string());
     }
     el.into_fragment()
 }
@@ -554,7 +573,15 @@ impl Programmer {
             let mut table = t.base.clone();
             for (name, keys) in &t.merged.sets {
                 if let Some(set) = table.sets.get_mut(*name) {
-                    set.elements.extend(keys.iter().filter_map(|(k, claims)| Some((k.clone(), claims.first()?.0.clone()))));
+                    for (k, claims) in keys {
+                        let Some((value, _, comment)) = claims.first() else {
+                            continue;
+                        };
+                        set.elements.insert(k.clone(), value.clone());
+                        if let Some(c) = comment {
+                            set.comments.insert(k.clone(), c.clone());
+                        }
+                    }
                 }
             }
             let ip = t.fam.proto;
@@ -587,7 +614,11 @@ impl Programmer {
             // Only what differs is written: elements in both stay as they are.
             let kept: std::collections::HashSet<&(&'static str, String, Option<String>)> = old.elements.iter().filter(|e| new.elements.contains(e)).collect();
             let gone = Fragment { elements: old.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
-            let came = Fragment { elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(), ..Fragment::default() };
+            let came = Fragment {
+                elements: new.elements.iter().filter(|e| !kept.contains(e)).cloned().collect(),
+                comments: new.comments.clone(),
+                ..Fragment::default()
+            };
             let mut writes = Vec::new();
             t.merged.remove(&gone, &mut writes);
             t.merged.add(&came, &mut writes);
@@ -612,7 +643,8 @@ impl Programmer {
 fn write_script(out: &mut String, family: Family, writes: &[Write]) {
     use std::fmt::Write as _;
     let text = |w: &Write| match w {
-        Write::Add(set, k, v) | Write::Delete(set, k, v) => (matches!(w, Write::Add(..)), *set, v.as_ref().map_or_else(|| k.clone(), |v| format!("{k} : {v}"))),
+        Write::Add(set, k, v, comment) => (true, *set, nftset::element_text(k, v.as_deref(), comment.as_deref())),
+        Write::Delete(set, k, v) => (false, *set, nftset::element_text(k, v.as_deref(), None)),
     };
     let mut i = 0;
     while i < writes.len() {
@@ -731,7 +763,10 @@ mod tests {
         // The writes: web2 and gone deleted, new added, web's endpoint list grew.
         let script: String = done.iter().map(|u| if let Update::Elements(s) = u { s.as_str() } else { "" }).collect();
         assert!(script.contains("delete element ip podnet-proxy frontends { 10.96.0.21 . tcp . 80 : goto cluster-1 }"), "{script}");
-        assert!(script.contains("add element ip podnet-proxy frontends { 10.96.0.40 . tcp . 80 : goto cluster-2 }"), "{script}");
+        assert!(script.contains("add element ip podnet-proxy frontends { 10.96.0.40 . tcp . 80 comment \"shop/new\" : goto cluster-2 }"), "{script}");
+        // Every element is named after its Service port, as kube-proxy's are.
+        let frontends = &p.ruleset().tables[&(Family::Ip, TABLE.to_owned())].sets[FRONTENDS];
+        assert_eq!(frontends.comments.values().collect::<Vec<_>>(), ["shop/web", "shop/new"]);
         assert!(!script.contains("hairpin { 10.244.1.2 . 10.244.1.2 }"), "a shared element stays: {script}");
         // Nothing changed: nothing written.
         assert!(updates(&mut p, &b, &b).iter().all(|u| *u == Update::Elements(String::new())));

@@ -43,6 +43,18 @@ pub struct ServicePort {
     pub policies: Policies,
 }
 
+/// kube-proxy's name of a Service port (`ServicePortName`): `namespace/name:port`, or
+/// `namespace/name` for an unnamed port.
+impl std::fmt::Display for ServicePort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service)?;
+        if !self.port_name.is_empty() {
+            write!(f, ":{}", self.port_name)?;
+        }
+        Ok(())
+    }
+}
+
 impl ServicePort {
     /// kube-proxy's firewall for this port's load balancer IPs: `None` without source ranges,
     /// else the sources it lets in — the ranges, and when one holds an address of the node,
