@@ -49,6 +49,9 @@ pub enum LabCommand {
     /// Start the lab process again from the saved state (after it died or was killed); pods,
     /// addresses and rules are kept.
     Restart(NameArg),
+    /// Serve a browser view of the lab: nodes and pods, Services and endpoints, the policy
+    /// matrix, live flows; click a pair to trace it.
+    Ui(crate::lab_ui::UiArgs),
     /// The lab process (started by `up`).
     #[command(hide = true)]
     Daemon(NameArg),
@@ -342,6 +345,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Logs(a) => crate::lab_probe::logs(a),
         LabCommand::Describe(a) => crate::lab_describe::describe(a),
         LabCommand::Rules(a) => crate::lab_rules::rules(a),
+        LabCommand::Ui(a) => crate::lab_ui::ui(a),
         LabCommand::Restart(a) => restart(a),
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;

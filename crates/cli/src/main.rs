@@ -32,6 +32,7 @@ mod lab_cmd;
 mod lab_describe;
 mod lab_probe;
 mod lab_rules;
+mod lab_ui;
 mod observe_cmd;
 mod policy_cmd;
 mod proxy_cmd;

@@ -131,6 +131,25 @@ fn text(v: &Value) -> String {
     )
 }
 
+fn parse_forwarded(line: &str) -> Option<Value> {
+    serde_json::from_str::<Forwarded>(line).ok().map(|f| forwarded_json(&f))
+}
+
+fn parse_dropped(line: &str) -> Option<Value> {
+    serde_json::from_str::<Drop>(line).ok().map(|d| dropped_json(&d))
+}
+
+/// Every flow recorded in a lab (forwarded and dropped), in Hubble's shape, in time order.
+pub(crate) fn recorded(lab: &lab::LabName) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    for (path, parse) in [(lab::drops::flows_file(lab), parse_forwarded as fn(&str) -> Option<Value>), (lab::drops::log_file(lab), parse_dropped)] {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        all.extend(text.lines().filter_map(parse));
+    }
+    all.sort_by(|x, y| x["time"].as_str().cmp(&y["time"].as_str()));
+    all
+}
+
 pub fn run(a: ObserveArgs) -> Result<ExitCode> {
     let lab = crate::lab_cmd::which_lab(a.name.as_ref())?;
     if !lab::state::dir(&lab).exists() {
@@ -160,16 +179,7 @@ pub fn run(a: ObserveArgs) -> Result<ExitCode> {
         ObserveFormat::Json => v.to_string(),
         ObserveFormat::Text => text(v),
     };
-    let parse_forwarded = |l: &str| serde_json::from_str::<Forwarded>(l).ok().map(|f| forwarded_json(&f));
-    let parse_dropped = |l: &str| serde_json::from_str::<Drop>(l).ok().map(|d| dropped_json(&d));
-    // What is recorded, in time order.
-    let mut recorded: Vec<Value> = Vec::new();
-    for (path, parse) in [(lab::drops::flows_file(&lab), &parse_forwarded as &dyn Fn(&str) -> Option<Value>), (lab::drops::log_file(&lab), &parse_dropped)] {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        recorded.extend(text.lines().filter_map(parse).filter(|v| keep(v)));
-    }
-    recorded.sort_by(|x, y| x["time"].as_str().cmp(&y["time"].as_str()));
-    for v in &recorded {
+    for v in recorded(&lab).iter().filter(|v| keep(v)) {
         outln!("{}", show(v));
     }
     if !a.follow {

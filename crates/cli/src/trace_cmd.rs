@@ -116,6 +116,24 @@ pub fn run(a: TraceArgs) -> Result<ExitCode> {
     }
 }
 
+/// One lab trace for the browser view (`lab ui`): the report as `-o json` prints it, with the
+/// broken step's fix beside it.
+pub(crate) fn lab_trace_json(lab: &lab::LabName, from: &str, to: &str) -> Result<Value> {
+    let args = TraceArgs {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        name: Some(lab.clone()),
+        namespace: "default".into(),
+        port: None,
+        paths: Vec::new(),
+        output: TraceFormat::Json,
+    };
+    let report = trace(&args)?;
+    let mut v = serde_json::to_value(&report)?;
+    v["fix"] = json!(report.broken.and_then(|b| report.steps.iter().find(|s| s.name == b)).and_then(|s| s.fix.clone()));
+    Ok(v)
+}
+
 fn print_text(r: &Report) {
     outln!("trace {} → {}", r.from, r.to);
     for s in &r.steps {
