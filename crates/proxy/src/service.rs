@@ -169,7 +169,7 @@ pub fn endpoints_for<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'
         else {
             continue;
         };
-        let Some(target_port) = target.port else {
+        let Some(target_port) = target.port.filter(|p| *p != 0) else {
             continue;
         };
         for e in &slice.endpoints {
@@ -189,15 +189,18 @@ pub fn endpoints_for<'a>(port: &ServicePort, slices: impl IntoIterator<Item = &'
                 addr,
                 local: e.node_name.as_deref() == Some(node),
                 ready,
-                serving: c.serving.unwrap_or(ready),
+                // kube-proxy's cache reads an absent condition as true (serving) or false
+                // (terminating), as the API's comments say.
+                serving: c.serving.unwrap_or(true),
                 terminating: c.terminating.unwrap_or(false),
                 zone_hints: hints.for_zones.iter().flatten().map(|z| z.name.clone()).collect::<BTreeSet<_>>(),
                 node_hints: hints.for_nodes.iter().flatten().map(|n| n.name.clone()).collect::<BTreeSet<_>>(),
             };
-            // The same address in two slices (a pod moving between them) counts once, as the
-            // better of the two: local, then ready, then serving, then not terminating (as
-            // kube-proxy's EndpointSlice cache now prefers the running endpoint).
-            let rank = |e: &Endpoint| (e.local, e.ready, e.serving, !e.terminating);
+            // The same address twice (a pod moving between slices, or a pod's IP reused while
+            // the old pod still terminates) counts once, as the running endpoint: ready, then
+            // serving, then not terminating, wherever it runs; only then a local one (kube-proxy
+            // after kubernetes#135593: a ghost pod on this node must not hide the live one).
+            let rank = |e: &Endpoint| (e.ready, e.serving, !e.terminating, e.local);
             match out.iter_mut().find(|o| o.addr == endpoint.addr) {
                 Some(o) if rank(&endpoint) > rank(o) => *o = endpoint,
                 Some(_) => {}
