@@ -356,6 +356,15 @@ fn allows(state: &ClusterState, gateway_ns: &str, l: &Listener, route_ns: &str) 
 }
 
 /// Compiles our Gateways and the HTTPRoutes attached to them.
+/// A route's `ResolvedRefs`: set for every parent, attached or not (its backends resolve or
+/// not whatever the listeners say).
+fn resolved_condition(problem: &Option<(&'static str, String)>) -> Condition {
+    match problem {
+        Some((reason, message)) => cond("ResolvedRefs", false, reason, message.clone()),
+        None => cond("ResolvedRefs", true, "ResolvedRefs", "all references resolved"),
+    }
+}
+
 pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
     let mut out = Compiled::default();
     let ours: Vec<&str> = state.gateway_classes.iter().filter(|c| c.spec.controller_name == controller).filter_map(|c| c.metadata.name.as_deref()).collect();
@@ -423,6 +432,7 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
                 // Not one of our Gateways (or no such listener): nothing to say for another controller's parent.
                 if gateways.iter().any(|g| g.namespace == gw_ns && g.name == parent.name) {
                     conditions.push(cond("Accepted", false, "NoMatchingParent", "no listener matches the sectionName or port"));
+                    conditions.push(resolved_condition(&resolved));
                     parents.push((parent.clone(), conditions));
                 }
                 continue;
@@ -455,10 +465,7 @@ pub fn compile(state: &ClusterState, controller: &str) -> Compiled {
                 }
                 (false, None) => cond("Accepted", false, "NotAllowedByListeners", "no listener allows this route"),
             });
-            conditions.push(match &resolved {
-                Some((reason, message)) => cond("ResolvedRefs", false, reason, message.clone()),
-                None => cond("ResolvedRefs", true, "ResolvedRefs", "all references resolved"),
-            });
+            conditions.push(resolved_condition(&resolved));
             parents.push((parent.clone(), conditions));
         }
         if !parents.is_empty() {
@@ -504,25 +511,43 @@ impl Compiled {
     }
 
     /// As `select`, among the listeners of a protocol (`HTTP`, `HTTPS`), whatever their port:
-    /// how `gateway serve`'s two addresses stand for a Gateway's listeners.
-    pub fn select_for(&self, protocol: &str, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
-        self.select_among(|l| l.listener.protocol == protocol, host, request)
+    /// how `gateway serve`'s two addresses stand for a Gateway's listeners. With `gateway`,
+    /// only that Gateway's (a request that came to its own address); without, every Gateway's.
+    pub fn select_for(&self, protocol: &str, gateway: Option<&(String, String)>, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
+        self.select_among(|l| l.listener.protocol == protocol && gateway.is_none_or(|g| *g == l.gateway), host, request)
     }
 
-    /// Whether a Gateway listener of `protocol` takes requests for `host`: by its own
-    /// hostname, or by the hostname of a route attached to it. A request for such a host that
-    /// no rule matches is the Gateway's 404; it never falls through to the Ingresses.
-    pub fn claims(&self, protocol: &str, host: &str) -> bool {
-        self.listeners.iter().filter(|l| l.listener.protocol == protocol).any(|l| match &l.listener.hostname {
+    /// Whether a Gateway listener of `protocol` (of `gateway`, when given) takes requests for
+    /// `host`: by its own hostname, or by the hostname of a route attached to it. A request
+    /// for such a host that no rule matches is the Gateway's 404; it never falls through to
+    /// the Ingresses.
+    pub fn claims(&self, protocol: &str, gateway: Option<&(String, String)>, host: &str) -> bool {
+        let reachable = |l: &&ListenerRoutes| l.listener.protocol == protocol && gateway.is_none_or(|g| *g == l.gateway);
+        self.listeners.iter().filter(reachable).any(|l| match &l.listener.hostname {
             Some(h) => host_match(h, host).is_some(),
             None => l.entries.iter().any(|e| e.hostnames.iter().any(|h| host_match(h, host).is_some())),
         })
     }
 
     fn select_among(&self, which: impl Fn(&ListenerRoutes) -> bool, host: &str, request: &RequestView<'_>) -> Option<&Entry> {
+        // How specifically a listener's hostname takes `host` (none: it does not); a listener
+        // without a hostname takes every host, least specifically.
+        let listener_fit = |l: &ListenerRoutes| match l.listener.hostname.as_deref() {
+            None => Some(0),
+            Some(h) => host_match(h, host),
+        };
+        // Listener isolation: a Gateway takes a request on its most specific listener for the
+        // host only; the routes of its other listeners never see it.
+        let mut fittest: BTreeMap<&(String, String), usize> = BTreeMap::new();
+        for l in self.listeners.iter().filter(|l| which(l)) {
+            if let Some(fit) = listener_fit(l) {
+                let best = fittest.entry(&l.gateway).or_insert(fit);
+                *best = (*best).max(fit);
+            }
+        }
         let mut best: Option<(usize, &Entry)> = None;
         for l in self.listeners.iter().filter(|l| which(l)) {
-            if l.listener.hostname.as_deref().is_some_and(|h| host_match(h, host).is_none()) {
+            if listener_fit(l).is_none_or(|fit| fittest.get(&l.gateway) != Some(&fit)) {
                 continue;
             }
             for e in &l.entries {

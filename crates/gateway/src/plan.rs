@@ -177,6 +177,9 @@ pub struct Listener {
     pub https: bool,
     /// The port it came in on.
     pub port: u16,
+    /// The Gateway (namespace, name) whose own address the connection came to; `None` on an
+    /// address every Gateway shares (their listeners merged, as `gateway serve` has today).
+    pub gateway: Option<(String, String)>,
     /// The client's address and the port as header values, made once per connection.
     peer_value: HeaderValue,
     port_value: HeaderValue,
@@ -186,7 +189,13 @@ impl Listener {
     /// A connection from `peer` on `port`.
     pub fn new(peer: SocketAddr, https: bool, port: u16) -> Listener {
         let peer_value = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"));
-        Listener { peer, https, port, peer_value, port_value: HeaderValue::from(port) }
+        Listener { peer, https, port, gateway: None, peer_value, port_value: HeaderValue::from(port) }
+    }
+
+    /// The same, on the address of one Gateway: only its listeners take the requests.
+    pub fn at_gateway(mut self, namespace: &str, name: &str) -> Listener {
+        self.gateway = Some((namespace.to_owned(), name.to_owned()));
+        self
     }
 }
 
@@ -214,10 +223,10 @@ pub fn plan(shared: &Shared, snapshot: &Snapshot, head: &RequestHead<'_>, host: 
         let query = head.query_pairs();
         let lookup = |name: &str| head.header(name).map(str::to_owned);
         let view = crate::httproute::RequestView { method: head.method, path: &path, headers: &lookup, query: &query };
-        if let Some(entry) = snapshot.gateway.select_for(protocol, host, &view) {
+        if let Some(entry) = snapshot.gateway.select_for(protocol, at.gateway.as_ref(), host, &view) {
             return plan_httproute(shared, snapshot, head, &path, entry, at, host);
         }
-        if snapshot.gateway.claims(protocol, host) {
+        if snapshot.gateway.claims(protocol, at.gateway.as_ref(), host) {
             return answer(StatusCode::NOT_FOUND, "404 Not Found: no route of the Gateway matches\n");
         }
     }
