@@ -1,8 +1,9 @@
 //! Whole responses kept by question, so that a repeated question costs a hash lookup and a
 //! copy instead of parsing, looking up and encoding. A zone answer depends only on the view,
 //! the question (name case-insensitively, type, class) and what shapes the response (EDNS and
-//! its DO bit, the size limit, whether the client may recurse); the id, the RD and CD bits and
-//! the question's spelling are the client's, and are written into the copy. Only plain queries
+//! its DO bit, the size limit, whether the client may recurse); the id and the RD and CD bits
+//! are the client's, and are written into the copy. The name is kept as spelled: answers spell
+//! the zone as the question did (CoreDNS's), so two spellings are two answers. Only plain queries
 //! take this path (one question, at most an OPT record, nothing unusual); the cache belongs to
 //! one view and goes with it.
 
@@ -41,7 +42,8 @@ pub fn parse(bytes: &[u8], transport: Transport, recursion: Recursion) -> Option
             return None; // compression in a question, or cut short
         }
         key.push(len as u8);
-        key.extend(bytes[at + 1..at + 1 + len].iter().map(u8::to_ascii_lowercase));
+        // As spelled: answers carry the zone in the question's case.
+        key.extend_from_slice(&bytes[at + 1..at + 1 + len]);
         at += 1 + len;
     }
     let name_end = at + 1;
@@ -160,10 +162,13 @@ mod tests {
     }
 
     #[test]
-    fn plain_queries_key_on_the_lowercased_question_and_the_response_shape() {
-        let a = parse(&query("Web.Default.svc.cluster.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
+    fn plain_queries_key_on_the_question_as_spelled_and_the_response_shape() {
+        let a = parse(&query("web.default.svc.cluster.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
         let b = parse(&query("web.default.svc.cluster.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
         assert_eq!(a.key, b.key);
+        // Another spelling is another answer: names in it follow the zone's case as asked.
+        let upper = parse(&query("web.default.svc.CLUSTER.local.", false), Transport::Udp, Recursion::Allowed).unwrap();
+        assert_ne!(a.key, upper.key);
         let tcp = parse(&query("web.default.svc.cluster.local.", false), Transport::Tcp, Recursion::Allowed).unwrap();
         let edns = parse(&query("web.default.svc.cluster.local.", true), Transport::Udp, Recursion::Allowed).unwrap();
         let refused = parse(&query("web.default.svc.cluster.local.", false), Transport::Udp, Recursion::Refused).unwrap();
@@ -189,12 +194,11 @@ mod tests {
         response[2] = 0x85; // QR AA RD
         let plain = parse(&first, Transport::Udp, Recursion::Allowed).unwrap();
         answers.put(plain, &response);
-        let mut second = query("WEB.default.svc.cluster.local.", false);
+        let mut second = query("web.default.svc.cluster.local.", false);
         second[0..2].copy_from_slice(&[0xbe, 0xef]);
         second[2] = 0x00; // RD off
         let plain = parse(&second, Transport::Udp, Recursion::Allowed).unwrap();
         let out = answers.get(&plain, &second).unwrap();
         assert_eq!(&out[0..3], &[0xbe, 0xef, 0x84]);
-        assert_eq!(&out[13..16], b"WEB");
     }
 }

@@ -67,18 +67,60 @@ impl View {
 
     /// The zone's SOA (CoreDNS's: `ns.dns.<zone>`, `hostmaster.<zone>`, the TTL as minimum).
     pub fn soa(&self) -> Record {
-        let join = |prefix: &str| Name::from_ascii(prefix).and_then(|p| p.append_domain(&self.zone)).unwrap_or_else(|_| self.zone.clone());
+        self.soa_of(&self.zone)
+    }
+
+    /// The SOA of one of the zones served (the cluster zone or a reverse zone of its networks).
+    fn soa_of(&self, zone: &Name) -> Record {
+        let join = |prefix: &str| Name::from_ascii(prefix).and_then(|p| p.append_domain(zone)).unwrap_or_else(|_| zone.clone());
         let soa = SOA::new(join("ns.dns"), join("hostmaster"), self.serial, 7200, 1800, 86400, self.ttl);
-        Record::from_rdata(self.zone.clone(), self.ttl.min(300), RData::SOA(soa))
+        Record::from_rdata(zone.clone(), self.ttl.min(300), RData::SOA(soa))
     }
 
     fn negative(&self, rcode: ResponseCode) -> Lookup {
         Lookup::Answer(Answer { rcode, authorities: vec![self.soa()], ..Default::default() })
     }
 
-    /// Looks `qname` / `qtype` up.
+    /// Looks `qname` / `qtype` up. Names under the zone come back spelled with the zone as the
+    /// question spelled it (`svc.ns.svc.cLuStEr.LoCaL.`), as CoreDNS answers.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Lookup {
-        self.lookup_in_chain(qname, qtype, &[])
+        let found = self.lookup_in_chain(qname, qtype, &[]);
+        let asked_zone = Name::from_labels(qname.iter().skip(usize::from(qname.num_labels().saturating_sub(self.zone.num_labels()))));
+        match (found, asked_zone) {
+            (Lookup::Answer(answer), Ok(mut asked)) if self.zone.zone_of(&qname.to_lowercase()) && asked.to_string() != self.zone.to_string() => {
+                asked.set_fqdn(true);
+                Lookup::Answer(self.respelled(answer, &asked))
+            }
+            (found, _) => found,
+        }
+    }
+
+    /// Every name of `answer` under the zone, with the zone spelled as `asked`.
+    fn respelled(&self, answer: Answer, asked: &Name) -> Answer {
+        let name = |n: &Name| -> Name {
+            if !self.zone.zone_of(&n.to_lowercase()) {
+                return n.clone();
+            }
+            let own = usize::from(n.num_labels() - self.zone.num_labels());
+            Name::from_labels(n.iter().take(own)).and_then(|prefix| prefix.append_domain(asked)).unwrap_or_else(|_| n.clone())
+        };
+        let record = |r: Record| -> Record {
+            let data = match &r.data {
+                RData::SRV(srv) => RData::SRV(SRV::new(srv.priority, srv.weight, srv.port, name(&srv.target))),
+                RData::CNAME(c) => RData::CNAME(CNAME(name(&c.0))),
+                RData::PTR(p) => RData::PTR(PTR(name(&p.0))),
+                RData::NS(ns) => RData::NS(NS(name(&ns.0))),
+                RData::SOA(soa) => RData::SOA(SOA::new(name(&soa.mname), name(&soa.rname), soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)),
+                other => other.clone(),
+            };
+            Record::from_rdata(name(&r.name), r.ttl, data)
+        };
+        Answer {
+            rcode: answer.rcode,
+            answers: answer.answers.into_iter().map(record).collect(),
+            authorities: answer.authorities.into_iter().map(record).collect(),
+            additionals: answer.additionals.into_iter().map(record).collect(),
+        }
     }
 
     /// Looks `qname` up as the next link of a CNAME chain whose targets so far are `chain`.
@@ -88,6 +130,10 @@ impl View {
             return self.lookup_reverse(qname, ip, qtype);
         }
         if !self.zone.zone_of(&lower) {
+            // Another name under a reverse zone of ours (not an address's) does not exist there.
+            if let Some(zone) = self.reverse_zones().into_iter().find(|z| z.zone_of(&lower)) {
+                return Lookup::Answer(Answer { rcode: ResponseCode::NXDomain, authorities: vec![self.soa_of(&zone)], ..Default::default() });
+            }
             return Lookup::NotOurs;
         }
         let extra = usize::from(lower.num_labels() - self.zone.num_labels());
@@ -193,7 +239,10 @@ impl View {
                 seen.push((*port, holder.clone()));
             }
         }
-        let weight = u16::try_from(100 / seen.len().max(1)).unwrap_or(1).max(1);
+        // CoreDNS shares the weight among every address found, before the records of one
+        // target are merged (a dual-stack Service's one SRV record has weight 50).
+        let found = targets.iter().filter(|t| matches!(t, Target::Address { port: Some(_), .. })).count();
+        let weight = u16::try_from(100 / found.max(1)).unwrap_or(1).max(1);
         for (port, holder) in &seen {
             answer.answers.push(self.record(qname, RData::SRV(SRV::new(0, weight, *port, holder.clone()))));
         }
@@ -305,8 +354,10 @@ impl View {
     /// the cluster's networks without one are NXDOMAIN; others are not ours.
     fn lookup_reverse(&self, qname: &Name, ip: IpAddr, qtype: RecordType) -> Lookup {
         let Some(names) = self.reverse.get(&ip) else {
-            if self.reverse_networks.iter().any(|n| n.contains(&ip)) {
-                return self.negative(ResponseCode::NXDomain);
+            // An address of the cluster's networks without a name: NXDOMAIN, from the reverse
+            // zone that holds it.
+            if let Some(net) = self.reverse_networks.iter().find(|n| n.contains(&ip)) {
+                return Lookup::Answer(Answer { rcode: ResponseCode::NXDomain, authorities: vec![self.soa_of(&reverse_zone(net))], ..Default::default() });
             }
             return Lookup::NotOurs;
         };
@@ -323,6 +374,35 @@ fn address(ip: IpAddr) -> RData {
         IpAddr::V4(v4) => RData::A(A(v4)),
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
     }
+}
+
+impl View {
+    /// The reverse zones of the cluster's networks.
+    fn reverse_zones(&self) -> Vec<Name> {
+        self.reverse_networks.iter().map(reverse_zone).collect()
+    }
+}
+
+/// The reverse zone of a network: its whole octets (IPv4) or nibbles (IPv6) reversed, as a
+/// `kubernetes` plugin zone for that network is written (`10.0.0.0/16` → `0.10.in-addr.arpa.`).
+fn reverse_zone(net: &ipnet::IpNet) -> Name {
+    let text = match net {
+        ipnet::IpNet::V4(n) => {
+            let octets = n.network().octets();
+            let whole = usize::from(n.prefix_len() / 8);
+            let mut labels: Vec<String> = octets[..whole].iter().rev().map(u8::to_string).collect();
+            labels.push("in-addr.arpa.".into());
+            labels.join(".")
+        }
+        ipnet::IpNet::V6(n) => {
+            let nibbles: Vec<String> = n.network().octets().iter().flat_map(|b| [b >> 4, b & 0xf]).map(|x| format!("{x:x}")).collect();
+            let whole = usize::from(n.prefix_len() / 4);
+            let mut labels: Vec<String> = nibbles[..whole].iter().rev().cloned().collect();
+            labels.push("ip6.arpa.".into());
+            labels.join(".")
+        }
+    };
+    Name::from_ascii(&text).unwrap_or_else(|_| Name::root())
 }
 
 /// The address of a full reverse name (`d.c.b.a.in-addr.arpa.`, 32 nibbles `.ip6.arpa.`).
