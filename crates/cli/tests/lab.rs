@@ -1003,3 +1003,39 @@ fn a_killed_lab_process_is_named_and_restart_brings_it_back() {
     let again = podnet(&["lab", "up", "--name", &lab.name]);
     assert!(!again.status.success() && again.stdout.is_empty(), "a running lab is refused before any progress is printed");
 }
+
+/// kubectl's shapes, golden: the shop's `get` tables (pods, Services, Endpoints, EndpointSlices,
+/// nodes), a Service as the API server stores it (`-o yaml`), and `describe networkpolicy`. The
+/// lab's addresses and generated pod names are deterministic, so the whole output is.
+#[test]
+fn kubectl_shaped_outputs_of_the_shop_are_golden() {
+    if !is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let (lab, out) = Lab::up(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shop")), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut golden = String::new();
+    for args in [
+        &["get", "pods", "-A"][..],
+        &["get", "pods", "-n", "production", "-o", "wide"],
+        &["get", "svc", "-A"],
+        &["get", "endpoints", "-A"],
+        &["get", "endpointslices", "-n", "production"],
+        &["get", "nodes"],
+        &["get", "svc", "order-service", "-n", "production", "-o", "yaml"],
+        &["describe", "networkpolicy", "api-network-policy", "-n", "production"],
+    ] {
+        let mut all = vec!["lab"];
+        all.extend_from_slice(&args[..1]);
+        all.extend_from_slice(&["--name", &lab.name]);
+        all.extend_from_slice(&args[1..]);
+        let out = podnet(&all);
+        assert!(out.status.success(), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // The lab's own name (in namespaces) and the creation time are this run's.
+        let text = String::from_utf8_lossy(&out.stdout).replace(&lab.name, "LAB");
+        let text: Vec<String> = text.lines().map(|l| if l.starts_with("Created on:") { "Created on:   <time>".to_owned() } else { l.to_owned() }).collect();
+        golden.push_str(&format!("$ podnet lab {}\n{}\n\n", args.join(" "), text.join("\n")));
+    }
+    insta::assert_snapshot!(golden);
+}
