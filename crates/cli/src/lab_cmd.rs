@@ -322,6 +322,14 @@ pub struct ExecArgs {
     /// Run on the external host (on the underlay, off the cluster) instead of in a pod.
     #[arg(long, conflicts_with = "pod")]
     external: bool,
+    /// Pass this terminal's stdin to the command (kubectl's `-i`); without it, the command reads
+    /// nothing, as kubectl's.
+    #[arg(short = 'i', long = "stdin")]
+    stdin: bool,
+    /// Kubectl's `-t`: accepted for kubectl's habits (`exec -it`); the command runs on this
+    /// terminal already.
+    #[arg(short = 't', long = "tty")]
+    _tty: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -1045,7 +1053,12 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code));
     }
     // `ip netns exec` mounts /etc/netns/<netns>/* over /etc: the pod's resolv.conf and hosts.
-    let err = Command::new("ip").args(["netns", "exec", &target]).args(&a.command).exec();
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &target]).args(&a.command);
+    if !a.stdin {
+        command.stdin(std::process::Stdio::null());
+    }
+    let err = command.exec();
     Err(anyhow!("running `ip netns exec`: {err}"))
 }
 

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -344,6 +344,19 @@ fn get_prints_kubernetes_shaped_json_and_yaml() {
     assert!(podnet(&["lab", "mark", "-n", "demo", "client", "terminating", "--name", &lab.name]).status.success());
     let row = String::from_utf8(podnet(&["lab", "get", "pods", "client", "-n", "demo", "--name", &lab.name]).stdout).unwrap();
     assert!(row.contains("Terminating"), "{row}");
+    // kubectl's `exec -it`: accepted, and stdin reaches the command only with -i.
+    let cat = |flags: &[&str]| {
+        let mut args = vec!["lab", "exec", "--name", &lab.name, "-n", "demo", "client"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "cat"]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podnet")).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{flags:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cat(&["-it"]), "typed\n");
+    assert_eq!(cat(&[]), "", "without -i the command reads nothing");
 }
 
 #[test]
@@ -1032,10 +1045,30 @@ fn kubectl_shaped_outputs_of_the_shop_are_golden() {
         all.extend_from_slice(&args[1..]);
         let out = podnet(&all);
         assert!(out.status.success(), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
-        // The lab's own name (in namespaces) and the creation time are this run's.
-        let text = String::from_utf8_lossy(&out.stdout).replace(&lab.name, "LAB");
+        // The lab's own name (in namespaces) and the creation time are this run's, and which
+        // pod of a node gets which address depends on the order their CNI ADDs finish.
+        let text = mask_pod_hosts(&String::from_utf8_lossy(&out.stdout).replace(&lab.name, "LAB"));
         let text: Vec<String> = text.lines().map(|l| if l.starts_with("Created on:") { "Created on:   <time>".to_owned() } else { l.to_owned() }).collect();
         golden.push_str(&format!("$ podnet lab {}\n{}\n\n", args.join(" "), text.join("\n")));
     }
     insta::assert_snapshot!(golden);
+}
+
+/// `10.244.N.H` → `10.244.N.x`: the node's pod network stays, the host part goes.
+fn mask_pod_hosts(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("10.244.") {
+        out.push_str(&rest[..at + 7]);
+        rest = &rest[at + 7..];
+        let node = rest.find('.').filter(|&i| i > 0 && rest[..i].bytes().all(|b| b.is_ascii_digit()));
+        let Some(dot) = node else { continue };
+        out.push_str(&rest[..=dot]);
+        rest = &rest[dot + 1..];
+        let host = rest.bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(if host > 0 { "x" } else { "" });
+        rest = &rest[host..];
+    }
+    out.push_str(rest);
+    out
 }
