@@ -97,7 +97,8 @@ pub fn run(cmd: ProxyCommand) -> Result<ExitCode> {
 
 fn trace(a: TraceArgs) -> Result<ExitCode> {
     let plan = a.node.plan()?;
-    let t = plan.trace(a.src, a.dst, a.dport, a.proto);
+    // Traced through the rules `render` writes for the node, not read off the plan beside them.
+    let t = plan.trace_rules(a.src, a.dst, a.dport, a.proto)?;
     match a.output {
         TextOrJson::Json => outln!("{}", serde_json::to_string(&t)?),
         TextOrJson::Text => {

@@ -200,9 +200,13 @@ fn is_root() -> bool {
 }
 
 /// The tracer's verdict for a packet, as the kernel should show it.
+/// What `proxy trace` says (the rendered rules, read rule by rule), checked here against what
+/// the kernel does with real packets; the plan's own reading must say the same.
 fn traced(plan: &proxy::NodePlan, src: &str, dst: &str) -> proxy::Trace {
     let dst: SocketAddr = dst.parse().unwrap();
-    plan.trace(src.parse().unwrap(), dst.ip(), dst.port(), Protocol::Tcp)
+    let by_rules = plan.trace_rules(src.parse().unwrap(), dst.ip(), dst.port(), Protocol::Tcp).unwrap();
+    assert_eq!(by_rules, plan.trace(src.parse().unwrap(), dst.ip(), dst.port(), Protocol::Tcp), "{src} -> {dst}");
+    by_rules
 }
 
 #[test]

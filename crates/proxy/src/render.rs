@@ -185,21 +185,19 @@ impl Elements {
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
     /// the endpoint elements and the class chain it needs.
-    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint], external: bool) -> String {
+    fn dnat(&mut self, fam: &Fam, frontend: &str, pool: Pool, endpoints: &[Endpoint]) -> String {
         let values: Vec<(IpAddr, String, bool)> =
             endpoints.iter().filter_map(|e| endpoint_value(e).map(|(ip, v)| (ip, v, e.local))).filter(|(ip, _, _)| fam.has(ip)).collect();
         if values.is_empty() {
             return "drop".into();
         }
         let map = self.endpoints.entry(pool).or_default();
-        for (bucket, (ip, value, local)) in values.iter().enumerate() {
+        for (bucket, (ip, value, _)) in values.iter().enumerate() {
             map.insert(format!("{frontend} . {bucket}"), value.clone());
-            // A pod reaching itself through a Service is masqueraded (hairpin). A ClusterIP is
-            // DNATed on the client's own node, so there only this node's endpoints can be the
-            // client; a node address or external IP can be reached from a pod on another node.
-            if *local || external {
-                self.hairpin.insert(format!("{ip} . {ip}"));
-            }
+            // A pod reaching itself through a Service is masqueraded (hairpin), every endpoint
+            // on every node as kube-proxy's endpoint chains do: the rules then say what the
+            // plan says of any packet, also one no route would bring here.
+            self.hairpin.insert(format!("{ip} . {ip}"));
         }
         self.classes.insert((pool, values.len()));
         format!("goto {}", pool.chain(values.len()))
@@ -244,7 +242,7 @@ impl Elements {
                 continue;
             }
             let (pool, eps) = if port.policies.internal_local { (Pool::Local, &p.local) } else { (Pool::Cluster, &p.cluster) };
-            let verdict = self.dnat(fam, &k, pool, eps, false);
+            let verdict = self.dnat(fam, &k, pool, eps);
             if verdict != "drop" {
                 self.affinity(ip, p, &k);
             }
@@ -276,13 +274,13 @@ impl Elements {
             }
             self.affinity(ip, p, &k);
             if port.policies.external_local {
-                let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster, true);
+                let cluster = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
                 self.cluster_frontends.insert(k.clone(), cluster);
-                let local = self.dnat(fam, &k, Pool::Local, &p.local, true);
+                let local = self.dnat(fam, &k, Pool::Local, &p.local);
                 self.local_frontends.insert(k.clone(), local);
                 self.frontends.insert(k, "goto external-local".into());
             } else {
-                let verdict = self.dnat(fam, &k, Pool::Cluster, &p.cluster, true);
+                let verdict = self.dnat(fam, &k, Pool::Cluster, &p.cluster);
                 self.masquerade_frontends.insert(k.clone());
                 self.frontends.insert(k, verdict);
             }
@@ -398,12 +396,13 @@ impl NodePlan {
         }
         services.push(format!("{frontend} vmap @frontends"));
         t.chains.insert("services".into(), chain(services));
-        let pod_mark = if self.config.masquerade_all { format!(" {mark}") } else { String::new() };
         t.chains.insert(
             "external-local".into(),
             chain(vec![
-                // Pods and the node itself reach every endpoint, as through the ClusterIP.
-                format!("{ip} saddr @pod-cidrs{pod_mark} {frontend} vmap @cluster-frontends"),
+                // Pods and the node itself reach every endpoint, as through the ClusterIP; a
+                // pod keeps its address even with masqueradeAll (kube-proxy marks traffic to
+                // ClusterIPs only: TestInternalExternalMasquerade).
+                format!("{ip} saddr @pod-cidrs {frontend} vmap @cluster-frontends"),
                 format!("fib saddr type local {mark} {frontend} vmap @cluster-frontends"),
                 // Outside traffic keeps its source and stays on this node.
                 format!("{frontend} vmap @local-frontends"),
@@ -433,9 +432,24 @@ struct Merged {
     sets: BTreeMap<&'static str, HashMap<String, Claims>>,
 }
 
-/// The values Services give one key, first claim first, each with how many give it and the
-/// Service port of the first.
-type Claims = Vec<(Option<String>, u32, Option<String>)>;
+/// The values Services give one key, first claim first.
+type Claims = Vec<Claim>;
+
+/// One value of a key, with how many Services give it and the Service ports that do.
+#[derive(Clone, Debug)]
+struct Claim {
+    value: Option<String>,
+    count: u32,
+    names: BTreeMap<String, u32>,
+}
+
+impl Claim {
+    /// The element's comment: the first of its Service ports by name, so that it does not
+    /// depend on which Service came first (the kernel keeps the one written with the element).
+    fn comment(&self) -> Option<String> {
+        self.names.keys().next().cloned()
+    }
+}
 
 /// An element written to the kernel (added with its comment).
 enum Write {
@@ -447,15 +461,20 @@ impl Merged {
     fn add(&mut self, f: &Fragment, out: &mut Vec<Write>) {
         for (set, k, v) in &f.elements {
             let claims = self.sets.entry(set).or_default().entry(k.clone()).or_default();
-            match claims.iter_mut().find(|(value, _, _)| value == v) {
-                Some(claim) => claim.1 += 1,
+            let name = f.comments.get(k);
+            let claim = match claims.iter_mut().position(|c| c.value == *v) {
+                Some(i) => &mut claims[i],
                 None => {
-                    let comment = f.comments.get(k).cloned();
-                    claims.push((v.clone(), 1, comment.clone()));
-                    if claims.len() == 1 {
-                        out.push(Write::Add(set, k.clone(), v.clone(), comment));
-                    }
+                    claims.push(Claim { value: v.clone(), count: 0, names: BTreeMap::new() });
+                    claims.last_mut().unwrap_or_else(|| unreachable!("just pushed"))
                 }
+            };
+            claim.count += 1;
+            if let Some(name) = name {
+                *claim.names.entry(name.clone()).or_default() += 1;
+            }
+            if claim.count == 1 && claims.len() == 1 {
+                out.push(Write::Add(set, k.clone(), v.clone(), claims[0].comment()));
             }
         }
     }
@@ -468,18 +487,27 @@ impl Merged {
             let Some(claims) = keys.get_mut(k) else {
                 continue;
             };
-            let Some(i) = claims.iter().position(|(value, _, _)| value == v) else {
+            let Some(i) = claims.iter().position(|c| c.value == *v) else {
                 continue;
             };
-            claims[i].1 -= 1;
-            if claims[i].1 > 0 {
+            let claim = &mut claims[i];
+            claim.count -= 1;
+            if let Some(name) = f.comments.get(k)
+                && let Some(n) = claim.names.get_mut(name)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    claim.names.remove(name);
+                }
+            }
+            if claim.count > 0 {
                 continue;
             }
             claims.remove(i);
             if i == 0 {
                 out.push(Write::Delete(set, k.clone(), v.clone()));
-                if let Some((next, _, comment)) = claims.first() {
-                    out.push(Write::Add(set, k.clone(), next.clone(), comment.clone()));
+                if let Some(next) = claims.first() {
+                    out.push(Write::Add(set, k.clone(), next.value.clone(), next.comment()));
                 }
             }
             if claims.is_empty() {
@@ -574,12 +602,12 @@ impl Programmer {
             for (name, keys) in &t.merged.sets {
                 if let Some(set) = table.sets.get_mut(*name) {
                     for (k, claims) in keys {
-                        let Some((value, _, comment)) = claims.first() else {
+                        let Some(claim) = claims.first() else {
                             continue;
                         };
-                        set.elements.insert(k.clone(), value.clone());
-                        if let Some(c) = comment {
-                            set.comments.insert(k.clone(), c.clone());
+                        set.elements.insert(k.clone(), claim.value.clone());
+                        if let Some(c) = claim.comment() {
+                            set.comments.insert(k.clone(), c);
                         }
                     }
                 }
@@ -785,7 +813,7 @@ mod tests {
     }
 
     #[test]
-    fn hairpin_pairs_cover_local_endpoints_and_every_endpoint_of_external_frontends() {
+    fn hairpin_pairs_cover_every_endpoint() {
         let svc = |name: &str, ip: &str, extra: &str| {
             format!(
                 "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{clusterIP: {ip}, selector: {{app: {name}}}, ports: [{{port: 80}}]{extra}}}\n"
@@ -806,7 +834,8 @@ mod tests {
             pod("far2", "outer", "node-2", "10.244.1.3")
         ));
         let t = p.render().tables.remove(&(Family::Ip, TABLE.to_owned())).unwrap();
-        // A ClusterIP's remote endpoint cannot be its own client here; an external address's can.
-        assert_eq!(elements(&t, "hairpin"), ["10.244.0.2 . 10.244.0.2", "10.244.1.3 . 10.244.1.3"]);
+        // Every endpoint, on this node or another, as kube-proxy's endpoint chains masquerade
+        // their own pod wherever it runs (the plan's answer for any packet).
+        assert_eq!(elements(&t, "hairpin"), ["10.244.0.2 . 10.244.0.2", "10.244.1.2 . 10.244.1.2", "10.244.1.3 . 10.244.1.3"]);
     }
 }

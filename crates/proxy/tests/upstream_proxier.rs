@@ -178,12 +178,16 @@ fn mismatches(plan: &NodePlan, flows: &[Flow]) -> Vec<String> {
             out.push(format!("{name:?}: {src} or {dst} is not an address"));
             continue;
         };
-        let t = plan.trace(from, to, port, protocol);
-        if t.verdict != want || t.endpoints != endpoints || t.masquerade != masq {
-            let (proto, verdict, got, got_masq) = (protocol.as_str(), t.verdict, &t.endpoints, t.masquerade);
-            out.push(format!(
-                "{name:?}: {proto} {src} -> {dst} port {port}: upstream {want} {endpoints:?} masq={masq}, podnet {verdict} {got:?} masq={got_masq}"
-            ));
+        // Both readings: the rendered rules' (what `proxy trace` says and the kernel does) and
+        // the plan's.
+        let rules = plan.trace_rules(from, to, port, protocol).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        for (reading, t) in [("rules", rules), ("plan", plan.trace(from, to, port, protocol))] {
+            if t.verdict != want || t.endpoints != endpoints || t.masquerade != masq {
+                let (proto, verdict, got, got_masq) = (protocol.as_str(), t.verdict, &t.endpoints, t.masquerade);
+                out.push(format!(
+                    "{name:?}: {proto} {src} -> {dst} port {port}: upstream {want} {endpoints:?} masq={masq}, podnet's {reading} {verdict} {got:?} masq={got_masq}"
+                ));
+            }
         }
     }
     out
