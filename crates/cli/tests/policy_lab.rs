@@ -655,6 +655,18 @@ fn every_drop_is_logged_with_its_pods_and_policy() {
     assert!(find("y/b", "TCP", 80).is_none(), "allowed connections are not drops");
     // -n x keeps only drops that touch namespace x.
     assert!(drops.iter().all(|d| [&d["src_pod"], &d["dst_pod"]].iter().any(|p| p.as_str().is_some_and(|p| p.starts_with("x/")))));
+    // The node that dropped them counts them on its metrics endpoint, by policy and verdict.
+    let pod: Value = serde_json::from_slice(&podnet(&["lab", "get", "pods", "a", "-n", "x", "-o", "json", "--name", &lab.name]).stdout).unwrap();
+    let (node, node_ip) = (pod["spec"]["nodeName"].as_str().unwrap(), pod["status"]["hostIP"].as_str().unwrap());
+    let metrics = Command::new("ip")
+        .args(["netns", "exec", &format!("podnet.{}.{node}", lab.name), "curl", "-s", &format!("http://{node_ip}:10249/metrics")])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let value = |series: &str| metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(value("podnet_policy_drops_total{policy=\"x/only-from-y\",direction=\"ingress\"}").is_some_and(|n| n >= 2), "{metrics}");
+    assert!(value("podnet_flows_total{verdict=\"DROPPED\"}").is_some_and(|n| n >= 2), "{metrics}");
+    assert!(value("podnet_flows_total{verdict=\"FORWARDED\"}").is_some(), "{metrics}");
 }
 
 #[test]

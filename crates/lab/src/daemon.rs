@@ -303,10 +303,11 @@ pub fn run(lab: &LabName) -> io::Result<()> {
         proxy: proxy_tx,
         names: Default::default(),
     };
-    crate::drops::start(lab, &st, &components.names)?;
-    crate::drops::record_flows(lab, &st, &components.names)?;
+    let flow_counts = Arc::new(Mutex::new(crate::drops::FlowCounts::default()));
+    crate::drops::start(lab, &st, &components.names, &flow_counts)?;
+    crate::drops::record_flows(lab, &st, &components.names, &flow_counts)?;
     components.sync(&st)?;
-    serve_proxy_endpoints(&st, &status, &component_runtime("proxy-http")?)?;
+    serve_proxy_endpoints(&st, &status, &flow_counts, &component_runtime("proxy-http")?)?;
     let sock = control_socket(lab);
     let _ = std::fs::remove_file(&sock);
     let control = std::os::unix::net::UnixListener::bind(&sock)?;
@@ -348,7 +349,12 @@ fn lock(status: &Mutex<ProxyStatus>) -> MutexGuard<'_, ProxyStatus> {
 }
 
 /// Serves each node's proxy metrics and health on the node's address, as kube-proxy does.
-fn serve_proxy_endpoints(st: &LabState, status: &Arc<Mutex<ProxyStatus>>, runtime: &tokio::runtime::Handle) -> io::Result<()> {
+fn serve_proxy_endpoints(
+    st: &LabState,
+    status: &Arc<Mutex<ProxyStatus>>,
+    flows: &Arc<Mutex<crate::drops::FlowCounts>>,
+    runtime: &tokio::runtime::Handle,
+) -> io::Result<()> {
     let _in_runtime = runtime.enter();
     for node in &st.plan.nodes {
         for port in [METRICS_PORT, HEALTHZ_PORT] {
@@ -359,14 +365,14 @@ fn serve_proxy_endpoints(st: &LabState, status: &Arc<Mutex<ProxyStatus>>, runtim
                 Ok(l)
             })??;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let (status, name) = (Arc::clone(status), node.name.clone());
+            let (status, flows, name) = (Arc::clone(status), Arc::clone(flows), node.name.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((conn, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (status, name) = (Arc::clone(&status), name.clone());
-                    tokio::spawn(answer_probe(conn, status, name));
+                    let (status, flows, name) = (Arc::clone(&status), Arc::clone(&flows), name.clone());
+                    tokio::spawn(answer_probe(conn, status, flows, name));
                 }
             });
         }
@@ -375,7 +381,7 @@ fn serve_proxy_endpoints(st: &LabState, status: &Arc<Mutex<ProxyStatus>>, runtim
 }
 
 /// One HTTP request to a node's proxy endpoints.
-async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxyStatus>>, node: String) {
+async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxyStatus>>, flows: Arc<Mutex<crate::drops::FlowCounts>>, node: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -386,11 +392,12 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxySt
         }
     }
     let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let flow_metrics = flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).render(&node);
     let (code, kind, body) = {
         let mut status = lock(&status);
         let (metrics, health) = status.entry(node).or_default();
         match path.split('?').next().unwrap_or("/") {
-            "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+            "/metrics" => (200, "text/plain; version=0.0.4", format!("{}{flow_metrics}", metrics.render())),
             probe @ ("/healthz" | "/livez") => {
                 let livez = probe == "/livez";
                 let (code, body) = health.report(crate::service_proxy::unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);

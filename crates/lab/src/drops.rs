@@ -122,11 +122,63 @@ impl Writer {
     }
 }
 
+/// Flows counted per node by verdict, and drops by policy and direction: the lab's share of
+/// Hubble's flow metrics, served with each node's proxy metrics (`:10249/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// (node, verdict `FORWARDED`/`DROPPED`) → flows.
+    pub flows: BTreeMap<(String, &'static str), u64>,
+    /// (node, policy `ns/name`, direction) → dropped packets.
+    pub policy_drops: BTreeMap<(String, String, String), u64>,
+}
+
+impl FlowCounts {
+    /// A forwarded connection.
+    pub fn forwarded(&mut self, f: &Forwarded) {
+        *self.flows.entry((f.node.clone(), "FORWARDED")).or_default() += 1;
+    }
+
+    /// A dropped packet, counted once per policy that isolated its pod.
+    pub fn dropped(&mut self, d: &Drop) {
+        *self.flows.entry((d.node.clone(), "DROPPED")).or_default() += 1;
+        for policy in d.policy.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            *self.policy_drops.entry((d.node.clone(), policy.to_owned(), d.direction.clone())).or_default() += 1;
+        }
+    }
+
+    /// One node's counters in Prometheus' text format.
+    pub fn render(&self, node: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# HELP podnet_flows_total Connections seen by this node, by verdict (forwarded: new in conntrack; dropped: by NetworkPolicy).
+# TYPE podnet_flows_total counter
+",
+        );
+        for verdict in ["FORWARDED", "DROPPED"] {
+            let n = self.flows.get(&(node.to_owned(), verdict)).copied().unwrap_or(0);
+            let _ = writeln!(out, "podnet_flows_total{{verdict=\"{verdict}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP podnet_policy_drops_total Packets NetworkPolicy dropped on this node, by isolating policy and direction.
+# TYPE podnet_policy_drops_total counter
+",
+        );
+        for ((_, policy, direction), n) in self.policy_drops.iter().filter(|((n, _, _), _)| n == node) {
+            let _ = writeln!(out, "podnet_policy_drops_total{{policy=\"{policy}\",direction=\"{direction}\"}} {n}");
+        }
+        out
+    }
+}
+
+fn count(counts: &Mutex<FlowCounts>) -> std::sync::MutexGuard<'_, FlowCounts> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Listens on every node's NFLOG group, each on a thread in the node's namespace.
-pub fn start(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> std::io::Result<()> {
+pub fn start(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>, counts: &Arc<Mutex<FlowCounts>>) -> std::io::Result<()> {
     let writer = Arc::new(Mutex::new(Writer::new(log_file(lab))));
     for node in &st.plan.nodes {
-        let (names, writer, name) = (Arc::clone(names), Arc::clone(&writer), node.name.clone());
+        let (names, writer, name, counts) = (Arc::clone(names), Arc::clone(&writer), node.name.clone(), Arc::clone(counts));
         netns::spawn_in(&netns::path_of(&node.netns), move || -> std::io::Result<()> {
             let listener = Listener::bind(policy::enforce::LOG_GROUP)?;
             loop {
@@ -138,6 +190,7 @@ pub fn start(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> std::io
                     let names = names.lock().unwrap_or_else(PoisonError::into_inner);
                     logged.iter().filter_map(|l| record(&name, l, &names.pods, crate::daemon::utc_now)).collect()
                 };
+                drops.iter().for_each(|d| count(&counts).dropped(d));
                 writer.lock().unwrap_or_else(PoisonError::into_inner).write(&drops);
             }
         })?;
@@ -236,10 +289,10 @@ pub fn forwarded(node: &str, flow: &dataplane::ctevents::NewFlow, names: &Names,
 }
 
 /// Records every node's new connections, each node on a thread in its namespace.
-pub fn record_flows(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> std::io::Result<()> {
+pub fn record_flows(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>, counts: &Arc<Mutex<FlowCounts>>) -> std::io::Result<()> {
     let writer = Arc::new(Mutex::new(Writer::new(flows_file(lab))));
     for node in &st.plan.nodes {
-        let (names, writer, name) = (Arc::clone(names), Arc::clone(&writer), node.name.clone());
+        let (names, writer, name, counts) = (Arc::clone(names), Arc::clone(&writer), node.name.clone(), Arc::clone(counts));
         netns::spawn_in(&netns::path_of(&node.netns), move || -> std::io::Result<()> {
             let listener = dataplane::ctevents::Listener::bind()?;
             loop {
@@ -250,11 +303,49 @@ pub fn record_flows(lab: &LabName, st: &LabState, names: &Arc<Mutex<Names>>) -> 
                 let now = crate::daemon::utc_now();
                 let records: Vec<String> = {
                     let names = names.lock().unwrap_or_else(PoisonError::into_inner);
-                    flows.iter().filter_map(|f| forwarded(&name, f, &names, &now)).filter_map(|r| serde_json::to_string(&r).ok()).collect()
+                    let seen: Vec<Forwarded> = flows.iter().filter_map(|f| forwarded(&name, f, &names, &now)).collect();
+                    seen.iter().for_each(|f| count(&counts).forwarded(f));
+                    seen.iter().filter_map(|r| serde_json::to_string(r).ok()).collect()
                 };
                 writer.lock().unwrap_or_else(PoisonError::into_inner).write_lines(&records);
             }
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drop_of(node: &str, policy: &str, direction: &str) -> Drop {
+        Drop {
+            time: "2026-12-03T00:00:00.000Z".into(),
+            node: node.into(),
+            src_pod: None,
+            src_ip: "10.244.0.2".into(),
+            src_port: 1234,
+            dst_pod: None,
+            dst_ip: "10.244.1.2".into(),
+            dst_port: 80,
+            protocol: "TCP".into(),
+            direction: direction.into(),
+            verdict: "drop".into(),
+            policy: policy.into(),
+        }
+    }
+
+    #[test]
+    fn flows_are_counted_per_node_verdict_and_isolating_policy() {
+        let mut c = FlowCounts::default();
+        c.dropped(&drop_of("node-1", "shop/deny-all,shop/api", "ingress"));
+        c.dropped(&drop_of("node-1", "shop/deny-all", "ingress"));
+        c.dropped(&drop_of("node-2", "shop/egress", "egress"));
+        let text = c.render("node-1");
+        assert!(text.contains("podnet_flows_total{verdict=\"DROPPED\"} 2\n"), "{text}");
+        assert!(text.contains("podnet_flows_total{verdict=\"FORWARDED\"} 0\n"), "{text}");
+        assert!(text.contains("podnet_policy_drops_total{policy=\"shop/deny-all\",direction=\"ingress\"} 2\n"), "{text}");
+        assert!(text.contains("podnet_policy_drops_total{policy=\"shop/api\",direction=\"ingress\"} 1\n"), "{text}");
+        assert!(!text.contains("shop/egress"), "another node's drop: {text}");
+    }
 }
