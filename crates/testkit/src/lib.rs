@@ -11,6 +11,7 @@
 //! Objects go through the real loader ([`model::load_str`]), so fixtures exercise it too.
 
 pub mod graph;
+pub mod k8s;
 
 use std::path::Path;
 

@@ -1,0 +1,144 @@
+//! Against a real control plane (upstream's kube-apiserver, etcd and kube-controller-manager,
+//! built by `tools/k8s/build.sh`; `testkit::k8s`): the seed's manifests apply as they are, node
+//! IPAM gives Nodes their pod CIDRs, and the EndpointSlices podnet computes from the same
+//! objects equal the ones upstream's EndpointSlice controller writes — ready, not ready and
+//! terminating pods, named target ports, several ports.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::k8s::ControlPlane;
+
+/// An EndpointSlice reduced to what a proxy reads: ports, and each endpoint's address,
+/// conditions, pod and node.
+fn digest(slice: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ports = slice["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}/{}/{}", p["name"].as_str().unwrap_or(""), p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+        .collect();
+    let endpoints = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let c = &e["conditions"];
+            format!(
+                "{} ready={} serving={} terminating={} pod={} node={}",
+                e["addresses"][0].as_str().unwrap_or(""),
+                c["ready"],
+                c["serving"],
+                c["terminating"],
+                e["targetRef"]["name"].as_str().unwrap_or(""),
+                e["nodeName"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    (ports, endpoints)
+}
+
+/// The slices of one Service as upstream's controller wrote them.
+fn upstream_slices(cp: &ControlPlane, ns: &str, service: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let list = cp.kubectl_json(&["get", "endpointslices", "-n", ns, "-l", &format!("kubernetes.io/service-name={service}")]).unwrap();
+    let mut all = (BTreeSet::new(), BTreeSet::new());
+    for s in list["items"].as_array().unwrap() {
+        let (p, e) = digest(s);
+        all.0.extend(p);
+        all.1.extend(e);
+    }
+    all
+}
+
+/// The slices podnet computes for the Service from the objects the apiserver holds.
+fn podnet_slices(cp: &ControlPlane, ns: &str, service: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut objects = String::new();
+    for kind in ["namespaces", "nodes", "services", "pods"] {
+        for item in cp.kubectl_json(&["get", kind, "-A"]).unwrap()["items"].as_array().unwrap() {
+            objects.push_str(&format!("---\n{item}\n"));
+        }
+    }
+    let state = model::ClusterState::from_objects(&model::load_str(&objects, Path::new("apiserver-objects.yaml")).unwrap()).unwrap();
+    let slices = model::endpoints::compute(&state, |p| p.ready.unwrap_or(true));
+    let mut all = (BTreeSet::new(), BTreeSet::new());
+    for s in slices.iter().filter(|s| model::endpoints::service_of(s) == Some((ns, service))) {
+        let (p, e) = digest(&serde_json::to_value(s).unwrap());
+        all.0.extend(p);
+        all.1.extend(e);
+    }
+    all
+}
+
+/// Writes a pod's status as a kubelet would: running on `node` with `ip`, ready or not.
+fn run_pod(cp: &ControlPlane, ns: &str, pod: &str, node: &str, ip: &str, ready: bool) {
+    // Bound as the scheduler binds: a Binding to the node.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod, "namespace": ns}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("binding.json"), binding.to_string()).unwrap();
+    let out = cp.kubectl(&["create", "-f", dir.path().join("binding.json").to_str().unwrap()]);
+    assert!(out.status.success(), "binding {pod}: {}", String::from_utf8_lossy(&out.stderr));
+    let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}, {"type": "PodScheduled", "status": "True"}]}});
+    let out = cp.kubectl(&["patch", "pod", pod, "-n", ns, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pods_of(cp: &ControlPlane, ns: &str, selector: &str) -> Vec<String> {
+    let list = cp.kubectl_json(&["get", "pods", "-n", ns, "-l", selector]).unwrap();
+    let mut names: Vec<String> = list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn podnets_endpoint_slices_equal_the_endpoint_slice_controllers() {
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    // Two Nodes: node IPAM gives each a pod CIDR out of the cluster CIDR.
+    for (i, node) in ["node-1", "node-2"].iter().enumerate() {
+        let n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+            "status": {"addresses": [{"type": "InternalIP", "address": format!("172.18.0.{}", i + 2)}]}});
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("n.json"), n.to_string()).unwrap();
+        let out = cp.kubectl(&["apply", "-f", dir.path().join("n.json").to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    cp.wait_for(Duration::from_secs(30), "pod CIDRs on both nodes", |cp| {
+        cp.kubectl_json(&["get", "nodes"])
+            .is_ok_and(|v| v["items"].as_array().unwrap().iter().all(|n| n["spec"]["podCIDR"].as_str().is_some_and(|c| c.starts_with("10.244."))))
+    })
+    .unwrap();
+
+    // The seed's shop, applied as it is (kubectl's own retry covers a namespace's service
+    // account that is made a moment after the namespace).
+    let shop = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shop");
+    cp.wait_for(Duration::from_secs(30), "kubectl apply -f examples/shop", |cp| cp.kubectl(&["apply", "-f", shop]).status.success()).unwrap();
+    cp.wait_for(Duration::from_secs(30), "two order-service pods", |cp| pods_of(cp, "production", "app=order-service").len() == 2).unwrap();
+
+    // Kubelets' part: the order-service pods run, one ready and one not.
+    let pods = pods_of(&cp, "production", "app=order-service");
+    run_pod(&cp, "production", &pods[0], "node-1", "10.244.0.7", true);
+    run_pod(&cp, "production", &pods[1], "node-2", "10.244.1.7", false);
+    let two_endpoints = |cp: &ControlPlane| upstream_slices(cp, "production", "order-service").1.len() == 2;
+    cp.wait_for(Duration::from_secs(30), "the order-service EndpointSlice with both pods", two_endpoints).unwrap();
+    let upstream = upstream_slices(&cp, "production", "order-service");
+    assert_eq!(podnet_slices(&cp, "production", "order-service"), upstream, "ready and not ready");
+    assert!(upstream.0.contains("http/8080/TCP") && upstream.0.contains("grpc/9090/TCP"), "{upstream:?}");
+    let ready = format!("10.244.0.7 ready=true serving=true terminating=false pod={} node=node-1", pods[0]);
+    let not_ready = format!("10.244.1.7 ready=false serving=false terminating=false pod={} node=node-2", pods[1]);
+    assert_eq!(upstream.1, BTreeSet::from([ready, not_ready]), "what upstream's controller wrote");
+
+    // A terminating pod (deleted with a grace period; no kubelet confirms it, so it stays):
+    // serving, not ready, terminating, as the controller writes it.
+    let out = cp.kubectl(&["delete", "pod", &pods[0], "-n", "production", "--wait=false", "--grace-period=300"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let terminating = |cp: &ControlPlane| upstream_slices(cp, "production", "order-service").1.iter().any(|e| e.contains("terminating=true"));
+    cp.wait_for(Duration::from_secs(30), "the terminating endpoint", terminating).unwrap();
+    // The ReplicaSet's replacement may have appeared meanwhile (pending, no address: in neither).
+    let upstream = upstream_slices(&cp, "production", "order-service");
+    assert_eq!(podnet_slices(&cp, "production", "order-service"), upstream, "a terminating pod");
+}
