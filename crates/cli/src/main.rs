@@ -18,6 +18,7 @@ macro_rules! outln {
     }};
 }
 
+mod agent_cmd;
 mod bench;
 mod bench_cni;
 mod bench_dns;
@@ -77,6 +78,9 @@ enum Command {
     /// Every connection in the lab with its verdict (forwarded, or dropped by which policy), as
     /// Hubble's observe shows flows.
     Observe(observe_cmd::ObserveArgs),
+    /// The node agent on a real cluster: watches the API server and keeps this node's service
+    /// proxy and NetworkPolicy rules as the objects say (as a DaemonSet, or by hand with a kubeconfig).
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Trace(args) => trace_cmd::run(args),
         Command::Observe(args) => observe_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Proxy(cmd) => proxy_cmd::run(cmd),
         Command::Dns(cmd) => dns_cmd::run(cmd),

@@ -142,3 +142,103 @@ fn podnets_endpoint_slices_equal_the_endpoint_slice_controllers() {
     let upstream = upstream_slices(&cp, "production", "order-service");
     assert_eq!(podnet_slices(&cp, "production", "order-service"), upstream, "a terminating pod");
 }
+
+/// The node's tables as `nft` lists them in `netns` (empty when a table is not there).
+fn tables_in(netns: &str) -> String {
+    let out = std::process::Command::new("ip").args(["netns", "exec", netns, "nft", "list", "ruleset"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn apply(cp: &ControlPlane, object: &Value) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("o.json"), object.to_string()).unwrap();
+    let out = cp.kubectl(&["apply", "-f", dir.path().join("o.json").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits for the node's tables to satisfy `want`, returning how long it took.
+fn until(netns: &str, what: &str, want: impl Fn(&str) -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let tables = tables_in(netns);
+        if want(&tables) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}: not in the node's tables after 20 s:\n{tables}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let ns = dataplane::netns::NamedNetns::new(&format!("pnagent{}", std::process::id() % 100_000)).unwrap();
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}, "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.2"}]}}),
+    );
+    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
+        .unwrap();
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.50", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "none", "ports": [{"containerPort": 8080}]}]}}),
+    );
+    run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.7", true);
+
+    let started = std::time::Instant::now();
+    let _agent = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+            .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", "node-1", "--netns", ns.path().to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // From start to rules in place: the ClusterIP to the ready pod, named after its port.
+    let frontend = "10.96.0.50 . tcp . 80 comment \"shop/web:http\"";
+    until(&ns_name(&ns), "the Service's frontend", |t| t.contains(frontend) && t.contains("10.244.0.7 . 8080"));
+    eprintln!("agent start to rules: {:?}", started.elapsed());
+
+    // A relabel the Service no longer selects: the EndpointSlice controller empties the slice
+    // and the agent turns the frontend into a refusal.
+    let relabel = cp.kubectl(&["label", "pod", "web-1", "-n", "shop", "app=other", "--overwrite"]);
+    assert!(relabel.status.success());
+    let took = until(&ns_name(&ns), "the frontend without endpoints", |t| !t.contains("10.244.0.7 . 8080") && t.contains("no-endpoints"));
+    eprintln!("relabel to rules: {took:?}");
+
+    // A NetworkPolicy isolating the pod: the node's policy table dispatches its address.
+    apply(
+        &cp,
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny", "namespace": "shop"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    );
+    until(&ns_name(&ns), "the policy's isolation of the pod", |t| t.contains("table inet podnet-policy") && t.contains("10.244.0.7 : goto"));
+
+    // The Service deleted: its elements go.
+    assert!(cp.kubectl(&["delete", "service", "web", "-n", "shop"]).status.success());
+    until(&ns_name(&ns), "no trace of the Service", |t| !t.contains("10.96.0.50"));
+}
+
+fn ns_name(ns: &dataplane::netns::NamedNetns) -> String {
+    ns.name().to_owned()
+}

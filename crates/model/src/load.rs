@@ -125,6 +125,16 @@ fn load_file(path: &Path, out: &mut Vec<Loaded>) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Loads objects already parsed (as an API server's watch gives them), each through the same
+/// decoding, defaults and checks as a manifest; `source` names where they came from in errors.
+pub fn load_values(values: impl IntoIterator<Item = Value>, source: &Path) -> Result<Vec<Loaded>, ManifestError> {
+    let mut out = Vec::new();
+    for (i, doc) in values.into_iter().enumerate() {
+        decode_document(doc, Location { file: source.to_owned(), document: i + 1, item: None }, &mut out)?;
+    }
+    Ok(out)
+}
+
 /// Loads the manifests in one file's text. JSON when the file name ends in `.json`, YAML otherwise.
 pub fn load_str(text: &str, file: &Path) -> Result<Vec<Loaded>, ManifestError> {
     let mut out = Vec::new();

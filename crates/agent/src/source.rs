@@ -1,0 +1,93 @@
+//! The API server as a source of objects: one reflector (list, then watch, relisting on a 410)
+//! per kind the node's planners read, and a snapshot of all of them as a `ClusterState` through
+//! the same loader and checks manifests go through.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource};
+use model::ClusterState;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// The objects the node agent reads, each kept current by its own watch.
+#[derive(Clone)]
+pub struct Stores {
+    namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    policies: Store<NetworkPolicy>,
+}
+
+/// Starts a reflector for `K` on the runtime; every change wakes `changed`.
+fn reflect<K>(api: Api<K>, changed: &Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let changed = Arc::clone(changed);
+    // Streaming lists where the server has them (1.34+ by default), a paged list elsewhere.
+    let config = watcher::Config::default().any_semantic();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff().touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                eprintln!("watch: {e}");
+            }
+            changed.notify_one();
+        }
+    });
+    reader
+}
+
+impl Stores {
+    /// Watches every kind, cluster-wide; `changed` is notified after each change.
+    pub fn start(client: &Client, changed: &Arc<Notify>) -> Stores {
+        Stores {
+            namespaces: reflect(Api::all(client.clone()), changed),
+            nodes: reflect(Api::all(client.clone()), changed),
+            services: reflect(Api::all(client.clone()), changed),
+            slices: reflect(Api::all(client.clone()), changed),
+            pods: reflect(Api::all(client.clone()), changed),
+            policies: reflect(Api::all(client.clone()), changed),
+        }
+    }
+
+    /// Waits until every watch has its first full list.
+    pub async fn ready(&self) -> Result<(), String> {
+        let e = |what: &'static str| move |err: reflector::store::WriterDropped| format!("{what}: {err}");
+        self.namespaces.wait_until_ready().await.map_err(e("namespaces"))?;
+        self.nodes.wait_until_ready().await.map_err(e("nodes"))?;
+        self.services.wait_until_ready().await.map_err(e("services"))?;
+        self.slices.wait_until_ready().await.map_err(e("endpointslices"))?;
+        self.pods.wait_until_ready().await.map_err(e("pods"))?;
+        self.policies.wait_until_ready().await.map_err(e("networkpolicies"))?;
+        Ok(())
+    }
+
+    /// Everything watched, as one snapshot (read through the manifest loader, so objects the
+    /// API server holds meet the same checks and defaults as files do).
+    pub fn snapshot(&self) -> Result<ClusterState, model::ManifestError> {
+        let mut values = Vec::new();
+        fn add<K: Resource<DynamicType = ()> + Serialize + Clone>(values: &mut Vec<serde_json::Value>, store: &Store<K>) {
+            values.extend(store.state().iter().filter_map(|o| serde_json::to_value(o.as_ref()).ok()));
+        }
+        add(&mut values, &self.namespaces);
+        add(&mut values, &self.nodes);
+        add(&mut values, &self.services);
+        add(&mut values, &self.slices);
+        add(&mut values, &self.pods);
+        add(&mut values, &self.policies);
+        let loaded = model::load::load_values(values, std::path::Path::new("the API server"))?;
+        ClusterState::from_objects(&loaded)
+    }
+}
