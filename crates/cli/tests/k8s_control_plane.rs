@@ -242,3 +242,30 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
 fn ns_name(ns: &dataplane::netns::NamedNetns) -> String {
     ns.name().to_owned()
 }
+
+/// The manifests in `deploy/` are valid to the real apiserver (server-side dry run), and the
+/// agent's ClusterRole grants what it watches and nothing more.
+#[test]
+fn the_deploy_manifests_pass_a_server_side_dry_run_and_grant_least_privilege() {
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let dry = cp.kubectl(&["apply", "--dry-run=server", "-f", deploy]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(out.contains("daemonset.apps/podnet-agent created (server dry run)"), "{out}");
+    let applied = cp.kubectl(&["apply", "-f", deploy]);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let can = |verb: &str, resource: &str| {
+        let out = cp.kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", "--as=system:serviceaccount:kube-system:podnet-agent"]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for resource in ["pods", "services", "nodes", "namespaces", "endpointslices.discovery.k8s.io", "networkpolicies.networking.k8s.io"] {
+        assert!(can("watch", resource) && can("list", resource), "the agent must watch {resource}");
+    }
+    for (verb, resource) in
+        [("create", "pods"), ("delete", "services"), ("update", "endpointslices.discovery.k8s.io"), ("list", "secrets"), ("get", "configmaps")]
+    {
+        assert!(!can(verb, resource), "the agent must not {verb} {resource}");
+    }
+}
