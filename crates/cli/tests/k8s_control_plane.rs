@@ -185,7 +185,7 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
         return;
     }
     let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
-    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let mut cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
     let ns = dataplane::netns::NamedNetns::new(&format!("pnagent{}", std::process::id() % 100_000)).unwrap();
     apply(
         &cp,
@@ -207,10 +207,11 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.7", true);
 
     let started = std::time::Instant::now();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let _agent = Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
             .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", "node-1", "--netns", ns.path().to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
     );
@@ -237,6 +238,19 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     // The Service deleted: its elements go.
     assert!(cp.kubectl(&["delete", "service", "web", "-n", "shop"]).status.success());
     until(&ns_name(&ns), "no trace of the Service", |t| !t.contains("10.96.0.50"));
+
+    // The apiserver restarts (every watch breaks): the agent reconnects, keeps what it applied,
+    // and the next change is a difference, not a full re-program.
+    cp.restart_apiserver().unwrap();
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.51", "ports": [{"name": "http", "port": 80}]}}),
+    );
+    let took = until(&ns_name(&ns), "a Service made after the apiserver's restart", |t| t.contains("10.96.0.51 . tcp . 80"));
+    eprintln!("after the restart, a new Service reached the rules in {took:?}");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(text.matches("full sync").count(), 1, "one full sync, at start:\n{text}");
 }
 
 fn ns_name(ns: &dataplane::netns::NamedNetns) -> String {

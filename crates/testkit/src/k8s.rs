@@ -51,6 +51,7 @@ pub fn binaries_or_skip() -> Option<PathBuf> {
 /// A process stopped when the control plane goes.
 struct Process {
     name: &'static str,
+    args: Vec<String>,
     child: Child,
 }
 
@@ -200,15 +201,30 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &'static str, args: &[&str]) -> std::io::Result<()> {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
-        let child = Command::new(self.bin.join(name))
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let child = self.launch(name, &args)?;
+        self.processes.push(Process { name, args, child });
+        Ok(())
+    }
+
+    fn launch(&self, name: &str, args: &[String]) -> std::io::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{name}.log")))?;
+        Command::new(self.bin.join(name))
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("starting {name}: {e}")))?;
-        self.processes.push(Process { name, child });
-        Ok(())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("starting {name}: {e}")))
+    }
+
+    /// Stops kube-apiserver (every watch on it breaks) and starts it again with the same
+    /// settings and storage; returns once it is ready.
+    pub fn restart_apiserver(&mut self) -> std::io::Result<()> {
+        let i = self.processes.iter().position(|p| p.name == "kube-apiserver").ok_or_else(|| err("no kube-apiserver"))?;
+        let _ = self.processes[i].child.kill();
+        let _ = self.processes[i].child.wait();
+        self.processes[i].child = self.launch("kube-apiserver", &self.processes[i].args.clone())?;
+        self.wait_ready(Duration::from_secs(60))
     }
 
     /// An admin kubeconfig (client certificate in `system:masters`).
