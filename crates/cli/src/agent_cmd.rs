@@ -29,6 +29,67 @@ pub struct AgentArgs {
     /// Sync once the watches have listed everything, then exit (for checks and tests).
     #[arg(long)]
     once: bool,
+    /// Where to serve `/metrics` (kube-proxy's names and port; empty: not served).
+    #[arg(long, default_value = "0.0.0.0:10249")]
+    metrics_bind_address: String,
+    /// Where to serve `/healthz` and `/livez` (kube-proxy's; empty: not served).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: String,
+}
+
+/// What the agent reports: kube-proxy's metrics and health.
+#[derive(Default)]
+struct Status {
+    metrics: proxy::metrics::Metrics,
+    health: proxy::metrics::Health,
+}
+
+/// kube-proxy's health timeout: twice its default sync period.
+const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default().as_secs_f64()
+}
+
+fn lock(status: &std::sync::Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
+    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One request to the agent's `/metrics`, `/healthz` or `/livez`.
+fn answer(status: &std::sync::Mutex<Status>, path: &str) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut s = lock(status);
+    let (code, kind, body) = match path {
+        "/metrics" => (200, "text/plain; version=0.0.4", s.metrics.render()),
+        probe @ ("/healthz" | "/livez") => {
+            let livez = probe == "/livez";
+            let (code, body) = s.health.report(unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
+            *s.metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
+            (code, "application/json", body)
+        }
+        _ => (404, "text/plain", "404 page not found\n".to_owned()),
+    };
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = kind.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves the agent's endpoints on `addr`.
+async fn serve(addr: String, status: Arc<std::sync::Mutex<Status>>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let status = Arc::clone(&status);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let reply = answer(&status, req.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(reply) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        });
+    }
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
@@ -60,17 +121,42 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         let stores = agent::source::Stores::start(&client, &changed);
         stores.ready().await.map_err(|e| anyhow!("watching the API server: {e}"))?;
         let mut agent = agent::node::NodeAgent::new(node.clone(), config, a.netns.clone());
+        let status = Arc::new(std::sync::Mutex::new(Status::default()));
+        for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
+            let (addr, status) = (addr.clone(), Arc::clone(&status));
+            tokio::spawn(async move {
+                if let Err(e) = serve(addr, status).await {
+                    eprintln!("podnet agent: {e:#}");
+                }
+            });
+        }
         eprintln!("podnet agent: node {node}: watching the API server");
         loop {
             // A burst of events is one sync.
+            let queued = unix_now();
+            lock(&status).health.oldest_pending.get_or_insert(queued);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            match stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state)) {
+            let result = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state));
+            let mut st = lock(&status);
+            match result {
                 Ok(s) => {
-                    eprintln!("podnet agent: node {node}: {} sync, {} elements, {:.1} ms", if s.full { "full" } else { "partial" }, s.elements, s.seconds * 1e3)
+                    let now = unix_now();
+                    st.metrics.synced(now, s.seconds, s.full, queued, s.elements);
+                    st.health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                    eprintln!(
+                        "podnet agent: node {node}: {} sync, {} elements, {:.1} ms",
+                        if s.full { "full" } else { "partial" },
+                        s.elements,
+                        s.seconds * 1e3
+                    );
                 }
                 Err(e) if a.once => return Err(anyhow!("node {node}: {e}")),
-                Err(e) => eprintln!("podnet agent: node {node}: {e} (retrying on the next change)"),
+                Err(e) => {
+                    st.metrics.sync_failures += 1;
+                    eprintln!("podnet agent: node {node}: {e} (retrying on the next change)");
+                }
             }
+            drop(st);
             if a.once {
                 return Ok(ExitCode::SUCCESS);
             }

@@ -206,11 +206,14 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     );
     run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.7", true);
 
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (metrics_addr, healthz_addr) = (free(), free());
     let started = std::time::Instant::now();
     let log = tempfile::NamedTempFile::new().unwrap();
     let _agent = Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
             .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", "node-1", "--netns", ns.path().to_str().unwrap()])
+            .args(["--metrics-bind-address", &metrics_addr, "--healthz-bind-address", &healthz_addr])
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
@@ -251,6 +254,19 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     eprintln!("after the restart, a new Service reached the rules in {took:?}");
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert_eq!(text.matches("full sync").count(), 1, "one full sync, at start:\n{text}");
+
+    // kube-proxy's endpoints: its metric names, one full sync and partial ones, healthy.
+    let get = |addr: &str, path: &str| {
+        let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}{path}")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = get(&metrics_addr, "/metrics");
+    let count = |series: &str| metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(count("kubeproxy_sync_full_proxy_rules_duration_seconds_count"), Some(1.0), "{metrics}");
+    assert!(count("kubeproxy_sync_partial_proxy_rules_duration_seconds_count").is_some_and(|n| n >= 4.0), "{metrics}");
+    assert!(count("kubeproxy_network_programming_duration_seconds_count").is_some_and(|n| n >= 5.0), "{metrics}");
+    let health = get(&healthz_addr, "/healthz");
+    assert!(health.ends_with("\n200") && health.contains("\"nodeEligible\":true"), "{health}");
 }
 
 fn ns_name(ns: &dataplane::netns::NamedNetns) -> String {
