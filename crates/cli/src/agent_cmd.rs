@@ -137,12 +137,14 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             lock(&status).health.oldest_pending.get_or_insert(queued);
             tokio::time::sleep(Duration::from_millis(20)).await;
             let result = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state));
-            let mut st = lock(&status);
             match result {
                 Ok(s) => {
                     let now = unix_now();
-                    st.metrics.synced(now, s.seconds, s.full, queued, s.elements);
-                    st.health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                    {
+                        let mut st = lock(&status);
+                        st.metrics.synced(now, s.seconds, s.full, queued, s.elements);
+                        st.health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                    }
                     eprintln!(
                         "podnet agent: node {node}: {} sync, {} elements, {:.1} ms",
                         if s.full { "full" } else { "partial" },
@@ -152,11 +154,10 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                 }
                 Err(e) if a.once => return Err(anyhow!("node {node}: {e}")),
                 Err(e) => {
-                    st.metrics.sync_failures += 1;
+                    lock(&status).metrics.sync_failures += 1;
                     eprintln!("podnet agent: node {node}: {e} (retrying on the next change)");
                 }
             }
-            drop(st);
             if a.once {
                 return Ok(ExitCode::SUCCESS);
             }
