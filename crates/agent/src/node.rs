@@ -32,6 +32,48 @@ pub struct NodeAgent {
     applied: Option<Ruleset>,
 }
 
+/// host-gw (Flannel's layout): a route to every other Node's pod CIDRs via that Node's
+/// InternalIP of the same family, from `spec.podCIDRs` as node IPAM assigned them.
+pub fn peer_routes(state: &ClusterState, node: &str) -> Vec<(ipnet::IpNet, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    for n in state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(node)) {
+        let spec = n.spec.clone().unwrap_or_default();
+        let cidrs = spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
+        let ips: Vec<std::net::IpAddr> =
+            n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
+        for cidr in cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()) {
+            if let Some(via) = ips.iter().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4()) {
+                out.push((cidr.trunc(), *via));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Makes the routes to the cluster's pod networks (`cluster`) exactly `wanted`: adds the
+/// missing ones, deletes those a Node no longer has. Routes outside `cluster` are not ours.
+pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::IpAddr)]) -> std::io::Result<usize> {
+    let nl = dataplane::link::Netlink::connect()?;
+    let mut have = nl.routes(false)?;
+    have.extend(nl.routes(true)?);
+    let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
+    let mut changed = 0;
+    for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
+        if !wanted.iter().any(|(dst, via)| *dst == r.dst && Some(*via) == r.gateway) {
+            nl.delete_route(r.dst, r.gateway)?;
+            changed += 1;
+        }
+    }
+    for (dst, via) in wanted {
+        if !have.iter().any(|r| r.dst == *dst && r.gateway == Some(*via)) {
+            nl.add_route(*dst, Some(*via), None)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 /// The node's whole desired rule set: the proxy's tables and the policy table.
 pub fn desired(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<Ruleset, String> {
     let plan = proxy::plan(state, node, config).map_err(|e| e.to_string())?;
@@ -63,6 +105,17 @@ impl NodeAgent {
             None => apply(),
         };
         result.map_err(|e| format!("applying the node's rules: {e}"))?;
+        // The pod network: routes to the other Nodes' pod CIDRs (host-gw).
+        let cluster: Vec<ipnet::IpNet> = self.config.cluster_cidr.split(',').filter_map(|c| c.trim().parse().ok()).collect();
+        if !cluster.is_empty() {
+            let wanted = peer_routes(state, &self.node);
+            let routes = move || sync_routes(&cluster, &wanted);
+            let done = match &self.netns {
+                Some(path) => dataplane::netns::run_in(path, routes).map_err(|e| e.to_string())?,
+                None => routes(),
+            };
+            done.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;
+        }
         let elements = new.element_count();
         self.applied = Some(new);
         Ok(Synced { elements, full, seconds: start.elapsed().as_secs_f64() })

@@ -206,6 +206,13 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     );
     run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.7", true);
 
+    // The node's underlay (its InternalIP's subnet), so that routes via the other nodes resolve.
+    for cmd in [&["link", "add", "eth0", "type", "bridge"][..], &["addr", "add", "172.18.0.2/24", "dev", "eth0"], &["link", "set", "eth0", "up"]] {
+        let out = std::process::Command::new("ip").args(["netns", "exec", &ns_name(&ns), "ip"]).args(cmd).output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let proxy_config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(proxy_config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let (metrics_addr, healthz_addr) = (free(), free());
     let started = std::time::Instant::now();
@@ -214,6 +221,7 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
         std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
             .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", "node-1", "--netns", ns.path().to_str().unwrap()])
             .args(["--metrics-bind-address", &metrics_addr, "--healthz-bind-address", &healthz_addr])
+            .args(["--proxy-config", proxy_config.path().to_str().unwrap()])
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
@@ -237,6 +245,31 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
     );
     until(&ns_name(&ns), "the policy's isolation of the pod", |t| t.contains("table inet podnet-policy") && t.contains("10.244.0.7 : goto"));
+
+    // The pod network (host-gw): a second Node gets a pod CIDR from node IPAM, and this node
+    // routes it via that Node's address; the Node deleted, the route goes.
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-2"}, "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.3"}]}}),
+    );
+    let routes = |ns: &str| {
+        let out = std::process::Command::new("ip").args(["netns", "exec", ns, "ip", "route"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cidr = |cp: &ControlPlane| cp.kubectl_json(&["get", "node", "node-2"]).ok().and_then(|n| n["spec"]["podCIDR"].as_str().map(str::to_owned));
+    cp.wait_for(Duration::from_secs(30), "node-2's pod CIDR", |cp| cidr(cp).is_some()).unwrap();
+    let route = format!("{} via 172.18.0.3", cidr(&cp).unwrap());
+    let start = std::time::Instant::now();
+    while !routes(&ns_name(&ns)).contains(&route) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no route {route}:\n{}", routes(&ns_name(&ns)));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(cp.kubectl(&["delete", "node", "node-2"]).status.success());
+    let start = std::time::Instant::now();
+    while routes(&ns_name(&ns)).contains(&route) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the route to a deleted node stays");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // The Service deleted: its elements go.
     assert!(cp.kubectl(&["delete", "service", "web", "-n", "shop"]).status.success());

@@ -74,6 +74,11 @@ pub struct RouteInfo {
     pub oif: Option<u32>,
 }
 
+/// `ESRCH`: the kernel's answer for a route that is not there.
+const fn libc_esrch() -> i32 {
+    3
+}
+
 /// A netlink connection bound to the namespace it was created in.
 pub struct Netlink {
     socket: Socket,
@@ -360,6 +365,19 @@ impl Netlink {
         }
         match self.ack(RouteNetlinkMessage::NewRoute(b.build()), ACK_CREATE) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes the route to `dst` via `gw` (gone already is fine).
+    pub fn delete_route(&self, dst: IpNet, gw: Option<IpAddr>) -> io::Result<()> {
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(dst.network(), dst.prefix_len()).map_err(|e| invalid(&e))?;
+        if let Some(gw) = gw {
+            b = b.gateway(gw).map_err(|e| invalid(&e))?;
+        }
+        match self.ack(RouteNetlinkMessage::DelRoute(b.build()), ACK) {
+            Err(e) if e.raw_os_error() == Some(libc_esrch()) => Ok(()),
             other => other,
         }
     }
