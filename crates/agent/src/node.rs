@@ -20,6 +20,43 @@ pub struct Synced {
     pub seconds: f64,
 }
 
+/// The conflist file the agent writes (libcni reads the first in name order).
+pub const CONFLIST: &str = "10-podnet.conflist";
+
+/// The conflist a container runtime on this node reads: podnet's bridge plugin with its
+/// host-local compatible IPAM over the node's pod CIDRs (the lab's layout: bridge `cni0`, the
+/// node the pods' gateway, hairpin for Services that lead a pod back to itself).
+pub fn conflist(pod_cidrs: &[ipnet::IpNet]) -> serde_json::Value {
+    let ranges: Vec<serde_json::Value> = pod_cidrs.iter().map(|c| serde_json::json!([{"subnet": c.trunc().to_string()}])).collect();
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "podnet",
+        "plugins": [{
+            "type": cni::plugin::BRIDGE_TYPE,
+            "bridge": "cni0",
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "hairpinMode": true,
+            "ipam": {"type": cni::plugin::IPAM_TYPE, "ranges": ranges}
+        }]
+    })
+}
+
+/// Writes `conflist` into `dir` as [`CONFLIST`] when it differs from what is there, atomically
+/// (a temporary file renamed over it: a runtime never reads half of it). True when written.
+pub fn write_conflist(dir: &std::path::Path, conflist: &serde_json::Value) -> std::io::Result<bool> {
+    let path = dir.join(CONFLIST);
+    let text = serde_json::to_string_pretty(conflist).map_err(std::io::Error::other)? + "\n";
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{CONFLIST}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(true)
+}
+
 /// A node's agent: its name, settings, and what it last applied.
 pub struct NodeAgent {
     /// The Node it programs (`spec.nodeName` of its pods; `NODE_NAME` from the downward API).
@@ -29,6 +66,8 @@ pub struct NodeAgent {
     /// Program the rules in this network namespace instead of the agent's own (tests, and
     /// agents that run beside the node rather than in it).
     pub netns: Option<PathBuf>,
+    /// Where the CNI conflist goes once the node's dataplane is ready (`None`: not written).
+    pub cni_conf_dir: Option<PathBuf>,
     applied: Option<Ruleset>,
 }
 
@@ -87,7 +126,7 @@ pub fn desired(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result
 impl NodeAgent {
     /// An agent that has applied nothing yet.
     pub fn new(node: String, config: ProxyConfig, netns: Option<PathBuf>) -> NodeAgent {
-        NodeAgent { node, config, netns, applied: None }
+        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None }
     }
 
     /// Plans from `state` and applies what changed.
@@ -116,8 +155,35 @@ impl NodeAgent {
             };
             done.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;
         }
+        // The dataplane is ready: pods may be attached, so the runtime gets its conflist.
+        if let Some(dir) = &self.cni_conf_dir {
+            let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
+            let spec = node.and_then(|n| n.spec.clone()).unwrap_or_default();
+            let cidrs: Vec<ipnet::IpNet> =
+                spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect()).iter().filter_map(|c| c.parse().ok()).collect();
+            if !cidrs.is_empty() {
+                write_conflist(dir, &conflist(&cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
+            }
+        }
         let elements = new.element_count();
         self.applied = Some(new);
         Ok(Synced { elements, full, seconds: start.elapsed().as_secs_f64() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_conflist_is_written_once_and_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = conflist(&["10.244.1.0/24".parse().unwrap()]);
+        assert_eq!(list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert!(write_conflist(dir.path(), &list).unwrap());
+        assert!(!write_conflist(dir.path(), &list).unwrap(), "the same content is not written again");
+        let read: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFLIST)).unwrap()).unwrap();
+        assert_eq!(read, list);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
     }
 }

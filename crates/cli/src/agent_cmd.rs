@@ -26,6 +26,9 @@ pub struct AgentArgs {
     /// Program the rules in this network namespace (`/run/netns/NAME`) instead of the agent's own.
     #[arg(long, value_name = "PATH")]
     netns: Option<PathBuf>,
+    /// Where the CNI conflist goes once the node's rules are in place (empty: not written).
+    #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
+    cni_conf_dir: String,
     /// Sync once the watches have listed everything, then exit (for checks and tests).
     #[arg(long)]
     once: bool,
@@ -121,6 +124,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         let stores = agent::source::Stores::start(&client, &changed);
         stores.ready().await.map_err(|e| anyhow!("watching the API server: {e}"))?;
         let mut agent = agent::node::NodeAgent::new(node.clone(), config, a.netns.clone());
+        agent.cni_conf_dir = Some(PathBuf::from(&a.cni_conf_dir)).filter(|d| !d.as_os_str().is_empty());
         let status = Arc::new(std::sync::Mutex::new(Status::default()));
         for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
             let (addr, status) = (addr.clone(), Arc::clone(&status));

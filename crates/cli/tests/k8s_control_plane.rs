@@ -211,6 +211,7 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
         let out = std::process::Command::new("ip").args(["netns", "exec", &ns_name(&ns), "ip"]).args(cmd).output().unwrap();
         assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    let cni_dir = tempfile::tempdir().unwrap();
     let proxy_config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(proxy_config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
@@ -222,6 +223,7 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
             .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", "node-1", "--netns", ns.path().to_str().unwrap()])
             .args(["--metrics-bind-address", &metrics_addr, "--healthz-bind-address", &healthz_addr])
             .args(["--proxy-config", proxy_config.path().to_str().unwrap()])
+            .args(["--cni-conf-dir", cni_dir.path().to_str().unwrap()])
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
@@ -230,6 +232,20 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     let frontend = "10.96.0.50 . tcp . 80 comment \"shop/web:http\"";
     until(&ns_name(&ns), "the Service's frontend", |t| t.contains(frontend) && t.contains("10.244.0.7 . 8080"));
     eprintln!("agent start to rules: {:?}", started.elapsed());
+    // With the rules in place, the runtime's conflist: node-1's pod CIDR for the IPAM.
+    cp.wait_for(Duration::from_secs(30), "node-1's pod CIDR", |cp| cp.kubectl_json(&["get", "node", "node-1"]).is_ok_and(|n| n["spec"]["podCIDR"].is_string()))
+        .unwrap();
+    let node_cidr = cp.kubectl_json(&["get", "node", "node-1"]).unwrap()["spec"]["podCIDR"].as_str().unwrap().to_owned();
+    let conflist = cni_dir.path().join("10-podnet.conflist");
+    let start = std::time::Instant::now();
+    let list: Value = loop {
+        if let Some(list) = std::fs::read_to_string(&conflist).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+            break list;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no conflist in {}", cni_dir.path().display());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], node_cidr.as_str(), "{list:#}");
 
     // A relabel the Service no longer selects: the EndpointSlice controller empties the slice
     // and the agent turns the frontend into a refusal.
