@@ -47,9 +47,6 @@ struct Status {
     health: proxy::metrics::Health,
 }
 
-/// kube-proxy's health timeout: twice its default sync period.
-const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
-
 fn unix_now() -> f64 {
     std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default().as_secs_f64()
 }
@@ -60,16 +57,9 @@ fn lock(status: &std::sync::Mutex<Status>) -> std::sync::MutexGuard<'_, Status> 
 
 /// One request to the agent's `/metrics`, `/healthz` or `/livez`.
 fn answer(status: &std::sync::Mutex<Status>, path: &str) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
-    let mut s = lock(status);
-    let (code, kind, body) = match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", s.metrics.render()),
-        probe @ ("/healthz" | "/livez") => {
-            let livez = probe == "/livez";
-            let (code, body) = s.health.report(unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
-            *s.metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
-            (code, "application/json", body)
-        }
-        _ => (404, "text/plain", "404 page not found\n".to_owned()),
+    let (code, kind, body) = {
+        let s = &mut *lock(status);
+        proxy::metrics::respond(&mut s.metrics, &s.health, path, unix_now(), "")
     };
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
     *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

@@ -341,8 +341,6 @@ pub const SYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 pub const METRICS_PORT: u16 = 10249;
 /// See [`METRICS_PORT`].
 pub const HEALTHZ_PORT: u16 = 10256;
-/// Health fails when a change waits longer than this: twice kube-proxy's default sync period.
-const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
 
 fn lock(status: &Mutex<ProxyStatus>) -> MutexGuard<'_, ProxyStatus> {
     status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -396,16 +394,7 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxySt
     let (code, kind, body) = {
         let mut status = lock(&status);
         let (metrics, health) = status.entry(node).or_default();
-        match path.split('?').next().unwrap_or("/") {
-            "/metrics" => (200, "text/plain; version=0.0.4", format!("{}{flow_metrics}", metrics.render())),
-            probe @ ("/healthz" | "/livez") => {
-                let livez = probe == "/livez";
-                let (code, body) = health.report(crate::service_proxy::unix_now(), HEALTH_TIMEOUT_SECONDS, true, livez);
-                *metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
-                (code, "application/json", body)
-            }
-            _ => (404, "text/plain", "404 page not found\n".to_owned()),
-        }
+        proxy::metrics::respond(metrics, health, &path, crate::service_proxy::unix_now(), &flow_metrics)
     };
     let reason = match code {
         200 => "OK",

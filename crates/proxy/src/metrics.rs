@@ -176,6 +176,25 @@ impl Health {
     }
 }
 
+/// kube-proxy's health timeout: twice its default sync period (30 s).
+pub const HEALTH_TIMEOUT_SECONDS: f64 = 60.0;
+
+/// Answers one request to kube-proxy's endpoints at `now`: `/metrics` (with `extra` series
+/// after kube-proxy's), `/healthz` and `/livez` (each answer counted), anything else 404. The
+/// status code, content type and body; the lab's nodes and the agent both serve through it.
+pub fn respond(metrics: &mut Metrics, health: &Health, path: &str, now: f64, extra: &str) -> (u16, &'static str, String) {
+    match path.split('?').next().unwrap_or("/") {
+        "/metrics" => (200, "text/plain; version=0.0.4", format!("{}{extra}", metrics.render())),
+        probe @ ("/healthz" | "/livez") => {
+            let livez = probe == "/livez";
+            let (code, body) = health.report(now, HEALTH_TIMEOUT_SECONDS, true, livez);
+            *metrics.probes.entry((if livez { "livez" } else { "healthz" }, code)).or_default() += 1;
+            (code, "application/json", body)
+        }
+        _ => (404, "text/plain", "404 page not found\n".to_owned()),
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
