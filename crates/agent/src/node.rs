@@ -76,11 +76,9 @@ pub struct NodeAgent {
 pub fn peer_routes(state: &ClusterState, node: &str) -> Vec<(ipnet::IpNet, std::net::IpAddr)> {
     let mut out = Vec::new();
     for n in state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(node)) {
-        let spec = n.spec.clone().unwrap_or_default();
-        let cidrs = spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
         let ips: Vec<std::net::IpAddr> =
             n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
-        for cidr in cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()) {
+        for cidr in model::cluster::node_pod_cidrs(n) {
             if let Some(via) = ips.iter().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4()) {
                 out.push((cidr.trunc(), *via));
             }
@@ -145,7 +143,8 @@ impl NodeAgent {
         };
         result.map_err(|e| format!("applying the node's rules: {e}"))?;
         // The pod network: routes to the other Nodes' pod CIDRs (host-gw).
-        let cluster: Vec<ipnet::IpNet> = self.config.cluster_cidr.split(',').filter_map(|c| c.trim().parse().ok()).collect();
+        // `desired` above has planned with these, so they parse.
+        let cluster = self.config.cluster_cidrs().map_err(|e| e.to_string())?;
         if !cluster.is_empty() {
             let wanted = peer_routes(state, &self.node);
             let routes = move || sync_routes(&cluster, &wanted);
@@ -158,9 +157,7 @@ impl NodeAgent {
         // The dataplane is ready: pods may be attached, so the runtime gets its conflist.
         if let Some(dir) = &self.cni_conf_dir {
             let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
-            let spec = node.and_then(|n| n.spec.clone()).unwrap_or_default();
-            let cidrs: Vec<ipnet::IpNet> =
-                spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect()).iter().filter_map(|c| c.parse().ok()).collect();
+            let cidrs = node.map(model::cluster::node_pod_cidrs).unwrap_or_default();
             if !cidrs.is_empty() {
                 write_conflist(dir, &conflist(&cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
             }

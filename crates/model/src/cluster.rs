@@ -500,6 +500,14 @@ fn template_hash(template: Option<&PodTemplateSpec>) -> String {
     h.to_string().bytes().map(|d| NAME_ALPHABET[usize::from(d) % NAME_ALPHABET.len()] as char).collect()
 }
 
+/// A Node's pod networks: `spec.podCIDRs`, else `spec.podCIDR` (what node IPAM assigned),
+/// those that parse.
+pub fn node_pod_cidrs(node: &Node) -> Vec<ipnet::IpNet> {
+    let spec = node.spec.as_ref();
+    let cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_else(|| spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect());
+    cidrs.iter().filter_map(|c| c.parse().ok()).collect()
+}
+
 /// FNV-1a of some bytes: stable across runs and releases, for generated names.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;

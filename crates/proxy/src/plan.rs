@@ -35,6 +35,16 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The pod CIDRs of `clusterCIDR` (comma-separated).
+    pub fn cluster_cidrs(&self) -> Result<Vec<IpNet>, PlanError> {
+        self.cluster_cidr
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}"))))
+            .collect()
+    }
+
     /// Reads a `KubeProxyConfiguration` document.
     pub fn from_yaml(text: &str) -> Result<Self, String> {
         let v: serde_json::Value = serde_norway::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
@@ -131,9 +141,7 @@ fn node_view(state: &ClusterState, name: &str) -> Result<NodeView, PlanError> {
             view.primary.push(ip);
         }
     }
-    let spec = node.spec.clone().unwrap_or_default();
-    let cidrs = spec.pod_cidrs.clone().unwrap_or_else(|| spec.pod_cidr.iter().cloned().collect());
-    view.pod_cidrs = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    view.pod_cidrs = model::cluster::node_pod_cidrs(node);
     view.zone = node.metadata.labels.as_ref().and_then(|l| l.get(model::endpoints::LABEL_ZONE)).cloned().unwrap_or_default();
     Ok(view)
 }
@@ -147,10 +155,7 @@ pub fn plan(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<No
     // selector that the manifests give none for.
     let computed = model::endpoints::missing(state, |p| p.ready.unwrap_or(true));
     let slices: Vec<&EndpointSlice> = state.endpoint_slices.iter().map(|s| &s.object).chain(&computed).collect();
-    let mut cluster_cidrs = Vec::new();
-    for c in config.cluster_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-        cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| PlanError(format!("clusterCIDR: invalid CIDR {c:?}")))?);
-    }
+    let cluster_cidrs = config.cluster_cidrs()?;
     let service_cidrs = state.service_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
     // Slices by Service, so that each port looks only at its own.
     let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = std::collections::HashMap::new();
