@@ -85,9 +85,14 @@ impl View {
     /// question spelled it (`svc.ns.svc.cLuStEr.LoCaL.`), as CoreDNS answers.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Lookup {
         let found = self.lookup_in_chain(qname, qtype, &[]);
-        let asked_zone = Name::from_labels(qname.iter().skip(usize::from(qname.num_labels().saturating_sub(self.zone.num_labels()))));
-        match (found, asked_zone) {
-            (Lookup::Answer(answer), Ok(mut asked)) if self.zone.zone_of(&qname.to_lowercase()) && asked.to_string() != self.zone.to_string() => {
+        // The zone's own labels as the question spelled them; a question that spells them as
+        // the zone does (what stub resolvers send) has nothing to respell and costs no more.
+        let zone_labels = || qname.iter().skip(usize::from(qname.num_labels().saturating_sub(self.zone.num_labels())));
+        if zone_labels().eq(self.zone.iter()) {
+            return found;
+        }
+        match (found, Name::from_labels(zone_labels())) {
+            (Lookup::Answer(answer), Ok(mut asked)) if self.zone.zone_of(&qname.to_lowercase()) => {
                 asked.set_fqdn(true);
                 Lookup::Answer(self.respelled(answer, &asked))
             }
