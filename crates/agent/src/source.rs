@@ -74,6 +74,11 @@ impl Stores {
         Ok(())
     }
 
+    /// The Pods as the API server has them (for status written back).
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.state()
+    }
+
     /// Everything watched, as one snapshot (read through the manifest loader, so objects the
     /// API server holds meet the same checks and defaults as files do).
     pub fn snapshot(&self) -> Result<ClusterState, model::ManifestError> {

@@ -265,6 +265,17 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
             }
             continue;
         }
+        // Endpoints off the lab's pods (a control-plane lab's `default/kubernetes`: the API
+        // server): a connection they accept is the proof; they speak no echo.
+        let pod_ips: Vec<String> = st.pod_ips.iter().flatten().map(|ip| ip.to_string()).collect();
+        let off_pods = |e: &&str| e.rsplit_once(':').is_some_and(|(ip, _)| !pod_ips.iter().any(|p| p == ip));
+        if !endpoints.is_empty() && endpoints.iter().all(off_pods) {
+            match tcp_connect(&client.netns, vip, p.port.port, timeout) {
+                Ok(()) => report.line(true, format!("{what}: accepted by {} (not a pod of the lab)", endpoints.join(", "))),
+                Err(e) => report.line(false, format!("{what}: {e}")),
+            }
+            continue;
+        }
         if !endpoints.is_empty() && allowed.is_empty() {
             report.denied(
                 &what,

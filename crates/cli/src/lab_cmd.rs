@@ -52,9 +52,14 @@ pub enum LabCommand {
     /// Serve a browser view of the lab: nodes and pods, Services and endpoints, the policy
     /// matrix, live flows; click a pair to trace it.
     Ui(crate::lab_ui::UiArgs),
+    /// The path of an admin kubeconfig for a lab made with `up --control-plane` (for kubectl).
+    Kubeconfig(NameArg),
     /// The lab process (started by `up`).
     #[command(hide = true)]
     Daemon(NameArg),
+    /// A control-plane lab's node agents' kubelet part (started by `up --control-plane`).
+    #[command(hide = true)]
+    Kubelet(NameArg),
 }
 
 #[derive(Args)]
@@ -231,7 +236,7 @@ pub struct MarkArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum ModeArg {
+pub(crate) enum ModeArg {
     /// A route per peer node's pod CIDR.
     HostGw,
     /// Flannel-like vxlan overlay.
@@ -242,16 +247,24 @@ pub enum ModeArg {
 pub struct UpArgs {
     /// Manifests (files or directories) whose pods and workloads become the lab's pods.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// The lab's name (1-20 lower-case letters, digits and '-').
     #[arg(long, default_value = "podnet")]
-    name: LabName,
+    pub(crate) name: LabName,
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
-    nodes: usize,
+    pub(crate) nodes: usize,
     /// How nodes route each other's pods.
     #[arg(long, value_enum, default_value = "host-gw")]
-    mode: ModeArg,
+    pub(crate) mode: ModeArg,
+    /// Run a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler) in a control-plane namespace: the manifests go through its API, kubectl
+    /// drives the lab (`podnet lab kubeconfig`).
+    #[arg(long)]
+    pub(crate) control_plane: bool,
+    /// Where the Kubernetes binaries are (default: $PODNET_K8S_BIN, else tools/k8s/build.sh's cache).
+    #[arg(long, value_name = "DIR", requires = "control_plane")]
+    pub(crate) kube_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -355,6 +368,12 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Rules(a) => crate::lab_rules::rules(a),
         LabCommand::Ui(a) => crate::lab_ui::ui(a),
         LabCommand::Restart(a) => restart(a),
+        LabCommand::Kubeconfig(a) => crate::lab_control_plane::kubeconfig(&which(&a)?),
+        LabCommand::Kubelet(a) => {
+            let lab = which(&a)?;
+            crate::lab_kubelet::run(&lab).with_context(|| format!("lab {lab}: the kubelet process"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Daemon(a) => {
             let lab = which(&a)?;
             lab::daemon::run(&lab).with_context(|| format!("lab {lab}: the lab process"))?;
@@ -390,6 +409,9 @@ pub(crate) fn need_root() -> Result<()> {
 
 fn up(a: UpArgs) -> Result<ExitCode> {
     need_root()?;
+    if a.control_plane {
+        return crate::lab_control_plane::up(a);
+    }
     let started = Instant::now();
     let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
     require_valid_policies(&cluster)?;
@@ -408,7 +430,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name.as_str(), plan.nodes.len(), plan.pods.len(), services.len());
-    let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3))?;
+    let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3), None)?;
     st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
     st.ingress_classes.clone_from(&cluster.ingress_classes);
     st.secrets = cluster.secrets.iter().map(|s| s.object.clone()).collect();
@@ -438,7 +460,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
 }
 
 /// Starts the lab process, detached in its own process group, and waits until it listens.
-fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
+pub(crate) fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(lab::daemon::log_file(lab)).context("opening the lab process log")?;
     let mut child = Command::new(exe)
         .args(["lab", "daemon", "--name", lab.as_str()])
@@ -495,7 +517,7 @@ fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
 }
 
 /// Refuses invalid NetworkPolicies before anything changes, with the API server's messages.
-fn require_valid_policies(cluster: &model::ClusterState) -> Result<()> {
+pub(crate) fn require_valid_policies(cluster: &model::ClusterState) -> Result<()> {
     if let Err(errors) = policy::PolicySet::compile(cluster) {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         bail!("invalid NetworkPolicy:\n{}", text.join("\n"));
@@ -580,12 +602,12 @@ pub(crate) fn align(text: &str) -> String {
 
 /// Which pods `lab get pods` shows, and how.
 #[derive(Default)]
-struct PodFilter<'a> {
-    namespace: Option<&'a str>,
-    name: Option<&'a str>,
-    selector: Option<&'a model::Selector>,
-    wide: bool,
-    show_labels: bool,
+pub(crate) struct PodFilter<'a> {
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) selector: Option<&'a model::Selector>,
+    pub(crate) wide: bool,
+    pub(crate) show_labels: bool,
 }
 
 impl PodFilter<'_> {
@@ -598,7 +620,7 @@ fn labels_text(labels: &model::Labels) -> String {
     if labels.is_empty() { "<none>".into() } else { labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",") }
 }
 
-fn pods_table(st: &LabState, filter: &PodFilter<'_>) -> String {
+pub(crate) fn pods_table(st: &LabState, filter: &PodFilter<'_>) -> String {
     let mut out = String::new();
     let all = filter.namespace.is_none();
     let wide = filter.wide;

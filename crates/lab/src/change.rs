@@ -284,6 +284,60 @@ fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &
     Ok(())
 }
 
+/// Brings a control-plane lab to what its API server holds. The lab's pods are the Pods bound to
+/// its nodes that are neither finished nor being deleted (the kubelet's share: a pod is made
+/// once the scheduler binds it, and removed when it is deleted); Services (with the addresses the
+/// API server allocated), EndpointSlices of Services without a selector, Namespaces and
+/// NetworkPolicies are the API server's.
+pub fn sync(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
+    let (locked, mut st) = open(lab)?;
+    let nodes: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut bound = cluster.clone();
+    bound.pods.retain(|p| p.kind == "Pod" && !p.terminal && !p.terminating && p.node_name.as_ref().is_some_and(|n| nodes.contains(n)));
+    let wanted = plan::plan(&st.plan.config, &bound).map_err(plan_error)?;
+    let mut change = Change::default();
+    st.services = cluster.services.iter().map(|s| s.object.clone()).collect();
+    crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
+    // Slices the EndpointSlice controller made are the lab's to compute from its pods, as it does.
+    let managed = |s: &k8s_openapi::api::discovery::v1::EndpointSlice| {
+        s.metadata.labels.as_ref().and_then(|l| l.get("endpointslice.kubernetes.io/managed-by")).is_some_and(|m| m == "endpointslice-controller.k8s.io")
+    };
+    st.given_slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).filter(|s| !managed(s)).collect();
+    st.namespaces = cluster
+        .namespaces
+        .iter()
+        .map(|n| Namespace { metadata: ObjectMeta { name: Some(n.name.clone()), labels: Some(n.labels.clone()), ..Default::default() }, ..Default::default() })
+        .collect();
+    st.network_policies = cluster.policies.iter().map(|p| p.policy.clone()).collect();
+    let mut room = st.plan.clone();
+    room.pods.extend(wanted.pods.iter().cloned());
+    if let Some((old, new)) = crate::up::make_neighbour_room(&room)? {
+        eprintln!("raised the kernel's ARP table limit (gc_thresh3) from {old} to {new} for the lab's pods");
+    }
+    let gone: Vec<usize> = (0..st.plan.pods.len()).filter(|&i| !wanted.pods.iter().any(|w| w.key() == st.plan.pods[i].key())).collect();
+    let done = remove(&mut st, &gone, plugin, &mut change).and_then(|()| {
+        for w in wanted.pods {
+            match st.plan.pods.iter().position(|p| p.key() == w.key()) {
+                Some(i) => {
+                    let p = &mut st.plan.pods[i];
+                    if (&p.labels, &p.ports, p.ready) != (&w.labels, &w.ports, w.ready) {
+                        (p.labels, p.ports, p.ready) = (w.labels, w.ports, w.ready);
+                        change.updated.push(p.key());
+                    }
+                }
+                None => {
+                    let ip = attach_pod(&st.plan, &w, plugin)?;
+                    change.added.push(w.key());
+                    st.plan.pods.push(w);
+                    st.pod_ips.push(Some(ip));
+                }
+            }
+        }
+        Ok(())
+    });
+    finish(&locked, st, change, done)
+}
+
 /// Removes the manifests' pods (and every pod of the manifests' workloads).
 pub fn delete(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
     let (locked, mut st) = open(lab)?;

@@ -52,6 +52,16 @@ fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Ident
     }
 }
 
+/// Where a control-plane lab's kubelet process (`podnet lab kubelet`) records its pid.
+pub fn kubelet_pid_file(lab: &LabName) -> std::path::PathBuf {
+    state::dir(lab).join("kubelet.pid")
+}
+
+/// Stops a control-plane lab's kubelet process, if it runs.
+pub fn stop_kubelet(lab: &LabName) {
+    crate::up::stop_recorded(&kubelet_pid_file(lab), "kubelet", lab);
+}
+
 /// Where `lab apply` / `lab delete` tell the lab process to reload.
 pub fn control_socket(lab: &LabName) -> std::path::PathBuf {
     state::dir(lab).join("control.sock")
@@ -220,9 +230,16 @@ fn timestamp_stderr() -> io::Result<()> {
 }
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-12-03T13:50:01.123Z`).
-pub(crate) fn utc_now() -> String {
+pub fn utc_now() -> String {
     let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default();
     rfc3339_utc(now.as_secs(), now.subsec_millis())
+}
+
+/// Now as Kubernetes' `MicroTime` writes it (`2026-12-03T13:50:01.123456Z`).
+pub fn utc_now_micros() -> String {
+    let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default();
+    let seconds = rfc3339_utc(now.as_secs(), 0);
+    format!("{}.{:06}Z", &seconds[..seconds.len() - 5], now.subsec_micros())
 }
 
 /// Unix seconds as a UTC date and time.
@@ -440,14 +457,14 @@ pub fn log_file(lab: &LabName) -> std::path::PathBuf {
 /// Whether the lab process recorded in the pid file is alive (and still the lab's: pids are
 /// reused).
 pub fn alive(lab: &LabName) -> bool {
-    std::fs::read_to_string(state::pid_file(lab)).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(|pid| is_lab_process(pid, lab))
+    std::fs::read_to_string(state::pid_file(lab)).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(|pid| is_lab_process(pid, "daemon", lab))
 }
 
 /// Whether `pid` is a running (not zombie) `podnet lab daemon --name <lab>`.
-pub(crate) fn is_lab_process(pid: u32, lab: &LabName) -> bool {
+pub(crate) fn is_lab_process(pid: u32, command: &str, lab: &LabName) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args.windows(3).any(|w| w[0] == b"daemon" && w[1] == b"--name" && w[2] == lab.as_str().as_bytes());
+    let ours = args.windows(3).any(|w| w[0] == command.as_bytes() && w[1] == b"--name" && w[2] == lab.as_str().as_bytes());
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
         .unwrap_or(true);

@@ -43,6 +43,19 @@ pub struct LabConfig {
     pub pod_cidr: Ipv4Net,
     /// The underlay network; node `n` gets `.n+2`.
     pub underlay: Ipv4Net,
+    /// A real control plane (`lab up --control-plane`): the API server is the lab's source.
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneConfig>,
+}
+
+/// Where a control-plane lab's Kubernetes binaries are, and where its API server answers on
+/// this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlPlaneConfig {
+    /// The directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl.
+    pub kube_bin: std::path::PathBuf,
+    /// The port on this host's loopback that forwards to the API server (kind's port mapping).
+    pub api_port: u16,
 }
 
 impl LabConfig {
@@ -54,6 +67,7 @@ impl LabConfig {
             mode,
             pod_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             underlay: Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 24).unwrap_or_default(),
+            control_plane: None,
         }
     }
 }
@@ -167,6 +181,17 @@ impl LabPlan {
     /// reaching NodePorts and external addresses as clients off the cluster do.
     pub fn external_netns(&self) -> String {
         format!("{}external", self.config.name.netns_prefix())
+    }
+
+    /// The control-plane host's namespace (kind's control-plane node): etcd, kube-apiserver,
+    /// kube-controller-manager and kube-scheduler run there, on the underlay.
+    pub fn control_plane_netns(&self) -> String {
+        format!("{}control-plane", self.config.name.netns_prefix())
+    }
+
+    /// The control-plane host's address: the underlay's last.
+    pub fn control_plane_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.config.underlay.broadcast()) - 1)
     }
 
     /// The external host's address, the underlay's first (nodes route through it by default,

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dataplane::{Netlink, VxlanSpec, netns};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Value, json};
 
 use crate::name::LabName;
@@ -90,6 +90,10 @@ pub fn lab_services(
     Ok((services, slices))
 }
 
+/// Starts a control-plane lab's control plane once the underlay is there, registers the nodes
+/// and returns the pod CIDR its node IPAM gave each, in the plan's node order.
+pub type StartControlPlane<'a> = dyn FnMut(&LabPlan) -> Result<Vec<Ipv4Net>, LabError> + 'a;
+
 /// Makes the lab, and returns its state still locked (the caller saves what it adds and starts
 /// the lab process before anyone else may change it). On failure everything made so far is
 /// removed again.
@@ -99,6 +103,7 @@ pub fn up(
     given_slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
     plugin: &Path,
     mut progress: impl FnMut(Step<'_>),
+    control_plane: Option<&mut StartControlPlane<'_>>,
 ) -> Result<(LabState, state::Locked), LabError> {
     let lab = &plan.config.name;
     let already = || LabError {
@@ -110,7 +115,7 @@ pub fn up(
         return Err(already());
     }
     let locked = state::create(lab).map_err(|e| if e.kind() == io::ErrorKind::AlreadyExists { already() } else { ctx(format!("lab {lab}"))(e) })?;
-    match make(plan, services, given_slices, plugin, &locked, &mut progress) {
+    match make(plan, services, given_slices, plugin, &locked, &mut progress, control_plane) {
         Ok(s) => Ok((s, locked)),
         Err(e) => {
             let _ = remove(lab);
@@ -133,6 +138,7 @@ fn make(
     plugin: &Path,
     locked: &state::Locked,
     progress: &mut impl FnMut(Step<'_>),
+    control_plane: Option<&mut StartControlPlane<'_>>,
 ) -> Result<LabState, LabError> {
     let lab = &plan.config.name;
     let dir = state::dir(lab);
@@ -155,15 +161,25 @@ fn make(
         network_policies: Vec::new(),
     };
     locked.save(&st).map_err(ctx("saving the lab state"))?;
-    for node in &plan.nodes {
-        let path = dir.join("cni").join(format!("{}.conflist", node.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default()).map_err(ctx(format!("writing {}", path.display())))?;
-    }
-
     if let Some((old, new)) = make_neighbour_room(plan)? {
         progress(Step { what: &format!("ARP table room: gc_thresh3 {old} → {new}"), took: Duration::ZERO });
     }
     timed(progress, "underlay network", || make_underlay(plan))?;
+    // With a control plane, its node IPAM gives each node its pod CIDR.
+    let mut adopted = plan.clone();
+    if let Some(start) = control_plane {
+        let cidrs = timed(progress, "control plane (etcd, apiserver, controllers, scheduler)", || start(plan))?;
+        for (node, cidr) in adopted.nodes.iter_mut().zip(cidrs) {
+            node.pod_cidr = cidr;
+        }
+        st.plan = adopted.clone();
+        locked.save(&st).map_err(ctx("saving the lab state"))?;
+    }
+    let plan = &adopted;
+    for node in &plan.nodes {
+        let path = dir.join("cni").join(format!("{}.conflist", node.name));
+        std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default()).map_err(ctx(format!("writing {}", path.display())))?;
+    }
     let what = format!(
         "{} node(s), {} routing",
         plan.nodes.len(),
@@ -177,7 +193,8 @@ fn make(
             let handles: Vec<_> = plan.nodes.iter().map(|n| s.spawn(move || make_node(plan, n))).collect();
             handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(panicked("node setup"))))
         })?;
-        plan.nodes.iter().try_for_each(|n| route_peers(plan, n))
+        plan.nodes.iter().try_for_each(|n| route_peers(plan, n))?;
+        route_control_plane(plan)
     })?;
     let what = format!("{} pod(s) attached by the CNI plugin", plan.pods.len());
     let ips = timed(progress, &what, || attach_pods(plan, plugin))?;
@@ -223,17 +240,25 @@ fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
         Ok(())
     })?;
     // The external host: a client off the cluster, on the underlay.
-    let external = plan.external_netns();
-    netns::create(&external).map_err(ctx(format!("creating namespace {external}")))?;
-    let external_ns = File::open(netns::path_of(&external)).map_err(ctx(format!("opening {external}")))?;
-    in_netns(&plan.underlay_netns, "plugging the external host into the underlay", move || {
+    plug_host(plan, &plan.external_netns(), "external", plan.external_ip())?;
+    if plan.config.control_plane.is_some() {
+        plug_host(plan, &plan.control_plane_netns(), "control-plane", plan.control_plane_ip())?;
+    }
+    Ok(())
+}
+
+/// A host on the underlay that is not a node: its namespace, `eth0` with `ip`, loopback.
+fn plug_host(plan: &LabPlan, name: &str, port: &'static str, ip: Ipv4Addr) -> Result<(), LabError> {
+    netns::create(name).map_err(ctx(format!("creating namespace {name}")))?;
+    let host_ns = File::open(netns::path_of(name)).map_err(ctx(format!("opening {name}")))?;
+    in_netns(&plan.underlay_netns, &format!("plugging the {port} host into the underlay"), move || {
         let nl = Netlink::connect()?;
         let br = nl.require(UNDERLAY_BRIDGE)?;
-        let p = nl.add_veth_with_peer_in("external", "eth0", &external_ns, None, None)?;
+        let p = nl.add_veth_with_peer_in(port, "eth0", &host_ns, None, None)?;
         nl.attach_up(p.index, br.index)
     })?;
-    let (ip, prefix) = (plan.external_ip(), plan.config.underlay.prefix_len());
-    in_netns(&external, "configuring the external host", move || {
+    let prefix = plan.config.underlay.prefix_len();
+    in_netns(name, &format!("configuring the {port} host"), move || {
         let nl = Netlink::connect()?;
         for name in ["lo", "eth0"] {
             let link = nl.require(name)?;
@@ -277,6 +302,23 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
             std::fs::write(format!("/proc/sys/net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
         }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
+}
+
+/// The control-plane host reaches pods as a node does in host-gw mode: a route per node's pod
+/// CIDR via the node (pods talk to the API server, as `default/kubernetes`'s endpoint).
+fn route_control_plane(plan: &LabPlan) -> Result<(), LabError> {
+    if plan.config.control_plane.is_none() {
+        return Ok(());
+    }
+    let nodes = plan.nodes.clone();
+    in_netns(&plan.control_plane_netns(), "routing pods from the control-plane host", move || {
+        let nl = Netlink::connect()?;
+        let eth0 = nl.require("eth0")?;
+        for n in &nodes {
+            nl.add_route(IpNet::V4(n.pod_cidr), Some(IpAddr::V4(n.ip)), Some(eth0.index))?;
+        }
+        Ok(())
     })
 }
 
@@ -493,6 +535,8 @@ pub fn down(lab: &LabName) -> Result<Down, LabError> {
 /// directory: only names built from the lab's name, never a path from elsewhere.
 fn remove(lab: &LabName) -> Result<usize, LabError> {
     stop_process(lab);
+    crate::daemon::stop_kubelet(lab);
+    kubeplane::stop(&control_plane_dir(lab));
     stop_plugins(lab);
     let namespaces = lab_namespaces(lab);
     for name in &namespaces {
@@ -507,6 +551,11 @@ fn remove(lab: &LabName) -> Result<usize, LabError> {
         std::fs::remove_dir_all(&dir).map_err(ctx(format!("removing {}", dir.display())))?;
     }
     Ok(namespaces.len())
+}
+
+/// Where a control-plane lab keeps its control plane's PKI, etcd data, kubeconfigs and logs.
+pub fn control_plane_dir(lab: &LabName) -> std::path::PathBuf {
+    state::dir(lab).join("control-plane")
 }
 
 /// Kills CNI plugin runs still working on the lab's pods (an `up` or `apply` killed halfway leaves
@@ -530,16 +579,21 @@ fn stop_plugins(lab: &LabName) {
 
 /// Stops the lab process named in the pid file, if it is still the lab's.
 pub fn stop_process(lab: &LabName) {
+    stop_recorded(&state::pid_file(lab), "daemon", lab);
+}
+
+/// Stops the process whose pid `pid_file` holds, if it is still `podnet lab <command> --name <lab>`.
+pub(crate) fn stop_recorded(pid_file: &Path, command: &str, lab: &LabName) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let Ok(text) = std::fs::read_to_string(state::pid_file(lab)) else {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
         return;
     };
     let Ok(pid) = text.trim().parse::<i32>() else {
         return;
     };
     // Only signal a process that is still the lab's (pids are reused).
-    if pid <= 0 || !crate::daemon::is_lab_process(pid.unsigned_abs(), lab) {
+    if pid <= 0 || !crate::daemon::is_lab_process(pid.unsigned_abs(), command, lab) {
         return;
     }
     let raw = pid;
