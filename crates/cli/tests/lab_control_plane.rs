@@ -1,0 +1,215 @@
+//! The lab on a real control plane (root, and upstream's binaries from `tools/k8s/build.sh`):
+//! `podnet lab up --control-plane -f examples/shop`, then plain kubectl with the lab's
+//! kubeconfig drives it — the seed's debugging commands verbatim (`get endpoints`, `describe
+//! networkpolicy`, `exec -it debug-pod -- nslookup ...`), `scale`, `label`, `delete` — and the
+//! lab's dataplane follows: pods made and removed with real namespaces, `lab check` answered with
+//! real packets. `lab down` leaves no process or namespace behind.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn podnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podnet")).args(args).output().unwrap()
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A control-plane lab, removed on drop.
+struct Lab {
+    name: String,
+    kubectl: PathBuf,
+    kubeconfig: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = podnet(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+impl Lab {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl).arg("--kubeconfig").arg(&self.kubeconfig).args(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&ok(&self.kubectl(&all), &all.join(" "))).unwrap()
+    }
+
+    /// `ns/name -> IP` of the pods the API server has as Running.
+    fn running_pods(&self) -> BTreeSet<(String, String)> {
+        self.json(&["get", "pods", "-A"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap()),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// `ns/name -> IP` of the lab's own pods, from `lab get pods -o json`.
+    fn lab_pods(&self) -> BTreeSet<(String, String)> {
+        let out = ok(&podnet(&["lab", "get", "pods", "-A", "-o", "json", "--name", &self.name]), "lab get pods");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap()),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_until(&self, within: Duration, what: &str, done: impl Fn(&Lab) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {within:?}\nkubelet log:\n{}",
+                std::fs::read_to_string(format!("/run/podnet/{}/kubelet.log", self.name)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn shop() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop").to_string_lossy().into_owned()
+}
+
+/// Processes whose command line names the lab's state directory (the control plane) or its
+/// `lab … --name NAME` (the lab process, the kubelet process).
+fn processes_of(lab: &str) -> Vec<String> {
+    let dir = format!("/run/podnet/{lab}/");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let ours = args.iter().any(|a| a.contains(&dir)) || args.windows(2).any(|w| w[0] == "--name" && w[1] == lab) && args.iter().any(|a| a == "lab");
+            ours.then(|| args.join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn kubectl_drives_a_lab_on_a_real_control_plane() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let name = format!("cp{}", std::process::id() % 100_000);
+    let started = Instant::now();
+    let up = podnet(&["lab", "up", "--control-plane", "--kube-bin", bin.to_str().unwrap(), "--name", &name, "-f", &shop()]);
+    let mut lab = Lab { name: name.clone(), kubectl: bin.join("kubectl"), kubeconfig: String::new() };
+    let said = ok(&up, "lab up --control-plane");
+    eprintln!("lab up --control-plane: {:.1} s\n{said}", started.elapsed().as_secs_f64());
+    lab.kubeconfig = ok(&podnet(&["lab", "kubeconfig", "--name", &name]), "lab kubeconfig").trim().to_owned();
+    assert!(Path::new(&lab.kubeconfig).is_file(), "{}", lab.kubeconfig);
+
+    // The nodes registered themselves Ready, with node IPAM's pod CIDRs, which the lab's pods use.
+    let nodes = lab.json(&["get", "nodes"]);
+    let nodes = nodes["items"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        let ready = n["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{n}");
+        assert!(n["spec"]["podCIDR"].as_str().unwrap().starts_with("10.244."), "{n}");
+    }
+
+    // Every pod the scheduler bound is Running with the address the lab gave it, and the lab has
+    // no other pod.
+    let api = lab.running_pods();
+    assert!(api.len() >= 10, "{api:?}");
+    assert!(api.iter().all(|(_, ip)| ip.starts_with("10.244.")), "{api:?}");
+    assert_eq!(api, lab.lab_pods());
+
+    // The seed's debugging commands, verbatim.
+    let endpoints = ok(&lab.kubectl(&["get", "endpoints", "order-service", "-n", "production"]), "get endpoints");
+    assert!(endpoints.contains("10.244."), "{endpoints}");
+    let described = ok(&lab.kubectl(&["describe", "networkpolicy", "api-network-policy", "-n", "production"]), "describe networkpolicy");
+    assert!(described.contains("PodSelector:     app=api-service"), "{described}");
+    let service_ip = lab.json(&["get", "service", "order-service", "-n", "production"])["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let looked_up = ok(&lab.kubectl(&["exec", "-it", "debug-pod", "--", "nslookup", "order-service.production.svc.cluster.local"]), "exec nslookup");
+    assert!(looked_up.contains(&format!("Address: {service_ip}")), "{looked_up}");
+    // exec carries stdin, stderr and the exit code (kubelet streaming, v5.channel.k8s.io).
+    let mut cat = Command::new(&lab.kubectl)
+        .args(["--kubeconfig", &lab.kubeconfig, "exec", "-i", "debug-pod", "--", "sh", "-c", "cat; echo to-stderr >&2; exit 3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"through stdin\n").unwrap();
+    let cat = cat.wait_with_output().unwrap();
+    assert_eq!(cat.status.code(), Some(3), "{cat:?}");
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("to-stderr"), "{cat:?}");
+    // From a pod's network namespace, what NetworkPolicy allows (web-service -> api-service:8080)
+    // answers, with the client's own pod IP seen.
+    let api_pod = lab.json(&["get", "pods", "-n", "production", "-l", "app=api-service"])["items"][0].clone();
+    let url = format!("http://{}:8080/", api_pod["status"]["podIP"].as_str().unwrap());
+    let web_pod = lab.json(&["get", "pods", "-n", "production", "-l", "app=web-service"])["items"][0].clone();
+    let web = web_pod["metadata"]["name"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(&ok(&lab.kubectl(&["exec", "-n", "production", web, "--", "curl", "-s", "-m", "3", &url]), "exec curl")).unwrap();
+    assert_eq!(answer["name"], api_pod["metadata"]["name"]);
+    assert_eq!(answer["client_ip"], web_pod["status"]["podIP"]);
+    let logs = ok(&lab.kubectl(&["logs", "postgres-0", "-n", "production"]), "logs");
+    assert!(logs.contains("5432/TCP"), "{logs}");
+
+    // The lab's own check, with real packets, over what the API server made.
+    ok(&podnet(&["lab", "check", "--name", &name]), "lab check");
+
+    // Scale up and down: the lab follows the ReplicaSet's pods.
+    ok(&lab.kubectl(&["scale", "deployment", "web-service", "-n", "production", "--replicas=4"]), "scale up");
+    let web = |lab: &Lab| lab.running_pods().iter().filter(|(p, _)| p.starts_with("production/web-service-")).count();
+    lab.wait_until(Duration::from_secs(30), "4 web-service pods Running", |lab| web(lab) == 4 && lab.running_pods() == lab.lab_pods());
+    ok(&lab.kubectl(&["scale", "deployment", "web-service", "-n", "production", "--replicas=1"]), "scale down");
+    lab.wait_until(Duration::from_secs(30), "1 web-service pod", |lab| web(lab) == 1 && lab.running_pods() == lab.lab_pods());
+    // A deleted StatefulSet pod goes (CNI DEL) and comes back under the same name.
+    let before = lab.lab_pods();
+    ok(&lab.kubectl(&["delete", "pod", "postgres-0", "-n", "production", "--timeout=30s"]), "delete pod");
+    lab.wait_until(Duration::from_secs(30), "postgres-0 back", |lab| {
+        lab.running_pods().iter().any(|(p, _)| p == "production/postgres-0") && lab.running_pods() == lab.lab_pods()
+    });
+    assert_eq!(before.len(), lab.lab_pods().len());
+    // A relabelled pod leaves its Service's endpoints.
+    let order = lab.lab_pods().into_iter().find(|(p, _)| p.starts_with("production/order-service-")).unwrap();
+    let pod = order.0.split('/').nth(1).unwrap().to_owned();
+    ok(&lab.kubectl(&["label", "pod", &pod, "-n", "production", "app=elsewhere", "--overwrite"]), "label");
+    lab.wait_until(Duration::from_secs(30), "the relabelled pod out of order-service's endpoints", |lab| {
+        let e = String::from_utf8_lossy(&lab.kubectl(&["get", "endpoints", "order-service", "-n", "production", "-o", "json"]).stdout).into_owned();
+        !e.contains(&format!("\"{}\"", order.1))
+    });
+
+    drop(lab);
+    std::thread::sleep(Duration::from_millis(300));
+    let left = processes_of(&name);
+    assert!(left.is_empty(), "lab down left processes: {left:#?}");
+    let namespaces: Vec<String> =
+        std::fs::read_dir("/run/netns").map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
+    assert!(!namespaces.iter().any(|n| n.starts_with(&format!("podnet.{name}."))), "{namespaces:?}");
+}
