@@ -20,11 +20,12 @@ use tokio::sync::Notify;
 #[derive(Clone)]
 pub struct Stores {
     namespaces: Store<Namespace>,
-    nodes: Store<Node>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
-    policies: Store<NetworkPolicy>,
+    /// Not watched by the cluster DNS, which needs neither (nor may list them).
+    nodes: Option<Store<Node>>,
+    policies: Option<Store<NetworkPolicy>>,
 }
 
 /// Starts a reflector for `K` on the runtime; every change wakes `changed`.
@@ -53,12 +54,22 @@ impl Stores {
     /// Watches every kind, cluster-wide; `changed` is notified after each change.
     pub fn start(client: &Client, changed: &Arc<Notify>) -> Stores {
         Stores {
+            nodes: Some(reflect(Api::all(client.clone()), changed)),
+            policies: Some(reflect(Api::all(client.clone()), changed)),
+            ..Stores::start_for_dns(client, changed)
+        }
+    }
+
+    /// Watches what the cluster DNS answers from (CoreDNS's `kubernetes` plugin watches the
+    /// same): Namespaces, Services, EndpointSlices, Pods.
+    pub fn start_for_dns(client: &Client, changed: &Arc<Notify>) -> Stores {
+        Stores {
             namespaces: reflect(Api::all(client.clone()), changed),
-            nodes: reflect(Api::all(client.clone()), changed),
             services: reflect(Api::all(client.clone()), changed),
             slices: reflect(Api::all(client.clone()), changed),
             pods: reflect(Api::all(client.clone()), changed),
-            policies: reflect(Api::all(client.clone()), changed),
+            nodes: None,
+            policies: None,
         }
     }
 
@@ -66,11 +77,15 @@ impl Stores {
     pub async fn ready(&self) -> Result<(), String> {
         let e = |what: &'static str| move |err: reflector::store::WriterDropped| format!("{what}: {err}");
         self.namespaces.wait_until_ready().await.map_err(e("namespaces"))?;
-        self.nodes.wait_until_ready().await.map_err(e("nodes"))?;
         self.services.wait_until_ready().await.map_err(e("services"))?;
         self.slices.wait_until_ready().await.map_err(e("endpointslices"))?;
         self.pods.wait_until_ready().await.map_err(e("pods"))?;
-        self.policies.wait_until_ready().await.map_err(e("networkpolicies"))?;
+        if let Some(nodes) = &self.nodes {
+            nodes.wait_until_ready().await.map_err(e("nodes"))?;
+        }
+        if let Some(policies) = &self.policies {
+            policies.wait_until_ready().await.map_err(e("networkpolicies"))?;
+        }
         Ok(())
     }
 
@@ -87,11 +102,15 @@ impl Stores {
             values.extend(store.state().iter().filter_map(|o| serde_json::to_value(o.as_ref()).ok()));
         }
         add(&mut values, &self.namespaces);
-        add(&mut values, &self.nodes);
+        if let Some(nodes) = &self.nodes {
+            add(&mut values, nodes);
+        }
         add(&mut values, &self.services);
         add(&mut values, &self.slices);
         add(&mut values, &self.pods);
-        add(&mut values, &self.policies);
+        if let Some(policies) = &self.policies {
+            add(&mut values, policies);
+        }
         let loaded = model::load::load_values(values, std::path::Path::new("the API server"))?;
         ClusterState::from_objects(&loaded)
     }

@@ -85,7 +85,7 @@ async fn serve(addr: String, status: Arc<std::sync::Mutex<Status>>) -> Result<()
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
+pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;

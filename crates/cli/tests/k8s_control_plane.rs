@@ -348,3 +348,88 @@ fn the_deploy_manifests_pass_a_server_side_dry_run_and_grant_least_privilege() {
         assert!(!can(verb, resource), "the agent must not {verb} {resource}");
     }
 }
+
+/// `dig @addr -p port name type +short`, the answer lines.
+fn dig(server: &std::net::SocketAddr, name: &str, kind: &str) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args([&format!("@{}", server.ip()), "-p", &server.port().to_string(), name, kind, "+short", "+time=1", "+tries=1"])
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn the_cluster_dns_answers_from_the_api_server_and_follows_it() {
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
+        .unwrap();
+    apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}));
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.60", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}}),
+    );
+    // A headless Service over a StatefulSet-style pod (hostname + subdomain): its records come
+    // from the EndpointSlice upstream's controller writes.
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0", "namespace": "shop", "labels": {"app": "db"}},
+        "spec": {"hostname": "db-0", "subdomain": "db", "containers": [{"name": "c", "image": "none", "ports": [{"containerPort": 5432}]}]}}),
+    );
+    run_pod(&cp, "shop", "db-0", "node-1", "10.244.0.9", true);
+
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _dns = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+            .args(["dns", "serve", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--listen", &server.to_string(), "--upstream", "127.0.0.1:9"])
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let wait = |what: &str, name: &str, kind: &str, want: &[&str]| {
+        let start = std::time::Instant::now();
+        loop {
+            let got = dig(&server, name, kind);
+            if got == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{what}: {name} {kind} is {got:?}, not {want:?}\n{}",
+                std::fs::read_to_string(log.path()).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait("a ClusterIP Service", "web.shop.svc.cluster.local", "A", &["10.96.0.60"]);
+    wait("a headless Service", "db.shop.svc.cluster.local", "A", &["10.244.0.9"]);
+    wait("a pod by hostname.subdomain", "db-0.db.shop.svc.cluster.local", "A", &["10.244.0.9"]);
+    wait("SRV", "_pg._tcp.db.shop.svc.cluster.local", "SRV", &["0 100 5432 db-0.db.shop.svc.cluster.local."]);
+    // Changes through the API are answered: a new Service, then its deletion.
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.61", "ports": [{"port": 8080}]}}),
+    );
+    let took = wait("a Service created", "api.shop.svc.cluster.local", "A", &["10.96.0.61"]);
+    eprintln!("Service created to answered: {took:?}");
+    assert!(cp.kubectl(&["delete", "service", "api", "-n", "shop"]).status.success());
+    let took = wait("a Service deleted", "api.shop.svc.cluster.local", "A", &[]);
+    eprintln!("Service deleted to NXDOMAIN: {took:?}");
+    // A pod no longer ready leaves the headless Service's answer (the controller moves it to
+    // not-ready in the slice).
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
+    assert!(cp.kubectl(&["patch", "pod", "db-0", "-n", "shop", "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
+    wait("a not-ready pod", "db.shop.svc.cluster.local", "A", &[]);
+}
