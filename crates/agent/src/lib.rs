@@ -3,5 +3,6 @@
 //! snapshot the lab's YAML store does; its reconcile loop ([`node`]) plans this node's service
 //! proxy and NetworkPolicy tables with the same pure planners and applies only the difference.
 
+pub mod leader;
 pub mod node;
 pub mod source;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
@@ -26,6 +26,16 @@ pub struct Stores {
     /// Not watched by the cluster DNS, which needs neither (nor may list them).
     nodes: Option<Store<Node>>,
     policies: Option<Store<NetworkPolicy>>,
+    /// Watched by the ingress controller only.
+    routing: Option<Routing>,
+}
+
+/// What the ingress controller routes by: Ingresses, IngressClasses, and Secrets (TLS).
+#[derive(Clone)]
+struct Routing {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    secrets: Store<Secret>,
 }
 
 /// Starts a reflector for `K` on the runtime; every change wakes `changed`.
@@ -70,7 +80,29 @@ impl Stores {
             pods: reflect(Api::all(client.clone()), changed),
             nodes: None,
             policies: None,
+            routing: None,
         }
+    }
+
+    /// Watches what the ingress controller serves: the cluster DNS's kinds (Services and their
+    /// endpoints) and Ingresses, IngressClasses and Secrets.
+    pub fn start_for_ingress(client: &Client, changed: &Arc<Notify>) -> Stores {
+        let routing = Routing {
+            ingresses: reflect(Api::all(client.clone()), changed),
+            classes: reflect(Api::all(client.clone()), changed),
+            secrets: reflect(Api::all(client.clone()), changed),
+        };
+        Stores { routing: Some(routing), ..Stores::start_for_dns(client, changed) }
+    }
+
+    /// The Ingresses as the API server has them (for status written back).
+    pub fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        self.routing.as_ref().map(|r| r.ingresses.state()).unwrap_or_default()
+    }
+
+    /// The Services as the API server has them.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.services.state()
     }
 
     /// Waits until every watch has its first full list.
@@ -85,6 +117,11 @@ impl Stores {
         }
         if let Some(policies) = &self.policies {
             policies.wait_until_ready().await.map_err(e("networkpolicies"))?;
+        }
+        if let Some(r) = &self.routing {
+            r.ingresses.wait_until_ready().await.map_err(e("ingresses"))?;
+            r.classes.wait_until_ready().await.map_err(e("ingressclasses"))?;
+            r.secrets.wait_until_ready().await.map_err(e("secrets"))?;
         }
         Ok(())
     }
@@ -110,6 +147,11 @@ impl Stores {
         add(&mut values, &self.pods);
         if let Some(policies) = &self.policies {
             add(&mut values, policies);
+        }
+        if let Some(r) = &self.routing {
+            add(&mut values, &r.ingresses);
+            add(&mut values, &r.classes);
+            add(&mut values, &r.secrets);
         }
         let loaded = model::load::load_values(values, std::path::Path::new("the API server"))?;
         ClusterState::from_objects(&loaded)

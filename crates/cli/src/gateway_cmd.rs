@@ -21,7 +21,7 @@ pub const DEFAULT_GATEWAY_CONTROLLER: &str = "podnet.io/gateway-controller";
 #[derive(Subcommand)]
 pub enum GatewayCommand {
     /// Serve HTTP and HTTPS for the Ingresses and Gateway API routes in manifest files.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The status the controller writes back to GatewayClasses, Gateways and HTTPRoutes, as kubectl shows it.
     Status(StatusArgs),
 }
@@ -46,8 +46,27 @@ pub struct StatusArgs {
 #[derive(Args)]
 pub struct ServeArgs {
     /// Manifests: IngressClasses, Ingresses, GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants, Services, EndpointSlices, Pods, TLS Secrets (files or directories).
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    /// Without them, the API server's objects (Ingresses, IngressClasses, Secrets, Services, EndpointSlices, Pods).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., conflicts_with = "kubeconfig")]
     paths: Vec<PathBuf>,
+    /// Serve the API server's objects, reached with this kubeconfig (without `-f` and without
+    /// it: the pod's service account in a cluster, else $KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// With the API server: write this Service's addresses into the status of the Ingresses
+    /// served (ingress-nginx's `--publish-service`).
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = ["paths", "publish_status_address"])]
+    publish_service: Option<crate::ingress_status::Publish>,
+    /// With the API server: write these addresses into the status of the Ingresses served
+    /// (ingress-nginx's `--publish-status-address`).
+    #[arg(long, value_name = "ADDR", value_delimiter = ',', conflicts_with = "paths")]
+    publish_status_address: Vec<String>,
+    /// The Lease the controller replicas elect the status writer with (ingress-nginx's `--election-id`).
+    #[arg(long, default_value = "ingress-nginx-leader")]
+    election_id: String,
+    /// The Lease's namespace (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, value_name = "NAMESPACE")]
+    election_namespace: Option<String>,
     /// Plain HTTP address.
     #[arg(long, value_name = "ADDR:PORT")]
     http: Option<SocketAddr>,
@@ -78,7 +97,7 @@ pub struct ServeArgs {
 
 pub fn run(cmd: GatewayCommand) -> Result<ExitCode> {
     match cmd {
-        GatewayCommand::Serve(a) => serve(a),
+        GatewayCommand::Serve(a) => serve(*a),
         GatewayCommand::Status(a) => status(a),
     }
 }
@@ -191,35 +210,67 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn build(paths: &[PathBuf], ingress: gateway::ingress::Controller<'_>, gateway_controller: &str, announce: bool) -> Result<Snapshot> {
-    let state = model::load_cluster_served(paths)?;
+/// Where the controller's objects come from.
+enum Source {
+    Files(Vec<PathBuf>),
+    Api { client: kube::Client, stores: Box<agent::source::Stores>, changed: Arc<tokio::sync::Notify> },
+}
+
+/// The ingress controller's settings, owned (the serving task outlives `ServeArgs`' borrow).
+#[derive(Clone)]
+struct Acting {
+    controller: String,
+    class: String,
+    gateway_controller: String,
+}
+
+impl Acting {
+    fn ingress(&self) -> gateway::ingress::Controller<'_> {
+        gateway::ingress::Controller { controller: &self.controller, class: &self.class }
+    }
+}
+
+fn snapshot_of(state: &model::ClusterState, acting: &Acting, announce: bool) -> Snapshot {
     if announce {
         // Which Ingresses are served, and why the others are not, once at start.
         for ing in &state.ingresses {
-            match gateway::ingress::selected(&state, ingress, ing) {
+            match gateway::ingress::selected(state, acting.ingress(), ing) {
                 Ok(()) => eprintln!("podnet gateway: serving Ingress {}/{}", ing.namespace, ing.name),
                 Err(why) => eprintln!("podnet gateway: ignoring Ingress {}/{}: {why}", ing.namespace, ing.name),
             }
         }
     }
-    let snapshot = Snapshot::build(&state, ingress, gateway_controller);
+    let snapshot = Snapshot::build(state, acting.ingress(), &acting.gateway_controller);
     for p in &snapshot.problems {
         eprintln!("podnet gateway: {p}");
     }
-    Ok(snapshot)
+    snapshot
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.http.is_none() && a.https.is_none() {
         bail!("give --http ADDR:PORT, --https ADDR:PORT or both");
     }
-    let ingress = gateway::ingress::Controller { controller: &a.ingress_controller, class: &a.ingress_class };
-    let shared = Shared::new(build(&a.paths, ingress, &a.gateway_controller, true)?);
-    shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
-    shared.client_header_timeout_ms.store(a.client_header_timeout * 1000, std::sync::atomic::Ordering::Relaxed);
+    let acting = Acting { controller: a.ingress_controller.clone(), class: a.ingress_class.clone(), gateway_controller: a.gateway_controller.clone() };
     // One core, as the benchmark compares it with one nginx worker.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
+        let source = if a.paths.is_empty() {
+            let client = crate::agent_cmd::client(a.kubeconfig.as_ref()).await?;
+            let changed = Arc::new(tokio::sync::Notify::new());
+            let stores = agent::source::Stores::start_for_ingress(&client, &changed);
+            stores.ready().await.map_err(|e| anyhow::anyhow!("watching the API server: {e}"))?;
+            Source::Api { client, stores: Box::new(stores), changed }
+        } else {
+            Source::Files(a.paths.clone())
+        };
+        let first = match &source {
+            Source::Files(paths) => snapshot_of(&model::load_cluster_served(paths)?, &acting, true),
+            Source::Api { stores, .. } => snapshot_of(&stores.snapshot()?, &acting, true),
+        };
+        let shared = Shared::new(first);
+        shared.access_log.store(!a.no_access_log, std::sync::atomic::Ordering::Relaxed);
+        shared.client_header_timeout_ms.store(a.client_header_timeout * 1000, std::sync::atomic::Ordering::Relaxed);
         let mut listening = Vec::new();
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = a.http {
@@ -238,37 +289,108 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             servers.spawn(gateway::server::serve_metrics(l, Arc::clone(&shared)));
         }
         eprintln!("podnet gateway: serving on {}", listening.join(" "));
-        let (paths, controller, class, gateway_controller) =
-            (a.paths.clone(), a.ingress_controller.clone(), a.ingress_class.clone(), a.gateway_controller.clone());
         let watcher = Arc::clone(&shared);
-        servers.spawn(async move {
-            let mut seen = crate::watch::fingerprint(&paths);
-            loop {
-                tokio::time::sleep(crate::watch::PERIOD).await;
-                let now = crate::watch::fingerprint(&paths);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
-                let (p, c, k, g) = (paths.clone(), controller.clone(), class.clone(), gateway_controller.clone());
-                match tokio::task::spawn_blocking(move || build(&p, gateway::ingress::Controller { controller: &c, class: &k }, &g, false)).await {
-                    // A snapshot with a broken certificate is served, but not a successful reload.
-                    Ok(Ok(snapshot)) => watcher.swap(snapshot),
-                    Ok(Err(e)) => {
-                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("podnet gateway: keeping the last good objects: {e:#}");
-                    }
-                    Err(e) => {
-                        watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("podnet gateway: keeping the last good objects: {e}");
-                    }
-                }
+        match source {
+            Source::Files(paths) => {
+                servers.spawn(follow_files(paths, acting, watcher));
             }
-        });
+            Source::Api { client, stores, changed } => {
+                let publish = match (a.publish_service, a.publish_status_address.is_empty()) {
+                    (Some(service), _) => Some(service),
+                    (None, false) => Some(crate::ingress_status::Publish::Addresses(a.publish_status_address.clone())),
+                    (None, true) => None,
+                };
+                let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if publish.is_some() {
+                    let namespace = a.election_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
+                    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                        format!("{}-{}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(), std::process::id())
+                    });
+                    let elector = agent::leader::Elector::new(&client, &namespace, &a.election_id, &identity);
+                    tokio::spawn(elector.run(Arc::clone(&leading)));
+                } else {
+                    eprintln!("podnet gateway: no --publish-service or --publish-status-address: Ingress status is not written");
+                }
+                servers.spawn(follow_api(client, *stores, changed, acting, watcher, publish, leading));
+            }
+        }
         if let Some(r) = servers.join_next().await {
             r.context("a server task")?.context("serving")?;
         }
         bail!("the gateway stopped")
     })
+}
+
+/// Serves each change of the files: the whole route snapshot is swapped (requests in flight
+/// finish on the old one).
+async fn follow_files(paths: Vec<PathBuf>, acting: Acting, watcher: Arc<Shared>) -> std::io::Result<()> {
+    let mut seen = crate::watch::fingerprint(&paths);
+    loop {
+        tokio::time::sleep(crate::watch::PERIOD).await;
+        let now = crate::watch::fingerprint(&paths);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        // Built off the serving thread: a thousand Ingresses take tens of milliseconds.
+        let (p, acting) = (paths.clone(), acting.clone());
+        let built = tokio::task::spawn_blocking(move || model::load_cluster_served(&p).map(|state| snapshot_of(&state, &acting, false))).await;
+        match built {
+            // A snapshot with a broken certificate is served, but not a successful reload.
+            Ok(Ok(snapshot)) => watcher.swap(snapshot),
+            Ok(Err(e)) => {
+                watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("podnet gateway: keeping the last good objects: {e:#}");
+            }
+            Err(e) => {
+                watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("podnet gateway: keeping the last good objects: {e}");
+            }
+        }
+    }
+}
+
+/// How often the leader looks at the Ingresses' status even without a change (it may have just
+/// been elected).
+const STATUS_RESYNC: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves each change of the API server's objects, and (the leader) writes Ingress status.
+async fn follow_api(
+    client: kube::Client,
+    stores: agent::source::Stores,
+    changed: Arc<tokio::sync::Notify>,
+    acting: Acting,
+    watcher: Arc<Shared>,
+    publish: Option<crate::ingress_status::Publish>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    let mut state = stores.snapshot().ok();
+    loop {
+        let was_change = tokio::select! {
+            () = changed.notified() => true,
+            () = tokio::time::sleep(STATUS_RESYNC) => false,
+        };
+        if was_change {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            match stores.snapshot() {
+                Ok(s) => {
+                    watcher.swap(snapshot_of(&s, &acting, false));
+                    state = Some(s);
+                }
+                Err(e) => {
+                    watcher.last_reload_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("podnet gateway: keeping the last good objects: {e}");
+                }
+            }
+        }
+        if let (Some(publish), Some(state)) = (&publish, &state)
+            && leading.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let addresses = crate::ingress_status::published(publish, &stores.services());
+            let written = crate::ingress_status::write(&client, state, acting.ingress(), &addresses).await;
+            if written > 0 {
+                eprintln!("podnet gateway: wrote the status of {written} Ingress(es)");
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ mod bench_policy_enforce;
 mod bench_proxy;
 mod dns_cmd;
 mod gateway_cmd;
+mod ingress_status;
 mod lab_check;
 mod lab_cmd;
 mod lab_control_plane;

@@ -433,3 +433,125 @@ fn the_cluster_dns_answers_from_the_api_server_and_follows_it() {
     assert!(cp.kubectl(&["patch", "pod", "db-0", "-n", "shop", "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
     wait("a not-ready pod", "db.shop.svc.cluster.local", "A", &[]);
 }
+
+/// `ip netns exec NS <args>`.
+fn in_netns(ns: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+}
+
+#[test]
+fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes_their_status() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    // One namespace holds the control plane (10.0.0.1), a backend pod's address (10.244.0.9)
+    // and the controller replicas, as one node would.
+    let netns = dataplane::netns::NamedNetns::new(&format!("pningress{}", std::process::id() % 100_000)).unwrap();
+    let ns = ns_name(&netns);
+    for cmd in
+        [&["ip", "link", "set", "lo", "up"][..], &["ip", "addr", "add", "10.0.0.1/32", "dev", "lo"], &["ip", "addr", "add", "10.244.0.9/32", "dev", "lo"]]
+    {
+        let out = in_netns(&ns, cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let settings = testkit::k8s::Settings { netns: Some(ns.clone()), address: "10.0.0.1".parse().unwrap(), ..testkit::k8s::Settings::loopback(&bin) };
+    let cp = ControlPlane::start_with(settings).unwrap_or_else(|e| panic!("control plane: {e}"));
+    // The backend pod's server.
+    let listener = dataplane::netns::run_in(netns.path(), || std::net::TcpListener::bind("10.244.0.9:8080")).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nfrom web-1\r\n");
+        }
+    });
+    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
+        .unwrap();
+    apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}));
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "none", "ports": [{"containerPort": 8080}]}]}}),
+    );
+    run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.9", true);
+    apply(
+        &cp,
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
+    );
+
+    // Two replicas, as a Deployment runs them: both serve, one writes status.
+    let replica = |name: &str, port: u16| {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_podnet"), "gateway", "serve", "--kubeconfig", cp.kubeconfig().to_str().unwrap()])
+            .args(["--http", &format!("10.0.0.1:{port}"), "--publish-status-address", "192.0.2.10", "--election-namespace", "shop"])
+            .env("POD_NAME", name)
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        (Killed(child), log)
+    };
+    let (a, a_log) = replica("controller-a", 18080);
+    let (b, b_log) = replica("controller-b", 18081);
+    let get = |port: u16, host: &str, path: &str| -> (String, String) {
+        let out = in_netns(
+            &ns,
+            &["curl", "-s", "-m", "2", "-o", "-", "-w", "\n%{http_code}", "-H", &format!("Host: {host}"), &format!("http://10.0.0.1:{port}{path}")],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_owned(), body.to_owned())
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "{what}: not after 40 s\n--- a ---\n{}\n--- b ---\n{}",
+                std::fs::read_to_string(a_log.path()).unwrap(),
+                std::fs::read_to_string(b_log.path()).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        start.elapsed()
+    };
+    wait("both replicas up", &|| get(18080, "x", "/").0 == "404" && get(18081, "x", "/").0 == "404");
+    // An Ingress through the API: both replicas route it to the pod.
+    apply(
+        &cp,
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.example", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+    );
+    let took =
+        wait("the Ingress served by both", &|| get(18080, "shop.example", "/").1 == "from web-1\r\n" && get(18081, "shop.example", "/").1 == "from web-1\r\n");
+    eprintln!("Ingress created to served: {took:?}");
+    // The leader publishes the address in the Ingress's status.
+    let status = || cp.kubectl_json(&["get", "ingress", "web", "-n", "shop"]).unwrap()["status"]["loadBalancer"]["ingress"].clone();
+    wait("the Ingress status", &|| status() == json!([{"ip": "192.0.2.10"}]));
+    let holder = || {
+        cp.kubectl_json(&["get", "lease", "ingress-nginx-leader", "-n", "shop"])
+            .map(|l| l["spec"]["holderIdentity"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let leader = holder();
+    assert!(leader == "controller-a" || leader == "controller-b", "{leader:?}");
+    // The leader goes: the other takes the Lease over once it expires, and keeps status current.
+    let (survivor, _gone) = if leader == "controller-a" { (b, a) } else { (a, b) };
+    drop(_gone);
+    let took = wait("the other replica leading", &|| !holder().is_empty() && holder() != leader);
+    eprintln!("leader gone to new leader: {took:?}");
+    let status_patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}});
+    assert!(cp.kubectl(&["patch", "ingress", "web", "-n", "shop", "--subresource=status", "--type=merge", "-p", &status_patch.to_string()]).status.success());
+    wait("the new leader correcting the status", &|| status() == json!([{"ip": "192.0.2.10"}]));
+    drop(survivor);
+}

@@ -177,7 +177,9 @@ impl ControlPlane {
     }
 
     fn start_components(&mut self, api_port: u16) -> std::io::Result<()> {
-        write_pki(self.dir(), &self.settings.extra_sans)?;
+        let mut sans = self.settings.extra_sans.clone();
+        sans.push(self.settings.address.to_string());
+        write_pki(self.dir(), &sans)?;
         // In a namespace of its own the control plane has its loopback to itself.
         let (etcd_client, etcd_peer) = if self.settings.netns.is_some() { (2379, 2380) } else { (free_port()?, free_port()?) };
         let d = self.dir().to_owned();
