@@ -329,16 +329,23 @@ fn the_deploy_manifests_pass_a_server_side_dry_run_and_grant_least_privilege() {
     let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
     let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
     let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    // A server-side dry run creates nothing, so objects in a namespace the same files make
+    // need it made first.
+    assert!(cp.kubectl(&["create", "namespace", "ingress-nginx"]).status.success());
     let dry = cp.kubectl(&["apply", "--dry-run=server", "-f", deploy]);
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let out = String::from_utf8_lossy(&dry.stdout);
-    assert!(out.contains("daemonset.apps/podnet-agent created (server dry run)"), "{out}");
+    for made in ["daemonset.apps/podnet-agent", "deployment.apps/podnet-dns", "deployment.apps/ingress-nginx-controller", "service/kube-dns"] {
+        assert!(out.contains(&format!("{made} created (server dry run)")), "{out}");
+    }
     let applied = cp.kubectl(&["apply", "-f", deploy]);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    let can = |verb: &str, resource: &str| {
-        let out = cp.kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", "--as=system:serviceaccount:kube-system:podnet-agent"]);
+    let can_as = |who: &str, verb: &str, resource: &str, namespace: Option<&str>| {
+        let scope = namespace.map_or_else(|| "--all-namespaces".to_owned(), |n| format!("--namespace={n}"));
+        let out = cp.kubectl(&["auth", "can-i", verb, resource, &scope, &format!("--as=system:serviceaccount:{who}")]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
+    let can = |verb: &str, resource: &str| can_as("kube-system:podnet-agent", verb, resource, None);
     for resource in ["pods", "services", "nodes", "namespaces", "endpointslices.discovery.k8s.io", "networkpolicies.networking.k8s.io"] {
         assert!(can("watch", resource) && can("list", resource), "the agent must watch {resource}");
     }
@@ -346,6 +353,31 @@ fn the_deploy_manifests_pass_a_server_side_dry_run_and_grant_least_privilege() {
         [("create", "pods"), ("delete", "services"), ("update", "endpointslices.discovery.k8s.io"), ("list", "secrets"), ("get", "configmaps")]
     {
         assert!(!can(verb, resource), "the agent must not {verb} {resource}");
+    }
+    // The cluster DNS reads what CoreDNS's kubernetes plugin reads, and nothing else.
+    let dns = "kube-system:podnet-dns";
+    for resource in ["pods", "services", "namespaces", "endpointslices.discovery.k8s.io"] {
+        assert!(can_as(dns, "watch", resource, None) && can_as(dns, "list", resource, None), "the DNS must watch {resource}");
+    }
+    for (verb, resource) in [("list", "secrets"), ("list", "nodes"), ("update", "services"), ("list", "networkpolicies.networking.k8s.io")] {
+        assert!(!can_as(dns, verb, resource, None), "the DNS must not {verb} {resource}");
+    }
+    // The ingress controller writes Ingress status and its own Lease, and reads its objects.
+    let ingress = "ingress-nginx:podnet-ingress";
+    for resource in ["ingresses.networking.k8s.io", "ingressclasses.networking.k8s.io", "secrets", "services", "endpointslices.discovery.k8s.io"] {
+        assert!(can_as(ingress, "watch", resource, None), "the ingress controller must watch {resource}");
+    }
+    let status =
+        cp.kubectl(&["auth", "can-i", "patch", "ingresses.networking.k8s.io", "--subresource=status", "-A", &format!("--as=system:serviceaccount:{ingress}")]);
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "yes", "the ingress controller must patch Ingress status");
+    assert!(can_as(ingress, "update", "leases.coordination.k8s.io", Some("ingress-nginx")));
+    for (verb, resource, namespace) in [
+        ("update", "ingresses.networking.k8s.io", None),
+        ("list", "nodes", None),
+        ("update", "leases.coordination.k8s.io", Some("kube-system")),
+        ("delete", "secrets", None),
+    ] {
+        assert!(!can_as(ingress, verb, resource, namespace), "the ingress controller must not {verb} {resource} in {namespace:?}");
     }
 }
 
