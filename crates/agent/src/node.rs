@@ -115,7 +115,11 @@ pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::
 pub fn desired(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<Ruleset, String> {
     let plan = proxy::plan(state, node, config).map_err(|e| e.to_string())?;
     let mut rules = plan.render();
-    let policies = policy::PolicySet::compile(state).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    // An invalid policy is left out and said; the others are enforced.
+    let (policies, invalid) = policy::PolicySet::compile_valid(state);
+    for e in invalid {
+        eprintln!("not enforced: {e}");
+    }
     let enforcement = policy::enforce::Enforcement::new(state, &policies);
     rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), enforcement.node_table(node));
     Ok(rules)

@@ -153,7 +153,15 @@ impl Stores {
             add(&mut values, &r.classes);
             add(&mut values, &r.secrets);
         }
-        let loaded = model::load::load_values(values, std::path::Path::new("the API server"))?;
+        // One object the loader refuses (a kind's field podnet does not know how to read) is left
+        // out and said, rather than stopping every sync.
+        let mut loaded = Vec::with_capacity(values.len());
+        for value in values {
+            match model::load::load_values([value], std::path::Path::new("the API server")) {
+                Ok(objects) => loaded.extend(objects),
+                Err(e) => eprintln!("left out: {e}"),
+            }
+        }
         ClusterState::from_objects(&loaded)
     }
 }

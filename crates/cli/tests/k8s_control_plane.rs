@@ -587,3 +587,53 @@ fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes
     wait("the new leader correcting the status", &|| status() == json!([{"ip": "192.0.2.10"}]));
     drop(survivor);
 }
+
+/// Every object of multi-document YAML, as JSON text (sorted: the order of documents does not matter).
+fn objects_of(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = serde_norway::Deserializer::from_str(text)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .filter(|v: &Value| !v.is_null())
+        .map(|v| v.to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The Helm chart renders exactly the plain manifests (which pass the server-side dry run
+/// above): nothing drifts between the two ways to install.
+#[test]
+fn the_helm_chart_renders_the_plain_manifests() {
+    let helm = std::env::var_os("PODNET_HELM").map(std::path::PathBuf::from).filter(|p| p.is_file()).or_else(|| {
+        let found = std::fs::read_dir("/var/cache/podnet/helm").ok()?.flatten().map(|e| e.path().join("bin/helm")).find(|p| p.is_file());
+        found
+    });
+    let Some(helm) = helm else {
+        assert!(std::env::var_os("PODNET_REQUIRE_K8S").is_none(), "this test needs helm (tools/helm/build.sh), and CI must run it");
+        eprintln!("skipped: needs helm: run tools/helm/build.sh");
+        return;
+    };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let chart = format!("{root}/deploy/helm/podnet");
+    let lint = std::process::Command::new(&helm).args(["lint", "--strict", &chart]).output().unwrap();
+    assert!(lint.status.success(), "{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    let render = |sets: &[&str]| {
+        let mut args = vec!["template", "podnet", chart.as_str()];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = std::process::Command::new(&helm).args(&args).output().unwrap();
+        assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        objects_of(&String::from_utf8_lossy(&out.stdout))
+    };
+    let plain = |files: &[&str]| {
+        let mut all: Vec<String> = files.iter().flat_map(|f| objects_of(&std::fs::read_to_string(format!("{root}/deploy/{f}")).unwrap())).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(render(&["dns.enabled=true", "ingress.enabled=true"]), plain(&["podnet.yaml", "dns.yaml", "ingress.yaml"]));
+    assert_eq!(render(&[]), plain(&["podnet.yaml"]), "by default only the node agent");
+    // Values reach the objects.
+    let custom = render(&["agent.masqueradeAll=true", "agent.clusterCIDR=10.42.0.0/16", "image.tag=9.9.9"]).join("\n");
+    assert!(custom.contains("clusterCIDR: 10.42.0.0/16") && custom.contains("masqueradeAll: true"), "{custom}");
+    assert!(custom.contains("ghcr.io/podnet/podnet:9.9.9"), "{custom}");
+}

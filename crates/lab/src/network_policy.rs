@@ -14,16 +14,11 @@ use crate::plan::NodePlan;
 /// The lab's policies, compiled. The CLI refuses invalid ones before they reach the state; one
 /// that is there anyway (an older state file) is logged and left out, the rest still enforced.
 pub fn compile(view: &ClusterState) -> PolicySet {
-    match PolicySet::compile(view) {
-        Ok(set) => set,
-        Err(_) => PolicySet {
-            policies: view
-                .policies
-                .iter()
-                .filter_map(|p| policy::spec::compile(p).map_err(|e| eprintln!("policy {}/{}: not enforced: {e}", p.namespace, p.name)).ok())
-                .collect(),
-        },
+    let (set, errors) = PolicySet::compile_valid(view);
+    for e in errors {
+        eprintln!("not enforced: {e}");
     }
+    set
 }
 
 /// TCP states of a connection that can still carry data.

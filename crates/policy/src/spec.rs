@@ -233,15 +233,22 @@ pub struct PolicySet {
 impl PolicySet {
     /// Compiles every policy; fails with the errors of every invalid one.
     pub fn compile(state: &ClusterState) -> Result<Self, Vec<ManifestError>> {
-        let mut policies = Vec::with_capacity(state.policies.len());
-        let mut errors = Vec::new();
+        let (set, errors) = PolicySet::compile_valid(state);
+        if errors.is_empty() { Ok(set) } else { Err(errors) }
+    }
+
+    /// Compiles every valid policy, and returns the errors of the invalid ones beside: for the
+    /// enforcers, which must keep enforcing the rest (an invalid policy on the API server, or
+    /// in an older lab state) where the CLI refuses the whole input.
+    pub fn compile_valid(state: &ClusterState) -> (Self, Vec<ManifestError>) {
+        let (mut policies, mut errors) = (Vec::with_capacity(state.policies.len()), Vec::new());
         for object in &state.policies {
             match compile(object) {
                 Ok(p) => policies.push(p),
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(PolicySet { policies }) } else { Err(errors) }
+        (PolicySet { policies }, errors)
     }
 }
 

@@ -1,0 +1,3 @@
+{{- define "podnet.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
