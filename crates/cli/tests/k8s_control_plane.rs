@@ -603,10 +603,8 @@ fn objects_of(text: &str) -> Vec<String> {
 /// above): nothing drifts between the two ways to install.
 #[test]
 fn the_helm_chart_renders_the_plain_manifests() {
-    let helm = std::env::var_os("PODNET_HELM").map(std::path::PathBuf::from).filter(|p| p.is_file()).or_else(|| {
-        let found = std::fs::read_dir("/var/cache/podnet/helm").ok()?.flatten().map(|e| e.path().join("bin/helm")).find(|p| p.is_file());
-        found
-    });
+    let cached = || std::fs::read_dir("/var/cache/podnet/helm").ok()?.flatten().map(|e| e.path().join("bin/helm")).find(|p| p.is_file());
+    let helm = std::env::var_os("PODNET_HELM").map(std::path::PathBuf::from).filter(|p| p.is_file()).or_else(cached);
     let Some(helm) = helm else {
         assert!(std::env::var_os("PODNET_REQUIRE_K8S").is_none(), "this test needs helm (tools/helm/build.sh), and CI must run it");
         eprintln!("skipped: needs helm: run tools/helm/build.sh");
