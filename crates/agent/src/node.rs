@@ -3,7 +3,12 @@
 //! one nft transaction. A failed apply forgets what was applied, so the next one is full.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxy::render::Update;
 
 use model::ClusterState;
 use nftset::{Family, Ruleset};
@@ -69,6 +74,13 @@ pub struct NodeAgent {
     /// Where the CNI conflist goes once the node's dataplane is ready (`None`: not written).
     pub cni_conf_dir: Option<PathBuf>,
     applied: Option<Ruleset>,
+    /// From the last full sync: the proxy's rules kept per Service, and the node as the proxy
+    /// sees it, so that a changed Service is planned and written alone.
+    incremental: Option<(proxy::render::Programmer, proxy::plan::NodeView)>,
+    /// Services were written one by one since `applied`: the kernel holds the programmer's
+    /// rules, not `applied`'s.
+    drifted: bool,
+    elements: usize,
 }
 
 /// host-gw (Flannel's layout): a route to every other Node's pod CIDRs via that Node's
@@ -115,27 +127,105 @@ pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::
 pub fn desired(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<Ruleset, String> {
     let plan = proxy::plan(state, node, config).map_err(|e| e.to_string())?;
     let mut rules = plan.render();
+    rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy_table(state, node));
+    Ok(rules)
+}
+
+/// The node's NetworkPolicy table.
+fn policy_table(state: &ClusterState, node: &str) -> nftset::Table {
     // An invalid policy is left out and said; the others are enforced.
     let (policies, invalid) = policy::PolicySet::compile_valid(state);
     for e in invalid {
         eprintln!("not enforced: {e}");
     }
     let enforcement = policy::enforce::Enforcement::new(state, &policies);
-    rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), enforcement.node_table(node));
-    Ok(rules)
+    enforcement.node_table(node)
 }
 
 impl NodeAgent {
     /// An agent that has applied nothing yet.
     pub fn new(node: String, config: ProxyConfig, netns: Option<PathBuf>) -> NodeAgent {
-        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None }
+        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None, incremental: None, drifted: false, elements: 0 }
+    }
+
+    /// Whether the next sync can be of changed Services alone (a full one came before).
+    pub fn can_sync_services(&self) -> bool {
+        self.incremental.is_some()
+    }
+
+    /// What the kernel holds now: `applied`, with the Services written one by one since.
+    fn in_kernel(&self) -> Option<Ruleset> {
+        let mut rules = self.applied.clone()?;
+        if self.drifted {
+            let (programmer, _) = self.incremental.as_ref()?;
+            let policy = rules.tables.remove(&(Family::Inet, policy::enforce::TABLE.to_owned()));
+            rules = programmer.ruleset();
+            rules.tables.extend(policy.map(|t| ((Family::Inet, policy::enforce::TABLE.to_owned()), t)));
+        }
+        Some(rules)
+    }
+
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+        match &self.netns {
+            Some(path) => dataplane::netns::run_in(path, f).map_err(|e| e.to_string()),
+            None => Ok(f()),
+        }
+    }
+
+    /// Plans the changed Services alone and writes their elements (O(change), where kube-proxy's
+    /// nftables mode re-plans every Service). `lookup` gives a Service (`None`: deleted) and its
+    /// EndpointSlices. A Service that needs a new chain makes it a full write of the
+    /// programmer's rules; a failure forgets what was applied, so that the next sync is full.
+    pub fn sync_services(
+        &mut self,
+        services: &std::collections::BTreeSet<(String, String)>,
+        lookup: impl Fn(&str, &str) -> (Option<Arc<Service>>, Vec<Arc<EndpointSlice>>),
+    ) -> Result<Synced, String> {
+        let start = Instant::now();
+        let Some((programmer, view)) = self.incremental.as_mut() else { return Err("no full sync yet".into()) };
+        let mut script = String::new();
+        let mut full = false;
+        for (ns, name) in services {
+            let (svc, slices) = lookup(ns, name);
+            let slices: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
+            let ports = svc.map(|s| proxy::plan::service_plan(&s, &slices, view)).unwrap_or_default();
+            match programmer.update(ns, name, &ports) {
+                Update::Elements(s) => script.push_str(&s),
+                Update::Full => full = true,
+            }
+        }
+        let written = if full {
+            self.drifted = true;
+            let new = self.in_kernel().ok_or("nothing applied yet")?;
+            let done = self.run({
+                let new = new.clone();
+                move || dataplane::nft::load(&new)
+            });
+            done.and_then(|r| r.map_err(|e| e.to_string())).map(|_| {
+                self.elements = new.element_count();
+                self.applied = Some(new);
+                self.drifted = false;
+            })
+        } else {
+            self.drifted = true;
+            self.run(move || dataplane::nft::apply(&script)).and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        if let Err(e) = written {
+            (self.applied, self.incremental, self.drifted) = (None, None, false);
+            return Err(format!("applying the changed Services: {e}"));
+        }
+        Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64() })
     }
 
     /// Plans from `state` and applies what changed.
     pub fn sync(&mut self, state: &ClusterState) -> Result<Synced, String> {
         let start = Instant::now();
-        let new = desired(state, &self.node, &self.config)?;
-        let old = self.applied.take();
+        let plan = proxy::plan(state, &self.node, &self.config).map_err(|e| e.to_string())?;
+        let programmer = proxy::render::Programmer::new(&plan);
+        let mut new = programmer.ruleset();
+        new.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy_table(state, &self.node));
+        let old = self.in_kernel();
+        (self.applied, self.incremental, self.drifted) = (None, None, false);
         let full = old.is_none();
         let apply = {
             let new = new.clone();
@@ -166,9 +256,10 @@ impl NodeAgent {
                 write_conflist(dir, &conflist(&cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
             }
         }
-        let elements = new.element_count();
+        self.elements = new.element_count();
         self.applied = Some(new);
-        Ok(Synced { elements, full, seconds: start.elapsed().as_secs_f64() })
+        self.incremental = Some((programmer, plan.node));
+        Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64() })
     }
 }
 

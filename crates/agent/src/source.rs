@@ -1,8 +1,10 @@
 //! The API server as a source of objects: one reflector (list, then watch, relisting on a 410)
-//! per kind the node's planners read, and a snapshot of all of them as a `ClusterState` through
-//! the same loader and checks manifests go through.
+//! per kind the node's planners read, objects trimmed to what podnet reads on their way in, and
+//! a snapshot of all of them as a `ClusterState`. Each change also says which Services it
+//! touched (a Service, or an EndpointSlice of one), so that the node agent programs those alone.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
@@ -10,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube::{Api, Client, Resource};
-use model::ClusterState;
+use kube::{Api, Client, Resource, ResourceExt as _};
+use model::{ClusterState, Loaded, Location, Object};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -22,12 +24,26 @@ pub struct Stores {
     namespaces: Store<Namespace>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
+    /// Pods as the snapshot reads them: a k8s-openapi Pod is several KB even trimmed, and a
+    /// cluster has tens of thousands.
+    pods: Arc<Mutex<PodTable>>,
+    /// The Pod objects themselves, for a kubelet's part (the lab's) that writes their status.
+    pod_objects: Option<Store<Pod>>,
     /// Not watched by the cluster DNS, which needs neither (nor may list them).
     nodes: Option<Store<Node>>,
     policies: Option<Store<NetworkPolicy>>,
     /// Watched by the ingress controller only.
     routing: Option<Routing>,
+    changes: Arc<Mutex<Changes>>,
+}
+
+/// What changed since it was last taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services (namespace, name) whose object or EndpointSlices changed.
+    pub services: BTreeSet<(String, String)>,
+    /// Anything else changed (a Pod, Node, Namespace, NetworkPolicy, ...): the whole state.
+    pub other: bool,
 }
 
 /// What the ingress controller routes by: Ingresses, IngressClasses, and Secrets (TLS).
@@ -38,21 +54,164 @@ struct Routing {
     secrets: Store<Secret>,
 }
 
-/// Starts a reflector for `K` on the runtime; every change wakes `changed`.
-fn reflect<K>(api: Api<K>, changed: &Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let changed = Arc::clone(changed);
-    // Streaming lists where the server has them (1.34+ by default), a paged list elsewhere.
+/// A kind as the source watches it: how it is trimmed, and which Service a change of it touches.
+trait Watched: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static {
+    /// Drops what no planner reads, before the object is stored (the reflector keeps every
+    /// object of the cluster: 30,000 Pods with their managed fields are hundreds of MB).
+    fn trim(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    /// The Service a change of this object touches; `None`: something else (the whole state).
+    fn service(&self) -> Option<(String, String)> {
+        None
+    }
+}
+
+impl Watched for Namespace {}
+impl Watched for Node {
+    fn trim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.annotations = None;
+        if let Some(s) = self.status.as_mut() {
+            // Images and volumes are most of a busy node's status.
+            s.images = None;
+            s.volumes_attached = None;
+            s.volumes_in_use = None;
+        }
+    }
+}
+impl Watched for NetworkPolicy {}
+impl Watched for Ingress {}
+impl Watched for IngressClass {}
+impl Watched for Secret {}
+impl Watched for Service {
+    fn service(&self) -> Option<(String, String)> {
+        Some((self.namespace().unwrap_or_default(), self.name_any()))
+    }
+}
+impl Watched for EndpointSlice {
+    fn service(&self) -> Option<(String, String)> {
+        let name = self.labels().get("kubernetes.io/service-name")?;
+        Some((self.namespace().unwrap_or_default(), name.clone()))
+    }
+}
+impl Watched for Pod {
+    fn trim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.annotations = None;
+        if let Some(spec) = self.spec.as_mut() {
+            // A pod's network identity: its node, ports, host network, DNS settings.
+            spec.volumes = None;
+            spec.init_containers = None;
+            spec.ephemeral_containers = None;
+            spec.affinity = None;
+            spec.tolerations = None;
+            for c in &mut spec.containers {
+                let (name, image, ports) = (std::mem::take(&mut c.name), c.image.take(), c.ports.take());
+                *c = k8s_openapi::api::core::v1::Container { name, image, ports, ..Default::default() };
+            }
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.container_statuses = None;
+            status.init_container_statuses = None;
+            status.ephemeral_container_statuses = None;
+        }
+    }
+}
+
+/// The Pods of the cluster, each as its `PodInfo`, and whether the first list is in.
+#[derive(Default)]
+struct PodTable {
+    pods: std::collections::BTreeMap<(String, String), model::PodInfo>,
+    /// A relist in progress (after a 410): the new list, swapped in when it is complete.
+    relist: Option<std::collections::BTreeMap<(String, String), model::PodInfo>>,
+    ready: bool,
+}
+
+fn pod_key(pod: &Pod) -> (String, String) {
+    (pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn pod_info(pod: &Pod) -> Option<model::PodInfo> {
+    model::cluster::pod_info(&Location::default(), "Pod", &pod.metadata, pod.spec.as_ref(), pod.status.as_ref()).map_err(|e| eprintln!("left out: {e}")).ok()
+}
+
+/// Watches Pods into `table` (no store of the objects); every change is noted and wakes `changed`.
+fn watch_pods(api: Api<Pod>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>>) -> Arc<Mutex<PodTable>> {
+    let table = Arc::new(Mutex::new(PodTable::default()));
+    let (changed, changes, t) = (Arc::clone(changed), Arc::clone(changes), Arc::clone(&table));
     let config = watcher::Config::default().any_semantic();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff().touched_objects();
+    let stream = watcher::watcher(api, config).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                eprintln!("watch: {e}");
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("watch: {e}");
+                    continue;
+                }
+            };
+            let mut table = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match event {
+                watcher::Event::Init => table.relist = Some(Default::default()),
+                watcher::Event::InitApply(pod) => {
+                    if let (Some(relist), Some(info)) = (table.relist.as_mut(), pod_info(&pod)) {
+                        relist.insert(pod_key(&pod), info);
+                    }
+                    continue; // the list is one change, when it is complete
+                }
+                watcher::Event::InitDone => {
+                    table.pods = table.relist.take().unwrap_or_default();
+                    table.ready = true;
+                }
+                watcher::Event::Apply(pod) => match pod_info(&pod) {
+                    Some(info) => {
+                        table.pods.insert(pod_key(&pod), info);
+                    }
+                    None => {
+                        table.pods.remove(&pod_key(&pod));
+                    }
+                },
+                watcher::Event::Delete(pod) => {
+                    table.pods.remove(&pod_key(&pod));
+                }
+            }
+            drop(table);
+            changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).other = true;
+            changed.notify_one();
+        }
+    });
+    table
+}
+
+/// Starts a reflector for `K` on the runtime; every change is noted in `changes` and wakes
+/// `changed`.
+fn reflect<K: Watched>(api: Api<K>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>>) -> Store<K> {
+    let (reader, writer) = reflector::store();
+    let (changed, changes) = (Arc::clone(changed), Arc::clone(changes));
+    // Streaming lists where the server has them (1.34+ by default), a paged list elsewhere.
+    let config = watcher::Config::default().any_semantic();
+    let trimmed = watcher::watcher(api, config).modify(K::trim);
+    let stream = reflector::reflector(writer, trimmed).default_backoff().touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(object) => {
+                    let mut c = changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match object.service() {
+                        Some(key) => {
+                            c.services.insert(key);
+                        }
+                        None => c.other = true,
+                    }
+                }
+                Err(e) => eprintln!("watch: {e}"),
             }
             changed.notify_one();
         }
@@ -60,39 +219,69 @@ where
     reader
 }
 
+/// Every object of a store, as the loader would give it (the API server has validated and
+/// defaulted them already; typed copies, without a trip through JSON).
+fn typed<K: Watched>(store: &Store<K>, wrap: fn(Box<K>) -> Object, out: &mut Vec<Loaded>) {
+    let location = Location { file: "the API server".into(), document: 0, item: None };
+    out.extend(store.state().iter().map(|o| Loaded { location: location.clone(), object: wrap(Box::new(o.as_ref().clone())) }));
+}
+
 impl Stores {
     /// Watches every kind, cluster-wide; `changed` is notified after each change.
     pub fn start(client: &Client, changed: &Arc<Notify>) -> Stores {
-        Stores {
-            nodes: Some(reflect(Api::all(client.clone()), changed)),
-            policies: Some(reflect(Api::all(client.clone()), changed)),
-            ..Stores::start_for_dns(client, changed)
-        }
+        let mut s = Stores::start_for_dns(client, changed);
+        s.nodes = Some(reflect(Api::all(client.clone()), changed, &s.changes));
+        s.policies = Some(reflect(Api::all(client.clone()), changed, &s.changes));
+        s
     }
 
     /// Watches what the cluster DNS answers from (CoreDNS's `kubernetes` plugin watches the
     /// same): Namespaces, Services, EndpointSlices, Pods.
     pub fn start_for_dns(client: &Client, changed: &Arc<Notify>) -> Stores {
+        let changes = Arc::new(Mutex::new(Changes::default()));
         Stores {
-            namespaces: reflect(Api::all(client.clone()), changed),
-            services: reflect(Api::all(client.clone()), changed),
-            slices: reflect(Api::all(client.clone()), changed),
-            pods: reflect(Api::all(client.clone()), changed),
+            namespaces: reflect(Api::all(client.clone()), changed, &changes),
+            services: reflect(Api::all(client.clone()), changed, &changes),
+            slices: reflect(Api::all(client.clone()), changed, &changes),
+            pods: watch_pods(Api::all(client.clone()), changed, &changes),
+            pod_objects: None,
             nodes: None,
             policies: None,
             routing: None,
+            changes,
         }
+    }
+
+    /// [`Stores::start`], and the Pod objects themselves (a kubelet's part writes their status).
+    pub fn start_with_pod_objects(client: &Client, changed: &Arc<Notify>) -> Stores {
+        let mut s = Stores::start(client, changed);
+        s.pod_objects = Some(reflect(Api::all(client.clone()), changed, &s.changes));
+        s
     }
 
     /// Watches what the ingress controller serves: the cluster DNS's kinds (Services and their
     /// endpoints) and Ingresses, IngressClasses and Secrets.
     pub fn start_for_ingress(client: &Client, changed: &Arc<Notify>) -> Stores {
-        let routing = Routing {
-            ingresses: reflect(Api::all(client.clone()), changed),
-            classes: reflect(Api::all(client.clone()), changed),
-            secrets: reflect(Api::all(client.clone()), changed),
-        };
-        Stores { routing: Some(routing), ..Stores::start_for_dns(client, changed) }
+        let mut s = Stores::start_for_dns(client, changed);
+        s.routing = Some(Routing {
+            ingresses: reflect(Api::all(client.clone()), changed, &s.changes),
+            classes: reflect(Api::all(client.clone()), changed, &s.changes),
+            secrets: reflect(Api::all(client.clone()), changed, &s.changes),
+        });
+        s
+    }
+
+    /// What changed since the last call (a change seen before a snapshot is in it: take the
+    /// changes first, then read).
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// One Service and its EndpointSlices, as the API server has them now (`None`: deleted).
+    pub fn service(&self, namespace: &str, name: &str) -> (Option<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
+        let svc = self.services.get(&reflector::ObjectRef::new(name).within(namespace));
+        let slices = self.slices.state().into_iter().filter(|s| s.service().is_some_and(|(ns, n)| ns == namespace && n == name)).collect();
+        (svc, slices)
     }
 
     /// The Ingresses as the API server has them (for status written back).
@@ -111,7 +300,12 @@ impl Stores {
         self.namespaces.wait_until_ready().await.map_err(e("namespaces"))?;
         self.services.wait_until_ready().await.map_err(e("services"))?;
         self.slices.wait_until_ready().await.map_err(e("endpointslices"))?;
-        self.pods.wait_until_ready().await.map_err(e("pods"))?;
+        while !self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ready {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if let Some(pods) = &self.pod_objects {
+            pods.wait_until_ready().await.map_err(e("pods"))?;
+        }
         if let Some(nodes) = &self.nodes {
             nodes.wait_until_ready().await.map_err(e("nodes"))?;
         }
@@ -126,42 +320,46 @@ impl Stores {
         Ok(())
     }
 
-    /// The Pods as the API server has them (for status written back).
+    /// The Pod objects as the API server has them (for status written back; only with
+    /// [`Stores::start_with_pod_objects`]).
     pub fn pods(&self) -> Vec<Arc<Pod>> {
-        self.pods.state()
+        self.pod_objects.as_ref().map(Store::state).unwrap_or_default()
     }
 
-    /// Everything watched, as one snapshot (read through the manifest loader, so objects the
-    /// API server holds meet the same checks and defaults as files do).
+    /// Everything watched, as one snapshot. The kinds the planners read in bulk (Namespaces,
+    /// Nodes, Services, EndpointSlices, Pods, NetworkPolicies) are taken as typed copies (the
+    /// API server validated and defaulted them); the routing kinds go through the manifest
+    /// loader, which keeps the Secrets an ingress controller serves (TLS) and checks them.
     pub fn snapshot(&self) -> Result<ClusterState, model::ManifestError> {
-        let mut values = Vec::new();
-        fn add<K: Resource<DynamicType = ()> + Serialize + Clone>(values: &mut Vec<serde_json::Value>, store: &Store<K>) {
-            values.extend(store.state().iter().filter_map(|o| serde_json::to_value(o.as_ref()).ok()));
-        }
-        add(&mut values, &self.namespaces);
+        let mut loaded = Vec::new();
+        typed(&self.namespaces, Object::Namespace, &mut loaded);
         if let Some(nodes) = &self.nodes {
-            add(&mut values, nodes);
+            typed(nodes, Object::Node, &mut loaded);
         }
-        add(&mut values, &self.services);
-        add(&mut values, &self.slices);
-        add(&mut values, &self.pods);
+        typed(&self.services, Object::Service, &mut loaded);
+        typed(&self.slices, Object::EndpointSlice, &mut loaded);
         if let Some(policies) = &self.policies {
-            add(&mut values, policies);
+            typed(policies, Object::NetworkPolicy, &mut loaded);
         }
         if let Some(r) = &self.routing {
+            let mut values = Vec::new();
+            fn add<K: Resource<DynamicType = ()> + Serialize + Clone>(values: &mut Vec<serde_json::Value>, store: &Store<K>) {
+                values.extend(store.state().iter().filter_map(|o| serde_json::to_value(o.as_ref()).ok()));
+            }
             add(&mut values, &r.ingresses);
             add(&mut values, &r.classes);
             add(&mut values, &r.secrets);
-        }
-        // One object the loader refuses (a kind's field podnet does not know how to read) is left
-        // out and said, rather than stopping every sync.
-        let mut loaded = Vec::with_capacity(values.len());
-        for value in values {
-            match model::load::load_values([value], std::path::Path::new("the API server")) {
-                Ok(objects) => loaded.extend(objects),
-                Err(e) => eprintln!("left out: {e}"),
+            // One object the loader refuses is left out and said, rather than stopping every sync.
+            for value in values {
+                match model::load::load_values([value], std::path::Path::new("the API server")) {
+                    Ok(objects) => loaded.extend(objects),
+                    Err(e) => eprintln!("left out: {e}"),
+                }
             }
         }
-        ClusterState::from_objects(&loaded)
+        let mut state = ClusterState::from_objects(&loaded)?;
+        // The Pods, read already (in the loader's order: namespace, name).
+        state.pods = self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pods.values().cloned().collect();
+        Ok(state)
     }
 }

@@ -130,7 +130,16 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             let queued = unix_now();
             lock(&status).health.oldest_pending.get_or_insert(queued);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let result = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state));
+            // Only Services (or their EndpointSlices) changed: those alone; else the whole state.
+            let changes = stores.take_changes();
+            let result = if !changes.other && agent.can_sync_services() {
+                agent.sync_services(&changes.services, |ns, name| stores.service(ns, name))
+            } else {
+                let synced = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state));
+                // The snapshot was a copy of every object: give its memory back.
+                dataplane::release_free_memory();
+                synced
+            };
             match result {
                 Ok(s) => {
                     let now = unix_now();
@@ -141,7 +150,11 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                     }
                     eprintln!(
                         "podnet agent: node {node}: {} sync, {} elements, {:.1} ms",
-                        if s.full { "full" } else { "partial" },
+                        match (s.full, changes.other) {
+                            (true, _) => "full",
+                            (false, true) => "partial",
+                            (false, false) => "service",
+                        },
                         s.elements,
                         s.seconds * 1e3
                     );

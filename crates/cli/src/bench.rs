@@ -26,6 +26,9 @@ pub enum BenchCommand {
     Gateway(crate::bench_gateway::GatewayBenchArgs),
     /// NetworkPolicy in the kernel: change to enforced, first-packet cost, rule set size (root).
     PolicyEnforce(crate::bench_policy_enforce::PolicyEnforceBenchArgs),
+    /// One node agent against a real API server with 1,000 nodes, 30,000 pods, 10,000 services:
+    /// memory, start to rules, watch event to rules (root, the Kubernetes binaries).
+    Agent(crate::bench_agent::AgentBenchArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +59,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Dns(args) => crate::bench_dns::run(args),
         BenchCommand::Gateway(args) => crate::bench_gateway::run(args),
         BenchCommand::PolicyEnforce(args) => crate::bench_policy_enforce::run(args),
+        BenchCommand::Agent(args) => crate::bench_agent::run(args),
     }
 }
 

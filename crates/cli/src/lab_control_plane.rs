@@ -110,6 +110,7 @@ fn start_control_plane(plan: &LabPlan, bin: &Path, keep: &mut Option<ControlPlan
         port: API_PORT,
         extra_sans: vec![plan.control_plane_ip().to_string()],
         scheduler: true,
+        controllers: "*".into(),
     };
     let cp = ControlPlane::start_with(settings).map_err(lab_error("starting the control plane"))?;
     let dir = cp.dir().to_owned();

@@ -70,7 +70,7 @@ async fn serve(lab: LabName, st: LabState, port: u16) -> Result<()> {
     tokio::spawn(heartbeat(client.clone(), st.plan.nodes.clone()));
     println!("ready");
     let changed = Arc::new(tokio::sync::Notify::new());
-    let stores = agent::source::Stores::start(&client, &changed);
+    let stores = agent::source::Stores::start_with_pod_objects(&client, &changed);
     stores.ready().await.map_err(|e| anyhow!(e))?;
     let exe = std::env::current_exe()?;
     loop {

@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod agent_cmd;
 mod bench;
+mod bench_agent;
 mod bench_cni;
 mod bench_dns;
 mod bench_gateway;

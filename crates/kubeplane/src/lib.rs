@@ -56,13 +56,24 @@ pub struct Settings {
     pub extra_sans: Vec<String>,
     /// Also run kube-scheduler.
     pub scheduler: bool,
+    /// kube-controller-manager's `--controllers` (`*`: all of them; `-name` leaves one out).
+    pub controllers: String,
 }
 
 impl Settings {
     /// On loopback ports of this host, in a temporary directory, without a scheduler (tests
     /// bind their pods themselves).
     pub fn loopback(bin: &Path) -> Settings {
-        Settings { bin: bin.to_owned(), dir: None, netns: None, address: Ipv4Addr::LOCALHOST, port: 0, extra_sans: Vec::new(), scheduler: false }
+        Settings {
+            bin: bin.to_owned(),
+            dir: None,
+            netns: None,
+            address: Ipv4Addr::LOCALHOST,
+            port: 0,
+            extra_sans: Vec::new(),
+            scheduler: false,
+            controllers: "*".into(),
+        }
     }
 }
 
@@ -240,6 +251,7 @@ impl ControlPlane {
         self.write_kubeconfig()?;
         self.wait_ready(Duration::from_secs(60))?;
         let kubeconfig = self.kubeconfig().to_string_lossy().into_owned();
+        let controllers = self.settings.controllers.clone();
         self.spawn(
             "kube-controller-manager",
             &[
@@ -265,7 +277,7 @@ impl ControlPlane {
                 "--secure-port",
                 "0",
                 "--controllers",
-                "*",
+                &controllers,
             ],
         )?;
         if self.settings.scheduler {

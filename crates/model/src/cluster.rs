@@ -526,7 +526,9 @@ fn workload_info(loc: &Location, kind: &str, meta: &ObjectMeta, template: Option
     Ok(info)
 }
 
-fn pod_info(
+/// A Pod (or a workload's pod template, by `kind`) as a snapshot keeps it, checked as the loader
+/// checks it: what the API server's watch gives is read into this and the object dropped.
+pub fn pod_info(
     loc: &Location,
     kind: &str,
     meta: &ObjectMeta,
