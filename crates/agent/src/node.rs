@@ -73,14 +73,18 @@ pub struct NodeAgent {
     pub netns: Option<PathBuf>,
     /// Where the CNI conflist goes once the node's dataplane is ready (`None`: not written).
     pub cni_conf_dir: Option<PathBuf>,
-    applied: Option<Ruleset>,
-    /// From the last full sync: the proxy's rules kept per Service, and the node as the proxy
-    /// sees it, so that a changed Service is planned and written alone.
-    incremental: Option<(proxy::render::Programmer, proxy::plan::NodeView)>,
-    /// Services were written one by one since `applied`: the kernel holds the programmer's
-    /// rules, not `applied`'s.
-    drifted: bool,
+    /// What the kernel holds: the proxy's rules as the programmer keeps them per Service (so
+    /// that a changed Service is planned and written alone; the whole rule set is made from it
+    /// only for a full sync's difference), the node as the proxy sees it, and the policy table.
+    applied: Option<Applied>,
     elements: usize,
+}
+
+/// What a node agent applied.
+struct Applied {
+    programmer: proxy::render::Programmer,
+    node: proxy::plan::NodeView,
+    policy: nftset::Table,
 }
 
 /// host-gw (Flannel's layout): a route to every other Node's pod CIDRs via that Node's
@@ -145,23 +149,19 @@ fn policy_table(state: &ClusterState, node: &str) -> nftset::Table {
 impl NodeAgent {
     /// An agent that has applied nothing yet.
     pub fn new(node: String, config: ProxyConfig, netns: Option<PathBuf>) -> NodeAgent {
-        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None, incremental: None, drifted: false, elements: 0 }
+        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None, elements: 0 }
     }
 
     /// Whether the next sync can be of changed Services alone (a full one came before).
     pub fn can_sync_services(&self) -> bool {
-        self.incremental.is_some()
+        self.applied.is_some()
     }
 
-    /// What the kernel holds now: `applied`, with the Services written one by one since.
+    /// What the kernel holds now, as a rule set.
     fn in_kernel(&self) -> Option<Ruleset> {
-        let mut rules = self.applied.clone()?;
-        if self.drifted {
-            let (programmer, _) = self.incremental.as_ref()?;
-            let policy = rules.tables.remove(&(Family::Inet, policy::enforce::TABLE.to_owned()));
-            rules = programmer.ruleset();
-            rules.tables.extend(policy.map(|t| ((Family::Inet, policy::enforce::TABLE.to_owned()), t)));
-        }
+        let applied = self.applied.as_ref()?;
+        let mut rules = applied.programmer.ruleset();
+        rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), applied.policy.clone());
         Some(rules)
     }
 
@@ -182,36 +182,27 @@ impl NodeAgent {
         lookup: impl Fn(&str, &str) -> (Option<Arc<Service>>, Vec<Arc<EndpointSlice>>),
     ) -> Result<Synced, String> {
         let start = Instant::now();
-        let Some((programmer, view)) = self.incremental.as_mut() else { return Err("no full sync yet".into()) };
+        let Some(applied) = self.applied.as_mut() else { return Err("no full sync yet".into()) };
         let mut script = String::new();
         let mut full = false;
         for (ns, name) in services {
             let (svc, slices) = lookup(ns, name);
             let slices: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
-            let ports = svc.map(|s| proxy::plan::service_plan(&s, &slices, view)).unwrap_or_default();
-            match programmer.update(ns, name, &ports) {
+            let ports = svc.map(|s| proxy::plan::service_plan(&s, &slices, &applied.node)).unwrap_or_default();
+            match applied.programmer.update(ns, name, &ports) {
                 Update::Elements(s) => script.push_str(&s),
                 Update::Full => full = true,
             }
         }
         let written = if full {
-            self.drifted = true;
             let new = self.in_kernel().ok_or("nothing applied yet")?;
-            let done = self.run({
-                let new = new.clone();
-                move || dataplane::nft::load(&new)
-            });
-            done.and_then(|r| r.map_err(|e| e.to_string())).map(|_| {
-                self.elements = new.element_count();
-                self.applied = Some(new);
-                self.drifted = false;
-            })
+            self.elements = new.element_count();
+            self.run(move || dataplane::nft::load(&new).map(|_| ())).and_then(|r| r.map_err(|e| e.to_string()))
         } else {
-            self.drifted = true;
             self.run(move || dataplane::nft::apply(&script)).and_then(|r| r.map_err(|e| e.to_string()))
         };
         if let Err(e) = written {
-            (self.applied, self.incremental, self.drifted) = (None, None, false);
+            self.applied = None;
             return Err(format!("applying the changed Services: {e}"));
         }
         Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64() })
@@ -225,13 +216,14 @@ impl NodeAgent {
         let mut new = programmer.ruleset();
         new.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy_table(state, &self.node));
         let old = self.in_kernel();
-        (self.applied, self.incremental, self.drifted) = (None, None, false);
+        self.applied = None;
         let full = old.is_none();
-        let apply = {
-            let new = new.clone();
-            move || dataplane::nft::sync(old.as_ref(), &new)
+        // The rule set goes to the applying thread and comes back (no copy of 80,000 elements).
+        let apply = move || {
+            let r = dataplane::nft::sync(old.as_ref(), &new);
+            (r, new)
         };
-        let result = match &self.netns {
+        let (result, mut new) = match &self.netns {
             Some(path) => dataplane::netns::run_in(path, apply).map_err(|e| e.to_string())?,
             None => apply(),
         };
@@ -257,8 +249,9 @@ impl NodeAgent {
             }
         }
         self.elements = new.element_count();
-        self.applied = Some(new);
-        self.incremental = Some((programmer, plan.node));
+        let policy = new.tables.remove(&(Family::Inet, policy::enforce::TABLE.to_owned())).unwrap_or_default();
+        drop(new);
+        self.applied = Some(Applied { programmer, node: plan.node, policy });
         Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64() })
     }
 }

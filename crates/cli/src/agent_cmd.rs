@@ -107,6 +107,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         }
         None => proxy::ProxyConfig::default(),
     };
+    dataplane::one_malloc_arena();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let client = client(a.kubeconfig.as_ref()).await?;

@@ -24,3 +24,15 @@ pub fn release_free_memory() {
         nix::libc::malloc_trim(0);
     }
 }
+
+/// Makes glibc serve every thread from one heap (`M_ARENA_MAX` 1). A long-lived process whose
+/// threads come and go (one per network-namespace entry) otherwise gets a heap per thread, each
+/// keeping the memory its last large allocation left: measured on the node agent at 10,000
+/// Services (`podnet bench agent`), see docs/kubernetes.md.
+#[allow(unsafe_code)]
+pub fn one_malloc_arena() {
+    // SAFETY: mallopt takes two integers and only sets the allocator's own parameter.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
+}
