@@ -73,6 +73,8 @@ pub struct NodeAgent {
     pub netns: Option<PathBuf>,
     /// Where the CNI conflist goes once the node's dataplane is ready (`None`: not written).
     pub cni_conf_dir: Option<PathBuf>,
+    /// How this node reaches the other nodes' pods.
+    pub backend: Backend,
     /// What the kernel holds: the proxy's rules as the programmer keeps them per Service (so
     /// that a changed Service is planned and written alone; the whole rule set is made from it
     /// only for a full sync's difference), the node as the proxy sees it, and the policy table.
@@ -102,6 +104,104 @@ pub fn peer_routes(state: &ClusterState, node: &str) -> Vec<(ipnet::IpNet, std::
     }
     out.sort();
     out
+}
+
+/// How pods on different nodes reach each other (Flannel's backends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// A route per peer's pod CIDR via the peer's InternalIP (the nodes share a network).
+    #[default]
+    HostGw,
+    /// An overlay: one vxlan device per node (VNI 1, UDP 8472); per peer a route onlink via the
+    /// peer's vxlan address (its pod CIDR's network address), a neighbour and an FDB entry.
+    Vxlan,
+}
+
+/// The vxlan device the agent makes (Flannel's `flannel.1`).
+pub const VXLAN_DEVICE: &str = "podnet.1";
+/// Flannel's (and Linux's) vxlan port and VNI.
+const VXLAN_PORT: u16 = 8472;
+const VXLAN_VNI: u32 = 1;
+/// What vxlan adds to each packet (outer IPv4, UDP, vxlan and Ethernet headers).
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// One vxlan peer: its pod CIDR, its vxlan device's address and MAC, its underlay address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPeer {
+    /// The peer's IPv4 pod CIDR.
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// Its vxlan device's address: the pod CIDR's network address (Flannel's convention).
+    pub vxlan_ip: std::net::Ipv4Addr,
+    /// Its vxlan device's MAC.
+    pub mac: [u8; 6],
+    /// Its InternalIP, where the encapsulated packets go.
+    pub node_ip: std::net::Ipv4Addr,
+}
+
+/// vxlan to every other Node with an IPv4 pod CIDR and InternalIP (pure).
+pub fn vxlan_peers(state: &ClusterState, node: &str) -> Vec<VxlanPeer> {
+    peer_routes(state, node)
+        .into_iter()
+        .filter_map(|(cidr, via)| match (cidr, via) {
+            (ipnet::IpNet::V4(pod_cidr), std::net::IpAddr::V4(node_ip)) => {
+                Some(VxlanPeer { pod_cidr, vxlan_ip: pod_cidr.network(), mac: dataplane::link::vxlan_mac_for(node_ip), node_ip })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// This node's vxlan endpoint: its IPv4 InternalIP and IPv4 pod CIDR.
+fn own_vxlan(state: &ClusterState, node: &str) -> Option<(std::net::Ipv4Addr, ipnet::Ipv4Net)> {
+    let n = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(node))?;
+    let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
+    let cidr = model::cluster::node_pod_cidrs(n).into_iter().find_map(|c| match c {
+        ipnet::IpNet::V4(v4) => Some(v4.trunc()),
+        ipnet::IpNet::V6(_) => None,
+    })?;
+    Some((ip, cidr))
+}
+
+/// Makes this namespace's vxlan device (if missing) and its peers exactly `peers`: routes into the
+/// cluster's pod networks (`cluster`) that no peer has are deleted; each peer's route, neighbour
+/// and FDB entry written (the last two replace what is there).
+pub fn sync_vxlan(own_ip: std::net::Ipv4Addr, own_cidr: ipnet::Ipv4Net, cluster: &[ipnet::IpNet], peers: &[VxlanPeer]) -> std::io::Result<usize> {
+    use std::net::IpAddr;
+    let nl = dataplane::link::Netlink::connect()?;
+    let vx = match nl.link(VXLAN_DEVICE)? {
+        Some(l) => l.index,
+        None => {
+            let underlay =
+                nl.link_with_address(IpAddr::V4(own_ip))?.ok_or_else(|| std::io::Error::other(format!("no interface has this node's InternalIP {own_ip}")))?;
+            let spec = dataplane::VxlanSpec {
+                name: VXLAN_DEVICE.into(),
+                vni: VXLAN_VNI,
+                underlay_index: underlay.index,
+                local: own_ip,
+                port: VXLAN_PORT,
+                mtu: underlay.mtu.unwrap_or(1500).saturating_sub(VXLAN_OVERHEAD),
+                mac: dataplane::link::vxlan_mac_for(own_ip),
+            };
+            let vx = nl.add_vxlan(&spec)?;
+            nl.add_address(vx, ipnet::IpNet::new(IpAddr::V4(own_cidr.network()), 32).map_err(std::io::Error::other)?)?;
+            nl.set_up(vx)?;
+            vx
+        }
+    };
+    let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
+    let mut changed = 0;
+    for r in nl.routes(false)?.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
+        if !peers.iter().any(|p| r.dst == ipnet::IpNet::V4(p.pod_cidr) && r.gateway == Some(IpAddr::V4(p.vxlan_ip))) {
+            nl.delete_route(r.dst, r.gateway)?;
+            changed += 1;
+        }
+    }
+    for p in peers {
+        nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip), &p.mac)?;
+        nl.add_fdb(vx, &p.mac, IpAddr::V4(p.node_ip))?;
+        nl.add_onlink_route(ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip), vx)?;
+    }
+    Ok(changed)
 }
 
 /// Makes the routes to the cluster's pod networks (`cluster`) exactly `wanted`: adds the
@@ -149,7 +249,7 @@ fn policy_table(state: &ClusterState, node: &str) -> nftset::Table {
 impl NodeAgent {
     /// An agent that has applied nothing yet.
     pub fn new(node: String, config: ProxyConfig, netns: Option<PathBuf>) -> NodeAgent {
-        NodeAgent { node, config, netns, cni_conf_dir: None, applied: None, elements: 0 }
+        NodeAgent { node, config, netns, cni_conf_dir: None, backend: Backend::HostGw, applied: None, elements: 0 }
     }
 
     /// Whether the next sync can be of changed Services alone (a full one came before).
@@ -231,7 +331,16 @@ impl NodeAgent {
         // The pod network: routes to the other Nodes' pod CIDRs (host-gw).
         // `desired` above has planned with these, so they parse.
         let cluster = self.config.cluster_cidrs().map_err(|e| e.to_string())?;
-        if !cluster.is_empty() {
+        if !cluster.is_empty() && self.backend == Backend::Vxlan {
+            let (ip, cidr) = own_vxlan(state, &self.node).ok_or_else(|| format!("vxlan: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
+            let peers = vxlan_peers(state, &self.node);
+            let vxlan = move || sync_vxlan(ip, cidr, &cluster, &peers);
+            let done = match &self.netns {
+                Some(path) => dataplane::netns::run_in(path, vxlan).map_err(|e| e.to_string())?,
+                None => vxlan(),
+            };
+            done.map_err(|e| format!("vxlan to the other nodes' pods: {e}"))?;
+        } else if !cluster.is_empty() {
             let wanted = peer_routes(state, &self.node);
             let routes = move || sync_routes(&cluster, &wanted);
             let done = match &self.netns {

@@ -26,6 +26,10 @@ pub struct AgentArgs {
     /// Program the rules in this network namespace (`/run/netns/NAME`) instead of the agent's own.
     #[arg(long, value_name = "PATH")]
     netns: Option<PathBuf>,
+    /// How this node reaches the other nodes' pods (Flannel's backends): a route per peer, or a
+    /// vxlan overlay (device `podnet.1`, VNI 1, UDP 8472).
+    #[arg(long, value_enum, default_value = "host-gw")]
+    backend: BackendArg,
     /// Where the CNI conflist goes once the node's rules are in place (empty: not written).
     #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
     cni_conf_dir: String,
@@ -38,6 +42,14 @@ pub struct AgentArgs {
     /// Where to serve `/healthz` and `/livez` (kube-proxy's; empty: not served).
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    /// Routes via the peers' InternalIPs (the nodes share a network).
+    HostGw,
+    /// A vxlan overlay between the nodes.
+    Vxlan,
 }
 
 /// What the agent reports: kube-proxy's metrics and health.
@@ -116,6 +128,10 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         stores.ready().await.map_err(|e| anyhow!("watching the API server: {e}"))?;
         let mut agent = agent::node::NodeAgent::new(node.clone(), config, a.netns.clone());
         agent.cni_conf_dir = Some(PathBuf::from(&a.cni_conf_dir)).filter(|d| !d.as_os_str().is_empty());
+        agent.backend = match a.backend {
+            BackendArg::HostGw => agent::node::Backend::HostGw,
+            BackendArg::Vxlan => agent::node::Backend::Vxlan,
+        };
         let status = Arc::new(std::sync::Mutex::new(Status::default()));
         for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
             let (addr, status) = (addr.clone(), Arc::clone(&status));

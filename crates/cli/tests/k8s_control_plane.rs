@@ -635,3 +635,92 @@ fn the_helm_chart_renders_the_plain_manifests() {
     assert!(custom.contains("clusterCIDR: 10.42.0.0/16") && custom.contains("masqueradeAll: true"), "{custom}");
     assert!(custom.contains("ghcr.io/podnet/podnet:9.9.9"), "{custom}");
 }
+
+/// Two agents with `--backend vxlan`, each on its own node (a network namespace, the two joined by
+/// a veth pair as their underlay): each makes its vxlan device and the route, neighbour and FDB
+/// entry to the other's pod CIDR from the Nodes the API server holds, and a connection from one
+/// node's pod network reaches the other's through the overlay. A Node deleted takes its route.
+#[test]
+fn two_agents_join_their_pod_networks_with_vxlan() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let id = std::process::id() % 100_000;
+    let a = dataplane::netns::NamedNetns::new(&format!("pnvxa{id}")).unwrap();
+    let b = dataplane::netns::NamedNetns::new(&format!("pnvxb{id}")).unwrap();
+    let (na, nb) = (ns_name(&a), ns_name(&b));
+    let run = |ns: &str, args: &[&str]| {
+        let out = in_netns(ns, args);
+        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&na, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &nb]);
+    for (ns, underlay, pods) in [(&na, "172.19.0.2/24", "10.244.10.1/24"), (&nb, "172.19.0.3/24", "10.244.11.1/24")] {
+        run(ns, &["ip", "addr", "add", underlay, "dev", "eth0"]);
+        run(ns, &["ip", "link", "set", "eth0", "up"]);
+        run(ns, &["ip", "link", "set", "lo", "up"]);
+        // The node's pod network as the bridge plugin makes it: cni0 with the gateway address.
+        run(ns, &["ip", "link", "add", "cni0", "type", "bridge"]);
+        run(ns, &["ip", "addr", "add", pods, "dev", "cni0"]);
+        run(ns, &["ip", "link", "set", "cni0", "up"]);
+    }
+    for (name, cidr, ip) in [("node-a", "10.244.10.0/24", "172.19.0.2"), ("node-b", "10.244.11.0/24", "172.19.0.3")] {
+        apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
+        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        assert!(cp.kubectl(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
+    }
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let agent = |node: &str, ns: &dataplane::netns::NamedNetns| {
+        Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+                .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", node, "--netns", ns.path().to_str().unwrap()])
+                .args(["--backend", "vxlan", "--proxy-config", config.path().to_str().unwrap(), "--cni-conf-dir", ""])
+                .args(["--metrics-bind-address", "", "--healthz-bind-address", ""])
+                .stderr(std::fs::File::create(logs.path().join(node)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _agent_a = agent("node-a", &a);
+    let _agent_b = agent("node-b", &b);
+    let log = |node: &str| std::fs::read_to_string(logs.path().join(node)).unwrap_or_default();
+    let route = |ns: &str| String::from_utf8_lossy(&in_netns(ns, &["ip", "route", "show"]).stdout).into_owned();
+    let start = std::time::Instant::now();
+    while !(route(&na).contains("10.244.11.0/24 via 10.244.11.0 dev podnet.1") && route(&nb).contains("10.244.10.0/24 via 10.244.10.0 dev podnet.1")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no vxlan routes after 20 s:\nA: {}\nB: {}\n{}\n{}",
+            route(&na),
+            route(&nb),
+            log("node-a"),
+            log("node-b")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let link = String::from_utf8_lossy(&in_netns(&na, &["ip", "-d", "link", "show", "podnet.1"]).stdout).into_owned();
+    assert!(link.contains("vxlan id 1") && link.contains("dstport 8472") && link.contains("mtu 1450"), "{link}");
+    let fdb = String::from_utf8_lossy(&in_netns(&na, &["bridge", "fdb", "show", "dev", "podnet.1"]).stdout).into_owned();
+    assert!(fdb.contains("0e:70:ac:13:00:03 dst 172.19.0.3"), "{fdb}");
+    // A connection from node A's pod network to node B's, through the overlay.
+    let listener = dataplane::netns::run_in(b.path(), || std::net::TcpListener::bind("10.244.11.1:8080")).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnode-b");
+        }
+    });
+    let out = in_netns(&na, &["curl", "-s", "-m", "3", "--interface", "10.244.10.1", "http://10.244.11.1:8080/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    // Node B goes: A's route to its pods goes with it.
+    assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
+    let start = std::time::Instant::now();
+    while route(&na).contains("10.244.11.0/24") {
+        assert!(start.elapsed() < Duration::from_secs(20), "node-b's route still there:\n{}", route(&na));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -44,6 +44,14 @@ pub struct LinkInfo {
     pub peer_index: Option<u32>,
 }
 
+/// The MAC of podnet's vxlan device on the node whose underlay address is `ip`: derived from the
+/// address (locally administered), so every peer knows it without asking (Flannel publishes its
+/// in a Node annotation instead).
+pub fn vxlan_mac_for(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0e, 0x70, o[0], o[1], o[2], o[3]]
+}
+
 /// A vxlan device to create.
 #[derive(Clone, Debug)]
 pub struct VxlanSpec {
@@ -380,6 +388,16 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc_esrch()) => Ok(()),
             other => other,
         }
+    }
+
+    /// The address (v4) of this namespace's links that holds `ip`, and that link.
+    pub fn link_with_address(&self, ip: IpAddr) -> io::Result<Option<LinkInfo>> {
+        for link in self.links()? {
+            if self.addresses(link.index)?.iter().any(|a| a.addr() == ip) {
+                return Ok(Some(link));
+            }
+        }
+        Ok(None)
     }
 
     /// Creates a vxlan device (flannel's layout: no learning, static FDB and neighbours).

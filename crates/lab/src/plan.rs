@@ -98,8 +98,7 @@ impl NodePlan {
 
     /// A stable MAC for the node's vxlan device (locally administered).
     pub fn vxlan_mac(&self) -> [u8; 6] {
-        let o = self.ip.octets();
-        [0x0e, 0x70, o[0], o[1], o[2], o[3]]
+        dataplane::link::vxlan_mac_for(self.ip)
     }
 }
 
