@@ -141,7 +141,8 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                 }
             });
         }
-        eprintln!("podnet agent: node {node}: watching the API server");
+        let rss = || crate::bench::proc_status_kib("self", "VmRSS").map_or(f64::NAN, |kb| kb / 1024.0);
+        eprintln!("podnet agent: node {node}: watching the API server (RSS {:.1} MB)", rss());
         loop {
             // A burst of events is one sync.
             let queued = unix_now();
@@ -164,6 +165,9 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                         let mut st = lock(&status);
                         st.metrics.synced(now, s.seconds, s.full, queued, s.elements);
                         st.health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
+                    }
+                    if s.full || changes.other {
+                        eprintln!("podnet agent: node {node}: RSS {:.1} MB", rss());
                     }
                     eprintln!(
                         "podnet agent: node {node}: {} sync, {} elements, {:.1} ms",

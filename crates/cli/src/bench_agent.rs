@@ -232,7 +232,7 @@ pub fn run(a: AgentBenchArgs) -> Result<ExitCode> {
             if line.contains(" sync, ") {
                 return Ok((at, line));
             }
-            if line.contains("retrying") || line.contains("Error") {
+            if line.contains("retrying") || line.contains("Error") || line.contains("RSS") {
                 eprintln!("agent: {line}");
             }
         }
