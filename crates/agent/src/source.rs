@@ -34,6 +34,8 @@ pub struct Stores {
     policies: Option<Store<NetworkPolicy>>,
     /// Watched by the ingress controller only.
     routing: Option<Routing>,
+    /// The Gateway API's kinds, when the API server serves them (their CRDs are installed).
+    gateway_api: Vec<(kube::discovery::ApiResource, Store<kube::api::DynamicObject>)>,
     changes: Arc<Mutex<Changes>>,
 }
 
@@ -248,6 +250,7 @@ impl Stores {
             nodes: None,
             policies: None,
             routing: None,
+            gateway_api: Vec::new(),
             changes,
         }
     }
@@ -269,6 +272,61 @@ impl Stores {
             secrets: reflect(Api::all(client.clone()), changed, &s.changes),
         });
         s
+    }
+
+    /// Also watches the Gateway API's GatewayClasses, Gateways and HTTPRoutes (v1) and
+    /// ReferenceGrants (v1beta1), those of them the API server serves; how many kinds it serves.
+    pub async fn watch_gateway_api(&mut self, client: &Client, changed: &Arc<Notify>) -> usize {
+        use kube::api::{DynamicObject, GroupVersionKind};
+        use kube::discovery::ApiResource;
+        const GROUP: &str = "gateway.networking.k8s.io";
+        for (version, kind, plural) in [
+            ("v1", "GatewayClass", "gatewayclasses"),
+            ("v1", "Gateway", "gateways"),
+            ("v1", "HTTPRoute", "httproutes"),
+            ("v1beta1", "ReferenceGrant", "referencegrants"),
+        ] {
+            let served = client.list_api_group_resources(&format!("{GROUP}/{version}")).await.is_ok_and(|l| l.resources.iter().any(|r| r.name == plural));
+            if !served {
+                continue;
+            }
+            let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, version, kind), plural);
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let writer = reflector::store::Writer::new(resource.clone());
+            let reader = writer.as_reader();
+            let (changed, changes) = (Arc::clone(changed), Arc::clone(&self.changes));
+            let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().any_semantic())).default_backoff().touched_objects();
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        eprintln!("watch: {e}");
+                    }
+                    changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).other = true;
+                    changed.notify_one();
+                }
+            });
+            self.gateway_api.push((resource, reader));
+        }
+        for (_, store) in &self.gateway_api {
+            let _ = store.wait_until_ready().await;
+        }
+        self.gateway_api.len()
+    }
+
+    /// A Gateway API object as the API server has it.
+    pub fn gateway_api_object(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Arc<kube::api::DynamicObject>> {
+        let (resource, store) = self.gateway_api.iter().find(|(r, _)| r.kind == kind)?;
+        let key = reflector::ObjectRef::new_with(name, resource.clone());
+        store.get(&match namespace {
+            Some(ns) => key.within(ns),
+            None => key,
+        })
+    }
+
+    /// The API resource of a Gateway API kind this source watches.
+    pub fn gateway_api_resource(&self, kind: &str) -> Option<kube::discovery::ApiResource> {
+        self.gateway_api.iter().find(|(r, _)| r.kind == kind).map(|(r, _)| r.clone())
     }
 
     /// What changed since the last call (a change seen before a snapshot is in it: take the
@@ -349,6 +407,14 @@ impl Stores {
             add(&mut values, &r.ingresses);
             add(&mut values, &r.classes);
             add(&mut values, &r.secrets);
+            for (resource, store) in &self.gateway_api {
+                values.extend(store.state().iter().filter_map(|o| {
+                    let mut v = serde_json::to_value(o.as_ref()).ok()?;
+                    v["apiVersion"] = resource.api_version.clone().into();
+                    v["kind"] = resource.kind.clone().into();
+                    Some(v)
+                }));
+            }
             // One object the loader refuses is left out and said, rather than stopping every sync.
             for value in values {
                 match model::load::load_values([value], std::path::Path::new("the API server")) {

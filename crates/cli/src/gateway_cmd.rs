@@ -258,8 +258,12 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         let source = if a.paths.is_empty() {
             let client = crate::agent_cmd::client(a.kubeconfig.as_ref()).await?;
             let changed = Arc::new(tokio::sync::Notify::new());
-            let stores = agent::source::Stores::start_for_ingress(&client, &changed);
+            let mut stores = agent::source::Stores::start_for_ingress(&client, &changed);
             stores.ready().await.map_err(|e| anyhow::anyhow!("watching the API server: {e}"))?;
+            match stores.watch_gateway_api(&client, &changed).await {
+                0 => eprintln!("podnet gateway: the API server serves no Gateway API kinds (their CRDs are not installed): Ingresses only"),
+                n => eprintln!("podnet gateway: watching {n} Gateway API kinds"),
+            }
             Source::Api { client, stores: Box::new(stores), changed }
         } else {
             Source::Files(a.paths.clone())
@@ -301,15 +305,14 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                     (None, true) => None,
                 };
                 let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                if publish.is_some() {
-                    let namespace = a.election_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
-                    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-                        format!("{}-{}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(), std::process::id())
-                    });
-                    let elector = agent::leader::Elector::new(&client, &namespace, &a.election_id, &identity);
-                    tokio::spawn(elector.run(Arc::clone(&leading)));
-                } else {
-                    eprintln!("podnet gateway: no --publish-service or --publish-status-address: Ingress status is not written");
+                // One replica writes status (Ingress and Gateway API): the Lease's holder.
+                let namespace = a.election_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
+                let identity = std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("{}-{}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(), std::process::id()));
+                let elector = agent::leader::Elector::new(&client, &namespace, &a.election_id, &identity);
+                tokio::spawn(elector.run(Arc::clone(&leading)));
+                if publish.is_none() {
+                    eprintln!("podnet gateway: no --publish-service or --publish-status-address: Ingress status is not written, Gateways get no address");
                 }
                 servers.spawn(follow_api(client, *stores, changed, acting, watcher, publish, leading));
             }
@@ -383,13 +386,20 @@ async fn follow_api(
                 }
             }
         }
-        if let (Some(publish), Some(state)) = (&publish, &state)
+        if let Some(state) = &state
             && leading.load(std::sync::atomic::Ordering::SeqCst)
         {
-            let addresses = crate::ingress_status::published(publish, &stores.services());
-            let written = crate::ingress_status::write(&client, state, acting.ingress(), &addresses).await;
+            let addresses = publish.as_ref().map(|p| crate::ingress_status::published(p, &stores.services())).unwrap_or_default();
+            if publish.is_some() {
+                let written = crate::ingress_status::write(&client, state, acting.ingress(), &addresses).await;
+                if written > 0 {
+                    eprintln!("podnet gateway: wrote the status of {written} Ingress(es)");
+                }
+            }
+            let compiled = gateway::httproute::compile(state, &acting.gateway_controller);
+            let written = crate::gateway_api_status::write(&client, &stores, &compiled.status, &acting.gateway_controller, &addresses).await;
             if written > 0 {
-                eprintln!("podnet gateway: wrote the status of {written} Ingress(es)");
+                eprintln!("podnet gateway: wrote the status of {written} Gateway API object(s)");
             }
         }
     }

@@ -28,6 +28,7 @@ mod bench_lab;
 mod bench_policy_enforce;
 mod bench_proxy;
 mod dns_cmd;
+mod gateway_api_status;
 mod gateway_cmd;
 mod ingress_status;
 mod lab_check;

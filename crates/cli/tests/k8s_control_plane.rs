@@ -471,16 +471,11 @@ fn in_netns(ns: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
 }
 
-#[test]
-fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes_their_status() {
-    if !nix::unistd::geteuid().is_root() {
-        testkit::skip("needs root");
-        return;
-    }
-    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
-    // One namespace holds the control plane (10.0.0.1), a backend pod's address (10.244.0.9)
-    // and the controller replicas, as one node would.
-    let netns = dataplane::netns::NamedNetns::new(&format!("pningress{}", std::process::id() % 100_000)).unwrap();
+/// One namespace holding the control plane (10.0.0.1), a backend pod's address (10.244.0.9)
+/// with its server answering `from web-1`, and room for controller replicas, as one node would;
+/// the Service `shop/web` (80 → 8080) selects the pod, which runs on `node-1`.
+fn node_with_a_web_pod(bin: &Path, prefix: &str) -> (dataplane::netns::NamedNetns, ControlPlane) {
+    let netns = dataplane::netns::NamedNetns::new(&format!("{prefix}{}", std::process::id() % 100_000)).unwrap();
     let ns = ns_name(&netns);
     for cmd in
         [&["ip", "link", "set", "lo", "up"][..], &["ip", "addr", "add", "10.0.0.1/32", "dev", "lo"], &["ip", "addr", "add", "10.244.0.9/32", "dev", "lo"]]
@@ -488,7 +483,7 @@ fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes
         let out = in_netns(&ns, cmd);
         assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let settings = testkit::k8s::Settings { netns: Some(ns.clone()), address: "10.0.0.1".parse().unwrap(), ..testkit::k8s::Settings::loopback(&bin) };
+    let settings = testkit::k8s::Settings { netns: Some(ns.clone()), address: "10.0.0.1".parse().unwrap(), ..testkit::k8s::Settings::loopback(bin) };
     let cp = ControlPlane::start_with(settings).unwrap_or_else(|e| panic!("control plane: {e}"));
     // The backend pod's server.
     let listener = dataplane::netns::run_in(netns.path(), || std::net::TcpListener::bind("10.244.0.9:8080")).unwrap().unwrap();
@@ -515,6 +510,128 @@ fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes
         "spec": {"containers": [{"name": "c", "image": "none", "ports": [{"containerPort": 8080}]}]}}),
     );
     run_pod(&cp, "shop", "web-1", "node-1", "10.244.0.9", true);
+    (netns, cp)
+}
+
+/// The Gateway API's CRDs: `$PODNET_GATEWAY_CRDS`, else what `tools/gateway-api/crds.sh` finds
+/// (the Go module pinned there).
+fn gateway_api_crds() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("PODNET_GATEWAY_CRDS").map(std::path::PathBuf::from).filter(|d| d.is_dir()) {
+        return Some(dir);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/gateway-api/crds.sh");
+    let out = std::process::Command::new(script).output().ok()?;
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    dir.is_dir().then_some(dir)
+}
+
+/// With the Gateway API's CRDs installed, the controller routes an HTTPRoute through its Gateway
+/// and writes what the conformance suite reads: GatewayClass Accepted, Gateway Accepted and
+/// Programmed with its address and listener (attached routes), the HTTPRoute's parent Accepted
+/// and ResolvedRefs — and then stops writing (a write is a watch event).
+#[test]
+fn the_gateway_controller_routes_and_writes_gateway_api_status() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let Some(crds) = gateway_api_crds() else {
+        assert!(std::env::var_os("PODNET_REQUIRE_K8S").is_none(), "this test needs the Gateway API CRDs (tools/gateway-api/crds.sh), and CI must run it");
+        eprintln!("skipped: needs the Gateway API CRDs: tools/gateway-api/crds.sh");
+        return;
+    };
+    let (netns, cp) = node_with_a_web_pod(&bin, "pngateway");
+    let ns = ns_name(&netns);
+    let out = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+    assert!(out.status.success(), "installing the CRDs: {}", String::from_utf8_lossy(&out.stderr));
+    for crd in ["gatewayclasses", "gateways", "httproutes", "referencegrants"] {
+        let out = cp.kubectl(&["wait", "--for", "condition=established", "--timeout=30s", &format!("crd/{crd}.gateway.networking.k8s.io")]);
+        assert!(out.status.success(), "{crd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    apply(
+        &cp,
+        &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "podnet"}, "spec": {"controllerName": "podnet.io/gateway-controller"}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": "shop"},
+        "spec": {"gatewayClassName": "podnet", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["shop.example"], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _controller = Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_podnet"), "gateway", "serve", "--kubeconfig", cp.kubeconfig().to_str().unwrap()])
+            .args(["--http", "10.0.0.1:80", "--publish-status-address", "192.0.2.10", "--election-namespace", "shop"])
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(40), "{what}: not after 40 s\n{}", std::fs::read_to_string(log.path()).unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    };
+    let get = || String::from_utf8_lossy(&in_netns(&ns, &["curl", "-s", "-m", "2", "-H", "Host: shop.example", "http://10.0.0.1:80/"]).stdout).into_owned();
+    wait("the HTTPRoute served", &|| get() == "from web-1\r\n");
+    let condition = |object: &Value, path: &[&str], kind: &str| -> String {
+        let mut v = object.clone();
+        for p in path {
+            v = if let Ok(i) = p.parse::<usize>() { v[i].clone() } else { v[*p].clone() };
+        }
+        v.as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).map(|c| c["status"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
+    };
+    let get_json = |what: &[&str]| cp.kubectl_json(what).unwrap();
+    let took = wait("every status written", &|| {
+        let class = get_json(&["get", "gatewayclass", "podnet"]);
+        let gw = get_json(&["get", "gateway", "gw", "-n", "shop"]);
+        let route = get_json(&["get", "httproute", "web", "-n", "shop"]);
+        condition(&class, &["status", "conditions"], "Accepted") == "True"
+            && condition(&gw, &["status", "conditions"], "Accepted") == "True"
+            && condition(&gw, &["status", "conditions"], "Programmed") == "True"
+            && gw["status"]["addresses"] == json!([{"type": "IPAddress", "value": "192.0.2.10"}])
+            && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+            && condition(&gw, &["status", "listeners", "0", "conditions"], "Programmed") == "True"
+            && route["status"]["parents"][0]["controllerName"] == "podnet.io/gateway-controller"
+            && condition(&route, &["status", "parents", "0", "conditions"], "Accepted") == "True"
+            && condition(&route, &["status", "parents", "0", "conditions"], "ResolvedRefs") == "True"
+    });
+    eprintln!("Gateway API status written {took:?} after the route was served");
+    // Settled: no more writes.
+    let writes = || std::fs::read_to_string(log.path()).unwrap().matches("wrote the status").count();
+    let before = writes();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(writes(), before, "the controller keeps writing status:\n{}", std::fs::read_to_string(log.path()).unwrap());
+    // A route to a Service that does not exist: ResolvedRefs False, BackendNotFound.
+    apply(
+        &cp,
+        &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["broken.example"], "rules": [{"backendRefs": [{"name": "missing", "port": 80}]}]}}),
+    );
+    wait("BackendNotFound", &|| {
+        let route = get_json(&["get", "httproute", "broken", "-n", "shop"]);
+        let c = route["status"]["parents"][0]["conditions"].as_array().cloned().unwrap_or_default();
+        c.iter().any(|c| c["type"] == "ResolvedRefs" && c["status"] == "False" && c["reason"] == "BackendNotFound")
+    });
+}
+
+#[test]
+fn the_ingress_controller_serves_the_api_servers_ingresses_and_its_leader_writes_their_status() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let (netns, cp) = node_with_a_web_pod(&bin, "pningress");
+    let ns = ns_name(&netns);
     apply(
         &cp,
         &json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
