@@ -461,16 +461,22 @@ fn up(a: UpArgs) -> Result<ExitCode> {
 
 /// Starts the lab process, detached in its own process group, and waits until it listens.
 pub(crate) fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(lab::daemon::log_file(lab)).context("opening the lab process log")?;
+    start_detached(exe, "daemon", lab, &lab::daemon::log_file(lab), "the lab process")
+}
+
+/// Starts `podnet lab <command> --name <lab>`, detached in its own process group with its stderr
+/// in `log`, and waits until it says `ready` on stdout.
+pub(crate) fn start_detached(exe: &std::path::Path, command: &str, lab: &LabName, log_path: &std::path::Path, what: &str) -> Result<()> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).with_context(|| format!("opening {}", log_path.display()))?;
     let mut child = Command::new(exe)
-        .args(["lab", "daemon", "--name", lab.as_str()])
+        .args(["lab", command, "--name", lab.as_str()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .process_group(0)
         .spawn()
-        .context("starting the lab process")?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the lab process"))?;
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from {what}"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -481,8 +487,8 @@ pub(crate) fn start_daemon(lab: &LabName, exe: &std::path::Path) -> Result<()> {
         Ok(line) if line.trim() == "ready" => Ok(()),
         _ => {
             let _ = child.kill();
-            let log = std::fs::read_to_string(lab::daemon::log_file(lab)).unwrap_or_default();
-            bail!("the lab process did not start: {log}")
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("{what} did not start: {log}")
         }
     }
 }

@@ -7,7 +7,7 @@
 //! loopback (`podnet lab kubeconfig`), as kind maps one.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -273,30 +273,5 @@ fn wait_for_pods(cp: &ControlPlane, within: Duration) -> Result<usize> {
 
 /// Starts the lab's kubelet process, detached, and waits until its nodes are registered Ready.
 fn start_kubelet(lab: &LabName, exe: &Path) -> Result<()> {
-    use std::io::BufRead as _;
-    use std::os::unix::process::CommandExt as _;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(crate::lab_kubelet::log_file(lab)).context("opening the kubelet log")?;
-    let mut child = Command::new(exe)
-        .args(["lab", "kubelet", "--name", lab.as_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("starting the lab's kubelet process")?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the kubelet process"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(line) if line.trim() == "ready" => Ok(()),
-        _ => {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(crate::lab_kubelet::log_file(lab)).unwrap_or_default();
-            bail!("the lab's kubelet process did not start: {log}")
-        }
-    }
+    crate::lab_cmd::start_detached(exe, "kubelet", lab, &crate::lab_kubelet::log_file(lab), "the lab's kubelet process")
 }

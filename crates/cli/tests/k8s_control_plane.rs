@@ -191,9 +191,7 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
         &cp,
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}, "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.2"}]}}),
     );
-    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
-    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
-        .unwrap();
+    shop_namespace(&cp);
     apply(
         &cp,
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
@@ -381,6 +379,14 @@ fn the_deploy_manifests_pass_a_server_side_dry_run_and_grant_least_privilege() {
     }
 }
 
+/// The namespace `shop`, once the controller-manager has made its `default` service account
+/// (pods cannot be made before).
+fn shop_namespace(cp: &ControlPlane) {
+    apply(cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
+        .unwrap();
+}
+
 /// `dig @addr -p port name type +short`, the answer lines.
 fn dig(server: &std::net::SocketAddr, name: &str, kind: &str) -> Vec<String> {
     let out = std::process::Command::new("dig")
@@ -396,9 +402,7 @@ fn dig(server: &std::net::SocketAddr, name: &str, kind: &str) -> Vec<String> {
 fn the_cluster_dns_answers_from_the_api_server_and_follows_it() {
     let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
     let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
-    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
-    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
-        .unwrap();
+    shop_namespace(&cp);
     apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}));
     apply(
         &cp,
@@ -495,9 +499,7 @@ fn node_with_a_web_pod(bin: &Path, prefix: &str) -> (dataplane::netns::NamedNetn
             let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nfrom web-1\r\n");
         }
     });
-    apply(&cp, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
-    cp.wait_for(Duration::from_secs(30), "the shop's service account", |cp| cp.kubectl(&["get", "serviceaccount", "default", "-n", "shop"]).status.success())
-        .unwrap();
+    shop_namespace(&cp);
     apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}));
     apply(
         &cp,

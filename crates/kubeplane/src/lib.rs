@@ -251,52 +251,41 @@ impl ControlPlane {
         self.write_kubeconfig()?;
         self.wait_ready(Duration::from_secs(60))?;
         let kubeconfig = self.kubeconfig().to_string_lossy().into_owned();
+        // What both controllers take: the admin kubeconfig for everything, one replica (no
+        // election), no serving port of their own.
+        let common = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--authentication-kubeconfig",
+            &kubeconfig,
+            "--authorization-kubeconfig",
+            &kubeconfig,
+            "--leader-elect=false",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
+        ];
+        let (sa_key, ca) = (path("sa.key"), path("ca.crt"));
         let controllers = self.settings.controllers.clone();
-        self.spawn(
-            "kube-controller-manager",
-            &[
-                "--kubeconfig",
-                &kubeconfig,
-                "--authentication-kubeconfig",
-                &kubeconfig,
-                "--authorization-kubeconfig",
-                &kubeconfig,
-                "--allocate-node-cidrs",
-                "--cluster-cidr",
-                CLUSTER_CIDR,
-                "--service-cluster-ip-range",
-                SERVICE_CIDR,
-                "--service-account-private-key-file",
-                &path("sa.key"),
-                "--root-ca-file",
-                &path("ca.crt"),
-                "--use-service-account-credentials",
-                "--leader-elect=false",
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                "0",
-                "--controllers",
-                &controllers,
-            ],
-        )?;
+        let mut manager = common.to_vec();
+        manager.extend([
+            "--allocate-node-cidrs",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--service-account-private-key-file",
+            &sa_key,
+            "--root-ca-file",
+            &ca,
+            "--use-service-account-credentials",
+            "--controllers",
+            &controllers,
+        ]);
+        self.spawn("kube-controller-manager", &manager)?;
         if self.settings.scheduler {
-            self.spawn(
-                "kube-scheduler",
-                &[
-                    "--kubeconfig",
-                    &kubeconfig,
-                    "--authentication-kubeconfig",
-                    &kubeconfig,
-                    "--authorization-kubeconfig",
-                    &kubeconfig,
-                    "--leader-elect=false",
-                    "--bind-address",
-                    "127.0.0.1",
-                    "--secure-port",
-                    "0",
-                ],
-            )?;
+            self.spawn("kube-scheduler", &common)?;
         }
         // Pods need their namespace's `default` service account, which a controller makes.
         self.wait_for(Duration::from_secs(60), "the default service account", |cp| {

@@ -263,13 +263,22 @@ fn apply_plan(st: &mut LabState, wanted: plan::LabPlan, plugin: &Path, change: &
         })
         .collect();
     remove(st, &gone, plugin, change)?;
-    for w in wanted.pods {
+    add_or_update(st, wanted.pods, plugin, change, false)
+}
+
+/// Attaches the wanted pods the lab does not have; updates the labels and ports (and with
+/// `readiness`, the readiness) of those it has.
+fn add_or_update(st: &mut LabState, wanted: Vec<PodPlan>, plugin: &Path, change: &mut Change, readiness: bool) -> Result<(), LabError> {
+    for w in wanted {
         match st.plan.pods.iter().position(|p| p.key() == w.key()) {
             Some(i) => {
                 let p = &mut st.plan.pods[i];
-                if p.labels != w.labels || p.ports != w.ports {
+                if p.labels != w.labels || p.ports != w.ports || (readiness && p.ready != w.ready) {
                     p.labels = w.labels;
                     p.ports = w.ports;
+                    if readiness {
+                        p.ready = w.ready;
+                    }
                     change.updated.push(p.key());
                 }
             }
@@ -315,26 +324,8 @@ pub fn sync(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Chan
         eprintln!("raised the kernel's ARP table limit (gc_thresh3) from {old} to {new} for the lab's pods");
     }
     let gone: Vec<usize> = (0..st.plan.pods.len()).filter(|&i| !wanted.pods.iter().any(|w| w.key() == st.plan.pods[i].key())).collect();
-    let done = remove(&mut st, &gone, plugin, &mut change).and_then(|()| {
-        for w in wanted.pods {
-            match st.plan.pods.iter().position(|p| p.key() == w.key()) {
-                Some(i) => {
-                    let p = &mut st.plan.pods[i];
-                    if (&p.labels, &p.ports, p.ready) != (&w.labels, &w.ports, w.ready) {
-                        (p.labels, p.ports, p.ready) = (w.labels, w.ports, w.ready);
-                        change.updated.push(p.key());
-                    }
-                }
-                None => {
-                    let ip = attach_pod(&st.plan, &w, plugin)?;
-                    change.added.push(w.key());
-                    st.plan.pods.push(w);
-                    st.pod_ips.push(Some(ip));
-                }
-            }
-        }
-        Ok(())
-    });
+    // Readiness too: the API server's Ready condition is the pod's.
+    let done = remove(&mut st, &gone, plugin, &mut change).and_then(|()| add_or_update(&mut st, wanted.pods, plugin, &mut change, true));
     finish(&locked, st, change, done)
 }
 
