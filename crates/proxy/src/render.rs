@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use nftset::{Chain, Family, Ruleset, Set, Table};
 
@@ -131,8 +132,9 @@ struct Elements {
     affinity_ids: BTreeMap<String, String>,
     affinity_keys: BTreeMap<String, String>,
     timeouts: BTreeSet<u32>,
-    /// The Service port each key is for (`namespace/name:port`, kube-proxy's comments).
-    comments: BTreeMap<String, String>,
+    /// The Service port each key is for (`namespace/name:port`, kube-proxy's comments), one
+    /// string shared by a port's keys.
+    comments: BTreeMap<String, Arc<str>>,
 }
 
 /// One Service's share of a family's table: its set and map elements, and the class chains
@@ -141,7 +143,7 @@ struct Elements {
 struct Fragment {
     elements: Vec<(&'static str, String, Option<String>)>,
     /// The Service port of each key.
-    comments: BTreeMap<String, String>,
+    comments: BTreeMap<String, Arc<str>>,
     classes: BTreeSet<(Pool, usize)>,
     timeouts: BTreeSet<u32>,
 }
@@ -180,7 +182,8 @@ impl Elements {
         let sets =
             [&self.no_endpoints, &self.masquerade_frontends, &self.firewall, &self.firewall_allow, &self.hairpin, &self.cluster_ips].into_iter().flatten();
         let new: Vec<String> = maps.chain(sets).filter(|k| !self.comments.contains_key(*k)).cloned().collect();
-        self.comments.extend(new.into_iter().map(|k| (k, port.to_owned())));
+        let port: Arc<str> = port.into();
+        self.comments.extend(new.into_iter().map(|k| (k, Arc::clone(&port))));
     }
 
     /// The verdict that sends `frontend` to `endpoints` (DROP when there are none), recording
@@ -443,25 +446,29 @@ struct Claim {
     /// Sorted by name, each with how many of the key's claimants name it. A vector, not a map:
     /// nearly every key has one name, and a map's first node alone is ~300 bytes (80,000
     /// elements at 10,000 Services; `podnet bench agent`).
-    names: Vec<(String, u32)>,
+    names: Vec<(Arc<str>, u32)>,
 }
 
 impl Claim {
     /// The element's comment: the first of its Service ports by name, so that it does not
     /// depend on which Service came first (the kernel keeps the one written with the element).
     fn comment(&self) -> Option<String> {
-        self.names.first().map(|(n, _)| n.clone())
+        self.names.first().map(|(n, _)| n.to_string())
     }
 
-    fn name_added(&mut self, name: &str) {
-        match self.names.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+    fn name_added(&mut self, name: &Arc<str>) {
+        match self.names.binary_search_by(|(n, _)| n.as_ref().cmp(name.as_ref())) {
             Ok(i) => self.names[i].1 += 1,
-            Err(i) => self.names.insert(i, (name.to_owned(), 1)),
+            Err(i) => {
+                // Most keys are named by one Service port: room for exactly one.
+                self.names.reserve_exact(1);
+                self.names.insert(i, (Arc::clone(name), 1));
+            }
         }
     }
 
     fn name_removed(&mut self, name: &str) {
-        if let Ok(i) = self.names.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+        if let Ok(i) = self.names.binary_search_by(|(n, _)| n.as_ref().cmp(name)) {
             self.names[i].1 -= 1;
             if self.names[i].1 == 0 {
                 self.names.remove(i);
@@ -479,7 +486,8 @@ enum Write {
 impl Merged {
     fn add(&mut self, f: &Fragment, out: &mut Vec<Write>) {
         for (set, k, v) in &f.elements {
-            let claims = self.sets.entry(set).or_default().entry(k.clone()).or_default();
+            // Most keys have one claim: room for exactly one (a pushed-to empty Vec takes four).
+            let claims = self.sets.entry(set).or_default().entry(k.clone()).or_insert_with(|| Vec::with_capacity(1));
             let name = f.comments.get(k);
             let claim = match claims.iter_mut().position(|c| c.value == *v) {
                 Some(i) => &mut claims[i],
