@@ -82,6 +82,23 @@ pub struct NodeAgent {
     elements: usize,
 }
 
+/// A full sync's plan: the proxy's, the policy table, the pod network's routes, the node's pod
+/// CIDRs (for the conflist).
+struct Planned {
+    proxy: proxy::plan::NodePlan,
+    policy: nftset::Table,
+    network: PodNetwork,
+    pod_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// The routes to the other nodes' pods a full sync makes.
+enum PodNetwork {
+    /// No `clusterCIDR`: the agent does not own the pod routes.
+    None,
+    Routes { wanted: Vec<(ipnet::IpNet, std::net::IpAddr)>, cluster: Vec<ipnet::IpNet> },
+    Vxlan { ip: std::net::Ipv4Addr, cidr: ipnet::Ipv4Net, peers: Vec<VxlanPeer>, cluster: Vec<ipnet::IpNet> },
+}
+
 /// What a node agent applied.
 struct Applied {
     programmer: proxy::render::Programmer,
@@ -311,10 +328,42 @@ impl NodeAgent {
     /// Plans from `state` and applies what changed.
     pub fn sync(&mut self, state: &ClusterState) -> Result<Synced, String> {
         let start = Instant::now();
-        let plan = proxy::plan(state, &self.node, &self.config).map_err(|e| e.to_string())?;
+        let planned = self.plan(state)?;
+        self.apply(planned, start)
+    }
+
+    /// [`NodeAgent::sync`], dropping the snapshot once planned: the rules kept per Service are
+    /// then made in the memory it leaves, not above it (the heap's top stays releasable).
+    pub fn sync_owned(&mut self, state: ClusterState) -> Result<Synced, String> {
+        let start = Instant::now();
+        let planned = self.plan(&state)?;
+        drop(state);
+        self.apply(planned, start)
+    }
+
+    /// Everything a full sync writes, from the snapshot.
+    fn plan(&self, state: &ClusterState) -> Result<Planned, String> {
+        let proxy = proxy::plan(state, &self.node, &self.config).map_err(|e| e.to_string())?;
+        let policy = policy_table(state, &self.node);
+        let cluster = self.config.cluster_cidrs().map_err(|e| e.to_string())?;
+        let network = match self.backend {
+            _ if cluster.is_empty() => PodNetwork::None,
+            Backend::Vxlan => {
+                let (ip, cidr) = own_vxlan(state, &self.node).ok_or_else(|| format!("vxlan: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
+                PodNetwork::Vxlan { ip, cidr, peers: vxlan_peers(state, &self.node), cluster }
+            }
+            Backend::HostGw => PodNetwork::Routes { wanted: peer_routes(state, &self.node), cluster },
+        };
+        let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
+        let pod_cidrs = node.map(model::cluster::node_pod_cidrs).unwrap_or_default();
+        Ok(Planned { proxy, policy, network, pod_cidrs })
+    }
+
+    fn apply(&mut self, planned: Planned, start: Instant) -> Result<Synced, String> {
+        let Planned { proxy: plan, policy, network, pod_cidrs } = planned;
         let programmer = proxy::render::Programmer::new(&plan);
         let mut new = programmer.ruleset();
-        new.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy_table(state, &self.node));
+        new.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy);
         let old = self.in_kernel();
         self.applied = None;
         let full = old.is_none();
@@ -323,39 +372,23 @@ impl NodeAgent {
             let r = dataplane::nft::sync(old.as_ref(), &new);
             (r, new)
         };
-        let (result, mut new) = match &self.netns {
-            Some(path) => dataplane::netns::run_in(path, apply).map_err(|e| e.to_string())?,
-            None => apply(),
-        };
+        let (result, mut new) = self.run(apply)?;
         result.map_err(|e| format!("applying the node's rules: {e}"))?;
-        // The pod network: routes to the other Nodes' pod CIDRs (host-gw).
-        // `desired` above has planned with these, so they parse.
-        let cluster = self.config.cluster_cidrs().map_err(|e| e.to_string())?;
-        if !cluster.is_empty() && self.backend == Backend::Vxlan {
-            let (ip, cidr) = own_vxlan(state, &self.node).ok_or_else(|| format!("vxlan: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
-            let peers = vxlan_peers(state, &self.node);
-            let vxlan = move || sync_vxlan(ip, cidr, &cluster, &peers);
-            let done = match &self.netns {
-                Some(path) => dataplane::netns::run_in(path, vxlan).map_err(|e| e.to_string())?,
-                None => vxlan(),
-            };
-            done.map_err(|e| format!("vxlan to the other nodes' pods: {e}"))?;
-        } else if !cluster.is_empty() {
-            let wanted = peer_routes(state, &self.node);
-            let routes = move || sync_routes(&cluster, &wanted);
-            let done = match &self.netns {
-                Some(path) => dataplane::netns::run_in(path, routes).map_err(|e| e.to_string())?,
-                None => routes(),
-            };
-            done.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;
+        // The pod network: routes (host-gw) or the overlay (vxlan) to the other Nodes' pod CIDRs.
+        match network {
+            PodNetwork::None => {}
+            PodNetwork::Vxlan { ip, cidr, peers, cluster } => {
+                self.run(move || sync_vxlan(ip, cidr, &cluster, &peers))?.map_err(|e| format!("vxlan to the other nodes' pods: {e}"))?;
+            }
+            PodNetwork::Routes { wanted, cluster } => {
+                self.run(move || sync_routes(&cluster, &wanted))?.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;
+            }
         }
         // The dataplane is ready: pods may be attached, so the runtime gets its conflist.
-        if let Some(dir) = &self.cni_conf_dir {
-            let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
-            let cidrs = node.map(model::cluster::node_pod_cidrs).unwrap_or_default();
-            if !cidrs.is_empty() {
-                write_conflist(dir, &conflist(&cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
-            }
+        if let Some(dir) = &self.cni_conf_dir
+            && !pod_cidrs.is_empty()
+        {
+            write_conflist(dir, &conflist(&pod_cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
         }
         self.elements = new.element_count();
         let policy = new.tables.remove(&(Family::Inet, policy::enforce::TABLE.to_owned())).unwrap_or_default();

@@ -153,7 +153,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             let result = if !changes.other && agent.can_sync_services() {
                 agent.sync_services(&changes.services, |ns, name| stores.service(ns, name))
             } else {
-                let synced = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync(&state));
+                let synced = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync_owned(state));
                 // The snapshot was a copy of every object: give its memory back.
                 dataplane::release_free_memory();
                 synced
