@@ -95,8 +95,16 @@ struct Planned {
 enum PodNetwork {
     /// No `clusterCIDR`: the agent does not own the pod routes.
     None,
-    Routes { wanted: Vec<(ipnet::IpNet, std::net::IpAddr)>, cluster: Vec<ipnet::IpNet> },
-    Vxlan { ip: std::net::Ipv4Addr, cidr: ipnet::Ipv4Net, peers: Vec<VxlanPeer>, cluster: Vec<ipnet::IpNet> },
+    Routes {
+        wanted: Vec<(ipnet::IpNet, std::net::IpAddr)>,
+        cluster: Vec<ipnet::IpNet>,
+    },
+    Vxlan {
+        ip: std::net::Ipv4Addr,
+        cidr: ipnet::Ipv4Net,
+        peers: Vec<VxlanPeer>,
+        cluster: Vec<ipnet::IpNet>,
+    },
 }
 
 /// What a node agent applied.
