@@ -400,6 +400,18 @@ fn warn_if_stopped(lab: &LabName) {
     }
 }
 
+/// A lab on a real control plane takes its objects from the API server: a change written into
+/// the lab's state behind it would be undone at the next sync, so it is refused, naming the
+/// kubectl command that does it.
+pub(crate) fn refuse_on_control_plane(lab: &LabName, instead: &str) -> Result<()> {
+    if state::load(lab).is_ok_and(|st| st.plan.config.control_plane.is_some()) {
+        bail!(
+            "lab {lab} runs on a Kubernetes control plane: change it through the API server instead — export KUBECONFIG=$(podnet lab kubeconfig --name {lab}); {instead} …"
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn need_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("podnet lab makes network namespaces: run it as root");
@@ -496,6 +508,7 @@ pub(crate) fn start_detached(exe: &std::path::Path, command: &str, lab: &LabName
 fn change(a: ManifestArgs, apply: bool) -> Result<ExitCode> {
     need_root()?;
     let lab = which(&a.name)?;
+    refuse_on_control_plane(&lab, if apply { "kubectl apply -f" } else { "kubectl delete -f" })?;
     let mut cluster = model::load_cluster(&a.paths)?;
     if apply {
         require_valid_policies(&cluster)?;
@@ -1021,6 +1034,7 @@ fn slices_view(st: &LabState, ns: Option<&str>, name: Option<&str>, f: Option<Ge
 
 fn mark(a: MarkArgs) -> Result<ExitCode> {
     let lab = which(&a.name)?;
+    refuse_on_control_plane(&lab, "kubectl delete pod (a pod's readiness is the API server's)")?;
     let locked = state::lock(&lab)?;
     lab::daemon::require_running(&lab)?;
     let mut st = locked.load()?;

@@ -145,6 +145,7 @@ fn service_frontends(st: &lab::state::LabState) -> Result<Vec<Frontend>> {
 pub(crate) fn label(a: LabelArgs) -> Result<ExitCode> {
     crate::lab_cmd::need_root()?;
     let lab = crate::lab_cmd::which(&a.name)?;
+    crate::lab_cmd::refuse_on_control_plane(&lab, "kubectl label --overwrite")?;
     let edits: Vec<LabelEdit> = a.changes.iter().map(|c| c.parse()).collect::<Result<_, String>>().map_err(anyhow::Error::msg)?;
     let (what, kind) = match a.kind {
         LabelKind::Pod => (Labelled::Pod, "pod"),

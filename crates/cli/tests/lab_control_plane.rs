@@ -180,6 +180,12 @@ fn kubectl_drives_a_lab_on_a_real_control_plane() {
     let logs = ok(&lab.kubectl(&["logs", "postgres-0", "-n", "production"]), "logs");
     assert!(logs.contains("5432/TCP"), "{logs}");
 
+    // Changes behind the API server's back are refused, naming the kubectl command.
+    let refused = podnet(&["lab", "apply", "--name", &name, "-f", &shop()]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("kubectl apply -f"), "{refused:?}");
+    let refused = podnet(&["lab", "label", "--name", &name, "pod", "debug-pod", "x=y"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("kubectl label"), "{refused:?}");
+
     // The lab's own check, with real packets, over what the API server made.
     ok(&podnet(&["lab", "check", "--name", &name]), "lab check");
 
