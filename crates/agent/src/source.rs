@@ -194,10 +194,22 @@ fn watch_pods(api: Api<Pod>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>
 /// Starts a reflector for `K` on the runtime; every change is noted in `changes` and wakes
 /// `changed`.
 fn reflect<K: Watched>(api: Api<K>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>>) -> Store<K> {
+    reflect_selected(api, None, changed, changes)
+}
+
+/// kube-proxy's server-side filter on Services and EndpointSlices: not those another proxy
+/// serves (`service-proxy-name`), nor headless Services' slices.
+const PROXY_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+/// [`reflect`], of the objects `labels` selects (server-side).
+fn reflect_selected<K: Watched>(api: Api<K>, labels: Option<&str>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>>) -> Store<K> {
     let (reader, writer) = reflector::store();
     let (changed, changes) = (Arc::clone(changed), Arc::clone(changes));
     // Streaming lists where the server has them (1.34+ by default), a paged list elsewhere.
-    let config = watcher::Config::default().any_semantic();
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(labels) = labels {
+        config = config.labels(labels);
+    }
     let trimmed = watcher::watcher(api, config).modify(K::trim);
     let stream = reflector::reflector(writer, trimmed).default_backoff().touched_objects();
     tokio::spawn(async move {
@@ -229,9 +241,10 @@ fn typed<K: Watched>(store: &Store<K>, wrap: fn(Box<K>) -> Object, out: &mut Vec
 }
 
 impl Stores {
-    /// Watches every kind, cluster-wide; `changed` is notified after each change.
+    /// Watches what a node agent reads, cluster-wide (Services and EndpointSlices filtered as
+    /// kube-proxy filters them); `changed` is notified after each change.
     pub fn start(client: &Client, changed: &Arc<Notify>) -> Stores {
-        let mut s = Stores::start_for_dns(client, changed);
+        let mut s = Stores::start_selected(client, changed, Some(PROXY_SELECTOR));
         s.nodes = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s.policies = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s
@@ -240,11 +253,15 @@ impl Stores {
     /// Watches what the cluster DNS answers from (CoreDNS's `kubernetes` plugin watches the
     /// same): Namespaces, Services, EndpointSlices, Pods.
     pub fn start_for_dns(client: &Client, changed: &Arc<Notify>) -> Stores {
+        Stores::start_selected(client, changed, None)
+    }
+
+    fn start_selected(client: &Client, changed: &Arc<Notify>, services: Option<&str>) -> Stores {
         let changes = Arc::new(Mutex::new(Changes::default()));
         Stores {
             namespaces: reflect(Api::all(client.clone()), changed, &changes),
-            services: reflect(Api::all(client.clone()), changed, &changes),
-            slices: reflect(Api::all(client.clone()), changed, &changes),
+            services: reflect_selected(Api::all(client.clone()), services, changed, &changes),
+            slices: reflect_selected(Api::all(client.clone()), services, changed, &changes),
             pods: watch_pods(Api::all(client.clone()), changed, &changes),
             pod_objects: None,
             nodes: None,
@@ -255,9 +272,12 @@ impl Stores {
         }
     }
 
-    /// [`Stores::start`], and the Pod objects themselves (a kubelet's part writes their status).
+    /// Every kind a lab on a real control plane mirrors (unfiltered: its DNS answers every
+    /// Service), and the Pod objects themselves (its kubelet's part writes their status).
     pub fn start_with_pod_objects(client: &Client, changed: &Arc<Notify>) -> Stores {
-        let mut s = Stores::start(client, changed);
+        let mut s = Stores::start_selected(client, changed, None);
+        s.nodes = Some(reflect(Api::all(client.clone()), changed, &s.changes));
+        s.policies = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s.pod_objects = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s
     }

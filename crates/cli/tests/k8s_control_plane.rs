@@ -245,6 +245,21 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     };
     assert_eq!(list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], node_cidr.as_str(), "{list:#}");
 
+    // A Service another proxy serves (kube-proxy's `service-proxy-name`; the agent filters its
+    // watch as kube-proxy does) is not programmed; one made after it is.
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "theirs", "namespace": "shop", "labels": {"service.kubernetes.io/service-proxy-name": "other"}},
+        "spec": {"clusterIP": "10.96.0.71", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ours", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.72", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    until(&ns_name(&ns), "the later Service", |t| t.contains("10.96.0.72 . tcp . 80"));
+    assert!(!tables_in(&ns_name(&ns)).contains("10.96.0.71"), "another proxy's Service was programmed");
+
     // A relabel the Service no longer selects: the EndpointSlice controller empties the slice
     // and the agent turns the frontend into a refusal.
     let relabel = cp.kubectl(&["label", "pod", "web-1", "-n", "shop", "app=other", "--overwrite"]);
