@@ -273,9 +273,10 @@ impl Stores {
     }
 
     /// Every kind a lab on a real control plane mirrors (unfiltered: its DNS answers every
-    /// Service), and the Pod objects themselves (its kubelet's part writes their status).
+    /// Service; with Ingresses, IngressClasses and Secrets for its ingress controller), and the
+    /// Pod objects themselves (its kubelet's part writes their status).
     pub fn start_with_pod_objects(client: &Client, changed: &Arc<Notify>) -> Stores {
-        let mut s = Stores::start_selected(client, changed, None);
+        let mut s = Stores::start_for_ingress(client, changed);
         s.nodes = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s.policies = Some(reflect(Api::all(client.clone()), changed, &s.changes));
         s.pod_objects = Some(reflect(Api::all(client.clone()), changed, &s.changes));

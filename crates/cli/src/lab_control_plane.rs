@@ -81,6 +81,35 @@ fn cluster_dns_objects(cluster: &model::ClusterState) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
+/// With Ingresses in the manifests: the ingress controller as ingress-nginx installs it (its
+/// namespace, the default IngressClass `nginx`, the controller Deployment and its LoadBalancer
+/// Service), each unless the manifests have it; the lab serves podnet's proxy in its pods.
+fn ingress_controller_objects(cluster: &model::ClusterState) -> Option<Value> {
+    use lab::system::{INGRESS_CLASS, INGRESS_CONTROLLER, INGRESS_CONTROLLER_CLASS, INGRESS_METRICS_PORT, INGRESS_NAMESPACE};
+    if cluster.ingresses.is_empty() {
+        return None;
+    }
+    let labels = json!({"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"});
+    let mut items = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INGRESS_NAMESPACE}})];
+    if !cluster.ingress_classes.iter().any(|c| c.metadata.name.as_deref() == Some(INGRESS_CLASS)) {
+        items.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": INGRESS_CLASS, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": INGRESS_CONTROLLER_CLASS}}));
+    }
+    if !cluster.pods.iter().any(|p| p.namespace == INGRESS_NAMESPACE && p.name == INGRESS_CONTROLLER) {
+        items.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": INGRESS_CONTROLLER, "namespace": INGRESS_NAMESPACE, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "controller", "image": "registry.k8s.io/ingress-nginx/controller:v1.12.0", "ports": [
+                    {"name": "http", "containerPort": 80}, {"name": "https", "containerPort": 443}, {"name": "metrics", "containerPort": INGRESS_METRICS_PORT}]}]}}}}));
+    }
+    if !cluster.services.iter().any(|s| s.namespace == INGRESS_NAMESPACE && s.name == INGRESS_CONTROLLER) {
+        items.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": INGRESS_CONTROLLER, "namespace": INGRESS_NAMESPACE, "labels": labels},
+            "spec": {"type": "LoadBalancer", "selector": labels, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}, {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]}}));
+    }
+    Some(json!({"apiVersion": "v1", "kind": "List", "items": items}))
+}
+
 /// A lab node as the kubelet registers it (its status is posted by the lab's kubelet process).
 fn node_object(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
@@ -227,6 +256,9 @@ fn apply_manifests(cp: &ControlPlane, paths: &[PathBuf], cluster: &model::Cluste
         })
         .collect();
     apply_value(cp, &dir, "namespaces.json", &json!({"apiVersion": "v1", "kind": "List", "items": namespaces}))?;
+    if let Some(ingress) = ingress_controller_objects(cluster) {
+        apply_value(cp, &dir, "ingress-controller.json", &ingress)?;
+    }
     if paths.is_empty() {
         return Ok(());
     }

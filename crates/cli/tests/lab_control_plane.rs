@@ -219,3 +219,35 @@ fn kubectl_drives_a_lab_on_a_real_control_plane() {
         std::fs::read_dir("/run/netns").map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
     assert!(!namespaces.iter().any(|n| n.starts_with(&format!("podnet.{name}."))), "{namespaces:?}");
 }
+
+/// An Ingress in the manifests of a control-plane lab: the ingress controller's Deployment,
+/// Service and IngressClass go through the API too, the scheduler places its pod, and a request
+/// from the external host to the load balancer's address reaches a backend pod through it.
+#[test]
+fn an_ingress_is_served_in_a_lab_on_a_real_control_plane() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let name = format!("ci{}", std::process::id() % 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: echo, namespace: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: echo}}\n  template:\n    metadata: {labels: {app: echo}}\n    spec: {containers: [{name: echo, image: echo, ports: [{containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: web}\nspec: {selector: {app: echo}, ports: [{port: 80, targetPort: 8080}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: echo, namespace: web}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: shop.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}]}\n",
+    )
+    .unwrap();
+    let up = podnet(&["lab", "up", "--control-plane", "--kube-bin", bin.to_str().unwrap(), "--name", &name, "-f", manifest.to_str().unwrap()]);
+    let lab = Lab { name: name.clone(), kubectl: bin.join("kubectl"), kubeconfig: String::new() };
+    ok(&up, "lab up --control-plane");
+    let svc: Value =
+        serde_json::from_str(&ok(&podnet(&["lab", "get", "svc", "ingress-nginx-controller", "-n", "ingress-nginx", "-o", "json", "--name", &name]), "get svc"))
+            .unwrap();
+    let lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap_or_else(|| panic!("no load balancer address: {svc}")).to_owned();
+    let out = podnet(&["lab", "exec", "--external", "--name", &name, "--", "curl", "-s", "-m", "3", "-H", "Host: shop.example", &format!("http://{lb}/")]);
+    let answer: Value = serde_json::from_str(&ok(&out, "curl through the ingress controller")).unwrap();
+    assert_eq!(answer["namespace"], "web", "{answer}");
+    assert!(answer["name"].as_str().unwrap().starts_with("echo-"), "{answer}");
+    drop(lab);
+}

@@ -296,8 +296,8 @@ fn add_or_update(st: &mut LabState, wanted: Vec<PodPlan>, plugin: &Path, change:
 /// Brings a control-plane lab to what its API server holds. The lab's pods are the Pods bound to
 /// its nodes that are neither finished nor being deleted (the kubelet's share: a pod is made
 /// once the scheduler binds it, and removed when it is deleted); Services (with the addresses the
-/// API server allocated), EndpointSlices of Services without a selector, Namespaces and
-/// NetworkPolicies are the API server's.
+/// API server allocated), EndpointSlices of Services without a selector, Namespaces,
+/// NetworkPolicies, Ingresses, IngressClasses and TLS Secrets are the API server's.
 pub fn sync(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Change, LabError> {
     let (locked, mut st) = open(lab)?;
     let nodes: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
@@ -318,6 +318,9 @@ pub fn sync(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Chan
         .map(|n| Namespace { metadata: ObjectMeta { name: Some(n.name.clone()), labels: Some(n.labels.clone()), ..Default::default() }, ..Default::default() })
         .collect();
     st.network_policies = cluster.policies.iter().map(|p| p.policy.clone()).collect();
+    st.ingresses = cluster.ingresses.iter().map(|i| i.object.clone()).collect();
+    st.ingress_classes.clone_from(&cluster.ingress_classes);
+    st.secrets = cluster.secrets.iter().map(|s| s.object.clone()).collect();
     let mut room = st.plan.clone();
     room.pods.extend(wanted.pods.iter().cloned());
     if let Some((old, new)) = crate::up::make_neighbour_room(&room)? {
