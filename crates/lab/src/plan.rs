@@ -270,8 +270,13 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
             }
             let pod = PodPlan {
                 namespace: info.namespace.clone(),
-                owner_kind: info.kind.clone(),
-                owner: (info.kind != "Pod").then(|| info.name.clone()),
+                // A workload's pods are its; a Pod made by a controller (on a real control plane)
+                // is that controller's.
+                owner_kind: info.controller.as_ref().filter(|_| info.kind == "Pod").map_or_else(|| info.kind.clone(), |(kind, _)| kind.clone()),
+                owner: match &info.controller {
+                    Some((_, name)) if info.kind == "Pod" => Some(name.clone()),
+                    _ => (info.kind != "Pod").then(|| info.name.clone()),
+                },
                 labels: info.labels.clone(),
                 ports: info.ports.clone(),
                 node: String::new(),

@@ -87,6 +87,7 @@ impl LabState {
                 dns_config: p.dns_config.clone(),
                 replicas: Replicas::Pod,
                 template_hash: None,
+                controller: None,
                 location: Default::default(),
             })
             .collect();

@@ -68,6 +68,7 @@ fn add_deployment(
         dns_config: None,
         replicas: Replicas::Count(replicas),
         template_hash: Some(template_hash.into()),
+        controller: None,
         location: Default::default(),
     });
     state.pods.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));

@@ -126,6 +126,9 @@ pub struct PodInfo {
     /// For workloads: a hash of the pod template, as controllers put in pod names
     /// (`pod-template-hash`), in the controllers' alphabet.
     pub template_hash: Option<String>,
+    /// A Pod's controller, from its `ownerReferences` (kind, name): what made it on a real
+    /// cluster (a ReplicaSet, a StatefulSet, ...).
+    pub controller: Option<(String, String)>,
     /// Where it was read.
     pub location: Location,
 }
@@ -598,6 +601,7 @@ pub fn pod_info(
         dns_config: spec.and_then(|s| s.dns_config.as_ref()).map(DnsConfig::from),
         replicas: Replicas::Pod,
         template_hash: None,
+        controller: meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| (o.kind.clone(), o.name.clone())),
         location: loc.clone(),
     })
 }
