@@ -252,14 +252,6 @@ pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::
     Ok(changed)
 }
 
-/// The node's whole desired rule set: the proxy's tables and the policy table.
-pub fn desired(state: &ClusterState, node: &str, config: &ProxyConfig) -> Result<Ruleset, String> {
-    let plan = proxy::plan(state, node, config).map_err(|e| e.to_string())?;
-    let mut rules = plan.render();
-    rules.tables.insert((Family::Inet, policy::enforce::TABLE.to_owned()), policy_table(state, node));
-    Ok(rules)
-}
-
 /// The node's NetworkPolicy table.
 fn policy_table(state: &ClusterState, node: &str) -> nftset::Table {
     // An invalid policy is left out and said; the others are enforced.

@@ -212,13 +212,25 @@ fn reflect_selected<K: Watched>(api: Api<K>, labels: Option<&str>, changed: &Arc
     }
     let trimmed = watcher::watcher(api, config).modify(K::trim);
     let stream = reflector::reflector(writer, trimmed).default_backoff().touched_objects();
+    follow(stream, |o: &K| o.service(), changed, changes);
+    reader
+}
+
+/// Spawns the loop that notes each object `stream` touches in `changes` (the Service it
+/// touches, `service_of`, else the whole state) and wakes `changed`.
+fn follow<T, E: std::fmt::Display>(
+    stream: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
+    service_of: impl Fn(&T) -> Option<(String, String)> + Send + 'static,
+    changed: Arc<Notify>,
+    changes: Arc<Mutex<Changes>>,
+) {
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(object) => {
                     let mut c = changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match object.service() {
+                    match service_of(&object) {
                         Some(key) => {
                             c.services.insert(key);
                         }
@@ -230,7 +242,6 @@ fn reflect_selected<K: Watched>(api: Api<K>, labels: Option<&str>, changed: &Arc
             changed.notify_one();
         }
     });
-    reader
 }
 
 /// Every object of a store, as the loader would give it (the API server has validated and
@@ -315,18 +326,8 @@ impl Stores {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             let writer = reflector::store::Writer::new(resource.clone());
             let reader = writer.as_reader();
-            let (changed, changes) = (Arc::clone(changed), Arc::clone(&self.changes));
             let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().any_semantic())).default_backoff().touched_objects();
-            tokio::spawn(async move {
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    if let Err(e) = event {
-                        eprintln!("watch: {e}");
-                    }
-                    changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).other = true;
-                    changed.notify_one();
-                }
-            });
+            follow(stream, |_: &DynamicObject| None, Arc::clone(changed), Arc::clone(&self.changes));
             self.gateway_api.push((resource, reader));
         }
         for (_, store) in &self.gateway_api {

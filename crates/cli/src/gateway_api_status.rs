@@ -41,17 +41,13 @@ struct Wanted {
     status: Value,
 }
 
-fn object(stores: &agent::source::Stores, kind: &str, namespace: Option<&str>, name: &str) -> Option<std::sync::Arc<DynamicObject>> {
-    stores.gateway_api_object(kind, namespace, name)
-}
-
 /// Everything to write for `status`, against what the API server holds now.
 fn wanted(stores: &agent::source::Stores, status: &Status, controller: &str, addresses: &[IngressLoadBalancerIngress], now: &str) -> Vec<Wanted> {
     let mut out = Vec::new();
     let current = |o: &Option<std::sync::Arc<DynamicObject>>| o.as_ref().map(|o| o.data["status"].clone()).unwrap_or(Value::Null);
     let generation = |o: &Option<std::sync::Arc<DynamicObject>>| o.as_ref().and_then(|o| o.metadata.generation);
     for (name, conds) in &status.classes {
-        let o = object(stores, "GatewayClass", None, name);
+        let o = stores.gateway_api_object("GatewayClass", None, name);
         let now_status = current(&o);
         out.push(Wanted {
             kind: "GatewayClass",
@@ -61,7 +57,7 @@ fn wanted(stores: &agent::source::Stores, status: &Status, controller: &str, add
         });
     }
     for ((ns, name), (conds, listeners)) in &status.gateways {
-        let o = object(stores, "Gateway", Some(ns), name);
+        let o = stores.gateway_api_object("Gateway", Some(ns), name);
         let before = current(&o);
         let listeners: Vec<Value> = listeners
             .iter()
@@ -90,7 +86,7 @@ fn wanted(stores: &agent::source::Stores, status: &Status, controller: &str, add
         out.push(Wanted { kind: "Gateway", namespace: Some(ns.clone()), name: name.clone(), status: s });
     }
     for ((ns, name), parents) in &status.routes {
-        let o = object(stores, "HTTPRoute", Some(ns), name);
+        let o = stores.gateway_api_object("HTTPRoute", Some(ns), name);
         let before = current(&o);
         let others: Vec<Value> =
             before["parents"].as_array().map(|a| a.iter().filter(|p| p["controllerName"] != controller).cloned().collect()).unwrap_or_default();
@@ -131,7 +127,7 @@ pub async fn write(
     let mut written = 0;
     for w in wanted(stores, status, controller, addresses, &now) {
         let Some(resource) = stores.gateway_api_resource(w.kind) else { continue };
-        let Some(current) = object(stores, w.kind, w.namespace.as_deref(), &w.name) else { continue };
+        let Some(current) = stores.gateway_api_object(w.kind, w.namespace.as_deref(), &w.name) else { continue };
         if holds(&current.data["status"], &w.status) {
             continue;
         }
