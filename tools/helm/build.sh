@@ -14,6 +14,10 @@ version=$(awk '$1 == "helm.sh/helm/v4" {print $2; exit}' "$here/go.mod")
 bin="${PODNET_HELM_CACHE:-/var/cache/podnet/helm}/$version/bin"
 if [[ ! -x $bin/helm ]]; then
     mkdir -p "$bin"
+    # A build cache of its own, removed afterwards (as tools/k8s/build.sh does).
+    GOCACHE=$(mktemp -d /var/tmp/podnet-helm-gocache.XXXXXX)
+    export GOCACHE
+    trap 'rm -rf "$GOCACHE"' EXIT
     start=$SECONDS
     (cd "$here" && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$version" -o "$bin/helm.tmp" helm.sh/helm/v4/cmd/helm)
     mv "$bin/helm.tmp" "$bin/helm"

@@ -26,6 +26,11 @@ if ((${#missing[@]} == 0)); then
 fi
 
 mkdir -p "$bin"
+# A build cache of its own, removed afterwards: upstream's packages fill ~5 GB of it, which a
+# machine that builds these once (CI) has no use for and may not have the disk for.
+GOCACHE=$(mktemp -d /var/tmp/podnet-k8s-gocache.XXXXXX)
+export GOCACHE
+trap 'rm -rf "$GOCACHE"' EXIT
 minor=${k8s_version#v1.}
 minor=${minor%%.*}
 # What `kubectl version` and the apiserver's /version say (hack/lib/version.sh's variables).
