@@ -126,11 +126,11 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         let changed = Arc::new(tokio::sync::Notify::new());
         let stores = agent::source::Stores::start(&client, &changed);
         stores.ready().await.map_err(|e| anyhow!("watching the API server: {e}"))?;
-        let mut agent = agent::node::NodeAgent::new(node.clone(), config, a.netns.clone());
+        let mut agent = node::NodeAgent::new(node.clone(), config, a.netns.clone());
         agent.cni_conf_dir = Some(PathBuf::from(&a.cni_conf_dir)).filter(|d| !d.as_os_str().is_empty());
         agent.backend = match a.backend {
-            BackendArg::HostGw => agent::node::Backend::HostGw,
-            BackendArg::Vxlan => agent::node::Backend::Vxlan,
+            BackendArg::HostGw => node::Backend::HostGw,
+            BackendArg::Vxlan => node::Backend::Vxlan,
         };
         let status = Arc::new(std::sync::Mutex::new(Status::default()));
         for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
@@ -179,6 +179,15 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                         s.elements,
                         s.seconds * 1e3
                     );
+                    if s.stale_udp_flows > 0 {
+                        eprintln!("podnet agent: node {node}: deleted {} stale UDP conntrack entries", s.stale_udp_flows);
+                    }
+                    if s.cut_connections > 0 {
+                        eprintln!(
+                            "podnet agent: node {node}: cut the connections of {} client/port/endpoint triple(s) the policies now deny",
+                            s.cut_connections
+                        );
+                    }
                 }
                 Err(e) if a.once => return Err(anyhow!("node {node}: {e}")),
                 Err(e) => {

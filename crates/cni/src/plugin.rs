@@ -292,7 +292,7 @@ fn bridge_add(inv: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<CniResul
         if hairpin && addrs.iter().any(|a| a.addr().is_ipv6()) {
             // With hairpin on, the bridge reflects our own DAD probes back: IPv6 addresses
             // would be found "duplicate". The reference plugin turns DAD off for the same reason.
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad"), "0");
+            let _ = dataplane::sysctl::set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
         }
         nl.set_up(link.index)?;
         for a in &addrs {
@@ -440,10 +440,10 @@ fn gateway_for(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
 
 fn enable_forwarding(ips: &[IpConfig]) -> io::Result<()> {
     if ips.iter().any(|c| c.address.addr().is_ipv4()) {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        dataplane::sysctl::set("net/ipv4/ip_forward", "1")?;
     }
     if ips.iter().any(|c| c.address.addr().is_ipv6()) {
-        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+        dataplane::sysctl::set("net/ipv6/conf/all/forwarding", "1")?;
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The only podnet crate that touches the kernel: network namespaces ([`netns`]), links,
 //! addresses and routes over rtnetlink ([`link`]), nftables transactions ([`nft`]) and pod
-//! source NAT on them ([`masquerade`]). It knows nothing of Kubernetes.
+//! source NAT on them ([`masquerade`]), connection tracking ([`conntrack`]) and `/proc/sys`
+//! ([`sysctl`]). It knows nothing of Kubernetes.
 
+pub mod conntrack;
 pub mod ctevents;
 pub mod link;
 pub mod masquerade;
@@ -11,6 +13,7 @@ pub mod nflog;
 pub mod nfnetlink;
 pub mod nft;
 pub mod nlmsg;
+pub mod sysctl;
 
 pub use link::{LinkInfo, Netlink, RouteInfo, VxlanSpec};
 

@@ -344,10 +344,19 @@ impl Netlink {
 
     /// The addresses of a link.
     pub fn addresses(&self, index: u32) -> io::Result<Vec<IpNet>> {
+        self.addresses_where(|i| i == index)
+    }
+
+    /// Every address of this namespace's links.
+    pub fn all_addresses(&self) -> io::Result<Vec<IpNet>> {
+        self.addresses_where(|_| true)
+    }
+
+    fn addresses_where(&self, link: impl Fn(u32) -> bool) -> io::Result<Vec<IpNet>> {
         let answers = self.request(RouteNetlinkMessage::GetAddress(Default::default()), DUMP)?;
         let mut out = Vec::new();
         for m in answers.iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+            RouteNetlinkMessage::NewAddress(a) if link(a.header.index) => Some(a),
             _ => None,
         }) {
             for a in &m.attributes {
@@ -375,6 +384,17 @@ impl Netlink {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             other => other,
         }
+    }
+
+    /// Makes the route to `dst` go via `gw`, whatever route to `dst` was there (`ip route replace`).
+    pub fn replace_route(&self, dst: IpNet, gw: IpAddr) -> io::Result<()> {
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .map_err(|e| invalid(&e))?
+            .gateway(gw)
+            .map_err(|e| invalid(&e))?;
+        self.ack(RouteNetlinkMessage::NewRoute(b.build()), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     /// Deletes the route to `dst` via `gw` (gone already is fine).

@@ -110,6 +110,17 @@ pub fn sync_in_session(session: &mut Option<Session>, old: Option<&Ruleset>, new
     load(new).map(|_| Synced::Full)
 }
 
+/// Starts `nft monitor trace` in the caller's network namespace: the trace events of packets
+/// a rule marked with `meta nftrace set 1`, one per line on its stdout.
+pub fn monitor_trace() -> io::Result<std::process::Child> {
+    Command::new("nft")
+        .args(["monitor", "trace"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("running nft monitor trace (is nftables installed?): {e}")))
+}
+
 /// `nft list table` output, or `None` when the table does not exist.
 pub fn list_table(family: Family, name: &str) -> io::Result<Option<String>> {
     let out = Command::new("nft").args(["list", "table", &family.to_string(), name]).output()?;

@@ -428,7 +428,14 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxySt
 /// Syncs every node's proxy, logging what each did.
 fn sync_proxies(st: &LabState, proxies: &mut Proxies) -> io::Result<()> {
     for s in proxies.sync(st)? {
-        eprintln!("proxy {}: {:?} sync, {} elements, {:.1} ms", s.node, s.synced, s.elements, s.seconds * 1e3);
+        let n = &s.synced;
+        eprintln!("proxy {}: {} sync, {} elements, {:.1} ms", s.node, if n.full { "Full" } else { "Incremental" }, n.elements, n.seconds * 1e3);
+        if n.stale_udp_flows > 0 {
+            eprintln!("proxy {}: deleted {} stale UDP conntrack entries", s.node, n.stale_udp_flows);
+        }
+        if n.cut_connections > 0 {
+            eprintln!("policy {}: cut the established connections of {} client/port/endpoint triple(s) the policies now deny", s.node, n.cut_connections);
+        }
     }
     Ok(())
 }

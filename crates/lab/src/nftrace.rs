@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use model::Protocol;
@@ -37,13 +37,10 @@ pub struct NodeTrace {
     pub lines: Vec<String>,
 }
 
+/// Runs `script` as one nft transaction in the lab namespace `netns`.
 fn nft_in(netns: &str, script: &str) -> io::Result<()> {
-    let mut child = Command::new("ip").args(["netns", "exec", netns, "nft", "-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        io::Write::write_all(&mut stdin, script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() { Ok(()) } else { Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim()))) }
+    let script = script.to_owned();
+    dataplane::netns::run_in(&dataplane::netns::path_of(netns), move || dataplane::nft::apply(&script))?
 }
 
 /// Monitors every node, makes the connection from `from_netns` to `to`, and returns its outcome
@@ -68,8 +65,7 @@ pub fn trace(
     let result = (|| -> io::Result<Outcome> {
         for node in &st.plan.nodes {
             nft_in(&node.netns, &rule)?;
-            let child =
-                Command::new("ip").args(["netns", "exec", &node.netns, "nft", "monitor", "trace"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+            let child = dataplane::netns::run_in(&dataplane::netns::path_of(&node.netns), dataplane::nft::monitor_trace)??;
             monitors.push((node.name.clone(), child));
         }
         // `nft monitor` subscribes as it starts: give every one a moment before the packet.

@@ -295,13 +295,13 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         // DROPs it, instead of failing the route lookup.
         let gateway = external_ip;
         nl.add_route(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).map_err(io::Error::other)?, Some(IpAddr::V4(gateway)), None)?;
-        // The node routes for its pods; /proc/sys/net resolves to this thread's namespace.
+        // The node routes for its pods; /proc/sys/net is this thread's namespace's.
         // Same-node pod traffic is routed back out of the bridge it came in on (see
         // service_proxy): that is intended, so no ICMP redirects.
         for all_or_default in ["all", "default"] {
-            std::fs::write(format!("/proc/sys/net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
+            dataplane::sysctl::set(&format!("net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
         }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        dataplane::sysctl::set("net/ipv4/ip_forward", "1")
     })
 }
 

@@ -3,11 +3,12 @@
 //! and a flow that reached a service address while it had no endpoints keeps missing the DNAT.
 //! Pure: the caller lists the node's flows (`conntrack -L -p udp`) and deletes what this says.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use model::Protocol;
 
-use crate::plan::NodePlan;
+use crate::plan::{NodePlan, PortPlan};
 
 /// One conntrack entry, as `conntrack -L` prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,30 +78,37 @@ fn parse_line(line: &str) -> Option<Flow> {
     })
 }
 
+/// Each UDP service port's endpoints (address, port), by namespace, Service and port: what
+/// decides whether a change can leave stale flows.
+pub type UdpEndpoints = BTreeMap<(String, String, u16), BTreeSet<(IpAddr, u16)>>;
+
+/// The UDP service ports among `ports`, with their endpoints.
+pub fn udp_endpoints(ports: &[PortPlan]) -> UdpEndpoints {
+    ports
+        .iter()
+        .filter(|p| p.port.protocol == Protocol::Udp)
+        .map(|p| ((p.port.namespace.clone(), p.port.service.clone(), p.port.port), p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port()).collect()))
+        .collect()
+}
+
+/// Whether going from `before` to `after` can leave stale UDP flows (see
+/// [`NodePlan::stale_flows`]): a UDP service port lost an endpoint, or had none and has some now.
+pub fn may_leave_stale(before: &UdpEndpoints, after: &UdpEndpoints) -> bool {
+    after.iter().any(|(port, now)| match before.get(port) {
+        // Gained its first endpoints: flows that missed the DNAT must go.
+        None => !now.is_empty(),
+        Some(was) => (was.is_empty() && !now.is_empty()) || was.iter().any(|ep| !now.contains(ep)),
+    }) || before.iter().any(|(port, was)| !was.is_empty() && !after.contains_key(port))
+}
+
 impl NodePlan {
-    /// Whether going from `old` to this plan can leave stale UDP flows (see [`stale_flows`]): a
-    /// UDP service port lost an endpoint, or had none and has some now; without an old plan,
-    /// always. Listing a node's flows walks the kernel's whole conntrack table, so it is done
-    /// only when this says so (as kube-proxy cleans up only for the endpoints a sync removed).
-    ///
-    /// [`stale_flows`]: NodePlan::stale_flows
+    /// Whether going from `old` to this plan can leave stale UDP flows (see [`may_leave_stale`]);
+    /// without an old plan, always. Listing a node's flows walks the kernel's whole conntrack
+    /// table, so it is done only when this says so (as kube-proxy cleans up only for the
+    /// endpoints a sync removed).
     pub fn may_leave_stale_udp_flows(&self, old: Option<&NodePlan>) -> bool {
         let Some(old) = old else { return true };
-        let udp = |plan: &NodePlan| -> std::collections::BTreeMap<(String, String, u16), std::collections::BTreeSet<(IpAddr, u16)>> {
-            plan.ports
-                .iter()
-                .filter(|p| p.port.protocol == Protocol::Udp)
-                .map(|p| {
-                    ((p.port.namespace.clone(), p.port.service.clone(), p.port.port), p.cluster.iter().chain(&p.local).filter_map(|e| e.ip_port()).collect())
-                })
-                .collect()
-        };
-        let (before, after) = (udp(old), udp(self));
-        after.iter().any(|(port, now)| match before.get(port) {
-            // Gained its first endpoints: flows that missed the DNAT must go.
-            None => !now.is_empty(),
-            Some(was) => (was.is_empty() && !now.is_empty()) || was.iter().any(|ep| !now.contains(ep)),
-        }) || before.iter().any(|(port, was)| !was.is_empty() && !after.contains_key(port))
+        may_leave_stale(&udp_endpoints(&old.ports), &udp_endpoints(&self.ports))
     }
 
     /// The UDP flows to delete: those DNATed to an endpoint the service port no longer uses,

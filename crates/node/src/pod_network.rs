@@ -1,0 +1,200 @@
+//! The pod network of a node: the conflist a container runtime reads, and how this node reaches
+//! the other nodes' pods (Flannel's host-gw routes or vxlan overlay, from `Node.spec.podCIDRs`
+//! and the nodes' InternalIPs). Planning is pure; `sync_*` write the kernel through `dataplane`.
+
+use model::ClusterState;
+
+/// The bridge the pods of a node hang off (the conflist's, and the lab's).
+pub const POD_BRIDGE: &str = "cni0";
+
+/// The conflist file the agent writes (libcni reads the first in name order).
+pub const CONFLIST: &str = "10-podnet.conflist";
+
+/// The conflist a container runtime on this node reads: podnet's bridge plugin with its
+/// host-local compatible IPAM over the node's pod CIDRs (the lab's layout: bridge `cni0`, the
+/// node the pods' gateway, hairpin for Services that lead a pod back to itself).
+pub fn conflist(pod_cidrs: &[ipnet::IpNet]) -> serde_json::Value {
+    let ranges: Vec<serde_json::Value> = pod_cidrs.iter().map(|c| serde_json::json!([{"subnet": c.trunc().to_string()}])).collect();
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "podnet",
+        "plugins": [{
+            "type": cni::plugin::BRIDGE_TYPE,
+            "bridge": POD_BRIDGE,
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "hairpinMode": true,
+            "ipam": {"type": cni::plugin::IPAM_TYPE, "ranges": ranges}
+        }]
+    })
+}
+
+/// Writes `conflist` into `dir` as [`CONFLIST`] when it differs from what is there, atomically
+/// (a temporary file renamed over it: a runtime never reads half of it). True when written.
+pub fn write_conflist(dir: &std::path::Path, conflist: &serde_json::Value) -> std::io::Result<bool> {
+    let path = dir.join(CONFLIST);
+    let text = serde_json::to_string_pretty(conflist).map_err(std::io::Error::other)? + "\n";
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{CONFLIST}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(true)
+}
+
+/// host-gw (Flannel's layout): a route to every other Node's pod CIDRs via that Node's
+/// InternalIP of the same family, from `spec.podCIDRs` as node IPAM assigned them.
+pub fn peer_routes(state: &ClusterState, node: &str) -> Vec<(ipnet::IpNet, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    for n in state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(node)) {
+        let ips: Vec<std::net::IpAddr> =
+            n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
+        for cidr in model::cluster::node_pod_cidrs(n) {
+            if let Some(via) = ips.iter().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4()) {
+                out.push((cidr.trunc(), *via));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How pods on different nodes reach each other (Flannel's backends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// A route per peer's pod CIDR via the peer's InternalIP (the nodes share a network).
+    #[default]
+    HostGw,
+    /// An overlay: one vxlan device per node (VNI 1, UDP 8472); per peer a route onlink via the
+    /// peer's vxlan address (its pod CIDR's network address), a neighbour and an FDB entry.
+    Vxlan,
+}
+
+/// The vxlan device the agent makes (Flannel's `flannel.1`).
+pub const VXLAN_DEVICE: &str = "podnet.1";
+/// Flannel's (and Linux's) vxlan port and VNI.
+const VXLAN_PORT: u16 = 8472;
+const VXLAN_VNI: u32 = 1;
+/// What vxlan adds to each packet (outer IPv4, UDP, vxlan and Ethernet headers).
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// One vxlan peer: its pod CIDR, its vxlan device's address and MAC, its underlay address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPeer {
+    /// The peer's IPv4 pod CIDR.
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// Its vxlan device's address: the pod CIDR's network address (Flannel's convention).
+    pub vxlan_ip: std::net::Ipv4Addr,
+    /// Its vxlan device's MAC.
+    pub mac: [u8; 6],
+    /// Its InternalIP, where the encapsulated packets go.
+    pub node_ip: std::net::Ipv4Addr,
+}
+
+/// vxlan to every other Node with an IPv4 pod CIDR and InternalIP (pure).
+pub fn vxlan_peers(state: &ClusterState, node: &str) -> Vec<VxlanPeer> {
+    peer_routes(state, node)
+        .into_iter()
+        .filter_map(|(cidr, via)| match (cidr, via) {
+            (ipnet::IpNet::V4(pod_cidr), std::net::IpAddr::V4(node_ip)) => {
+                Some(VxlanPeer { pod_cidr, vxlan_ip: pod_cidr.network(), mac: dataplane::link::vxlan_mac_for(node_ip), node_ip })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// This node's vxlan endpoint: its IPv4 InternalIP and IPv4 pod CIDR.
+pub(crate) fn own_vxlan(state: &ClusterState, node: &str) -> Option<(std::net::Ipv4Addr, ipnet::Ipv4Net)> {
+    let n = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(node))?;
+    let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
+    let cidr = model::cluster::node_pod_cidrs(n).into_iter().find_map(|c| match c {
+        ipnet::IpNet::V4(v4) => Some(v4.trunc()),
+        ipnet::IpNet::V6(_) => None,
+    })?;
+    Some((ip, cidr))
+}
+
+/// Makes this namespace's vxlan device (if missing) and its peers exactly `peers`: routes into the
+/// cluster's pod networks (`cluster`) that no peer has are deleted; each peer's route, neighbour
+/// and FDB entry written (the last two replace what is there).
+pub fn sync_vxlan(own_ip: std::net::Ipv4Addr, own_cidr: ipnet::Ipv4Net, cluster: &[ipnet::IpNet], peers: &[VxlanPeer]) -> std::io::Result<usize> {
+    use std::net::IpAddr;
+    let nl = dataplane::link::Netlink::connect()?;
+    let vx = match nl.link(VXLAN_DEVICE)? {
+        Some(l) => l.index,
+        None => {
+            let underlay =
+                nl.link_with_address(IpAddr::V4(own_ip))?.ok_or_else(|| std::io::Error::other(format!("no interface has this node's InternalIP {own_ip}")))?;
+            let spec = dataplane::VxlanSpec {
+                name: VXLAN_DEVICE.into(),
+                vni: VXLAN_VNI,
+                underlay_index: underlay.index,
+                local: own_ip,
+                port: VXLAN_PORT,
+                mtu: underlay.mtu.unwrap_or(1500).saturating_sub(VXLAN_OVERHEAD),
+                mac: dataplane::link::vxlan_mac_for(own_ip),
+            };
+            let vx = nl.add_vxlan(&spec)?;
+            nl.add_address(vx, ipnet::IpNet::new(IpAddr::V4(own_cidr.network()), 32).map_err(std::io::Error::other)?)?;
+            nl.set_up(vx)?;
+            vx
+        }
+    };
+    let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
+    let mut changed = 0;
+    for r in nl.routes(false)?.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
+        if !peers.iter().any(|p| r.dst == ipnet::IpNet::V4(p.pod_cidr) && r.gateway == Some(IpAddr::V4(p.vxlan_ip))) {
+            nl.delete_route(r.dst, r.gateway)?;
+            changed += 1;
+        }
+    }
+    for p in peers {
+        nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip), &p.mac)?;
+        nl.add_fdb(vx, &p.mac, IpAddr::V4(p.node_ip))?;
+        nl.add_onlink_route(ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip), vx)?;
+    }
+    Ok(changed)
+}
+
+/// Makes the routes to the cluster's pod networks (`cluster`) exactly `wanted`: adds the
+/// missing ones, deletes those a Node no longer has. Routes outside `cluster` are not ours.
+pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::IpAddr)]) -> std::io::Result<usize> {
+    let nl = dataplane::link::Netlink::connect()?;
+    let mut have = nl.routes(false)?;
+    have.extend(nl.routes(true)?);
+    let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
+    let mut changed = 0;
+    for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
+        if !wanted.iter().any(|(dst, via)| *dst == r.dst && Some(*via) == r.gateway) {
+            nl.delete_route(r.dst, r.gateway)?;
+            changed += 1;
+        }
+    }
+    for (dst, via) in wanted {
+        if !have.iter().any(|r| r.dst == *dst && r.gateway == Some(*via)) {
+            nl.add_route(*dst, Some(*via), None)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_conflist_is_written_once_and_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = conflist(&["10.244.1.0/24".parse().unwrap()]);
+        assert_eq!(list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert!(write_conflist(dir.path(), &list).unwrap());
+        assert!(!write_conflist(dir.path(), &list).unwrap(), "the same content is not written again");
+        let read: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFLIST)).unwrap()).unwrap();
+        assert_eq!(read, list);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+}
