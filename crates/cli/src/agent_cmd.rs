@@ -110,6 +110,9 @@ pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client>
     kube::Client::try_from(config).context("making the API client")
 }
 
+/// How often the agent checks, between changes, that its tables are as it wrote them.
+const DRIFT_CHECK_PERIOD: Duration = Duration::from_secs(5);
+
 pub fn run(a: AgentArgs) -> Result<ExitCode> {
     let node = a.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok()).ok_or_else(|| anyhow!("give --node-name or set NODE_NAME"))?;
     let config = match &a.proxy_config {
@@ -150,7 +153,12 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             // Only Services (or their EndpointSlices) changed: those alone; else the whole state.
             let changes = stores.take_changes();
-            let result = if !changes.other && agent.can_sync_services() {
+            // Tables changed behind our back (or left unknown by a failure) take a full sync.
+            let drifted = agent.can_sync_services() && agent.drifted();
+            if drifted {
+                eprintln!("podnet agent: node {node}: the tables differ from what was applied; re-syncing in full");
+            }
+            let result = if !changes.other && !drifted && agent.can_sync_services() {
                 agent.sync_services(&changes.services, |ns, name| stores.service(ns, name))
             } else {
                 let synced = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync_owned(state));
@@ -192,13 +200,22 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                 Err(e) if a.once => return Err(anyhow!("node {node}: {e}")),
                 Err(e) => {
                     lock(&status).metrics.sync_failures += 1;
-                    eprintln!("podnet agent: node {node}: {e} (retrying on the next change)");
+                    eprintln!("podnet agent: node {node}: {e} (retrying within 5 s)");
                 }
             }
             if a.once {
                 return Ok(ExitCode::SUCCESS);
             }
-            changed.notified().await;
+            // Wait for a change; meanwhile check now and then (one generation read) that nobody
+            // changed the node's tables behind our back, or a failed sync left them unknown:
+            // either is healed with a full sync.
+            loop {
+                match tokio::time::timeout(DRIFT_CHECK_PERIOD, changed.notified()).await {
+                    Ok(()) => break,
+                    Err(_) if agent.drifted() => break,
+                    Err(_) => {}
+                }
+            }
         }
     })
 }

@@ -316,6 +316,9 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     eprintln!("after the restart, a new Service reached the rules in {took:?}");
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert_eq!(text.matches("full sync").count(), 1, "one full sync, at start:\n{text}");
+    // The restarted apiserver's watch cache starts at etcd's newest revision: the watches resumed
+    // from older ones expire (410 Gone) and relist, without a full re-program (above).
+    assert!(text.contains("Expired"), "no watch expired across the restart:\n{text}");
 
     // kube-proxy's endpoints: its metric names, one full sync and partial ones, healthy.
     let get = |addr: &str, path: &str| {
@@ -329,6 +332,15 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     assert!(count("kubeproxy_network_programming_duration_seconds_count").is_some_and(|n| n >= 5.0), "{metrics}");
     let health = get(&healthz_addr, "/healthz");
     assert!(health.ends_with("\n200") && health.contains("\"nodeEligible\":true"), "{health}");
+
+    // The policy table deleted by hand: the agent notices (one generation read every 5 s) and
+    // writes its tables in full again.
+    let out = std::process::Command::new("ip").args(["netns", "exec", &ns_name(&ns), "nft", "delete", "table", "inet", "podnet-policy"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = until(&ns_name(&ns), "the policy table, restored", |t| t.contains("table inet podnet-policy") && t.contains("10.244.0.7 : goto"));
+    assert!(took < Duration::from_secs(8), "the table came back only after {took:?}");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(text.contains("the tables differ from what was applied; re-syncing in full"), "{text}");
 }
 
 fn ns_name(ns: &dataplane::netns::NamedNetns) -> String {
