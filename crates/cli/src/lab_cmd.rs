@@ -241,6 +241,8 @@ pub(crate) enum ModeArg {
     HostGw,
     /// Flannel-like vxlan overlay.
     Vxlan,
+    /// Calico-like: BIRD 2 on every node announces its pod CIDR over iBGP.
+    Bgp,
 }
 
 #[derive(Args)]
@@ -265,6 +267,55 @@ pub struct UpArgs {
     /// Where the Kubernetes binaries are (default: $PODNET_K8S_BIN, else tools/k8s/build.sh's cache).
     #[arg(long, value_name = "DIR", requires = "control_plane")]
     pub(crate) kube_bin: Option<PathBuf>,
+    /// `--mode bgp`: the cluster's AS number.
+    #[arg(long = "bgp-as", value_name = "ASN", default_value_t = 64512)]
+    pub(crate) bgp_as: u32,
+    /// `--mode bgp`: how many nodes (the first ones) reflect routes to the others (0: a full
+    /// iBGP mesh).
+    #[arg(long = "bgp-route-reflectors", value_name = "N", default_value_t = 0)]
+    pub(crate) bgp_route_reflectors: usize,
+    /// `--mode bgp`: the external host peers over eBGP (AS 64513), as a top-of-rack router: it
+    /// learns every pod CIDR and LoadBalancer IP and reaches pods directly.
+    #[arg(long = "bgp-external")]
+    pub(crate) bgp_external: bool,
+}
+
+/// The lab's settings from `lab up`'s flags; BGP's only with `--mode bgp`.
+pub(crate) fn lab_config(a: &UpArgs) -> Result<LabConfig> {
+    let mode = match a.mode {
+        ModeArg::HostGw => Mode::HostGw,
+        ModeArg::Vxlan => Mode::Vxlan,
+        ModeArg::Bgp => Mode::Bgp,
+    };
+    let mut config = LabConfig::new(&a.name, a.nodes, mode);
+    let bgp_flags = a.bgp_as != 64512 || a.bgp_route_reflectors != 0 || a.bgp_external;
+    match &mut config.bgp {
+        None if bgp_flags => bail!("--bgp-as, --bgp-route-reflectors and --bgp-external need --mode bgp"),
+        None => {}
+        Some(bgp) => {
+            if a.bgp_as == 0 {
+                bail!("--bgp-as: 0 is not an AS number");
+            }
+            if a.bgp_as == lab::plan::EXTERNAL_ASN {
+                bail!("--bgp-as: {} is the external host's AS; give the cluster another", lab::plan::EXTERNAL_ASN);
+            }
+            if a.bgp_route_reflectors > a.nodes {
+                bail!("--bgp-route-reflectors {}: the lab has only {} node(s)", a.bgp_route_reflectors, a.nodes);
+            }
+            *bgp = lab::plan::BgpConfig { asn: a.bgp_as, route_reflectors: a.bgp_route_reflectors, external: a.bgp_external };
+            for tool in ["bird", "birdc"] {
+                if which_program(tool).is_none() {
+                    bail!("--mode bgp runs BIRD 2 on every node, and `{tool}` is not installed: apt-get install bird2");
+                }
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// A program on $PATH.
+fn which_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -284,6 +335,10 @@ pub enum Resource {
     /// EndpointSlices.
     #[value(alias = "endpointslice")]
     Endpointslices,
+    /// `--mode bgp`: each node's BGP sessions and the routes its BIRD holds (`--node N`: one
+    /// node, or `external`).
+    #[value(alias = "route")]
+    Routes,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -320,6 +375,9 @@ pub struct GetArgs {
     /// A LABELS column with every label (pods).
     #[arg(long)]
     show_labels: bool,
+    /// Only this node's routes (`routes`; `external` for the external host).
+    #[arg(long)]
+    node: Option<String>,
     #[command(flatten)]
     name: NameArg,
 }
@@ -430,15 +488,12 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     lab::system::add_cluster_dns(&mut cluster);
     lab::system::add_kubernetes_service(&mut cluster);
     lab::system::add_ingress_controller(&mut cluster);
-    let mode = match a.mode {
-        ModeArg::HostGw => Mode::HostGw,
-        ModeArg::Vxlan => Mode::Vxlan,
-    };
+    let config = lab_config(&a)?;
     // A lab that is up is refused before anything is printed or made.
     if lab::up::exists(&a.name) {
         bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
-    let plan = lab::plan::plan(&LabConfig::new(&a.name, a.nodes, mode), &cluster)?;
+    let plan = lab::plan::plan(&config, &cluster)?;
     let (services, given_slices) = lab::up::lab_services(&cluster)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name.as_str(), plan.nodes.len(), plan.pods.len(), services.len());
@@ -465,6 +520,14 @@ fn up(a: UpArgs) -> Result<ExitCode> {
         }
     };
     outln!(" ✓ {:<44} {:>7.1} ms", "lab process serving every declared port", t.elapsed().as_secs_f64() * 1e3);
+    if st.plan.config.mode == Mode::Bgp {
+        let t = Instant::now();
+        if let Err(e) = wait_for_bgp(&st.plan) {
+            let _ = lab::up::down(&a.name);
+            return Err(e);
+        }
+        outln!(" ✓ {:<44} {:>7.1} ms", "BGP: every node has every pod CIDR", t.elapsed().as_secs_f64() * 1e3);
+    }
     outln!("Lab {:?} is up in {:.2} s.\n", a.name.as_str(), started.elapsed().as_secs_f64());
     out!("{}", pods_table(&st, &PodFilter { wide: true, ..Default::default() }));
     outln!("\nNext: podnet lab check --name {0}   |   podnet lab exec --name {0} -n NS POD -- CMD   |   podnet lab down --name {0}", a.name);
@@ -577,6 +640,21 @@ fn restart(a: NameArg) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits until BGP has converged: every node (and a peering external host) routes every other
+/// node's pod CIDR as BIRD learned it.
+fn wait_for_bgp(plan: &lab::LabPlan) -> Result<()> {
+    let started = Instant::now();
+    while !lab::bgp::converged(plan).context("reading the nodes' routes")? {
+        if started.elapsed() > Duration::from_secs(30) {
+            let log = std::fs::read_to_string(lab::daemon::log_file(&plan.config.name)).unwrap_or_default();
+            let bgp: Vec<&str> = log.lines().filter(|l| l.contains("bgp")).collect();
+            bail!("BGP did not converge in 30 s (see `podnet lab get routes`); the lab process said:\n{}", bgp.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn list() -> Result<ExitCode> {
     let mut out = String::from("NAME\tNODES\tPODS\tMODE\tLAB PROCESS\n");
     for name in state::list() {
@@ -585,6 +663,7 @@ fn list() -> Result<ExitCode> {
                 let mode = match st.plan.config.mode {
                     Mode::HostGw => "host-gw",
                     Mode::Vxlan => "vxlan",
+                    Mode::Bgp => "bgp",
                 };
                 let alive = if lab::daemon::alive(&name) { "running" } else { "stopped" };
                 let _ = writeln!(out, "{name}\t{}\t{}\t{mode}\t{alive}", st.plan.nodes.len(), st.plan.pods.len());
@@ -682,6 +761,10 @@ fn get(a: GetArgs) -> Result<ExitCode> {
     let lab = which(&a.name)?;
     let st = state::load(&lab)?;
     warn_if_stopped(&lab);
+    if let Resource::Routes = a.resource {
+        out!("{}", crate::lab_routes::view(&st, a.node.as_deref())?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let namespace = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
     let name = a.object.as_deref();
     let pod_filter = PodFilter {
@@ -701,6 +784,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
         Resource::Services => ("services", true),
         Resource::Endpoints => ("endpoints", true),
         Resource::Endpointslices => ("endpointslices.discovery.k8s.io", true),
+        Resource::Routes => ("routes", false),
     };
     let found = match a.resource {
         Resource::Pods => st.plan.pods.iter().filter(|p| pod_filter.keeps(p)).count(),
@@ -709,6 +793,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
             st.services.iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata) && labelled(&s.metadata)).count()
         }
         Resource::Endpointslices => st.endpoint_slices().iter().filter(|s| in_scope(namespace.as_deref(), name, &s.metadata)).count(),
+        Resource::Routes => 0,
     };
     if found == 0 {
         if let Some(n) = name {
@@ -740,6 +825,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .filter(|s| scoped(&s.metadata))
                 .map(|s| format!("endpointslice.discovery.k8s.io/{}", s.metadata.name.as_deref().unwrap_or_default()))
                 .collect(),
+            Resource::Routes => Vec::new(),
         };
         for n in names {
             outln!("{n}");
@@ -813,6 +899,8 @@ fn get(a: GetArgs) -> Result<ExitCode> {
             }
             align(&out)
         }
+        // Shown above, before the kubectl-like kinds.
+        (Resource::Routes, _) => String::new(),
     };
     out!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -14,11 +14,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use kubeplane::{ControlPlane, Settings};
 use lab::LabName;
-use lab::plan::{ControlPlaneConfig, LabConfig, LabPlan, Mode};
+use lab::plan::{ControlPlaneConfig, LabPlan};
 use lab::up::LabError;
 use serde_json::{Value, json};
 
-use crate::lab_cmd::{ModeArg, UpArgs};
+use crate::lab_cmd::UpArgs;
 
 /// kube-apiserver's port on the control-plane host.
 pub const API_PORT: u16 = 6443;
@@ -185,11 +185,7 @@ pub fn up(a: UpArgs) -> Result<ExitCode> {
     if lab::up::exists(&a.name) {
         bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
-    let mode = match a.mode {
-        ModeArg::HostGw => Mode::HostGw,
-        ModeArg::Vxlan => Mode::Vxlan,
-    };
-    let mut config = LabConfig::new(&a.name, a.nodes, mode);
+    let mut config = crate::lab_cmd::lab_config(&a)?;
     config.control_plane = Some(ControlPlaneConfig { kube_bin: bin.clone(), api_port: free_loopback_port()? });
     // No pods yet: they come through the API, bound by the scheduler.
     let plan = lab::plan::plan(&config, &model::ClusterState::default())?;

@@ -37,6 +37,7 @@ mod lab_control_plane;
 mod lab_describe;
 mod lab_kubelet;
 mod lab_probe;
+mod lab_routes;
 mod lab_rules;
 mod lab_ui;
 mod observe_cmd;

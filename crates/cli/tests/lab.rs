@@ -1072,3 +1072,125 @@ fn mask_pod_hosts(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[test]
+fn bgp_lab_proves_the_three_rules() {
+    if !is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    check_the_three_rules("bgp");
+}
+
+/// `ip route` in a namespace, for `dst` (or all).
+fn ip_route(netns: &str, dst: Option<&str>) -> String {
+    let mut args = vec!["-n", netns, "route", "show"];
+    args.extend(dst);
+    String::from_utf8(Command::new("ip").args(&args).output().unwrap().stdout).unwrap()
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; how long it took, or `None`.
+fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn bgp_routes_pods_and_load_balancers_to_the_external_router_and_heals() {
+    let pod = |name: &str, node: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n"
+        )
+    };
+    let lb = |name: &str, extra: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n"
+        )
+    };
+    let yaml = [pod("near", "node-1"), pod("far", "node-2"), lb("a-cluster", ""), lb("b-local", "  externalTrafficPolicy: Local\n")].concat();
+    let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3", "--mode", "bgp", "--bgp-external"]) else {
+        return;
+    };
+    let node = |n: u8| format!("podnet.{}.node-{n}", lab.name);
+    let external = format!("podnet.{}.external", lab.name);
+    // Every node learned the other two pod CIDRs from BIRD; the external router all three.
+    for n in 1..=3 {
+        let routes = ip_route(&node(n), None);
+        assert_eq!(routes.lines().filter(|l| l.contains("10.244.") && l.contains("proto bird")).count(), 2, "node-{n}:\n{routes}");
+    }
+    let routes = ip_route(&external, None);
+    assert_eq!(routes.lines().filter(|l| l.starts_with("10.244.") && l.contains("proto bird")).count(), 3, "{routes}");
+    // The external router reaches a pod by its own address: no NAT, no overlay.
+    let (_, near_ip) = lab.pod("demo", "near");
+    let direct = try_tcp(&external, near_ip, 8080).unwrap();
+    assert_eq!(direct["client_ip"], "172.18.0.1", "{direct}");
+    // LoadBalancer IPs announced by the nodes that may serve them: every node for Cluster,
+    // those with a ready endpoint for Local (node-1 and node-2, not node-3).
+    let announced = |ip: &str| ip_route(&external, Some(ip));
+    let cluster = announced("172.18.255.1");
+    assert!(["172.18.0.2", "172.18.0.3", "172.18.0.4"].iter().all(|n| cluster.contains(&format!("via {n} "))), "{cluster}");
+    let local = announced("172.18.255.2");
+    assert!(local.contains("via 172.18.0.2 ") && local.contains("via 172.18.0.3 ") && !local.contains("172.18.0.4"), "{local}");
+    let a = try_tcp(&external, Ipv4Addr::new(172, 18, 255, 2), 80).unwrap();
+    assert_eq!(a["client_ip"], "172.18.0.1", "Local keeps the client's address: {a}");
+    assert!(try_tcp(&external, Ipv4Addr::new(172, 18, 255, 1), 80).is_ok());
+    // node-2's endpoint no longer ready: node-2 withdraws the Local address.
+    let mark = podnet(&["lab", "mark", "--name", &lab.name, "-n", "demo", "far", "not-ready"]);
+    assert!(mark.status.success(), "{}", String::from_utf8_lossy(&mark.stderr));
+    let took = within(Duration::from_secs(5), || !announced("172.18.255.2").contains("172.18.0.3"));
+    assert!(took.is_some(), "node-2 still announces the Local address:\n{}", announced("172.18.255.2"));
+    assert!(announced("172.18.255.2").contains("172.18.0.2"), "node-1 still serves it");
+    // Sessions and routes as `lab get routes` shows them.
+    let shown = String::from_utf8(podnet(&["lab", "get", "routes", "--name", &lab.name, "--node", "node-1"]).stdout).unwrap();
+    assert_eq!(shown.lines().filter(|l| l.starts_with("node-1") && l.contains("Established")).count(), 3, "{shown}");
+    assert!(shown.contains("10.244.1.0/24") && shown.contains("172.18.0.3"), "{shown}");
+    // node-2's BIRD killed: its pod CIDR is withdrawn from the others (the session closes), the
+    // lab process starts BIRD again and the route comes back.
+    let pid: i32 = std::fs::read_to_string(format!("/run/podnet/{}/bird/node-2.pid", lab.name)).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let to_node2 = || ip_route(&node(1), Some("10.244.1.0/24")).contains("via 172.18.0.3");
+    let gone = within(Duration::from_secs(4), || !to_node2()).expect("node-2's pod CIDR was not withdrawn within the hold time");
+    let back = within(Duration::from_secs(10), to_node2).expect("node-2's routes did not come back after BIRD was restarted");
+    eprintln!("node-2's BIRD killed: withdrawn from node-1 in {gone:?}, back {back:?} later");
+    // A silent node (its link down: no session closes) is withdrawn after the hold time.
+    let down = Command::new("ip").args(["-n", &node(3), "link", "set", "eth0", "down"]).status().unwrap();
+    assert!(down.success());
+    let to_node3 = || ip_route(&node(1), Some("10.244.2.0/24")).contains("via 172.18.0.4");
+    let silent = within(Duration::from_secs(6), || !to_node3()).expect("a silent node's routes stayed past the hold time");
+    assert!(silent >= Duration::from_millis(500), "withdrawn by the hold timer, not at once: {silent:?}");
+    eprintln!("node-3 silent: withdrawn from node-1 after {silent:?}");
+    // `lab down` leaves no BIRD behind.
+    let name = lab.name.clone();
+    drop(lab);
+    let left = Command::new("pgrep").args(["-f", &format!("/run/podnet/{name}/bird")]).output().unwrap();
+    assert!(left.stdout.is_empty(), "BIRD left after lab down: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+#[test]
+fn bgp_route_reflectors_carry_every_route_with_one_session_per_client() {
+    let Some((lab, _dir)) = lab_of(MANIFESTS, &["--nodes", "4", "--mode", "bgp", "--bgp-route-reflectors", "1", "--bgp-as", "65001"]) else {
+        return;
+    };
+    let shown = String::from_utf8(podnet(&["lab", "get", "routes", "--name", &lab.name]).stdout).unwrap();
+    // node-1 reflects: three clients; node-3 has node-1 alone and still every other pod CIDR.
+    assert_eq!(shown.lines().filter(|l| l.starts_with("node-1") && l.contains("client_node_") && l.contains("Established")).count(), 3, "{shown}");
+    assert_eq!(shown.lines().filter(|l| l.starts_with("node-3") && l.contains("Established")).count(), 1, "{shown}");
+    let routes = ip_route(&format!("podnet.{}.node-3", lab.name), None);
+    assert_eq!(routes.lines().filter(|l| l.contains("proto bird")).count(), 3, "{routes}");
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // BGP's flags without BGP, or a reflector count past the nodes, make nothing.
+    for (args, says) in [(&["--bgp-as", "65001"][..], "need --mode bgp"), (&["--mode", "bgp", "--bgp-route-reflectors", "9"], "only 2 node(s)")] {
+        let mut all = vec!["lab", "up", "--name", "bgp-bad", "--nodes", "2"];
+        all.extend_from_slice(args);
+        let out = podnet(&all);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!std::path::Path::new("/run/podnet/bgp-bad").exists());
+    }
+}

@@ -184,6 +184,7 @@ fn proxy_worker(first: LabState, proxies: Proxies, requests: std::sync::mpsc::Re
                     if done.is_err() {
                         proxies.forget_applied();
                     }
+                    supervise_bgp(&st, &proxies);
                     last = st;
                     let _ = reply.send(done);
                 }
@@ -201,6 +202,8 @@ fn proxy_worker(first: LabState, proxies: Proxies, requests: std::sync::mpsc::Re
                         eprintln!("proxy: {e}");
                         proxies.forget_applied();
                     }
+                    // A BIRD that died is started again (its peers withdrew its routes).
+                    supervise_bgp(&last, &proxies);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -423,6 +426,18 @@ async fn answer_probe(mut conn: tokio::net::TcpStream, status: Arc<Mutex<ProxySt
         body.len()
     );
     let _ = conn.write_all(response.as_bytes()).await;
+}
+
+/// Keeps `--mode bgp`'s daemons running with what each node announces, logging what changed.
+fn supervise_bgp(st: &LabState, proxies: &Proxies) {
+    match guarded("BGP supervision", || crate::bgp::supervise(&st.plan, &proxies.external_addresses())) {
+        Ok(done) => {
+            for (who, what) in done.iter().filter(|(_, s)| *s != node::bgp::Supervised::Unchanged) {
+                eprintln!("bgp {who}: BIRD {}", if *what == node::bgp::Supervised::Started { "started" } else { "reconfigured" });
+            }
+        }
+        Err(e) => eprintln!("bgp: {e}"),
+    }
 }
 
 /// Syncs every node's proxy, logging what each did.

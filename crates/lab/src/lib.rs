@@ -6,9 +6,11 @@
 //! - [`up`]: carrying a plan out, and `down`;
 //! - [`state`]: what a running lab keeps under `/run/podnet/<lab>/`;
 //! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports;
-//! - [`service_proxy`]: every node's service proxy, run by the lab process;
+//! - [`service_proxy`]: every node's agent (service proxy, policy), run by the lab process;
+//! - [`bgp`]: `--mode bgp`'s BIRD daemons, supervised by the lab process;
 //! - [`system`]: the cluster DNS the lab adds, and [`resolv`]: each pod's resolv.conf.
 
+pub mod bgp;
 pub mod change;
 pub mod cluster_dns;
 pub mod daemon;

@@ -18,13 +18,16 @@ pub enum Mode {
     HostGw,
     /// Flannel-like: one vxlan device per node; per peer a route, a neighbour and an FDB entry.
     Vxlan,
+    /// Calico-like: every node runs BIRD 2 and announces its pod CIDR over iBGP; the routes
+    /// between nodes are the ones BGP learned.
+    Bgp,
 }
 
 impl Mode {
     /// The pods' MTU: the underlay's, minus vxlan's 50 bytes of encapsulation.
     pub fn pod_mtu(self) -> u32 {
         match self {
-            Mode::HostGw => 1500,
+            Mode::HostGw | Mode::Bgp => 1500,
             Mode::Vxlan => 1450,
         }
     }
@@ -46,6 +49,31 @@ pub struct LabConfig {
     /// A real control plane (`lab up --control-plane`): the API server is the lab's source.
     #[serde(default)]
     pub control_plane: Option<ControlPlaneConfig>,
+    /// BGP's settings (`--mode bgp`).
+    #[serde(default)]
+    pub bgp: Option<BgpConfig>,
+}
+
+/// How a `--mode bgp` lab peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpConfig {
+    /// The cluster's AS number (`--bgp-as`).
+    pub asn: u32,
+    /// How many nodes (the first ones) reflect routes; 0: a full iBGP mesh.
+    pub route_reflectors: usize,
+    /// Whether the external host peers (eBGP, AS [`EXTERNAL_ASN`]): it then learns every pod
+    /// CIDR and the LoadBalancer/external IPs, instead of the lab's static routes.
+    pub external: bool,
+}
+
+/// The external host's AS number when it peers over BGP (the top-of-rack router's).
+pub const EXTERNAL_ASN: u32 = 64513;
+
+impl Default for BgpConfig {
+    /// Calico's default AS, a full mesh, no external peer.
+    fn default() -> Self {
+        BgpConfig { asn: 64512, route_reflectors: 0, external: false }
+    }
 }
 
 /// Where a control-plane lab's Kubernetes binaries are, and where its API server answers on
@@ -68,6 +96,7 @@ impl LabConfig {
             pod_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             underlay: Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 24).unwrap_or_default(),
             control_plane: None,
+            bgp: (mode == Mode::Bgp).then(BgpConfig::default),
         }
     }
 }

@@ -243,10 +243,20 @@ impl Proxies {
         }
     }
 
-    /// Points the external host's /32 routes for LoadBalancer and external IPs at a node: one
-    /// with a local endpoint for `externalTrafficPolicy: Local` (as MetalLB announces from such
-    /// a node), else the first node.
+    /// Each node's LoadBalancer and external addresses, and whether it may serve each (see
+    /// `NodeAgent::external_addresses`).
+    pub fn external_addresses(&self) -> BTreeMap<String, BTreeMap<IpAddr, bool>> {
+        self.agents.iter().map(|(name, a)| (name.clone(), a.external_addresses())).collect()
+    }
+
+    /// Points the external host's /32 routes for LoadBalancer and external IPs at a node that
+    /// may serve them (any for `externalTrafficPolicy: Cluster`, one with a local endpoint for
+    /// `Local`, as MetalLB announces), else the first node. Not in a lab whose external host
+    /// learns them over BGP.
     fn route_from_external_host(&mut self, st: &LabState) {
+        if st.plan.config.bgp.as_ref().is_some_and(|b| b.external) {
+            return;
+        }
         let mut wanted: BTreeMap<Ipv4Addr, (bool, Ipv4Addr)> = BTreeMap::new();
         for n in &st.plan.nodes {
             let Some(agent) = self.agents.get(&n.name) else { continue };

@@ -186,6 +186,7 @@ fn make(
         match plan.config.mode {
             Mode::HostGw => "host-gw",
             Mode::Vxlan => "vxlan",
+            Mode::Bgp => "BGP",
         }
     );
     timed(progress, &what, || {
@@ -331,6 +332,8 @@ fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         let nl = Netlink::connect()?;
         let eth0 = nl.require("eth0")?;
         match mode {
+            // The lab process starts BIRD on every node; the routes are the ones it learns.
+            Mode::Bgp => {}
             Mode::HostGw => {
                 for p in &peers {
                     nl.add_route(IpNet::V4(p.pod_cidr), Some(IpAddr::V4(p.ip)), Some(eth0.index))?;
@@ -535,6 +538,7 @@ pub fn down(lab: &LabName) -> Result<Down, LabError> {
 /// directory: only names built from the lab's name, never a path from elsewhere.
 fn remove(lab: &LabName) -> Result<usize, LabError> {
     stop_process(lab);
+    crate::bgp::stop_all(lab);
     crate::daemon::stop_kubelet(lab);
     kubeplane::stop(&control_plane_dir(lab));
     stop_plugins(lab);

@@ -5,6 +5,7 @@
 //! is planned and written alone (O(change)). A failed apply forgets what was applied, and a
 //! ruleset changed behind the agent's back is not trusted: the next write is then in full.
 
+pub mod bgp;
 pub mod flows;
 pub mod pod_network;
 
@@ -143,12 +144,12 @@ pub fn bridge_table(bridge_mac: &str, pod_cidrs: &[ipnet::IpNet]) -> Table {
     t
 }
 
-/// Each Service's LoadBalancer and external addresses among `ports`, and whether this node is
-/// preferred for it (`externalTrafficPolicy: Local` with an endpoint here).
+/// Each Service's LoadBalancer and external addresses among `ports`, and whether this node may
+/// serve it: always for `externalTrafficPolicy: Cluster`, with a ready endpoint here for `Local`.
 fn external_addresses(ports: &[PortPlan]) -> BTreeMap<(String, String), Vec<(IpAddr, bool)>> {
     let mut out: BTreeMap<(String, String), Vec<(IpAddr, bool)>> = BTreeMap::new();
     for p in ports {
-        let preferred = p.port.policies.external_local && !p.local.is_empty();
+        let preferred = !p.port.policies.external_local || !p.local.is_empty();
         for ip in p.port.load_balancer_ips.iter().chain(&p.port.external_ips) {
             let list = out.entry((p.port.namespace.clone(), p.port.service.clone())).or_default();
             match list.iter_mut().find(|(a, _)| a == ip) {
@@ -189,9 +190,9 @@ impl NodeAgent {
         self.session = None;
     }
 
-    /// The LoadBalancer and external addresses this node serves, and whether it is preferred
-    /// for each (`externalTrafficPolicy: Local` with a local endpoint): what a load balancer
-    /// announcing from nodes (MetalLB, BGP) would announce from here.
+    /// The LoadBalancer and external addresses of the Services, and whether this node may serve
+    /// each (`externalTrafficPolicy: Cluster`, or `Local` with a ready endpoint here): what a
+    /// load balancer announcing from nodes (MetalLB, Calico's BGP) announces from here.
     pub fn external_addresses(&self) -> BTreeMap<IpAddr, bool> {
         let mut out = BTreeMap::new();
         for (ip, preferred) in self.applied.iter().flat_map(|a| a.external.values().flatten()) {
