@@ -22,12 +22,59 @@ pub struct LabBenchArgs {
 }
 
 fn timed(exe: &std::path::Path, args: &[&str]) -> Result<f64> {
+    timed_output(exe, args).map(|(t, _)| t)
+}
+
+/// Runs `podnet ARGS`: how long it took and what it printed.
+fn timed_output(exe: &std::path::Path, args: &[&str]) -> Result<(f64, String)> {
     let t = Instant::now();
     let out = Command::new(exe).args(args).output().with_context(|| format!("running podnet {}", args.join(" ")))?;
     if !out.status.success() {
         bail!("podnet {} failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
-    Ok(t.elapsed().as_secs_f64())
+    Ok((t.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// BGP's figures in a `--mode bgp` lab: convergence (from `lab up`'s own line), and how long
+/// node-1 keeps node-2's pod CIDR after node-2's BIRD is killed, until it is back (restarted by
+/// the lab process), and after node-3 goes silent (its link down: only the hold timer notices).
+struct BgpFigures {
+    converged_ms: f64,
+    killed_withdrawn_ms: f64,
+    restarted_back_ms: f64,
+    silent_withdrawn_ms: f64,
+}
+
+fn bgp_figures(lab: &lab::LabName, up_output: &str) -> Result<BgpFigures> {
+    let converged_ms = up_output
+        .lines()
+        .find(|l| l.contains("BGP: every node has every pod CIDR"))
+        .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+        .context("lab up did not say when BGP converged")?;
+    let node = |n: usize| format!("podnet.{lab}.node-{n}");
+    let has_route = |netns: &str, dst: &str, via: &str| -> bool {
+        Command::new("ip").args(["-n", netns, "route", "show", dst]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("via {via}")))
+    };
+    let wait = |cond: &dyn Fn() -> bool| -> Result<f64> {
+        let t = Instant::now();
+        while !cond() {
+            if t.elapsed() > std::time::Duration::from_secs(15) {
+                bail!("no change in 15 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let pid: i32 = std::fs::read_to_string(lab::bgp::dir(lab).join("node-2.pid"))?.trim().parse()?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+    let killed_withdrawn_ms = wait(&|| !has_route(&node(1), "10.244.1.0/24", "172.18.0.3")).context("node-2's routes after its BIRD was killed")?;
+    let restarted_back_ms = wait(&|| has_route(&node(1), "10.244.1.0/24", "172.18.0.3")).context("node-2's routes after the restart")?;
+    let down = Command::new("ip").args(["-n", &node(3), "link", "set", "eth0", "down"]).status()?;
+    if !down.success() {
+        bail!("ip link set eth0 down on node-3 failed");
+    }
+    let silent_withdrawn_ms = wait(&|| !has_route(&node(1), "10.244.2.0/24", "172.18.0.4")).context("node-3's routes after it went silent")?;
+    Ok(BgpFigures { converged_ms, killed_withdrawn_ms, restarted_back_ms, silent_withdrawn_ms })
 }
 
 pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
@@ -53,8 +100,10 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     let lab_name: lab::LabName = name.parse()?;
     let nodes = a.nodes.to_string();
     let path = dir.path().to_string_lossy().into_owned();
-    let up = timed(&exe, &["lab", "up", "--name", &name, "--nodes", &nodes, "--mode", &a.mode, "-f", &path]);
-    let result = up.and_then(|up| {
+    let up = timed_output(&exe, &["lab", "up", "--name", &name, "--nodes", &nodes, "--mode", &a.mode, "-f", &path]);
+    let mut up_output = String::new();
+    let result = up.and_then(|(up, printed)| {
+        up_output = printed;
         let rss = std::fs::read_to_string(lab::state::pid_file(&lab_name))
             .ok()
             .and_then(|pid| crate::bench::proc_status_kib(pid.trim(), "VmRSS"))
@@ -63,6 +112,11 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
         let dns = dns_while_syncing(&exe, &lab_name)?;
         Ok((up, rss, check, dns))
     });
+    // Last, as it breaks the lab: BGP's failure figures.
+    let bgp = match &result {
+        Ok(_) if a.mode == "bgp" && a.nodes >= 3 => Some(bgp_figures(&lab_name, &up_output)),
+        _ => None,
+    };
     let down = timed(&exe, &["lab", "down", "--name", &name]);
     let (up, rss, check, dns) = result?;
     let down = down?;
@@ -83,6 +137,16 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
         dns.busy.1,
         dns.lost
     );
+    if let Some(bgp) = bgp {
+        let b = bgp?;
+        outln!("  BGP converged {:8.1} ms  (every node and the external peer have every pod CIDR, from lab up)", b.converged_ms);
+        outln!(
+            "  node-2's BIRD killed: its pod CIDR gone from node-1 in {:.1} ms, back {:.1} ms later (restarted by the lab process)",
+            b.killed_withdrawn_ms,
+            b.restarted_back_ms
+        );
+        outln!("  node-3 silent (link down): its pod CIDR gone from node-1 in {:.1} ms (hold time 3 s)", b.silent_withdrawn_ms);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,7 +41,7 @@ pub fn kubeconfig(lab: &LabName) -> Result<ExitCode> {
 }
 
 fn free_loopback_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(kubeplane::free_port()?)
 }
 
 fn lab_error(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {

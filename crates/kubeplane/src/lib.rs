@@ -100,7 +100,22 @@ pub struct ControlPlane {
     processes: Vec<Process>,
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
+/// handed out for `:0` can be taken again as the source port of any outgoing connection before
+/// etcd or the apiserver binds it (seen in CI: etcd "address already in use").
+pub fn free_port() -> std::io::Result<u16> {
+    let ephemeral_low: u16 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u32::from(high - low);
+    // A start that differs between processes and calls, so that parallel tests spread out.
+    let seed = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos()) ^ std::process::id().rotate_left(16);
+    for i in 0..span {
+        let port = low + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % span).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
