@@ -107,8 +107,10 @@ fn records_over_udp_and_tcp_and_changes_within_100_ms() {
         }
     }
     assert!(took.iter().any(|t| *t < Duration::from_millis(100)), "no change answered within 100 ms of its write: {took:?}");
-    // A file that no longer loads keeps the last good view.
-    std::fs::write(dir.path().join("cluster.yaml"), "kind: Service\nmetadata: {name: [oops\n").unwrap();
+    // A file that no longer loads keeps the last good view. Written whole (renamed into place):
+    // a truncating write can be read empty in between, and an empty file is a valid, empty view.
+    std::fs::write(dir.path().join("cluster.yaml.tmp"), "kind: Service\nmetadata: {name: [oops\n").unwrap();
+    std::fs::rename(dir.path().join("cluster.yaml.tmp"), dir.path().join("cluster.yaml")).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(dig(&s, &["payments.production.svc.cluster.local", "A"]).1, ["10.96.0.77"]);
 }
