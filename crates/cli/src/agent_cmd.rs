@@ -30,6 +30,13 @@ pub struct AgentArgs {
     /// vxlan overlay (device `podnet.1`, VNI 1, UDP 8472).
     #[arg(long, value_enum, default_value = "host-gw")]
     backend: BackendArg,
+    /// `--backend bgp`: the cluster's AS number.
+    #[arg(long = "bgp-as", default_value_t = 64512, value_name = "ASN")]
+    bgp_as: u32,
+    /// Where the agent's daemons keep their files (`--backend bgp`: BIRD's configuration,
+    /// socket, pid file and log).
+    #[arg(long, default_value = "/run/podnet-agent", value_name = "DIR")]
+    run_dir: PathBuf,
     /// Where the CNI conflist goes once the node's rules are in place (empty: not written).
     #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
     cni_conf_dir: String,
@@ -50,6 +57,8 @@ pub enum BackendArg {
     HostGw,
     /// A vxlan overlay between the nodes.
     Vxlan,
+    /// BGP (Calico's): BIRD 2 announces the node's pod CIDR to every other Node.
+    Bgp,
 }
 
 /// What the agent reports: kube-proxy's metrics and health.
@@ -134,7 +143,10 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         agent.backend = match a.backend {
             BackendArg::HostGw => node::Backend::HostGw,
             BackendArg::Vxlan => node::Backend::Vxlan,
+            BackendArg::Bgp => node::Backend::Bgp,
         };
+        agent.bgp_asn = a.bgp_as;
+        agent.run_dir.clone_from(&a.run_dir);
         let status = Arc::new(std::sync::Mutex::new(Status::default()));
         for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
             let (addr, status) = (addr.clone(), Arc::clone(&status));

@@ -870,3 +870,107 @@ fn two_agents_join_their_pod_networks_with_vxlan() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Two agents with `--backend bgp` (Calico's): each runs BIRD 2 in its node's namespace, peers
+/// with the other Node the API server holds, and installs the route to the other's pod CIDR it
+/// learns; a connection crosses. A Node deleted: its peer drops the session and the route.
+#[test]
+fn two_agents_route_their_pod_networks_with_bgp() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let id = std::process::id() % 100_000;
+    let a = dataplane::netns::NamedNetns::new(&format!("pnbga{id}")).unwrap();
+    let b = dataplane::netns::NamedNetns::new(&format!("pnbgb{id}")).unwrap();
+    let (na, nb) = (ns_name(&a), ns_name(&b));
+    let run = |ns: &str, args: &[&str]| {
+        let out = in_netns(ns, args);
+        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&na, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &nb]);
+    for (ns, underlay, pods) in [(&na, "172.20.0.2/24", "10.244.20.1/24"), (&nb, "172.20.0.3/24", "10.244.21.1/24")] {
+        run(ns, &["ip", "addr", "add", underlay, "dev", "eth0"]);
+        run(ns, &["ip", "link", "set", "eth0", "up"]);
+        run(ns, &["ip", "link", "set", "lo", "up"]);
+        run(ns, &["ip", "link", "add", "cni0", "type", "bridge"]);
+        run(ns, &["ip", "addr", "add", pods, "dev", "cni0"]);
+        run(ns, &["ip", "link", "set", "cni0", "up"]);
+        run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+    for (name, cidr, ip) in [("node-a", "10.244.20.0/24", "172.20.0.2"), ("node-b", "10.244.21.0/24", "172.20.0.3")] {
+        apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
+        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        assert!(cp.kubectl(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
+    }
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let agent = |node: &str, ns: &dataplane::netns::NamedNetns| {
+        Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+                .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", node, "--netns", ns.path().to_str().unwrap()])
+                .args(["--backend", "bgp", "--bgp-as", "64600", "--run-dir", run_dir.path().to_str().unwrap()])
+                .args(["--proxy-config", config.path().to_str().unwrap(), "--cni-conf-dir", "", "--metrics-bind-address", "", "--healthz-bind-address", ""])
+                .stderr(std::fs::File::create(logs.path().join(node)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // BIRD outlives the agent (as a restarted agent finds it): stopped when the test ends.
+    struct Birds(Vec<node::bgp::Bird>);
+    impl Drop for Birds {
+        fn drop(&mut self) {
+            self.0.iter().for_each(node::bgp::Bird::stop);
+        }
+    }
+    let birds = Birds(
+        [("node-a", &a), ("node-b", &b)]
+            .iter()
+            .map(|(n, ns)| node::bgp::Bird { netns: ns.path().to_owned(), stem: run_dir.path().join("bird").join(n) })
+            .collect(),
+    );
+    let _agent_a = agent("node-a", &a);
+    let _agent_b = agent("node-b", &b);
+    let log = |node: &str| std::fs::read_to_string(logs.path().join(node)).unwrap_or_default();
+    let route = |ns: &str| String::from_utf8_lossy(&in_netns(ns, &["ip", "route", "show"]).stdout).into_owned();
+    let start = std::time::Instant::now();
+    while !(route(&na).contains("10.244.21.0/24 via 172.20.0.3 dev eth0 proto bird")
+        && route(&nb).contains("10.244.20.0/24 via 172.20.0.2 dev eth0 proto bird"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no BGP routes after 20 s:\nA: {}\nB: {}\n{}\n{}",
+            route(&na),
+            route(&nb),
+            log("node-a"),
+            log("node-b")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("two agents: BGP routes in place {:?} after start", start.elapsed());
+    let conf = std::fs::read_to_string(run_dir.path().join("bird").join("node-a.conf")).unwrap();
+    assert!(conf.contains("local 172.20.0.2 as 64600") && conf.contains("neighbor 172.20.0.3 as 64600"), "{conf}");
+    // A connection from node A's pod network to node B's, routed by what BGP learned.
+    let listener = dataplane::netns::run_in(b.path(), || std::net::TcpListener::bind("10.244.21.1:8080")).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnode-b");
+        }
+    });
+    let out = in_netns(&na, &["curl", "-s", "-m", "3", "--interface", "10.244.20.1", "http://10.244.21.1:8080/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    // Node B deleted: A drops the peer from its configuration, and the route with the session.
+    assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
+    let start = std::time::Instant::now();
+    while route(&na).contains("10.244.21.0/24") {
+        assert!(start.elapsed() < Duration::from_secs(20), "node-b's route still there:\n{}\n{}", route(&na), log("node-a"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(birds);
+}

@@ -100,23 +100,28 @@ pub struct ControlPlane {
     processes: Vec<Process>,
 }
 
-/// A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
-/// handed out for `:0` can be taken again as the source port of any outgoing connection before
-/// etcd or the apiserver binds it (seen in CI: etcd "address already in use").
+/// A loopback port nothing listens on, below the kernel's ephemeral range, and never the same
+/// twice in one process. A port the kernel hands out for `:0` can be handed out again at once
+/// (CI saw etcd given one port for both its client and peer URLs) or taken as the source port
+/// of an outgoing connection before the server binds it.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     let ephemeral_low: u16 =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(32768);
     let (low, high) = (10_000u16, ephemeral_low.max(10_001));
     let span = u32::from(high - low);
-    // A start that differs between processes and calls, so that parallel tests spread out.
-    let seed = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos()) ^ std::process::id().rotate_left(16);
-    for i in 0..span {
-        let port = low + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % span).unwrap_or(0);
+    // Processes start at different places (their pid); within one, each call takes the next
+    // port of a walk that visits every port once (7919 is prime, so coprime with the span).
+    let origin = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + u16::try_from(origin.wrapping_add(step.wrapping_mul(7919)) % span).unwrap_or(0);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Err(std::io::Error::other(format!("no free loopback port in {low}-{high}")))
 }
 
 fn err(what: impl std::fmt::Display) -> std::io::Error {

@@ -58,6 +58,10 @@ pub struct NodeAgent {
     /// Whether this agent lays the routes or the overlay to the other nodes' pods (given a
     /// `clusterCIDR`); the lab lays its own when it makes the nodes.
     pub pod_network: bool,
+    /// The cluster's AS number ([`Backend::Bgp`]).
+    pub bgp_asn: u32,
+    /// Where the agent's daemons keep their files ([`Backend::Bgp`]'s BIRD: `bird/<node>.*`).
+    pub run_dir: PathBuf,
     /// What the kernel holds.
     applied: Option<Applied>,
     elements: usize,
@@ -92,6 +96,7 @@ enum PodNetwork {
         peers: Vec<VxlanPeer>,
         cluster: Vec<ipnet::IpNet>,
     },
+    Bgp(Box<bgp::NodeRouting>),
 }
 
 /// What a node agent applied: the proxy's rules as the programmer keeps them per Service (a
@@ -171,6 +176,8 @@ impl NodeAgent {
             cni_conf_dir: None,
             backend: Backend::HostGw,
             pod_network: true,
+            bgp_asn: 64512,
+            run_dir: PathBuf::from("/run/podnet-agent"),
             applied: None,
             elements: 0,
             session: None,
@@ -417,10 +424,38 @@ impl NodeAgent {
                 PodNetwork::Vxlan { ip, cidr, peers: vxlan_peers(state, &self.node), cluster }
             }
             Backend::HostGw => PodNetwork::Routes { wanted: peer_routes(state, &self.node), cluster },
+            Backend::Bgp => PodNetwork::Bgp(Box::new(self.bgp_routing(state, &proxy)?)),
         };
         let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
         let pod_cidrs = node.map(model::cluster::node_pod_cidrs).unwrap_or_default();
         Ok(Planned { proxy, policy, network, pod_cidrs })
+    }
+
+    /// This node's BIRD (in its namespace; its files under `run_dir`).
+    pub fn bird(&self) -> bgp::Bird {
+        let netns = self.netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"));
+        bgp::Bird { netns, stem: self.run_dir.join("bird").join(&self.node) }
+    }
+
+    /// [`Backend::Bgp`]: a full iBGP mesh with every other Node that has an IPv4 InternalIP,
+    /// announcing this node's pod CIDR and the LoadBalancer/external IPs it may serve.
+    fn bgp_routing(&self, state: &ClusterState, plan: &NodePlan) -> Result<bgp::NodeRouting, String> {
+        let (ip, cidr) = pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("BGP: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
+        let speaker = |n: &k8s_openapi::api::core::v1::Node| -> Option<bgp::Speaker> {
+            let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
+            Some(bgp::Speaker { name: n.metadata.name.clone()?, ip })
+        };
+        let peers = state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str())).filter_map(speaker).collect();
+        let mut announce = vec![ipnet::IpNet::V4(cidr)];
+        for (addr, may_serve) in external_addresses(&plan.ports).into_values().flatten() {
+            if may_serve && let Ok(host) = ipnet::IpNet::new(addr, if addr.is_ipv4() { 32 } else { 128 }) {
+                announce.push(host);
+            }
+        }
+        announce.sort();
+        announce.dedup();
+        let me = bgp::Speaker { name: self.node.clone(), ip };
+        Ok(bgp::NodeRouting { me, asn: self.bgp_asn, reflector: false, peers, reflector_peers: Vec::new(), external: None, announce })
     }
 
     /// The pod bridge's MAC, looked up in the node's namespace until the bridge exists.
@@ -464,6 +499,9 @@ impl NodeAgent {
             }
             PodNetwork::Routes { wanted, cluster } => {
                 self.run(move || sync_routes(&cluster, &wanted))?.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;
+            }
+            PodNetwork::Bgp(routing) => {
+                self.bird().supervise(&bgp::config(&routing)).map_err(|e| format!("BGP: {e}"))?;
             }
         }
         // The dataplane is ready: pods may be attached, so the runtime gets its conflist.

@@ -70,6 +70,9 @@ pub enum Backend {
     /// An overlay: one vxlan device per node (VNI 1, UDP 8472); per peer a route onlink via the
     /// peer's vxlan address (its pod CIDR's network address), a neighbour and an FDB entry.
     Vxlan,
+    /// Calico's: BIRD 2 announces this node's pod CIDR (and the LoadBalancer IPs it may serve)
+    /// to every other Node over iBGP and installs the routes it learns (see `crate::bgp`).
+    Bgp,
 }
 
 /// The vxlan device the agent makes (Flannel's `flannel.1`).
