@@ -139,7 +139,7 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
     );
     if let Some(bgp) = bgp {
         let b = bgp?;
-        outln!("  BGP converged {:8.1} ms  (every node and the external peer have every pod CIDR, from lab up)", b.converged_ms);
+        outln!("  BGP converged {:8.1} ms  (every node has every other pod CIDR, as `lab up` waited for)", b.converged_ms);
         outln!(
             "  node-2's BIRD killed: its pod CIDR gone from node-1 in {:.1} ms, back {:.1} ms later (restarted by the lab process)",
             b.killed_withdrawn_ms,
