@@ -965,6 +965,28 @@ fn two_agents_route_their_pod_networks_with_bgp() {
     });
     let out = in_netns(&na, &["curl", "-s", "-m", "3", "--interface", "10.244.20.1", "http://10.244.21.1:8080/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    // A Service with an external IP (externalTrafficPolicy Cluster: every node may serve it):
+    // both announce its /32 on the Service change alone, and withdraw it when it goes.
+    apply(
+        &cp,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": "default"},
+        "spec": {"externalIPs": ["192.0.2.50"], "ports": [{"port": 80}]}}),
+    );
+    // (A node that announces an address serves it itself: its kernel keeps no route for it; the
+    // peer's announcement is what BIRD holds beside its own.)
+    let birdc = |n: usize, args: &[&str]| birds.0[n].birdc(args).unwrap_or_default();
+    let from_peer = |n: usize, peer: &str| birdc(n, &["show", "route", "192.0.2.50/32"]).contains(&format!("node_{peer}"));
+    let start = std::time::Instant::now();
+    while !(from_peer(0, "node_b") && from_peer(1, "node_a")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the external IP was not announced:\n{}\n{}", birdc(0, &["show", "route"]), log("node-a"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cp.kubectl(&["delete", "service", "edge"]).status.success());
+    let start = std::time::Instant::now();
+    while from_peer(0, "node_b") || from_peer(1, "node_a") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the external IP stayed announced:\n{}", birdc(0, &["show", "route"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Node B deleted: A drops the peer from its configuration, and the route with the session.
     assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
     let start = std::time::Instant::now();

@@ -112,6 +112,24 @@ struct Applied {
     udp: UdpEndpoints,
     external: BTreeMap<(String, String), Vec<(IpAddr, bool)>>,
     generation: Option<u32>,
+    /// [`Backend::Bgp`]: the routing BIRD was given (its announcements follow `external`).
+    bgp: Option<bgp::NodeRouting>,
+}
+
+/// `routing` announcing, besides its pod CIDR (its first announcement), the /32 (/128) of each
+/// LoadBalancer or external IP in `external` this node may serve.
+fn with_external(mut routing: bgp::NodeRouting, external: &BTreeMap<(String, String), Vec<(IpAddr, bool)>>) -> bgp::NodeRouting {
+    routing.announce.truncate(1);
+    for (addr, may_serve) in external.values().flatten() {
+        if *may_serve && let Ok(host) = ipnet::IpNet::new(*addr, if addr.is_ipv4() { 32 } else { 128 }) {
+            routing.announce.push(host);
+        }
+    }
+    if let Some(hosts) = routing.announce.get_mut(1..) {
+        hosts.sort();
+    }
+    routing.announce.dedup();
+    routing
 }
 
 /// The node's NetworkPolicy table.
@@ -291,6 +309,14 @@ impl NodeAgent {
         if let Some(applied) = self.applied.as_mut() {
             applied.generation = generation;
         }
+        // BGP: a LoadBalancer IP this node may now serve, or no longer, is announced or withdrawn.
+        let routing = self.applied.as_ref().and_then(|a| Some(with_external(a.bgp.clone()?, &a.external)));
+        if let Some(routing) = routing {
+            self.bird().supervise(&bgp::config(&routing)).map_err(|e| format!("BGP: {e}"))?;
+            if let Some(applied) = self.applied.as_mut() {
+                applied.bgp = Some(routing);
+            }
+        }
         let mut stale_udp_flows = 0;
         if proxy::conntrack::may_leave_stale(&udp_before, &udp_after) {
             let plan = NodePlan { node, config: self.config.clone(), ports: udp_ports, service_cidrs: Vec::new(), cluster_cidrs: Vec::new() };
@@ -446,16 +472,17 @@ impl NodeAgent {
             Some(bgp::Speaker { name: n.metadata.name.clone()?, ip })
         };
         let peers = state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str())).filter_map(speaker).collect();
-        let mut announce = vec![ipnet::IpNet::V4(cidr)];
-        for (addr, may_serve) in external_addresses(&plan.ports).into_values().flatten() {
-            if may_serve && let Ok(host) = ipnet::IpNet::new(addr, if addr.is_ipv4() { 32 } else { 128 }) {
-                announce.push(host);
-            }
-        }
-        announce.sort();
-        announce.dedup();
         let me = bgp::Speaker { name: self.node.clone(), ip };
-        Ok(bgp::NodeRouting { me, asn: self.bgp_asn, reflector: false, peers, reflector_peers: Vec::new(), external: None, announce })
+        let routing = bgp::NodeRouting {
+            me,
+            asn: self.bgp_asn,
+            reflector: false,
+            peers,
+            reflector_peers: Vec::new(),
+            external: None,
+            announce: vec![ipnet::IpNet::V4(cidr)],
+        };
+        Ok(with_external(routing, &external_addresses(&plan.ports)))
     }
 
     /// The pod bridge's MAC, looked up in the node's namespace until the bridge exists.
@@ -487,6 +514,7 @@ impl NodeAgent {
             let r = dataplane::nft::sync_in_session(&mut session, old.as_ref(), &new);
             (r, new, session)
         };
+        let mut bgp_routing = None;
         let (result, mut new, session) = self.run(apply)?;
         self.session = session;
         let synced = result.map_err(|e| format!("applying the node's rules: {e}"))?;
@@ -502,6 +530,7 @@ impl NodeAgent {
             }
             PodNetwork::Bgp(routing) => {
                 self.bird().supervise(&bgp::config(&routing)).map_err(|e| format!("BGP: {e}"))?;
+                bgp_routing = Some(*routing);
             }
         }
         // The dataplane is ready: pods may be attached, so the runtime gets its conflist.
@@ -518,7 +547,7 @@ impl NodeAgent {
         let stale_possible = udp_before.as_ref().is_none_or(|before| proxy::conntrack::may_leave_stale(before, &udp));
         let node = plan.node.clone();
         let stale_udp_flows = if stale_possible { self.run(move || flows::clear_stale_udp(&plan))?.map_err(|e| format!("stale UDP flows: {e}"))? } else { 0 };
-        self.applied = Some(Applied { programmer, node, policy, bridge, udp, external, generation });
+        self.applied = Some(Applied { programmer, node, policy, bridge, udp, external, generation, bgp: bgp_routing });
         Ok(Synced {
             elements: self.elements,
             full: full || synced == dataplane::nft::Synced::Full,
