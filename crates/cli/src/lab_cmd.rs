@@ -642,7 +642,7 @@ fn restart(a: NameArg) -> Result<ExitCode> {
 
 /// Waits until BGP has converged: every node (and a peering external host) routes every other
 /// node's pod CIDR as BIRD learned it.
-fn wait_for_bgp(plan: &lab::LabPlan) -> Result<()> {
+pub(crate) fn wait_for_bgp(plan: &lab::LabPlan) -> Result<()> {
     let started = Instant::now();
     while !lab::bgp::converged(plan).context("reading the nodes' routes")? {
         if started.elapsed() > Duration::from_secs(30) {

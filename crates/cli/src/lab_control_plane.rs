@@ -213,6 +213,11 @@ pub fn up(a: UpArgs) -> Result<ExitCode> {
         crate::lab_cmd::start_daemon(&a.name, &exe)?;
         start_kubelet(&a.name, &exe)?;
         outln!(" ✓ {:<52} {:>7.1} ms", "lab process and node agents (kubelet API on :10250)", t.elapsed().as_secs_f64() * 1e3);
+        if st.plan.config.bgp.is_some() {
+            let t = Instant::now();
+            crate::lab_cmd::wait_for_bgp(&st.plan)?;
+            outln!(" ✓ {:<52} {:>7.1} ms", "BGP: every node has every pod CIDR", t.elapsed().as_secs_f64() * 1e3);
+        }
         let t = Instant::now();
         apply_manifests(&cp, &a.paths, &cluster)?;
         outln!(" ✓ {:<52} {:>7.1} ms", "manifests applied through the API", t.elapsed().as_secs_f64() * 1e3);
