@@ -134,8 +134,15 @@ fn udp_from(netns: &str, ip: Ipv4Addr, port: u16) -> Value {
 }
 
 fn check_the_three_rules(mode: &str) {
+    check_the_three_rules_with(&["--mode", mode]);
+}
+
+/// The seed's three rules in a 2-node lab made with `extra` flags; the lab, for more checks.
+fn check_the_three_rules_with(extra: &[&str]) -> Lab {
     let m = manifests();
-    let (lab, out) = Lab::up(m.path(), &["--nodes", "2", "--mode", mode]);
+    let mut args = vec!["--nodes", "2"];
+    args.extend_from_slice(extra);
+    let (lab, out) = Lab::up(m.path(), &args);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (client_ns, client_ip) = lab.pod("demo", "client");
     let (server_ns, server_ip) = lab.pod("demo", "server-");
@@ -170,6 +177,7 @@ fn check_the_three_rules(mode: &str) {
     // The lab's own check agrees.
     let check = podnet(&["lab", "check", "--name", &lab.name]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    lab
 }
 
 #[test]
@@ -1193,4 +1201,69 @@ fn bgp_route_reflectors_carry_every_route_with_one_session_per_client() {
         assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(!std::path::Path::new("/run/podnet/bgp-bad").exists());
     }
+}
+
+#[test]
+fn wireguard_encrypts_everything_between_nodes_in_every_mode_it_supports() {
+    if !is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let _ = check_the_three_rules_with(&["--mode", "vxlan", "--encrypt", "wireguard"]);
+    let lab = check_the_three_rules_with(&["--mode", "host-gw", "--encrypt", "wireguard"]);
+    let (client_ns, _) = lab.pod("demo", "client");
+    let (_, server_ip) = lab.pod("demo", "server-");
+    // Pods get the MTU that leaves room for WireGuard: a full-size packet with "don't fragment"
+    // crosses.
+    let link = Command::new("ip").args(["-n", &client_ns, "link", "show", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1440"), "{}", String::from_utf8_lossy(&link.stdout));
+    let big = dataplane::netns::run_in(&dataplane::netns::path_of(&client_ns), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        // 1412 bytes of payload + 8 (UDP) + 20 (IP) = 1440: the most a pod may send in one packet.
+        s.send_to(&[b'x'; 1412], (server_ip, 5353)).unwrap();
+        let mut buf = [0u8; 4096];
+        s.recv_from(&mut buf).map(|(n, _)| n)
+    })
+    .unwrap();
+    assert!(big.as_ref().is_ok_and(|n| *n > 0), "a full 1440-byte packet did not cross: {big:?}");
+    // A capture on the underlay during a pod-to-pod HTTP exchange: only WireGuard's UDP, and
+    // not one byte of the payload.
+    let underlay = format!("podnet.{}.underlay", lab.name);
+    // tcpdump prints each packet's header and its bytes as text (-A): what it saw, read after.
+    let mut capture = Command::new("ip")
+        .args(["netns", "exec", &underlay, "tcpdump", "-i", "any", "-nn", "-l", "-A", "ip and not igmp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says "listening on" once it captures.
+    let mut said = std::io::BufReader::new(capture.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    let answer = tcp_from(&client_ns, server_ip, 8080, b"GET /podnet-secret-payload HTTP/1.1\r\nHost: server\r\n\r\n");
+    assert!(answer.contains("podnet-secret-payload"), "the server got the request: {answer}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let out = capture.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!seen.contains("podnet-secret-payload"), "the payload crossed the underlay in clear:\n{seen}");
+    let headers: Vec<&str> = seen.lines().filter(|l| l.contains(" IP ")).collect();
+    assert!(headers.len() >= 4, "the exchange was captured:\n{seen}");
+    assert!(headers.iter().all(|l| l.contains(".51820 > ") && l.contains("UDP")), "something else crossed the underlay:\n{}", headers.join("\n"));
+    // Keys rotated: new public keys, and pods still talk (a new handshake).
+    let before = std::fs::read_to_string(format!("/run/podnet/{}/wireguard/node-1.pub", lab.name)).unwrap();
+    let rotated = podnet(&["lab", "rotate-keys", "--name", &lab.name]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let after = std::fs::read_to_string(format!("/run/podnet/{}/wireguard/node-1.pub", lab.name)).unwrap();
+    assert_ne!(before, after);
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains(after.trim()), "{}", String::from_utf8_lossy(&rotated.stdout));
+    let v: Value = serde_json::from_str(tcp_from(&client_ns, server_ip, 8080, b"x").trim()).unwrap();
+    assert_eq!(v["node"], "node-2");
+    // BGP and WireGuard together are refused, making nothing.
+    let out = podnet(&["lab", "up", "--name", "wg-bad", "--mode", "bgp", "--encrypt", "wireguard"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--encrypt wireguard with --mode bgp"));
+    assert!(!std::path::Path::new("/run/podnet/wg-bad").exists());
 }

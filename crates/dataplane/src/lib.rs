@@ -14,6 +14,7 @@ pub mod nfnetlink;
 pub mod nft;
 pub mod nlmsg;
 pub mod sysctl;
+pub mod tun;
 
 pub use link::{LinkInfo, Netlink, RouteInfo, VxlanSpec};
 

@@ -298,6 +298,11 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build()), ACK_CREATE)
     }
 
+    /// Sets a link's MTU and sets it up, in one request.
+    pub fn set_mtu_up(&self, index: u32, mtu: u32) -> io::Result<()> {
+        self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).mtu(mtu).up().build()), ACK)
+    }
+
     /// Sets a link up.
     pub fn set_up(&self, index: u32) -> io::Result<()> {
         self.ack(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()), ACK)

@@ -272,6 +272,8 @@ struct Components {
     dns_runtime: tokio::runtime::Handle,
     ingress: crate::ingress_controller::IngressControllers,
     proxy: std::sync::mpsc::Sender<ProxyRequest>,
+    /// `--encrypt wireguard`: each node's tunnel.
+    tunnels: crate::wireguard::Tunnels,
     /// Pod, node and Service names by address, for the drop and flow logs.
     names: Arc<Mutex<crate::drops::Names>>,
 }
@@ -283,6 +285,8 @@ impl Components {
         let mut failed = Vec::new();
         let started = std::time::Instant::now();
         *self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = crate::drops::names(st);
+        // The tunnels between nodes first (made, or given rotated keys): pods talk through them.
+        guarded("WireGuard tunnels", || self.tunnels.sync(st)).unwrap_or_else(|e| failed.push(format!("WireGuard: {e}")));
         // The node rules first: a new pod that a NetworkPolicy selects is isolated before its
         // servers listen.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -321,6 +325,7 @@ pub fn run(lab: &LabName) -> io::Result<()> {
         dns_runtime: component_runtime("dns")?,
         ingress: crate::ingress_controller::IngressControllers::default(),
         proxy: proxy_tx,
+        tunnels: Default::default(),
         names: Default::default(),
     };
     let flow_counts = Arc::new(Mutex::new(crate::drops::FlowCounts::default()));

@@ -8,6 +8,7 @@
 //! - [`daemon`] and [`echo`]: the lab process serving every pod's declared ports;
 //! - [`service_proxy`]: every node's agent (service proxy, policy), run by the lab process;
 //! - [`bgp`]: `--mode bgp`'s BIRD daemons, supervised by the lab process;
+//! - [`wireguard`]: `--encrypt wireguard`'s tunnels and keys;
 //! - [`system`]: the cluster DNS the lab adds, and [`resolv`]: each pod's resolv.conf.
 
 pub mod bgp;
@@ -28,6 +29,7 @@ pub mod service_proxy;
 pub mod state;
 pub mod system;
 pub mod up;
+pub mod wireguard;
 
 pub use name::LabName;
 pub use plan::{LabConfig, LabPlan, Mode, NodePlan, PodPlan};

@@ -52,7 +52,21 @@ pub struct LabConfig {
     /// BGP's settings (`--mode bgp`).
     #[serde(default)]
     pub bgp: Option<BgpConfig>,
+    /// Node-to-node encryption (`--encrypt wireguard`).
+    #[serde(default)]
+    pub encrypt: Option<Encryption>,
 }
+
+/// How traffic between nodes' pods is encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    /// WireGuard (userspace, over a TUN device per node; UDP 51820 on the underlay).
+    WireGuard,
+}
+
+/// The pods' MTU when encrypted: the underlay's 1500 minus WireGuard's 60 bytes over IPv4.
+pub const ENCRYPTED_POD_MTU: u32 = 1500 - node::wireguard::OVERHEAD;
 
 /// How a `--mode bgp` lab peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +111,15 @@ impl LabConfig {
             underlay: Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 24).unwrap_or_default(),
             control_plane: None,
             bgp: (mode == Mode::Bgp).then(BgpConfig::default),
+            encrypt: None,
+        }
+    }
+
+    /// The pods' MTU: the mode's, or less when WireGuard wraps every packet between nodes.
+    pub fn pod_mtu(&self) -> u32 {
+        match self.encrypt {
+            Some(Encryption::WireGuard) => ENCRYPTED_POD_MTU,
+            None => self.mode.pod_mtu(),
         }
     }
 }

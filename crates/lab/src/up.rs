@@ -59,7 +59,7 @@ pub fn cni_config(plan: &LabPlan, node: &NodePlan) -> Value {
         "isGateway": true,
         "isDefaultGateway": true,
         "hairpinMode": true,
-        "mtu": plan.config.mode.pod_mtu(),
+        "mtu": plan.config.pod_mtu(),
         "ipam": {
             "type": "podnet-ipam",
             "ranges": [[{"subnet": node.pod_cidr.to_string(), "gateway": node.gateway().to_string()}]],
@@ -325,6 +325,10 @@ fn route_control_plane(plan: &LabPlan) -> Result<(), LabError> {
 
 /// Routes to every other node's pod CIDR.
 fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
+    // Encrypted: the lab process's WireGuard tunnels make the routes, through their devices.
+    if plan.config.encrypt.is_some() {
+        return Ok(());
+    }
     let peers: Vec<NodePlan> = plan.nodes.iter().filter(|p| p.name != node.name).cloned().collect();
     let me = node.clone();
     let mode = plan.config.mode;

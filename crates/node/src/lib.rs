@@ -8,6 +8,7 @@
 pub mod bgp;
 pub mod flows;
 pub mod pod_network;
+pub mod wireguard;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
