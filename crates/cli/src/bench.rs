@@ -18,6 +18,9 @@ pub enum BenchCommand {
     Cni(crate::bench_cni::CniBenchArgs),
     /// lab up / check / down of a generated cluster, and the lab process's memory (root).
     Lab(crate::bench_lab::LabBenchArgs),
+    /// `--encrypt wireguard`'s cost: iperf3 throughput and TCP round trips between pods on two
+    /// nodes, with and without, side by side (root, iperf3).
+    Encrypt(crate::bench_encrypt::EncryptBenchArgs),
     /// The service proxy at 1k/10k/30k services: full load, one change, connect latency, memory (root).
     Proxy(crate::bench_proxy::ProxyBenchArgs),
     /// The cluster DNS under dnsperf, beside Knot DNS: QPS, latency, search path, memory (root).
@@ -55,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Policy(args) => policy_bench(args),
         BenchCommand::Cni(args) => crate::bench_cni::run(args),
         BenchCommand::Lab(args) => crate::bench_lab::run(args),
+        BenchCommand::Encrypt(args) => crate::bench_encrypt::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
         BenchCommand::Dns(args) => crate::bench_dns::run(args),
         BenchCommand::Gateway(args) => crate::bench_gateway::run(args),

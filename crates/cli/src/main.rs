@@ -23,6 +23,7 @@ mod bench;
 mod bench_agent;
 mod bench_cni;
 mod bench_dns;
+mod bench_encrypt;
 mod bench_gateway;
 mod bench_lab;
 mod bench_policy_enforce;
