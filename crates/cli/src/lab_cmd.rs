@@ -302,9 +302,6 @@ pub(crate) fn lab_config(a: &UpArgs) -> Result<LabConfig> {
     };
     let mut config = LabConfig::new(&a.name, a.nodes, mode);
     if let Some(EncryptArg::Wireguard) = a.encrypt {
-        if mode == Mode::Bgp {
-            bail!("--encrypt wireguard with --mode bgp is not supported yet: BGP's routes go over the underlay; use host-gw or vxlan");
-        }
         config.encrypt = Some(lab::plan::Encryption::WireGuard);
     }
     let bgp_flags = a.bgp_as != 64512 || a.bgp_route_reflectors != 0 || a.bgp_external;
