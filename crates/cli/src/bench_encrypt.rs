@@ -39,10 +39,9 @@ impl Drop for Lab {
     }
 }
 
-fn server_ip(exe: &std::path::Path, lab: &str) -> Result<Ipv4Addr> {
+fn server_ip(lab: &str) -> Result<Ipv4Addr> {
     let st = lab::state::load(&lab.parse()?)?;
     let i = st.plan.pods.iter().position(|p| p.name == "server").context("no server pod")?;
-    let _ = exe;
     st.pod_ips.get(i).copied().flatten().context("the server pod has no address")
 }
 
@@ -123,7 +122,7 @@ pub fn run(a: EncryptBenchArgs) -> Result<ExitCode> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let result = (|| -> Result<String> {
-        let ips: Vec<Ipv4Addr> = labs.iter().map(|l| server_ip(&exe, &l.name)).collect::<Result<_>>()?;
+        let ips: Vec<Ipv4Addr> = labs.iter().map(|l| server_ip(&l.name)).collect::<Result<_>>()?;
         // Per lab: throughputs, and (p50, p99) of each latency measurement.
         let mut rows: [Measured; 2] = Default::default();
         for _ in 0..a.rounds {

@@ -119,7 +119,7 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
     let st = state::load(lab)?;
     lab::daemon::require_running(lab)?;
     let view = st.cluster_view();
-    let policies = lab::network_policy::compile(&view);
+    let policies = node::compile_policies(&view);
     let verdicts = Verdicts { view: &view, evaluator: Evaluator::new(&view, &policies) };
     let pods: Vec<(usize, &lab::PodPlan)> = st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network).collect();
     // Echo servers answer the TCP probes (the cluster DNS's and the ingress controller's pods

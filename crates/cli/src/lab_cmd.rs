@@ -320,18 +320,13 @@ pub(crate) fn lab_config(a: &UpArgs) -> Result<LabConfig> {
             }
             *bgp = lab::plan::BgpConfig { asn: a.bgp_as, route_reflectors: a.bgp_route_reflectors, external: a.bgp_external };
             for tool in ["bird", "birdc"] {
-                if which_program(tool).is_none() {
+                if runnable(tool).is_err() {
                     bail!("--mode bgp runs BIRD 2 on every node, and `{tool}` is not installed: apt-get install bird2");
                 }
             }
         }
     }
     Ok(config)
-}
-
-/// A program on $PATH.
-fn which_program(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -696,11 +691,7 @@ fn list() -> Result<ExitCode> {
     for name in state::list() {
         match state::load(&name) {
             Ok(st) => {
-                let mode = match st.plan.config.mode {
-                    Mode::HostGw => "host-gw",
-                    Mode::Vxlan => "vxlan",
-                    Mode::Bgp => "bgp",
-                };
+                let mode = st.plan.config.mode.name();
                 let alive = if lab::daemon::alive(&name) { "running" } else { "stopped" };
                 let _ = writeln!(out, "{name}\t{}\t{}\t{mode}\t{alive}", st.plan.nodes.len(), st.plan.pods.len());
             }

@@ -40,10 +40,6 @@ pub fn kubeconfig(lab: &LabName) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn free_loopback_port() -> Result<u16> {
-    Ok(kubeplane::free_port()?)
-}
-
 fn lab_error(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError { what: what.to_owned(), source }
 }
@@ -186,7 +182,7 @@ pub fn up(a: UpArgs) -> Result<ExitCode> {
         bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
     let mut config = crate::lab_cmd::lab_config(&a)?;
-    config.control_plane = Some(ControlPlaneConfig { kube_bin: bin.clone(), api_port: free_loopback_port()? });
+    config.control_plane = Some(ControlPlaneConfig { kube_bin: bin.clone(), api_port: kubeplane::free_port()? });
     // No pods yet: they come through the API, bound by the scheduler.
     let plan = lab::plan::plan(&config, &model::ClusterState::default())?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;

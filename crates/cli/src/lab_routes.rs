@@ -12,7 +12,7 @@ pub fn view(st: &LabState, only: Option<&str>) -> Result<String> {
         bail!(
             "lab {:?} does not route with BGP (it was made with --mode {}); routes are BGP's only with --mode bgp",
             st.plan.config.name.as_str(),
-            mode_name(st)
+            st.plan.config.mode.name()
         );
     };
     let mut speakers: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
@@ -41,12 +41,4 @@ pub fn view(st: &LabState, only: Option<&str>) -> Result<String> {
         }
     }
     Ok(format!("{}\n{}", crate::lab_cmd::align(&sessions), crate::lab_cmd::align(&routes)))
-}
-
-fn mode_name(st: &LabState) -> &'static str {
-    match st.plan.config.mode {
-        lab::Mode::HostGw => "host-gw",
-        lab::Mode::Vxlan => "vxlan",
-        lab::Mode::Bgp => "bgp",
-    }
 }

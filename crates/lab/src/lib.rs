@@ -20,7 +20,6 @@ pub mod echo;
 pub mod ingress_controller;
 pub mod load_balancer;
 pub mod name;
-pub mod network_policy;
 pub mod nftrace;
 pub mod plan;
 pub mod probe;

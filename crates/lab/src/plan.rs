@@ -24,6 +24,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Its name, as `--mode` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::HostGw => "host-gw",
+            Mode::Vxlan => "vxlan",
+            Mode::Bgp => "bgp",
+        }
+    }
+
     /// The pods' MTU: the underlay's, minus vxlan's 50 bytes of encapsulation.
     pub fn pod_mtu(self) -> u32 {
         match self {

@@ -180,15 +180,7 @@ fn make(
         let path = dir.join("cni").join(format!("{}.conflist", node.name));
         std::fs::write(&path, serde_json::to_vec_pretty(&conflist(plan, node)).unwrap_or_default()).map_err(ctx(format!("writing {}", path.display())))?;
     }
-    let what = format!(
-        "{} node(s), {} routing",
-        plan.nodes.len(),
-        match plan.config.mode {
-            Mode::HostGw => "host-gw",
-            Mode::Vxlan => "vxlan",
-            Mode::Bgp => "BGP",
-        }
-    );
+    let what = format!("{} node(s), {} routing", plan.nodes.len(), plan.config.mode.name());
     timed(progress, &what, || {
         std::thread::scope(|s| {
             let handles: Vec<_> = plan.nodes.iter().map(|n| s.spawn(move || make_node(plan, n))).collect();

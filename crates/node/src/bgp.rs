@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// A BGP speaker: its name (for the session's name) and address (its router id too).
@@ -284,11 +284,6 @@ pub fn parse_sessions(text: &str) -> Vec<Session> {
             Some(Session { name: words[0].to_owned(), state: words[3].to_owned(), info: words[5..].join(" ") })
         })
         .collect()
-}
-
-/// Whether `ip` is a node's own address among `speakers` (for reports).
-pub fn speaker_of(speakers: &[Speaker], ip: IpAddr) -> Option<&Speaker> {
-    speakers.iter().find(|s| IpAddr::V4(s.ip) == ip)
 }
 
 #[cfg(test)]
