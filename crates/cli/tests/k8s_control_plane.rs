@@ -782,6 +782,127 @@ fn the_helm_chart_renders_the_plain_manifests() {
     assert!(custom.contains("ghcr.io/podnet/podnet:9.9.9"), "{custom}");
 }
 
+/// Two nodes for the agents' pod-network tests: network namespaces joined by a veth pair as
+/// their underlay (`{underlay}.2`, `.3`), each with a `cni0` bridge holding its pod CIDR's
+/// gateway (`{pods[i]}.1`), and their Nodes (pod CIDR, InternalIP) in the API server.
+struct TwoNodes {
+    a: dataplane::netns::NamedNetns,
+    b: dataplane::netns::NamedNetns,
+    /// The agents' `KubeProxyConfiguration` (the cluster CIDR: they own the pod routes).
+    config: tempfile::NamedTempFile,
+    /// Each agent's log, by node name.
+    logs: tempfile::TempDir,
+}
+
+fn two_nodes(cp: &ControlPlane, prefix: &str, underlay: &str, pods: [&str; 2]) -> TwoNodes {
+    let id = std::process::id() % 100_000;
+    let a = dataplane::netns::NamedNetns::new(&format!("{prefix}a{id}")).unwrap();
+    let b = dataplane::netns::NamedNetns::new(&format!("{prefix}b{id}")).unwrap();
+    let (na, nb) = (ns_name(&a), ns_name(&b));
+    let run = |ns: &str, args: &[&str]| {
+        let out = in_netns(ns, args);
+        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&na, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &nb]);
+    for (i, (ns, name)) in [(&na, "node-a"), (&nb, "node-b")].into_iter().enumerate() {
+        let ip = format!("{underlay}.{}", i + 2);
+        run(ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        run(ns, &["ip", "link", "set", "eth0", "up"]);
+        run(ns, &["ip", "link", "set", "lo", "up"]);
+        // The node's pod network as the bridge plugin makes it: cni0 with the gateway address.
+        run(ns, &["ip", "link", "add", "cni0", "type", "bridge"]);
+        run(ns, &["ip", "addr", "add", &format!("{}.1/24", pods[i]), "dev", "cni0"]);
+        run(ns, &["ip", "link", "set", "cni0", "up"]);
+        run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let cidr = format!("{}.0/24", pods[i]);
+        apply(cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
+        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        assert!(cp.kubectl(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
+    }
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
+    TwoNodes { a, b, config, logs: tempfile::tempdir().unwrap() }
+}
+
+impl TwoNodes {
+    /// `podnet agent` for `node` (`node-a` or `node-b`) in its namespace, with `extra` flags.
+    fn agent(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Killed {
+        let ns = if node == "node-a" { &self.a } else { &self.b };
+        Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+                .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", node, "--netns", ns.path().to_str().unwrap()])
+                .args(extra)
+                .args([
+                    "--proxy-config",
+                    self.config.path().to_str().unwrap(),
+                    "--cni-conf-dir",
+                    "",
+                    "--metrics-bind-address",
+                    "",
+                    "--healthz-bind-address",
+                    "",
+                ])
+                .stderr(std::fs::File::create(self.logs.path().join(node)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(node)).unwrap_or_default()
+    }
+
+    /// Waits until node A's and node B's routes contain `to_b` and `to_a`; how long it took.
+    fn until_routes(&self, to_b: &str, to_a: &str) -> Duration {
+        let (na, nb) = (ns_name(&self.a), ns_name(&self.b));
+        let start = std::time::Instant::now();
+        while !(routes(&na).contains(to_b) && routes(&nb).contains(to_a)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no routes to each other's pods after 20 s:\nA: {}\nB: {}\n{}\n{}",
+                routes(&na),
+                routes(&nb),
+                self.log("node-a"),
+                self.log("node-b")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+
+    /// A connection from node A's pod network (`from`, its cni0 address) to a server on node B's
+    /// (`to`: port 8080 on its cni0 address) crosses.
+    fn connect_across(&self, from: &str, to: &str) {
+        let listen = format!("{to}:8080");
+        let listener = dataplane::netns::run_in(self.b.path(), move || std::net::TcpListener::bind(listen)).unwrap().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut conn, &mut buf);
+                let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnode-b");
+            }
+        });
+        let out = in_netns(&ns_name(&self.a), &["curl", "-s", "-m", "3", "--interface", from, &format!("http://{to}:8080/")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Node B deleted from the API server: node A's route to its pod CIDR goes.
+    fn node_b_leaves(&self, cp: &ControlPlane, b_cidr: &str) {
+        assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
+        let na = ns_name(&self.a);
+        let start = std::time::Instant::now();
+        while routes(&na).contains(b_cidr) {
+            assert!(start.elapsed() < Duration::from_secs(20), "node-b's route still there:\n{}\n{}", routes(&na), self.log("node-a"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `ip route show` in a namespace.
+fn routes(ns: &str) -> String {
+    String::from_utf8_lossy(&in_netns(ns, &["ip", "route", "show"]).stdout).into_owned()
+}
+
 /// Two agents with `--backend vxlan`, each on its own node (a network namespace, the two joined by
 /// a veth pair as their underlay): each makes its vxlan device and the route, neighbour and FDB
 /// entry to the other's pod CIDR from the Nodes the API server holds, and a connection from one
@@ -794,81 +915,19 @@ fn two_agents_join_their_pod_networks_with_vxlan() {
     }
     let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
     let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
-    let id = std::process::id() % 100_000;
-    let a = dataplane::netns::NamedNetns::new(&format!("pnvxa{id}")).unwrap();
-    let b = dataplane::netns::NamedNetns::new(&format!("pnvxb{id}")).unwrap();
-    let (na, nb) = (ns_name(&a), ns_name(&b));
-    let run = |ns: &str, args: &[&str]| {
-        let out = in_netns(ns, args);
-        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&na, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &nb]);
-    for (ns, underlay, pods) in [(&na, "172.19.0.2/24", "10.244.10.1/24"), (&nb, "172.19.0.3/24", "10.244.11.1/24")] {
-        run(ns, &["ip", "addr", "add", underlay, "dev", "eth0"]);
-        run(ns, &["ip", "link", "set", "eth0", "up"]);
-        run(ns, &["ip", "link", "set", "lo", "up"]);
-        // The node's pod network as the bridge plugin makes it: cni0 with the gateway address.
-        run(ns, &["ip", "link", "add", "cni0", "type", "bridge"]);
-        run(ns, &["ip", "addr", "add", pods, "dev", "cni0"]);
-        run(ns, &["ip", "link", "set", "cni0", "up"]);
-    }
-    for (name, cidr, ip) in [("node-a", "10.244.10.0/24", "172.19.0.2"), ("node-b", "10.244.11.0/24", "172.19.0.3")] {
-        apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
-        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
-        assert!(cp.kubectl(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
-    }
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let agent = |node: &str, ns: &dataplane::netns::NamedNetns| {
-        Killed(
-            std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
-                .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", node, "--netns", ns.path().to_str().unwrap()])
-                .args(["--backend", "vxlan", "--proxy-config", config.path().to_str().unwrap(), "--cni-conf-dir", ""])
-                .args(["--metrics-bind-address", "", "--healthz-bind-address", ""])
-                .stderr(std::fs::File::create(logs.path().join(node)).unwrap())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _agent_a = agent("node-a", &a);
-    let _agent_b = agent("node-b", &b);
-    let log = |node: &str| std::fs::read_to_string(logs.path().join(node)).unwrap_or_default();
-    let route = |ns: &str| String::from_utf8_lossy(&in_netns(ns, &["ip", "route", "show"]).stdout).into_owned();
-    let start = std::time::Instant::now();
-    while !(route(&na).contains("10.244.11.0/24 via 10.244.11.0 dev podnet.1") && route(&nb).contains("10.244.10.0/24 via 10.244.10.0 dev podnet.1")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no vxlan routes after 20 s:\nA: {}\nB: {}\n{}\n{}",
-            route(&na),
-            route(&nb),
-            log("node-a"),
-            log("node-b")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let nodes = two_nodes(&cp, "pnvx", "172.19.0", ["10.244.10", "10.244.11"]);
+    let na = ns_name(&nodes.a);
+    let _agent_a = nodes.agent(&cp, "node-a", &["--backend", "vxlan"]);
+    let _agent_b = nodes.agent(&cp, "node-b", &["--backend", "vxlan"]);
+    nodes.until_routes("10.244.11.0/24 via 10.244.11.0 dev podnet.1", "10.244.10.0/24 via 10.244.10.0 dev podnet.1");
     let link = String::from_utf8_lossy(&in_netns(&na, &["ip", "-d", "link", "show", "podnet.1"]).stdout).into_owned();
     assert!(link.contains("vxlan id 1") && link.contains("dstport 8472") && link.contains("mtu 1450"), "{link}");
     let fdb = String::from_utf8_lossy(&in_netns(&na, &["bridge", "fdb", "show", "dev", "podnet.1"]).stdout).into_owned();
     assert!(fdb.contains("0e:70:ac:13:00:03 dst 172.19.0.3"), "{fdb}");
     // A connection from node A's pod network to node B's, through the overlay.
-    let listener = dataplane::netns::run_in(b.path(), || std::net::TcpListener::bind("10.244.11.1:8080")).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = std::io::Read::read(&mut conn, &mut buf);
-            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnode-b");
-        }
-    });
-    let out = in_netns(&na, &["curl", "-s", "-m", "3", "--interface", "10.244.10.1", "http://10.244.11.1:8080/"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    nodes.connect_across("10.244.10.1", "10.244.11.1");
     // Node B goes: A's route to its pods goes with it.
-    assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
-    let start = std::time::Instant::now();
-    while route(&na).contains("10.244.11.0/24") {
-        assert!(start.elapsed() < Duration::from_secs(20), "node-b's route still there:\n{}", route(&na));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    nodes.node_b_leaves(&cp, "10.244.11.0/24");
 }
 
 /// Two agents with `--backend bgp` (Calico's): each runs BIRD 2 in its node's namespace, peers
@@ -882,44 +941,9 @@ fn two_agents_route_their_pod_networks_with_bgp() {
     }
     let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
     let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
-    let id = std::process::id() % 100_000;
-    let a = dataplane::netns::NamedNetns::new(&format!("pnbga{id}")).unwrap();
-    let b = dataplane::netns::NamedNetns::new(&format!("pnbgb{id}")).unwrap();
-    let (na, nb) = (ns_name(&a), ns_name(&b));
-    let run = |ns: &str, args: &[&str]| {
-        let out = in_netns(ns, args);
-        assert!(out.status.success(), "{ns}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&na, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &nb]);
-    for (ns, underlay, pods) in [(&na, "172.20.0.2/24", "10.244.20.1/24"), (&nb, "172.20.0.3/24", "10.244.21.1/24")] {
-        run(ns, &["ip", "addr", "add", underlay, "dev", "eth0"]);
-        run(ns, &["ip", "link", "set", "eth0", "up"]);
-        run(ns, &["ip", "link", "set", "lo", "up"]);
-        run(ns, &["ip", "link", "add", "cni0", "type", "bridge"]);
-        run(ns, &["ip", "addr", "add", pods, "dev", "cni0"]);
-        run(ns, &["ip", "link", "set", "cni0", "up"]);
-        run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    }
-    for (name, cidr, ip) in [("node-a", "10.244.20.0/24", "172.20.0.2"), ("node-b", "10.244.21.0/24", "172.20.0.3")] {
-        apply(&cp, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
-        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
-        assert!(cp.kubectl(&["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string()]).status.success());
-    }
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n").unwrap();
+    let nodes = two_nodes(&cp, "pnbg", "172.20.0", ["10.244.20", "10.244.21"]);
     let run_dir = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let agent = |node: &str, ns: &dataplane::netns::NamedNetns| {
-        Killed(
-            std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
-                .args(["agent", "--kubeconfig", cp.kubeconfig().to_str().unwrap(), "--node-name", node, "--netns", ns.path().to_str().unwrap()])
-                .args(["--backend", "bgp", "--bgp-as", "64600", "--run-dir", run_dir.path().to_str().unwrap()])
-                .args(["--proxy-config", config.path().to_str().unwrap(), "--cni-conf-dir", "", "--metrics-bind-address", "", "--healthz-bind-address", ""])
-                .stderr(std::fs::File::create(logs.path().join(node)).unwrap())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let bgp = ["--backend", "bgp", "--bgp-as", "64600", "--run-dir", run_dir.path().to_str().unwrap()];
     // BIRD outlives the agent (as a restarted agent finds it): stopped when the test ends.
     struct Birds(Vec<node::bgp::Bird>);
     impl Drop for Birds {
@@ -928,43 +952,19 @@ fn two_agents_route_their_pod_networks_with_bgp() {
         }
     }
     let birds = Birds(
-        [("node-a", &a), ("node-b", &b)]
+        [("node-a", &nodes.a), ("node-b", &nodes.b)]
             .iter()
             .map(|(n, ns)| node::bgp::Bird { netns: ns.path().to_owned(), stem: run_dir.path().join("bird").join(n) })
             .collect(),
     );
-    let _agent_a = agent("node-a", &a);
-    let _agent_b = agent("node-b", &b);
-    let log = |node: &str| std::fs::read_to_string(logs.path().join(node)).unwrap_or_default();
-    let route = |ns: &str| String::from_utf8_lossy(&in_netns(ns, &["ip", "route", "show"]).stdout).into_owned();
-    let start = std::time::Instant::now();
-    while !(route(&na).contains("10.244.21.0/24 via 172.20.0.3 dev eth0 proto bird")
-        && route(&nb).contains("10.244.20.0/24 via 172.20.0.2 dev eth0 proto bird"))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no BGP routes after 20 s:\nA: {}\nB: {}\n{}\n{}",
-            route(&na),
-            route(&nb),
-            log("node-a"),
-            log("node-b")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("two agents: BGP routes in place {:?} after start", start.elapsed());
+    let _agent_a = nodes.agent(&cp, "node-a", &bgp);
+    let _agent_b = nodes.agent(&cp, "node-b", &bgp);
+    let took = nodes.until_routes("10.244.21.0/24 via 172.20.0.3 dev eth0 proto bird", "10.244.20.0/24 via 172.20.0.2 dev eth0 proto bird");
+    eprintln!("two agents: BGP routes in place {took:?} after start");
     let conf = std::fs::read_to_string(run_dir.path().join("bird").join("node-a.conf")).unwrap();
     assert!(conf.contains("local 172.20.0.2 as 64600") && conf.contains("neighbor 172.20.0.3 as 64600"), "{conf}");
     // A connection from node A's pod network to node B's, routed by what BGP learned.
-    let listener = dataplane::netns::run_in(b.path(), || std::net::TcpListener::bind("10.244.21.1:8080")).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = std::io::Read::read(&mut conn, &mut buf);
-            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnode-b");
-        }
-    });
-    let out = in_netns(&na, &["curl", "-s", "-m", "3", "--interface", "10.244.20.1", "http://10.244.21.1:8080/"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "node-b", "{}", String::from_utf8_lossy(&out.stderr));
+    nodes.connect_across("10.244.20.1", "10.244.21.1");
     // A Service with an external IP (externalTrafficPolicy Cluster: every node may serve it):
     // both announce its /32 on the Service change alone, and withdraw it when it goes.
     apply(
@@ -978,7 +978,7 @@ fn two_agents_route_their_pod_networks_with_bgp() {
     let from_peer = |n: usize, peer: &str| birdc(n, &["show", "route", "192.0.2.50/32"]).contains(&format!("node_{peer}"));
     let start = std::time::Instant::now();
     while !(from_peer(0, "node_b") && from_peer(1, "node_a")) {
-        assert!(start.elapsed() < Duration::from_secs(20), "the external IP was not announced:\n{}\n{}", birdc(0, &["show", "route"]), log("node-a"));
+        assert!(start.elapsed() < Duration::from_secs(20), "the external IP was not announced:\n{}\n{}", birdc(0, &["show", "route"]), nodes.log("node-a"));
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(cp.kubectl(&["delete", "service", "edge"]).status.success());
@@ -988,11 +988,6 @@ fn two_agents_route_their_pod_networks_with_bgp() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Node B deleted: A drops the peer from its configuration, and the route with the session.
-    assert!(cp.kubectl(&["delete", "node", "node-b"]).status.success());
-    let start = std::time::Instant::now();
-    while route(&na).contains("10.244.21.0/24") {
-        assert!(start.elapsed() < Duration::from_secs(20), "node-b's route still there:\n{}\n{}", route(&na), log("node-a"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    nodes.node_b_leaves(&cp, "10.244.21.0/24");
     drop(birds);
 }

@@ -489,17 +489,13 @@ fn cluster_ips_reach_ready_backends_on_every_node_with_the_clients_address() {
 
 #[test]
 fn node_ports_from_the_external_host_follow_external_traffic_policy() {
-    let pod = |name: &str, node: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n"
-        )
-    };
     let svc = |name: &str, extra: &str, node_port: u16| {
         format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: NodePort\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http, nodePort: {node_port}}}]\n"
         )
     };
-    let yaml = [pod("near", "node-1"), pod("far", "node-2"), svc("cluster", "", 30080), svc("local", "  externalTrafficPolicy: Local\n", 30081)].concat();
+    let yaml = [server_pod("near", "node-1"), server_pod("far", "node-2"), svc("cluster", "", 30080), svc("local", "  externalTrafficPolicy: Local\n", 30081)]
+        .concat();
     let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3"]) else {
         return;
     };
@@ -592,24 +588,29 @@ fn udp_flows_to_an_endpoint_that_leaves_move_to_the_others() {
     assert_ne!(after, first, "the flow pinned to {first} was deleted, so it moved");
 }
 
+/// A pod `app: server` on `node`, serving http on 8080.
+fn server_pod(name: &str, node: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n"
+    )
+}
+
+/// A LoadBalancer Service over the `app: server` pods, port 80 to their http; `extra`: more
+/// lines of its spec.
+fn load_balancer(name: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n"
+    )
+}
+
 #[test]
 fn load_balancer_ips_come_from_the_pool_and_answer_from_the_external_host() {
-    let pod = |name: &str, node: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n"
-        )
-    };
-    let lb = |name: &str, extra: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n"
-        )
-    };
     let yaml = [
-        pod("near", "node-1"),
-        pod("far", "node-2"),
-        lb("a-cluster", "  externalIPs: [192.0.2.10]\n"),
-        lb("b-closed", "  loadBalancerSourceRanges: [203.0.113.0/24]\n"),
-        lb("c-local", "  externalTrafficPolicy: Local\n"),
+        server_pod("near", "node-1"),
+        server_pod("far", "node-2"),
+        load_balancer("a-cluster", "  externalIPs: [192.0.2.10]\n"),
+        load_balancer("b-closed", "  loadBalancerSourceRanges: [203.0.113.0/24]\n"),
+        load_balancer("c-local", "  externalTrafficPolicy: Local\n"),
     ]
     .concat();
     let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3"]) else {
@@ -1111,17 +1112,13 @@ fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
 
 #[test]
 fn bgp_routes_pods_and_load_balancers_to_the_external_router_and_heals() {
-    let pod = |name: &str, node: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{app: server}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: s, ports: [{{name: http, containerPort: 8080}}]}}]\n"
-        )
-    };
-    let lb = |name: &str, extra: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  type: LoadBalancer\n{extra}  selector: {{app: server}}\n  ports: [{{port: 80, targetPort: http}}]\n"
-        )
-    };
-    let yaml = [pod("near", "node-1"), pod("far", "node-2"), lb("a-cluster", ""), lb("b-local", "  externalTrafficPolicy: Local\n")].concat();
+    let yaml = [
+        server_pod("near", "node-1"),
+        server_pod("far", "node-2"),
+        load_balancer("a-cluster", ""),
+        load_balancer("b-local", "  externalTrafficPolicy: Local\n"),
+    ]
+    .concat();
     let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "3", "--mode", "bgp", "--bgp-external"]) else {
         return;
     };
