@@ -77,7 +77,10 @@ impl Watched for Namespace {}
 impl Watched for Node {
     fn trim(&mut self) {
         self.metadata.managed_fields = None;
-        self.metadata.annotations = None;
+        // Of the annotations, only the WireGuard public key is read (a peer's key).
+        if let Some(a) = self.metadata.annotations.as_mut() {
+            a.retain(|k, _| k == node::wireguard::PUBLIC_KEY_ANNOTATION);
+        }
         if let Some(s) = self.status.as_mut() {
             // Images and volumes are most of a busy node's status.
             s.images = None;

@@ -26,13 +26,21 @@ pub struct AgentArgs {
     /// Program the rules in this network namespace (`/run/netns/NAME`) instead of the agent's own.
     #[arg(long, value_name = "PATH")]
     netns: Option<PathBuf>,
+    /// The pod network's settings as a file (the DaemonSet's ConfigMap): `backend`, `bgpAS`,
+    /// `encrypt`, as the flags below name them; a flag given wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// How this node reaches the other nodes' pods (Flannel's backends): a route per peer, or a
-    /// vxlan overlay (device `podnet.1`, VNI 1, UDP 8472).
-    #[arg(long, value_enum, default_value = "host-gw")]
-    backend: BackendArg,
-    /// `--backend bgp`: the cluster's AS number.
-    #[arg(long = "bgp-as", default_value_t = 64512, value_name = "ASN")]
-    bgp_as: u32,
+    /// vxlan overlay (device `podnet.1`, VNI 1, UDP 8472) [default: host-gw].
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// `--backend bgp`: the cluster's AS number [default: 64512].
+    #[arg(long = "bgp-as", value_name = "ASN")]
+    bgp_as: Option<u32>,
+    /// Encrypt the traffic between nodes' pods: WireGuard (userspace, UDP 51820); the node's
+    /// public key is published as its `podnet.io/wireguard-public-key` annotation.
+    #[arg(long, value_enum, value_name = "HOW")]
+    encrypt: Option<EncryptArg>,
     /// Where the agent's daemons keep their files (`--backend bgp`: BIRD's configuration,
     /// socket, pid file and log).
     #[arg(long, default_value = "/run/podnet-agent", value_name = "DIR")]
@@ -51,7 +59,34 @@ pub struct AgentArgs {
     healthz_bind_address: String,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncryptArg {
+    /// No encryption.
+    None,
+    /// WireGuard between every pair of nodes.
+    Wireguard,
+}
+
+/// The pod network's settings file (`--config`): the flags' names in camelCase.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NetworkConfig {
+    backend: Option<BackendArg>,
+    #[serde(rename = "bgpAS")]
+    bgp_as: Option<u32>,
+    encrypt: Option<EncryptArg>,
+}
+
+impl NetworkConfig {
+    fn read(path: &std::path::Path) -> Result<NetworkConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_norway::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BackendArg {
     /// Routes via the peers' InternalIPs (the nodes share a network).
     HostGw,
@@ -119,6 +154,20 @@ pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client>
     kube::Client::try_from(config).context("making the API client")
 }
 
+/// Publishes this node's WireGuard public key as its Node's annotation (what the other nodes'
+/// agents peer with), as Calico publishes its own.
+async fn publish_public_key(client: &kube::Client, node: &str, key: &node::wireguard::KeyPair) -> Result<()> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let public = node::wireguard::encode(&key.public());
+    let patch = serde_json::json!({"metadata": {"annotations": {node::wireguard::PUBLIC_KEY_ANNOTATION: public}}});
+    nodes
+        .patch(node, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("publishing the WireGuard public key on Node {node}"))?;
+    eprintln!("podnet agent: node {node}: WireGuard public key {public} published");
+    Ok(())
+}
+
 /// How often the agent checks, between changes, that its tables are as it wrote them.
 const DRIFT_CHECK_PERIOD: Duration = Duration::from_secs(5);
 
@@ -131,6 +180,13 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         }
         None => proxy::ProxyConfig::default(),
     };
+    let file = a.config.as_deref().map(NetworkConfig::read).transpose()?.unwrap_or_default();
+    let backend = a.backend.or(file.backend).unwrap_or(BackendArg::HostGw);
+    let bgp_as = a.bgp_as.or(file.bgp_as).unwrap_or(64512);
+    let encrypt = a.encrypt.or(file.encrypt).unwrap_or(EncryptArg::None);
+    if bgp_as == 0 {
+        anyhow::bail!("--bgp-as: 0 is not an AS number");
+    }
     dataplane::one_malloc_arena();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -140,13 +196,19 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         stores.ready().await.map_err(|e| anyhow!("watching the API server: {e}"))?;
         let mut agent = node::NodeAgent::new(node.clone(), config, a.netns.clone());
         agent.cni_conf_dir = Some(PathBuf::from(&a.cni_conf_dir)).filter(|d| !d.as_os_str().is_empty());
-        agent.backend = match a.backend {
+        agent.backend = match backend {
             BackendArg::HostGw => node::Backend::HostGw,
             BackendArg::Vxlan => node::Backend::Vxlan,
             BackendArg::Bgp => node::Backend::Bgp,
         };
-        agent.bgp_asn = a.bgp_as;
+        agent.bgp_asn = bgp_as;
         agent.run_dir.clone_from(&a.run_dir);
+        if encrypt == EncryptArg::Wireguard {
+            let key = node::wireguard::KeyPair::load_or_create(&node::wireguard::key_dir(&a.run_dir), &node)
+                .with_context(|| format!("the WireGuard key in {}", node::wireguard::key_dir(&a.run_dir).display()))?;
+            publish_public_key(&client, &node, &key).await?;
+            agent.wireguard = Some(key);
+        }
         let status = Arc::new(std::sync::Mutex::new(Status::default()));
         for addr in [&a.metrics_bind_address, &a.healthz_bind_address].into_iter().filter(|s| !s.is_empty() && !a.once) {
             let (addr, status) = (addr.clone(), Arc::clone(&status));

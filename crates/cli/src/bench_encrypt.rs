@@ -42,7 +42,10 @@ impl Drop for Lab {
 fn server_ip(lab: &str) -> Result<Ipv4Addr> {
     let st = lab::state::load(&lab.parse()?)?;
     let i = st.plan.pods.iter().position(|p| p.name == "server").context("no server pod")?;
-    st.pod_ips.get(i).copied().flatten().context("the server pod has no address")
+    match st.pod_ips.get(i).copied().flatten() {
+        Some(std::net::IpAddr::V4(v4)) => Ok(v4),
+        _ => anyhow::bail!("the server pod has no IPv4 address"),
+    }
 }
 
 /// iperf3 from the client pod to the server pod: bits per second received.

@@ -19,6 +19,11 @@ pub struct LabBenchArgs {
     /// Routing mode.
     #[arg(long, default_value = "host-gw")]
     mode: String,
+    /// Every combination instead: host-gw, vxlan and bgp, plain and `--encrypt wireguard`, with
+    /// `--ip-family` ipv4, dual and ipv6; up, check and down of each, and BGP's convergence and
+    /// failover.
+    #[arg(long, conflicts_with = "mode")]
+    every_mode: bool,
 }
 
 fn timed(exe: &std::path::Path, args: &[&str]) -> Result<f64> {
@@ -53,7 +58,11 @@ fn bgp_figures(lab: &lab::LabName, up_output: &str) -> Result<BgpFigures> {
         .context("lab up did not say when BGP converged")?;
     let node = |n: usize| format!("podnet.{lab}.node-{n}");
     let has_route = |netns: &str, dst: &str, via: &str| -> bool {
-        Command::new("ip").args(["-n", netns, "route", "show", dst]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("via {via}")))
+        let family = if dst.contains(':') { "-6" } else { "-4" };
+        Command::new("ip")
+            .args(["-n", netns, family, "route", "show", dst])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("via {via}")))
     };
     let wait = |cond: &dyn Fn() -> bool| -> Result<f64> {
         let t = Instant::now();
@@ -65,21 +74,30 @@ fn bgp_figures(lab: &lab::LabName, up_output: &str) -> Result<BgpFigures> {
         }
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
+    // Each node's primary pod CIDR and its underlay address of that family (an IPv6 lab's BGP
+    // carries IPv6 pod CIDRs between IPv6 addresses).
+    let st = lab::state::load(lab)?;
+    let route_of = |n: usize| -> Result<(String, String)> {
+        let node = st.plan.nodes.get(n - 1).context("the lab has fewer nodes")?;
+        let cidr = *node.pod_cidrs().first().context("a node without a pod CIDR")?;
+        let via = node.internal_ips().into_iter().find(|ip| ip.is_ipv6() == cidr.addr().is_ipv6()).context("a node without an address")?;
+        Ok((cidr.to_string(), via.to_string()))
+    };
+    let ((cidr2, via2), (cidr3, via3)) = (route_of(2)?, route_of(3)?);
     let pid: i32 = std::fs::read_to_string(lab::bgp::dir(lab).join("node-2.pid"))?.trim().parse()?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
-    let killed_withdrawn_ms = wait(&|| !has_route(&node(1), "10.244.1.0/24", "172.18.0.3")).context("node-2's routes after its BIRD was killed")?;
-    let restarted_back_ms = wait(&|| has_route(&node(1), "10.244.1.0/24", "172.18.0.3")).context("node-2's routes after the restart")?;
+    let killed_withdrawn_ms = wait(&|| !has_route(&node(1), &cidr2, &via2)).context("node-2's routes after its BIRD was killed")?;
+    let restarted_back_ms = wait(&|| has_route(&node(1), &cidr2, &via2)).context("node-2's routes after the restart")?;
     let down = Command::new("ip").args(["-n", &node(3), "link", "set", "eth0", "down"]).status()?;
     if !down.success() {
         bail!("ip link set eth0 down on node-3 failed");
     }
-    let silent_withdrawn_ms = wait(&|| !has_route(&node(1), "10.244.2.0/24", "172.18.0.4")).context("node-3's routes after it went silent")?;
+    let silent_withdrawn_ms = wait(&|| !has_route(&node(1), &cidr3, &via3)).context("node-3's routes after it went silent")?;
     Ok(BgpFigures { converged_ms, killed_withdrawn_ms, restarted_back_ms, silent_withdrawn_ms })
 }
 
-pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
-    let exe = std::env::current_exe()?;
-    let dir = tempfile::tempdir()?;
+/// The generated cluster: `pods_per_node` pods per node in ten apps, a Service per app.
+fn cluster_yaml(a: &LabBenchArgs) -> String {
     let mut yaml = String::new();
     for i in 0..a.nodes * a.pods_per_node {
         let _ = write!(
@@ -95,7 +113,16 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: app-{app}, namespace: bench}}\nspec: {{selector: {{app: app-{app}}}, ports: [{{name: http, port: 80}}, {{name: dns, port: 53, protocol: UDP}}]}}\n"
         );
     }
-    std::fs::write(dir.path().join("pods.yaml"), yaml)?;
+    yaml
+}
+
+pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("pods.yaml"), cluster_yaml(&a))?;
+    if a.every_mode {
+        return every_mode(&a, &exe, &dir.path().to_string_lossy());
+    }
     let name = format!("bench{}", std::process::id() % 100_000);
     let lab_name: lab::LabName = name.parse()?;
     let nodes = a.nodes.to_string();
@@ -147,6 +174,64 @@ pub fn run(a: LabBenchArgs) -> Result<ExitCode> {
         );
         outln!("  node-3 silent (link down): its pod CIDR gone from node-1 in {:.1} ms (hold time 3 s)", b.silent_withdrawn_ms);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One lab per combination of mode, encryption and families, made, checked and removed in
+/// turn (the same cluster and the same commands for each): a table of their times, and BGP's
+/// convergence and failover in each BGP lab.
+fn every_mode(a: &LabBenchArgs, exe: &std::path::Path, path: &str) -> Result<ExitCode> {
+    let name = format!("bench{}", std::process::id() % 100_000);
+    let lab_name: lab::LabName = name.parse()?;
+    let nodes = a.nodes.to_string();
+    outln!("lab bench: {} nodes x {} pods, every mode (real commands; `lab check` must pass in each):", a.nodes, a.pods_per_node);
+    outln!(
+        "  {:<8} {:<10} {:<6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "mode",
+        "encrypt",
+        "family",
+        "up s",
+        "check s",
+        "down s",
+        "BGP conv",
+        "killed",
+        "back",
+        "silent"
+    );
+    for mode in ["host-gw", "vxlan", "bgp"] {
+        for encrypt in [None, Some("wireguard")] {
+            for family in ["ipv4", "dual", "ipv6"] {
+                let mut args = vec!["lab", "up", "--name", &name, "--nodes", &nodes, "--mode", mode, "--ip-family", family, "-f", path];
+                if let Some(e) = encrypt {
+                    args.extend(["--encrypt", e]);
+                }
+                let result = timed_output(exe, &args).and_then(|(up, printed)| {
+                    let check = timed(exe, &["lab", "check", "--name", &name])?;
+                    let bgp = if mode == "bgp" && a.nodes >= 3 { Some(bgp_figures(&lab_name, &printed)?) } else { None };
+                    Ok((up, check, bgp))
+                });
+                let down = timed(exe, &["lab", "down", "--name", &name]);
+                let (up, check, bgp) = result.with_context(|| format!("--mode {mode} --ip-family {family} --encrypt {}", encrypt.unwrap_or("none")))?;
+                let ms = |f: Option<f64>| f.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} ms"));
+                outln!(
+                    "  {:<8} {:<10} {:<6} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9} {:>9} {:>9}",
+                    mode,
+                    encrypt.unwrap_or("-"),
+                    family,
+                    up,
+                    check,
+                    down?,
+                    ms(bgp.as_ref().map(|b| b.converged_ms)),
+                    ms(bgp.as_ref().map(|b| b.killed_withdrawn_ms)),
+                    ms(bgp.as_ref().map(|b| b.restarted_back_ms)),
+                    ms(bgp.as_ref().map(|b| b.silent_withdrawn_ms)),
+                );
+            }
+        }
+    }
+    outln!(
+        "  (BGP: conv = every node has every pod CIDR after up; killed = node-2's BIRD killed, its pod CIDR gone from node-1; back = restarted by the lab process; silent = node-3's link down, withdrawn by the 3 s hold timer)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -134,7 +134,10 @@ impl Prober {
 fn pod_ip(lab: &lab::LabName, ns: &str, name: &str) -> Result<(String, Ipv4Addr)> {
     let st = lab::state::load(lab)?;
     let i = st.plan.pods.iter().position(|p| p.namespace == ns && p.name == name).with_context(|| format!("no pod {ns}/{name}"))?;
-    Ok((st.plan.pods[i].netns.clone(), st.pod_ips[i].with_context(|| format!("{ns}/{name} has no address"))?))
+    match st.pod_ips[i] {
+        Some(std::net::IpAddr::V4(v4)) => Ok((st.plan.pods[i].netns.clone(), v4)),
+        _ => anyhow::bail!("{ns}/{name} has no IPv4 address"),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

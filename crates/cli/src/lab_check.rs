@@ -3,7 +3,7 @@
 //! and NetworkPolicy (what the engine allows must answer, what it denies must time out).
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const DROPPED_AFTER: Duration = Duration::from_millis(1000);
 
 /// One TCP exchange with a pod's echo server from inside a namespace: what the server saw.
-pub(crate) fn probe(from_netns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<serde_json::Value> {
+pub(crate) fn probe(from_netns: &str, ip: IpAddr, port: u16, timeout: Duration) -> Result<serde_json::Value> {
     let addr = std::net::SocketAddr::from((ip, port));
     let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
@@ -36,7 +36,7 @@ pub(crate) fn probe(from_netns: &str, ip: Ipv4Addr, port: u16, timeout: Duration
 }
 
 /// One HTTP/1.1 GET from inside a namespace: the response's status code.
-fn http_probe(from_netns: &str, ip: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<u16> {
+fn http_probe(from_netns: &str, ip: IpAddr, port: u16, path: &str, timeout: Duration) -> Result<u16> {
     let addr = std::net::SocketAddr::from((ip, port));
     let request = format!("GET {path} HTTP/1.1\r\nHost: podnet-lab-check\r\nConnection: close\r\n\r\n");
     let text = netns::run_in(&netns::path_of(from_netns), move || -> std::io::Result<String> {
@@ -54,7 +54,7 @@ fn http_probe(from_netns: &str, ip: Ipv4Addr, port: u16, path: &str, timeout: Du
 }
 
 /// A TCP connection from inside a namespace, accepted.
-fn tcp_connect(from_netns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<()> {
+fn tcp_connect(from_netns: &str, ip: IpAddr, port: u16, timeout: Duration) -> Result<()> {
     let addr = std::net::SocketAddr::from((ip, port));
     netns::run_in(&netns::path_of(from_netns), move || std::net::TcpStream::connect_timeout(&addr, timeout).map(drop))??;
     Ok(())
@@ -73,9 +73,9 @@ struct Verdicts<'a> {
 
 impl Verdicts<'_> {
     /// Pod `from` (an index of the lab's pods) to an address: allowed, or why not.
-    fn judge(&self, from: usize, to: Ipv4Addr, port: u16, protocol: Protocol) -> Result<(), String> {
-        let to_pod = self.view.pods.iter().find(|p| !p.host_network && policy::enforce::pod_ipv4(p) == Some(to));
-        let c = Connection { from: Endpoint::Pod(&self.view.pods[from]), to: to_pod.map_or(Endpoint::External(IpAddr::V4(to)), Endpoint::Pod), port, protocol };
+    fn judge(&self, from: usize, to: IpAddr, port: u16, protocol: Protocol) -> Result<(), String> {
+        let to_pod = self.view.pods.iter().find(|p| !p.host_network && p.ips.contains(&to));
+        let c = Connection { from: Endpoint::Pod(&self.view.pods[from]), to: to_pod.map_or(Endpoint::External(to), Endpoint::Pod), port, protocol };
         let e = self.evaluator.explain(&c);
         if e.allowed { Ok(()) } else { Err(e.denial()) }
     }
@@ -85,8 +85,8 @@ impl Verdicts<'_> {
 struct PodProbe {
     what: String,
     netns: String,
-    client_ip: Option<Ipv4Addr>,
-    ip: Ipv4Addr,
+    client_ip: Option<IpAddr>,
+    ip: IpAddr,
     port: u16,
     verdict: Result<(), String>,
 }
@@ -137,23 +137,27 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
     outln!("Connectivity in lab \"{lab}\" (real TCP connections to the pods' echo servers; {} NetworkPolicies):", policies.policies.len());
     // Every pod reaches a pod on another node (or its own, with one node), and the server sees
     // the client's pod IP: no NAT. Where a policy denies the pair, the connection must time out.
+    // In a dual-stack lab, every check of addresses runs in both families.
+    let families: Vec<bool> =
+        [(st.plan.config.ip_family.has_v4(), false), (st.plan.config.ip_family.has_v6(), true)].into_iter().filter(|f| f.0).map(|f| f.1).collect();
     let mut probes = Vec::new();
-    for (i, client) in &pods {
-        let Some(cip) = st.pod_ips[*i] else { continue };
+    for (v6, (i, client)) in families.iter().flat_map(|v6| pods.iter().map(move |p| (*v6, p))) {
+        let Some(cip) = st.pod_address(*i, v6) else { continue };
         // Spread the targets: the k-th client asks the k-th server on another node.
         let others: Vec<&(usize, &lab::PodPlan, u16)> = servers.iter().filter(|(_, s, _)| s.node != client.node).collect();
         let target = if others.is_empty() { servers.iter().find(|(j, _, _)| j != i) } else { Some(others[*i % others.len()]) };
         let Some(spread) = target else { continue };
         // A server the policies let this client reach, when the spread one is denied: both
         // answers and drops are checked.
-        let reachable = |(j, _, port): &&(usize, &lab::PodPlan, u16)| st.pod_ips[*j].is_some_and(|ip| verdicts.judge(*i, ip, *port, Protocol::Tcp).is_ok());
+        let reachable =
+            |(j, _, port): &&(usize, &lab::PodPlan, u16)| st.pod_address(*j, v6).is_some_and(|ip| verdicts.judge(*i, ip, *port, Protocol::Tcp).is_ok());
         let allowed = others.iter().copied().filter(|t| t.0 != *i).find(reachable).or_else(|| servers.iter().filter(|t| t.0 != *i).find(reachable));
         let mut targets = vec![spread];
         targets.extend(allowed.filter(|a| a.0 != spread.0));
         for (j, server, port) in targets {
-            let Some(sip) = st.pod_ips[*j] else { continue };
+            let Some(sip) = st.pod_address(*j, v6) else { continue };
             probes.push(PodProbe {
-                what: format!("{} ({}) → {} ({}, {sip}:{port})", client.key(), client.node, server.key(), server.node),
+                what: format!("{} ({}) → {} ({}, {})", client.key(), client.node, server.key(), server.node, std::net::SocketAddr::new(sip, *port)),
                 netns: client.netns.clone(),
                 client_ip: Some(cip),
                 ip: sip,
@@ -163,11 +167,11 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
         }
     }
     // Agents on a node reach every pod on that node, whatever the policies say.
-    for node in &st.plan.nodes {
+    for (v6, node) in families.iter().flat_map(|v6| st.plan.nodes.iter().map(move |n| (*v6, n))) {
         for (j, server, port) in servers.iter().filter(|(_, s, _)| s.node == node.name).take(1) {
-            let Some(sip) = st.pod_ips[*j] else { continue };
+            let Some(sip) = st.pod_address(*j, v6) else { continue };
             probes.push(PodProbe {
-                what: format!("node {} → {} ({sip}:{port})", node.name, server.key()),
+                what: format!("node {} → {} ({})", node.name, server.key(), std::net::SocketAddr::new(sip, *port)),
                 netns: node.netns.clone(),
                 client_ip: None,
                 ip: sip,
@@ -199,11 +203,17 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
     }
     // The ingress controller's pods answer their health endpoint (ingress-nginx's /healthz on
     // 10254), from another node's pod.
-    for (j, controller) in pods.iter().filter(|(_, p)| lab::system::is_ingress_controller_pod(p)) {
-        let Some(ip) = st.pod_ips[*j] else { continue };
+    for (v6, (j, controller)) in families.iter().flat_map(|v6| pods.iter().filter(|(_, p)| lab::system::is_ingress_controller_pod(p)).map(move |p| (*v6, p))) {
+        let Some(ip) = st.pod_address(*j, v6) else { continue };
         let client = pods.iter().find(|(_, p)| p.node != controller.node && !lab::system::is_ingress_controller_pod(p)).or(pods.first());
         let Some((ci, client)) = client else { continue };
-        let what = format!("{} ({}) → ingress controller {} ({ip}:{})/healthz", client.key(), client.node, controller.key(), lab::system::INGRESS_METRICS_PORT);
+        let what = format!(
+            "{} ({}) → ingress controller {} ({})/healthz",
+            client.key(),
+            client.node,
+            controller.key(),
+            std::net::SocketAddr::new(ip, lab::system::INGRESS_METRICS_PORT)
+        );
         match verdicts.judge(*ci, ip, lab::system::INGRESS_METRICS_PORT, Protocol::Tcp) {
             Ok(()) => match http_probe(&client.netns, ip, lab::system::INGRESS_METRICS_PORT, "/healthz", ANSWER_TIMEOUT) {
                 Ok(status) => report.line(status == 200, format!("{what}: HTTP {status}")),
@@ -231,20 +241,25 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
 /// SNAT); without endpoints: rejected; with only denied endpoints: dropped.
 fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], verdicts: &Verdicts<'_>, report: &mut Report) -> Result<()> {
     let Some((i, client)) = pods.first() else { return Ok(()) };
-    let Some(cip) = st.pod_ips[*i] else { return Ok(()) };
     let view = lab::service_proxy::proxy_view(st);
     let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(st))?;
     let is_dns = |p: &proxy::plan::PortPlan| p.port.namespace == lab::system::SYSTEM_NAMESPACE && p.port.service == lab::system::DNS_SERVICE;
-    for p in node_plan.ports.iter().filter(|p| p.port.protocol == Protocol::Tcp && !is_dns(p)) {
-        let Some(IpAddr::V4(vip)) = p.port.cluster_ips.first().copied() else { continue };
-        let what = format!("{} ({}) → Service {}/{} {vip}:{}", client.key(), client.node, p.port.namespace, p.port.service, p.port.port);
-        let endpoints: Vec<&str> = p.cluster.iter().map(|e| e.addr.as_str()).collect();
+    // Each ClusterIP of a port (one per family of a dual-stack Service), from the client's
+    // address of that family.
+    let ports = node_plan.ports.iter().filter(|p| p.port.protocol == Protocol::Tcp && !is_dns(p));
+    for (p, vip) in ports.flat_map(|p| p.port.cluster_ips.iter().map(move |ip| (p, *ip))) {
+        let Some(cip) = st.pod_address(*i, vip.is_ipv6()) else { continue };
+        let what =
+            format!("{} ({}) → Service {}/{} {}", client.key(), client.node, p.port.namespace, p.port.service, std::net::SocketAddr::new(vip, p.port.port));
+        // The endpoints of the ClusterIP's family.
+        let endpoints: Vec<&str> =
+            p.cluster.iter().map(|e| e.addr.as_str()).filter(|e| e.parse::<std::net::SocketAddr>().is_ok_and(|a| a.is_ipv6() == vip.is_ipv6())).collect();
         // The endpoints the policies let this client reach, and why the others are denied.
         let mut allowed = Vec::new();
         let mut denied = Vec::new();
         for e in &endpoints {
-            let parsed: Option<std::net::SocketAddrV4> = e.parse().ok();
-            match parsed.map(|a| verdicts.judge(*i, *a.ip(), a.port(), Protocol::Tcp)) {
+            let parsed: Option<std::net::SocketAddr> = e.parse().ok();
+            match parsed.map(|a| verdicts.judge(*i, a.ip(), a.port(), Protocol::Tcp)) {
                 Some(Ok(())) | None => allowed.push(*e),
                 Some(Err(why)) => denied.push(why),
             }
@@ -267,8 +282,8 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
         }
         // Endpoints off the lab's pods (a control-plane lab's `default/kubernetes`: the API
         // server): a connection they accept is the proof; they speak no echo.
-        let pod_ips: Vec<String> = st.pod_ips.iter().flatten().map(|ip| ip.to_string()).collect();
-        let off_pods = |e: &&str| e.rsplit_once(':').is_some_and(|(ip, _)| !pod_ips.iter().any(|p| p == ip));
+        let pod_ips: Vec<IpAddr> = (0..st.pod_ips.len()).flat_map(|j| st.pod_addresses(j)).collect();
+        let off_pods = |e: &&str| e.parse::<std::net::SocketAddr>().is_ok_and(|a| !pod_ips.contains(&a.ip()));
         if !endpoints.is_empty() && endpoints.iter().all(off_pods) {
             match tcp_connect(&client.netns, vip, p.port.port, timeout) {
                 Ok(()) => report.line(true, format!("{what}: accepted by {} (not a pod of the lab)", endpoints.join(", "))),
@@ -291,9 +306,10 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
                 // A pod that reaches itself through its Service is masqueraded (hairpin, as
                 // kube-proxy does), so that its reply comes back through the node.
                 let hairpin = ip == cip.to_string();
-                let ok = allowed.contains(&format!("{ip}:{port}").as_str()) && (seen == cip.to_string() || hairpin);
+                let endpoint = ip.parse::<IpAddr>().map(|a| std::net::SocketAddr::new(a, port as u16).to_string()).unwrap_or_default();
+                let ok = allowed.contains(&endpoint.as_str()) && (seen == cip.to_string() || hairpin);
                 let note = if hairpin { " (hairpin: itself, masqueraded)" } else { "" };
-                report.line(ok, format!("{what}: answered by {} ({ip}:{port}), saw client {seen}{note}", v["pod"].as_str().unwrap_or_default()));
+                report.line(ok, format!("{what}: answered by {} ({endpoint}), saw client {seen}{note}", v["pod"].as_str().unwrap_or_default()));
             }
             // Some endpoints allowed, some denied: the proxy may have picked a denied one.
             (Err(e), false) if timed_out(&e) && !denied.is_empty() => {
@@ -312,7 +328,7 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
 /// Cluster DNS: from a pod the policies let reach every DNS pod, every Service's name resolves
 /// to its ClusterIP through kube-dns.
 fn check_dns(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], verdicts: &Verdicts<'_>, report: &mut Report) -> Result<()> {
-    let dns_pods: Vec<Ipv4Addr> = st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, _)| lab::system::is_dns_pod(p)).filter_map(|(_, ip)| *ip).collect();
+    let dns_pods: Vec<IpAddr> = st.plan.pods.iter().enumerate().filter(|(_, p)| lab::system::is_dns_pod(p)).flat_map(|(j, _)| st.pod_addresses(j)).collect();
     let may_ask = |i: usize| dns_pods.iter().all(|&d| verdicts.judge(i, d, 53, Protocol::Udp).is_ok());
     let Some((_, client)) = pods.iter().find(|(i, _)| may_ask(*i)) else {
         if !pods.is_empty() {
@@ -320,16 +336,21 @@ fn check_dns(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], verdict
         }
         return Ok(());
     };
-    let dns_ip: IpAddr = lab::system::DNS_CLUSTER_IP.parse()?;
+    let dns_ip = lab::system::dns_cluster_ip(&st.plan.config);
     for svc in st.services.iter().filter(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| ip != "None")) {
         let (ns, name) = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
-        let want: IpAddr = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or_default().parse()?;
-        let fqdn = format!("{name}.{ns}.svc.{}.", lab::system::CLUSTER_DOMAIN);
-        let asked = fqdn.clone();
-        let answer = netns::run_in(&netns::path_of(&client.netns), move || dns::client::lookup_a((dns_ip, 53).into(), &asked, Duration::from_secs(2)))?;
-        match answer {
-            Ok((rcode, ips)) => report.line(ips.contains(&want), format!("{} → DNS {dns_ip}: {fqdn} A → {rcode} {ips:?}", client.key())),
-            Err(e) => report.line(false, format!("{} → DNS {dns_ip}: {fqdn}: {e}", client.key())),
+        // A record for its IPv4 ClusterIP, AAAA for its IPv6 one.
+        let cluster_ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+        for want in cluster_ips.iter().map(|ip| ip.parse::<IpAddr>()) {
+            let want = want?;
+            let fqdn = format!("{name}.{ns}.svc.{}.", lab::system::CLUSTER_DOMAIN);
+            let (asked, v6) = (fqdn.clone(), want.is_ipv6());
+            let answer = netns::run_in(&netns::path_of(&client.netns), move || dns::client::lookup((dns_ip, 53).into(), &asked, v6, Duration::from_secs(2)))?;
+            let kind = if v6 { "AAAA" } else { "A" };
+            match answer {
+                Ok((rcode, ips)) => report.line(ips.contains(&want), format!("{} → DNS {dns_ip}: {fqdn} {kind} → {rcode} {ips:?}", client.key())),
+                Err(e) => report.line(false, format!("{} → DNS {dns_ip}: {fqdn} {kind}: {e}", client.key())),
+            }
         }
     }
     Ok(())

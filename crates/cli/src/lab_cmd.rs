@@ -285,6 +285,25 @@ pub struct UpArgs {
     /// underlay; pods get MTU 1440).
     #[arg(long, value_enum, value_name = "HOW")]
     pub(crate) encrypt: Option<EncryptArg>,
+    /// The pods' and Services' address families: ipv4, ipv6, or dual (both, IPv4 primary).
+    #[arg(long = "ip-family", value_enum, default_value = "ipv4")]
+    pub(crate) ip_family: IpFamilyArg,
+    /// The cluster's IPv6 pod CIDR (/56 or larger: a /64 per node).
+    #[arg(long = "pod-cidr-v6", value_name = "CIDR", default_value = "fd00:10:244::/56")]
+    pub(crate) pod_cidr_v6: ipnet::Ipv6Net,
+    /// The IPv6 Service CIDR (/108 or smaller).
+    #[arg(long = "service-cidr-v6", value_name = "CIDR", default_value = "fd00:10:96::/112")]
+    pub(crate) service_cidr_v6: ipnet::Ipv6Net,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum IpFamilyArg {
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// Both families, IPv4 primary.
+    Dual,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -301,6 +320,16 @@ pub(crate) fn lab_config(a: &UpArgs) -> Result<LabConfig> {
         ModeArg::Bgp => Mode::Bgp,
     };
     let mut config = LabConfig::new(&a.name, a.nodes, mode);
+    config.ip_family = match a.ip_family {
+        IpFamilyArg::Ipv4 => lab::plan::IpFamily::Ipv4,
+        IpFamilyArg::Ipv6 => lab::plan::IpFamily::Ipv6,
+        IpFamilyArg::Dual => lab::plan::IpFamily::Dual,
+    };
+    if a.control_plane && config.ip_family != lab::plan::IpFamily::Ipv4 {
+        bail!("--ip-family {}: a control-plane lab is IPv4 only for now; drop --control-plane or --ip-family", config.ip_family.name());
+    }
+    config.pod_cidr6 = a.pod_cidr_v6.trunc();
+    config.service_cidr6 = a.service_cidr_v6.trunc();
     if let Some(EncryptArg::Wireguard) = a.encrypt {
         config.encrypt = Some(lab::plan::Encryption::WireGuard);
     }
@@ -497,16 +526,16 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut cluster = if a.paths.is_empty() { model::ClusterState::default() } else { model::load_cluster(&a.paths)? };
     require_valid_policies(&cluster)?;
-    lab::system::add_cluster_dns(&mut cluster);
-    lab::system::add_kubernetes_service(&mut cluster);
-    lab::system::add_ingress_controller(&mut cluster);
     let config = lab_config(&a)?;
+    lab::system::add_cluster_dns(&mut cluster, &config);
+    lab::system::add_kubernetes_service(&mut cluster, &config);
+    lab::system::add_ingress_controller(&mut cluster);
     // A lab that is up is refused before anything is printed or made.
     if lab::up::exists(&a.name) {
         bail!("lab {:?} is already up; remove it with `podnet lab down --name {}`", a.name.as_str(), a.name);
     }
     let plan = lab::plan::plan(&config, &cluster)?;
-    let (services, given_slices) = lab::up::lab_services(&cluster)?;
+    let (services, given_slices) = lab::up::lab_services(&cluster, &config)?;
     let exe = std::env::current_exe().context("finding the podnet executable")?;
     outln!("Creating lab {:?} ({} nodes, {} pods, {} services)", a.name.as_str(), plan.nodes.len(), plan.pods.len(), services.len());
     let (mut st, locked) = lab::up::up(&plan, &services, &given_slices, &exe, |s| outln!(" ✓ {:<44} {:>7.1} ms", s.what, s.took.as_secs_f64() * 1e3), None)?;
@@ -865,11 +894,13 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                 .plan
                 .pods
                 .iter()
-                .zip(&st.pod_ips)
-                .filter(|(p, _)| pod_filter.keeps(p))
-                .map(|(p, ip)| {
+                .enumerate()
+                .filter(|(_, p)| pod_filter.keeps(p))
+                .map(|(i, p)| {
+                    let ips = st.pod_addresses(i);
+                    let ip = ips.first();
                     let owner = p.owner.as_ref().map(|o| vec![serde_json::json!({"kind": p.owner_kind, "name": o, "controller": true})]);
-                    let node_ip = st.plan.nodes.iter().find(|n| n.name == p.node).map(|n| n.ip.to_string());
+                    let node_ip = st.plan.nodes.iter().find(|n| n.name == p.node).and_then(|n| n.internal_ips().first().map(ToString::to_string));
                     let condition = |t: &str, ok: bool| serde_json::json!({"type": t, "status": if ok { "True" } else { "False" }});
                     let ports: Vec<serde_json::Value> =
                         p.ports.iter().map(|c| serde_json::json!({"containerPort": c.port, "protocol": c.protocol.as_str(), "name": c.name})).collect();
@@ -882,7 +913,7 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                                    "hostIP": node_ip,
                                    "conditions": [condition("PodScheduled", true), condition("Initialized", true),
                                                   condition("ContainersReady", p.ready), condition("Ready", p.ready)],
-                                   "podIP": ip, "podIPs": ip.map(|i| vec![serde_json::json!({"ip": i})]).unwrap_or_default()}
+                                   "podIP": ip, "podIPs": ips.iter().map(|i| serde_json::json!({"ip": i})).collect::<Vec<_>>()}
                     })
                 })
                 .collect();
@@ -899,8 +930,8 @@ fn get(a: GetArgs) -> Result<ExitCode> {
                     serde_json::json!({
                         "apiVersion": "v1", "kind": "Node",
                         "metadata": {"name": n.name},
-                        "spec": {"podCIDR": n.pod_cidr.to_string(), "podCIDRs": [n.pod_cidr.to_string()]},
-                        "status": {"addresses": [{"type": "InternalIP", "address": n.ip.to_string()}],
+                        "spec": {"podCIDR": n.pod_cidrs().first().map(ToString::to_string), "podCIDRs": n.pod_cidrs().iter().map(ToString::to_string).collect::<Vec<_>>()},
+                        "status": {"addresses": n.internal_ips().iter().map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()})).collect::<Vec<_>>(),
                                    "conditions": [{"type": "Ready", "status": "True"}]}
                     })
                 })
@@ -918,7 +949,10 @@ fn get(a: GetArgs) -> Result<ExitCode> {
             });
             for n in st.plan.nodes.iter().filter(|n| name.is_none_or(|want| want == n.name)) {
                 let pods = st.plan.pods.iter().filter(|p| p.node == n.name).count();
-                let _ = write!(out, "{}\tReady\t{}\t{}\t{pods}", n.name, n.ip, n.pod_cidr);
+                let join = |v: Vec<String>| v.join(",");
+                let (ips, cidrs) =
+                    (join(n.internal_ips().iter().map(ToString::to_string).collect()), join(n.pod_cidrs().iter().map(ToString::to_string).collect()));
+                let _ = write!(out, "{}\tReady\t{ips}\t{cidrs}\t{pods}", n.name);
                 if matches!(f, Some(GetFormat::Wide)) {
                     let _ = write!(out, "\t{}", n.netns);
                 }

@@ -170,7 +170,7 @@ async fn heartbeat(client: kube::Client, nodes: Vec<NodePlan>) {
 }
 
 /// The status a kubelet writes for a running pod with `ip` on `node`.
-fn pod_status(pod: &Pod, ip: Option<std::net::Ipv4Addr>, host_ip: std::net::Ipv4Addr, ready: bool, started: &str) -> Value {
+fn pod_status(pod: &Pod, ip: Option<std::net::IpAddr>, host_ip: std::net::Ipv4Addr, ready: bool, started: &str) -> Value {
     let flag = |b: bool| if b { "True" } else { "False" };
     let condition = |t: &str, status: &str| json!({"type": t, "status": status, "lastTransitionTime": started});
     let containers: Vec<Value> = pod

@@ -712,8 +712,7 @@ fn pod_step_in_lab(
         _ => {
             // Dropped on the way (a policy): ask the pod from its own node, which policy never blocks.
             let node = pod.and_then(|p| p.node_name.clone()).and_then(|n| st.plan.nodes.iter().find(|x| x.name == n)).map(|n| n.netns.clone());
-            let IpAddr::V4(v4) = ip else { return step("pod", Status::Skipped, "IPv6", json!({})) };
-            let from_node = node.map(|ns| crate::lab_check::probe(&ns, v4, port, Duration::from_secs(1)).is_ok());
+            let from_node = node.map(|ns| crate::lab_check::probe(&ns, ip, port, Duration::from_secs(1)).is_ok());
             match (from_node, protocol) {
                 (Some(true), _) => step(
                     "pod",

@@ -226,7 +226,11 @@ fn services_without_a_cluster_ip_get_the_address_the_lab_gives_them() {
         return;
     }
     let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
-    let (services, _) = lab::up::lab_services(&model::load_cluster(&[&shop]).unwrap()).unwrap();
+    let (services, _) = lab::up::lab_services(
+        &model::load_cluster(&[&shop]).unwrap(),
+        &lab::plan::LabConfig::new(&lab::name::LabName::parse("demo").unwrap(), 1, lab::plan::Mode::HostGw),
+    )
+    .unwrap();
     let lab_ip = services.iter().find(|s| s.metadata.name.as_deref() == Some("order-service")).and_then(|s| s.spec.as_ref()?.cluster_ip.clone()).unwrap();
     let s = serve(&shop, &[]);
     assert_eq!(dig(&s, &["order-service.production.svc.cluster.local", "A"]), ("NOERROR".into(), vec![lab_ip.clone()]));

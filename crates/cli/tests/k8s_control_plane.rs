@@ -991,3 +991,60 @@ fn two_agents_route_their_pod_networks_with_bgp() {
     nodes.node_b_leaves(&cp, "10.244.21.0/24");
     drop(birds);
 }
+
+/// Two agents encrypting (`encrypt: wireguard` in their ConfigMap's settings file): each makes
+/// its key pair, publishes the public key as its Node's annotation, and peers with the Node that
+/// published the other; pods' traffic between the nodes goes through the tunnels — on the
+/// underlay a capture sees only UDP 51820, never the payload. A Node deleted takes its route.
+#[test]
+fn two_agents_encrypt_their_pod_traffic_with_keys_published_on_their_nodes() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let cp = ControlPlane::start(&bin).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let nodes = two_nodes(&cp, "pnwg", "172.21.0", ["10.244.30", "10.244.31"]);
+    let run_dir = tempfile::tempdir().unwrap();
+    let settings = run_dir.path().join("podnet.yaml");
+    std::fs::write(&settings, "backend: host-gw\nencrypt: wireguard\n").unwrap();
+    let flags = |node: &str| {
+        vec!["--config".to_owned(), settings.to_str().unwrap().to_owned(), "--run-dir".into(), run_dir.path().join(node).to_str().unwrap().to_owned()]
+    };
+    let fa = flags("node-a");
+    let fb = flags("node-b");
+    let _agent_a = nodes.agent(&cp, "node-a", &fa.iter().map(String::as_str).collect::<Vec<_>>());
+    let _agent_b = nodes.agent(&cp, "node-b", &fb.iter().map(String::as_str).collect::<Vec<_>>());
+    let took = nodes.until_routes("10.244.31.0/24 dev podnet-wg", "10.244.30.0/24 dev podnet-wg");
+    eprintln!("two agents: WireGuard routes in place {took:?} after start");
+    // The published key is the node's own public key; the private one stays in its file (0600).
+    let published =
+        String::from_utf8(cp.kubectl(&["get", "node", "node-a", "-o", "jsonpath={.metadata.annotations.podnet\\.io/wireguard-public-key}"]).stdout).unwrap();
+    let own = std::fs::read_to_string(run_dir.path().join("node-a").join("wireguard").join("node-a.pub")).unwrap();
+    assert_eq!(published.trim(), own.trim());
+    assert_eq!(published.trim().len(), 44, "{published}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(run_dir.path().join("node-a").join("wireguard").join("node-a.key")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // A capture on node B's underlay side while node A's pod network talks to node B's.
+    let nb = ns_name(&nodes.b);
+    let mut capture = std::process::Command::new("ip")
+        .args(["netns", "exec", &nb, "tcpdump", "-i", "eth0", "-nn", "-l", "-A", "ip"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(capture.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    nodes.connect_across("10.244.30.1", "10.244.31.1");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let seen = String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned();
+    assert!(!seen.contains("node-b") && !seen.contains("GET /"), "the exchange crossed in clear:\n{seen}");
+    let headers: Vec<&str> = seen.lines().filter(|l| l.contains(" IP ")).collect();
+    assert!(headers.len() >= 4 && headers.iter().all(|l| l.contains(".51820 > ") && l.contains("UDP")), "{}", headers.join("\n"));
+    nodes.node_b_leaves(&cp, "10.244.31.0/24");
+}

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,15 +41,24 @@ impl Lab {
         serde_json::from_slice(&std::fs::read(format!("/run/podnet/{}/state.json", self.name)).unwrap()).unwrap()
     }
 
-    /// (netns, ip) of a pod.
-    fn pod(&self, ns: &str, name_prefix: &str) -> (String, Ipv4Addr) {
+    /// (netns, ip) of a pod (its primary address).
+    fn pod(&self, ns: &str, name_prefix: &str) -> (String, IpAddr) {
+        let (netns, ips) = self.pod_ips(ns, name_prefix);
+        (netns, ips[0])
+    }
+
+    /// (netns, every address, primary first) of a pod.
+    fn pod_ips(&self, ns: &str, name_prefix: &str) -> (String, Vec<IpAddr>) {
         let st = self.state();
         let pods = st["plan"]["pods"].as_array().unwrap();
         let i = pods
             .iter()
             .position(|p| p["namespace"] == ns && p["name"].as_str().unwrap().starts_with(name_prefix))
             .unwrap_or_else(|| panic!("no pod {ns}/{name_prefix}*"));
-        (pods[i]["netns"].as_str().unwrap().to_owned(), st["pod_ips"][i].as_str().unwrap().parse().unwrap())
+        let key = format!("{ns}/{}", pods[i]["name"].as_str().unwrap());
+        let mut ips: Vec<IpAddr> = vec![st["pod_ips"][i].as_str().unwrap().parse().unwrap()];
+        ips.extend(st["secondary_ips"][&key].as_str().map(|ip| ip.parse::<IpAddr>().unwrap()));
+        (pods[i]["netns"].as_str().unwrap().to_owned(), ips)
     }
 }
 
@@ -107,10 +116,11 @@ fn lab_of(yaml: &str, extra: &[&str]) -> Option<(Lab, tempfile::TempDir)> {
 }
 
 /// What the echo server at ip:port says, asked over TCP from inside `netns`.
-fn tcp_from(netns: &str, ip: Ipv4Addr, port: u16, send: &'static [u8]) -> String {
+fn tcp_from(netns: &str, ip: impl Into<IpAddr>, port: u16, send: &'static [u8]) -> String {
     let path = dataplane::netns::path_of(netns);
+    let ip = ip.into();
     dataplane::netns::run_in(&path, move || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(3)).unwrap();
+        let mut s = TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(3)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(send).unwrap();
         let mut out = String::new();
@@ -120,10 +130,11 @@ fn tcp_from(netns: &str, ip: Ipv4Addr, port: u16, send: &'static [u8]) -> String
     .unwrap()
 }
 
-fn udp_from(netns: &str, ip: Ipv4Addr, port: u16) -> Value {
+fn udp_from(netns: &str, ip: impl Into<IpAddr>, port: u16) -> Value {
     let path = dataplane::netns::path_of(netns);
+    let ip = ip.into();
     dataplane::netns::run_in(&path, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let s = UdpSocket::bind(if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.send_to(b"hello", (ip, port)).unwrap();
         let mut buf = [0u8; 4096];
@@ -412,7 +423,8 @@ fn services_get_addresses_and_endpoints_follow_pod_readiness() {
 }
 
 /// What a TCP connection from `netns` to `ip:port` gets: the echo server's JSON, or the error.
-fn try_tcp(netns: &str, ip: Ipv4Addr, port: u16) -> Result<Value, std::io::ErrorKind> {
+fn try_tcp(netns: &str, ip: impl Into<IpAddr>, port: u16) -> Result<Value, std::io::ErrorKind> {
+    let ip = ip.into();
     let path = dataplane::netns::path_of(netns);
     dataplane::netns::run_in(&path, move || {
         let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(1)).map_err(|e| e.kind())?;
@@ -1265,4 +1277,109 @@ fn wireguard_encrypts_everything_between_nodes_in_every_mode() {
     assert!(String::from_utf8_lossy(&rotated.stdout).contains(after.trim()), "{}", String::from_utf8_lossy(&rotated.stdout));
     let v: Value = serde_json::from_str(tcp_from(&client_ns, server_ip, 8080, b"x").trim()).unwrap();
     assert_eq!(v["node"], "node-2");
+}
+
+/// The demo's server behind a Service that asks for both families, as kind's dual-stack docs do.
+const DUAL_STACK_SERVICE: &str = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+
+/// The seed's three rules in every family of a 2-node lab made with `extra` flags (which pick
+/// `--ip-family`): each pod has an address of each family, unique in the lab; pod to pod across
+/// nodes without NAT over each; the node reaches its pods over each; the Service answers on
+/// each of its ClusterIPs and its name resolves to them (A and AAAA); `lab check` agrees.
+fn check_the_three_rules_in_every_family(extra: &[&str], v4: bool, v6: bool) -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("demo.yaml"), format!("{MANIFESTS}{DUAL_STACK_SERVICE}")).unwrap();
+    let mut args = vec!["--nodes", "2"];
+    args.extend_from_slice(extra);
+    let (lab, out) = Lab::up(dir.path(), &args);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let families: Vec<bool> = [(v4, false), (v6, true)].into_iter().filter(|f| f.0).map(|f| f.1).collect();
+    let (client_ns, client_ips) = lab.pod_ips("demo", "client");
+    let (server_ns, server_ips) = lab.pod_ips("demo", "server-");
+    assert_eq!(client_ips.iter().map(IpAddr::is_ipv6).collect::<Vec<_>>(), families, "addresses in family order: {client_ips:?}");
+    let st = lab.state();
+    let mut all: Vec<String> = st["pod_ips"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    all.extend(st["secondary_ips"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_owned()));
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (5 * families.len(), 5 * families.len()), "every pod an address of each family, none twice");
+    let node2 = format!("podnet.{}.node-2", lab.name);
+    for (&client_ip, &server_ip) in client_ips.iter().zip(&server_ips) {
+        if client_ip.is_ipv6() {
+            let pod_cidr: ipnet::IpNet = "fd00:10:244::/56".parse().unwrap();
+            assert!(pod_cidr.contains(&client_ip) && pod_cidr.contains(&server_ip), "{client_ip} {server_ip}");
+        }
+        let v: Value = serde_json::from_str(tcp_from(&client_ns, server_ip, 8080, b"ping\n").trim()).unwrap();
+        assert_eq!(
+            (v["client_ip"].as_str(), v["ip"].as_str(), v["node"].as_str()),
+            (Some(&*client_ip.to_string()), Some(&*server_ip.to_string()), Some("node-2"))
+        );
+        let u = udp_from(&client_ns, server_ip, 5353);
+        assert_eq!(u["client_ip"], client_ip.to_string());
+        let back: Value = serde_json::from_str(tcp_from(&server_ns, client_ip, 7000, b"x").trim()).unwrap();
+        assert_eq!(back["client_ip"], server_ip.to_string());
+        let from_node: Value = serde_json::from_str(tcp_from(&node2, server_ip, 8080, b"x").trim()).unwrap();
+        assert!(from_node["pod"].as_str().unwrap().starts_with("demo/server-"), "{from_node}");
+    }
+    // The Service: a ClusterIP of each family, each reaching a server with the client's address
+    // of that family; its name has an A and an AAAA record.
+    let web = st["services"].as_array().unwrap().iter().find(|s| s["metadata"]["name"] == "web").unwrap().clone();
+    let cluster_ips: Vec<IpAddr> = web["spec"]["clusterIPs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!(cluster_ips.iter().map(IpAddr::is_ipv6).collect::<Vec<_>>(), families, "{web}");
+    if v6 {
+        let service_cidr: ipnet::IpNet = "fd00:10:96::/112".parse().unwrap();
+        assert!(cluster_ips.iter().filter(|ip| ip.is_ipv6()).all(|ip| service_cidr.contains(ip)), "{cluster_ips:?}");
+    }
+    for (vip, client_ip) in cluster_ips.iter().zip(&client_ips) {
+        let v: Value = serde_json::from_str(tcp_from(&client_ns, *vip, 80, b"x").trim()).unwrap();
+        assert_eq!(v["client_ip"], client_ip.to_string(), "through {vip}: {v}");
+        let kind = if vip.is_ipv6() { "AAAA" } else { "A" };
+        let (ok, answer) = exec_in_pod(&lab, "demo", "client", &["dig", "+short", "+search", kind, "web"]);
+        assert!(ok && answer.lines().any(|l| l.trim() == vip.to_string()), "{kind} web: {answer}");
+    }
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    lab
+}
+
+#[test]
+fn dual_stack_and_ipv6_labs_prove_the_three_rules_in_every_family_and_mode() {
+    if !is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    for mode in ["host-gw", "vxlan", "bgp"] {
+        let lab = check_the_three_rules_in_every_family(&["--mode", mode, "--ip-family", "dual"], true, true);
+        if mode == "vxlan" {
+            // IPv6 pods ride the IPv4 tunnel: a route, a neighbour per peer for each family.
+            let node = format!("podnet.{}.node-1", lab.name);
+            let routes = String::from_utf8(Command::new("ip").args(["-n", &node, "-6", "route", "show", "dev", "flannel.1"]).output().unwrap().stdout).unwrap();
+            assert!(routes.contains("fd00:10:244:1::/64 via fd00:10:244:1:: "), "{routes}");
+        }
+        if mode == "bgp" {
+            // BGP carries IPv6 pod CIDRs over sessions between IPv6 addresses.
+            let routes = ip_route(&format!("podnet.{}.node-1", lab.name), None);
+            let routes6 =
+                String::from_utf8(Command::new("ip").args(["-n", &format!("podnet.{}.node-1", lab.name), "-6", "route"]).output().unwrap().stdout).unwrap();
+            assert!(routes6.contains("fd00:10:244:1::/64 via fd00:172:18::3 dev eth0 proto bird"), "{routes}\n{routes6}");
+        }
+    }
+    drop(check_the_three_rules_in_every_family(&["--mode", "host-gw", "--ip-family", "ipv6"], false, true));
+    drop(check_the_three_rules_in_every_family(&["--mode", "vxlan", "--ip-family", "ipv6", "--encrypt", "wireguard"], false, true));
+    drop(check_the_three_rules_in_every_family(&["--mode", "bgp", "--ip-family", "dual", "--encrypt", "wireguard"], true, true));
+    // Bad settings make nothing.
+    let m = manifests();
+    let (_lab, out) = Lab::up(m.path(), &["--ip-family", "dual", "--pod-cidr-v6", "fd00:10:244::/64"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pod-cidr-v6 fd00:10:244::/64"), "{}", String::from_utf8_lossy(&out.stderr));
 }

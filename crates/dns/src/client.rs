@@ -9,11 +9,17 @@ use hickory_proto::rr::{Name, RecordType};
 
 /// Asks `server` for the A records of `name`; returns the response code's name and the addresses.
 pub fn lookup_a(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<(String, Vec<std::net::IpAddr>)> {
+    lookup(server, name, false, timeout)
+}
+
+/// Asks `server` for the A records (`v6`: AAAA records) of `name`; returns the response code's
+/// name and the addresses.
+pub fn lookup(server: SocketAddr, name: &str, v6: bool, timeout: Duration) -> io::Result<(String, Vec<std::net::IpAddr>)> {
     let qname = Name::from_ascii(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {e}")))?;
     let mut query = Message::query();
     query.metadata.id = (std::process::id() as u16) ^ 0x5a5a;
     query.metadata.recursion_desired = true;
-    query.add_query(Query::query(qname, RecordType::A));
+    query.add_query(Query::query(qname, if v6 { RecordType::AAAA } else { RecordType::A }));
     let bytes = query.to_vec().map_err(io::Error::other)?;
     let socket = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
     socket.set_read_timeout(Some(timeout))?;
@@ -29,6 +35,7 @@ pub fn lookup_a(server: SocketAddr, name: &str, timeout: Duration) -> io::Result
         }
         let addresses = response.answers.iter().filter_map(|r| match &r.data {
             hickory_proto::rr::RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            hickory_proto::rr::RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
             _ => None,
         });
         return Ok((response.metadata.response_code.to_string(), addresses.collect()));

@@ -27,7 +27,12 @@ pub fn bird(plan: &LabPlan, who: &str) -> Bird {
 
 /// The external host as a BGP speaker.
 fn external(plan: &LabPlan) -> Speaker {
-    Speaker { name: "external".into(), ip: plan.external_ip() }
+    Speaker { name: "external".into(), ip: plan.external_ip(), ip6: plan.external_ip6() }
+}
+
+/// A node as a BGP speaker.
+fn speaker(n: &crate::plan::NodePlan) -> Speaker {
+    Speaker { name: n.name.clone(), ip: n.ip, ip6: n.ip6 }
 }
 
 /// Every node's routing: its pod CIDR and the /32 of each LoadBalancer/external IP it may serve
@@ -38,13 +43,13 @@ pub fn routings(plan: &LabPlan, may_serve: &BTreeMap<String, BTreeMap<IpAddr, bo
         .nodes
         .iter()
         .map(|n| {
-            let mut announce = vec![ipnet::IpNet::V4(n.pod_cidr)];
+            let mut announce = n.pod_cidrs();
             for (ip, yes) in may_serve.get(&n.name).into_iter().flatten() {
                 if *yes && let Ok(host) = ipnet::IpNet::new(*ip, if ip.is_ipv4() { 32 } else { 128 }) {
                     announce.push(host);
                 }
             }
-            (Speaker { name: n.name.clone(), ip: n.ip }, announce)
+            (speaker(n), announce)
         })
         .collect();
     let peer = bgp.external.then(|| (external(plan), EXTERNAL_ASN));
@@ -61,7 +66,7 @@ pub fn supervise(plan: &LabPlan, may_serve: &BTreeMap<String, BTreeMap<IpAddr, b
         done.push((r.me.name.clone(), s));
     }
     if bgp.external {
-        let nodes: Vec<Speaker> = plan.nodes.iter().map(|n| Speaker { name: n.name.clone(), ip: n.ip }).collect();
+        let nodes: Vec<Speaker> = plan.nodes.iter().map(speaker).collect();
         let config = node::bgp::external_config(&external(plan), EXTERNAL_ASN, &nodes, bgp.asn);
         let s = bird(plan, "external").supervise(&config).map_err(|e| io::Error::new(e.kind(), format!("the external host's BIRD: {e}")))?;
         done.push(("external".into(), s));
@@ -83,13 +88,18 @@ pub fn stop_all(lab: &LabName) {
 /// Whether every node (and a peering external host) has a route to every other node's pod
 /// CIDR through BGP: what `lab up` waits for.
 pub fn converged(plan: &LabPlan) -> io::Result<bool> {
-    let mut hosts: Vec<(String, Option<ipnet::Ipv4Net>)> = plan.nodes.iter().map(|n| (n.netns.clone(), Some(n.pod_cidr))).collect();
+    let mut hosts: Vec<(String, Vec<ipnet::IpNet>)> = plan.nodes.iter().map(|n| (n.netns.clone(), n.pod_cidrs())).collect();
     if plan.config.bgp.as_ref().is_some_and(|b| b.external) {
-        hosts.push((plan.external_netns(), None));
+        hosts.push((plan.external_netns(), Vec::new()));
     }
     for (ns, own) in hosts {
-        let wanted: Vec<ipnet::IpNet> = plan.nodes.iter().map(|n| ipnet::IpNet::V4(n.pod_cidr)).filter(|c| Some(*c) != own.map(ipnet::IpNet::V4)).collect();
-        let routes = netns::run_in(&netns::path_of(&ns), || dataplane::Netlink::connect()?.routes(false))??;
+        let wanted: Vec<ipnet::IpNet> = plan.nodes.iter().flat_map(|n| n.pod_cidrs()).filter(|c| !own.contains(c)).collect();
+        let routes = netns::run_in(&netns::path_of(&ns), || {
+            let nl = dataplane::Netlink::connect()?;
+            let mut all = nl.routes(false)?;
+            all.extend(nl.routes(true)?);
+            Ok::<_, io::Error>(all)
+        })??;
         if !wanted.iter().all(|w| routes.iter().any(|r| r.dst == *w && r.gateway.is_some())) {
             return Ok(false);
         }

@@ -207,7 +207,7 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
         .collect();
     all.extend(cluster.services.iter().cloned());
     all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    model::allocate::allocate(&mut all, &model::allocate::Ranges::default())
+    model::allocate::allocate(&mut all, &st.plan.config.ranges())
         .map_err(|e| LabError { what: "allocating Service addresses".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) })?;
     st.services = all.into_iter().map(|n| n.object).collect();
     crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
@@ -283,10 +283,11 @@ fn add_or_update(st: &mut LabState, wanted: Vec<PodPlan>, plugin: &Path, change:
                 }
             }
             None => {
-                let ip = attach_pod(&st.plan, &w, plugin)?;
+                let ips = attach_pod(&st.plan, &w, plugin)?;
                 change.added.push(w.key());
                 st.plan.pods.push(w);
-                st.pod_ips.push(Some(ip));
+                st.pod_ips.push(None);
+                st.set_pod_addresses(st.pod_ips.len() - 1, &ips);
             }
         }
     }
@@ -367,8 +368,9 @@ fn remove(st: &mut LabState, indices: &[usize], plugin: &Path, change: &mut Chan
     for &i in indices.iter().rev() {
         detach_pod(&st.plan, &st.plan.pods[i], plugin)?;
         change.removed.insert(0, st.plan.pods[i].key());
-        st.plan.pods.remove(i);
+        let gone = st.plan.pods.remove(i);
         st.pod_ips.remove(i);
+        st.secondary_ips.remove(&gone.key());
     }
     Ok(())
 }
@@ -376,7 +378,7 @@ fn remove(st: &mut LabState, indices: &[usize], plugin: &Path, change: &mut Chan
 /// Saves the state in plan order (also after a failure halfway, so that it names every pod that
 /// exists) and has the lab process serve what changed.
 fn finish(locked: &state::Locked, mut st: LabState, change: Change, done: Result<(), LabError>) -> Result<Change, LabError> {
-    let mut pairs: Vec<(PodPlan, Option<std::net::Ipv4Addr>)> = st.plan.pods.drain(..).zip(st.pod_ips.drain(..)).collect();
+    let mut pairs: Vec<(PodPlan, Option<std::net::IpAddr>)> = st.plan.pods.drain(..).zip(st.pod_ips.drain(..)).collect();
     pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
     (st.plan.pods, st.pod_ips) = pairs.into_iter().unzip();
     locked.save(&st).map_err(|e| LabError { what: "saving the lab state".into(), source: e })?;

@@ -15,7 +15,7 @@ use dns::server::Shared;
 use dns::{View, ZoneConfig};
 use model::ClusterState;
 
-use crate::daemon::{tcp_listener_in, udp_socket_in};
+use crate::daemon::{tcp_listeners_in, udp_sockets_in};
 use crate::state::LabState;
 use crate::system;
 
@@ -28,7 +28,7 @@ pub fn view(st: &LabState) -> View {
     let serial = u32::try_from(st.created).unwrap_or_default();
     let mut view = View::build(&state, &zone, serial)
         .unwrap_or_else(|_| View::build(&ClusterState::default(), &ZoneConfig::default(), serial).expect("the default zone is valid"));
-    view.reverse_networks.push(ipnet::IpNet::V4(st.plan.config.pod_cidr));
+    view.reverse_networks.extend(st.plan.config.cluster_cidrs());
     view
 }
 
@@ -43,7 +43,11 @@ impl ClusterDns {
     pub fn new(st: &LabState) -> ClusterDns {
         let upstreams = std::fs::read_to_string("/etc/resolv.conf").map(|t| dns::forward::resolv_conf_nameservers(&t)).unwrap_or_default();
         let forwarder = Forwarder::new(ForwardConfig { upstreams, ..Default::default() });
-        let networks = vec![ipnet::IpNet::V4(st.plan.config.pod_cidr), ipnet::IpNet::V4(st.plan.config.underlay)];
+        let mut networks = st.plan.config.cluster_cidrs();
+        networks.push(ipnet::IpNet::V4(st.plan.config.underlay));
+        if st.plan.config.ip_family.has_v6() {
+            networks.push(ipnet::IpNet::V6(st.plan.config.underlay6));
+        }
         ClusterDns { shared: Arc::new(Shared::new(view(st), forwarder, Some(networks))), servers: BTreeMap::new() }
     }
 
@@ -53,27 +57,30 @@ impl ClusterDns {
         // The servers run on the DNS's own runtime, never waiting on the lab's housekeeping.
         let _in_runtime = runtime.enter();
         self.shared.set_view(view(st));
-        let pods: Vec<&crate::plan::PodPlan> =
-            st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, ip)| system::is_dns_pod(p) && ip.is_some()).map(|(p, _)| p).collect();
+        let pods: Vec<(&crate::plan::PodPlan, Vec<std::net::IpAddr>)> =
+            st.plan.pods.iter().enumerate().filter(|(i, p)| system::is_dns_pod(p) && st.pod_ips[*i].is_some()).map(|(i, p)| (p, st.pod_addresses(i))).collect();
         self.servers.retain(|netns_name, tasks| {
-            let keep = pods.iter().any(|p| &p.netns == netns_name);
+            let keep = pods.iter().any(|(p, _)| &p.netns == netns_name);
             if !keep {
                 tasks.iter().for_each(tokio::task::JoinHandle::abort);
             }
             keep
         });
-        for pod in pods {
+        for (pod, ips) in pods {
             if self.servers.contains_key(&pod.netns) {
                 continue;
             }
-            let (udp, tcp) = (udp_socket_in(&pod.netns, 53)?, tcp_listener_in(&pod.netns, 53)?);
-            let mut tasks = vec![
-                tokio::spawn(log_end(pod.key(), dns::server::serve_udp(tokio::net::UdpSocket::from_std(udp)?, Arc::clone(&self.shared)))),
-                tokio::spawn(log_end(pod.key(), dns::server::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, Arc::clone(&self.shared)))),
-            ];
+            let mut tasks = Vec::new();
+            for udp in udp_sockets_in(&pod.netns, 53, &ips)? {
+                tasks.push(tokio::spawn(log_end(pod.key(), dns::server::serve_udp(tokio::net::UdpSocket::from_std(udp)?, Arc::clone(&self.shared)))));
+            }
+            for tcp in tcp_listeners_in(&pod.netns, 53, &ips)? {
+                tasks.push(tokio::spawn(log_end(pod.key(), dns::server::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, Arc::clone(&self.shared)))));
+            }
             for port in [system::DNS_HEALTH_PORT, system::DNS_READY_PORT, system::DNS_METRICS_PORT] {
-                let listener = tokio::net::TcpListener::from_std(tcp_listener_in(&pod.netns, port)?)?;
-                tasks.push(tokio::spawn(dns::metrics::serve_http(listener, Arc::clone(&self.shared))));
+                for listener in tcp_listeners_in(&pod.netns, port, &ips)? {
+                    tasks.push(tokio::spawn(dns::metrics::serve_http(tokio::net::TcpListener::from_std(listener)?, Arc::clone(&self.shared))));
+                }
             }
             self.servers.insert(pod.netns.clone(), tasks);
         }

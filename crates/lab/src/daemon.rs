@@ -4,7 +4,7 @@
 //! pods: each listener is bound on a short-lived thread that entered the pod's namespace.
 
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,25 +22,61 @@ enum Bound {
     Udp(std::net::UdpSocket),
 }
 
-/// A non-blocking TCP listener on `port` of every address of a pod's (or node's) namespace.
-pub(crate) fn tcp_listener_in(netns_name: &str, port: u16) -> io::Result<std::net::TcpListener> {
-    netns::run_in(&netns::path_of(netns_name), move || {
-        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })?
+/// The wildcard addresses a pod with these addresses is served on: one socket per family, the
+/// IPv6 one IPv6-only, so that every server sees its clients' addresses as they are (never as
+/// IPv4-mapped IPv6) and knows which of the pod's addresses was asked.
+fn wildcards(pod_ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(2);
+    if pod_ips.iter().any(IpAddr::is_ipv4) {
+        out.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+    if pod_ips.iter().any(IpAddr::is_ipv6) {
+        out.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+    out
 }
 
-/// A non-blocking UDP socket on `port` of every address of a pod's namespace.
-pub(crate) fn udp_socket_in(netns_name: &str, port: u16) -> io::Result<std::net::UdpSocket> {
-    netns::run_in(&netns::path_of(netns_name), move || {
-        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
-        s.set_nonblocking(true)?;
-        Ok(s)
-    })?
+/// A non-blocking socket of `kind` bound to `ip`:`port` in the calling thread's namespace.
+fn bound_socket(ip: IpAddr, port: u16, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
-fn identity(pod: &PodPlan, ip: Ipv4Addr, port: u16, protocol: Protocol) -> Identity {
+/// A TCP listener on `ip`:`port`, with room for bursts: one echo thread serves every pod, so
+/// bursts of new connections (a probe of every pair, a benchmark) queue up (std's is 128).
+fn tcp_listener(ip: IpAddr, port: u16) -> io::Result<std::net::TcpListener> {
+    let socket = bound_socket(ip, port, socket2::Type::STREAM)?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn udp_socket(ip: IpAddr, port: u16) -> io::Result<std::net::UdpSocket> {
+    Ok(bound_socket(ip, port, socket2::Type::DGRAM)?.into())
+}
+
+/// Non-blocking TCP listeners on `port` of every address of a pod's (or node's) namespace, one
+/// per family of `pod_ips`.
+pub(crate) fn tcp_listeners_in(netns_name: &str, port: u16, pod_ips: &[IpAddr]) -> io::Result<Vec<std::net::TcpListener>> {
+    let families = wildcards(pod_ips);
+    netns::run_in(&netns::path_of(netns_name), move || families.iter().map(|ip| tcp_listener(*ip, port)).collect())?
+}
+
+/// Non-blocking UDP sockets on `port` of every address of a pod's namespace, one per family.
+pub(crate) fn udp_sockets_in(netns_name: &str, port: u16, pod_ips: &[IpAddr]) -> io::Result<Vec<std::net::UdpSocket>> {
+    let families = wildcards(pod_ips);
+    netns::run_in(&netns::path_of(netns_name), move || families.iter().map(|ip| udp_socket(*ip, port)).collect())?
+}
+
+fn identity(pod: &PodPlan, ip: IpAddr, port: u16, protocol: Protocol) -> Identity {
     Identity {
         pod: pod.key(),
         namespace: pod.namespace.clone(),
@@ -83,7 +119,7 @@ fn component_runtime(name: &str) -> io::Result<tokio::runtime::Handle> {
 /// Every pod's echo servers, on their own runtime.
 struct EchoServers {
     runtime: tokio::runtime::Handle,
-    running: std::collections::BTreeMap<ListenerKey, tokio::task::JoinHandle<()>>,
+    running: std::collections::BTreeMap<ListenerKey, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl EchoServers {
@@ -91,8 +127,11 @@ impl EchoServers {
     /// ports from one visit to its namespace), and stops those whose pod or port is gone.
     fn sync(&mut self, st: &LabState) {
         let mut wanted = std::collections::BTreeSet::new();
-        for (pod, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-            let Some(ip) = *ip else { continue };
+        for (i, pod) in st.plan.pods.iter().enumerate() {
+            let ips = st.pod_addresses(i);
+            if ips.is_empty() {
+                continue;
+            }
             if crate::system::is_dns_pod(pod) || crate::system::is_ingress_controller_pod(pod) {
                 continue; // served by the cluster DNS, or the ingress controller
             }
@@ -112,7 +151,14 @@ impl EchoServers {
                 continue;
             }
             let ports = missing.clone();
-            let bound = netns::run_in(&netns::path_of(&pod.netns), move || ports.iter().map(|&(port, protocol)| bind_here(port, protocol)).collect::<Vec<_>>());
+            let families: Vec<(IpAddr, IpAddr)> =
+                wildcards(&ips).into_iter().filter_map(|w| Some((w, *ips.iter().find(|a| a.is_ipv6() == w.is_ipv6())?))).collect();
+            let bound = netns::run_in(&netns::path_of(&pod.netns), move || {
+                ports
+                    .iter()
+                    .map(|&(port, protocol)| families.iter().map(|&(w, ip)| Ok((ip, bind_here(w, port, protocol)?))).collect::<io::Result<Vec<_>>>())
+                    .collect::<Vec<_>>()
+            });
             let bound = match bound {
                 Ok(b) => b,
                 Err(e) => {
@@ -121,49 +167,40 @@ impl EchoServers {
                 }
             };
             let _in_runtime = self.runtime.enter();
-            for ((port, protocol), socket) in missing.into_iter().zip(bound) {
-                let id = Arc::new(identity(pod, ip, port, protocol));
-                let task = match socket.and_then(|s| match s {
-                    Bound::Tcp(l) => Ok(tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id))),
-                    Bound::Udp(u) => Ok(tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(u)?, id))),
-                }) {
-                    Ok(task) => task,
+            for ((port, protocol), sockets) in missing.into_iter().zip(bound) {
+                let spawn = |(ip, s): (IpAddr, Bound)| {
+                    let id = Arc::new(identity(pod, ip, port, protocol));
+                    match s {
+                        Bound::Tcp(l) => Ok(tokio::spawn(echo::serve_tcp(tokio::net::TcpListener::from_std(l)?, id))),
+                        Bound::Udp(u) => Ok(tokio::spawn(echo::serve_udp(tokio::net::UdpSocket::from_std(u)?, id))),
+                    }
+                };
+                let tasks = match sockets.and_then(|s| s.into_iter().map(spawn).collect::<io::Result<Vec<_>>>()) {
+                    Ok(tasks) => tasks,
                     // hostNetwork pods share their node's ports: the first one wins, as on a node.
                     Err(e) => {
                         eprintln!("{}: {port}/{protocol}: {e}", pod.key());
                         continue;
                     }
                 };
-                self.running.insert((pod.netns.clone(), port, protocol), task);
+                self.running.insert((pod.netns.clone(), port, protocol), tasks);
             }
         }
-        self.running.retain(|key, task| {
+        self.running.retain(|key, tasks| {
             let keep = wanted.contains(key);
             if !keep {
-                task.abort();
+                tasks.iter().for_each(tokio::task::JoinHandle::abort);
             }
             keep
         });
     }
 }
 
-/// Binds a non-blocking socket in the calling thread's namespace.
-fn bind_here(port: u16, protocol: Protocol) -> io::Result<Bound> {
+/// Binds a non-blocking socket to the wildcard address `w` in the calling thread's namespace.
+fn bind_here(w: IpAddr, port: u16, protocol: Protocol) -> io::Result<Bound> {
     Ok(match protocol {
-        Protocol::Tcp => {
-            let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-            // std listens with a backlog of 128: one echo thread serves every pod, so bursts of
-            // new connections (a probe of every pair, a benchmark) queue up; give them room.
-            let backlog = nix::sys::socket::Backlog::new(4096).map_err(io::Error::from)?;
-            nix::sys::socket::listen(&l, backlog).map_err(io::Error::from)?;
-            l.set_nonblocking(true)?;
-            Bound::Tcp(l)
-        }
-        _ => {
-            let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?;
-            s.set_nonblocking(true)?;
-            Bound::Udp(s)
-        }
+        Protocol::Tcp => Bound::Tcp(tcp_listener(w, port)?),
+        _ => Bound::Udp(udp_socket(w, port)?),
     })
 }
 

@@ -248,10 +248,13 @@ pub struct Names {
 /// The names of a lab state.
 pub fn names(st: &LabState) -> Names {
     let mut n = Names::default();
-    for (p, ip) in st.plan.pods.iter().zip(&st.pod_ips) {
-        if let (Some(ip), false) = (ip, p.host_network) {
-            n.pods.insert(*ip, p.key());
-            n.nodes.insert(*ip, p.node.clone());
+    // The drop log and connection events are read for IPv4 packets (docs/policy.md).
+    for (i, p) in st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network) {
+        for ip in st.pod_addresses(i) {
+            if let std::net::IpAddr::V4(ip) = ip {
+                n.pods.insert(ip, p.key());
+                n.nodes.insert(ip, p.node.clone());
+            }
         }
     }
     for s in &st.services {

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use dataplane::netns;
@@ -43,7 +42,10 @@ pub struct IngressControllers {
     pods: BTreeMap<String, PodProxy>,
 }
 
-fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodProxy> {
+fn start(netns_name: &str, key: String, snapshot: Snapshot, pod_ips: &[std::net::IpAddr]) -> io::Result<PodProxy> {
+    // Bound here, in the pod's namespace: one listener per family for each port.
+    let listeners = |port: u16| crate::daemon::tcp_listeners_in(netns_name, port, pod_ips);
+    let (http, https, metrics) = (listeners(80)?, listeners(443)?, listeners(system::INGRESS_METRICS_PORT)?);
     let shared = Shared::new(snapshot);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = Arc::clone(&shared);
@@ -57,20 +59,27 @@ fn start(netns_name: &str, key: String, snapshot: Snapshot) -> io::Result<PodPro
             }
         };
         runtime.block_on(async move {
-            let bind = |port: u16| tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port));
-            let bound = async { Ok::<_, io::Error>((bind(80).await?, bind(443).await?, bind(system::INGRESS_METRICS_PORT).await?)) }.await;
-            let (http, https, metrics) = match bound {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
+            let mut servers = tokio::task::JoinSet::new();
+            let started = (|| -> io::Result<()> {
+                let tokio_listener = tokio::net::TcpListener::from_std;
+                for l in http {
+                    servers.spawn(gateway::server::serve_http(tokio_listener(l)?, Arc::clone(&serving)));
                 }
-            };
-            let _ = ready_tx.send(Ok(()));
+                for l in https {
+                    servers.spawn(gateway::server::serve_https(tokio_listener(l)?, Arc::clone(&serving)));
+                }
+                for l in metrics {
+                    servers.spawn(gateway::server::serve_metrics(tokio_listener(l)?, Arc::clone(&serving)));
+                }
+                Ok(())
+            })();
+            let _ = ready_tx.send(started);
             tokio::select! {
-                r = gateway::server::serve_http(http, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
-                r = gateway::server::serve_https(https, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
-                r = gateway::server::serve_metrics(metrics, Arc::clone(&serving)) => if let Err(e) = r { eprintln!("ingress {key}: {e}") },
+                Some(r) = servers.join_next() => match r {
+                    Ok(Err(e)) => eprintln!("ingress {key}: {e}"),
+                    Err(e) => eprintln!("ingress {key}: {e}"),
+                    Ok(Ok(())) => {}
+                },
                 _ = stopped.changed() => {}
             }
         });
@@ -88,10 +97,16 @@ impl IngressControllers {
         for p in &snapshot.problems {
             eprintln!("ingress: {p}");
         }
-        let pods: Vec<&crate::plan::PodPlan> =
-            st.plan.pods.iter().zip(&st.pod_ips).filter(|(p, ip)| system::is_ingress_controller_pod(p) && ip.is_some()).map(|(p, _)| p).collect();
+        let pods: Vec<(&crate::plan::PodPlan, Vec<std::net::IpAddr>)> = st
+            .plan
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| system::is_ingress_controller_pod(p) && st.pod_ips[*i].is_some())
+            .map(|(i, p)| (p, st.pod_addresses(i)))
+            .collect();
         self.pods.retain(|netns_name, proxy| {
-            let keep = pods.iter().any(|p| &p.netns == netns_name);
+            let keep = pods.iter().any(|(p, _)| &p.netns == netns_name);
             if !keep {
                 let _ = proxy.stop.send(true);
             }
@@ -100,9 +115,9 @@ impl IngressControllers {
         for proxy in self.pods.values() {
             proxy.shared.swap(snapshot.clone());
         }
-        for pod in pods {
+        for (pod, ips) in pods {
             if !self.pods.contains_key(&pod.netns) {
-                let proxy = start(&pod.netns, pod.key(), snapshot.clone())?;
+                let proxy = start(&pod.netns, pod.key(), snapshot.clone(), &ips)?;
                 self.pods.insert(pod.netns.clone(), proxy);
             }
         }

@@ -2,9 +2,9 @@
 //! manifests' snapshot and the lab's settings, no I/O.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use model::{ClusterState, ContainerPort, Labels, PodInfo, Replicas};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,68 @@ pub struct LabConfig {
     /// Node-to-node encryption (`--encrypt wireguard`).
     #[serde(default)]
     pub encrypt: Option<Encryption>,
+    /// The pods' address families (`--ip-family`).
+    #[serde(default)]
+    pub ip_family: IpFamily,
+    /// The cluster's IPv6 pod CIDR; node `n` gets the `n`-th /64 of it.
+    #[serde(default = "default_pod_cidr6")]
+    pub pod_cidr6: Ipv6Net,
+    /// The IPv6 Service CIDR (ClusterIPs of IPv6 Services).
+    #[serde(default = "default_service_cidr6")]
+    pub service_cidr6: Ipv6Net,
+    /// The underlay's IPv6 network (when pods have IPv6): node `n` gets `::n+2`, the external
+    /// host `::1`. The underlay keeps its IPv4 addresses: tunnels between nodes run over IPv4.
+    #[serde(default = "default_underlay6")]
+    pub underlay6: Ipv6Net,
+}
+
+/// Which address families pods (and Services) have, as kind's `ipFamily`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpFamily {
+    /// IPv4 only.
+    #[default]
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// Both, IPv4 primary (kind's and kubeadm's dual-stack default).
+    Dual,
+}
+
+impl IpFamily {
+    /// Its name, as `--ip-family` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+            IpFamily::Dual => "dual",
+        }
+    }
+
+    /// Whether pods get an IPv4 address.
+    pub fn has_v4(self) -> bool {
+        self != IpFamily::Ipv6
+    }
+
+    /// Whether pods get an IPv6 address.
+    pub fn has_v6(self) -> bool {
+        self != IpFamily::Ipv4
+    }
+}
+
+/// `fd00:10:244::/56`: a /64 per node (kind's IPv6 pod subnet, cut per node).
+pub fn default_pod_cidr6() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 0), 56).unwrap_or_default()
+}
+
+/// `fd00:10:96::/112`, kind's IPv6 service subnet.
+pub fn default_service_cidr6() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0), 112).unwrap_or_default()
+}
+
+/// `fd00:172:18::/64`, the underlay's IPv6 twin of 172.18.0.0/24.
+pub fn default_underlay6() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x172, 0x18, 0, 0, 0, 0, 0), 64).unwrap_or_default()
 }
 
 /// How traffic between nodes' pods is encrypted.
@@ -121,6 +183,35 @@ impl LabConfig {
             control_plane: None,
             bgp: (mode == Mode::Bgp).then(BgpConfig::default),
             encrypt: None,
+            ip_family: IpFamily::Ipv4,
+            pod_cidr6: default_pod_cidr6(),
+            service_cidr6: default_service_cidr6(),
+            underlay6: default_underlay6(),
+        }
+    }
+
+    /// The Service CIDRs, primary family first (the API server's `--service-cluster-ip-range`).
+    pub fn service_cidrs(&self) -> Vec<IpNet> {
+        let v4 = IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 16).unwrap_or_default());
+        match self.ip_family {
+            IpFamily::Ipv4 => vec![v4],
+            IpFamily::Ipv6 => vec![IpNet::V6(self.service_cidr6)],
+            IpFamily::Dual => vec![v4, IpNet::V6(self.service_cidr6)],
+        }
+    }
+
+    /// The ClusterIP and NodePort allocators' settings.
+    pub fn ranges(&self) -> model::allocate::Ranges {
+        model::allocate::Ranges::with_cidrs(self.service_cidrs()).unwrap_or_default()
+    }
+
+    /// The cluster's pod CIDRs, primary family first (kube-proxy's `--cluster-cidr`).
+    pub fn cluster_cidrs(&self) -> Vec<IpNet> {
+        let (v4, v6) = (IpNet::V4(self.pod_cidr), IpNet::V6(self.pod_cidr6));
+        match self.ip_family {
+            IpFamily::Ipv4 => vec![v4],
+            IpFamily::Ipv6 => vec![v6],
+            IpFamily::Dual => vec![v4, v6],
         }
     }
 
@@ -142,8 +233,17 @@ pub struct NodePlan {
     pub netns: String,
     /// Its underlay address.
     pub ip: Ipv4Addr,
-    /// Its pod CIDR.
+    /// Its IPv4 pod CIDR (reserved even when pods are IPv6 only).
     pub pod_cidr: Ipv4Net,
+    /// Its underlay IPv6 address, when pods have IPv6.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// Its IPv6 pod CIDR, when pods have IPv6.
+    #[serde(default)]
+    pub pod_cidr6: Option<Ipv6Net>,
+    /// Whether its pods get IPv4 addresses (false in an IPv6-only lab).
+    #[serde(default = "yes")]
+    pub ipv4: bool,
 }
 
 impl NodePlan {
@@ -152,9 +252,32 @@ impl NodePlan {
         Ipv4Addr::from(u32::from(self.pod_cidr.network()) + 1)
     }
 
+    /// The bridge's IPv6 address in the IPv6 pod CIDR: `::1`.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.pod_cidr6.map(|c| Ipv6Addr::from(u128::from(c.network()) + 1))
+    }
+
     /// The vxlan device's address: the pod CIDR's network address, flannel's convention.
     pub fn vxlan_ip(&self) -> Ipv4Addr {
         self.pod_cidr.network()
+    }
+
+    /// The vxlan device's IPv6 address: the IPv6 pod CIDR's network address.
+    pub fn vxlan_ip6(&self) -> Option<Ipv6Addr> {
+        self.pod_cidr6.map(|c| c.network())
+    }
+
+    /// The pod CIDRs its pods get addresses from, primary family first (`spec.podCIDRs`).
+    pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        let v4 = self.ipv4.then_some(IpNet::V4(self.pod_cidr));
+        v4.into_iter().chain(self.pod_cidr6.map(IpNet::V6)).collect()
+    }
+
+    /// Its addresses on the underlay as a Node reports them (`InternalIP`s), primary family
+    /// first: the IPv4 one only when its pods have IPv4.
+    pub fn internal_ips(&self) -> Vec<IpAddr> {
+        let v4 = self.ipv4.then_some(IpAddr::V4(self.ip));
+        v4.into_iter().chain(self.ip6.map(IpAddr::V6)).collect()
     }
 
     /// A stable MAC for the node's vxlan device (locally administered).
@@ -259,6 +382,11 @@ impl LabPlan {
     pub fn external_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.config.underlay.network()) + 1)
     }
+
+    /// The external host's IPv6 address (`::1` of the underlay's IPv6 network), when pods have IPv6.
+    pub fn external_ip6(&self) -> Option<Ipv6Addr> {
+        self.config.ip_family.has_v6().then(|| Ipv6Addr::from(u128::from(self.config.underlay6.network()) + 1))
+    }
 }
 
 /// A plan that cannot be made.
@@ -299,15 +427,30 @@ pub fn plan(config: &LabConfig, state: &ClusterState) -> Result<LabPlan, PlanErr
     if config.pod_cidr.prefix_len() > 16 {
         return Err(PlanError::Config(format!("pod CIDR {} leaves no /24 per node", config.pod_cidr)));
     }
+    let v6 = config.ip_family.has_v6();
+    if v6 && config.pod_cidr6.prefix_len() > 56 {
+        return Err(PlanError::Config(format!("--pod-cidr-v6 {}: leaves no /64 for each of 250 nodes; give a /56 or larger", config.pod_cidr6)));
+    }
+    // The API server's limit: an IPv6 service range of at most 2^20 addresses.
+    if v6 && config.service_cidr6.prefix_len() < 108 {
+        return Err(PlanError::Config(format!("--service-cidr-v6 {}: too large; the prefix must be /108 or longer", config.service_cidr6)));
+    }
+    if v6 && config.underlay6.prefix_len() > 120 {
+        return Err(PlanError::Config(format!("underlay IPv6 network {} is too small", config.underlay6)));
+    }
     let prefix = config.name.netns_prefix();
     let nodes: Vec<NodePlan> = (0..config.nodes)
         .map(|i| {
             let name = format!("node-{}", i + 1);
             let base = u32::from(config.pod_cidr.network()) + ((i as u32) << 8);
+            let base6 = u128::from(config.pod_cidr6.network()) + ((i as u128) << 64);
             NodePlan {
                 netns: format!("{prefix}{name}"),
                 ip: Ipv4Addr::from(u32::from(config.underlay.network()) + i as u32 + 2),
                 pod_cidr: Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap_or_default(),
+                ip6: v6.then(|| Ipv6Addr::from(u128::from(config.underlay6.network()) + i as u128 + 2)),
+                pod_cidr6: v6.then(|| Ipv6Net::new(Ipv6Addr::from(base6), 64).unwrap_or_default()),
+                ipv4: config.ip_family.has_v4(),
                 name,
             }
         })

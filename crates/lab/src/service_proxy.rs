@@ -47,10 +47,14 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
         .plan
         .nodes
         .iter()
-        .map(|n| Node {
-            metadata: ObjectMeta { name: Some(n.name.clone()), ..Default::default() },
-            spec: Some(NodeSpec { pod_cidr: Some(n.pod_cidr.to_string()), pod_cidrs: Some(vec![n.pod_cidr.to_string()]), ..Default::default() }),
-            status: Some(NodeStatus { addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: n.ip.to_string() }]), ..Default::default() }),
+        .map(|n| {
+            let cidrs: Vec<String> = n.pod_cidrs().iter().map(ToString::to_string).collect();
+            let addresses = n.internal_ips().iter().map(|ip| NodeAddress { type_: "InternalIP".into(), address: ip.to_string() }).collect();
+            Node {
+                metadata: ObjectMeta { name: Some(n.name.clone()), ..Default::default() },
+                spec: Some(NodeSpec { pod_cidr: cidrs.first().cloned(), pod_cidrs: Some(cidrs), ..Default::default() }),
+                status: Some(NodeStatus { addresses: Some(addresses), ..Default::default() }),
+            }
         })
         .collect();
     state
@@ -58,7 +62,8 @@ pub fn proxy_view(st: &LabState) -> ClusterState {
 
 /// The lab's proxy settings: pod traffic is what comes from the cluster's pod CIDR.
 pub fn proxy_config(st: &LabState) -> proxy::ProxyConfig {
-    proxy::ProxyConfig { cluster_cidr: st.plan.config.pod_cidr.to_string(), ..Default::default() }
+    let cidrs: Vec<String> = st.plan.config.cluster_cidrs().iter().map(ToString::to_string).collect();
+    proxy::ProxyConfig { cluster_cidr: cidrs.join(","), ..Default::default() }
 }
 
 /// The lab's snapshot for its node agents: [`proxy_view`] with the EndpointSlices of Services

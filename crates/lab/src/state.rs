@@ -1,8 +1,9 @@
 //! What a running lab remembers, under `/run/podnet/<lab>/`: the plan, each pod's address,
 //! the lab process's pid, the CNI configs and leases.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Service;
@@ -20,8 +21,12 @@ pub use crate::name::STATE_ROOT;
 pub struct LabState {
     /// The plan it was made from.
     pub plan: LabPlan,
-    /// Each pod's address, in the plan's order (`None` until attached).
-    pub pod_ips: Vec<Option<Ipv4Addr>>,
+    /// Each pod's address (its primary, `status.podIP`), in the plan's order (`None` until
+    /// attached).
+    pub pod_ips: Vec<Option<IpAddr>>,
+    /// A dual-stack lab's pods' second address (`status.podIPs[1]`, IPv6), by `ns/name`.
+    #[serde(default)]
+    pub secondary_ips: BTreeMap<String, IpAddr>,
     /// Unix seconds when `up` finished.
     pub created: u64,
     /// The lab's Services, with their ClusterIPs and NodePorts allocated.
@@ -60,6 +65,31 @@ pub struct LabState {
 }
 
 impl LabState {
+    /// The `i`-th pod's addresses, primary first (`status.podIPs`).
+    pub fn pod_addresses(&self, i: usize) -> Vec<IpAddr> {
+        let primary = self.pod_ips.get(i).copied().flatten();
+        let secondary = primary.and_then(|_| self.plan.pods.get(i)).and_then(|p| self.secondary_ips.get(&p.key()).copied());
+        primary.into_iter().chain(secondary).collect()
+    }
+
+    /// Records the `i`-th pod's addresses (primary first).
+    pub fn set_pod_addresses(&mut self, i: usize, addrs: &[IpAddr]) {
+        if let Some(slot) = self.pod_ips.get_mut(i) {
+            *slot = addrs.first().copied();
+        }
+        if let Some(key) = self.plan.pods.get(i).map(crate::plan::PodPlan::key) {
+            match addrs.get(1) {
+                Some(second) => self.secondary_ips.insert(key, *second),
+                None => self.secondary_ips.remove(&key),
+            };
+        }
+    }
+
+    /// The `i`-th pod's address of one family (`v6`), if it has one.
+    pub fn pod_address(&self, i: usize, v6: bool) -> Option<IpAddr> {
+        self.pod_addresses(i).into_iter().find(|a| a.is_ipv6() == v6)
+    }
+
     /// The lab as a model snapshot: its namespaces, pods (with their addresses, readiness and
     /// nodes), Services, given EndpointSlices and Service CIDR, for the planners that compute
     /// from one (EndpointSlices, the proxy, the DNS, the ingress controller).
@@ -68,14 +98,14 @@ impl LabState {
             .plan
             .pods
             .iter()
-            .zip(&self.pod_ips)
-            .map(|(p, ip)| PodInfo {
+            .enumerate()
+            .map(|(i, p)| PodInfo {
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
                 kind: "Pod".into(),
                 labels: p.labels.clone(),
                 ports: p.ports.clone(),
-                ips: ip.iter().map(|i| std::net::IpAddr::V4(*i)).collect(),
+                ips: self.pod_addresses(i),
                 host_network: p.host_network,
                 node_name: Some(p.node.clone()),
                 ready: Some(p.ready),
@@ -133,7 +163,7 @@ impl LabState {
             policies,
             services,
             endpoint_slices: self.given_slices.iter().cloned().map(Namespaced::from_object).collect(),
-            service_cidrs: vec![model::allocate::Ranges::default().service_cidr.to_string()],
+            service_cidrs: self.plan.config.service_cidrs().iter().map(ToString::to_string).collect(),
             ..Default::default()
         }
     }

@@ -19,8 +19,27 @@ pub const SYSTEM_NAMESPACE: &str = "kube-system";
 pub const DNS_DEPLOYMENT: &str = "coredns";
 /// The cluster DNS Service.
 pub const DNS_SERVICE: &str = "kube-dns";
-/// Its ClusterIP (DESIGN.md's convention).
+/// Its ClusterIP (DESIGN.md's convention) in an IPv4 or dual-stack cluster.
 pub const DNS_CLUSTER_IP: &str = "10.96.0.10";
+
+/// The cluster DNS's ClusterIP: the tenth address of the primary family's Service CIDR
+/// (10.96.0.10, or `fd00:10:96::a` in an IPv6 cluster, as kubeadm picks it).
+pub fn dns_cluster_ip(config: &crate::plan::LabConfig) -> std::net::IpAddr {
+    nth_service_ip(config, 10)
+}
+
+/// `default/kubernetes`'s ClusterIP: the primary Service CIDR's first address.
+pub fn kubernetes_cluster_ip(config: &crate::plan::LabConfig) -> std::net::IpAddr {
+    nth_service_ip(config, 1)
+}
+
+fn nth_service_ip(config: &crate::plan::LabConfig, n: u32) -> std::net::IpAddr {
+    match config.service_cidrs().first().map(ipnet::IpNet::network) {
+        Some(std::net::IpAddr::V6(v6)) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) + u128::from(n))),
+        Some(std::net::IpAddr::V4(v4)) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) + n)),
+        None => std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 96, 0, n as u8)),
+    }
+}
 /// The cluster domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// CoreDNS's metrics port.
@@ -160,7 +179,8 @@ pub fn add_ingress_controller(state: &mut ClusterState) {
 
 /// Adds `default/kubernetes` (10.96.0.1, 443/TCP), as every cluster has it, unless the manifests
 /// have it. The lab has no API server behind it: the name resolves, connections are refused.
-pub fn add_kubernetes_service(state: &mut ClusterState) {
+pub fn add_kubernetes_service(state: &mut ClusterState, config: &crate::plan::LabConfig) {
+    let ip = kubernetes_cluster_ip(config).to_string();
     if state.services.iter().any(|s| s.namespace == "default" && s.name == "kubernetes") {
         return;
     }
@@ -172,8 +192,8 @@ pub fn add_kubernetes_service(state: &mut ClusterState) {
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            cluster_ip: Some("10.96.0.1".into()),
-            cluster_ips: Some(vec!["10.96.0.1".into()]),
+            cluster_ip: Some(ip.clone()),
+            cluster_ips: Some(vec![ip]),
             ports: Some(vec![ServicePort {
                 name: Some("https".into()),
                 port: 443,
@@ -191,9 +211,9 @@ pub fn add_kubernetes_service(state: &mut ClusterState) {
 
 /// Adds the cluster DNS to a snapshot: the `kube-dns` Service unless there is one, and the
 /// `coredns` Deployment unless `kube-system` has pods labelled `k8s-app: kube-dns` already.
-pub fn add_cluster_dns(state: &mut ClusterState) {
+pub fn add_cluster_dns(state: &mut ClusterState, config: &crate::plan::LabConfig) {
     if !state.services.iter().any(|s| s.namespace == SYSTEM_NAMESPACE && s.name == DNS_SERVICE) {
-        state.services.push(Namespaced::from_object(dns_service()));
+        state.services.push(Namespaced::from_object(dns_service(&dns_cluster_ip(config).to_string())));
         state.services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
     if state.pods.iter().any(|p| is_dns_labelled(&p.namespace, &p.labels)) {
@@ -206,7 +226,7 @@ pub fn add_cluster_dns(state: &mut ClusterState) {
 }
 
 /// `kube-system/kube-dns`, as kubeadm makes it.
-fn dns_service() -> Service {
+fn dns_service(cluster_ip: &str) -> Service {
     let service_port = |name: &str, port: i32, protocol: &str| ServicePort {
         name: Some(name.into()),
         port,
@@ -222,8 +242,8 @@ fn dns_service() -> Service {
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            cluster_ip: Some(DNS_CLUSTER_IP.into()),
-            cluster_ips: Some(vec![DNS_CLUSTER_IP.into()]),
+            cluster_ip: Some(cluster_ip.into()),
+            cluster_ips: Some(vec![cluster_ip.into()]),
             selector: Some(labels()),
             ports: Some(vec![service_port("dns", 53, "UDP"), service_port("dns-tcp", 53, "TCP"), service_port("metrics", i32::from(DNS_METRICS_PORT), "TCP")]),
             ..Default::default()

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -51,6 +51,9 @@ pub struct Step<'a> {
 /// with the list's `cniVersion` and `name`, as libcni injects them).
 pub fn cni_config(plan: &LabPlan, node: &NodePlan) -> Value {
     let lab = &plan.config.name;
+    // One range per family, primary first: the pod gets an address from each.
+    let gateways = [node.ipv4.then_some(IpAddr::V4(node.gateway())), node.gateway6().map(IpAddr::V6)].into_iter().flatten();
+    let ranges: Vec<Value> = node.pod_cidrs().iter().zip(gateways).map(|(c, g)| json!([{"subnet": c.to_string(), "gateway": g.to_string()}])).collect();
     json!({
         "cniVersion": "1.1.0",
         "name": "podnet",
@@ -62,7 +65,7 @@ pub fn cni_config(plan: &LabPlan, node: &NodePlan) -> Value {
         "mtu": plan.config.pod_mtu(),
         "ipam": {
             "type": "podnet-ipam",
-            "ranges": [[{"subnet": node.pod_cidr.to_string(), "gateway": node.gateway().to_string()}]],
+            "ranges": ranges,
             "dataDir": state::dir(lab).join("ipam").join(&node.name),
         }
     })
@@ -81,9 +84,10 @@ pub fn conflist(plan: &LabPlan, node: &NodePlan) -> Value {
 /// The Services and given EndpointSlices of a snapshot, ClusterIPs and NodePorts allocated.
 pub fn lab_services(
     cluster: &model::ClusterState,
+    config: &crate::plan::LabConfig,
 ) -> Result<(Vec<k8s_openapi::api::core::v1::Service>, Vec<k8s_openapi::api::discovery::v1::EndpointSlice>), model::ManifestError> {
     let mut services = cluster.services.clone();
-    model::allocate::allocate(&mut services, &model::allocate::Ranges::default())?;
+    model::allocate::allocate(&mut services, &config.ranges())?;
     let mut services: Vec<_> = services.into_iter().map(|s| s.object).collect();
     crate::load_balancer::assign(&mut services, crate::load_balancer::pool());
     let slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).collect();
@@ -147,6 +151,7 @@ fn make(
     let mut st = LabState {
         plan: plan.clone(),
         pod_ips: vec![None; plan.pods.len()],
+        secondary_ips: Default::default(),
         created: 0,
         services: services.to_vec(),
         given_slices: given_slices.to_vec(),
@@ -191,7 +196,10 @@ fn make(
     })?;
     let what = format!("{} pod(s) attached by the CNI plugin", plan.pods.len());
     let ips = timed(progress, &what, || attach_pods(plan, plugin))?;
-    st.pod_ips = ips;
+    st.pod_ips = vec![None; plan.pods.len()];
+    for (i, addrs) in ips.into_iter().enumerate() {
+        st.set_pod_addresses(i, &addrs);
+    }
     st.created = std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or_default();
     locked.save(&st).map_err(ctx("saving the lab state"))?;
     Ok(st)
@@ -233,15 +241,15 @@ fn make_underlay(plan: &LabPlan) -> Result<(), LabError> {
         Ok(())
     })?;
     // The external host: a client off the cluster, on the underlay.
-    plug_host(plan, &plan.external_netns(), "external", plan.external_ip())?;
+    plug_host(plan, &plan.external_netns(), "external", plan.external_ip(), plan.external_ip6())?;
     if plan.config.control_plane.is_some() {
-        plug_host(plan, &plan.control_plane_netns(), "control-plane", plan.control_plane_ip())?;
+        plug_host(plan, &plan.control_plane_netns(), "control-plane", plan.control_plane_ip(), None)?;
     }
     Ok(())
 }
 
-/// A host on the underlay that is not a node: its namespace, `eth0` with `ip`, loopback.
-fn plug_host(plan: &LabPlan, name: &str, port: &'static str, ip: Ipv4Addr) -> Result<(), LabError> {
+/// A host on the underlay that is not a node: its namespace, `eth0` with `ip` (and `ip6`), loopback.
+fn plug_host(plan: &LabPlan, name: &str, port: &'static str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Result<(), LabError> {
     netns::create(name).map_err(ctx(format!("creating namespace {name}")))?;
     let host_ns = File::open(netns::path_of(name)).map_err(ctx(format!("opening {name}")))?;
     in_netns(&plan.underlay_netns, &format!("plugging the {port} host into the underlay"), move || {
@@ -251,20 +259,40 @@ fn plug_host(plan: &LabPlan, name: &str, port: &'static str, ip: Ipv4Addr) -> Re
         nl.attach_up(p.index, br.index)
     })?;
     let prefix = plan.config.underlay.prefix_len();
+    let prefix6 = plan.config.underlay6.prefix_len();
     in_netns(name, &format!("configuring the {port} host"), move || {
         let nl = Netlink::connect()?;
+        no_dad()?;
         for name in ["lo", "eth0"] {
             let link = nl.require(name)?;
             nl.set_up(link.index)?;
         }
         let eth0 = nl.require("eth0")?;
-        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)
+        nl.add_address(eth0.index, IpNet::new(IpAddr::V4(ip), prefix).map_err(io::Error::other)?)?;
+        if let Some(ip6) = ip6 {
+            nl.add_address(eth0.index, IpNet::new(IpAddr::V6(ip6), prefix6).map_err(io::Error::other)?)?;
+        }
+        Ok(())
     })
+}
+
+/// IPv6 addresses in the lab are planned, never duplicates: no duplicate address detection on
+/// any interface of this thread's namespace (its second of waiting would hold every address
+/// back as "tentative"; kind's nodes and the reference bridge plugin turn it off too).
+fn no_dad() -> io::Result<()> {
+    for conf in ["all", "default", "eth0"] {
+        if conf != "eth0" || Path::new("/proc/sys/net/ipv6/conf/eth0").exists() {
+            dataplane::sysctl::set(&format!("net/ipv6/conf/{conf}/accept_dad"), "0")?;
+        }
+    }
+    Ok(())
 }
 
 /// A node: its namespace, `eth0` on the underlay, loopback, forwarding.
 fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
     netns::create(&node.netns).map_err(ctx(format!("creating namespace {}", node.netns)))?;
+    // Before any interface is made in it: new ones take the namespace's `default`.
+    in_netns(&node.netns, "turning off duplicate address detection", no_dad)?;
     let node_ns = File::open(netns::path_of(&node.netns)).map_err(ctx(format!("opening {}", node.netns)))?;
     let port = node.name.clone();
     in_netns(&plan.underlay_netns, &format!("plugging {} into the underlay", node.name), move || {
@@ -276,6 +304,7 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
     let ip = node.ip;
     let prefix = plan.config.underlay.prefix_len();
     let external_ip = plan.external_ip();
+    let v6 = node.ip6.zip(plan.external_ip6()).map(|(ip6, gw6)| (ip6, gw6, plan.config.underlay6.prefix_len()));
     in_netns(&node.netns, &format!("configuring {}", node.name), move || {
         let nl = Netlink::connect()?;
         let lo = nl.require("lo")?;
@@ -294,7 +323,13 @@ fn make_node(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
         for all_or_default in ["all", "default"] {
             dataplane::sysctl::set(&format!("net/ipv4/conf/{all_or_default}/send_redirects"), "0")?;
         }
-        dataplane::sysctl::set("net/ipv4/ip_forward", "1")
+        dataplane::sysctl::set("net/ipv4/ip_forward", "1")?;
+        if let Some((ip6, gateway6, prefix6)) = v6 {
+            nl.add_address(eth0.index, IpNet::new(IpAddr::V6(ip6), prefix6).map_err(io::Error::other)?)?;
+            nl.add_route(IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).map_err(io::Error::other)?, Some(IpAddr::V6(gateway6)), None)?;
+            dataplane::sysctl::set("net/ipv6/conf/all/forwarding", "1")?;
+        }
+        Ok(())
     })
 }
 
@@ -332,7 +367,12 @@ fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
             Mode::Bgp => {}
             Mode::HostGw => {
                 for p in &peers {
-                    nl.add_route(IpNet::V4(p.pod_cidr), Some(IpAddr::V4(p.ip)), Some(eth0.index))?;
+                    if p.ipv4 {
+                        nl.add_route(IpNet::V4(p.pod_cidr), Some(IpAddr::V4(p.ip)), Some(eth0.index))?;
+                    }
+                    if let Some((cidr6, ip6)) = p.pod_cidr6.zip(p.ip6) {
+                        nl.add_route(IpNet::V6(cidr6), Some(IpAddr::V6(ip6)), Some(eth0.index))?;
+                    }
                 }
             }
             Mode::Vxlan => {
@@ -346,11 +386,21 @@ fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
                     mac: me.vxlan_mac(),
                 })?;
                 nl.add_address(vx, IpNet::new(IpAddr::V4(me.vxlan_ip()), 32).map_err(io::Error::other)?)?;
+                if let Some(ip6) = me.vxlan_ip6() {
+                    nl.add_address(vx, IpNet::new(IpAddr::V6(ip6), 128).map_err(io::Error::other)?)?;
+                }
                 nl.set_up(vx)?;
                 for p in &peers {
-                    // Flannel's layout: route via the peer's vxlan address, its MAC, and where that MAC lives.
-                    nl.add_onlink_route(IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip()), vx)?;
-                    nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip()), &p.vxlan_mac())?;
+                    // Flannel's layout: route via the peer's vxlan address, its MAC, and where that
+                    // MAC lives. IPv6 pods ride the same IPv4 tunnel, by the same MAC.
+                    if p.ipv4 {
+                        nl.add_onlink_route(IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip()), vx)?;
+                        nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip()), &p.vxlan_mac())?;
+                    }
+                    if let Some((cidr6, via6)) = p.pod_cidr6.zip(p.vxlan_ip6()) {
+                        nl.add_onlink_route(IpNet::V6(cidr6), IpAddr::V6(via6), vx)?;
+                        nl.add_neighbour(vx, IpAddr::V6(via6), &p.vxlan_mac())?;
+                    }
                     nl.add_fdb(vx, &p.vxlan_mac(), IpAddr::V4(p.ip))?;
                 }
             }
@@ -359,10 +409,10 @@ fn route_peers(plan: &LabPlan, node: &NodePlan) -> Result<(), LabError> {
     })
 }
 
-/// Attaches every pod, a few at a time; returns their addresses in plan order.
-fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, LabError> {
+/// Attaches every pod, a few at a time; returns their addresses (primary first) in plan order.
+fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Vec<IpAddr>>, LabError> {
     let next = Mutex::new(0usize);
-    let results: Mutex<Vec<Option<Ipv4Addr>>> = Mutex::new(vec![None; plan.pods.len()]);
+    let results: Mutex<Vec<Vec<IpAddr>>> = Mutex::new(vec![Vec::new(); plan.pods.len()]);
     let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).min(8);
     std::thread::scope(|s| -> Result<(), LabError> {
         let handles: Vec<_> = (0..workers)
@@ -378,8 +428,8 @@ fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, L
                         let Some(pod) = plan.pods.get(i) else {
                             return Ok(());
                         };
-                        let ip = attach_pod(plan, pod, plugin)?;
-                        results.lock().map_err(|_| panicked("pod results"))?[i] = Some(ip);
+                        let ips = attach_pod(plan, pod, plugin)?;
+                        results.lock().map_err(|_| panicked("pod results"))?[i] = ips;
                     }
                 })
             })
@@ -389,13 +439,14 @@ fn attach_pods(plan: &LabPlan, plugin: &Path) -> Result<Vec<Option<Ipv4Addr>>, L
     results.into_inner().map_err(|_| panicked("pod results"))
 }
 
-pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+/// Attaches one pod; returns its addresses, primary first.
+pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result<Vec<IpAddr>, LabError> {
     let node = plan.nodes.iter().find(|n| n.name == pod.node).ok_or_else(|| LabError {
         what: format!("pod {}", pod.key()),
         source: io::Error::new(io::ErrorKind::NotFound, format!("node {} not in the plan", pod.node)),
     })?;
-    let ip = if pod.host_network {
-        node.ip
+    let ips = if pod.host_network {
+        node.internal_ips()
     } else {
         netns::create(&pod.netns).map_err(ctx(format!("creating namespace {}", pod.netns)))?;
         in_netns(&pod.netns, "setting up loopback", || {
@@ -405,18 +456,22 @@ pub(crate) fn attach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result
         })?;
         cni_add(plan, node, pod, plugin)?
     };
-    write_etc(pod, ip).map_err(ctx(format!("writing /etc/netns/{}", pod.netns)))?;
-    Ok(ip)
+    write_etc(plan, pod, &ips).map_err(ctx(format!("writing /etc/netns/{}", pod.netns)))?;
+    Ok(ips)
 }
 
-/// Runs the plugin's ADD from the node's namespace, as a runtime does; returns the pod's IPv4.
-fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Result<Ipv4Addr, LabError> {
+/// Runs the plugin's ADD from the node's namespace, as a runtime does; returns the pod's
+/// addresses, one per family of the node's pod CIDRs, primary first.
+fn cni_add(plan: &LabPlan, node: &NodePlan, pod: &PodPlan, plugin: &Path) -> Result<Vec<IpAddr>, LabError> {
     let what = format!("CNI ADD of pod {} on {}", pod.key(), node.name);
     let result = cni_exec(plan, node, pod, plugin, "ADD")?;
-    result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next()?.parse().ok())
-        .ok_or_else(|| LabError { what, source: io::Error::other(format!("no IPv4 address in the result: {result}")) })
+    let ips: Vec<IpAddr> = result["ips"].as_array().into_iter().flatten().filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok()).collect();
+    let wanted = node.pod_cidrs();
+    if ips.len() != wanted.len() || !ips.iter().zip(&wanted).all(|(ip, cidr)| cidr.contains(ip)) {
+        let cidrs: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        return Err(LabError { what, source: io::Error::other(format!("expected one address in each of {}, got: {result}", cidrs.join(", "))) });
+    }
+    Ok(ips)
 }
 
 /// Execs the plugin for `command` from the node's namespace with the `CNI_*` environment and
@@ -470,13 +525,14 @@ pub(crate) fn detach_pod(plan: &LabPlan, pod: &PodPlan, plugin: &Path) -> Result
 /// The files kubelet writes for a pod, where `ip netns exec` mounts them over `/etc`.
 /// The pod's `/etc/netns/<netns>/` files, which `ip netns exec` (so `lab exec`) mounts over
 /// `/etc`: the resolv.conf kubelet would give it, and kubelet's hosts file.
-fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
+fn write_etc(plan: &LabPlan, pod: &PodPlan, ips: &[IpAddr]) -> io::Result<()> {
     if pod.host_network {
         return Ok(()); // the node's namespace: the node's files
     }
     let dir = Path::new("/etc/netns").join(&pod.netns);
     std::fs::create_dir_all(&dir)?;
-    let cluster = crate::resolv::ClusterDns { nameserver: crate::system::DNS_CLUSTER_IP.into(), domain: crate::system::CLUSTER_DOMAIN.into() };
+    let cluster =
+        crate::resolv::ClusterDns { nameserver: crate::system::dns_cluster_ip(&plan.config).to_string(), domain: crate::system::CLUSTER_DOMAIN.into() };
     let node_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if let Some(resolv) = crate::resolv::resolv_conf(&pod.namespace, false, pod.dns_policy.as_deref(), pod.dns_config.as_ref(), &cluster, &node_file) {
         std::fs::write(dir.join("resolv.conf"), resolv)?;
@@ -486,8 +542,10 @@ fn write_etc(pod: &PodPlan, ip: Ipv4Addr) -> io::Result<()> {
         Some(sub) => format!("{hostname}.{sub}.{}.svc.{}\t{hostname}", pod.namespace, crate::system::CLUSTER_DOMAIN),
         None => hostname.to_owned(),
     };
+    // kubelet's: one line per pod address.
+    let own: String = ips.iter().map(|ip| format!("{ip}\t{names}\n")).collect();
     let hosts = format!(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{names}\n"
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}"
     );
     std::fs::write(dir.join("hosts"), hosts)
 }

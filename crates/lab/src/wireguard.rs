@@ -39,7 +39,7 @@ pub fn settings(plan: &LabPlan) -> io::Result<BTreeMap<String, Settings>> {
                     name: p.name.clone(),
                     endpoint: SocketAddrV4::new(p.ip, node::wireguard::PORT),
                     public: node::wireguard::read_public(&dir, &p.name)?,
-                    allowed: p.pod_cidr,
+                    allowed: p.pod_cidrs(),
                 })
             })
             .collect::<io::Result<Vec<Peer>>>()?;
@@ -76,11 +76,11 @@ impl Tunnels {
         }
         for (name, settings) in settings(&st.plan)? {
             match self.running.get(&name) {
-                Some(t) => t.update(settings),
+                Some(t) => t.update(settings).map_err(|e| io::Error::new(e.kind(), format!("{name}'s WireGuard tunnel: {e}")))?,
                 None => {
                     let Some(n) = st.plan.nodes.iter().find(|n| n.name == name) else { continue };
                     let path = dataplane::netns::path_of(&n.netns);
-                    let tunnel = Tunnel::start(&path, n.vxlan_ip(), ENCRYPTED_POD_MTU, settings)
+                    let tunnel = Tunnel::start(&path, n.vxlan_ip(), n.vxlan_ip6(), ENCRYPTED_POD_MTU, settings)
                         .map_err(|e| io::Error::new(e.kind(), format!("{name}'s WireGuard tunnel: {e}")))?;
                     self.running.insert(name, tunnel);
                 }

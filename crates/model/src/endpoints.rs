@@ -393,4 +393,24 @@ mod tests {
         assert_eq!(slices[0].endpoints[0].hostname.as_deref(), Some("db-0"));
         assert_eq!(slices[0].metadata.labels.as_ref().unwrap().get(LABEL_HEADLESS).map(String::as_str), Some(""));
     }
+
+    #[test]
+    fn allocated_services_get_a_slice_per_ip_family() {
+        // The families come from the API server's defaulting on an IPv6-primary dual-stack cluster.
+        let services = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ipFamilyPolicy: PreferDualStack, selector: {app: web}, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None, selector: {app: web}, ports: [{port: 80}]}\n";
+        let p = pod("a", "app: web", "10.244.0.2", "").replace("podIPs: [{ip: 10.244.0.2}]", "podIPs: [{ip: 10.244.0.2}, {ip: 'fd00:10:244::2'}]");
+        let mut s = state(&format!("{services}{p}"));
+        let cidrs = vec!["fd00:10:96::/112".parse().unwrap(), "10.96.0.0/16".parse().unwrap()];
+        crate::allocate::allocate(&mut s.services, &crate::allocate::Ranges::with_cidrs(cidrs).unwrap()).unwrap();
+        let slices = compute(&s, ready_from_status);
+        let of = |name: &str| -> Vec<(String, String)> {
+            slices
+                .iter()
+                .filter(|sl| sl.metadata.labels.as_ref().unwrap()[LABEL_SERVICE_NAME] == name)
+                .map(|sl| (sl.address_type.clone(), sl.endpoints[0].addresses[0].clone()))
+                .collect()
+        };
+        assert_eq!(of("web"), [("IPv6".into(), "fd00:10:244::2".into()), ("IPv4".into(), "10.244.0.2".into())]);
+        assert_eq!(of("db"), [("IPv6".to_string(), "fd00:10:244::2".to_string())], "headless with a selector: the primary family only");
+    }
 }

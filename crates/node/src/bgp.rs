@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 /// A BGP speaker: its name (for the session's name) and address (its router id too).
@@ -18,6 +18,52 @@ pub struct Speaker {
     pub name: String,
     /// Its underlay address.
     pub ip: Ipv4Addr,
+    /// Its underlay IPv6 address, when it routes IPv6 too (sessions per family, as Calico's).
+    pub ip6: Option<Ipv6Addr>,
+}
+
+impl Speaker {
+    /// Its address of a family, if it has one.
+    fn address(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::V4 => Some(IpAddr::V4(self.ip)),
+            Family::V6 => self.ip6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// An address family: BIRD's channel and the suffix of its protocols' names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn channel(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+
+    /// IPv4's protocols keep their names (`node_node_2`); IPv6's end in `6`.
+    fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "",
+            Family::V6 => "6",
+        }
+    }
+
+    fn holds(self, net: &ipnet::IpNet) -> bool {
+        net.addr().is_ipv6() == (self == Family::V6)
+    }
+}
+
+/// The families a speaker routes: IPv4 always, IPv6 when it has an IPv6 address.
+fn families(s: &Speaker) -> Vec<Family> {
+    let v6 = s.ip6.map(|_| Family::V6);
+    std::iter::once(Family::V4).chain(v6).collect()
 }
 
 /// One node's routing, as its configuration says it.
@@ -50,59 +96,61 @@ fn session(prefix: &str, s: &Speaker) -> String {
     format!("{prefix}_{name}")
 }
 
-/// The node's `bird.conf`.
+/// The node's `bird.conf`: per family a static protocol with what it announces, a kernel
+/// protocol for what it learns, and its sessions (IPv6 ones between IPv6 addresses).
 pub fn config(r: &NodeRouting) -> String {
     let mut c = String::new();
-    let me = r.me.ip;
     let _ =
         writeln!(c, "# podnet: {}'s BGP ({}). Written by podnet; changes are overwritten.", r.me.name, if r.reflector { "route reflector" } else { "node" });
-    let _ = writeln!(c, "router id {me};");
+    let _ = writeln!(c, "router id {};", r.me.ip);
     c.push_str("protocol device { scan time 10; }\n");
-    // What this node announces: blackholes in BIRD's table only (the kernel gets BGP's routes
-    // alone), so that the announcement stays while any pod of the CIDR lives.
-    c.push_str("protocol static announced {\n  ipv4;\n");
-    for net in r.announce.iter().filter(|n| n.addr().is_ipv4()) {
-        let _ = writeln!(c, "  route {} blackhole;", net.trunc());
-    }
-    c.push_str("}\n");
-    // Learned routes into the kernel; several nodes announcing one address make an ECMP route.
-    c.push_str("protocol kernel {\n  ipv4 { import none; export where source = RTS_BGP; };\n  merge paths on;\n  scan time 10;\n}\n");
-    // Sessions: direct (one underlay), low timers, no graceful restart (a dead node's routes
-    // must go, not be kept for a restart), fast reconnects.
-    let _ = writeln!(
-        c,
-        "template bgp mesh {{\n  local {me} as {asn};\n  direct;\n  hold time {HOLD_TIME}; keepalive time 1; startup hold time 10;\n  connect delay time 1; connect retry time 2; error wait time 1, 5;\n  graceful restart off;\n  ipv4 {{ import all; export where source = RTS_STATIC; add paths on; }};\n}}",
-        asn = r.asn
-    );
-    for p in &r.peers {
-        if r.reflector {
+    for f in families(&r.me) {
+        let Some(me) = r.me.address(f) else { continue };
+        let (ch, sfx) = (f.channel(), f.suffix());
+        // What this node announces: blackholes in BIRD's table only (the kernel gets BGP's
+        // routes alone), so that the announcement stays while any pod of the CIDR lives.
+        let _ = writeln!(c, "protocol static announced{sfx} {{\n  {ch};");
+        for net in r.announce.iter().filter(|n| f.holds(n)) {
+            let _ = writeln!(c, "  route {} blackhole;", net.trunc());
+        }
+        c.push_str("}\n");
+        // Learned routes into the kernel; several nodes announcing one address make an ECMP route.
+        let _ = writeln!(c, "protocol kernel kernel{ch} {{\n  {ch} {{ import none; export where source = RTS_BGP; }};\n  merge paths on;\n  scan time 10;\n}}");
+        // Sessions: direct (one underlay), low timers, no graceful restart (a dead node's
+        // routes must go, not be kept for a restart), fast reconnects.
+        let _ = writeln!(
+            c,
+            "template bgp mesh{sfx} {{\n  local {me} as {asn};\n  direct;\n  hold time {HOLD_TIME}; keepalive time 1; startup hold time 10;\n  connect delay time 1; connect retry time 2; error wait time 1, 5;\n  graceful restart off;\n  {ch} {{ import all; export where source = RTS_STATIC; add paths on; }};\n}}",
+            asn = r.asn
+        );
+        let reflected = format!("{ch} {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; add paths on; }};");
+        for p in &r.peers {
+            let Some(ip) = p.address(f) else { continue };
+            if r.reflector {
+                let _ = writeln!(
+                    c,
+                    "protocol bgp {} from mesh{sfx} {{\n  neighbor {ip} as {};\n  rr client; rr cluster id {};\n  {reflected}\n}}",
+                    session(&format!("client{sfx}"), p),
+                    r.asn,
+                    r.me.ip
+                );
+            } else {
+                let _ = writeln!(c, "protocol bgp {} from mesh{sfx} {{ neighbor {ip} as {}; }}", session(&format!("node{sfx}"), p), r.asn);
+            }
+        }
+        for p in &r.reflector_peers {
+            let Some(ip) = p.address(f) else { continue };
+            let _ = writeln!(c, "protocol bgp {} from mesh{sfx} {{\n  neighbor {ip} as {};\n  {reflected}\n}}", session(&format!("reflector{sfx}"), p), r.asn);
+        }
+        if let Some((ext, asn)) = &r.external
+            && let Some(ip) = ext.address(f)
+        {
             let _ = writeln!(
                 c,
-                "protocol bgp {} from mesh {{\n  neighbor {} as {};\n  rr client; rr cluster id {me};\n  ipv4 {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; add paths on; }};\n}}",
-                session("client", p),
-                p.ip,
-                r.asn
+                "protocol bgp {} from mesh{sfx} {{\n  neighbor {ip} as {asn};\n  {ch} {{ import none; export where source = RTS_STATIC; }};\n}}",
+                session(&format!("peer{sfx}"), ext)
             );
-        } else {
-            let _ = writeln!(c, "protocol bgp {} from mesh {{ neighbor {} as {}; }}", session("node", p), p.ip, r.asn);
         }
-    }
-    for p in &r.reflector_peers {
-        let _ = writeln!(
-            c,
-            "protocol bgp {} from mesh {{\n  neighbor {} as {};\n  ipv4 {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; add paths on; }};\n}}",
-            session("reflector", p),
-            p.ip,
-            r.asn
-        );
-    }
-    if let Some((ext, asn)) = &r.external {
-        let _ = writeln!(
-            c,
-            "protocol bgp {} from mesh {{\n  neighbor {} as {asn};\n  ipv4 {{ import none; export where source = RTS_STATIC; }};\n}}",
-            session("peer", ext),
-            ext.ip
-        );
     }
     c
 }
@@ -114,14 +162,19 @@ pub fn external_config(me: &Speaker, asn: u32, nodes: &[Speaker], cluster_asn: u
     let _ = writeln!(c, "# podnet: the external router's BGP. Written by podnet; changes are overwritten.");
     let _ = writeln!(c, "router id {};", me.ip);
     c.push_str("protocol device { scan time 10; }\n");
-    c.push_str("protocol kernel {\n  ipv4 { import none; export where source = RTS_BGP; };\n  merge paths on;\n  scan time 10;\n}\n");
-    let _ = writeln!(
-        c,
-        "template bgp node {{\n  local {} as {asn};\n  hold time {HOLD_TIME}; keepalive time 1; startup hold time 10;\n  connect delay time 1; connect retry time 2; error wait time 1, 5;\n  graceful restart off;\n  ipv4 {{ import all; export none; add paths on; }};\n}}",
-        me.ip
-    );
-    for n in nodes {
-        let _ = writeln!(c, "protocol bgp {} from node {{ neighbor {} as {cluster_asn}; }}", session("node", n), n.ip);
+    for f in families(me) {
+        let Some(local) = me.address(f) else { continue };
+        let (ch, sfx) = (f.channel(), f.suffix());
+        let _ = writeln!(c, "protocol kernel kernel{ch} {{\n  {ch} {{ import none; export where source = RTS_BGP; }};\n  merge paths on;\n  scan time 10;\n}}");
+        let _ = writeln!(
+            c,
+            "template bgp node{sfx} {{\n  local {local} as {asn};\n  hold time {HOLD_TIME}; keepalive time 1; startup hold time 10;\n  connect delay time 1; connect retry time 2; error wait time 1, 5;\n  graceful restart off;\n  {ch} {{ import all; export none; add paths on; }};\n}}"
+        );
+        for n in nodes {
+            if let Some(ip) = n.address(f) {
+                let _ = writeln!(c, "protocol bgp {} from node{sfx} {{ neighbor {ip} as {cluster_asn}; }}", session(&format!("node{sfx}"), n));
+            }
+        }
     }
     c
 }
@@ -291,7 +344,7 @@ mod tests {
     use super::*;
 
     fn speaker(n: u8) -> (Speaker, Vec<ipnet::IpNet>) {
-        (Speaker { name: format!("node-{n}"), ip: Ipv4Addr::new(172, 18, 0, n + 1) }, vec![format!("10.244.{}.0/24", n - 1).parse().unwrap()])
+        (Speaker { name: format!("node-{n}"), ip: Ipv4Addr::new(172, 18, 0, n + 1), ip6: None }, vec![format!("10.244.{}.0/24", n - 1).parse().unwrap()])
     }
 
     #[test]
@@ -319,6 +372,27 @@ mod tests {
         let c = config(&r[0]);
         assert!(c.contains("rr client; rr cluster id 172.18.0.2;"), "{c}");
         assert!(!config(&r[3]).contains("rr client"));
+    }
+
+    #[test]
+    fn dual_stack_nodes_announce_each_family_over_sessions_of_that_family() {
+        let nodes: Vec<_> = (1..=2u8)
+            .map(|n| {
+                let (mut s, mut announce) = speaker(n);
+                s.ip6 = Some(format!("fd00:172:18::{}", n + 1).parse().unwrap());
+                announce.push(format!("fd00:10:244:{}::/64", n - 1).parse().unwrap());
+                (s, announce)
+            })
+            .collect();
+        let r = routing(&nodes, 64512, 0, None);
+        let c = config(&r[0]);
+        assert!(c.contains("protocol static announced {\n  ipv4;\n  route 10.244.0.0/24 blackhole;\n}"), "{c}");
+        assert!(c.contains("protocol static announced6 {\n  ipv6;\n  route fd00:10:244::/64 blackhole;\n}"), "{c}");
+        assert!(c.contains("protocol bgp node_node_2 from mesh { neighbor 172.18.0.3 as 64512; }"), "{c}");
+        assert!(c.contains("protocol bgp node6_node_2 from mesh6 { neighbor fd00:172:18::3 as 64512; }"), "{c}");
+        assert!(c.contains("local fd00:172:18::2 as 64512;") && c.contains("protocol kernel kernelipv6"), "{c}");
+        // An IPv4-only node has no IPv6 protocols at all.
+        assert!(!config(&routing(&[speaker(1), speaker(2)], 64512, 0, None)[0]).contains("ipv6"));
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub struct NodeAgent {
     pub bgp_asn: u32,
     /// Where the agent's daemons keep their files ([`Backend::Bgp`]'s BIRD: `bird/<node>.*`).
     pub run_dir: PathBuf,
+    /// `--encrypt wireguard`: this node's key pair. Pods' traffic to every Node that published
+    /// its public key goes through the node's WireGuard tunnel instead of the backend's routes
+    /// (BGP still announces; the tunnel's routes win).
+    pub wireguard: Option<wireguard::KeyPair>,
+    /// The running tunnel.
+    tunnel: Option<wireguard::Tunnel>,
     /// What the kernel holds.
     applied: Option<Applied>,
     elements: usize,
@@ -81,6 +87,8 @@ struct Planned {
     policy: Table,
     network: PodNetwork,
     pod_cidrs: Vec<ipnet::IpNet>,
+    /// `--encrypt wireguard`: the tunnel's settings.
+    tunnel: Option<wireguard::Settings>,
 }
 
 /// The routes to the other nodes' pods a full sync makes.
@@ -117,16 +125,17 @@ struct Applied {
     bgp: Option<bgp::NodeRouting>,
 }
 
-/// `routing` announcing, besides its pod CIDR (its first announcement), the /32 (/128) of each
-/// LoadBalancer or external IP in `external` this node may serve.
+/// `routing` announcing, besides its pod CIDRs (its first announcements, one per family), the
+/// /32 (/128) of each LoadBalancer or external IP in `external` this node may serve.
 fn with_external(mut routing: bgp::NodeRouting, external: &BTreeMap<(String, String), Vec<(IpAddr, bool)>>) -> bgp::NodeRouting {
-    routing.announce.truncate(1);
+    routing.announce.retain(|net| net.prefix_len() < net.max_prefix_len());
+    let cidrs = routing.announce.len();
     for (addr, may_serve) in external.values().flatten() {
         if *may_serve && let Ok(host) = ipnet::IpNet::new(*addr, if addr.is_ipv4() { 32 } else { 128 }) {
             routing.announce.push(host);
         }
     }
-    if let Some(hosts) = routing.announce.get_mut(1..) {
+    if let Some(hosts) = routing.announce.get_mut(cidrs..) {
         hosts.sort();
     }
     routing.announce.dedup();
@@ -161,10 +170,18 @@ pub const BRIDGE_TABLE: &str = "podnet-l3";
 /// hooks: frames for another local pod are re-addressed to the bridge and handed up.
 pub fn bridge_table(bridge_mac: &str, pod_cidrs: &[ipnet::IpNet]) -> Table {
     let mut t = Table::default();
-    let rules = pod_cidrs
+    // Neighbour discovery stays on the bridge: routed, its hop limit would no longer be 255
+    // and the pods would drop it (RFC 4861), as ARP (not IP) stays on it for IPv4.
+    let nd = pod_cidrs
         .iter()
-        .filter(|c| c.addr().is_ipv4())
-        .map(|c| format!("ether type ip ip daddr {} ether daddr != {bridge_mac} ether daddr set {bridge_mac} meta pkttype set host", c.trunc()))
+        .any(|c| c.addr().is_ipv6())
+        .then(|| "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept".to_owned());
+    let rules = nd
+        .into_iter()
+        .chain(pod_cidrs.iter().map(|c| {
+            let (ether, ip) = if c.addr().is_ipv4() { ("ip", "ip") } else { ("ip6", "ip6") };
+            format!("ether type {ether} {ip} daddr {} ether daddr != {bridge_mac} ether daddr set {bridge_mac} meta pkttype set host", c.trunc())
+        }))
         .collect();
     t.chains.insert("prerouting".into(), nftset::Chain { base: Some("type filter hook prerouting priority -300; policy accept;".into()), rules });
     t
@@ -199,6 +216,8 @@ impl NodeAgent {
             pod_network: true,
             bgp_asn: 64512,
             run_dir: PathBuf::from("/run/podnet-agent"),
+            wireguard: None,
+            tunnel: None,
             applied: None,
             elements: 0,
             session: None,
@@ -432,7 +451,7 @@ impl NodeAgent {
         let listed = self.run(flows::listing)?.map_err(|e| format!("listing the node's connections: {e}"))?;
         let policies = compile_policies(state);
         let enforcement = policy::enforce::Enforcement::new(state, &policies);
-        let doomed = flows::denied(&listed.0, &listed.1, |from, to, protocol, port| enforcement.allows(from, to, Some(protocol), port));
+        let doomed = flows::denied(&listed.0, &listed.1, |from, to, protocol, port| enforcement.allows(IpAddr::V4(from), IpAddr::V4(to), Some(protocol), port));
         let count = doomed.len();
         if count > 0 {
             self.run(move || flows::delete(&doomed))?.map_err(|e| format!("cutting the connections the policies deny: {e}"))?;
@@ -445,8 +464,11 @@ impl NodeAgent {
         let proxy = proxy::plan(state, &self.node, &self.config).map_err(|e| e.to_string())?;
         let policy = policy_table(state, &self.node);
         let cluster = self.config.cluster_cidrs().map_err(|e| e.to_string())?;
+        let encrypted = self.wireguard.is_some();
         let network = match self.backend {
             _ if cluster.is_empty() || !self.pod_network => PodNetwork::None,
+            // Encrypted: the tunnel routes to the other nodes' pods (BGP still announces).
+            Backend::HostGw | Backend::Vxlan if encrypted => PodNetwork::None,
             Backend::Vxlan => {
                 let (ip, cidr) =
                     pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("vxlan: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
@@ -457,7 +479,12 @@ impl NodeAgent {
         };
         let node = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
         let pod_cidrs = node.map(model::cluster::node_pod_cidrs).unwrap_or_default();
-        Ok(Planned { proxy, policy, network, pod_cidrs })
+        let tunnel = self
+            .wireguard
+            .as_ref()
+            .filter(|_| self.pod_network)
+            .map(|key| wireguard::Settings { secret: key.secret(), peers: wireguard::peers_of(state, &self.node) });
+        Ok(Planned { proxy, policy, network, pod_cidrs, tunnel })
     }
 
     /// This node's BIRD (in its namespace; its files under `run_dir`).
@@ -470,12 +497,20 @@ impl NodeAgent {
     /// announcing this node's pod CIDR and the LoadBalancer/external IPs it may serve.
     fn bgp_routing(&self, state: &ClusterState, plan: &NodePlan) -> Result<bgp::NodeRouting, String> {
         let (ip, cidr) = pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("BGP: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
+        // IPv4 sessions between IPv4 InternalIPs, IPv6 ones between IPv6 InternalIPs.
+        let internal = |n: &k8s_openapi::api::core::v1::Node| -> Vec<IpAddr> {
+            n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect()
+        };
+        let v6_of = |ips: &[IpAddr]| ips.iter().find_map(|a| if let IpAddr::V6(v6) = a { Some(*v6) } else { None });
         let speaker = |n: &k8s_openapi::api::core::v1::Node| -> Option<bgp::Speaker> {
-            let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
-            Some(bgp::Speaker { name: n.metadata.name.clone()?, ip })
+            let ips = internal(n);
+            let ip = ips.iter().find_map(|a| if let IpAddr::V4(v4) = a { Some(*v4) } else { None })?;
+            Some(bgp::Speaker { name: n.metadata.name.clone()?, ip, ip6: v6_of(&ips) })
         };
         let peers = state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str())).filter_map(speaker).collect();
-        let me = bgp::Speaker { name: self.node.clone(), ip };
+        let own = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
+        let me = bgp::Speaker { name: self.node.clone(), ip, ip6: own.and_then(|n| v6_of(&internal(n))) };
+        let announce = own.map(model::cluster::node_pod_cidrs).unwrap_or_else(|| vec![ipnet::IpNet::V4(cidr)]);
         let routing = bgp::NodeRouting {
             me,
             asn: self.bgp_asn,
@@ -483,9 +518,26 @@ impl NodeAgent {
             peers,
             reflector_peers: Vec::new(),
             external: None,
-            announce: vec![ipnet::IpNet::V4(cidr)],
+            announce: announce.into_iter().map(|c| c.trunc()).collect(),
         };
         Ok(with_external(routing, &external_addresses(&plan.ports)))
+    }
+
+    /// Starts this node's WireGuard tunnel (its address: the pod CIDRs' network addresses), or
+    /// gives the running one its peers as the Nodes now publish them.
+    fn sync_tunnel(&mut self, settings: wireguard::Settings, pod_cidrs: &[ipnet::IpNet]) -> Result<(), String> {
+        if let Some(t) = &self.tunnel {
+            return t.update(settings).map_err(|e| format!("WireGuard: {e}"));
+        }
+        let v4 = pod_cidrs.iter().find_map(|c| if let ipnet::IpNet::V4(v4) = c { Some(v4.network()) } else { None });
+        let v6 = pod_cidrs.iter().find_map(|c| if let ipnet::IpNet::V6(v6) = c { Some(v6.network()) } else { None });
+        let Some(address) = v4 else {
+            return Err(format!("WireGuard: node {} has no IPv4 pod CIDR yet", self.node));
+        };
+        let netns = self.netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"));
+        let tunnel = wireguard::Tunnel::start(&netns, address, v6, 1500 - wireguard::OVERHEAD, settings).map_err(|e| format!("WireGuard: {e}"))?;
+        self.tunnel = Some(tunnel);
+        Ok(())
     }
 
     /// The pod bridge's MAC, looked up in the node's namespace until the bridge exists.
@@ -498,7 +550,7 @@ impl NodeAgent {
     }
 
     fn apply(&mut self, planned: Planned, start: Instant) -> Result<Synced, String> {
-        let Planned { proxy: plan, policy, network, pod_cidrs } = planned;
+        let Planned { proxy: plan, policy, network, pod_cidrs, tunnel } = planned;
         let programmer = Programmer::new(&plan);
         let bridge = self.bridge_mac()?.map(|mac| bridge_table(&mac, &pod_cidrs));
         let mut new = programmer.ruleset();
@@ -536,11 +588,20 @@ impl NodeAgent {
                 bgp_routing = Some(*routing);
             }
         }
-        // The dataplane is ready: pods may be attached, so the runtime gets its conflist.
+        if let Some(settings) = tunnel {
+            self.sync_tunnel(settings, &pod_cidrs)?;
+        }
+        // The dataplane is ready: pods may be attached, so the runtime gets its conflist (with
+        // the MTU that leaves room for the overlay's or the tunnel's headers).
         if let Some(dir) = &self.cni_conf_dir
             && !pod_cidrs.is_empty()
         {
-            write_conflist(dir, &conflist(&pod_cidrs)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
+            let mtu = match (self.wireguard.is_some(), self.backend) {
+                (true, _) => Some(1500 - wireguard::OVERHEAD),
+                (false, Backend::Vxlan) => Some(1500 - pod_network::VXLAN_OVERHEAD),
+                _ => None,
+            };
+            write_conflist(dir, &conflist(&pod_cidrs, mtu)).map_err(|e| format!("writing {}: {e}", dir.join(CONFLIST).display()))?;
         }
         self.elements = new.element_count();
         let policy = new.tables.remove(&(Family::Inet, policy::enforce::TABLE.to_owned())).unwrap_or_default();

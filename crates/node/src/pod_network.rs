@@ -13,9 +13,10 @@ pub const CONFLIST: &str = "10-podnet.conflist";
 /// The conflist a container runtime on this node reads: podnet's bridge plugin with its
 /// host-local compatible IPAM over the node's pod CIDRs (the lab's layout: bridge `cni0`, the
 /// node the pods' gateway, hairpin for Services that lead a pod back to itself).
-pub fn conflist(pod_cidrs: &[ipnet::IpNet]) -> serde_json::Value {
+/// `mtu`: the pods' MTU, when an overlay or tunnel takes room from the underlay's.
+pub fn conflist(pod_cidrs: &[ipnet::IpNet], mtu: Option<u32>) -> serde_json::Value {
     let ranges: Vec<serde_json::Value> = pod_cidrs.iter().map(|c| serde_json::json!([{"subnet": c.trunc().to_string()}])).collect();
-    serde_json::json!({
+    let mut list = serde_json::json!({
         "cniVersion": "1.1.0",
         "name": "podnet",
         "plugins": [{
@@ -26,7 +27,11 @@ pub fn conflist(pod_cidrs: &[ipnet::IpNet]) -> serde_json::Value {
             "hairpinMode": true,
             "ipam": {"type": cni::plugin::IPAM_TYPE, "ranges": ranges}
         }]
-    })
+    });
+    if let Some(mtu) = mtu {
+        list["plugins"][0]["mtu"] = serde_json::json!(mtu);
+    }
+    list
 }
 
 /// Writes `conflist` into `dir` as [`CONFLIST`] when it differs from what is there, atomically
@@ -81,7 +86,7 @@ pub const VXLAN_DEVICE: &str = "podnet.1";
 const VXLAN_PORT: u16 = 8472;
 const VXLAN_VNI: u32 = 1;
 /// What vxlan adds to each packet (outer IPv4, UDP, vxlan and Ethernet headers).
-const VXLAN_OVERHEAD: u32 = 50;
+pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// One vxlan peer: its pod CIDR, its vxlan device's address and MAC, its underlay address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,7 +197,8 @@ mod tests {
     #[test]
     fn the_conflist_is_written_once_and_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let list = conflist(&["10.244.1.0/24".parse().unwrap()]);
+        let list = conflist(&["10.244.1.0/24".parse().unwrap()], None);
+        assert_eq!(conflist(&["10.244.1.0/24".parse().unwrap()], Some(1440))["plugins"][0]["mtu"], 1440);
         assert_eq!(list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
         assert!(write_conflist(dir.path(), &list).unwrap());
         assert!(!write_conflist(dir.path(), &list).unwrap(), "the same content is not written again");

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +88,35 @@ pub fn encode(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
-fn decode(text: &str) -> Option<[u8; 32]> {
+/// The Node annotation that publishes a node's public key on a real cluster (Calico's
+/// `projectcalico.org/WireguardPublicKey`, in podnet's name).
+pub const PUBLIC_KEY_ANNOTATION: &str = "podnet.io/wireguard-public-key";
+
+/// Every other Node that published a public key, as a peer: its IPv4 InternalIP (the
+/// endpoint) and its pod CIDRs (what it may send from and receives). Pure.
+pub fn peers_of(state: &model::ClusterState, me: &str) -> Vec<Peer> {
+    let mut out: Vec<Peer> = state
+        .nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(me))
+        .filter_map(|n| {
+            let public = decode(n.metadata.annotations.as_ref()?.get(PUBLIC_KEY_ANNOTATION)?.trim())?;
+            let ip = n
+                .status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter(|a| a.type_ == "InternalIP")
+                .find_map(|a| a.address.parse::<Ipv4Addr>().ok())?;
+            let allowed: Vec<ipnet::IpNet> = model::cluster::node_pod_cidrs(n).into_iter().map(|c| c.trunc()).collect();
+            (!allowed.is_empty()).then(|| Peer { name: n.metadata.name.clone().unwrap_or_default(), endpoint: SocketAddrV4::new(ip, PORT), public, allowed })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Decodes a key as `wg` writes it.
+pub fn decode(text: &str) -> Option<[u8; 32]> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).ok()?.try_into().ok()
 }
@@ -102,8 +130,8 @@ pub struct Peer {
     pub endpoint: SocketAddrV4,
     /// Its public key.
     pub public: [u8; 32],
-    /// The addresses it may send from and receives: its pod CIDR.
-    pub allowed: ipnet::Ipv4Net,
+    /// The addresses it may send from and receives: its pod CIDRs (one per family).
+    pub allowed: Vec<ipnet::IpNet>,
 }
 
 /// A node's tunnel settings; a change (a rotated key, a peer) rebuilds its sessions.
@@ -129,6 +157,7 @@ pub struct Counters {
 
 /// A node's tunnel, running on its own thread (in the node's namespace) until dropped.
 pub struct Tunnel {
+    netns: PathBuf,
     settings: Arc<Mutex<(u64, Settings)>>,
     stop: Arc<AtomicBool>,
     counters: Arc<Mutex<Counters>>,
@@ -151,29 +180,38 @@ fn sessions(s: &Settings) -> Vec<Session> {
         .collect()
 }
 
-/// The IPv4 destination of a packet read from the device.
-fn destination(packet: &[u8]) -> Option<Ipv4Addr> {
-    if packet.first()? >> 4 != 4 {
-        return None;
+/// The destination of an IPv4 or IPv6 packet read from the device.
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(packet.get(16..20)?).ok()?))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(packet.get(24..40)?).ok()?))),
+        _ => None,
     }
-    let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-    Some(Ipv4Addr::from(d))
+}
+
+impl Peer {
+    fn holds(&self, ip: IpAddr) -> bool {
+        self.allowed.iter().any(|net| net.contains(&ip))
+    }
 }
 
 impl Tunnel {
     /// Makes the node's device (MTU `mtu`, `address` on it: the node's own end for traffic it
-    /// sends to other nodes' pods), a route to each peer's pod CIDR through it, the UDP socket,
-    /// and starts the loop. Runs in the namespace at `netns`.
-    pub fn start(netns: &Path, address: Ipv4Addr, mtu: u32, settings: Settings) -> io::Result<Tunnel> {
-        let routes: Vec<ipnet::Ipv4Net> = settings.peers.iter().map(|p| p.allowed).collect();
+    /// sends to other nodes' pods; `address6` for IPv6 pods), a route to each peer's pod CIDRs
+    /// through it, the UDP socket, and starts the loop. Runs in the namespace at `netns`.
+    pub fn start(netns: &Path, address: Ipv4Addr, address6: Option<Ipv6Addr>, mtu: u32, settings: Settings) -> io::Result<Tunnel> {
+        let routes = routes_of(&settings);
         let (tun, socket) = dataplane::netns::run_in(netns, move || -> io::Result<(File, UdpSocket)> {
             let tun = dataplane::tun::create(DEVICE)?;
             let nl = dataplane::Netlink::connect()?;
             let link = nl.require(DEVICE)?;
             nl.set_mtu_up(link.index, mtu)?;
             nl.add_address(link.index, ipnet::IpNet::new(IpAddr::V4(address), 32).map_err(io::Error::other)?)?;
+            if let Some(a6) = address6 {
+                nl.add_address(link.index, ipnet::IpNet::new(IpAddr::V6(a6), 128).map_err(io::Error::other)?)?;
+            }
             for r in routes {
-                nl.add_route(ipnet::IpNet::V4(r), None, Some(link.index))?;
+                nl.add_route(r, None, Some(link.index))?;
             }
             let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT))?;
             Ok((tun, socket))
@@ -185,16 +223,36 @@ impl Tunnel {
         let counters = Arc::new(Mutex::new(Counters::default()));
         let (s, st, c) = (Arc::clone(&settings), Arc::clone(&stop), Arc::clone(&counters));
         let thread = std::thread::Builder::new().name("wireguard".into()).spawn(move || run(tun, socket, &s, &st, &c))?;
-        Ok(Tunnel { settings, stop, counters, thread: Some(thread) })
+        Ok(Tunnel { netns: netns.to_owned(), settings, stop, counters, thread: Some(thread) })
     }
 
-    /// New settings (a rotated key, a changed peer): the sessions are made anew, with a new
-    /// handshake on the next packet. The same settings change nothing.
-    pub fn update(&self, settings: Settings) {
+    /// New settings (a rotated key, a peer come or gone): the sessions are made anew, with a new
+    /// handshake on the next packet, and the device's routes follow the peers' pod CIDRs. The
+    /// same settings change nothing.
+    pub fn update(&self, settings: Settings) -> io::Result<()> {
         let mut current = self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.1 != settings {
-            *current = (current.0 + 1, settings);
+        if current.1 == settings {
+            return Ok(());
         }
+        let (old, new) = (routes_of(&current.1), routes_of(&settings));
+        *current = (current.0 + 1, settings);
+        drop(current);
+        if old == new {
+            return Ok(());
+        }
+        dataplane::netns::run_in(&self.netns, move || -> io::Result<()> {
+            let nl = dataplane::Netlink::connect()?;
+            let link = nl.require(DEVICE)?;
+            let mut have = nl.routes(false)?;
+            have.extend(nl.routes(true)?);
+            for r in have.iter().filter(|r| r.oif == Some(link.index) && old.contains(&r.dst) && !new.contains(&r.dst)) {
+                nl.delete_route(r.dst, None)?;
+            }
+            for dst in new.iter().filter(|d| !have.iter().any(|r| r.dst == **d && r.oif == Some(link.index))) {
+                nl.add_route(*dst, None, Some(link.index))?;
+            }
+            Ok(())
+        })?
     }
 
     /// What it counted so far.
@@ -210,6 +268,13 @@ impl Drop for Tunnel {
             let _ = t.join();
         }
     }
+}
+
+/// The routes through the device: every peer's pod CIDRs.
+fn routes_of(settings: &Settings) -> Vec<ipnet::IpNet> {
+    let mut out: Vec<ipnet::IpNet> = settings.peers.iter().flat_map(|p| p.allowed.iter().copied()).collect();
+    out.sort();
+    out
 }
 
 /// The loop: device → encrypt → peer; socket → decrypt → device; timers every 100 ms.
@@ -236,7 +301,7 @@ fn run(mut tun: File, socket: UdpSocket, settings: &Mutex<(u64, Settings)>, stop
         }
         // From the pods: to the peer whose pod CIDR holds the destination.
         while let Ok(n) = tun.read(&mut packet) {
-            let Some(session) = destination(&packet[..n]).and_then(|d| sessions.iter_mut().find(|s| s.peer.allowed.contains(&d))) else {
+            let Some(session) = destination(&packet[..n]).and_then(|d| sessions.iter_mut().find(|s| s.peer.holds(d))) else {
                 count.dropped += 1;
                 continue;
             };
@@ -261,16 +326,16 @@ fn run(mut tun: File, socket: UdpSocket, settings: &Mutex<(u64, Settings)>, stop
                         datagram = &[];
                         continue;
                     }
-                    TunnResult::WriteToTunnelV4(data, source) => {
-                        if session.peer.allowed.contains(&source) {
-                            let _ = tun.write(data);
-                            count.received += 1;
-                        } else {
-                            count.dropped += 1;
-                        }
+                    TunnResult::WriteToTunnelV4(data, source) if session.peer.holds(IpAddr::V4(source)) => {
+                        let _ = tun.write(data);
+                        count.received += 1;
                     }
-                    TunnResult::Err(_) => count.dropped += 1,
-                    TunnResult::WriteToTunnelV6(..) | TunnResult::Done => {}
+                    TunnResult::WriteToTunnelV6(data, source) if session.peer.holds(IpAddr::V6(source)) => {
+                        let _ = tun.write(data);
+                        count.received += 1;
+                    }
+                    TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => count.dropped += 1,
+                    TunnResult::Done => {}
                 }
                 break;
             }
@@ -316,8 +381,20 @@ mod tests {
         let mut p = [0u8; 20];
         p[0] = 0x45;
         p[16..20].copy_from_slice(&[10, 244, 1, 7]);
-        assert_eq!(destination(&p), Some(Ipv4Addr::new(10, 244, 1, 7)));
-        p[0] = 0x60;
-        assert_eq!(destination(&p), None, "IPv6 is not carried yet");
+        assert_eq!(destination(&p), Some(IpAddr::V4(Ipv4Addr::new(10, 244, 1, 7))));
+        let mut p6 = [0u8; 40];
+        p6[0] = 0x60;
+        let dst: Ipv6Addr = "fd00:10:244:1::7".parse().unwrap();
+        p6[24..40].copy_from_slice(&dst.octets());
+        assert_eq!(destination(&p6), Some(IpAddr::V6(dst)));
+        assert_eq!(destination(&p6[..30]), None, "a truncated packet goes nowhere");
+        let peer = Peer {
+            name: "node-2".into(),
+            endpoint: SocketAddrV4::new(Ipv4Addr::new(172, 18, 0, 3), PORT),
+            public: [0; 32],
+            allowed: vec!["10.244.1.0/24".parse().unwrap(), "fd00:10:244:1::/64".parse().unwrap()],
+        };
+        assert!(peer.holds(IpAddr::V6(dst)) && peer.holds("10.244.1.7".parse().unwrap()));
+        assert!(!peer.holds("fd00:10:244:2::7".parse().unwrap()));
     }
 }

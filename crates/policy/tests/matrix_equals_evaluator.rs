@@ -1,9 +1,14 @@
 //! The set-based matrix and the one-connection evaluator are two implementations of the same
-//! semantics: on random clusters they must agree on every pair and port.
+//! semantics: on random clusters they must agree on every pair and port; so must the rules
+//! compiled for the kernel, on the cluster and on its dual-stack twin (both families).
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
 
-use model::Protocol;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+use model::{ClusterState, Protocol};
+use policy::spec::{IpBlock, Peer};
 use policy::{Connection, Endpoint, Evaluator, PolicySet};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -168,6 +173,51 @@ fn build(pods: &[PodSpec], prod_ns: usize, policies: &[(usize, Value)]) -> Vec<V
     objects
 }
 
+/// The IPv6 twin of an IPv4 address: `fd00::` and its 32 bits.
+fn v6_twin(v4: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::from((0xfd00_u128 << 112) | u128::from(u32::from(v4)))
+}
+
+fn net_twin(net: &IpNet) -> Option<IpNet> {
+    match net {
+        IpNet::V4(n) => Some(IpNet::V6(Ipv6Net::new(v6_twin(n.addr()), n.prefix_len() + 96).unwrap())),
+        IpNet::V6(_) => None,
+    }
+}
+
+/// The cluster dual-stack: every pod with the IPv6 twin of its IPv4 address as a second one,
+/// every IPv4 `ipBlock` with its IPv6 twin beside it as one more peer. Membership in a twin block
+/// is membership of the IPv4 twin in the block, so each family must be judged as the
+/// single-stack cluster is (and the evaluator, which judges blocks on a pod's first address,
+/// answers as before).
+fn dual_stack(state: &ClusterState, policies: &PolicySet) -> (ClusterState, PolicySet) {
+    let mut state = state.clone();
+    for pod in &mut state.pods {
+        let twins: Vec<IpAddr> = pod.ips.iter().filter_map(|ip| if let IpAddr::V4(v4) = ip { Some(IpAddr::V6(v6_twin(*v4))) } else { None }).collect();
+        pod.ips.extend(twins);
+    }
+    let mut policies = policies.clone();
+    for policy in &mut policies.policies {
+        for rule in policy.ingress.iter_mut().chain(policy.egress.iter_mut()).flatten() {
+            let Some(peers) = &mut rule.peers else { continue };
+            let twins: Vec<Peer> = peers
+                .iter()
+                .filter_map(|peer| match peer {
+                    Peer::IpBlock(block) => {
+                        let cidr = net_twin(&block.cidr)?;
+                        let except: Vec<IpNet> = block.except.iter().filter_map(net_twin).collect();
+                        let except_text = except.iter().map(ToString::to_string).collect();
+                        Some(Peer::IpBlock(IpBlock { cidr, except, cidr_text: cidr.to_string(), except_text }))
+                    }
+                    Peer::Pods { .. } => None,
+                })
+                .collect();
+            peers.extend(twins);
+        }
+    }
+    (state, policies)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -183,6 +233,8 @@ proptest! {
         let matrix = policy::compute(&state, &compiled, &ports);
         let evaluator = Evaluator::new(&state, &compiled);
         let enforcement = policy::enforce::Enforcement::new(&state, &compiled);
+        let (dual_state, dual_policies) = dual_stack(&state, &compiled);
+        let dual = policy::enforce::Enforcement::new(&dual_state, &dual_policies);
         for (c, (port, protocol)) in ports.iter().enumerate() {
             for (i, a) in state.pods.iter().enumerate() {
                 for (j, b) in state.pods.iter().enumerate() {
@@ -198,10 +250,17 @@ proptest! {
                         && !a.host_network && !b.host_network && i != j
                     {
                         prop_assert_eq!(
-                            enforcement.allows(ip_a, ip_b, Some(*protocol), *port),
+                            enforcement.allows(IpAddr::V4(ip_a), IpAddr::V4(ip_b), Some(*protocol), *port),
                             evaluator.allowed(&conn),
                             "kernel rules: {} -> {} on {}/{}: {:#?}", a.key(), b.key(), port, protocol, evaluator.explain(&conn)
                         );
+                        for (from, to) in [(IpAddr::V4(ip_a), IpAddr::V4(ip_b)), (IpAddr::V6(v6_twin(ip_a)), IpAddr::V6(v6_twin(ip_b)))] {
+                            prop_assert_eq!(
+                                dual.allows(from, to, Some(*protocol), *port),
+                                evaluator.allowed(&conn),
+                                "kernel rules, dual-stack: {} ({}) -> {} ({}) on {}/{}: {:#?}", a.key(), from, b.key(), to, port, protocol, evaluator.explain(&conn)
+                            );
+                        }
                     }
                 }
             }
