@@ -1374,9 +1374,22 @@ fn dual_stack_and_ipv6_labs_prove_the_three_rules_in_every_family_and_mode() {
             assert!(routes6.contains("fd00:10:244:1::/64 via fd00:172:18::3 dev eth0 proto bird"), "{routes}\n{routes6}");
         }
     }
-    drop(check_the_three_rules_in_every_family(&["--mode", "host-gw", "--ip-family", "ipv6"], false, true));
-    drop(check_the_three_rules_in_every_family(&["--mode", "vxlan", "--ip-family", "ipv6", "--encrypt", "wireguard"], false, true));
-    drop(check_the_three_rules_in_every_family(&["--mode", "bgp", "--ip-family", "dual", "--encrypt", "wireguard"], true, true));
+    // Every other combination: IPv6-only in each mode, and both families encrypted.
+    for mode in ["host-gw", "vxlan", "bgp"] {
+        drop(check_the_three_rules_in_every_family(&["--mode", mode, "--ip-family", "ipv6"], false, true));
+        for family in ["dual", "ipv6"] {
+            let lab = check_the_three_rules_in_every_family(&["--mode", mode, "--ip-family", family, "--encrypt", "wireguard"], family == "dual", true);
+            // `lab down` leaves nothing: no namespace, no BIRD, no TUN (it lived in a node's
+            // namespace), no keys (they lived in the state directory).
+            let name = lab.name.clone();
+            drop(lab);
+            assert!(!Path::new(&format!("/run/podnet/{name}")).exists(), "the state and keys of {name} are left");
+            let netns = String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap();
+            assert!(!netns.contains(&format!("podnet.{name}.")), "{netns}");
+            let birds = Command::new("pgrep").args(["-f", &format!("/run/podnet/{name}/")]).output().unwrap();
+            assert!(birds.stdout.is_empty(), "a daemon of {name} is left: {}", String::from_utf8_lossy(&birds.stdout));
+        }
+    }
     // Bad settings make nothing.
     let m = manifests();
     let (_lab, out) = Lab::up(m.path(), &["--ip-family", "dual", "--pod-cidr-v6", "fd00:10:244::/64"]);
