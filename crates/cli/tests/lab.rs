@@ -1396,3 +1396,54 @@ fn dual_stack_and_ipv6_labs_prove_the_three_rules_in_every_family_and_mode() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--pod-cidr-v6 fd00:10:244::/64"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// NetworkPolicy in the kernel holds in both families: with the server isolated for ingress
+/// and only the client allowed, the client reaches it over IPv4 and IPv6 and another pod over
+/// neither (dropped, never reset); `lab check` agrees in both.
+#[test]
+fn network_policy_holds_in_both_families_of_a_dual_stack_lab() {
+    let policy = r#"
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: demo}
+spec:
+  nodeName: node-1
+  containers: [{name: c, ports: [{containerPort: 7000}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-the-client, namespace: demo}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+  - from: [{podSelector: {}}]
+    ports: [{port: 5353, protocol: UDP}]
+"#;
+    // The demo's client, labelled for the policy to name it.
+    let manifests = format!("{MANIFESTS}{policy}").replacen(
+        "metadata: {name: client, namespace: demo}",
+        "metadata: {name: client, namespace: demo, labels: {role: client}}",
+        1,
+    );
+    let Some((lab, _m)) = lab_of(&manifests, &["--nodes", "2", "--ip-family", "dual"]) else {
+        return;
+    };
+    let (client_ns, client_ips) = lab.pod_ips("demo", "client");
+    let (other_ns, _) = lab.pod_ips("demo", "other");
+    let (_, server_ips) = lab.pod_ips("demo", "server-");
+    assert_eq!(server_ips.len(), 2);
+    for (server_ip, client_ip) in server_ips.iter().zip(&client_ips) {
+        let v = try_tcp(&client_ns, *server_ip, 8080).unwrap_or_else(|e| panic!("client → {server_ip}: {e:?}"));
+        assert_eq!(v["client_ip"], client_ip.to_string());
+        assert_eq!(try_tcp(&other_ns, *server_ip, 8080).unwrap_err(), std::io::ErrorKind::TimedOut, "other → {server_ip} must be dropped");
+        // The UDP port is open to every pod, in both families.
+        assert_eq!(udp_from(&other_ns, *server_ip, 5353)["protocol"], "UDP");
+    }
+    let check = podnet(&["lab", "check", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{text}");
+    assert!(text.lines().any(|l| l.contains("[fd00:10:244:") && l.contains("dropped, as NetworkPolicy requires")), "{text}");
+}
