@@ -18,12 +18,15 @@ fn ingress_ips(svc: &Service) -> impl Iterator<Item = Ipv4Addr> + '_ {
 }
 
 /// Gives every LoadBalancer Service without an address one from `pool` (in the order given).
-/// Addresses a Service already has are kept; a full pool leaves the rest pending, as MetalLB does.
+/// Addresses a Service already has are kept; a full pool leaves the rest pending, as MetalLB does,
+/// and so does an IPv6-only Service (the pool is IPv4: MetalLB gives a Service addresses of its
+/// own families only).
 pub fn assign(services: &mut [Service], pool: Ipv4Net) {
     let mut used: std::collections::BTreeSet<Ipv4Addr> = services.iter().flat_map(ingress_ips).collect();
     for svc in services.iter_mut() {
         let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-        if !is_lb || ingress_ips(svc).next().is_some() {
+        let ipv4 = svc.spec.as_ref().and_then(|s| s.ip_families.as_ref()).is_none_or(|f| f.iter().any(|f| f == "IPv4"));
+        if !is_lb || !ipv4 || ingress_ips(svc).next().is_some() {
             continue;
         }
         let Some(ip) = pool.hosts().find(|ip| !used.contains(ip)) else {
@@ -68,5 +71,11 @@ mod tests {
         let mut s = vec![svc("LoadBalancer", None), svc("LoadBalancer", None)];
         assign(&mut s, Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 32).unwrap());
         assert_eq!(s.iter().filter(|x| ingress_ips(x).next().is_some()).count(), 1);
+        // An IPv6-only Service gets nothing from an IPv4 pool; a dual-stack one does.
+        let mut s = vec![svc("LoadBalancer", None), svc("LoadBalancer", None)];
+        s[0].spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into()]);
+        s[1].spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into(), "IPv4".into()]);
+        assign(&mut s, pool());
+        assert_eq!(s.iter().map(|x| ingress_ips(x).next()).collect::<Vec<_>>(), [None, Some(Ipv4Addr::new(172, 18, 255, 1))]);
     }
 }
