@@ -102,6 +102,7 @@ enum PodNetwork {
     Vxlan {
         ip: std::net::Ipv4Addr,
         cidr: ipnet::Ipv4Net,
+        cidr6: Option<ipnet::Ipv6Net>,
         peers: Vec<VxlanPeer>,
         cluster: Vec<ipnet::IpNet>,
     },
@@ -470,9 +471,9 @@ impl NodeAgent {
             // Encrypted: the tunnel routes to the other nodes' pods (BGP still announces).
             Backend::HostGw | Backend::Vxlan if encrypted => PodNetwork::None,
             Backend::Vxlan => {
-                let (ip, cidr) =
+                let (ip, cidr, cidr6) =
                     pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("vxlan: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
-                PodNetwork::Vxlan { ip, cidr, peers: vxlan_peers(state, &self.node), cluster }
+                PodNetwork::Vxlan { ip, cidr, cidr6, peers: vxlan_peers(state, &self.node), cluster }
             }
             Backend::HostGw => PodNetwork::Routes { wanted: peer_routes(state, &self.node), cluster },
             Backend::Bgp => PodNetwork::Bgp(Box::new(self.bgp_routing(state, &proxy)?)),
@@ -496,7 +497,8 @@ impl NodeAgent {
     /// [`Backend::Bgp`]: a full iBGP mesh with every other Node that has an IPv4 InternalIP,
     /// announcing this node's pod CIDR and the LoadBalancer/external IPs it may serve.
     fn bgp_routing(&self, state: &ClusterState, plan: &NodePlan) -> Result<bgp::NodeRouting, String> {
-        let (ip, cidr) = pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("BGP: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
+        let (ip, cidr, _) =
+            pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("BGP: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
         // IPv4 sessions between IPv4 InternalIPs, IPv6 ones between IPv6 InternalIPs.
         let internal = |n: &k8s_openapi::api::core::v1::Node| -> Vec<IpAddr> {
             n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect()
@@ -577,8 +579,8 @@ impl NodeAgent {
         // The pod network: routes (host-gw) or the overlay (vxlan) to the other Nodes' pod CIDRs.
         match network {
             PodNetwork::None => {}
-            PodNetwork::Vxlan { ip, cidr, peers, cluster } => {
-                self.run(move || sync_vxlan(ip, cidr, &cluster, &peers))?.map_err(|e| format!("vxlan to the other nodes' pods: {e}"))?;
+            PodNetwork::Vxlan { ip, cidr, cidr6, peers, cluster } => {
+                self.run(move || sync_vxlan(ip, cidr, cidr6, &cluster, &peers))?.map_err(|e| format!("vxlan to the other nodes' pods: {e}"))?;
             }
             PodNetwork::Routes { wanted, cluster } => {
                 self.run(move || sync_routes(&cluster, &wanted))?.map_err(|e| format!("routes to the other nodes' pods: {e}"))?;

@@ -99,36 +99,60 @@ pub struct VxlanPeer {
     pub mac: [u8; 6],
     /// Its InternalIP, where the encapsulated packets go.
     pub node_ip: std::net::Ipv4Addr,
+    /// Its IPv6 pod CIDR (dual-stack): carried over the same IPv4 tunnel, via its network
+    /// address on the peer's device.
+    pub pod_cidr6: Option<ipnet::Ipv6Net>,
 }
 
-/// vxlan to every other Node with an IPv4 pod CIDR and InternalIP (pure).
+/// A Node's first pod CIDR of each family.
+fn cidrs_of(n: &k8s_openapi::api::core::v1::Node) -> (Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>) {
+    let cidrs = model::cluster::node_pod_cidrs(n);
+    let v4 = cidrs.iter().find_map(|c| if let ipnet::IpNet::V4(v4) = c { Some(v4.trunc()) } else { None });
+    let v6 = cidrs.iter().find_map(|c| if let ipnet::IpNet::V6(v6) = c { Some(v6.trunc()) } else { None });
+    (v4, v6)
+}
+
+/// vxlan to every other Node with an IPv4 pod CIDR and InternalIP (and its IPv6 pod CIDR, if it
+/// has one) (pure).
 pub fn vxlan_peers(state: &ClusterState, node: &str) -> Vec<VxlanPeer> {
-    peer_routes(state, node)
-        .into_iter()
-        .filter_map(|(cidr, via)| match (cidr, via) {
-            (ipnet::IpNet::V4(pod_cidr), std::net::IpAddr::V4(node_ip)) => {
-                Some(VxlanPeer { pod_cidr, vxlan_ip: pod_cidr.network(), mac: dataplane::link::vxlan_mac_for(node_ip), node_ip })
-            }
-            _ => None,
+    let mut out: Vec<VxlanPeer> = state
+        .nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(node))
+        .filter_map(|n| {
+            let node_ip = n
+                .status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter(|a| a.type_ == "InternalIP")
+                .find_map(|a| a.address.parse::<std::net::Ipv4Addr>().ok())?;
+            let (v4, pod_cidr6) = cidrs_of(n);
+            let pod_cidr = v4?;
+            Some(VxlanPeer { pod_cidr, vxlan_ip: pod_cidr.network(), mac: dataplane::link::vxlan_mac_for(node_ip), node_ip, pod_cidr6 })
         })
-        .collect()
+        .collect();
+    out.sort_by_key(|p| p.pod_cidr);
+    out
 }
 
-/// This node's vxlan endpoint: its IPv4 InternalIP and IPv4 pod CIDR.
-pub(crate) fn own_vxlan(state: &ClusterState, node: &str) -> Option<(std::net::Ipv4Addr, ipnet::Ipv4Net)> {
+/// This node's vxlan endpoint: its IPv4 InternalIP and IPv4 pod CIDR (and its IPv6 pod CIDR).
+pub(crate) fn own_vxlan(state: &ClusterState, node: &str) -> Option<(std::net::Ipv4Addr, ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)> {
     let n = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(node))?;
     let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
-    let cidr = model::cluster::node_pod_cidrs(n).into_iter().find_map(|c| match c {
-        ipnet::IpNet::V4(v4) => Some(v4.trunc()),
-        ipnet::IpNet::V6(_) => None,
-    })?;
-    Some((ip, cidr))
+    let (v4, v6) = cidrs_of(n);
+    Some((ip, v4?, v6))
 }
 
 /// Makes this namespace's vxlan device (if missing) and its peers exactly `peers`: routes into the
 /// cluster's pod networks (`cluster`) that no peer has are deleted; each peer's route, neighbour
 /// and FDB entry written (the last two replace what is there).
-pub fn sync_vxlan(own_ip: std::net::Ipv4Addr, own_cidr: ipnet::Ipv4Net, cluster: &[ipnet::IpNet], peers: &[VxlanPeer]) -> std::io::Result<usize> {
+pub fn sync_vxlan(
+    own_ip: std::net::Ipv4Addr,
+    own_cidr: ipnet::Ipv4Net,
+    own_cidr6: Option<ipnet::Ipv6Net>,
+    cluster: &[ipnet::IpNet],
+    peers: &[VxlanPeer],
+) -> std::io::Result<usize> {
     use std::net::IpAddr;
     let nl = dataplane::link::Netlink::connect()?;
     let vx = match nl.link(VXLAN_DEVICE)? {
@@ -151,18 +175,41 @@ pub fn sync_vxlan(own_ip: std::net::Ipv4Addr, own_cidr: ipnet::Ipv4Net, cluster:
             vx
         }
     };
+    // The IPv6 pod CIDR's network address on the device too (a dual-stack Node may get it later).
+    if let Some(cidr6) = own_cidr6 {
+        match nl.add_address(vx, ipnet::IpNet::new(IpAddr::V6(cidr6.network()), 128).map_err(std::io::Error::other)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
     let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
+    // Each peer's routes: its IPv4 pod CIDR via its device's IPv4 address, its IPv6 one via the
+    // IPv6 network address.
+    let wanted: Vec<(ipnet::IpNet, IpAddr)> = peers
+        .iter()
+        .flat_map(|p| {
+            let v6 = p.pod_cidr6.map(|c| (ipnet::IpNet::V6(c), IpAddr::V6(c.network())));
+            std::iter::once((ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip))).chain(v6)
+        })
+        .collect();
+    let mut have = nl.routes(false)?;
+    have.extend(nl.routes(true)?);
     let mut changed = 0;
-    for r in nl.routes(false)?.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
-        if !peers.iter().any(|p| r.dst == ipnet::IpNet::V4(p.pod_cidr) && r.gateway == Some(IpAddr::V4(p.vxlan_ip))) {
+    for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
+        if !wanted.iter().any(|(dst, via)| r.dst == *dst && r.gateway == Some(*via)) {
             nl.delete_route(r.dst, r.gateway)?;
             changed += 1;
         }
     }
     for p in peers {
-        nl.add_neighbour(vx, IpAddr::V4(p.vxlan_ip), &p.mac)?;
         nl.add_fdb(vx, &p.mac, IpAddr::V4(p.node_ip))?;
-        nl.add_onlink_route(ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip), vx)?;
+    }
+    for (dst, via) in &wanted {
+        let mac = peers.iter().find(|p| IpAddr::V4(p.vxlan_ip) == *via || p.pod_cidr6.is_some_and(|c| IpAddr::V6(c.network()) == *via)).map(|p| p.mac);
+        if let Some(mac) = mac {
+            nl.add_neighbour(vx, *via, &mac)?;
+        }
+        nl.add_onlink_route(*dst, *via, vx)?;
     }
     Ok(changed)
 }
@@ -193,6 +240,34 @@ pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, cidrs: &[&str], ip: &str) -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn vxlan_peers_carry_their_ipv6_pod_cidr_over_the_ipv4_tunnel() {
+        let state = ClusterState {
+            nodes: vec![
+                node("a", &["10.244.0.0/24", "fd00:10:244::/64"], "172.18.0.2"),
+                node("b", &["10.244.1.0/24", "fd00:10:244:1::/64"], "172.18.0.3"),
+                node("c", &["10.244.2.0/24"], "172.18.0.4"),
+            ],
+            ..Default::default()
+        };
+        let peers = vxlan_peers(&state, "a");
+        assert_eq!(peers.len(), 2);
+        assert_eq!((peers[0].pod_cidr.to_string(), peers[0].pod_cidr6.map(|c| c.to_string())), ("10.244.1.0/24".into(), Some("fd00:10:244:1::/64".into())));
+        assert_eq!(peers[0].node_ip.to_string(), "172.18.0.3");
+        assert_eq!(peers[1].pod_cidr6, None, "a single-stack peer");
+        let own = own_vxlan(&state, "a").unwrap();
+        assert_eq!(own.2.map(|c| c.to_string()), Some("fd00:10:244::/64".into()));
+    }
 
     #[test]
     fn the_conflist_is_written_once_and_atomically() {
