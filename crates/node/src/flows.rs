@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use model::Protocol;
 use proxy::NodePlan;
@@ -34,7 +34,9 @@ pub struct Connections {
 impl Connections {
     /// The `conntrack -D` arguments that delete them.
     pub fn delete_args(&self) -> Vec<String> {
+        let family = if self.client.is_ipv6() { "ipv6" } else { "ipv4" };
         [
+            ("-f", family.to_owned()),
             ("-p", self.protocol.clone()),
             ("-s", self.client.to_string()),
             ("-d", self.frontend.to_string()),
@@ -50,7 +52,7 @@ impl Connections {
 /// The live connections in `listing` (`conntrack -L`) that `allows(from, to, protocol, port)`
 /// denies. Connections from or to the node's own addresses (`own`) do not cross the forward
 /// hook the policies are judged in, and stay.
-pub fn denied(listing: &str, own: &[IpAddr], allows: impl Fn(Ipv4Addr, Ipv4Addr, Protocol, u16) -> bool) -> BTreeSet<Connections> {
+pub fn denied(listing: &str, own: &[IpAddr], allows: impl Fn(IpAddr, IpAddr, Protocol, u16) -> bool) -> BTreeSet<Connections> {
     // TCP connections that are closing or closed carry nothing more: only live ones matter.
     let live: String = listing.lines().filter(|l| !l.starts_with("tcp") || LIVE_TCP.iter().any(|s| l.contains(s))).map(|l| format!("{l}\n")).collect();
     let mut doomed = BTreeSet::new();
@@ -58,8 +60,7 @@ pub fn denied(listing: &str, own: &[IpAddr], allows: impl Fn(Ipv4Addr, Ipv4Addr,
         if own.contains(&f.orig_src) || own.contains(&f.reply_src) {
             continue;
         }
-        let (IpAddr::V4(from), IpAddr::V4(to)) = (f.orig_src, f.reply_src) else { continue };
-        if !allows(from, to, f.protocol, f.reply_sport) {
+        if !allows(f.orig_src, f.reply_src, f.protocol, f.reply_sport) {
             doomed.insert(Connections {
                 protocol: f.protocol.as_str().to_ascii_lowercase(),
                 client: f.orig_src,
@@ -107,20 +108,28 @@ tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.96.0.20 sport=40001 dport=80
 tcp      6 119 TIME_WAIT src=10.244.1.4 dst=10.244.2.3 sport=40002 dport=8080 src=10.244.2.3 dst=10.244.1.4 sport=8080 dport=40002 [ASSURED] mark=0 use=1
 tcp      6 431999 ESTABLISHED src=10.244.1.1 dst=10.244.2.3 sport=40003 dport=8080 src=10.244.2.3 dst=10.244.1.1 sport=8080 dport=40003 [ASSURED] mark=0 use=1
 udp      17 29 src=10.244.1.5 dst=10.244.2.3 sport=5000 dport=53 src=10.244.2.3 dst=10.244.1.5 sport=53 dport=5000 mark=0 use=1
+tcp      6 431999 ESTABLISHED src=fd00:10:244:1::2 dst=fd00:10:244:2::3 sport=40004 dport=8080 src=fd00:10:244:2::3 dst=fd00:10:244:1::2 sport=8080 dport=40004 [ASSURED] mark=0 use=1
 ";
 
     #[test]
     fn only_live_denied_connections_between_pods_are_cut_once_per_client_port_and_endpoint() {
         let own: [IpAddr; 1] = ["10.244.1.1".parse().unwrap()];
-        let deny_to_8080 = |_: Ipv4Addr, _: Ipv4Addr, p: Protocol, port: u16| !(p == Protocol::Tcp && port == 8080);
+        let deny_to_8080 = |_: IpAddr, _: IpAddr, p: Protocol, port: u16| !(p == Protocol::Tcp && port == 8080);
         let doomed = denied(LISTING, &own, deny_to_8080);
         // The two source ports of one client to one Service make one deletion; the closed
-        // connection and the node's own are left; UDP to port 53 is allowed.
-        assert_eq!(doomed.len(), 1, "{doomed:?}");
-        let c = doomed.first().unwrap();
-        assert_eq!(c.delete_args().join(" "), "-p tcp -s 10.244.1.2 -d 10.96.0.20 --dport 80 -r 10.244.2.3");
+        // connection and the node's own are left; UDP to port 53 is allowed; the IPv6
+        // connection is judged and cut like the IPv4 ones (deleted from IPv6's table).
+        assert_eq!(doomed.len(), 2, "{doomed:?}");
+        let args: Vec<String> = doomed.iter().map(|c| c.delete_args().join(" ")).collect();
+        assert_eq!(
+            args,
+            [
+                "-f ipv4 -p tcp -s 10.244.1.2 -d 10.96.0.20 --dport 80 -r 10.244.2.3",
+                "-f ipv6 -p tcp -s fd00:10:244:1::2 -d fd00:10:244:2::3 --dport 8080 -r fd00:10:244:2::3"
+            ]
+        );
         assert!(denied(LISTING, &own, |_, _, _, _| true).is_empty(), "nothing is denied");
         let all = denied(LISTING, &[], |_, _, _, _| false);
-        assert_eq!(all.len(), 3, "without own addresses the node's connection is a pod's too: {all:?}");
+        assert_eq!(all.len(), 4, "without own addresses the node's connection is a pod's too: {all:?}");
     }
 }

@@ -452,7 +452,7 @@ impl NodeAgent {
         let listed = self.run(flows::listing)?.map_err(|e| format!("listing the node's connections: {e}"))?;
         let policies = compile_policies(state);
         let enforcement = policy::enforce::Enforcement::new(state, &policies);
-        let doomed = flows::denied(&listed.0, &listed.1, |from, to, protocol, port| enforcement.allows(IpAddr::V4(from), IpAddr::V4(to), Some(protocol), port));
+        let doomed = flows::denied(&listed.0, &listed.1, |from, to, protocol, port| enforcement.allows(from, to, Some(protocol), port));
         let count = doomed.len();
         if count > 0 {
             self.run(move || flows::delete(&doomed))?.map_err(|e| format!("cutting the connections the policies deny: {e}"))?;

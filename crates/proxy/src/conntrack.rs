@@ -33,7 +33,9 @@ impl Flow {
     /// The `conntrack -D` arguments that delete exactly this flow.
     pub fn delete_args(&self) -> Vec<String> {
         let proto = self.protocol.as_str().to_ascii_lowercase();
+        let family = if self.orig_src.is_ipv6() { "ipv6" } else { "ipv4" };
         [
+            ("-f", family.to_owned()),
             ("-p", proto),
             ("--orig-src", self.orig_src.to_string()),
             ("--orig-dst", self.orig_dst.to_string()),
@@ -169,7 +171,7 @@ conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.\n";
         assert_eq!(flows.len(), 4);
         assert_eq!(flows[0].reply_src, "10.244.1.2".parse::<IpAddr>().unwrap());
         assert_eq!((flows[2].orig_dport, flows[2].reply_sport), (53, 53));
-        assert_eq!(flows[0].delete_args().join(" "), "-p udp --orig-src 10.244.0.9 --orig-dst 10.96.0.10 --sport 40000 --dport 53");
+        assert_eq!(flows[0].delete_args().join(" "), "-f ipv4 -p udp --orig-src 10.244.0.9 --orig-dst 10.96.0.10 --sport 40000 --dport 53");
     }
 
     #[test]
