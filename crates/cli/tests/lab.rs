@@ -1439,6 +1439,18 @@ spec:
         assert_eq!(v["client_ip"], client_ip.to_string());
         assert_eq!(try_tcp(&other_ns, *server_ip, 8080).unwrap_err(), std::io::ErrorKind::TimedOut, "other → {server_ip} must be dropped");
     }
+    // The drops are logged in both families, named.
+    let (other_ips, mut logged) = (lab.pod_ips("demo", "other").1, String::new());
+    let start = std::time::Instant::now();
+    while !other_ips.iter().all(|ip| logged.contains(&format!("\"src_ip\":\"{ip}\""))) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        logged = String::from_utf8_lossy(&podnet(&["lab", "logs", "--name", &lab.name, "--drops", "--no-follow", "-o", "json"]).stdout).into_owned();
+    }
+    for ip in &other_ips {
+        let drop = logged.lines().find(|l| l.contains(&format!("\"src_ip\":\"{ip}\""))).unwrap_or_else(|| panic!("no drop from {ip} logged:\n{logged}"));
+        let v: Value = serde_json::from_str(drop).unwrap();
+        assert_eq!((v["src_pod"].as_str(), v["dst_port"].as_u64(), v["direction"].as_str()), (Some("demo/other"), Some(8080), Some("ingress")), "{drop}");
+    }
     let check = podnet(&["lab", "check", "--name", &lab.name]);
     let text = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.status.success(), "{text}");

@@ -3,7 +3,7 @@
 //! ports. What `podnet lab logs --drops` shows comes from here.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt};
@@ -40,9 +40,9 @@ pub struct Logged {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source address.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// Destination address.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP).
     pub protocol: u8,
     /// Source port (0 for protocols without ports).
@@ -143,7 +143,7 @@ fn parse_packet_message(attrs: &[u8]) -> Logged {
                 let usecs = u64::from_be_bytes(value[8..16].try_into().unwrap_or_default());
                 logged.time = Some((secs, usecs as u32));
             }
-            ATTR_PAYLOAD => logged.packet = parse_ipv4(value),
+            ATTR_PAYLOAD => logged.packet = parse_ipv4(value).or_else(|| parse_ipv6(value)),
             _ => {}
         }
     }
@@ -157,13 +157,31 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Packet> {
     }
     let header = usize::from(p[0] & 0x0f) * 4;
     let protocol = p[9];
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    let (src_port, dst_port) = match (protocol, p.get(header..header + 4)) {
+    let src = IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]));
+    let dst = IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]));
+    let (src_port, dst_port) = ports(protocol, p.get(header..header + 4));
+    Some(Packet { src, dst, protocol, src_port, dst_port })
+}
+
+/// The header fields of an IPv6 packet whose transport header follows the fixed header (what
+/// pods send; extension headers leave the ports 0).
+pub fn parse_ipv6(p: &[u8]) -> Option<Packet> {
+    if p.len() < 40 || p[0] >> 4 != 6 {
+        return None;
+    }
+    let protocol = p[6];
+    let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?));
+    let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?));
+    let (src_port, dst_port) = ports(protocol, p.get(40..44));
+    Some(Packet { src, dst, protocol, src_port, dst_port })
+}
+
+/// TCP's, UDP's and SCTP's ports from the transport header's first four bytes.
+fn ports(protocol: u8, header: Option<&[u8]>) -> (u16, u16) {
+    match (protocol, header) {
         (6 | 17 | 132, Some(ports)) => (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]])),
         _ => (0, 0),
-    };
-    Some(Packet { src, dst, protocol, src_port, dst_port })
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +200,10 @@ mod tests {
         assert_eq!(got[0].prefix, "podnet drop ingress x: deny");
         assert_eq!(got[0].time, Some((1_700_000_000, 123_456)));
         let p = got[0].packet.unwrap();
-        assert_eq!((p.src, p.dst, p.protocol, p.src_port, p.dst_port), (Ipv4Addr::new(10, 244, 0, 2), Ipv4Addr::new(10, 244, 1, 3), 6, 43402, 8080));
+        assert_eq!(
+            (p.src, p.dst, p.protocol, p.src_port, p.dst_port),
+            (IpAddr::V4(Ipv4Addr::new(10, 244, 0, 2)), IpAddr::V4(Ipv4Addr::new(10, 244, 1, 3)), 6, 43402, 8080)
+        );
     }
 
     #[test]
@@ -191,5 +212,19 @@ mod tests {
         assert_eq!(parse_ipv4(&[0x45, 0, 0]), None);
         let icmp = [0x45u8, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
         assert_eq!(parse_ipv4(&icmp).map(|p| (p.protocol, p.dst_port)), Some((1, 0)));
+    }
+
+    #[test]
+    fn ipv6_packets_give_their_addresses_and_ports() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("fd00:10:244::2".parse().unwrap(), "fd00:10:244:1::3".parse().unwrap());
+        let mut ip = vec![0x60u8, 0, 0, 0, 0, 20, 6, 64];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        ip.extend_from_slice(&[0xa9, 0x8a, 0x1f, 0x90]);
+        let msg = message(MSG_PACKET, 0, 0, 7, &[(ATTR_PREFIX, b"podnet drop ingress x: deny\0".to_vec()), (ATTR_PAYLOAD, ip.clone())]);
+        let p = parse(&msg)[0].packet.unwrap();
+        assert_eq!((p.src, p.dst, p.protocol, p.src_port, p.dst_port), (IpAddr::V6(src), IpAddr::V6(dst), 6, 43402, 8080));
+        assert_eq!(parse_ipv6(&ip[..39]), None, "shorter than the fixed header");
+        assert_eq!(parse_ipv6(&ip[..40]).map(|p| p.dst_port), Some(0), "no transport header: no ports");
     }
 }

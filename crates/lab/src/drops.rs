@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ fn protocol_name(n: u8) -> String {
 }
 
 /// A logged packet as a drop record; `None` for anything our rules did not log.
-pub fn record(node: &str, logged: &Logged, pods: &BTreeMap<Ipv4Addr, String>, now: impl Fn() -> String) -> Option<Drop> {
+pub fn record(node: &str, logged: &Logged, pods: &BTreeMap<IpAddr, String>, now: impl Fn() -> String) -> Option<Drop> {
     let (direction, policy) = policy::enforce::parse_drop_prefix(&logged.prefix)?;
     let p = logged.packet?;
     Some(Drop {
@@ -237,24 +237,21 @@ pub fn flows_file(lab: &LabName) -> std::path::PathBuf {
 /// listeners and refreshed on every change.
 #[derive(Default)]
 pub struct Names {
-    /// Pods by address.
-    pub pods: BTreeMap<Ipv4Addr, String>,
+    /// Pods by address (each of their addresses).
+    pub pods: BTreeMap<IpAddr, String>,
     /// Each pod's node, by address.
-    pub nodes: BTreeMap<Ipv4Addr, String>,
-    /// Services by ClusterIP.
-    pub services: BTreeMap<Ipv4Addr, String>,
+    pub nodes: BTreeMap<IpAddr, String>,
+    /// Services by ClusterIP (each of their ClusterIPs).
+    pub services: BTreeMap<IpAddr, String>,
 }
 
 /// The names of a lab state.
 pub fn names(st: &LabState) -> Names {
     let mut n = Names::default();
-    // The drop log and connection events are read for IPv4 packets (docs/policy.md).
     for (i, p) in st.plan.pods.iter().enumerate().filter(|(_, p)| !p.host_network) {
         for ip in st.pod_addresses(i) {
-            if let std::net::IpAddr::V4(ip) = ip {
-                n.pods.insert(ip, p.key());
-                n.nodes.insert(ip, p.node.clone());
-            }
+            n.pods.insert(ip, p.key());
+            n.nodes.insert(ip, p.node.clone());
         }
     }
     for s in &st.services {
@@ -270,7 +267,8 @@ pub fn names(st: &LabState) -> Names {
 /// A node's new connection as a record, when this node is the one to record it: the client
 /// pod's node, or for a client that is no pod, the endpoint pod's node.
 pub fn forwarded(node: &str, flow: &dataplane::ctevents::NewFlow, names: &Names, now: &str) -> Option<Forwarded> {
-    let (src, dst, endpoint) = (flow.original.src?, flow.original.dst?, flow.reply.src?);
+    // Connection events are read for IPv4 flows (docs/lab.md).
+    let (src, dst, endpoint) = (IpAddr::V4(flow.original.src?), IpAddr::V4(flow.original.dst?), IpAddr::V4(flow.reply.src?));
     let recorder = names.nodes.get(&src).or_else(|| names.nodes.get(&endpoint))?;
     if recorder != node {
         return None;
