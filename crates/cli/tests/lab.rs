@@ -1439,6 +1439,19 @@ spec:
         assert_eq!(v["client_ip"], client_ip.to_string());
         assert_eq!(try_tcp(&other_ns, *server_ip, 8080).unwrap_err(), std::io::ErrorKind::TimedOut, "other → {server_ip} must be dropped");
     }
+    // The client's connections are recorded as flows in both families, named.
+    let flows_log = format!("/run/podnet/{}/flows.log", lab.name);
+    let start = std::time::Instant::now();
+    let recorded = |ip: &IpAddr| {
+        std::fs::read_to_string(&flows_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(&format!("\"src_ip\":\"{ip}\"")) && l.contains("\"src_pod\":\"demo/client\""))
+    };
+    while !client_ips.iter().all(recorded) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(client_ips.iter().all(recorded), "{}", std::fs::read_to_string(&flows_log).unwrap_or_default());
     // The drops are logged in both families, named.
     let (other_ips, mut logged) = (lab.pod_ips("demo", "other").1, String::new());
     let start = std::time::Instant::now();

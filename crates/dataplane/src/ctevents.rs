@@ -4,7 +4,7 @@
 //! connection a rule drops is never reported: these are the forwarded flows.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt};
@@ -18,6 +18,8 @@ const TUPLE_IP: u16 = 1;
 const TUPLE_PROTO: u16 = 2;
 const IP_V4_SRC: u16 = 1;
 const IP_V4_DST: u16 = 2;
+const IP_V6_SRC: u16 = 3;
+const IP_V6_DST: u16 = 4;
 const PROTO_NUM: u16 = 1;
 const PROTO_SRC_PORT: u16 = 2;
 const PROTO_DST_PORT: u16 = 3;
@@ -26,9 +28,9 @@ const PROTO_DST_PORT: u16 = 3;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tuple {
     /// Source address.
-    pub src: Option<Ipv4Addr>,
+    pub src: Option<IpAddr>,
     /// Destination address.
-    pub dst: Option<Ipv4Addr>,
+    pub dst: Option<IpAddr>,
     /// IP protocol number.
     pub protocol: u8,
     /// Source port (0 without ports).
@@ -90,10 +92,13 @@ fn tuple(b: &[u8]) -> Tuple {
         match kind {
             TUPLE_IP => {
                 for (k, v) in attrs(value) {
-                    let addr = <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from);
+                    let v4 = || <[u8; 4]>::try_from(v).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a)));
+                    let v6 = || <[u8; 16]>::try_from(v).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a)));
                     match k {
-                        IP_V4_SRC => t.src = addr,
-                        IP_V4_DST => t.dst = addr,
+                        IP_V4_SRC => t.src = v4(),
+                        IP_V4_DST => t.dst = v4(),
+                        IP_V6_SRC => t.src = v6(),
+                        IP_V6_DST => t.dst = v6(),
                         _ => {}
                     }
                 }
@@ -165,8 +170,25 @@ mod tests {
         let flows = parse(&msg);
         assert_eq!(flows.len(), 1);
         let f = flows[0];
-        assert_eq!((f.original.src, f.original.dst, f.original.dst_port), (Some(Ipv4Addr::new(10, 244, 0, 3)), Some(Ipv4Addr::new(10, 96, 0, 20)), 80));
-        assert_eq!((f.reply.src, f.reply.src_port, f.original.protocol), (Some(Ipv4Addr::new(10, 244, 2, 3)), 8080, 6));
+        assert_eq!(
+            (f.original.src, f.original.dst, f.original.dst_port),
+            (Some(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 3))), Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 20))), 80)
+        );
+        assert_eq!((f.reply.src, f.reply.src_port, f.original.protocol), (Some(IpAddr::V4(Ipv4Addr::new(10, 244, 2, 3))), 8080, 6));
         assert!(parse(&msg[..10]).is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_event_gives_its_addresses() {
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00:10:244::3".parse().unwrap(), "fd00:10:244:2::3".parse().unwrap());
+        let ip = [attr(IP_V6_SRC, false, &a.octets()), attr(IP_V6_DST, false, &b.octets())].concat();
+        let body = attr(TUPLE_ORIG, true, &attr(TUPLE_IP, true, &ip));
+        let mut msg = ((20 + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend(((SUBSYS_CTNETLINK << 8) | MSG_CT_NEW).to_ne_bytes());
+        msg.extend([0u8; 10]);
+        msg.extend([10, 0, 0, 0]); // nfgenmsg: AF_INET6
+        msg.extend(body);
+        let f = parse(&msg)[0];
+        assert_eq!((f.original.src, f.original.dst), (Some(IpAddr::V6(a)), Some(IpAddr::V6(b))));
     }
 }

@@ -267,8 +267,7 @@ pub fn names(st: &LabState) -> Names {
 /// A node's new connection as a record, when this node is the one to record it: the client
 /// pod's node, or for a client that is no pod, the endpoint pod's node.
 pub fn forwarded(node: &str, flow: &dataplane::ctevents::NewFlow, names: &Names, now: &str) -> Option<Forwarded> {
-    // Connection events are read for IPv4 flows (docs/lab.md).
-    let (src, dst, endpoint) = (IpAddr::V4(flow.original.src?), IpAddr::V4(flow.original.dst?), IpAddr::V4(flow.reply.src?));
+    let (src, dst, endpoint) = (flow.original.src?, flow.original.dst?, flow.reply.src?);
     let recorder = names.nodes.get(&src).or_else(|| names.nodes.get(&endpoint))?;
     if recorder != node {
         return None;
