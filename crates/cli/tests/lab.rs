@@ -1493,3 +1493,24 @@ spec:
         assert!(s.recv(&mut [0u8; 2048]).is_err(), "the established flow to {:?} must be cut", s.peer_addr());
     }
 }
+
+/// In a dual-stack lab a PreferDualStack LoadBalancer gets an address of each family (the IPv4
+/// pool's and `fd00:172:18:ff::/120`'s), both answer from the external host; with
+/// `externalTrafficPolicy: Local` the server sees the external host's own address of each family.
+#[test]
+fn dual_stack_load_balancers_answer_on_both_families_from_the_external_host() {
+    let yaml = [server_pod("near", "node-1"), load_balancer("both", "  ipFamilyPolicy: PreferDualStack\n  externalTrafficPolicy: Local\n")].concat();
+    let Some((lab, _dir)) = lab_of(&yaml, &["--nodes", "2", "--ip-family", "dual"]) else {
+        return;
+    };
+    let st = lab.state();
+    let svc = st["services"].as_array().unwrap().iter().find(|s| s["metadata"]["name"] == "both").unwrap().clone();
+    let ingress: Vec<IpAddr> =
+        svc["status"]["loadBalancer"]["ingress"].as_array().unwrap().iter().map(|i| i["ip"].as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!(ingress, ["172.18.255.1".parse::<IpAddr>().unwrap(), "fd00:172:18:ff::1".parse().unwrap()], "{svc}");
+    let external = format!("podnet.{}.external", lab.name);
+    for (ip, client) in ingress.iter().zip(["172.18.0.1", "fd00:172:18::1"]) {
+        let a = try_tcp(&external, *ip, 80).unwrap_or_else(|e| panic!("{ip}: {e:?}"));
+        assert_eq!((a["pod"].as_str(), a["client_ip"].as_str()), (Some("demo/near"), Some(client)), "through {ip}: {a}");
+    }
+}

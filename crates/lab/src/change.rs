@@ -210,7 +210,7 @@ fn merge_services(st: &mut LabState, cluster: &ClusterState) -> Result<(), LabEr
     model::allocate::allocate(&mut all, &st.plan.config.ranges())
         .map_err(|e| LabError { what: "allocating Service addresses".into(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()) })?;
     st.services = all.into_iter().map(|n| n.object).collect();
-    crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
+    crate::load_balancer::assign(&mut st.services, &st.plan.config.load_balancer_pools());
     for given in &cluster.endpoint_slices {
         st.given_slices
             .retain(|s| !(s.metadata.namespace.as_deref() == Some(given.namespace.as_str()) && s.metadata.name.as_deref() == Some(given.name.as_str())));
@@ -307,7 +307,7 @@ pub fn sync(lab: &LabName, cluster: &ClusterState, plugin: &Path) -> Result<Chan
     let wanted = plan::plan(&st.plan.config, &bound).map_err(plan_error)?;
     let mut change = Change::default();
     st.services = cluster.services.iter().map(|s| s.object.clone()).collect();
-    crate::load_balancer::assign(&mut st.services, crate::load_balancer::pool());
+    crate::load_balancer::assign(&mut st.services, &st.plan.config.load_balancer_pools());
     // Slices the EndpointSlice controller made are the lab's to compute from its pods, as it does.
     let managed = |s: &k8s_openapi::api::discovery::v1::EndpointSlice| {
         s.metadata.labels.as_ref().and_then(|l| l.get("endpointslice.kubernetes.io/managed-by")).is_some_and(|m| m == "endpointslice-controller.k8s.io")

@@ -205,6 +205,13 @@ impl LabConfig {
         model::allocate::Ranges::with_cidrs(self.service_cidrs()).unwrap_or_default()
     }
 
+    /// The LoadBalancer pools of the families the lab's pods have.
+    pub fn load_balancer_pools(&self) -> Vec<IpNet> {
+        let v4 = self.ip_family.has_v4().then(|| IpNet::V4(crate::load_balancer::pool()));
+        let v6 = self.ip_family.has_v6().then(|| IpNet::V6(crate::load_balancer::pool6()));
+        v4.into_iter().chain(v6).collect()
+    }
+
     /// The cluster's pod CIDRs, primary family first (kube-proxy's `--cluster-cidr`).
     pub fn cluster_cidrs(&self) -> Vec<IpNet> {
         let (v4, v6) = (IpNet::V4(self.pod_cidr), IpNet::V6(self.pod_cidr6));

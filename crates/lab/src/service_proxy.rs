@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use dataplane::netns;
@@ -30,8 +30,9 @@ pub struct Proxies {
     status: Arc<std::sync::Mutex<ProxyStatus>>,
     /// The snapshot the agents last synced to, to tell what a change touched.
     last: Option<ClusterState>,
-    /// LoadBalancer and external IPs routed from the external host, to a node's address.
-    announced: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// LoadBalancer and external IPs routed from the external host, to a node's address of
+    /// their family.
+    announced: BTreeMap<IpAddr, IpAddr>,
 }
 
 /// Unix time in seconds: the clock the lab process injects into the pure metrics and health.
@@ -254,7 +255,7 @@ impl Proxies {
         self.agents.iter().map(|(name, a)| (name.clone(), a.external_addresses())).collect()
     }
 
-    /// Points the external host's /32 routes for LoadBalancer and external IPs at a node that
+    /// Points the external host's /32 (/128) routes for LoadBalancer and external IPs at a node that
     /// may serve them (any for `externalTrafficPolicy: Cluster`, one with a local endpoint for
     /// `Local`, as MetalLB announces), else the first node. Not in a lab whose external host
     /// learns them over BGP.
@@ -262,19 +263,21 @@ impl Proxies {
         if st.plan.config.bgp.as_ref().is_some_and(|b| b.external) {
             return;
         }
-        let mut wanted: BTreeMap<Ipv4Addr, (bool, Ipv4Addr)> = BTreeMap::new();
+        let mut wanted: BTreeMap<IpAddr, (bool, IpAddr)> = BTreeMap::new();
         for n in &st.plan.nodes {
             let Some(agent) = self.agents.get(&n.name) else { continue };
             for (ip, preferred) in agent.external_addresses() {
-                let IpAddr::V4(ip) = ip else { continue };
-                let entry = wanted.entry(ip).or_insert((preferred, n.ip));
+                // Through the node's underlay address of the same family.
+                let via = if ip.is_ipv4() { Some(IpAddr::V4(n.ip)) } else { n.ip6.map(IpAddr::V6) };
+                let Some(via) = via else { continue };
+                let entry = wanted.entry(ip).or_insert((preferred, via));
                 if preferred && !entry.0 {
-                    *entry = (true, n.ip);
+                    *entry = (true, via);
                 }
             }
         }
-        let wanted: BTreeMap<Ipv4Addr, Ipv4Addr> = wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect();
-        let (gone, changed): (Vec<Ipv4Addr>, Vec<(Ipv4Addr, Ipv4Addr)>) = (
+        let wanted: BTreeMap<IpAddr, IpAddr> = wanted.into_iter().map(|(ip, (_, node))| (ip, node)).collect();
+        let (gone, changed): (Vec<IpAddr>, Vec<(IpAddr, IpAddr)>) = (
             self.announced.keys().filter(|a| !wanted.contains_key(a)).copied().collect(),
             wanted.iter().filter(|(a, n)| self.announced.get(a) != Some(n)).map(|(a, n)| (*a, *n)).collect(),
         );
@@ -283,12 +286,12 @@ impl Proxies {
         }
         let routed = netns::run_in(&netns::path_of(&st.plan.external_netns()), move || -> io::Result<()> {
             let nl = dataplane::Netlink::connect()?;
-            let host = |a: Ipv4Addr| ipnet::IpNet::new(IpAddr::V4(a), 32).map_err(io::Error::other);
+            let host = |a: IpAddr| ipnet::IpNet::new(a, if a.is_ipv4() { 32 } else { 128 }).map_err(io::Error::other);
             for a in gone {
                 nl.delete_route(host(a)?, None)?;
             }
             for (a, node) in changed {
-                nl.replace_route(host(a)?, IpAddr::V4(node))?;
+                nl.replace_route(host(a)?, node)?;
             }
             Ok(())
         });

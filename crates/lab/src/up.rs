@@ -89,7 +89,7 @@ pub fn lab_services(
     let mut services = cluster.services.clone();
     model::allocate::allocate(&mut services, &config.ranges())?;
     let mut services: Vec<_> = services.into_iter().map(|s| s.object).collect();
-    crate::load_balancer::assign(&mut services, crate::load_balancer::pool());
+    crate::load_balancer::assign(&mut services, &config.load_balancer_pools());
     let slices = cluster.endpoint_slices.iter().map(|s| s.object.clone()).collect();
     Ok((services, slices))
 }
