@@ -325,8 +325,8 @@ pub(crate) fn lab_config(a: &UpArgs) -> Result<LabConfig> {
         IpFamilyArg::Ipv6 => lab::plan::IpFamily::Ipv6,
         IpFamilyArg::Dual => lab::plan::IpFamily::Dual,
     };
-    if a.control_plane && config.ip_family != lab::plan::IpFamily::Ipv4 {
-        bail!("--ip-family {}: a control-plane lab is IPv4 only for now; drop --control-plane or --ip-family", config.ip_family.name());
+    if a.control_plane && config.ip_family == lab::plan::IpFamily::Ipv6 {
+        bail!("--ip-family ipv6: a control-plane lab is IPv4 or dual-stack (its API server is on the IPv4 underlay); use --ip-family dual");
     }
     config.pod_cidr6 = a.pod_cidr_v6.trunc();
     config.service_cidr6 = a.service_cidr_v6.trunc();

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use ipnet::Ipv4Net;
 use kubeplane::{ControlPlane, Settings};
 use lab::LabName;
 use lab::plan::{ControlPlaneConfig, LabPlan};
@@ -125,7 +124,7 @@ fn apply_value(cp: &ControlPlane, dir: &Path, file: &str, value: &Value) -> std:
 
 /// Starts the control plane in `plan`'s control-plane namespace, registers the lab's nodes and
 /// returns the pod CIDR node IPAM gave each, in the plan's node order.
-fn start_control_plane(plan: &LabPlan, bin: &Path, keep: &mut Option<ControlPlane>) -> Result<Vec<Ipv4Net>, LabError> {
+fn start_control_plane(plan: &LabPlan, bin: &Path, keep: &mut Option<ControlPlane>) -> Result<Vec<Vec<ipnet::IpNet>>, LabError> {
     let lab = &plan.config.name;
     let settings = Settings {
         bin: bin.to_owned(),
@@ -136,24 +135,32 @@ fn start_control_plane(plan: &LabPlan, bin: &Path, keep: &mut Option<ControlPlan
         extra_sans: vec![plan.control_plane_ip().to_string()],
         scheduler: true,
         controllers: "*".into(),
+        service_cidrs: plan.config.service_cidrs().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        cluster_cidrs: plan.config.cluster_cidrs().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
     };
+    let families = plan.config.cluster_cidrs().len();
     let cp = ControlPlane::start_with(settings).map_err(lab_error("starting the control plane"))?;
     let dir = cp.dir().to_owned();
     let nodes: Vec<Value> = plan.nodes.iter().map(|n| node_object(&n.name)).collect();
     apply_value(&cp, &dir, "nodes.json", &json!({"apiVersion": "v1", "kind": "List", "items": nodes})).map_err(lab_error("registering the lab's nodes"))?;
     let cidrs = std::cell::RefCell::new(Vec::new());
-    cp.wait_for(Duration::from_secs(30), "every node's spec.podCIDR (the controller-manager's node IPAM)", |cp| {
+    cp.wait_for(Duration::from_secs(30), "every node's spec.podCIDRs (the controller-manager's node IPAM)", |cp| {
         let Ok(list) = cp.kubectl_json(&["get", "nodes"]) else { return false };
-        let by_name: Vec<(String, Option<Ipv4Net>)> = list["items"]
+        let by_name: Vec<(String, Vec<ipnet::IpNet>)> = list["items"]
             .as_array()
             .map(|items| {
                 items
                     .iter()
-                    .map(|n| (n["metadata"]["name"].as_str().unwrap_or_default().to_owned(), n["spec"]["podCIDR"].as_str().and_then(|c| c.parse().ok())))
+                    .map(|n| {
+                        let cidrs = n["spec"]["podCIDRs"].as_array().into_iter().flatten().filter_map(|c| c.as_str()?.parse().ok()).collect();
+                        (n["metadata"]["name"].as_str().unwrap_or_default().to_owned(), cidrs)
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        let found: Option<Vec<Ipv4Net>> = plan.nodes.iter().map(|n| by_name.iter().find(|(name, _)| *name == n.name).and_then(|(_, c)| *c)).collect();
+        // One of each of the cluster's families.
+        let found: Option<Vec<Vec<ipnet::IpNet>>> =
+            plan.nodes.iter().map(|n| by_name.iter().find(|(name, c)| *name == n.name && c.len() == families).map(|(_, c)| c.clone())).collect();
         found.map(|f| *cidrs.borrow_mut() = f).is_some()
     })
     .map_err(lab_error("waiting for node IPAM"))?;
@@ -243,7 +250,11 @@ pub fn up(a: UpArgs) -> Result<ExitCode> {
 fn apply_manifests(cp: &ControlPlane, paths: &[PathBuf], cluster: &model::ClusterState) -> Result<()> {
     let dir = cp.dir().to_owned();
     apply_value(cp, &dir, "cluster-dns.json", &cluster_dns_objects(cluster))?;
-    let namespaces: Vec<Value> = lab::change::given_namespaces(cluster).iter().map(|n| serde_json::to_value(n).unwrap_or_default()).collect();
+    // Every namespace the manifests use, not only those they declare: the same manifests make
+    // the same lab with or without a control plane (the declared ones keep their labels).
+    let mut used = cluster.clone();
+    used.namespaces.iter_mut().for_each(|n| n.declared = true);
+    let namespaces: Vec<Value> = lab::change::given_namespaces(&used).iter().map(|n| serde_json::to_value(n).unwrap_or_default()).collect();
     let namespaces: Vec<Value> = namespaces
         .into_iter()
         .map(|mut n| {

@@ -120,8 +120,10 @@ async fn forward(listener: tokio::net::TcpListener, netns: String, apiserver: So
 fn node_status(node: &NodePlan) -> Value {
     let resources = json!({"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"});
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let mut addresses: Vec<Value> = node.internal_ips().iter().map(|ip| json!({"type": "InternalIP", "address": ip.to_string()})).collect();
+    addresses.push(json!({"type": "Hostname", "address": node.name}));
     json!({"status": {
-        "addresses": [{"type": "InternalIP", "address": node.ip.to_string()}, {"type": "Hostname", "address": node.name}],
+        "addresses": addresses,
         "capacity": resources, "allocatable": resources,
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "podnet lab node agent is posting ready status",
                         "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
@@ -170,7 +172,7 @@ async fn heartbeat(client: kube::Client, nodes: Vec<NodePlan>) {
 }
 
 /// The status a kubelet writes for a running pod with `ip` on `node`.
-fn pod_status(pod: &Pod, ip: Option<std::net::IpAddr>, host_ip: std::net::Ipv4Addr, ready: bool, started: &str) -> Value {
+fn pod_status(pod: &Pod, ips: &[std::net::IpAddr], host_ips: &[std::net::IpAddr], ready: bool, started: &str) -> Value {
     let flag = |b: bool| if b { "True" } else { "False" };
     let condition = |t: &str, status: &str| json!({"type": t, "status": status, "lastTransitionTime": started});
     let containers: Vec<Value> = pod
@@ -184,11 +186,12 @@ fn pod_status(pod: &Pod, ip: Option<std::net::IpAddr>, host_ip: std::net::Ipv4Ad
                    "containerID": format!("podnet://{}", c.name), "state": {"running": {"startedAt": started}}})
         })
         .collect();
-    let ips: Vec<Value> = ip.iter().map(|i| json!({"ip": i.to_string()})).collect();
+    // Every address, primary first (`podIPs`; `podIP` is the first), as the kubelet posts them.
+    let listed = |all: &[std::net::IpAddr]| -> Vec<Value> { all.iter().map(|i| json!({"ip": i.to_string()})).collect() };
     json!({"status": {
         "phase": "Running",
-        "hostIP": host_ip.to_string(), "hostIPs": [{"ip": host_ip.to_string()}],
-        "podIP": ip.map(|i| i.to_string()), "podIPs": ips,
+        "hostIP": host_ips.first().map(ToString::to_string), "hostIPs": listed(host_ips),
+        "podIP": ips.first().map(ToString::to_string), "podIPs": listed(ips),
         "startTime": started,
         "conditions": [condition("PodReadyToStartContainers", "True"), condition("Initialized", "True"), condition("Ready", flag(ready)),
                        condition("ContainersReady", flag(ready)), condition("PodScheduled", "True")],
@@ -200,11 +203,11 @@ fn pod_status(pod: &Pod, ip: Option<std::net::IpAddr>, host_ip: std::net::Ipv4Ad
 /// deleted whose pod the lab has taken down (what the kubelet does once containers stopped).
 async fn write_back(client: &kube::Client, lab: &LabName, stores: &agent::source::Stores) -> Result<()> {
     let st = state::load(lab)?;
-    let node_ips: BTreeMap<&str, std::net::Ipv4Addr> = st.plan.nodes.iter().map(|n| (n.name.as_str(), n.ip)).collect();
+    let node_ips: BTreeMap<&str, Vec<std::net::IpAddr>> = st.plan.nodes.iter().map(|n| (n.name.as_str(), n.internal_ips())).collect();
     for pod in stores.pods() {
         let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else { continue };
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { continue };
-        let Some(&host_ip) = node_ips.get(node) else { continue };
+        let Some(host_ips) = node_ips.get(node) else { continue };
         let api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let ours = st.plan.pods.iter().position(|p| p.namespace == ns && p.name == name);
         if pod.metadata.deletion_timestamp.is_some() {
@@ -219,10 +222,13 @@ async fn write_back(client: &kube::Client, lab: &LabName, stores: &agent::source
             continue;
         }
         let Some(i) = ours else { continue };
-        let (ip, ready) = (st.pod_ips[i], st.plan.pods[i].ready);
+        let (ips, ready) = (st.pod_addresses(i), st.plan.pods[i].ready);
         let status = pod.status.as_ref();
         let api_ready = status.and_then(|s| s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")).is_some_and(|c| c.status == "True");
-        let current = status.is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip == ip.map(|i| i.to_string())) && api_ready == ready;
+        let api_ips: Vec<String> = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.clone()).collect();
+        let current = status.is_some_and(|s| s.phase.as_deref() == Some("Running"))
+            && api_ips == ips.iter().map(ToString::to_string).collect::<Vec<_>>()
+            && api_ready == ready;
         if current {
             continue;
         }
@@ -231,7 +237,7 @@ async fn write_back(client: &kube::Client, lab: &LabName, stores: &agent::source
             .and_then(|t| serde_json::to_value(t).ok())
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_else(now);
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(pod_status(&pod, ip, host_ip, ready, &started)))
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(pod_status(&pod, &ips, host_ips, ready, &started)))
             .await
             .with_context(|| format!("pod {ns}/{name}"))?;
     }

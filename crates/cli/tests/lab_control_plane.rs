@@ -251,3 +251,66 @@ fn an_ingress_is_served_in_a_lab_on_a_real_control_plane() {
     assert!(answer["name"].as_str().unwrap().starts_with("echo-"), "{answer}");
     drop(lab);
 }
+
+/// `lab up --control-plane --ip-family dual`: the API server allocates from both Service
+/// CIDRs and node IPAM cuts both pod CIDRs; the lab's kubelet reports both addresses of every
+/// pod and node; a PreferDualStack Service (in a namespace the manifests only use) gets a
+/// ClusterIP of each family that its pods answer on; `lab check` passes in both families.
+#[test]
+fn a_dual_stack_lab_on_a_real_control_plane() {
+    if !nix::unistd::geteuid().is_root() {
+        testkit::skip("needs root");
+        return;
+    }
+    let Some(bin) = testkit::k8s::binaries_or_skip() else { return };
+    let name = format!("cd{}", std::process::id() % 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: echo, namespace: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: echo}}\n  template:\n    metadata: {labels: {app: echo}}\n    spec: {containers: [{name: echo, image: echo, ports: [{containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: web}\nspec: {ipFamilyPolicy: PreferDualStack, selector: {app: echo}, ports: [{port: 80, targetPort: 8080}]}\n",
+    )
+    .unwrap();
+    let up = podnet(&[
+        "lab",
+        "up",
+        "--control-plane",
+        "--ip-family",
+        "dual",
+        "--kube-bin",
+        bin.to_str().unwrap(),
+        "--name",
+        &name,
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    let mut lab = Lab { name: name.clone(), kubectl: bin.join("kubectl"), kubeconfig: String::new() };
+    ok(&up, "lab up --control-plane --ip-family dual");
+    lab.kubeconfig = ok(&podnet(&["lab", "kubeconfig", "--name", &name]), "lab kubeconfig").trim().to_owned();
+    let families = |list: &Value| -> Vec<bool> { list.as_array().unwrap().iter().map(|v| v.as_str().unwrap().contains(':')).collect() };
+    for node in lab.json(&["get", "nodes"])["items"].as_array().unwrap() {
+        assert_eq!(families(&node["spec"]["podCIDRs"]), [false, true], "{node}");
+        let internal: Vec<Value> =
+            node["status"]["addresses"].as_array().unwrap().iter().filter(|a| a["type"] == "InternalIP").map(|a| a["address"].clone()).collect();
+        assert_eq!(families(&Value::Array(internal)), [false, true], "{node}");
+    }
+    lab.wait_until(Duration::from_secs(30), "both addresses of every web pod in the API", |lab| {
+        let pods = lab.json(&["get", "pods", "-n", "web"]);
+        let items = pods["items"].as_array().unwrap();
+        items.len() == 2 && items.iter().all(|p| p["status"]["podIPs"].as_array().is_some_and(|ips| ips.len() == 2))
+    });
+    let svc = lab.json(&["get", "svc", "echo", "-n", "web"]);
+    assert_eq!(svc["spec"]["ipFamilies"], serde_json::json!(["IPv4", "IPv6"]), "{svc}");
+    let cluster_ips: Vec<String> = svc["spec"]["clusterIPs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    assert!(cluster_ips[1].starts_with("fd00:10:96::"), "{svc}");
+    let pods = lab.json(&["get", "pods", "-n", "web"]);
+    let client = pods["items"][0]["metadata"]["name"].as_str().unwrap().to_owned();
+    for ip in &cluster_ips {
+        let url = if ip.contains(':') { format!("http://[{ip}]/") } else { format!("http://{ip}/") };
+        let out = podnet(&["lab", "exec", "--name", &name, "-n", "web", &client, "--", "curl", "-s", "-m", "3", "-g", &url]);
+        let answer: Value = serde_json::from_str(&ok(&out, &format!("curl {url}"))).unwrap();
+        assert_eq!(answer["namespace"], "web", "{answer}");
+    }
+    let check = ok(&podnet(&["lab", "check", "--name", &name]), "lab check");
+    assert!(check.lines().any(|l| l.contains("[fd00:10:96::")), "the IPv6 ClusterIP was checked:\n{check}");
+}

@@ -58,6 +58,11 @@ pub struct Settings {
     pub scheduler: bool,
     /// kube-controller-manager's `--controllers` (`*`: all of them; `-name` leaves one out).
     pub controllers: String,
+    /// `--service-cluster-ip-range`: one CIDR, or an IPv4 and an IPv6 one (dual-stack), primary first.
+    pub service_cidrs: String,
+    /// The controller-manager's `--cluster-cidr` (node IPAM): one CIDR, or one of each family;
+    /// nodes get a /24 of IPv4 and a /64 of IPv6.
+    pub cluster_cidrs: String,
 }
 
 impl Settings {
@@ -73,6 +78,8 @@ impl Settings {
             extra_sans: Vec::new(),
             scheduler: false,
             controllers: "*".into(),
+            service_cidrs: SERVICE_CIDR.into(),
+            cluster_cidrs: CLUSTER_CIDR.into(),
         }
     }
 }
@@ -236,6 +243,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync",
             ],
         )?;
+        let service_range = self.settings.service_cidrs.clone();
         self.spawn(
             "kube-apiserver",
             &[
@@ -258,7 +266,7 @@ impl ControlPlane {
                 "--service-account-signing-key-file",
                 &path("sa.key"),
                 "--service-cluster-ip-range",
-                SERVICE_CIDR,
+                &service_range,
                 "--authorization-mode",
                 "Node,RBAC",
                 "--cert-dir",
@@ -288,13 +296,14 @@ impl ControlPlane {
         ];
         let (sa_key, ca) = (path("sa.key"), path("ca.crt"));
         let controllers = self.settings.controllers.clone();
+        let (service_cidrs, cluster_cidrs) = (self.settings.service_cidrs.clone(), self.settings.cluster_cidrs.clone());
         let mut manager = common.to_vec();
         manager.extend([
             "--allocate-node-cidrs",
             "--cluster-cidr",
-            CLUSTER_CIDR,
+            &cluster_cidrs,
             "--service-cluster-ip-range",
-            SERVICE_CIDR,
+            &service_cidrs,
             "--service-account-private-key-file",
             &sa_key,
             "--root-ca-file",
@@ -303,6 +312,10 @@ impl ControlPlane {
             "--controllers",
             &controllers,
         ]);
+        if cluster_cidrs.contains(',') {
+            // Dual-stack node IPAM: kubeadm's per-family node masks.
+            manager.extend(["--node-cidr-mask-size-ipv4", "24", "--node-cidr-mask-size-ipv6", "64"]);
+        }
         self.spawn("kube-controller-manager", &manager)?;
         if self.settings.scheduler {
             self.spawn("kube-scheduler", &common)?;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dataplane::{Netlink, VxlanSpec, netns};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use crate::name::LabName;
@@ -95,8 +95,8 @@ pub fn lab_services(
 }
 
 /// Starts a control-plane lab's control plane once the underlay is there, registers the nodes
-/// and returns the pod CIDR its node IPAM gave each, in the plan's node order.
-pub type StartControlPlane<'a> = dyn FnMut(&LabPlan) -> Result<Vec<Ipv4Net>, LabError> + 'a;
+/// and returns the pod CIDRs its node IPAM gave each (`spec.podCIDRs`), in the plan's node order.
+pub type StartControlPlane<'a> = dyn FnMut(&LabPlan) -> Result<Vec<Vec<IpNet>>, LabError> + 'a;
 
 /// Makes the lab, and returns its state still locked (the caller saves what it adds and starts
 /// the lab process before anyone else may change it). On failure everything made so far is
@@ -174,8 +174,13 @@ fn make(
     let mut adopted = plan.clone();
     if let Some(start) = control_plane {
         let cidrs = timed(progress, "control plane (etcd, apiserver, controllers, scheduler)", || start(plan))?;
-        for (node, cidr) in adopted.nodes.iter_mut().zip(cidrs) {
-            node.pod_cidr = cidr;
+        for (node, cidrs) in adopted.nodes.iter_mut().zip(cidrs) {
+            for cidr in cidrs {
+                match cidr {
+                    IpNet::V4(v4) => node.pod_cidr = v4,
+                    IpNet::V6(v6) => node.pod_cidr6 = Some(v6),
+                }
+            }
         }
         st.plan = adopted.clone();
         locked.save(&st).map_err(ctx("saving the lab state"))?;
