@@ -248,6 +248,10 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                         st.metrics.synced(now, s.seconds, s.full, queued, s.elements);
                         st.health = proxy::metrics::Health { last_updated: now, oldest_pending: None };
                     }
+                    // Found while syncing rather than by the check above (the change raced it).
+                    if s.healed && !drifted {
+                        eprintln!("podnet agent: node {node}: the tables differ from what was applied; re-syncing in full");
+                    }
                     if s.full || changes.other {
                         eprintln!("podnet agent: node {node}: RSS {:.1} MB", rss());
                     }

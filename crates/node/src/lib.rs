@@ -41,6 +41,9 @@ pub struct Synced {
     pub stale_udp_flows: usize,
     /// Client/frontend/endpoint triples whose connections the policies now deny, cut.
     pub cut_connections: usize,
+    /// The tables had been changed behind the agent's back (found while syncing) and were
+    /// written in full again.
+    pub healed: bool,
 }
 
 /// A node's agent: its name, settings, and what it last applied.
@@ -293,7 +296,8 @@ impl NodeAgent {
         lookup: impl Fn(&str, &str) -> (Option<Arc<Service>>, Vec<Arc<EndpointSlice>>),
     ) -> Result<Synced, String> {
         let start = Instant::now();
-        let mut full = self.drifted();
+        let drifted = self.drifted();
+        let mut full = drifted;
         let Some(applied) = self.applied.as_mut() else { return Err("no full sync yet".into()) };
         let mut script = String::new();
         let (mut udp_before, mut udp_after, mut udp_ports) = (UdpEndpoints::new(), UdpEndpoints::new(), Vec::new());
@@ -345,7 +349,7 @@ impl NodeAgent {
             let plan = NodePlan { node, config: self.config.clone(), ports: udp_ports, service_cidrs: Vec::new(), cluster_cidrs: Vec::new() };
             stale_udp_flows = self.run(move || flows::clear_stale_udp(&plan))?.map_err(|e| format!("stale UDP flows: {e}"))?;
         }
-        Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64(), stale_udp_flows, cut_connections: 0 })
+        Ok(Synced { elements: self.elements, full, seconds: start.elapsed().as_secs_f64(), stale_udp_flows, cut_connections: 0, healed: drifted })
     }
 
     /// One element transaction through the node's `nft -i` session (started in its namespace
@@ -444,7 +448,7 @@ impl NodeAgent {
             (applied.policy, applied.bridge, applied.generation) = (policy, bridge, generation);
         }
         let cut_connections = if cut { self.cut_denied(state)? } else { 0 };
-        Ok(Synced { elements: self.elements, full: false, seconds: start.elapsed().as_secs_f64(), stale_udp_flows: 0, cut_connections })
+        Ok(Synced { elements: self.elements, full: false, seconds: start.elapsed().as_secs_f64(), stale_udp_flows: 0, cut_connections, healed: false })
     }
 
     /// Deletes the node's connections the policies in `state` deny.
@@ -561,7 +565,9 @@ impl NodeAgent {
             new.tables.insert((Family::Bridge, BRIDGE_TABLE.to_owned()), bridge.clone());
         }
         // What is in the kernel is trusted only if nobody changed the rules since we wrote them.
-        let old = if self.drifted() { None } else { self.in_kernel() };
+        let drifted = self.drifted();
+        let healed = drifted && self.applied.is_some();
+        let old = if drifted { None } else { self.in_kernel() };
         let udp_before = self.applied.take().map(|a| a.udp);
         let full = old.is_none();
         // The rule set and the session go to the applying thread and come back (no copy of
@@ -620,6 +626,7 @@ impl NodeAgent {
             seconds: start.elapsed().as_secs_f64(),
             stale_udp_flows,
             cut_connections: 0,
+            healed,
         })
     }
 }
