@@ -926,8 +926,18 @@ fn two_agents_join_their_pod_networks_with_vxlan() {
     assert!(fdb.contains("0e:70:ac:13:00:03 dst 172.19.0.3"), "{fdb}");
     // A connection from node A's pod network to node B's, through the overlay.
     nodes.connect_across("10.244.10.1", "10.244.11.1");
-    // Node B goes: A's route to its pods goes with it.
+    // Node B goes: A's route to its pods goes with it, and so do its neighbour and FDB entries.
     nodes.node_b_leaves(&cp, "10.244.11.0/24");
+    let start = std::time::Instant::now();
+    let left = || {
+        let neigh = String::from_utf8_lossy(&in_netns(&na, &["ip", "neigh", "show", "dev", "podnet.1"]).stdout).into_owned();
+        let fdb = String::from_utf8_lossy(&in_netns(&na, &["bridge", "fdb", "show", "dev", "podnet.1"]).stdout).into_owned();
+        (neigh.contains("10.244.11.0") || fdb.contains("172.19.0.3")).then(|| format!("{neigh}{fdb}"))
+    };
+    while let Some(what) = left() {
+        assert!(start.elapsed() < Duration::from_secs(10), "node-b's vxlan entries stayed:\n{what}\n{}", nodes.log("node-a"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Two agents with `--backend bgp` (Calico's): each runs BIRD 2 in its node's namespace, peers

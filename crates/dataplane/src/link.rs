@@ -447,6 +447,74 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
     }
 
+    /// The permanent neighbour entries (`ip`, `mac`) of link `index`, of both families; with
+    /// `fdb`, its FDB entries (`dst`, `mac`) instead (`bridge fdb show dev`).
+    pub fn neighbours(&self, index: u32, fdb: bool) -> io::Result<Vec<(IpAddr, [u8; 6])>> {
+        let families: &[AddressFamily] = if fdb { &[AddressFamily::Bridge] } else { &[AddressFamily::Inet, AddressFamily::Inet6] };
+        let mut out = Vec::new();
+        for family in families {
+            let mut query = NeighbourMessage::default();
+            query.header.family = *family;
+            for m in self.request(RouteNetlinkMessage::GetNeighbour(query), DUMP)? {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+                if n.header.ifindex != index || n.header.state != NeighbourState::Permanent {
+                    continue;
+                }
+                let (mut ip, mut mac) = (None, None);
+                for a in &n.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+                        // An FDB entry's (AF_BRIDGE) destination comes as raw bytes.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            ip = <[u8; 4]>::try_from(b.as_slice()).map(IpAddr::from).or_else(|_| <[u8; 16]>::try_from(b.as_slice()).map(IpAddr::from)).ok();
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok(),
+                        _ => {}
+                    }
+                }
+                if let (Some(ip), Some(mac)) = (ip, mac) {
+                    out.push((ip, mac));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the neighbour entry of `ip` on link `index` (gone already is fine).
+    pub fn delete_neighbour(&self, index: u32, ip: IpAddr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.ifindex = index;
+        msg.attributes.push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+        self.delete_neighbour_message(msg)
+    }
+
+    /// Deletes the vxlan FDB entry of `mac` towards `dst` on link `index` (gone already is fine).
+    pub fn delete_fdb(&self, index: u32, mac: &[u8; 6], dst: IpAddr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes.push(NeighbourAttribute::Destination(match dst {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+        self.delete_neighbour_message(msg)
+    }
+
+    fn delete_neighbour_message(&self, msg: NeighbourMessage) -> io::Result<()> {
+        const ENOENT: i32 = 2;
+        match self.ack(RouteNetlinkMessage::DelNeighbour(msg), ACK) {
+            Err(e) if e.raw_os_error() == Some(ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
     /// A vxlan FDB entry: frames for `mac` go to the underlay address `dst` (`bridge fdb append ... self`).
     pub fn add_fdb(&self, index: u32, mac: &[u8; 6], dst: IpAddr) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();

@@ -201,6 +201,19 @@ pub fn sync_vxlan(
             changed += 1;
         }
     }
+    // Neighbour and FDB entries of peers that are gone (a deleted Node): Flannel removes them too.
+    for (ip, _) in nl.neighbours(vx, false)? {
+        if !wanted.iter().any(|(_, via)| *via == ip) {
+            nl.delete_neighbour(vx, ip)?;
+            changed += 1;
+        }
+    }
+    for (dst, mac) in nl.neighbours(vx, true)? {
+        if !peers.iter().any(|p| p.mac == mac && IpAddr::V4(p.node_ip) == dst) {
+            nl.delete_fdb(vx, &mac, dst)?;
+            changed += 1;
+        }
+    }
     for p in peers {
         nl.add_fdb(vx, &p.mac, IpAddr::V4(p.node_ip))?;
     }
