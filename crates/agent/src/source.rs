@@ -44,8 +44,21 @@ pub struct Stores {
 pub struct Changes {
     /// Services (namespace, name) whose object or EndpointSlices changed.
     pub services: BTreeSet<(String, String)>,
-    /// Anything else changed (a Pod, Node, Namespace, NetworkPolicy, ...): the whole state.
+    /// Pods, Namespaces or NetworkPolicies changed: the policy and bridge tables are re-planned
+    /// (Services' endpoints follow their EndpointSlices, not the Pods).
+    pub pods_or_policies: bool,
+    /// Anything else changed (a Node, ...): the whole state.
     pub other: bool,
+}
+
+/// What a change of an object touches.
+pub enum Touches {
+    /// One Service's rules (the Service or one of its EndpointSlices).
+    Service(String, String),
+    /// The policy table (a Pod, Namespace or NetworkPolicy).
+    PodsOrPolicies,
+    /// Anything: the whole state.
+    Other,
 }
 
 /// What the ingress controller routes by: Ingresses, IngressClasses, and Secrets (TLS).
@@ -71,9 +84,20 @@ trait Watched: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Deserializ
     fn service(&self) -> Option<(String, String)> {
         None
     }
+    /// What a change of this object touches.
+    fn touches(&self) -> Touches {
+        match self.service() {
+            Some((ns, name)) => Touches::Service(ns, name),
+            None => Touches::Other,
+        }
+    }
 }
 
-impl Watched for Namespace {}
+impl Watched for Namespace {
+    fn touches(&self) -> Touches {
+        Touches::PodsOrPolicies
+    }
+}
 impl Watched for Node {
     fn trim(&mut self) {
         self.metadata.managed_fields = None;
@@ -89,7 +113,11 @@ impl Watched for Node {
         }
     }
 }
-impl Watched for NetworkPolicy {}
+impl Watched for NetworkPolicy {
+    fn touches(&self) -> Touches {
+        Touches::PodsOrPolicies
+    }
+}
 impl Watched for Ingress {}
 impl Watched for IngressClass {}
 impl Watched for Secret {}
@@ -187,7 +215,7 @@ fn watch_pods(api: Api<Pod>, changed: &Arc<Notify>, changes: &Arc<Mutex<Changes>
                 }
             }
             drop(table);
-            changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).other = true;
+            changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pods_or_policies = true;
             changed.notify_one();
         }
     });
@@ -215,15 +243,15 @@ fn reflect_selected<K: Watched>(api: Api<K>, labels: Option<&str>, changed: &Arc
     }
     let trimmed = watcher::watcher(api, config).modify(K::trim);
     let stream = reflector::reflector(writer, trimmed).default_backoff().touched_objects();
-    follow(stream, |o: &K| o.service(), changed, changes);
+    follow(stream, |o: &K| o.touches(), changed, changes);
     reader
 }
 
-/// Spawns the loop that notes each object `stream` touches in `changes` (the Service it
-/// touches, `service_of`, else the whole state) and wakes `changed`.
+/// Spawns the loop that notes what each object of `stream` touches in `changes` and wakes
+/// `changed`.
 fn follow<T, E: std::fmt::Display>(
     stream: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
-    service_of: impl Fn(&T) -> Option<(String, String)> + Send + 'static,
+    touches: impl Fn(&T) -> Touches + Send + 'static,
     changed: Arc<Notify>,
     changes: Arc<Mutex<Changes>>,
 ) {
@@ -233,11 +261,12 @@ fn follow<T, E: std::fmt::Display>(
             match event {
                 Ok(object) => {
                     let mut c = changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match service_of(&object) {
-                        Some(key) => {
-                            c.services.insert(key);
+                    match touches(&object) {
+                        Touches::Service(ns, name) => {
+                            c.services.insert((ns, name));
                         }
-                        None => c.other = true,
+                        Touches::PodsOrPolicies => c.pods_or_policies = true,
+                        Touches::Other => c.other = true,
                     }
                 }
                 Err(e) => eprintln!("watch: {e}"),
@@ -330,7 +359,7 @@ impl Stores {
             let writer = reflector::store::Writer::new(resource.clone());
             let reader = writer.as_reader();
             let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().any_semantic())).default_backoff().touched_objects();
-            follow(stream, |_: &DynamicObject| None, Arc::clone(changed), Arc::clone(&self.changes));
+            follow(stream, |_: &DynamicObject| Touches::Other, Arc::clone(changed), Arc::clone(&self.changes));
             self.gateway_api.push((resource, reader));
         }
         for (_, store) in &self.gateway_api {

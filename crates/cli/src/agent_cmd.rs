@@ -225,7 +225,9 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             let queued = unix_now();
             lock(&status).health.oldest_pending.get_or_insert(queued);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            // Only Services (or their EndpointSlices) changed: those alone; else the whole state.
+            // Services (or their EndpointSlices) changed: those alone; Pods, Namespaces or
+            // NetworkPolicies: the policy and bridge tables from a snapshot (no proxy plan);
+            // anything else: the whole state.
             let changes = stores.take_changes();
             // Tables changed behind our back (or left unknown by a failure) take a full sync.
             let drifted = agent.can_sync_services() && agent.drifted();
@@ -233,7 +235,22 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                 eprintln!("podnet agent: node {node}: the tables differ from what was applied; re-syncing in full");
             }
             let result = if !changes.other && !drifted && agent.can_sync_services() {
-                agent.sync_services(&changes.services, |ns, name| stores.service(ns, name))
+                let services = agent.sync_services(&changes.services, |ns, name| stores.service(ns, name));
+                match services {
+                    Ok(mut synced) if changes.pods_or_policies => {
+                        let tables = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync_pod_tables(&state));
+                        dataplane::release_free_memory();
+                        tables.map(|t| {
+                            synced.full |= t.full;
+                            synced.healed |= t.healed;
+                            synced.cut_connections = t.cut_connections;
+                            synced.seconds += t.seconds;
+                            synced.elements = t.elements;
+                            synced
+                        })
+                    }
+                    other => other,
+                }
             } else {
                 let synced = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync_owned(state));
                 // The snapshot was a copy of every object: give its memory back.
@@ -252,15 +269,16 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
                     if s.healed && !drifted {
                         eprintln!("podnet agent: node {node}: the tables differ from what was applied; re-syncing in full");
                     }
-                    if s.full || changes.other {
+                    if s.full || changes.other || changes.pods_or_policies {
                         eprintln!("podnet agent: node {node}: RSS {:.1} MB", rss());
                     }
                     eprintln!(
                         "podnet agent: node {node}: {} sync, {} elements, {:.1} ms",
-                        match (s.full, changes.other) {
-                            (true, _) => "full",
-                            (false, true) => "partial",
-                            (false, false) => "service",
+                        match (s.full, changes.other, changes.pods_or_policies) {
+                            (true, ..) => "full",
+                            (false, true, _) => "partial",
+                            (false, false, true) => "policy",
+                            (false, false, false) => "service",
                         },
                         s.elements,
                         s.seconds * 1e3

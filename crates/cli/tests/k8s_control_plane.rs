@@ -266,6 +266,9 @@ fn the_agent_programs_its_node_from_the_api_server_and_follows_changes() {
     assert!(relabel.status.success());
     let took = until(&ns_name(&ns), "the frontend without endpoints", |t| !t.contains("10.244.0.7 . 8080") && t.contains("no-endpoints"));
     eprintln!("relabel to rules: {took:?}");
+    // A Pod's change alone re-plans the policy table from a snapshot, not the proxy's rules.
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(text.contains("policy sync"), "{text}");
 
     // A NetworkPolicy isolating the pod: the node's policy table dispatches its address.
     apply(
