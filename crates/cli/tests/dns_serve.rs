@@ -35,9 +35,19 @@ fn serve(dir: &Path, extra: &[&str]) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The banner names the address; a line said before it (a warning) is not the banner.
     let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_else(|| panic!("no address in {line:?}")).parse().unwrap();
+    let mut before = String::new();
+    let mut stderr = BufReader::new(child.stderr.as_mut().unwrap());
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("podnet dns: serving ") {
+        before.push_str(&std::mem::take(&mut line));
+    }
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?} (before it: {before:?})"));
     Server { child, addr, banner: line }
 }
 
