@@ -4,14 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a line number
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv6Net};
-use model::{ClusterState, Protocol};
-use policy::spec::{IpBlock, Peer};
+use model::Protocol;
 use policy::{Connection, Endpoint, Evaluator, PolicySet};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use twins::{dual_stack, v6_twin};
+
+mod twins;
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 
@@ -171,51 +172,6 @@ fn build(pods: &[PodSpec], prod_ns: usize, policies: &[(usize, Value)]) -> Vec<V
         }));
     }
     objects
-}
-
-/// The IPv6 twin of an IPv4 address: `fd00::` and its 32 bits.
-fn v6_twin(v4: Ipv4Addr) -> Ipv6Addr {
-    Ipv6Addr::from((0xfd00_u128 << 112) | u128::from(u32::from(v4)))
-}
-
-fn net_twin(net: &IpNet) -> Option<IpNet> {
-    match net {
-        IpNet::V4(n) => Some(IpNet::V6(Ipv6Net::new(v6_twin(n.addr()), n.prefix_len() + 96).unwrap())),
-        IpNet::V6(_) => None,
-    }
-}
-
-/// The cluster dual-stack: every pod with the IPv6 twin of its IPv4 address as a second one,
-/// every IPv4 `ipBlock` with its IPv6 twin beside it as one more peer. Membership in a twin block
-/// is membership of the IPv4 twin in the block, so each family must be judged as the
-/// single-stack cluster is (and the evaluator, which judges blocks on a pod's first address,
-/// answers as before).
-fn dual_stack(state: &ClusterState, policies: &PolicySet) -> (ClusterState, PolicySet) {
-    let mut state = state.clone();
-    for pod in &mut state.pods {
-        let twins: Vec<IpAddr> = pod.ips.iter().filter_map(|ip| if let IpAddr::V4(v4) = ip { Some(IpAddr::V6(v6_twin(*v4))) } else { None }).collect();
-        pod.ips.extend(twins);
-    }
-    let mut policies = policies.clone();
-    for policy in &mut policies.policies {
-        for rule in policy.ingress.iter_mut().chain(policy.egress.iter_mut()).flatten() {
-            let Some(peers) = &mut rule.peers else { continue };
-            let twins: Vec<Peer> = peers
-                .iter()
-                .filter_map(|peer| match peer {
-                    Peer::IpBlock(block) => {
-                        let cidr = net_twin(&block.cidr)?;
-                        let except: Vec<IpNet> = block.except.iter().filter_map(net_twin).collect();
-                        let except_text = except.iter().map(ToString::to_string).collect();
-                        Some(Peer::IpBlock(IpBlock { cidr, except, cidr_text: cidr.to_string(), except_text }))
-                    }
-                    Peer::Pods { .. } => None,
-                })
-                .collect();
-            peers.extend(twins);
-        }
-    }
-    (state, policies)
 }
 
 proptest! {
