@@ -1040,24 +1040,11 @@ fn two_agents_encrypt_their_pod_traffic_with_keys_published_on_their_nodes() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(run_dir.path().join("node-a").join("wireguard").join("node-a.key")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     // A capture on node B's underlay side while node A's pod network talks to node B's.
-    let nb = ns_name(&nodes.b);
-    let mut capture = std::process::Command::new("ip")
-        .args(["netns", "exec", &nb, "tcpdump", "-i", "eth0", "-nn", "-l", "-A", "ip"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = std::io::BufReader::new(capture.stderr.take().unwrap());
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0 && !line.contains("listening on") {
-        line.clear();
-    }
+    let capture = testkit::capture::Capture::start(&ns_name(&nodes.b), "eth0", "ip");
     nodes.connect_across("10.244.30.1", "10.244.31.1");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture.id() as i32), nix::sys::signal::Signal::SIGINT);
-    let seen = String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned();
+    let seen = capture.finish();
     assert!(!seen.contains("node-b") && !seen.contains("GET /"), "the exchange crossed in clear:\n{seen}");
-    let headers: Vec<&str> = seen.lines().filter(|l| l.contains(" IP ")).collect();
+    let headers = testkit::capture::Capture::headers(&seen);
     assert!(headers.len() >= 4 && headers.iter().all(|l| l.contains(".51820 > ") && l.contains("UDP")), "{}", headers.join("\n"));
     nodes.node_b_leaves(&cp, "10.244.31.0/24");
 }

@@ -1245,27 +1245,12 @@ fn wireguard_encrypts_everything_between_nodes_in_every_mode() {
     // A capture on the underlay during a pod-to-pod HTTP exchange: only WireGuard's UDP, and
     // not one byte of the payload.
     let underlay = format!("podnet.{}.underlay", lab.name);
-    // tcpdump prints each packet's header and its bytes as text (-A): what it saw, read after.
-    let mut capture = Command::new("ip")
-        .args(["netns", "exec", &underlay, "tcpdump", "-i", "any", "-nn", "-l", "-A", "ip and not igmp"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // It says "listening on" once it captures.
-    let mut said = std::io::BufReader::new(capture.stderr.take().unwrap());
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0 && !line.contains("listening on") {
-        line.clear();
-    }
+    let capture = testkit::capture::Capture::start(&underlay, "any", "ip and not igmp");
     let answer = tcp_from(&client_ns, server_ip, 8080, b"GET /podnet-secret-payload HTTP/1.1\r\nHost: server\r\n\r\n");
     assert!(answer.contains("podnet-secret-payload"), "the server got the request: {answer}");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture.id() as i32), nix::sys::signal::Signal::SIGINT);
-    let out = capture.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let seen = capture.finish();
     assert!(!seen.contains("podnet-secret-payload"), "the payload crossed the underlay in clear:\n{seen}");
-    let headers: Vec<&str> = seen.lines().filter(|l| l.contains(" IP ")).collect();
+    let headers = testkit::capture::Capture::headers(&seen);
     assert!(headers.len() >= 4, "the exchange was captured:\n{seen}");
     assert!(headers.iter().all(|l| l.contains(".51820 > ") && l.contains("UDP")), "something else crossed the underlay:\n{}", headers.join("\n"));
     // Keys rotated: new public keys, and pods still talk (a new handshake).

@@ -10,6 +10,7 @@
 //!
 //! Objects go through the real loader ([`model::load_str`]), so fixtures exercise it too.
 
+pub mod capture;
 pub mod graph;
 pub mod k8s;
 
