@@ -511,6 +511,11 @@ pub fn node_pod_cidrs(node: &Node) -> Vec<ipnet::IpNet> {
     cidrs.iter().filter_map(|c| c.parse().ok()).collect()
 }
 
+/// A Node's `InternalIP` addresses (`status.addresses`), in the order it reports them.
+pub fn node_internal_ips(node: &Node) -> Vec<std::net::IpAddr> {
+    node.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect()
+}
+
 /// FNV-1a of some bytes: stable across runs and releases, for generated names.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;

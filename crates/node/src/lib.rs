@@ -504,18 +504,15 @@ impl NodeAgent {
         let (ip, cidr, _) =
             pod_network::own_vxlan(state, &self.node).ok_or_else(|| format!("BGP: node {} has no IPv4 InternalIP and pod CIDR yet", self.node))?;
         // IPv4 sessions between IPv4 InternalIPs, IPv6 ones between IPv6 InternalIPs.
-        let internal = |n: &k8s_openapi::api::core::v1::Node| -> Vec<IpAddr> {
-            n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect()
+        let v6_of = |n: &k8s_openapi::api::core::v1::Node| {
+            model::cluster::node_internal_ips(n).into_iter().find_map(|a| if let IpAddr::V6(v6) = a { Some(v6) } else { None })
         };
-        let v6_of = |ips: &[IpAddr]| ips.iter().find_map(|a| if let IpAddr::V6(v6) = a { Some(*v6) } else { None });
         let speaker = |n: &k8s_openapi::api::core::v1::Node| -> Option<bgp::Speaker> {
-            let ips = internal(n);
-            let ip = ips.iter().find_map(|a| if let IpAddr::V4(v4) = a { Some(*v4) } else { None })?;
-            Some(bgp::Speaker { name: n.metadata.name.clone()?, ip, ip6: v6_of(&ips) })
+            Some(bgp::Speaker { name: n.metadata.name.clone()?, ip: pod_network::internal_ipv4(n)?, ip6: v6_of(n) })
         };
         let peers = state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(self.node.as_str())).filter_map(speaker).collect();
         let own = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str()));
-        let me = bgp::Speaker { name: self.node.clone(), ip, ip6: own.and_then(|n| v6_of(&internal(n))) };
+        let me = bgp::Speaker { name: self.node.clone(), ip, ip6: own.and_then(v6_of) };
         let announce = own.map(model::cluster::node_pod_cidrs).unwrap_or_else(|| vec![ipnet::IpNet::V4(cidr)]);
         let routing = bgp::NodeRouting {
             me,
@@ -535,13 +532,13 @@ impl NodeAgent {
         if let Some(t) = &self.tunnel {
             return t.update(settings).map_err(|e| format!("WireGuard: {e}"));
         }
-        let v4 = pod_cidrs.iter().find_map(|c| if let ipnet::IpNet::V4(v4) = c { Some(v4.network()) } else { None });
-        let v6 = pod_cidrs.iter().find_map(|c| if let ipnet::IpNet::V6(v6) = c { Some(v6.network()) } else { None });
-        let Some(address) = v4 else {
+        let (v4, v6) = pod_network::by_family(pod_cidrs);
+        let Some(address) = v4.map(|c| c.network()) else {
             return Err(format!("WireGuard: node {} has no IPv4 pod CIDR yet", self.node));
         };
         let netns = self.netns.clone().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net"));
-        let tunnel = wireguard::Tunnel::start(&netns, address, v6, 1500 - wireguard::OVERHEAD, settings).map_err(|e| format!("WireGuard: {e}"))?;
+        let tunnel =
+            wireguard::Tunnel::start(&netns, address, v6.map(|c| c.network()), 1500 - wireguard::OVERHEAD, settings).map_err(|e| format!("WireGuard: {e}"))?;
         self.tunnel = Some(tunnel);
         Ok(())
     }

@@ -54,8 +54,7 @@ pub fn write_conflist(dir: &std::path::Path, conflist: &serde_json::Value) -> st
 pub fn peer_routes(state: &ClusterState, node: &str) -> Vec<(ipnet::IpNet, std::net::IpAddr)> {
     let mut out = Vec::new();
     for n in state.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(node)) {
-        let ips: Vec<std::net::IpAddr> =
-            n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
+        let ips = model::cluster::node_internal_ips(n);
         for cidr in model::cluster::node_pod_cidrs(n) {
             if let Some(via) = ips.iter().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4()) {
                 out.push((cidr.trunc(), *via));
@@ -104,12 +103,21 @@ pub struct VxlanPeer {
     pub pod_cidr6: Option<ipnet::Ipv6Net>,
 }
 
-/// A Node's first pod CIDR of each family.
-fn cidrs_of(n: &k8s_openapi::api::core::v1::Node) -> (Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>) {
-    let cidrs = model::cluster::node_pod_cidrs(n);
+/// The first CIDR of each family of `cidrs`.
+pub(crate) fn by_family(cidrs: &[ipnet::IpNet]) -> (Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>) {
     let v4 = cidrs.iter().find_map(|c| if let ipnet::IpNet::V4(v4) = c { Some(v4.trunc()) } else { None });
     let v6 = cidrs.iter().find_map(|c| if let ipnet::IpNet::V6(v6) = c { Some(v6.trunc()) } else { None });
     (v4, v6)
+}
+
+/// A Node's first pod CIDR of each family.
+fn cidrs_of(n: &k8s_openapi::api::core::v1::Node) -> (Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>) {
+    by_family(&model::cluster::node_pod_cidrs(n))
+}
+
+/// A Node's first IPv4 InternalIP (where tunnels to it go).
+pub(crate) fn internal_ipv4(n: &k8s_openapi::api::core::v1::Node) -> Option<std::net::Ipv4Addr> {
+    model::cluster::node_internal_ips(n).into_iter().find_map(|ip| if let std::net::IpAddr::V4(v4) = ip { Some(v4) } else { None })
 }
 
 /// vxlan to every other Node with an IPv4 pod CIDR and InternalIP (and its IPv6 pod CIDR, if it
@@ -120,12 +128,7 @@ pub fn vxlan_peers(state: &ClusterState, node: &str) -> Vec<VxlanPeer> {
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(node))
         .filter_map(|n| {
-            let node_ip = n
-                .status
-                .iter()
-                .flat_map(|s| s.addresses.iter().flatten())
-                .filter(|a| a.type_ == "InternalIP")
-                .find_map(|a| a.address.parse::<std::net::Ipv4Addr>().ok())?;
+            let node_ip = internal_ipv4(n)?;
             let (v4, pod_cidr6) = cidrs_of(n);
             let pod_cidr = v4?;
             Some(VxlanPeer { pod_cidr, vxlan_ip: pod_cidr.network(), mac: dataplane::link::vxlan_mac_for(node_ip), node_ip, pod_cidr6 })
@@ -138,7 +141,7 @@ pub fn vxlan_peers(state: &ClusterState, node: &str) -> Vec<VxlanPeer> {
 /// This node's vxlan endpoint: its IPv4 InternalIP and IPv4 pod CIDR (and its IPv6 pod CIDR).
 pub(crate) fn own_vxlan(state: &ClusterState, node: &str) -> Option<(std::net::Ipv4Addr, ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)> {
     let n = state.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(node))?;
-    let ip = n.status.iter().flat_map(|s| s.addresses.iter().flatten()).filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())?;
+    let ip = internal_ipv4(n)?;
     let (v4, v6) = cidrs_of(n);
     Some((ip, v4?, v6))
 }

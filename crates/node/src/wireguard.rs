@@ -101,12 +101,7 @@ pub fn peers_of(state: &model::ClusterState, me: &str) -> Vec<Peer> {
         .filter(|n| n.metadata.name.as_deref() != Some(me))
         .filter_map(|n| {
             let public = decode(n.metadata.annotations.as_ref()?.get(PUBLIC_KEY_ANNOTATION)?.trim())?;
-            let ip = n
-                .status
-                .iter()
-                .flat_map(|s| s.addresses.iter().flatten())
-                .filter(|a| a.type_ == "InternalIP")
-                .find_map(|a| a.address.parse::<Ipv4Addr>().ok())?;
+            let ip = crate::pod_network::internal_ipv4(n)?;
             let allowed: Vec<ipnet::IpNet> = model::cluster::node_pod_cidrs(n).into_iter().map(|c| c.trunc()).collect();
             (!allowed.is_empty()).then(|| Peer { name: n.metadata.name.clone().unwrap_or_default(), endpoint: SocketAddrV4::new(ip, PORT), public, allowed })
         })
