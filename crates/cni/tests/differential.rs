@@ -63,9 +63,10 @@ fn pod_state(pod: &Path) -> (Vec<String>, Vec<String>) {
         // The kernel's own link-local address is not the plugin's doing.
         addrs.retain(|a| !a.starts_with("fe80:"));
         addrs.sort();
-        let mut routes: Vec<String> = [false, true]
-            .iter()
-            .flat_map(|v6| nl.routes(*v6).unwrap())
+        let mut routes: Vec<String> = nl
+            .all_routes()
+            .unwrap()
+            .into_iter()
             .filter(|r| r.oif == Some(link.index) && !r.dst.addr().is_multicast() && !r.dst.to_string().starts_with("fe80:"))
             .map(|r| format!("{} via {:?}", r.dst, r.gateway))
             .collect();

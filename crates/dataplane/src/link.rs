@@ -547,6 +547,13 @@ impl Netlink {
         }
     }
 
+    /// Routes of both families in the main table, IPv4's first.
+    pub fn all_routes(&self) -> io::Result<Vec<RouteInfo>> {
+        let mut routes = self.routes(false)?;
+        routes.extend(self.routes(true)?);
+        Ok(routes)
+    }
+
     /// Routes of one family in the main table.
     pub fn routes(&self, ipv6: bool) -> io::Result<Vec<RouteInfo>> {
         use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};

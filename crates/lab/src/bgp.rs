@@ -94,12 +94,7 @@ pub fn converged(plan: &LabPlan) -> io::Result<bool> {
     }
     for (ns, own) in hosts {
         let wanted: Vec<ipnet::IpNet> = plan.nodes.iter().flat_map(|n| n.pod_cidrs()).filter(|c| !own.contains(c)).collect();
-        let routes = netns::run_in(&netns::path_of(&ns), || {
-            let nl = dataplane::Netlink::connect()?;
-            let mut all = nl.routes(false)?;
-            all.extend(nl.routes(true)?);
-            Ok::<_, io::Error>(all)
-        })??;
+        let routes = netns::run_in(&netns::path_of(&ns), || dataplane::Netlink::connect()?.all_routes())??;
         if !wanted.iter().all(|w| routes.iter().any(|r| r.dst == *w && r.gateway.is_some())) {
             return Ok(false);
         }

@@ -195,8 +195,7 @@ pub fn sync_vxlan(
             std::iter::once((ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip))).chain(v6)
         })
         .collect();
-    let mut have = nl.routes(false)?;
-    have.extend(nl.routes(true)?);
+    let have = nl.all_routes()?;
     let mut changed = 0;
     for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
         if !wanted.iter().any(|(dst, via)| r.dst == *dst && r.gateway == Some(*via)) {
@@ -234,8 +233,7 @@ pub fn sync_vxlan(
 /// missing ones, deletes those a Node no longer has. Routes outside `cluster` are not ours.
 pub fn sync_routes(cluster: &[ipnet::IpNet], wanted: &[(ipnet::IpNet, std::net::IpAddr)]) -> std::io::Result<usize> {
     let nl = dataplane::link::Netlink::connect()?;
-    let mut have = nl.routes(false)?;
-    have.extend(nl.routes(true)?);
+    let have = nl.all_routes()?;
     let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
     let mut changed = 0;
     for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {

@@ -238,8 +238,7 @@ impl Tunnel {
         dataplane::netns::run_in(&self.netns, move || -> io::Result<()> {
             let nl = dataplane::Netlink::connect()?;
             let link = nl.require(DEVICE)?;
-            let mut have = nl.routes(false)?;
-            have.extend(nl.routes(true)?);
+            let have = nl.all_routes()?;
             for r in have.iter().filter(|r| r.oif == Some(link.index) && old.contains(&r.dst) && !new.contains(&r.dst)) {
                 nl.delete_route(r.dst, None)?;
             }
