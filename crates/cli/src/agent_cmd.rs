@@ -237,17 +237,10 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             let result = if !changes.other && !drifted && agent.can_sync_services() {
                 let services = agent.sync_services(&changes.services, |ns, name| stores.service(ns, name));
                 match services {
-                    Ok(mut synced) if changes.pods_or_policies => {
+                    Ok(synced) if changes.pods_or_policies => {
                         let tables = stores.snapshot().map_err(|e| e.to_string()).and_then(|state| agent.sync_pod_tables(&state));
                         dataplane::release_free_memory();
-                        tables.map(|t| {
-                            synced.full |= t.full;
-                            synced.healed |= t.healed;
-                            synced.cut_connections = t.cut_connections;
-                            synced.seconds += t.seconds;
-                            synced.elements = t.elements;
-                            synced
-                        })
+                        tables.map(|t| synced.and(t))
                     }
                     other => other,
                 }

@@ -152,14 +152,8 @@ fn sync_agent(agent: &mut NodeAgent, view: &ClusterState, change: &Change) -> Re
         // Tables changed behind the agent's back take a full sync (which also cuts what may
         // have got through meanwhile).
         Change::Partial { services, pods_or_policies } if agent.can_sync_services() && !agent.drifted() => {
-            let mut synced = agent.sync_services(services, |ns, name| lookup(view, ns, name))?;
-            if *pods_or_policies {
-                let tables = agent.sync_pod_tables(view)?;
-                synced.full |= tables.full;
-                synced.cut_connections = tables.cut_connections;
-                synced.seconds += tables.seconds;
-            }
-            Ok(synced)
+            let synced = agent.sync_services(services, |ns, name| lookup(view, ns, name))?;
+            if *pods_or_policies { Ok(synced.and(agent.sync_pod_tables(view)?)) } else { Ok(synced) }
         }
         _ => agent.sync(view),
     }

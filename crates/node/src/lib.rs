@@ -46,6 +46,20 @@ pub struct Synced {
     pub healed: bool,
 }
 
+impl Synced {
+    /// This sync followed by `later` on the same node (Services, then the pod tables): one
+    /// report, with the element count `later` left.
+    pub fn and(mut self, later: Synced) -> Synced {
+        self.elements = later.elements;
+        self.full |= later.full;
+        self.seconds += later.seconds;
+        self.stale_udp_flows += later.stale_udp_flows;
+        self.cut_connections += later.cut_connections;
+        self.healed |= later.healed;
+        self
+    }
+}
+
 /// A node's agent: its name, settings, and what it last applied.
 pub struct NodeAgent {
     /// The Node it programs (`spec.nodeName` of its pods; `NODE_NAME` from the downward API).
