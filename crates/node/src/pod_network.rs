@@ -187,25 +187,25 @@ pub fn sync_vxlan(
     }
     let ours = |dst: &ipnet::IpNet| cluster.iter().any(|c| c.contains(dst) && c != dst);
     // Each peer's routes: its IPv4 pod CIDR via its device's IPv4 address, its IPv6 one via the
-    // IPv6 network address.
-    let wanted: Vec<(ipnet::IpNet, IpAddr)> = peers
+    // IPv6 network address; each next hop a neighbour at the peer's device MAC.
+    let wanted: Vec<(ipnet::IpNet, IpAddr, [u8; 6])> = peers
         .iter()
         .flat_map(|p| {
-            let v6 = p.pod_cidr6.map(|c| (ipnet::IpNet::V6(c), IpAddr::V6(c.network())));
-            std::iter::once((ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip))).chain(v6)
+            let v6 = p.pod_cidr6.map(|c| (ipnet::IpNet::V6(c), IpAddr::V6(c.network()), p.mac));
+            std::iter::once((ipnet::IpNet::V4(p.pod_cidr), IpAddr::V4(p.vxlan_ip), p.mac)).chain(v6)
         })
         .collect();
     let have = nl.all_routes()?;
     let mut changed = 0;
     for r in have.iter().filter(|r| ours(&r.dst) && r.gateway.is_some()) {
-        if !wanted.iter().any(|(dst, via)| r.dst == *dst && r.gateway == Some(*via)) {
+        if !wanted.iter().any(|(dst, via, _)| r.dst == *dst && r.gateway == Some(*via)) {
             nl.delete_route(r.dst, r.gateway)?;
             changed += 1;
         }
     }
     // Neighbour and FDB entries of peers that are gone (a deleted Node): Flannel removes them too.
     for (ip, _) in nl.neighbours(vx, false)? {
-        if !wanted.iter().any(|(_, via)| *via == ip) {
+        if !wanted.iter().any(|(_, via, _)| *via == ip) {
             nl.delete_neighbour(vx, ip)?;
             changed += 1;
         }
@@ -219,11 +219,8 @@ pub fn sync_vxlan(
     for p in peers {
         nl.add_fdb(vx, &p.mac, IpAddr::V4(p.node_ip))?;
     }
-    for (dst, via) in &wanted {
-        let mac = peers.iter().find(|p| IpAddr::V4(p.vxlan_ip) == *via || p.pod_cidr6.is_some_and(|c| IpAddr::V6(c.network()) == *via)).map(|p| p.mac);
-        if let Some(mac) = mac {
-            nl.add_neighbour(vx, *via, &mac)?;
-        }
+    for (dst, via, mac) in &wanted {
+        nl.add_neighbour(vx, *via, mac)?;
         nl.add_onlink_route(*dst, *via, vx)?;
     }
     Ok(changed)
