@@ -138,8 +138,7 @@ pub(crate) fn check(lab: &LabName) -> Result<ExitCode> {
     // Every pod reaches a pod on another node (or its own, with one node), and the server sees
     // the client's pod IP: no NAT. Where a policy denies the pair, the connection must time out.
     // In a dual-stack lab, every check of addresses runs in both families.
-    let families: Vec<bool> =
-        [(st.plan.config.ip_family.has_v4(), false), (st.plan.config.ip_family.has_v6(), true)].into_iter().filter(|f| f.0).map(|f| f.1).collect();
+    let families = st.plan.config.ip_family.families();
     let mut probes = Vec::new();
     for (v6, (i, client)) in families.iter().flat_map(|v6| pods.iter().map(move |p| (*v6, p))) {
         let Some(cip) = st.pod_address(*i, v6) else { continue };
@@ -244,6 +243,7 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
     let view = lab::service_proxy::proxy_view(st);
     let node_plan = proxy::plan(&view, &client.node, &lab::service_proxy::proxy_config(st))?;
     let is_dns = |p: &proxy::plan::PortPlan| p.port.namespace == lab::system::SYSTEM_NAMESPACE && p.port.service == lab::system::DNS_SERVICE;
+    let pod_ips: Vec<IpAddr> = (0..st.pod_ips.len()).flat_map(|j| st.pod_addresses(j)).collect();
     // Each ClusterIP of a port (one per family of a dual-stack Service), from the client's
     // address of that family.
     let ports = node_plan.ports.iter().filter(|p| p.port.protocol == Protocol::Tcp && !is_dns(p));
@@ -282,7 +282,6 @@ fn check_services(st: &lab::state::LabState, pods: &[(usize, &lab::PodPlan)], ve
         }
         // Endpoints off the lab's pods (a control-plane lab's `default/kubernetes`: the API
         // server): a connection they accept is the proof; they speak no echo.
-        let pod_ips: Vec<IpAddr> = (0..st.pod_ips.len()).flat_map(|j| st.pod_addresses(j)).collect();
         let off_pods = |e: &&str| e.parse::<std::net::SocketAddr>().is_ok_and(|a| !pod_ips.contains(&a.ip()));
         if !endpoints.is_empty() && endpoints.iter().all(off_pods) {
             match tcp_connect(&client.netns, vip, p.port.port, timeout) {

@@ -111,6 +111,11 @@ impl IpFamily {
     pub fn has_v6(self) -> bool {
         self != IpFamily::Ipv4
     }
+
+    /// The families pods have, IPv4 first, each as whether it is IPv6.
+    pub fn families(self) -> Vec<bool> {
+        [(self.has_v4(), false), (self.has_v6(), true)].into_iter().filter(|f| f.0).map(|f| f.1).collect()
+    }
 }
 
 /// `fd00:10:244::/56`: a /64 per node (kind's IPv6 pod subnet, cut per node).
